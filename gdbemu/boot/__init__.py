@@ -1,0 +1,1 @@
+"""Loaders: ELF and multiboot."""

@@ -1,0 +1,232 @@
+"""x86 CPU state: registers, lazy flags, segment caches, control and debug registers.
+
+The state is plain attributes and lists so generated TB code can reach it with
+one attribute load.  Generated code keeps the GPRs and the lazy-flag words in
+Python locals for the duration of a TB and writes them back here at every exit
+(and, on an exception, as they were at the start of the faulting instruction).
+
+``hflags`` summarises everything that changes how code is translated (CPL,
+16/32-bit code and stack, whether segment bases must be added, the mmu_idx);
+it is part of every TB's key and is recomputed whenever one of its inputs
+changes (segment loads, CR0/CR4 writes, popf), as QEMU's env->hflags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_KSMAP_IDX, MMU_USER_IDX
+from . import flags as F
+
+EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
+REG_NAMES = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"]
+
+ES, CS, SS, DS, FS, GS = range(6)
+SEG_NAMES = ["es", "cs", "ss", "ds", "fs", "gs"]
+
+# CR0 bits
+CR0_PE = 1 << 0
+CR0_MP = 1 << 1
+CR0_EM = 1 << 2
+CR0_TS = 1 << 3
+CR0_ET = 1 << 4
+CR0_NE = 1 << 5
+CR0_WP = 1 << 16
+CR0_AM = 1 << 18
+CR0_NW = 1 << 29
+CR0_CD = 1 << 30
+CR0_PG = 1 << 31
+
+# CR4 bits
+CR4_VME = 1 << 0
+CR4_PVI = 1 << 1
+CR4_TSD = 1 << 2
+CR4_DE = 1 << 3
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_MCE = 1 << 6
+CR4_PGE = 1 << 7
+CR4_PCE = 1 << 8
+CR4_OSFXSR = 1 << 9
+CR4_OSXMMEXCPT = 1 << 10
+CR4_SMEP = 1 << 20
+CR4_SMAP = 1 << 21
+
+# Descriptor attribute bits, in the layout of the descriptor's high dword
+# (QEMU's DESC_* masks): the cache keeps that dword's attribute bits.
+DESC_TYPE_SHIFT = 8
+DESC_S = 1 << 12
+DESC_DPL_SHIFT = 13
+DESC_P = 1 << 15
+DESC_AVL = 1 << 20
+DESC_L = 1 << 21
+DESC_B = 1 << 22  # D/B: 32-bit segment
+DESC_G = 1 << 23
+DESC_A = 1 << 8  # accessed (type bit 0)
+DESC_CS = 1 << 11  # code segment (type bit 3)
+DESC_C = 1 << 10  # conforming (code)
+DESC_E = 1 << 10  # expand-down (data)
+DESC_R = 1 << 9  # readable (code)
+DESC_W = 1 << 9  # writable (data)
+
+# hflags bits (part of the TB key)
+HF_CPL_MASK = 3
+HF_CS32 = 1 << 2  # 32-bit code segment
+HF_SS32 = 1 << 3  # 32-bit stack segment
+HF_ADDSEG = 1 << 4  # DS/ES/SS bases may be nonzero: add them
+HF_PE = 1 << 5
+HF_VM = 1 << 6
+HF_TF = 1 << 7  # single-step: TBs of one instruction
+HF_MMU_SHIFT = 8  # two bits: mmu_idx
+HF_PG = 1 << 10
+
+
+@dataclass
+class SegmentCache:
+    """A segment register's visible selector and hidden descriptor cache."""
+
+    selector: int = 0
+    base: int = 0
+    limit: int = 0xFFFF
+    flags: int = DESC_P | DESC_S | DESC_W | DESC_A | (0 << DESC_DPL_SHIFT)
+
+    @property
+    def dpl(self) -> int:
+        return (self.flags >> DESC_DPL_SHIFT) & 3
+
+    @property
+    def big(self) -> bool:
+        return bool(self.flags & DESC_B)
+
+    @property
+    def present(self) -> bool:
+        return bool(self.flags & DESC_P)
+
+    @property
+    def type(self) -> int:
+        return (self.flags >> DESC_TYPE_SHIFT) & 0xF
+
+    def copy(self) -> SegmentCache:
+        return SegmentCache(self.selector, self.base, self.limit, self.flags)
+
+
+# MSRs a 32-bit kernel touches
+MSR_IA32_TSC = 0x10
+MSR_IA32_APICBASE = 0x1B
+MSR_IA32_SYSENTER_CS = 0x174
+MSR_IA32_SYSENTER_ESP = 0x175
+MSR_IA32_SYSENTER_EIP = 0x176
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_PAT = 0x277
+MSR_MTRRcap = 0xFE
+MSR_MTRRdefType = 0x2FF
+MSR_EFER = 0xC0000080
+
+
+class CPU:
+    """One vCPU's architectural state plus its translation-time summary (hflags)."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.regs: list[int] = [0] * 8
+        self.eip = 0xFFF0
+        # EFLAGS minus the six arithmetic flags (those are lazy). Bit 1 is always set.
+        self.eflags = 0x2
+        self.cc_op = F.CC_OP_EFLAGS
+        self.cc_src = 0
+        self.cc_dst = 0
+        self.cc_src2 = 0
+        self.segs = [SegmentCache() for _ in range(6)]
+        self.segs[CS] = SegmentCache(0xF000, 0xFFFF0000, 0xFFFF, DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A)
+        self.seg_base = [s.base for s in self.segs]  # mirror read by generated code
+        self.gdtr_base = 0
+        self.gdtr_limit = 0xFFFF
+        self.idtr_base = 0
+        self.idtr_limit = 0xFFFF
+        self.ldtr = SegmentCache(0, 0, 0xFFFF, DESC_P | (2 << DESC_TYPE_SHIFT))
+        self.tr = SegmentCache(0, 0, 0xFFFF, DESC_P | (11 << DESC_TYPE_SHIFT))
+        self.cr = [CR0_ET | CR0_CD | CR0_NW, 0, 0, 0, 0]
+        self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400]
+        self.efer = 0
+        self.msr: dict[int, int] = {
+            MSR_IA32_APICBASE: 0xFEE00000 | (1 << 11) | ((1 << 8) if index == 0 else 0),
+            MSR_IA32_PAT: 0x0007040600070406,
+            MSR_IA32_MISC_ENABLE: 1,
+        }
+        self.tsc_offset = 0
+        self.icount = 0
+        self.halted = False
+        self.hflags = 0
+        self.mmu_idx = MMU_KNOSMAP_IDX
+        # Set by the exec loop / devices: an interrupt or exit is pending.
+        self.interrupt_request = 0
+        self.exit_request = False
+        self.machine = None  # back-pointer, set by Machine
+        self.compute_hflags()
+
+    # ---- flags ----------------------------------------------------------------
+    def get_eflags(self) -> int:
+        return (self.eflags & ~F.ARITH) | F.compute_all(self.cc_op, self.cc_dst, self.cc_src, self.cc_src2) | 2
+
+    def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
+        """Write EFLAGS bits under ``mask`` (popf, iret, the debugger)."""
+        value = (self.get_eflags() & ~mask) | (value & mask)
+        self.cc_op = F.CC_OP_EFLAGS
+        self.cc_src = value & F.ARITH
+        self.eflags = (value & ~F.ARITH & 0x3F7FFF) | 2
+        self.compute_hflags()
+
+    # ---- summaries ----------------------------------------------------------
+    @property
+    def cpl(self) -> int:
+        return self.hflags & HF_CPL_MASK
+
+    def compute_hflags(self) -> None:
+        """Recompute the translation-relevant summary of the state (QEMU's hflags)."""
+        cr0 = self.cr[0]
+        segs = self.segs
+        hf = 0
+        if cr0 & CR0_PE:
+            hf |= HF_PE
+            if self.eflags & F.VM:
+                hf |= HF_VM | 3
+            else:
+                # CPL is SS.DPL, as QEMU keeps it (equal to CS.RPL except
+                # while running conforming code).
+                hf |= segs[SS].dpl
+            if segs[CS].flags & DESC_B and not self.eflags & F.VM:
+                hf |= HF_CS32
+            if segs[SS].flags & DESC_B and not self.eflags & F.VM:
+                hf |= HF_SS32
+        if not (hf & HF_CS32) or segs[DS].base or segs[ES].base or segs[SS].base:
+            hf |= HF_ADDSEG
+        if cr0 & CR0_PG:
+            hf |= HF_PG
+        if self.eflags & F.TF:
+            hf |= HF_TF
+        cpl = hf & HF_CPL_MASK
+        if cpl == 3:
+            mmu = MMU_USER_IDX
+        elif self.cr[4] & CR4_SMAP and not self.eflags & F.AC:
+            mmu = MMU_KSMAP_IDX
+        else:
+            mmu = MMU_KNOSMAP_IDX
+        hf |= mmu << HF_MMU_SHIFT
+        self.mmu_idx = mmu
+        self.hflags = hf
+        self.seg_base[:] = [s.base for s in segs]
+
+    def setup_flat32(self) -> None:
+        """The state a multiboot loader leaves: flat 32-bit protected mode, CPL 0, paging off."""
+        code = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_B | DESC_G
+        data = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
+        self.cr[0] = (self.cr[0] | CR0_PE) & ~CR0_PG
+        self.segs[CS] = SegmentCache(0x08, 0, 0xFFFFFFFF, code)
+        for seg in (ES, SS, DS, FS, GS):
+            self.segs[seg] = SegmentCache(0x10, 0, 0xFFFFFFFF, data)
+        self.eflags = 0x2
+        self.compute_hflags()
+
+    def tsc(self) -> int:
+        """The time-stamp counter: derived from the instruction count, so deterministic."""
+        return self.icount + self.tsc_offset

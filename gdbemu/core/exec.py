@@ -1,0 +1,137 @@
+"""The exec loop: find the TB for the current state, run it, act on how it left.
+
+Per TB: follow the chained successor when the last exit was a direct jump
+(slot 0/1) and the successor is still valid, else look the TB up through the
+per-CPU jump cache (keyed by EIP, CS base, hflags; dropped on any TLB flush),
+then the physical TB cache, else translate.  A TB that would run past the
+instruction budget is replaced by an uncached, shorter one, so the budget is
+met exactly: interrupts and stops land on the same instruction every run
+(DESIGN.md invariant 5).
+
+How a TB can leave:
+* returns a slot: 0/1 direct jump (chainable), 2 anything else;
+* raises GuestFault: deliver it through the IDT (interrupts.py);
+* raises SMCRestart: a store was about to rewrite the running TB; run the
+  current instruction alone in an uncached TB, then carry on;
+* returns after setting ``cpu.interrupt_request``: leave the loop (device
+  exit port, hlt, hardware interrupt pending) — checked between TBs.
+"""
+
+from __future__ import annotations
+
+from .cpu import HF_MMU_SHIFT
+from .exceptions import GuestFault, InstructionRestart, SMCRestart
+from .translate import SMC_HOT_PAGE, TIER2_THRESHOLD
+
+REQ_EXIT = 1  # leave the exec loop (the machine looks at why)
+REQ_HARD = 2  # a maskable interrupt is pending
+
+
+def tb_lookup(cpu):
+    """Find or build the TB for the CPU's current state (tb_lookup + tb_gen_code)."""
+    eip = cpu.eip
+    cs_base = cpu.seg_base[1]
+    hflags = cpu.hflags
+    key = (eip, cs_base, hflags)
+    tb = cpu.jmp_cache.get(key)
+    if tb is not None and tb.valid:
+        return tb
+    machine = cpu.machine
+    mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
+    phys_pc = cpu.softmmu.code_paddr(mmu_idx, cs_base + eip)
+    tbs = machine.tbs
+    tb = tbs.lookup(phys_pc, cs_base, hflags)
+    if tb is not None and len(tb.pages) == 2:
+        # The second page must still map the frame it did when the TB was built.
+        try:
+            second = cpu.softmmu.code_paddr(mmu_idx, tb.vpages[1]) & -4096
+        except GuestFault:
+            second = None
+        if second != tb.pages[1]:
+            tbs.invalidate(tb)
+            tb = None
+    if tb is None:
+        tb = machine.translator.translate(cpu, eip, cs_base, hflags, stop_at=machine.breakpoint_stop)
+        tbs.stats["tb_built"] += 1
+        tbs.link(tb)
+    cpu.jmp_cache[key] = tb
+    return tb
+
+
+def _hot_smc(tbs, tb) -> bool:
+    for page in tb.pages:
+        desc = tbs.pages.get(page)
+        if desc is not None and desc.invalidations >= SMC_HOT_PAGE:
+            return True
+    return False
+
+
+def run_one_uncached(cpu, max_insns: int = 1) -> None:
+    """Execute ``max_insns`` instructions from the current state in a throwaway TB."""
+    machine = cpu.machine
+    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns)
+    tb.cacheable = False
+    prev = machine.tbs.current
+    machine.tbs.current = tb
+    try:
+        tb.fn()
+    finally:
+        machine.tbs.current = prev
+
+
+def cpu_exec(cpu, max_insns: int) -> None:
+    """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set."""
+    machine = cpu.machine
+    tbs = machine.tbs
+    translator = machine.translator
+    deliver = machine.deliver_exception
+    end = cpu.icount + max_insns
+    cpu.icount_deadline = end
+    tb = None
+    slot = 2
+    try:
+        while not cpu.interrupt_request:
+            left = end - cpu.icount
+            if left <= 0:
+                return
+            nxt = None
+            if slot < 2 and tb is not None:
+                nxt = tb.jmp[slot]
+                if nxt is not None and not nxt.valid:
+                    nxt = tb.jmp[slot] = None
+            if nxt is None:
+                try:
+                    nxt = tb_lookup(cpu)
+                except GuestFault as fault:
+                    deliver(cpu, fault)
+                    tb = None
+                    slot = 2
+                    continue
+                if slot < 2 and tb is not None and tb.chain[slot] and tb.valid:
+                    tb.jmp[slot] = nxt
+            tb = nxt
+            if tb.n_insns > left:
+                tb = translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=left)
+                tb.cacheable = False
+            elif tb.tier == 1:
+                tb.execs += 1
+                if tb.execs == TIER2_THRESHOLD and not _hot_smc(tbs, tb):
+                    translator.build(cpu, tb, 2)
+            tbs.current = tb
+            try:
+                slot = tb.fn()
+            except GuestFault as fault:
+                tbs.current = None
+                deliver(cpu, fault)
+                tb = None
+                slot = 2
+            except (SMCRestart, InstructionRestart):
+                tbs.current = None
+                try:
+                    run_one_uncached(cpu)
+                except GuestFault as fault:
+                    deliver(cpu, fault)
+                tb = None
+                slot = 2
+    finally:
+        tbs.current = None

@@ -1,0 +1,136 @@
+"""The x86 page walk: tlb_fill and the debugger's side-effect-free walk.
+
+Intel SDM vol. 3, 4.3 (32-bit paging) and 4.6 (access rights):
+
+* CR0.PG=0: linear = physical, all access allowed (still through the TLB).
+* Two levels: the PDE selected by bits 31..22 of the address, then the PTE
+  by bits 21..12; with CR4.PSE a PDE with PS=1 maps a 4 MiB page.
+* A user-mode access (CPL 3, mmu_idx USER) needs U/S=1 at both levels;
+  a write needs R/W=1 at both levels for user, and for supervisor when CR0.WP=1.
+* The walker sets Accessed in the PDE and PTE, and Dirty in the PTE (or the
+  4 MiB PDE) on a write.  Those writes go straight to RAM, without TB
+  invalidation (page tables hold no code: QEMU's x86_stl_phys_notdirty).
+* A TLB entry for a read of a page whose Dirty bit is clear is installed
+  without write permission, so the first write walks again and sets Dirty.
+* Global pages (CR4.PGE, G=1) are marked so a CR3 write keeps them.
+* #PF error code: bit 0 P (protection violation, not a missing page),
+  bit 1 W/R, bit 2 U/S; CR2 gets the faulting linear address.
+"""
+
+from __future__ import annotations
+
+from ..softmmu.tlb import MMU_USER_IDX, PAGE_EXEC, PAGE_READ, PAGE_WRITE
+from .cpu import CR0_PG, CR0_WP, CR4_PGE, CR4_PSE
+from .exceptions import PF, GuestFault
+
+ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
+
+PG_P = 1 << 0
+PG_RW = 1 << 1
+PG_US = 1 << 2
+PG_A = 1 << 5
+PG_D = 1 << 6
+PG_PS = 1 << 7
+PG_G = 1 << 8
+
+PAGE_GLOBAL = 8  # extra prot bit kept in the TLB so CR3 writes spare the entry
+
+
+def _ld32(ram: bytearray, paddr: int, ram_size: int) -> int:
+    if paddr + 4 > ram_size:
+        return 0
+    return int.from_bytes(ram[paddr : paddr + 4], "little")
+
+
+def _st32(ram: bytearray, paddr: int, value: int, ram_size: int) -> None:
+    if paddr + 4 <= ram_size:
+        ram[paddr : paddr + 4] = value.to_bytes(4, "little")
+
+
+def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
+    """Translate ``vaddr``; return (paddr, prot, page_size) or raise #PF.
+
+    With ``debug`` nothing is written and no fault is raised: returns None for
+    an unmapped address (the gdb view, DESIGN.md invariant 3).
+    """
+    vaddr &= 0xFFFFFFFF
+    cr0 = cpu.cr[0]
+    if not cr0 & CR0_PG:
+        return vaddr, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096
+    mem = cpu.machine.mem
+    ram = mem.ram
+    ram_size = mem.ram_size
+    user = mmu_idx == MMU_USER_IDX
+    is_write = access == ACCESS_WRITE
+    cr4 = cpu.cr[4]
+    pde_addr = (cpu.cr[3] & 0xFFFFF000) + ((vaddr >> 20) & 0xFFC)
+    pde = _ld32(ram, pde_addr, ram_size)
+
+    def fault(present: bool):
+        if debug:
+            return None
+        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0)
+        raise GuestFault(PF, code, cr2=vaddr)
+
+    if not pde & PG_P:
+        return fault(False)
+    if pde & PG_PS and cr4 & CR4_PSE:
+        rights = pde
+        paddr_page = (pde & 0xFFC00000) | (vaddr & 0x3FF000)
+        size = 4 << 20
+        pte = pde
+        pte_addr = pde_addr
+        leaf_is_pde = True
+    else:
+        pte_addr = (pde & 0xFFFFF000) + ((vaddr >> 10) & 0xFFC)
+        pte = _ld32(ram, pte_addr, ram_size)
+        if not pte & PG_P:
+            return fault(False)
+        rights = pde & pte
+        paddr_page = pte & 0xFFFFF000
+        size = 4096
+        leaf_is_pde = False
+    # access rights
+    if user:
+        if not rights & PG_US:
+            return fault(True)
+        writable = bool(rights & PG_RW)
+    else:
+        writable = bool(rights & PG_RW) or not cr0 & CR0_WP
+    if is_write and not writable:
+        return fault(True)
+    if debug:
+        prot = PAGE_READ | PAGE_EXEC | (PAGE_WRITE if writable else 0)
+        return paddr_page | (vaddr & 0xFFF), prot, size
+    # accessed / dirty bits
+    if not leaf_is_pde and not pde & PG_A:
+        _st32(ram, pde_addr, pde | PG_A, ram_size)
+    new = pte | PG_A
+    if is_write:
+        new |= PG_D
+    if new != pte:
+        _st32(ram, pte_addr, new, ram_size)
+    prot = PAGE_READ | PAGE_EXEC
+    # Without D set, leave the entry read-only so the first write comes back here.
+    if writable and new & PG_D:
+        prot |= PAGE_WRITE
+    if pte & PG_G and cr4 & CR4_PGE:
+        prot |= PAGE_GLOBAL
+    return paddr_page | (vaddr & 0xFFF), prot, size
+
+
+def tlb_fill(cpu, vaddr: int, access: int, mmu_idx: int) -> int:
+    """Walk and install the translation in the TLB; return the TLB slot (or raise #PF)."""
+    paddr, prot, size = walk(cpu, vaddr, access, mmu_idx)
+    return cpu.tlb.set_page(mmu_idx, vaddr, paddr, prot, size)
+
+
+def debug_translate(cpu, vaddr: int) -> int | None:
+    """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault."""
+    mmu_idx = cpu.mmu_idx
+    res = walk(cpu, vaddr, ACCESS_READ, mmu_idx, debug=True)
+    if res is None and mmu_idx == MMU_USER_IDX:
+        return None
+    if res is None:
+        return None
+    return res[0]

@@ -1,0 +1,181 @@
+"""Translation blocks, their cache, and invalidation by physical page (QEMU's tb-maint.c).
+
+A TB is keyed by (physical PC, CS base, hflags).  It covers at most two
+physical pages; each page it touches has a ``PageDesc`` listing its TBs.
+Linking the first TB to a page *protects* the page: its CODE dirty bit is
+cleared and every TLB write entry mapping it gets TLB_NOTDIRTY, so the next
+store to it leaves the fast path (DESIGN.md invariant 4).  A store there calls
+``invalidate_phys_range_fast``: after ``SMC_BITMAP_USE_THRESHOLD`` such writes
+a page builds a bitmap of the bytes its TBs cover, and only stores that touch
+those bytes invalidate anything.  When the last TB of a page goes, the page is
+unprotected (CODE dirty set) and stores become fast again.
+
+If the running TB is among those invalidated by a store, the store has not
+happened yet: ``SMCRestart`` is raised so the exec loop re-runs the current
+instruction alone and retranslates what follows (precise SMC).
+"""
+
+from __future__ import annotations
+
+from .exceptions import SMCRestart
+
+SMC_BITMAP_USE_THRESHOLD = 10
+PAGE_MASK = -4096
+
+
+class TB:
+    """One translation block."""
+
+    __slots__ = (
+        "pc", "cs_base", "hflags", "phys_pc", "pages", "ranges", "size", "n_insns", "fn", "jmp",
+        "chain", "valid", "execs", "insns", "tier", "eips", "next_eip", "cacheable", "vpages",
+    )
+
+    def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
+        self.pc = pc
+        self.cs_base = cs_base
+        self.hflags = hflags
+        self.phys_pc = phys_pc
+        self.pages: tuple[int, ...] = ()
+        self.ranges: tuple[tuple[int, int], ...] = ()  # (paddr start, paddr end) per page
+        self.size = 0
+        self.n_insns = 0
+        self.fn = None
+        self.jmp: list = [None, None]
+        self.chain = [False, False]
+        self.valid = True
+        self.execs = 0
+        self.insns: list = []
+        self.tier = 1
+        self.eips: tuple[int, ...] = ()
+        self.next_eip = 0
+        self.cacheable = True
+        self.vpages: tuple[int, ...] = ()  # linear page of each entry in pages
+
+    def __repr__(self) -> str:
+        return f"<TB {self.cs_base:#x}:{self.pc:#x} phys={self.phys_pc:#x} n={self.n_insns} tier={self.tier}>"
+
+
+class PageDesc:
+    """The TBs on one physical page, and the SMC code bitmap."""
+
+    __slots__ = ("tbs", "bitmap", "writes", "invalidations")
+
+    def __init__(self) -> None:
+        self.tbs: list[TB] = []
+        self.bitmap: int | None = None  # bit n set: byte n of the page is translated code
+        self.writes = 0
+        self.invalidations = 0  # how often TBs here were invalidated (hot SMC page)
+
+
+class TBCache:
+    """All TBs of a machine, by key and by physical page."""
+
+    def __init__(self, protect_code, unprotect_code) -> None:
+        self.tbs: dict[tuple[int, int, int], TB] = {}
+        self.pages: dict[int, PageDesc] = {}
+        self.protect_code = protect_code  # (ppage) -> None
+        self.unprotect_code = unprotect_code  # (ppage) -> None
+        self.on_invalidate: list = []  # (tb) -> None: CPUs drop it from their jump caches
+        self.current: TB | None = None  # the TB executing now (set by the exec loop)
+        self.stats = {"tb_built": 0, "tb_invalidated": 0, "smc_restarts": 0, "bitmap_builds": 0,
+                      "bitmap_skips": 0, "tb_compiled": 0, "tb_flushes": 0}
+
+    def lookup(self, phys_pc: int, cs_base: int, hflags: int) -> TB | None:
+        return self.tbs.get((phys_pc, cs_base, hflags))
+
+    def link(self, tb: TB) -> None:
+        """Add a TB to the cache and protect its pages (tb_link_page)."""
+        self.tbs[(tb.phys_pc, tb.cs_base, tb.hflags)] = tb
+        for page in tb.pages:
+            desc = self.pages.get(page)
+            if desc is None:
+                desc = self.pages[page] = PageDesc()
+            desc.tbs.append(tb)
+            desc.bitmap = None  # rebuilt lazily, as QEMU's invalidate_page_bitmap
+            if len(desc.tbs) == 1:
+                self.protect_code(page)
+
+    def invalidate(self, tb: TB) -> None:
+        """Remove one TB everywhere (tb_phys_invalidate)."""
+        if not tb.valid:
+            return
+        tb.valid = False
+        self.stats["tb_invalidated"] += 1
+        key = (tb.phys_pc, tb.cs_base, tb.hflags)
+        if self.tbs.get(key) is tb:
+            del self.tbs[key]
+        for page in tb.pages:
+            desc = self.pages.get(page)
+            if desc is None:
+                continue
+            try:
+                desc.tbs.remove(tb)
+            except ValueError:
+                pass
+            desc.bitmap = None
+            desc.invalidations += 1
+            if not desc.tbs:
+                del self.pages[page]
+                self.unprotect_code(page)
+        for fn in self.on_invalidate:
+            fn(tb)
+
+    def invalidate_phys_range(self, start: int, end: int, from_store: bool = False) -> int:
+        """Invalidate every TB overlapping physical [start, end) (tb_invalidate_phys_range).
+
+        With ``from_store``, a store inside the running TB raises SMCRestart
+        before anything is invalidated, so the store can be replayed alone.
+        """
+        hits = []
+        page = start & PAGE_MASK
+        while page < end:
+            desc = self.pages.get(page)
+            if desc is not None:
+                for tb in desc.tbs:
+                    for rs, re_ in tb.ranges:
+                        if rs < end and start < re_:
+                            hits.append(tb)
+                            break
+            page += 4096
+        if not hits:
+            return 0
+        if from_store and self.current is not None and self.current in hits and self.current.cacheable:
+            self.stats["smc_restarts"] += 1
+            for tb in hits:
+                self.invalidate(tb)
+            raise SMCRestart()
+        for tb in hits:
+            self.invalidate(tb)
+        return len(hits)
+
+    def invalidate_phys_range_fast(self, paddr: int, size: int) -> None:
+        """The store path (tb_invalidate_phys_page_fast): use the code bitmap once a page is hot."""
+        page = paddr & PAGE_MASK
+        desc = self.pages.get(page)
+        if desc is None:
+            return
+        desc.writes += 1
+        if desc.writes >= SMC_BITMAP_USE_THRESHOLD:
+            if desc.bitmap is None:
+                self.stats["bitmap_builds"] += 1
+                bitmap = 0
+                for tb in desc.tbs:
+                    for rs, re_ in tb.ranges:
+                        if rs & PAGE_MASK == page:
+                            bitmap |= ((1 << (re_ - rs)) - 1) << (rs - page)
+                desc.bitmap = bitmap
+            off = paddr - page
+            if not (desc.bitmap >> off) & ((1 << size) - 1):
+                self.stats["bitmap_skips"] += 1
+                return
+        self.invalidate_phys_range(paddr, paddr + size, from_store=True)
+
+    def flush(self) -> None:
+        """Drop every TB (tb_flush): the memory they were built from changed wholesale."""
+        self.stats["tb_flushes"] += 1
+        for tb in list(self.tbs.values()):
+            self.invalidate(tb)
+        for page in list(self.pages):
+            for tb in list(self.pages.get(page, PageDesc()).tbs):
+                self.invalidate(tb)

@@ -1,0 +1,391 @@
+"""Translation: guest instructions -> Python source -> a callable TB, in two tiers.
+
+Theory of operation
+-------------------
+A TB is decoded once (``decode.py``) and runs until a control transfer, an
+instruction that changes the translation state (``ENDS_TB``), the end of a
+second physical page, or ``MAX_INSNS``.  Then:
+
+**Tier 1** (new and cold code, pages the guest keeps rewriting): each
+instruction's source is rendered as a small function ``_f(K)`` whose
+per-instance constants (immediates, displacements, EIPs) are read from the
+tuple ``K``.  The compiled code object is cached by its *text*, so every
+``add eax, [ebp+disp]`` in the guest shares one ``compile()``; a TB is a list
+of (function, K) pairs run by a small loop.  Building a TB costs a dict
+lookup per instruction once the shapes are warm.
+
+**Tier 2** (hot code: ``TIER2_THRESHOLD`` executions): the whole TB becomes
+one function.  GPRs and lazy flags live in locals, the TLB compare is inline,
+flag computations that a later instruction overwrites are dropped (only
+across instructions that cannot fault, so the flags are exact at every
+exception point), and a TB that jumps back to its own start loops inside the
+function while the instruction budget lasts.
+
+Both tiers leave the same state behind: registers and flags written back at
+every exit, ``cpu.eip`` and ``cpu.icount`` exact; on an exception the state as
+at the start of the faulting instruction (the handler rewrites the locals,
+which hold exactly that because op emitters write registers last).
+"""
+
+from __future__ import annotations
+
+import types
+
+from . import flags as F
+from . import ops as ops_pkg
+from .cpu import HF_CS32, HF_MMU_SHIFT, HF_TF
+from .decode import MEM, Decoder, DecodeError, Insn
+from .emit import FLAG_USE, Emitter, Exit
+from .exceptions import PF, UD, GuestFault
+from .tb import TB
+
+MAX_INSNS = 64
+TIER2_THRESHOLD = 64
+# A page whose TBs were invalidated this often stays in tier 1 (SMC hot page).
+SMC_HOT_PAGE = 4
+
+_REGS = "eax, ecx, edx, ebx, esp, ebp, esi, edi"
+_REG_NAMES = _REGS.split(", ")
+
+ops_pkg.load_all()
+OPS = ops_pkg.OPS
+PURE = ops_pkg.PURE
+ENDS_TB = ops_pkg.ENDS_TB
+
+
+def _ud(e: Emitter) -> None:
+    e.fault(UD)
+    e.ended = True
+
+
+class Translator:
+    """Builds TBs for one machine; owns the decoders and the tier-1 shape cache."""
+
+    def __init__(self) -> None:
+        self.decoders = {16: Decoder(16), 32: Decoder(32)}
+        self.shape_code: dict[str, types.CodeType] = {}  # source text -> code object
+        self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
+        self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
+
+    # ---- decoding a block -----------------------------------------------------
+    def decode_block(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int, stop_at=None):
+        """Decode instructions from cs_base+eip; return (insns, phys pages, ranges).
+
+        Raises GuestFault(#PF) when the first instruction cannot be fetched;
+        later unfetchable instructions just end the block before them.
+        """
+        mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
+        decoder = self.decoders[32 if hflags & HF_CS32 else 16]
+        mmu = cpu.softmmu
+        ram = cpu.machine.mem
+        insns: list[Insn] = []
+        pages: list[int] = []
+        ranges: dict[int, list[int]] = {}
+        vpages: list[int] = []
+        addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
+        if hflags & HF_TF:
+            max_insns = 1
+        while len(insns) < max_insns:
+            linear = (cs_base + eip) & 0xFFFFFFFF
+            vpage = linear & -4096
+            try:
+                paddr = mmu.code_paddr(cpu.mmu_idx if False else mmu_idx, linear)
+            except GuestFault:
+                if not insns:
+                    raise
+                break
+            ppage = paddr & -4096
+            if ppage not in pages:
+                if len(pages) == 2:
+                    break
+                pages.append(ppage)
+                vpages.append(vpage)
+            avail = 4096 - (linear & 0xFFF)
+            window = ram.read(paddr, min(15, avail))
+            second = None
+            if avail < 15:
+                try:
+                    p2 = mmu.code_paddr(mmu_idx, (linear + avail) & 0xFFFFFFFF)
+                    second = p2
+                    window += ram.read(p2, 15 - avail)
+                except GuestFault as fault:
+                    second = fault
+            try:
+                insn = decoder.decode(bytes(window), eip)
+            except DecodeError:
+                if isinstance(second, GuestFault) and len(window) < 15:
+                    # Truncated by an unmapped page: the fetch faults, not #UD.
+                    if not insns:
+                        raise second from None
+                    break
+                insns.append(None)  # type: ignore[arg-type]  # marks #UD here
+                ranges.setdefault(ppage, []).append((paddr, paddr + 1))
+                break
+            if insn.size > avail:
+                if isinstance(second, GuestFault):
+                    if not insns:
+                        raise second
+                    break
+                p2page = second & -4096
+                if p2page not in pages:
+                    if len(pages) == 2:
+                        break
+                    pages.append(p2page)
+                    vpages.append((linear + avail) & -4096)
+                ranges.setdefault(ppage, []).append((paddr, ppage + 4096))
+                ranges.setdefault(p2page, []).append((p2page, p2page + insn.size - avail))
+            else:
+                ranges.setdefault(ppage, []).append((paddr, paddr + insn.size))
+            insns.append(insn)
+            if insn.name in ENDS_TB or insn.name not in OPS:
+                break
+            eip = (eip + insn.size) & addr_mask
+            if stop_at is not None and stop_at(eip):
+                break
+        self.stats["decoded"] += len(insns)
+        merged = []
+        for page in pages:
+            rs = ranges.get(page, [])
+            if rs:
+                merged.append((min(r[0] for r in rs), max(r[1] for r in rs)))
+        return insns, tuple(pages), tuple(merged), vpages
+
+    # ---- building -------------------------------------------------------------
+    def translate(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int = MAX_INSNS,
+                  tier: int = 1, stop_at=None) -> TB:
+        insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns, stop_at)
+        tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
+        tb.pages = pages
+        tb.ranges = ranges
+        tb.insns = insns
+        tb.n_insns = len(insns)
+        tb.eips = tuple(i.addr if i is not None else eip for i in insns)
+        last = insns[-1]
+        tb.next_eip = last.next if last is not None else eip
+        tb.size = sum(i.size for i in insns if i is not None)
+        tb.vpages = tuple(vpages)
+        self.build(cpu, tb, tier)
+        return tb
+
+    def build(self, cpu, tb: TB, tier: int) -> None:
+        ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
+        if tier == 2:
+            tb.fn = self._build_tier2(cpu, tb, ns)
+            tb.tier = 2
+            self.stats["tier2_built"] += 1
+        else:
+            tb.fn = self._build_tier1(cpu, tb, ns)
+            tb.tier = 1
+            self.stats["tier1_built"] += 1
+
+    def _chainable(self, tb: TB, targets: dict[int, int]) -> None:
+        vpages = {(tb.cs_base + e) & -4096 for e in tb.eips}
+        for slot, target in targets.items():
+            if slot < 2 and ((tb.cs_base + target) & -4096) in vpages:
+                tb.chain[slot] = True
+
+    @staticmethod
+    def _liveness(insns: list[Insn]) -> list[bool]:
+        """flags_live[k]: are the flags written by insn k read later (or at an exception/exit)?"""
+        n = len(insns)
+        live_after = [True] * n
+        live = True
+        for k in range(n - 1, -1, -1):
+            live_after[k] = live
+            insn = insns[k]
+            if insn is None:
+                live = True
+                continue
+            reads, writes_all = FLAG_USE.get(insn.name, (True, False))
+            pure = insn.name in PURE and not any(o.kind == MEM for o in insn.ops)
+            if not pure:
+                live = True  # an exception point: the flags must be exact here
+            elif reads:
+                live = True
+            elif writes_all:
+                live = False
+        return live_after
+
+    def _emit_insn(self, e: Emitter, insn: Insn | None) -> None:
+        e.insn = insn
+        e.may_fault = False
+        e.ended = False
+        if insn is None:
+            _ud(e)
+            return
+        emitter = OPS.get(insn.name)
+        if emitter is None:
+            _ud(e)
+            return
+        emitter(e)
+        if insn.name in ENDS_TB and not e.ended:
+            e.ended = True
+
+    # ---- tier 2 ----------------------------------------------------------------
+    def _build_tier2(self, cpu, tb: TB, ns: dict):
+        insns = tb.insns
+        n = len(insns)
+        e = Emitter(tb.hflags, tier1=False)
+        e.tb_start = tb.pc
+        last = insns[-1]
+        # Only a block that ends in a direct branch back to its start loops.
+        e.loop_ok = True
+        live = self._liveness(insns)
+        body_start = len(e.lines)
+        targets: dict[int, int] = {}
+        e.jump_targets = targets  # type: ignore[attr-defined]
+        for k, insn in enumerate(insns):
+            e.index = k
+            e.flags_live = live[k]
+            mark = len(e.lines)
+            self._emit_insn(e, insn)
+            if e.may_fault:
+                e.lines.insert(mark, "    " * e.indent_level + f"_i = {k}")
+            if e.ended:
+                break
+        if not e.ended:
+            e.index = n - 1
+            e.exit(0, repr(tb.next_eip))
+            targets[0] = tb.next_eip
+        loops = any(isinstance(x, Exit) and x.slot == -1 for x in e.lines)
+        self._chainable(tb, targets)
+        body = e.lines[body_start:]
+        src = self._render_tier2(tb, e, body, loops)
+        code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
+        loc: dict = {}
+        exec(code, ns, loc)
+        fn = loc["_tb"]
+        fn.source = src  # type: ignore[attr-defined]
+        cpu.machine.tbs.stats["tb_compiled"] += 1
+        del last
+        return fn
+
+    def _writeback(self, e: Emitter, indent: str) -> list[str]:
+        out = []
+        written = sorted(e.written)
+        if len(written) > 3:
+            out.append(f"{indent}R[:] = {_REGS}")
+        else:
+            for r in written:
+                out.append(f"{indent}R[{r}] = {_REG_NAMES[r]}")
+        if e.cc_written:
+            out.append(f"{indent}cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
+        return out
+
+    def _render_tier2(self, tb: TB, e: Emitter, body: list, loops: bool) -> str:
+        n = tb.n_insns
+        extra = 1 if loops else 0  # body is nested one level deeper inside `while True:`
+        out = [
+            "def _tb():",
+            f"    {_REGS} = R",
+            "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
+            "    _i = 0",
+        ]
+        if loops:
+            out.append("    _ic = 0")
+            out.append("    _dl = cpu.icount_deadline - cpu.icount")
+        out.append("    try:")
+        if loops:
+            out.append("        while True:")
+        pad = "    " * (1 + extra)
+        ic = "_ic + " if loops else ""
+        for line in body:
+            if isinstance(line, Exit):
+                ind = "    " * (line.indent + 1 + extra)
+                if line.slot == -1:
+                    out.append(f"{ind}_ic += {n}")
+                    out.append(f"{ind}if _ic + {n} <= _dl: continue")
+                    out.extend(self._writeback(e, ind))
+                    out.append(f"{ind}cpu.eip = {line.eip}")
+                    out.append(f"{ind}cpu.icount += _ic")
+                    out.append(f"{ind}return 0")
+                else:
+                    out.extend(self._writeback(e, ind))
+                    out.append(f"{ind}cpu.eip = {line.eip}")
+                    out.append(f"{ind}cpu.icount += {ic}{line.done}")
+                    out.append(f"{ind}return {max(line.slot, 0)}")
+            else:
+                out.append(pad + line)
+        out.append("    except BaseException:")
+        out.append(f"        R[:] = {_REGS}")
+        out.append("        cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
+        out.append(f"        cpu.eip = {tb.eips!r}[_i]")
+        out.append(f"        cpu.icount += {ic}_i")
+        out.append("        raise")
+        return "\n".join(out) + "\n"
+
+    # ---- tier 1 ----------------------------------------------------------------
+    def _build_tier1(self, cpu, tb: TB, ns: dict):
+        insns = tb.insns
+        fns = []
+        targets: dict[int, int] = {}
+        cc_static = None
+        for k, insn in enumerate(insns):
+            e = Emitter(tb.hflags, tier1=True)
+            e.cc_static = cc_static
+            e.index = k
+            e.jump_targets = targets  # type: ignore[attr-defined]
+            self._emit_insn(e, insn)
+            cc_static = e.cc_static
+            fns.append(self._shape(e, ns))
+        self._chainable(tb, targets if not insns[-1] or True else {})
+        if tb.insns and tb.insns[-1] is not None and tb.insns[-1].name not in ENDS_TB:
+            tb.chain[0] = ((tb.cs_base + tb.next_eip) & -4096) in {(tb.cs_base + x) & -4096 for x in tb.eips}
+        return _tier1_runner(cpu, tb, fns)
+
+    def _shape(self, e: Emitter, ns: dict):
+        lines = ["def _f(K):", f"    {_REGS} = R",
+                 "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2"]
+        for line in e.lines:
+            if isinstance(line, Exit):
+                ind = "    " * line.indent
+                lines.extend(self._writeback(e, ind))
+                lines.append(f"{ind}cpu.eip = {line.eip}")
+                lines.append(f"{ind}return {max(line.slot, 0)}")
+            else:
+                lines.append(line)
+        lines.extend(self._writeback(e, "    "))
+        src = "\n".join(lines) + "\n"
+        key = (id(ns), src)
+        fn = self.shape_fn.get(key)
+        if fn is None:
+            code = self.shape_code.get(src)
+            if code is None:
+                loc: dict = {}
+                exec(compile(src, "<shape>", "exec"), {}, loc)
+                code = loc["_f"].__code__
+                self.shape_code[src] = code
+                self.stats["shapes"] += 1
+            fn = types.FunctionType(code, ns, "_f")
+            fn.source = src  # type: ignore[attr-defined]
+            self.shape_fn[key] = fn
+        return fn, tuple(e.consts)
+
+
+def _tier1_runner(cpu, tb: TB, fns: list):
+    """The tier-1 TB: run each instruction function; exact eip/icount on every way out."""
+    eips = tb.eips
+    n = len(fns)
+    next_eip = tb.next_eip
+
+    def run() -> int:
+        k = 0
+        try:
+            for f, K in fns:
+                s = f(K)
+                if s is not None:
+                    cpu.icount += k + 1
+                    return s
+                k += 1
+        except BaseException:
+            cpu.eip = eips[k]
+            cpu.icount += k
+            raise
+        cpu.eip = next_eip
+        cpu.icount += n
+        return 0
+
+    return run
+
+
+__all__ = ["Translator", "TIER2_THRESHOLD", "MAX_INSNS", "PF", "F"]

@@ -1,0 +1,1 @@
+"""Devices (issue: the machine)."""

@@ -1,0 +1,196 @@
+"""The machine: the one place that wires memory, TLBs, the TB cache, CPUs and devices.
+
+Everything else receives what it needs as arguments or callbacks (STYLE's
+layering rule): the softmmu learns about code pages and TB invalidation only
+through the callbacks set up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .core import interrupts
+from .core.cpu import CPU, EAX, EBX
+from .core.exceptions import GuestFault
+from .core.exec import REQ_EXIT, cpu_exec
+from .core.mmu import tlb_fill
+from .core.tb import TBCache
+from .core.translate import Translator
+from .softmmu.access import SoftMMU
+from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
+from .softmmu.memory import PhysMemory
+from .softmmu.tlb import NB_MMU_MODES, TLB_NOTDIRTY, CPUTLB
+
+
+@dataclass
+class Stop:
+    """Why ``Machine.run`` returned."""
+
+    kind: str  # "exit", "halt", "limit", "triple_fault"
+    detail: str = ""
+
+
+class DebugExit:
+    """isa-debug-exit (port 0xF4): the guest ends the run with status (value << 1) | 1."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def io_read(self, port: int, size: int) -> int:
+        return 0
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        self.machine.request_stop(Stop("exit", f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
+
+
+class DebugCon:
+    """Port 0xE9: bytes written appear in ``machine.debug_output`` (QEMU's -debugcon)."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def io_read(self, port: int, size: int) -> int:
+        return 0xE9
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        self.machine.debug_output.append(value & 0xFF)
+
+
+class _Helpers:
+    """The ``H`` namespace generated code calls (filled by core.helpers)."""
+
+
+class Machine:
+    def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1) -> None:
+        self.mem = PhysMemory(ram_size)
+        self.dirty = DirtyMemory(self.mem.n_pages)
+        self.tbs = TBCache(self._protect_code, self._unprotect_code)
+        self.translator = Translator()
+        self.cpus: list[CPU] = []
+        self.debug_output = bytearray()
+        self.exit_code: int | None = None
+        self.stop_reason: Stop | None = None
+        self.breakpoint_stop = None  # (eip) -> bool: end TBs before breakpoints (the stub sets it)
+        self.mem.on_phys_write.append(self._phys_written)
+        self.tbs.on_invalidate.append(self._tb_invalidated)
+        for i in range(ncpus):
+            self.cpus.append(self._make_cpu(i))
+        self.cpu = self.cpus[0]
+        self.mem.add_port(0xF4, 4, DebugExit(self))
+        self.mem.add_port(0xE9, 1, DebugCon(self))
+
+    # ---- wiring ---------------------------------------------------------------
+    def _make_cpu(self, index: int) -> CPU:
+        from .core import helpers
+        from .core import flags as F
+
+        cpu = CPU(index)
+        cpu.machine = self
+        tlb = CPUTLB()
+        tlb.classify = self._classify
+        cpu.tlb = tlb
+        cpu.jmp_cache = {}
+        cpu.icount_deadline = 0
+        tlb.on_flush.append(lambda vpage, c=cpu: c.jmp_cache.clear())
+        cpu.softmmu = SoftMMU(
+            cpu, tlb, self.mem, self.dirty,
+            fill=lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx),
+            invalidate_code=self.tbs.invalidate_phys_range_fast,
+        )
+        cpu.namespaces = []
+        for mmu_idx in range(NB_MMU_MODES):
+            d = tlb.d[mmu_idx]
+            cpu.namespaces.append({
+                "cpu": cpu, "R": cpu.regs, "RT": d.read, "WT": d.write, "AD": d.addend,
+                "M8": self.mem.ram, "M16": self.mem.m16, "M32": self.mem.m32, "M64": self.mem.m64,
+                "LD": cpu.softmmu.loader(mmu_idx), "ST": cpu.softmmu.storer(mmu_idx),
+                "SB": cpu.seg_base, "Fault": GuestFault, "H": helpers,
+                "FLAGS": F.compute_all, "CARRY": F.compute_cf, "COND": F.eval_cc,
+                "__builtins__": __builtins__,
+            })
+        return cpu
+
+    def _classify(self, ppage: int):
+        ram_offset, read_flags, write_flags = self.mem.classify(ppage)
+        if ram_offset is not None and not write_flags and self.dirty.is_clean(ppage >> 12):
+            write_flags |= TLB_NOTDIRTY
+        return ram_offset, read_flags, write_flags
+
+    def _protect_code(self, ppage: int) -> None:
+        """First TB on a frame: make stores to it leave the fast path (tlb_protect_code)."""
+        if ppage >> 12 < self.dirty.n_pages:
+            self.dirty.reset_dirty_range(DIRTY_MEMORY_CODE, ppage, 4096)
+        for cpu in self.cpus:
+            cpu.tlb.protect_code(ppage)
+
+    def _unprotect_code(self, ppage: int) -> None:
+        """Last TB gone from a frame: stores may be fast again (tlb_unprotect_code)."""
+        if ppage >> 12 < self.dirty.n_pages:
+            self.dirty.set_dirty_range(ppage, 4096, clients=1 << DIRTY_MEMORY_CODE)
+
+    def _phys_written(self, paddr: int, length: int) -> None:
+        """A write that bypassed the TLB (debugger, loader, DMA): invalidate code it hit."""
+        self.tbs.invalidate_phys_range(paddr, paddr + length)
+
+    def _tb_invalidated(self, tb) -> None:
+        key = (tb.pc, tb.cs_base, tb.hflags)
+        for cpu in self.cpus:
+            if cpu.jmp_cache.get(key) is tb:
+                del cpu.jmp_cache[key]
+
+    # ---- control ----------------------------------------------------------------
+    def request_stop(self, stop: Stop, exit_code: int | None = None) -> None:
+        self.stop_reason = stop
+        if exit_code is not None:
+            self.exit_code = exit_code
+        for cpu in self.cpus:
+            cpu.interrupt_request |= REQ_EXIT
+
+    def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
+        interrupts.raise_exception(cpu, fault)
+
+    def run(self, max_insns: int | None = None) -> Stop:
+        """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire."""
+        cpu = self.cpu
+        self.stop_reason = None
+        start = cpu.icount
+        while True:
+            if max_insns is not None:
+                left = max_insns - (cpu.icount - start)
+                if left <= 0:
+                    return Stop("limit")
+                budget = min(left, 1 << 20)
+            else:
+                budget = 1 << 20
+            if cpu.halted:
+                # No interrupt sources on the bare core: a halted CPU with IF=0
+                # (or nothing pending) stays halted.
+                return Stop("halt")
+            cpu_exec(cpu, budget)
+            if cpu.interrupt_request & REQ_EXIT:
+                cpu.interrupt_request &= ~REQ_EXIT
+                if self.stop_reason is not None:
+                    return self.stop_reason
+                if cpu.halted:
+                    return Stop("halt")
+
+    # ---- loading ------------------------------------------------------------------
+    def load_elf(self, path: str) -> int:
+        """Load an i386 ELF's PT_LOAD segments at their physical addresses; multiboot entry state."""
+        from .boot.elf import load_elf
+
+        entry = load_elf(self.mem, open(path, "rb").read())
+        cpu = self.cpu
+        cpu.setup_flat32()
+        cpu.eip = entry
+        cpu.regs[EAX] = 0x2BADB002
+        cpu.regs[EBX] = 0
+        return entry
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        out.update(self.cpu.tlb.stats.as_dict())
+        out.update(self.tbs.stats)
+        out.update(self.translator.stats)
+        out["icount"] = self.cpu.icount
+        return out

@@ -1,0 +1,1 @@
+"""The GDB remote serial protocol stub (issue: the GDB stub)."""

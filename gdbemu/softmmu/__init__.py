@@ -1,0 +1,1 @@
+"""QEMU-style softmmu: TLB with flag bits, slow paths, dirty tracking, physical memory."""

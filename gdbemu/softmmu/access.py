@@ -1,0 +1,173 @@
+"""Load/store slow paths: everything the one-compare fast path in TB code sends here.
+
+The steps are QEMU's (cputlb.c ``mmu_lookup`` -> ``mmu_watch_or_dirty`` ->
+``notdirty_write`` -> the access):
+
+1. ``lookup``: the fast table entry for the page, else the victim TLB, else a
+   page walk (``tlb_fill``, which may raise #PF).  An access that crosses a
+   page looks up *both* pages before touching either, so a fault on the
+   second page leaves memory unchanged (precise exceptions).
+2. flags: TLB_WATCHPOINT -> the watchpoint check; TLB_NOTDIRTY (stores) ->
+   ``notdirty_write`` (TB invalidation, dirty bits, drop the flag);
+   TLB_DISCARD_WRITE -> drop the store; TLB_MMIO -> dispatch to the device.
+3. the access itself on RAM, bytewise where it is unaligned.
+
+``SoftMMU`` is per vCPU and bound into generated code as ``LD``/``ST`` per
+mmu_idx (``loader(mmu_idx)`` / ``storer(mmu_idx)``).  It reaches the TB cache
+and the watchpoint registry only through the callbacks it is given (STYLE's
+layering rule).
+"""
+
+from __future__ import annotations
+
+from .dirty import DIRTY_MEMORY_CODE
+from .tlb import (
+    INVALID_TAG,
+    PAGE_MASK,
+    PAGE_SIZE,
+    TLB_DISCARD_WRITE,
+    TLB_MASK,
+    TLB_MMIO,
+    TLB_NOTDIRTY,
+    TLB_WATCHPOINT,
+)
+
+ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
+
+
+class SoftMMU:
+    def __init__(self, cpu, tlb, mem, dirty, fill, invalidate_code, watch_check=None) -> None:
+        self.cpu = cpu
+        self.tlb = tlb
+        self.mem = mem
+        self.dirty = dirty
+        self.fill = fill  # (vaddr, access, mmu_idx) -> slot; raises GuestFault
+        self.invalidate_code = invalidate_code  # (paddr, size) -> None; may raise SMCRestart
+        self.watch_check = watch_check  # (vaddr, size, is_write) -> None
+        self.stats = tlb.stats
+
+    # ---- step 1: lookup -------------------------------------------------------
+    def lookup(self, mmu_idx: int, vaddr: int, access: int) -> int:
+        """Return the fast-table slot holding ``vaddr``'s page for ``access``; fill if needed."""
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> 12) & TLB_MASK
+        tags = desc.write if access == ACCESS_WRITE else desc.read if access == ACCESS_READ else desc.code
+        page = vaddr & PAGE_MASK
+        tag = tags[index]
+        if tag != INVALID_TAG and tag & PAGE_MASK == page:
+            self.stats.slow_hits += 1
+            return index
+        self.stats.misses += 1
+        if self.tlb.victim_hit(mmu_idx, vaddr):
+            tag = tags[index]
+            if tag != INVALID_TAG and tag & PAGE_MASK == page:
+                return index
+        return self.fill(vaddr, access, mmu_idx)
+
+    # ---- loads ----------------------------------------------------------------
+    def load(self, mmu_idx: int, vaddr: int, size: int) -> int:
+        vaddr &= 0xFFFFFFFF
+        off = vaddr & (PAGE_SIZE - 1)
+        if off + size > PAGE_SIZE:
+            self.stats.page_cross += 1
+            n1 = PAGE_SIZE - off
+            # Look both pages up before reading (a fault on the second is precise).
+            self.lookup(mmu_idx, vaddr, ACCESS_READ)
+            self.lookup(mmu_idx, (vaddr + n1) & 0xFFFFFFFF, ACCESS_READ)
+            lo = self._load_one(mmu_idx, vaddr, n1)
+            hi = self._load_one(mmu_idx, (vaddr + n1) & 0xFFFFFFFF, size - n1)
+            return lo | (hi << (8 * n1))
+        return self._load_one(mmu_idx, vaddr, size)
+
+    def _load_one(self, mmu_idx: int, vaddr: int, size: int) -> int:
+        index = self.lookup(mmu_idx, vaddr, ACCESS_READ)
+        desc = self.tlb.d[mmu_idx]
+        tag = desc.read[index]
+        if tag & TLB_WATCHPOINT and self.watch_check is not None:
+            self.stats.watch_checks += 1
+            self.watch_check(vaddr, size, False)
+        if tag & TLB_MMIO:
+            self.stats.mmio += 1
+            return self.mem.read_phys(desc.paddr[index] | (vaddr & 0xFFF), size)
+        if vaddr & (size - 1):
+            self.stats.unaligned += 1
+        ram_offset = vaddr + desc.addend[index]
+        return int.from_bytes(self.mem.ram[ram_offset : ram_offset + size], "little")
+
+    # ---- stores ---------------------------------------------------------------
+    def store(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
+        vaddr &= 0xFFFFFFFF
+        off = vaddr & (PAGE_SIZE - 1)
+        if off + size > PAGE_SIZE:
+            self.stats.page_cross += 1
+            n1 = PAGE_SIZE - off
+            v2 = (vaddr + n1) & 0xFFFFFFFF
+            self.lookup(mmu_idx, vaddr, ACCESS_WRITE)
+            self.lookup(mmu_idx, v2, ACCESS_WRITE)
+            # The first lookup may have been evicted by the second (same slot):
+            # _store_one looks up again, which cannot fault any more.
+            self._store_one(mmu_idx, vaddr, n1, value & ((1 << (8 * n1)) - 1))
+            self._store_one(mmu_idx, v2, size - n1, value >> (8 * n1))
+            return
+        self._store_one(mmu_idx, vaddr, size, value)
+
+    def _store_one(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
+        index = self.lookup(mmu_idx, vaddr, ACCESS_WRITE)
+        desc = self.tlb.d[mmu_idx]
+        tag = desc.write[index]
+        paddr = desc.paddr[index] | (vaddr & 0xFFF)
+        if tag & TLB_WATCHPOINT and self.watch_check is not None:
+            self.stats.watch_checks += 1
+            self.watch_check(vaddr, size, True)
+        if tag & TLB_MMIO:
+            self.stats.mmio += 1
+            self.mem.write_phys(paddr, size, value)
+            return
+        if tag & TLB_DISCARD_WRITE:
+            return
+        if tag & TLB_NOTDIRTY:
+            self.notdirty_write(paddr, size, vaddr)
+        if vaddr & (size - 1):
+            self.stats.unaligned += 1
+        ram_offset = vaddr + desc.addend[index]
+        self.mem.ram[ram_offset : ram_offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def notdirty_write(self, paddr: int, size: int, vaddr: int) -> None:
+        """A store to a page that holds code or is clean for a client (QEMU's notdirty_write).
+
+        Invalidate the TBs the store overlaps (this raises SMCRestart, before
+        the store, when the running TB is one of them), mark the page dirty,
+        and drop TLB_NOTDIRTY once no client needs to see the next store.
+        """
+        self.stats.notdirty_writes += 1
+        page_number = paddr >> 12
+        dirty = self.dirty
+        if not dirty.get_dirty(DIRTY_MEMORY_CODE, page_number):
+            self.invalidate_code(paddr, size)
+        dirty.set_dirty_range(paddr, size, clients=0b101)  # VGA and MIGRATION; CODE via unprotect
+        if not dirty.is_clean(page_number):
+            self.tlb.set_dirty(vaddr)
+
+    # ---- bindings for generated code ------------------------------------------
+    def loader(self, mmu_idx: int):
+        load = self.load
+
+        def LD(vaddr: int, size: int) -> int:  # noqa: N802 - the name generated code uses
+            return load(mmu_idx, vaddr, size)
+
+        return LD
+
+    def storer(self, mmu_idx: int):
+        store = self.store
+
+        def ST(vaddr: int, size: int, value: int) -> None:  # noqa: N802
+            store(mmu_idx, vaddr, size, value)
+
+        return ST
+
+    # ---- code fetch -----------------------------------------------------------
+    def code_paddr(self, mmu_idx: int, vaddr: int) -> int:
+        """Physical address of an instruction byte, filling the TLB for execute (may #PF)."""
+        vaddr &= 0xFFFFFFFF
+        index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
+        return self.tlb.d[mmu_idx].paddr[index] | (vaddr & 0xFFF)

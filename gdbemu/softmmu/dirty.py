@@ -1,0 +1,84 @@
+"""Dirty-memory tracking per client (QEMU's ram_addr.h / physmem.c dirty bitmaps).
+
+Three clients, as in QEMU, each a numpy ``uint8`` array with one entry per RAM
+page (1 = dirty):
+
+``DIRTY_MEMORY_VGA``        the display: pages the VGA refresh must redraw
+``DIRTY_MEMORY_CODE``       SMC detection: 0 means "this page holds translated
+                            code", so stores to it must go through notdirty_write
+``DIRTY_MEMORY_MIGRATION``  snapshots / migration: pages written since the last sync
+
+A client only cares about pages where its logging is enabled (VGA over the
+VGA window, MIGRATION while logging is on, CODE everywhere).  A TLB write
+entry gets TLB_NOTDIRTY when its page is *clean for some enabled client*; the
+first store then goes slow once, sets the bits, and the flag is dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tlb import PAGE_BITS
+
+DIRTY_MEMORY_VGA = 0
+DIRTY_MEMORY_CODE = 1
+DIRTY_MEMORY_MIGRATION = 2
+DIRTY_MEMORY_NUM = 3
+CLIENT_NAMES = ("vga", "code", "migration")
+
+
+class DirtyMemory:
+    def __init__(self, n_pages: int) -> None:
+        self.n_pages = n_pages
+        self.bitmaps = np.ones((DIRTY_MEMORY_NUM, n_pages), dtype=np.uint8)
+        # Per-page: which clients log this page (bit per client).  CODE always.
+        self.logging = np.full(n_pages, 1 << DIRTY_MEMORY_CODE, dtype=np.uint8)
+        self.migration_on = False
+
+    # ---- queries ------------------------------------------------------------
+    def get_dirty(self, client: int, page_number: int) -> bool:
+        return bool(self.bitmaps[client, page_number])
+
+    def is_clean(self, page_number: int) -> bool:
+        """Clean for some client that logs this page: stores must take the slow path."""
+        if page_number >= self.n_pages:
+            return False
+        log = int(self.logging[page_number])
+        b = self.bitmaps
+        return bool(
+            (log & 1 and not b[0, page_number])
+            or (log & 2 and not b[1, page_number])
+            or (log & 4 and not b[2, page_number])
+        )
+
+    def count_dirty(self, client: int) -> int:
+        return int(self.bitmaps[client].sum())
+
+    # ---- updates ------------------------------------------------------------
+    def set_dirty_range(self, paddr: int, length: int, clients: int = 0b111) -> None:
+        first = paddr >> PAGE_BITS
+        last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
+        if first > last:
+            return
+        for c in range(DIRTY_MEMORY_NUM):
+            if clients & (1 << c):
+                self.bitmaps[c, first : last + 1] = 1
+
+    def reset_dirty_range(self, client: int, paddr: int, length: int) -> None:
+        first = paddr >> PAGE_BITS
+        last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
+        if first <= last:
+            self.bitmaps[client, first : last + 1] = 0
+
+    def test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
+        """Return the dirty pages of a range and clear them (display refresh, snapshots)."""
+        first = paddr >> PAGE_BITS
+        last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
+        out = self.bitmaps[client, first : last + 1].copy()
+        self.bitmaps[client, first : last + 1] = 0
+        return out
+
+    def enable_logging(self, client: int, paddr: int, length: int) -> None:
+        first = paddr >> PAGE_BITS
+        last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
+        self.logging[first : last + 1] |= 1 << client

@@ -1,0 +1,160 @@
+"""The guest-physical address space: RAM, ROM, MMIO regions and the port-I/O bus.
+
+RAM is one ``bytearray`` starting at physical address 0, so a RAM frame's
+``ram_offset`` equals its ``paddr``.  Generated TB code reads and writes it
+through typed ``memoryview`` casts (``m16``, ``m32``, ``m64``), which is the
+fastest per-access path CPython has (DESIGN.md's speed probe); numpy views of
+the same buffer are used for bulk work (string instructions, hashing).
+
+Regions registered with ``add_mmio``/``add_rom`` take precedence over RAM for
+the pages they cover (the VGA window, the local APIC page, BIOS ROM).
+Addresses that are neither RAM nor a region are unassigned: reads return all
+ones and writes are dropped, as on a PC.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE, TLB_DISCARD_WRITE, TLB_MMIO
+
+
+class MMIODevice(Protocol):
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class PortDevice(Protocol):
+    def io_read(self, port: int, size: int) -> int: ...
+    def io_write(self, port: int, size: int, value: int) -> None: ...
+
+
+class Region:
+    """A physical range backed by a device (MMIO) or read-only bytes (ROM)."""
+
+    def __init__(self, start: int, size: int, device: MMIODevice | None, rom: bool, name: str):
+        self.start = start
+        self.size = size
+        self.device = device
+        self.rom = rom
+        self.name = name
+
+
+class _Unassigned:
+    def mmio_read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+
+UNASSIGNED = Region(0, 0, _Unassigned(), False, "unassigned")
+
+
+class PhysMemory:
+    """Guest-physical memory.  One per machine; shared by all vCPUs."""
+
+    def __init__(self, ram_size: int = 128 << 20) -> None:
+        if ram_size % PAGE_SIZE:
+            raise ValueError("RAM size must be a multiple of 4 KiB")
+        self.ram_size = ram_size
+        self.ram = bytearray(ram_size)
+        self.m16 = memoryview(self.ram).cast("H")
+        self.m32 = memoryview(self.ram).cast("I")
+        self.m64 = memoryview(self.ram).cast("Q")
+        self.np = np.frombuffer(self.ram, dtype=np.uint8)
+        self.n_pages = ram_size >> PAGE_BITS
+        self.regions: dict[int, Region] = {}  # page number -> region
+        self.ports: dict[int, PortDevice] = {}
+        self.rom_data: dict[int, bytearray] = {}
+        # Called as (paddr, length) after a write that did not come from TB
+        # code (debugger, DMA, loader): invalidates translated code.
+        self.on_phys_write: list = []
+
+    # ---- regions ------------------------------------------------------------
+    def add_mmio(self, start: int, size: int, device: MMIODevice, name: str) -> None:
+        region = Region(start, size, device, False, name)
+        for page in range(start >> PAGE_BITS, (start + size + PAGE_SIZE - 1) >> PAGE_BITS):
+            self.regions[page] = region
+
+    def add_port(self, port: int, count: int, device: PortDevice) -> None:
+        for p in range(port, port + count):
+            self.ports[p] = device
+
+    def classify(self, ppage: int) -> tuple[int | None, int, int]:
+        """Fill-time classification: (ram_offset of the page or None, read flags, write flags)."""
+        region = self.regions.get(ppage >> PAGE_BITS)
+        if region is not None:
+            if region.rom:
+                return ppage, 0, TLB_DISCARD_WRITE
+            return None, TLB_MMIO, TLB_MMIO
+        if ppage < self.ram_size:
+            return ppage, 0, 0
+        return None, TLB_MMIO, TLB_MMIO
+
+    def region_at(self, paddr: int) -> Region:
+        return self.regions.get(paddr >> PAGE_BITS) or UNASSIGNED
+
+    def is_ram(self, paddr: int) -> bool:
+        return paddr < self.ram_size and (paddr >> PAGE_BITS) not in self.regions
+
+    # ---- physical access (slow path, devices, debugger) -----------------------
+    def read_phys(self, paddr: int, size: int) -> int:
+        """Read ``size`` (1, 2, 4, 8) bytes at a physical address that stays in one page."""
+        if self.is_ram(paddr):
+            return int.from_bytes(self.ram[paddr : paddr + size], "little")
+        region = self.region_at(paddr)
+        return region.device.mmio_read(paddr - region.start, size)
+
+    def write_phys(self, paddr: int, size: int, value: int) -> None:
+        """Write within one page; no TB invalidation (callers on the store path do that)."""
+        if self.is_ram(paddr):
+            self.ram[paddr : paddr + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+            return
+        region = self.region_at(paddr)
+        if region.device is not None:
+            region.device.mmio_write(paddr - region.start, size, value)
+
+    def read(self, paddr: int, length: int) -> bytes:
+        """Debugger/loader read of any length: RAM bytes, MMIO read bytewise, unassigned as 0xff."""
+        out = bytearray()
+        end = paddr + length
+        while paddr < end:
+            chunk = min(end, (paddr & PAGE_MASK) + PAGE_SIZE) - paddr
+            if self.is_ram(paddr):
+                out += self.ram[paddr : paddr + chunk]
+            else:
+                out += bytes(self.read_phys(paddr + i, 1) for i in range(chunk))
+            paddr += chunk
+        return bytes(out)
+
+    def write(self, paddr: int, data: bytes) -> None:
+        """Debugger/loader write of any length; translated code it touches is invalidated."""
+        start = paddr
+        end = paddr + len(data)
+        pos = 0
+        while paddr < end:
+            chunk = min(end, (paddr & PAGE_MASK) + PAGE_SIZE) - paddr
+            if self.is_ram(paddr):
+                self.ram[paddr : paddr + chunk] = data[pos : pos + chunk]
+            else:
+                for i in range(chunk):
+                    self.write_phys(paddr + i, 1, data[pos + i])
+            paddr += chunk
+            pos += chunk
+        for fn in self.on_phys_write:
+            fn(start, len(data))
+
+    # ---- ports --------------------------------------------------------------
+    def io_read(self, port: int, size: int) -> int:
+        dev = self.ports.get(port)
+        if dev is None:
+            return (1 << (8 * size)) - 1
+        return dev.io_read(port, size)
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        dev = self.ports.get(port)
+        if dev is not None:
+            dev.io_write(port, size, value)

@@ -1,0 +1,394 @@
+"""The software TLB (QEMU's cputlb.c, reduced to what a Python TB needs).
+
+Theory of operation
+-------------------
+Each mmu_idx (user, kernel, kernel with SMAP) has a direct-mapped table of
+``TLB_SIZE`` entries plus an ``VICTIM_SIZE``-entry fully associative victim TLB.
+An entry is stored column-wise in parallel Python lists so generated TB code can
+bind them once and index them with one subscript each:
+
+``read[i]``, ``write[i]``, ``code[i]``
+    the *tag* words: the page address of the virtual page, with flag bits in
+    the low (page offset) bits.  ``-1`` means invalid (it matches nothing).
+``addend[i]``
+    ``ram_offset - vaddr_page``: a guest virtual address plus the addend is the
+    index into guest RAM.
+
+The fast path is one compare (DESIGN.md, invariant 1)::
+
+    index = (vaddr >> 12) & TLB_MASK
+    if read[index] == vaddr & align_mask(size):   # page bits + low alignment bits
+        value = RAM[vaddr + addend[index]]
+
+``align_mask(size)`` keeps the page number and the low ``log2(size)`` bits of
+the address, so an unaligned access fails the compare (the tag's low bits are
+zero), and so does any page whose tag carries a flag.  Flags are therefore
+*exactly* the reasons an access must leave the fast path:
+
+``TLB_INVALID``     entry holds nothing (tag is -1, all bits set)
+``TLB_NOTDIRTY``    write: the frame holds translated code (or is clean for a
+                    dirty-logging client); the store must go through
+                    ``dirty.notdirty_write`` to invalidate TBs and set dirty bits
+``TLB_MMIO``        the frame is a device, or unassigned; dispatch through memory
+``TLB_WATCHPOINT``  a watchpoint overlaps this page for this access kind
+``TLB_DISCARD_WRITE`` write: ROM, the store is dropped
+
+All flags live in bits 3..11 (above the alignment bits of an 8-byte access) and
+are checked disjoint at import time.  A page without flags costs nothing extra;
+a watchpoint on page A never slows page B.
+
+Large pages (4 MiB PSE) are entered as 4 KiB entries; the range they cover is
+remembered in ``large_page_addr/mask`` so that flushing any page inside one
+flushes the whole mmu_idx (the seed notes: QEMU does not index large pages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PAGE_BITS = 12
+PAGE_SIZE = 1 << PAGE_BITS
+PAGE_MASK = -PAGE_SIZE  # addr & PAGE_MASK == page address, for any width
+
+TLB_BITS = 8
+TLB_SIZE = 1 << TLB_BITS
+TLB_MASK = TLB_SIZE - 1
+VICTIM_SIZE = 8
+
+# ---- the flag bits: defined here and nowhere else ---------------------------
+TLB_INVALID = 1 << 11
+TLB_NOTDIRTY = 1 << 10
+TLB_MMIO = 1 << 9
+TLB_WATCHPOINT = 1 << 8
+TLB_DISCARD_WRITE = 1 << 7
+
+TLB_FLAGS_MASK = TLB_INVALID | TLB_NOTDIRTY | TLB_MMIO | TLB_WATCHPOINT | TLB_DISCARD_WRITE
+ALIGN_BITS_MASK = 0x7  # low bits compared for alignment (accesses up to 8 bytes)
+
+INVALID_TAG = -1
+
+NB_MMU_MODES = 3
+MMU_USER_IDX = 0
+MMU_KNOSMAP_IDX = 1  # kernel, SMAP off or EFLAGS.AC set
+MMU_KSMAP_IDX = 2  # kernel with SMAP enforced
+
+# Page protection bits given to tlb_set_page.
+PAGE_READ = 1
+PAGE_WRITE = 2
+PAGE_EXEC = 4
+
+
+def _check_flags() -> None:
+    """The checks C would do at compile time (QEMU's tlb-flags.h QEMU_BUILD_BUG_ON)."""
+    flags = [TLB_INVALID, TLB_NOTDIRTY, TLB_MMIO, TLB_WATCHPOINT, TLB_DISCARD_WRITE]
+    seen = 0
+    for flag in flags:
+        assert flag & (flag - 1) == 0, "a TLB flag must be a single bit"
+        assert not (seen & flag), "TLB flags overlap"
+        seen |= flag
+    assert not (TLB_FLAGS_MASK & ALIGN_BITS_MASK), "TLB flags overlap the alignment bits"
+    assert TLB_FLAGS_MASK < PAGE_SIZE, "TLB flags must live in the page offset"
+
+
+_check_flags()
+
+
+def align_mask(size: int) -> int:
+    """The mask applied to a vaddr before comparing it with a tag.
+
+    Keeps the page number and the low bits that must be zero for an aligned
+    access of ``size`` bytes, so misalignment and flags both miss the compare.
+    """
+    return PAGE_MASK | (size - 1)
+
+
+@dataclass
+class TLBStats:
+    """Counters for every path that leaves the fast path (STYLE practice 10)."""
+
+    slow_hits: int = 0  # slow path found a valid entry (flagged page or unaligned)
+    misses: int = 0
+    victim_hits: int = 0
+    fills: int = 0
+    flush_full: int = 0
+    flush_page: int = 0
+    flush_elided: int = 0  # a page flush that found nothing to drop
+    flush_large: int = 0  # a page flush that hit a large page and flushed the mmu_idx
+    notdirty_writes: int = 0
+    watch_checks: int = 0
+    mmio: int = 0
+    page_cross: int = 0
+    unaligned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TLBDesc:
+    """One mmu_idx: the fast table, the victim TLB, and large-page bookkeeping."""
+
+    read: list[int] = field(default_factory=lambda: [INVALID_TAG] * TLB_SIZE)
+    write: list[int] = field(default_factory=lambda: [INVALID_TAG] * TLB_SIZE)
+    code: list[int] = field(default_factory=lambda: [INVALID_TAG] * TLB_SIZE)
+    addend: list[int] = field(default_factory=lambda: [0] * TLB_SIZE)
+    # The "full" part (QEMU's CPUTLBEntryFull): guest-physical page and prot.
+    paddr: list[int] = field(default_factory=lambda: [-1] * TLB_SIZE)
+    prot: list[int] = field(default_factory=lambda: [0] * TLB_SIZE)
+    vpage: list[int] = field(default_factory=lambda: [-1] * TLB_SIZE)
+    # victim TLB, same columns
+    v_read: list[int] = field(default_factory=lambda: [INVALID_TAG] * VICTIM_SIZE)
+    v_write: list[int] = field(default_factory=lambda: [INVALID_TAG] * VICTIM_SIZE)
+    v_code: list[int] = field(default_factory=lambda: [INVALID_TAG] * VICTIM_SIZE)
+    v_addend: list[int] = field(default_factory=lambda: [0] * VICTIM_SIZE)
+    v_paddr: list[int] = field(default_factory=lambda: [-1] * VICTIM_SIZE)
+    v_prot: list[int] = field(default_factory=lambda: [0] * VICTIM_SIZE)
+    v_vpage: list[int] = field(default_factory=lambda: [-1] * VICTIM_SIZE)
+    v_next: int = 0
+    large_page_addr: int = -1
+    large_page_mask: int = -1
+    n_used: int = 0  # fills since the last full flush (for elision)
+
+
+_INVALID_FAST = [INVALID_TAG] * TLB_SIZE
+_INVALID_VICTIM = [INVALID_TAG] * VICTIM_SIZE
+
+
+class CPUTLB:
+    """All mmu_idx tables of one vCPU.
+
+    The lists are mutated in place, never replaced: compiled TBs bind them.
+    ``classify`` is the callback that decides a page's flags at fill time
+    (memory kind, code protection, watchpoints); it is wired by the machine.
+    """
+
+    def __init__(self) -> None:
+        self.d = [TLBDesc() for _ in range(NB_MMU_MODES)]
+        self.stats = TLBStats()
+        # Called with no arguments after any flush: the CPU drops its jump cache.
+        self.on_flush: list = []
+        # Callback: (paddr_page) -> (addend_base or None, read_flags, write_flags)
+        self.classify = None
+        # Callback: (vaddr_page) -> (read_watch, write_watch) booleans
+        self.watch_flags = None
+
+    # ---- fill ---------------------------------------------------------------
+    def set_page(
+        self, mmu_idx: int, vaddr: int, paddr: int, prot: int, size: int = PAGE_SIZE
+    ) -> int:
+        """Install a translation (QEMU's tlb_set_page_full); return the slot.
+
+        The page is classified once, here (STYLE practice 6): RAM gets an
+        addend and clean tags; ROM a discard-write tag; devices TLB_MMIO; a
+        frame holding code TLB_NOTDIRTY on the write tag; a watched page
+        TLB_WATCHPOINT on the tags of the watched access kinds.
+        """
+        desc = self.d[mmu_idx]
+        vpage = vaddr & PAGE_MASK
+        ppage = paddr & PAGE_MASK
+        if size > PAGE_SIZE:
+            self._add_large_page(desc, vaddr, size)
+        index = (vpage >> PAGE_BITS) & TLB_MASK
+        # Evict the old occupant to the victim TLB (QEMU: only when it maps
+        # another page; a refill of the same page just overwrites).
+        old = desc.vpage[index]
+        if old != -1 and old != vpage:
+            self._to_victim(desc, index)
+        addend_base, read_flags, write_flags = self.classify(ppage)
+        read_watch, write_watch = self.watch_flags(vpage) if self.watch_flags else (False, False)
+        if read_watch:
+            read_flags |= TLB_WATCHPOINT
+        if write_watch:
+            write_flags |= TLB_WATCHPOINT
+        desc.read[index] = (vpage | read_flags) if prot & PAGE_READ else INVALID_TAG
+        desc.write[index] = (vpage | write_flags) if prot & PAGE_WRITE else INVALID_TAG
+        desc.code[index] = (vpage | (read_flags & TLB_MMIO)) if prot & PAGE_EXEC else INVALID_TAG
+        desc.addend[index] = (addend_base - vpage) if addend_base is not None else 0
+        desc.paddr[index] = ppage
+        desc.prot[index] = prot
+        desc.vpage[index] = vpage
+        desc.n_used += 1
+        self.stats.fills += 1
+        return index
+
+    def _to_victim(self, desc: TLBDesc, index: int) -> None:
+        v = desc.v_next
+        desc.v_next = (v + 1) % VICTIM_SIZE
+        desc.v_read[v] = desc.read[index]
+        desc.v_write[v] = desc.write[index]
+        desc.v_code[v] = desc.code[index]
+        desc.v_addend[v] = desc.addend[index]
+        desc.v_paddr[v] = desc.paddr[index]
+        desc.v_prot[v] = desc.prot[index]
+        desc.v_vpage[v] = desc.vpage[index]
+
+    def victim_hit(self, mmu_idx: int, vaddr: int) -> bool:
+        """Swap a victim entry for ``vaddr``'s page into the fast table (QEMU's victim_tlb_hit)."""
+        desc = self.d[mmu_idx]
+        vpage = vaddr & PAGE_MASK
+        try:
+            v = desc.v_vpage.index(vpage)
+        except ValueError:
+            return False
+        index = (vpage >> PAGE_BITS) & TLB_MASK
+        cols = (
+            (desc.read, desc.v_read),
+            (desc.write, desc.v_write),
+            (desc.code, desc.v_code),
+            (desc.addend, desc.v_addend),
+            (desc.paddr, desc.v_paddr),
+            (desc.prot, desc.v_prot),
+            (desc.vpage, desc.v_vpage),
+        )
+        for fast, victim in cols:
+            fast[index], victim[v] = victim[v], fast[index]
+        self.stats.victim_hits += 1
+        return True
+
+    def _add_large_page(self, desc: TLBDesc, vaddr: int, size: int) -> None:
+        """Widen the remembered large-page range to cover this one (tlb_add_large_page)."""
+        lp_mask = -size
+        if desc.large_page_addr != -1:
+            # Grow the mask until both the old range and the new page fit.
+            lp_mask &= desc.large_page_mask
+            while (desc.large_page_addr ^ vaddr) & lp_mask:
+                lp_mask <<= 1
+        desc.large_page_addr = vaddr & lp_mask
+        desc.large_page_mask = lp_mask
+
+    # ---- flush --------------------------------------------------------------
+    def flush(self, mmu_idxmap: int = (1 << NB_MMU_MODES) - 1) -> None:
+        """Drop every entry of the given mmu_idx set (tlb_flush_by_mmuidx)."""
+        for mmu_idx in range(NB_MMU_MODES):
+            if mmu_idxmap & (1 << mmu_idx):
+                self._flush_one(self.d[mmu_idx])
+        self.stats.flush_full += 1
+        for fn in self.on_flush:
+            fn(None)
+
+    def _flush_one(self, desc: TLBDesc) -> None:
+        if desc.n_used == 0 and desc.large_page_addr == -1:
+            self.stats.flush_elided += 1
+            return
+        desc.read[:] = _INVALID_FAST
+        desc.write[:] = _INVALID_FAST
+        desc.code[:] = _INVALID_FAST
+        desc.vpage[:] = [-1] * TLB_SIZE
+        desc.paddr[:] = [-1] * TLB_SIZE
+        desc.v_read[:] = _INVALID_VICTIM
+        desc.v_write[:] = _INVALID_VICTIM
+        desc.v_code[:] = _INVALID_VICTIM
+        desc.v_vpage[:] = [-1] * VICTIM_SIZE
+        desc.v_paddr[:] = [-1] * VICTIM_SIZE
+        desc.large_page_addr = -1
+        desc.large_page_mask = -1
+        desc.n_used = 0
+
+    def flush_nonglobal(self) -> None:
+        """Drop every entry but global pages (mov cr3 with CR4.PGE set)."""
+        from ..core.mmu import PAGE_GLOBAL
+
+        for desc in self.d:
+            keep = False
+            for i in range(TLB_SIZE):
+                if desc.vpage[i] != -1:
+                    if desc.prot[i] & PAGE_GLOBAL:
+                        keep = True
+                    else:
+                        self._invalidate_slot(desc, i)
+            for v in range(VICTIM_SIZE):
+                if desc.v_vpage[v] != -1 and not desc.v_prot[v] & PAGE_GLOBAL:
+                    desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                    desc.v_vpage[v] = desc.v_paddr[v] = -1
+            if not keep:
+                desc.large_page_addr = desc.large_page_mask = -1
+        self.stats.flush_full += 1
+        for fn in self.on_flush:
+            fn(None)
+
+    def flush_page(self, vaddr: int, mmu_idxmap: int = (1 << NB_MMU_MODES) - 1) -> None:
+        """Drop the entries for one virtual page (tlb_flush_page_by_mmuidx).
+
+        A page inside the remembered large-page range flushes that whole
+        mmu_idx, because the 4 KiB entries of a large page are not indexed
+        by the large page.
+        """
+        vpage = vaddr & PAGE_MASK
+        index = (vpage >> PAGE_BITS) & TLB_MASK
+        dropped = False
+        for mmu_idx in range(NB_MMU_MODES):
+            if not mmu_idxmap & (1 << mmu_idx):
+                continue
+            desc = self.d[mmu_idx]
+            if desc.large_page_addr != -1 and (vpage & desc.large_page_mask) == desc.large_page_addr:
+                self._flush_one(desc)
+                self.stats.flush_large += 1
+                dropped = True
+                continue
+            if desc.vpage[index] == vpage:
+                self._invalidate_slot(desc, index)
+                dropped = True
+            for v in range(VICTIM_SIZE):
+                if desc.v_vpage[v] == vpage:
+                    desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                    desc.v_vpage[v] = desc.v_paddr[v] = -1
+                    dropped = True
+        if dropped:
+            self.stats.flush_page += 1
+        else:
+            self.stats.flush_elided += 1
+        for fn in self.on_flush:
+            fn(vpage)
+
+    @staticmethod
+    def _invalidate_slot(desc: TLBDesc, index: int) -> None:
+        desc.read[index] = desc.write[index] = desc.code[index] = INVALID_TAG
+        desc.vpage[index] = desc.paddr[index] = -1
+
+    # ---- flag maintenance on live entries -------------------------------------
+    def protect_code(self, ppage: int) -> None:
+        """Set TLB_NOTDIRTY on every write entry mapping frame ``ppage`` (tlb_reset_dirty)."""
+        for desc in self.d:
+            if ppage in desc.paddr:
+                paddr = desc.paddr
+                write = desc.write
+                for i in range(TLB_SIZE):
+                    if paddr[i] == ppage and write[i] != INVALID_TAG:
+                        write[i] |= TLB_NOTDIRTY
+            if ppage in desc.v_paddr:
+                for v in range(VICTIM_SIZE):
+                    if desc.v_paddr[v] == ppage and desc.v_write[v] != INVALID_TAG:
+                        desc.v_write[v] |= TLB_NOTDIRTY
+
+    def set_dirty(self, vaddr: int) -> None:
+        """Drop TLB_NOTDIRTY from the write entries of ``vaddr``'s page (tlb_set_dirty)."""
+        vpage = vaddr & PAGE_MASK
+        index = (vpage >> PAGE_BITS) & TLB_MASK
+        for desc in self.d:
+            if desc.vpage[index] == vpage and desc.write[index] != INVALID_TAG:
+                desc.write[index] &= ~TLB_NOTDIRTY
+            for v in range(VICTIM_SIZE):
+                if desc.v_vpage[v] == vpage and desc.v_write[v] != INVALID_TAG:
+                    desc.v_write[v] &= ~TLB_NOTDIRTY
+
+    def flush_phys_page(self, ppage: int) -> None:
+        """Drop every entry mapping frame ``ppage`` (used when a watchpoint or region changes)."""
+        vpages = set()
+        for desc in self.d:
+            for i, p in enumerate(desc.paddr):
+                if p == ppage:
+                    vpages.add(desc.vpage[i])
+            for v, p in enumerate(desc.v_paddr):
+                if p == ppage:
+                    vpages.add(desc.v_vpage[v])
+        for vpage in vpages:
+            self.flush_page(vpage)
+
+    def valid_entries(self, mmu_idx: int) -> list[tuple[int, int, int, int, int]]:
+        """(vpage, paddr, read_tag, write_tag, code_tag) of valid entries, for `monitor info tlb`."""
+        desc = self.d[mmu_idx]
+        out = []
+        for i in range(TLB_SIZE):
+            if desc.vpage[i] != -1:
+                out.append((desc.vpage[i], desc.paddr[i], desc.read[i], desc.write[i], desc.code[i]))
+        return out

@@ -1,0 +1,111 @@
+"""Assemble and link the guest programs under tests/guests/ (and benchmarks/).
+
+Guests are GNU as sources built at test time so that no binary is committed
+and the sources stay the single truth.  Each source `.include`s lib.inc and is
+linked as one RWX segment at 1 MiB (``ld -N``): the guests rewrite their own
+code, and paging is what protects memory in them, not the ELF flags.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+GUEST_DIR = Path(__file__).resolve().parent / "guests"
+LOAD_ADDR = 0x100000
+
+
+class ToolchainMissing(RuntimeError):
+    """`as` or `ld` is not on PATH; callers turn this into a pytest skip."""
+
+
+def toolchain() -> tuple[str, str]:
+    """Return the paths of `as` and `ld`, or raise ToolchainMissing with a reason."""
+    as_path = shutil.which("as")
+    ld_path = shutil.which("ld")
+    if not as_path or not ld_path:
+        missing = [n for n, p in (("as", as_path), ("ld", ld_path)) if not p]
+        raise ToolchainMissing(
+            f"GNU binutils not found ({', '.join(missing)} missing); "
+            "install binutils to build the guest programs"
+        )
+    return as_path, ld_path
+
+
+def _ld_accepts(ld_path: str, flag: str) -> bool:
+    """Probe an ld option, because --no-warn-rwx-segments only exists in binutils >= 2.39."""
+    proc = subprocess.run([ld_path, flag, "--version"], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def build(
+    source: Path | str,
+    out_dir: Path,
+    defsyms: dict[str, int] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Assemble `source` (a path, or a guest name under tests/guests/) into out_dir/NAME.elf.
+
+    defsyms become ``as --defsym`` values (the benchmarks size their loops this
+    way).  Errors from as/ld are raised with their full output so a broken
+    guest is diagnosable from the test log.
+    """
+    as_path, ld_path = toolchain()
+    src = Path(source)
+    if not src.suffix:
+        src = GUEST_DIR / f"{src}.s"
+    stem = name or src.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    obj = out_dir / f"{stem}.o"
+    elf = out_dir / f"{stem}.elf"
+    as_cmd = [as_path, "--32", "-I", str(GUEST_DIR), "-I", str(src.parent)]
+    for key, value in (defsyms or {}).items():
+        as_cmd += ["--defsym", f"{key}={value}"]
+    as_cmd += ["-o", str(obj), str(src)]
+    ld_cmd = [ld_path, "-m", "elf_i386", "-N", f"-Ttext=0x{LOAD_ADDR:x}", "-e", "_start"]
+    if _ld_accepts(ld_path, "--no-warn-rwx-segments"):
+        ld_cmd.append("--no-warn-rwx-segments")
+    ld_cmd += ["-o", str(elf), str(obj)]
+    for cmd in (as_cmd, ld_cmd):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
+    return elf
+
+
+def symbols(elf: Path) -> dict[str, int]:
+    """Symbol table of a built guest (via nm), so tests can name guest addresses."""
+    nm = shutil.which("nm")
+    if not nm:
+        return {}
+    proc = subprocess.run([nm, str(elf)], capture_output=True, text=True, check=True)
+    table: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            table[parts[2]] = int(parts[0], 16)
+    return table
+
+
+def run_qemu(elf: Path, timeout: float = 60.0, extra: list[str] | None = None) -> tuple[int, bytes]:
+    """Boot a guest on qemu-system-i386 (the behavioural reference) and return
+    (exit status, debugcon bytes).  Used to validate guests, not the core."""
+    import tempfile
+
+    qemu = shutil.which("qemu-system-i386")
+    if not qemu:
+        raise FileNotFoundError("qemu-system-i386 not on PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "debugcon.txt"
+        cmd = [
+            qemu, "-nodefaults", "-display", "none", "-no-reboot", "-m", "32",
+            "-kernel", str(elf),
+            "-debugcon", f"file:{out}",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ] + (extra or [])
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        data = out.read_bytes() if out.exists() else b""
+    return proc.returncode, data

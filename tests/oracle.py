@@ -1,0 +1,398 @@
+"""Differential-testing oracle: run an x86 snippet in Unicorn and in gdbemu.
+
+This is a helper module for ``test_differential.py`` (it is not collected by
+pytest).  Unicorn (QEMU's TCG front end packaged as a library) serves as the
+reference implementation of 32-bit integer instruction semantics; gdbemu is
+the system under test.  Both are given the same snippet, the same registers,
+flags and memory, run for exactly the snippet, and their final states are
+returned so the caller can compare them, masking what the Intel SDM leaves
+undefined (see :class:`Undefined`).
+
+Memory layout (physical == linear: flat segments, paging off in both)::
+
+    0x00000-0x10000  code region; the snippet lives at CODE_ADDR (0x1000), and
+                     branch targets are kept inside this region
+    0x10000-0x30000  data window (DATA_BASE/DATA_SIZE), crosses pages every 4 KiB
+    0x40000-0x42000  stack (STACK_BASE/STACK_SIZE), two pages so pushes can
+                     straddle a page boundary
+
+Both emulators are reused across cases (building a Machine or a Unicorn
+instance costs far more than one instruction), so :class:`DiffRunner` keeps
+track of what each emulator's memory currently holds and only rewrites the
+pages that differ from the next case's initial image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from unicorn import UC_ARCH_X86, UC_ERR_EXCEPTION, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
+from unicorn import x86_const as ux
+
+CODE_REGION = (0x0, 0x10000)
+CODE_ADDR = 0x1000
+DATA_BASE = 0x10000
+DATA_SIZE = 0x20000
+STACK_BASE = 0x40000
+STACK_SIZE = 0x2000
+PAGE = 0x1000
+RAM_SIZE = 1 << 20
+# Regions whose final contents are compared (the code region is not: no
+# snippet writes to it, and leaving it out keeps per-case work small).
+REGIONS: tuple[tuple[int, int], ...] = ((DATA_BASE, DATA_SIZE), (STACK_BASE, STACK_SIZE))
+
+REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
+
+CF, PF, AF, ZF, SF, TF, IF, DF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x100, 0x200, 0x400, 0x800
+STATUS_FLAGS = CF | PF | AF | ZF | SF | OF
+# The EFLAGS bits the suite controls and compares by default: the six status
+# flags and DF.  System flags (IF, TF, IOPL, ...) stay 0 and are not compared.
+ARITH_DF = STATUS_FLAGS | DF
+EFLAGS_FIXED1 = 0x2  # bit 1 reads as 1
+FLAG_NAMES = ((CF, "CF"), (PF, "PF"), (AF, "AF"), (ZF, "ZF"), (SF, "SF"), (DF, "DF"), (OF, "OF"))
+
+_UC_GPRS = (
+    ux.UC_X86_REG_EAX,
+    ux.UC_X86_REG_ECX,
+    ux.UC_X86_REG_EDX,
+    ux.UC_X86_REG_EBX,
+    ux.UC_X86_REG_ESP,
+    ux.UC_X86_REG_EBP,
+    ux.UC_X86_REG_ESI,
+    ux.UC_X86_REG_EDI,
+)
+_UC_ALL = (*_UC_GPRS, ux.UC_X86_REG_EIP, ux.UC_X86_REG_EFLAGS)
+# Where Unicorn should stop a control-transfer snippet if the instruction
+# count did not stop it first: an address no test ever jumps to.
+_NEVER = 0x0FFF_FFF0
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """An initial machine state.
+
+    ``mem`` holds byte patches (address -> bytes) applied on top of the
+    runner's background image of the data window and stack; patches carry the
+    values the test deliberately chose (operands), the background supplies
+    deterministic random filler everywhere else.
+    """
+
+    regs: tuple[int, ...]
+    eflags: int
+    mem: tuple[tuple[int, bytes], ...] = ()
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """The patched bytes at ``addr`` (None if not all of them were patched)."""
+        out = bytearray(size)
+        have = [False] * size
+        for base, data in self.mem:
+            for i in range(size):
+                off = addr + i - base
+                if 0 <= off < len(data):
+                    out[i] = data[off]
+                    have[i] = True
+        return bytes(out) if all(have) else None
+
+
+@dataclasses.dataclass
+class Undefined:
+    """What the Intel SDM leaves undefined for one case; those bits are not compared.
+
+    ``flags``: EFLAGS bits; ``regs``: register index -> undefined bit mask;
+    ``mem``: byte address -> undefined bit mask.
+    """
+
+    flags: int = 0
+    regs: dict[int, int] = dataclasses.field(default_factory=dict)
+    mem: dict[int, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The final state of one emulator after one case.
+
+    If ``faulted`` is true the snippet raised an exception (Unicorn: an
+    unhandled CPU exception; gdbemu: a triple fault, since no IDT is set up);
+    ``regs`` is then the register file at the fault and the rest is not
+    meaningful.  ``error`` is set when the emulator itself failed (a Python
+    exception inside gdbemu, or an unexpected Unicorn error).
+    """
+
+    faulted: bool
+    regs: tuple[int, ...]
+    eip: int
+    eflags: int
+    mem: dict[int, bytes]
+    error: str | None = None
+
+
+def _apply(background: Mapping[int, bytes], patches: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
+    """Build each region's initial image: background with the case's patches."""
+    images = {base: bytearray(background[base]) for base, _ in REGIONS}
+    for addr, data in patches:
+        for base, size in REGIONS:
+            if base <= addr and addr + len(data) <= base + size:
+                images[base][addr - base : addr - base + len(data)] = data
+                break
+        else:
+            raise ValueError(f"memory patch at {addr:#x}+{len(data)} is outside the data window and stack")
+    return {base: bytes(img) for base, img in images.items()}
+
+
+def _changed_pages(current: bytes | None, wanted: bytes) -> Iterable[tuple[int, int]]:
+    """(offset, length) runs of pages where ``current`` differs from ``wanted``."""
+    if current is None:
+        yield 0, len(wanted)
+        return
+    if current == wanted:
+        return
+    run_start = -1
+    for off in range(0, len(wanted), PAGE):
+        differs = current[off : off + PAGE] != wanted[off : off + PAGE]
+        if differs and run_start < 0:
+            run_start = off
+        elif not differs and run_start >= 0:
+            yield run_start, off - run_start
+            run_start = -1
+    if run_start >= 0:
+        yield run_start, len(wanted) - run_start
+
+
+class _UnicornSide:
+    """One Unicorn instance holding the snippet, reused across cases."""
+
+    def __init__(self, code: bytes) -> None:
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.mem_map(CODE_REGION[0], CODE_REGION[1] - CODE_REGION[0])
+        for base, size in REGIONS:
+            self.uc.mem_map(base, size)
+        self.uc.mem_write(CODE_ADDR, code)
+        self.mem: dict[int, bytes | None] = {base: None for base, _ in REGIONS}
+        # A reused Unicorn instance keeps QEMU's exception bookkeeping across
+        # runs (Unicorn 2.1.4): after one #DE the next fault is escalated to
+        # #DF, and after that faults are not reported at all, the run just
+        # stops at the faulting instruction.  So every case starts from a
+        # context saved while the CPU was pristine, and exceptions are seen
+        # through an interrupt hook that records the vector.
+        self.vector: int | None = None
+        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self.pristine = self.uc.context_save()
+
+    def _on_interrupt(self, uc: Uc, intno: int, _user_data: object) -> None:
+        self.vector = intno
+        uc.emu_stop()
+
+    def run(self, state: State, images: Mapping[int, bytes], end: int, count: int) -> Outcome:
+        uc = self.uc
+        for base, _ in REGIONS:
+            for off, length in _changed_pages(self.mem[base], images[base]):
+                uc.mem_write(base + off, images[base][off : off + length])
+            self.mem[base] = images[base]
+        uc.reg_write_batch(
+            list(zip(_UC_ALL, (*state.regs, CODE_ADDR, state.eflags | EFLAGS_FIXED1), strict=True))
+        )
+        uc.context_restore(self.pristine)
+        self.vector = None
+        faulted = False
+        error = None
+        try:
+            # Straight-line snippets run until EIP reaches the end: Unicorn's
+            # ``count`` counts every iteration of a REP string instruction as
+            # an instruction, so it cannot be used for them.  Control
+            # transfers leave the snippet, so they are stopped by count.
+            if count:
+                uc.emu_start(CODE_ADDR, _NEVER, count=count)
+            else:
+                uc.emu_start(CODE_ADDR, end)
+        except UcError as exc:
+            if exc.errno == UC_ERR_EXCEPTION:
+                faulted = True
+            else:
+                error = f"unicorn: {exc}"
+        faulted = faulted or self.vector is not None
+        vals = uc.reg_read_batch(list(_UC_ALL))
+        mem = {base: bytes(uc.mem_read(base, size)) for base, size in REGIONS}
+        self.mem.update(mem)
+        return Outcome(faulted, tuple(vals[:8]), vals[8], vals[9], mem, error)
+
+
+class _GdbemuSide:
+    """One gdbemu Machine holding the snippet, rebuilt only after a fault or crash."""
+
+    def __init__(self, code: bytes) -> None:
+        self.code = code
+        self.m: Any = None
+        self.mem: dict[int, bytes | None] = {}
+
+    def _fresh(self) -> Any:
+        from gdbemu.machine import Machine  # imported late: the core may not exist yet
+
+        m = Machine(ram_size=RAM_SIZE)
+        m.cpu.setup_flat32()
+        m.mem.write(CODE_ADDR, self.code)
+        self.mem = {base: None for base, _ in REGIONS}
+        return m
+
+    def run(self, state: State, images: Mapping[int, bytes], n_insns: int) -> Outcome:
+        if self.m is None:
+            self.m = self._fresh()
+        m = self.m
+        for base, _ in REGIONS:
+            for off, length in _changed_pages(self.mem[base], images[base]):
+                m.mem.write(base + off, images[base][off : off + length])
+            self.mem[base] = images[base]
+        cpu = m.cpu
+        for i, v in enumerate(state.regs):
+            cpu.regs[i] = v
+        cpu.eip = CODE_ADDR
+        cpu.set_eflags(state.eflags | EFLAGS_FIXED1)
+        faulted = False
+        error = None
+        try:
+            stop = m.run(max_insns=n_insns)
+            kind = getattr(stop, "kind", stop)
+            if kind == "triple_fault":
+                faulted = True
+            elif kind != "limit":
+                error = f"gdbemu: run() stopped with {stop!r} instead of 'limit'"
+        except Exception as exc:  # the core crashing is a finding, not a harness error
+            error = f"gdbemu raised {type(exc).__name__}: {exc}"
+        regs = tuple(int(r) & 0xFFFFFFFF for r in cpu.regs)
+        try:
+            eip = int(cpu.eip)
+            eflags = int(cpu.get_eflags())
+            mem = {base: bytes(m.mem.read(base, size)) for base, size in REGIONS}
+        except Exception as exc:
+            eip, eflags, mem = 0, 0, {}
+            error = error or f"gdbemu state read raised {type(exc).__name__}: {exc}"
+        if faulted or error:
+            self.m = None  # a triple-faulted or crashed machine is not reused
+        else:
+            self.mem.update(mem)
+        return Outcome(faulted, regs, eip, eflags, mem, error)
+
+
+class DiffRunner:
+    """Runs one snippet in both emulators for many initial states.
+
+    ``code``: the snippet's bytes; ``n_insns``: how many instructions it has
+    (gdbemu runs exactly that many); ``branch``: the snippet transfers
+    control, so both are stopped by instruction count rather than by reaching
+    the snippet's end; ``background``: region base -> initial contents of the
+    data window and stack before a case's patches are applied.
+    """
+
+    def __init__(self, code: bytes, n_insns: int, background: Mapping[int, bytes], *, branch: bool = False) -> None:
+        for base, size in REGIONS:
+            if len(background[base]) != size:
+                raise ValueError(f"background for {base:#x} must be {size:#x} bytes")
+        self.code = code
+        self.n_insns = n_insns
+        self.branch = branch
+        self.background = dict(background)
+        self._uc = _UnicornSide(code)
+        self._gd = _GdbemuSide(code)
+
+    def images(self, state: State) -> dict[int, bytes]:
+        """The initial contents of every compared region for ``state``."""
+        return _apply(self.background, state.mem)
+
+    def run(self, state: State) -> tuple[Outcome, Outcome]:
+        """Run ``state`` in Unicorn and gdbemu; returns (unicorn, gdbemu) outcomes."""
+        images = self.images(state)
+        uc = self._uc.run(state, images, CODE_ADDR + len(self.code), self.n_insns if self.branch else 0)
+        gd = self._gd.run(state, images, self.n_insns)
+        return uc, gd
+
+
+def compare(
+    state: State,
+    images: Mapping[int, bytes],
+    uc: Outcome,
+    gd: Outcome,
+    undefined: Undefined | None = None,
+    flags_mask: int = ARITH_DF,
+) -> list[str]:
+    """Differences between the Unicorn and gdbemu outcomes, as readable lines.
+
+    ``flags_mask`` selects the EFLAGS bits compared at all; ``undefined``
+    removes the bits the SDM leaves undefined for this case.  Faulting cases
+    are compared only for "both faulted" and for gdbemu's registers being
+    untouched (a precise fault).
+    """
+    und = undefined or Undefined()
+    diffs: list[str] = []
+    if uc.error:
+        diffs.append(f"oracle error: {uc.error}")
+    if gd.error:
+        diffs.append(gd.error)
+    if diffs:
+        return diffs
+    if uc.faulted or gd.faulted:
+        if not uc.faulted:
+            diffs.append("gdbemu faulted (triple fault) but unicorn completed")
+        elif not gd.faulted:
+            diffs.append("unicorn raised a CPU exception but gdbemu completed")
+        else:
+            for i, (a, b) in enumerate(zip(state.regs, gd.regs, strict=True)):
+                if a != b:
+                    diffs.append(f"imprecise fault: gdbemu changed {REG_NAMES[i]} {a:#010x} -> {b:#010x}")
+        return diffs
+    for i, (a, b) in enumerate(zip(uc.regs, gd.regs, strict=True)):
+        if (a ^ b) & ~und.regs.get(i, 0) & 0xFFFFFFFF:
+            diffs.append(f"{REG_NAMES[i]}: unicorn={a:#010x} gdbemu={b:#010x}")
+    if uc.eip != gd.eip:
+        diffs.append(f"eip: unicorn={uc.eip:#010x} gdbemu={gd.eip:#010x}")
+    fm = flags_mask & ~und.flags
+    if (uc.eflags ^ gd.eflags) & fm:
+        diffs.append(
+            f"eflags (compared bits {fm:#x}): unicorn={uc.eflags:#x} [{flag_str(uc.eflags)}] "
+            f"gdbemu={gd.eflags:#x} [{flag_str(gd.eflags)}]"
+        )
+    for base, size in REGIONS:
+        a, b = uc.mem[base], gd.mem[base]
+        if a == b:
+            continue
+        bad = [
+            off
+            for page in range(0, size, PAGE)
+            if a[page : page + PAGE] != b[page : page + PAGE]
+            for off in range(page, page + PAGE)
+            if (a[off] ^ b[off]) & ~und.mem.get(base + off, 0) & 0xFF
+        ]
+        for start, end in _runs(bad):
+            init = images[base][start:end].hex()
+            diffs.append(
+                f"mem[{base + start:#x}..{base + end:#x}): initial={init} "
+                f"unicorn={a[start:end].hex()} gdbemu={b[start:end].hex()}"
+            )
+    return diffs
+
+
+def _runs(offsets: list[int]) -> Iterable[tuple[int, int]]:
+    """Coalesce sorted byte offsets into [start, end) runs (gaps < 4 merged)."""
+    if not offsets:
+        return
+    start = prev = offsets[0]
+    for off in offsets[1:]:
+        if off - prev > 4:
+            yield start, prev + 1
+            start = off
+        prev = off
+    yield start, prev + 1
+
+
+def flag_str(eflags: int) -> str:
+    """EFLAGS as a list of set flag names (for failure messages)."""
+    return " ".join(name for bit, name in FLAG_NAMES if eflags & bit) or "-"
+
+
+def describe_state(state: State) -> str:
+    """The initial state as text: registers, flags and the memory the test chose."""
+    regs = " ".join(f"{n}={v:#010x}" for n, v in zip(REG_NAMES, state.regs, strict=True))
+    lines = [regs, f"eflags={state.eflags:#x} [{flag_str(state.eflags)}]"]
+    lines += [f"mem[{addr:#x}]={data.hex()}" for addr, data in state.mem]
+    return "\n".join(lines)

@@ -70,7 +70,8 @@ class Insn:
     raw: bytes
     opcode: tuple[int, ...]
     modrm: int
-    text: str  # disassembly, for logs and errors
+    imm_off: int = 0  # where the immediate sits in raw (0: none), for immediate-only re-decodes
+    imm_size: int = 0
 
     @property
     def next(self) -> int:
@@ -86,22 +87,62 @@ class Decoder:
         self.md.detail = True
         self.bits = bits
         self.default_size = bits // 8
-        self.cache: dict[tuple[bytes, int], Insn] = {}
+        # The last instruction decoded at each EIP.  A hit is validated
+        # against the instruction's own bytes only, so rewriting a neighbour
+        # (whose bytes merely share the 15-byte window) costs nothing.
+        self.by_addr: dict[int, Insn] = {}
         self.decoded = 0  # capstone calls, for stats
+        self.patched = 0  # immediate-only re-decodes (SMC that rewrites constants)
 
     def decode(self, window: bytes, addr: int) -> Insn:
         """Decode the instruction at the start of ``window`` (up to 15 bytes)."""
-        # Relative branch targets depend on addr, so the cache key includes it
-        # for those; capstone gives absolute targets.
-        key = (window, addr)
-        insn = self.cache.get(key)
+        insn = self.by_addr.get(addr)
         if insn is not None:
-            return insn
+            n = insn.size
+            raw = window[:n]
+            if raw == insn.raw:
+                return insn
+            if insn.imm_size and len(raw) == n:
+                patched = self._patch_imm(insn, raw)
+                if patched is not None:
+                    self.by_addr[addr] = patched
+                    return patched
         insn = self._decode(window, addr)
-        if len(self.cache) > 200_000:
-            self.cache.clear()
-        self.cache[key] = insn
+        if len(self.by_addr) > 200_000:
+            self.by_addr.clear()
+        self.by_addr[addr] = insn
         return insn
+
+    def _patch_imm(self, insn: Insn, raw: bytes) -> Insn | None:
+        """The same instruction with another immediate: no capstone call.
+
+        Self-modifying code most often rewrites a constant; when every byte
+        outside the immediate field is unchanged the decoding is the same
+        but for the immediate's value (interpreted as capstone did: signed
+        or unsigned).
+        """
+        lo, hi = insn.imm_off, insn.imm_off + insn.imm_size
+        if raw[:lo] != insn.raw[:lo] or raw[hi:] != insn.raw[hi:]:
+            return None
+        old_field = insn.raw[lo:hi]
+        new_field = raw[lo:hi]
+        ops = list(insn.ops)
+        imms = [k for k, o in enumerate(ops) if o.kind == IMM]
+        if len(imms) != 1:
+            return None
+        k = imms[0]
+        old = ops[k].imm
+        if old == int.from_bytes(old_field, "little", signed=True):
+            new = int.from_bytes(new_field, "little", signed=True)
+        elif old == int.from_bytes(old_field, "little"):
+            new = int.from_bytes(new_field, "little")
+        else:
+            return None  # a relative branch target or a folded value: decode again
+        o = ops[k]
+        ops[k] = Operand(IMM, o.size, imm=new)
+        self.patched += 1
+        return Insn(insn.addr, insn.size, insn.name, tuple(ops), insn.rep, insn.lock, insn.opsize,
+                    insn.addrsize, bytes(raw), insn.opcode, insn.modrm, insn.imm_off, insn.imm_size)
 
     def _decode(self, window: bytes, addr: int) -> Insn:
         self.decoded += 1
@@ -170,5 +211,19 @@ class Decoder:
             raw=raw,
             opcode=tuple(ci.opcode),
             modrm=ci.modrm,
-            text=f"{ci.mnemonic} {ci.op_str}".strip(),
+            imm_off=ci.imm_offset,
+            imm_size=ci.imm_size,
         )
+
+
+_TEXT_MD: dict[int, capstone.Cs] = {}
+
+
+def disasm(insn: Insn, bits: int = 32) -> str:
+    """Disassembly text of a decoded instruction, for logs and error messages."""
+    md = _TEXT_MD.get(bits)
+    if md is None:
+        md = _TEXT_MD[bits] = capstone.Cs(capstone.CS_ARCH_X86, {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits])
+    for ci in md.disasm(insn.raw, insn.addr, 1):
+        return f"{ci.mnemonic} {ci.op_str}".strip()
+    return f"(bad) {insn.raw.hex()}"

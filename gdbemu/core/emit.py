@@ -96,6 +96,9 @@ class Emitter:
         self.tb_start = -1  # EIP of the TB start, for loops
         self.loop_ok = False
         self.jump_targets: dict[int, int] = {}  # slot -> constant target EIP
+        # (paddr, size, signed) of this instruction's immediate when it must be
+        # read from RAM at run time (SMC-hot page), else None.  See translate.py.
+        self.dyn_imm: tuple[int, int, bool] | None = None
 
     # ---- lines --------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -244,6 +247,8 @@ class Emitter:
                 return t
             return expr
         if op.kind == IMM:
+            if self.dyn_imm is not None:
+                return self._dyn_imm(size)
             return self.const(op.imm & MASK[size])
         if op.kind == MEM:
             a = addr if addr is not None else self.ea(op)
@@ -251,6 +256,18 @@ class Emitter:
         if op.kind == SREG:
             return f"cpu.segs[{op.reg}].selector"
         raise NotImplementedError(f"operand kind {op.kind}")
+
+    def _dyn_imm(self, size: int) -> str:
+        """Read the immediate from guest RAM at run time (the SMC-hot-page translation)."""
+        paddr, n, signed = self.dyn_imm
+        p = self.const(paddr)
+        v = self.tmp("im")
+        expr = f"int.from_bytes(M8[{p}:{p} + {n}], 'little')"
+        if signed:
+            s = 1 << (8 * n - 1)
+            expr = f"(({expr} ^ {s:#x}) - {s:#x})"
+        self.emit(f"{v} = {expr} & {MASK[size]:#x}")
+        return v
 
     def store(self, op: Operand, value: str, size: int | None = None, addr: str | None = None) -> None:
         size = size or op.size

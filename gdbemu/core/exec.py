@@ -59,11 +59,15 @@ def tb_lookup(cpu):
 
 
 def _hot_smc(tbs, tb) -> bool:
-    for page in tb.pages:
-        desc = tbs.pages.get(page)
-        if desc is not None and desc.invalidations >= SMC_HOT_PAGE:
-            return True
-    return False
+    """Delay compiling a TB on a page the guest keeps rewriting: it may be invalidated soon.
+
+    A TB with run-time immediates is stable against constant rewrites; any
+    other TB there is compiled only once it has survived 8x the threshold.
+    """
+    if tb.dyn:
+        return False
+    smc = tbs.smc_pages
+    return tb.execs < 8 * TIER2_THRESHOLD and any(smc.get(page, 0) >= SMC_HOT_PAGE for page in tb.pages)
 
 
 def run_one_uncached(cpu, max_insns: int = 1) -> None:
@@ -115,7 +119,7 @@ def cpu_exec(cpu, max_insns: int) -> None:
                 tb.cacheable = False
             elif tb.tier == 1:
                 tb.execs += 1
-                if tb.execs == TIER2_THRESHOLD and not _hot_smc(tbs, tb):
+                if tb.execs >= TIER2_THRESHOLD and not _hot_smc(tbs, tb):
                     translator.build(cpu, tb, 2)
             tbs.current = tb
             try:

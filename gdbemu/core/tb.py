@@ -28,7 +28,8 @@ class TB:
 
     __slots__ = (
         "pc", "cs_base", "hflags", "phys_pc", "pages", "ranges", "size", "n_insns", "fn", "jmp",
-        "chain", "valid", "execs", "insns", "tier", "eips", "next_eip", "cacheable", "vpages",
+        "chain", "valid", "execs", "insns", "tier", "eips", "next_eip", "cacheable", "vpages", "holes",
+        "dyn", "insn_paddrs",
     )
 
     def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
@@ -51,6 +52,11 @@ class TB:
         self.next_eip = 0
         self.cacheable = True
         self.vpages: tuple[int, ...] = ()  # linear page of each entry in pages
+        # Immediate fields the TB reads from RAM at run time (SMC-hot pages):
+        # stores inside them change no translation, so they invalidate nothing.
+        self.holes: tuple[tuple[int, int], ...] = ()
+        self.dyn = False
+        self.insn_paddrs: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"<TB {self.cs_base:#x}:{self.pc:#x} phys={self.phys_pc:#x} n={self.n_insns} tier={self.tier}>"
@@ -78,6 +84,9 @@ class TBCache:
         self.unprotect_code = unprotect_code  # (ppage) -> None
         self.on_invalidate: list = []  # (tb) -> None: CPUs drop it from their jump caches
         self.current: TB | None = None  # the TB executing now (set by the exec loop)
+        # Physical page -> how often a store invalidated TBs on it; kept when
+        # the page's last TB goes, so a page the guest keeps rewriting is known.
+        self.smc_pages: dict[int, int] = {}
         self.stats = {"tb_built": 0, "tb_invalidated": 0, "smc_restarts": 0, "bitmap_builds": 0,
                       "bitmap_skips": 0, "tb_compiled": 0, "tb_flushes": 0}
 
@@ -135,11 +144,17 @@ class TBCache:
                 for tb in desc.tbs:
                     for rs, re_ in tb.ranges:
                         if rs < end and start < re_:
+                            if tb.holes and any(hs <= start and end <= he for hs, he in tb.holes):
+                                continue
                             hits.append(tb)
                             break
             page += 4096
         if not hits:
             return 0
+        if from_store:
+            for tb in hits:
+                for page in tb.pages:
+                    self.smc_pages[page] = self.smc_pages.get(page, 0) + 1
         if from_store and self.current is not None and self.current in hits and self.current.cacheable:
             self.stats["smc_restarts"] += 1
             for tb in hits:
@@ -164,11 +179,16 @@ class TBCache:
                     for rs, re_ in tb.ranges:
                         if rs & PAGE_MASK == page:
                             bitmap |= ((1 << (re_ - rs)) - 1) << (rs - page)
+                for tb in desc.tbs:
+                    for hs, he in tb.holes:
+                        if hs & PAGE_MASK == page:
+                            bitmap &= ~(((1 << (he - hs)) - 1) << (hs - page))
                 desc.bitmap = bitmap
             off = paddr - page
             if not (desc.bitmap >> off) & ((1 << size) - 1):
                 self.stats["bitmap_skips"] += 1
                 return
+
         self.invalidate_phys_range(paddr, paddr + size, from_store=True)
 
     def flush(self) -> None:

@@ -34,7 +34,7 @@ import types
 from . import flags as F
 from . import ops as ops_pkg
 from .cpu import HF_CS32, HF_MMU_SHIFT, HF_TF
-from .decode import MEM, Decoder, DecodeError, Insn
+from .decode import IMM, MEM, Decoder, DecodeError, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
 from .tb import TB
@@ -43,6 +43,9 @@ MAX_INSNS = 64
 TIER2_THRESHOLD = 64
 # A page whose TBs were invalidated this often stays in tier 1 (SMC hot page).
 SMC_HOT_PAGE = 4
+# Instructions whose emitters read their immediate only through Emitter.load,
+# so it can be read from RAM at run time on SMC-hot pages.
+DYN_IMM_OPS = frozenset({"mov", "add", "sub", "and", "or", "xor", "cmp", "test", "adc", "sbb", "push"})
 
 _REGS = "eax, ecx, edx, ebx, esp, ebp, esi, edi"
 _REG_NAMES = _REGS.split(", ")
@@ -65,6 +68,10 @@ class Translator:
         self.decoders = {16: Decoder(16), 32: Decoder(32)}
         self.shape_code: dict[str, types.CodeType] = {}  # source text -> code object
         self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
+        # (id(insn), id(ns), hflags, cc_static in) -> (insn, (fn, K), cc_static out, jump targets):
+        # retranslating a block whose instructions did not change re-emits nothing.
+        self.insn_fn: dict = {}
+        self._dyn_plan: dict[int, list] = {}
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
@@ -85,16 +92,22 @@ class Translator:
         addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
         if hflags & HF_TF:
             max_insns = 1
+        cur_vpage = -1
+        cur_ppage = 0
+        insn_paddrs: list[int] = []
         while len(insns) < max_insns:
             linear = (cs_base + eip) & 0xFFFFFFFF
             vpage = linear & -4096
-            try:
-                paddr = mmu.code_paddr(cpu.mmu_idx if False else mmu_idx, linear)
-            except GuestFault:
-                if not insns:
-                    raise
-                break
-            ppage = paddr & -4096
+            if vpage != cur_vpage:
+                try:
+                    cur_ppage = mmu.code_paddr(mmu_idx, linear) & -4096
+                except GuestFault:
+                    if not insns:
+                        raise
+                    break
+                cur_vpage = vpage
+            paddr = cur_ppage | (linear & 0xFFF)
+            ppage = cur_ppage
             if ppage not in pages:
                 if len(pages) == 2:
                     break
@@ -111,7 +124,7 @@ class Translator:
                 except GuestFault as fault:
                     second = fault
             try:
-                insn = decoder.decode(bytes(window), eip)
+                insn = decoder.decode(window, eip)
             except DecodeError:
                 if isinstance(second, GuestFault) and len(window) < 15:
                     # Truncated by an unmapped page: the fetch faults, not #UD.
@@ -134,8 +147,10 @@ class Translator:
                     vpages.append((linear + avail) & -4096)
                 ranges.setdefault(ppage, []).append((paddr, ppage + 4096))
                 ranges.setdefault(p2page, []).append((p2page, p2page + insn.size - avail))
+                insn_paddrs.append(-1)
             else:
                 ranges.setdefault(ppage, []).append((paddr, paddr + insn.size))
+                insn_paddrs.append(paddr)
             insns.append(insn)
             if insn.name in ENDS_TB or insn.name not in OPS:
                 break
@@ -148,6 +163,7 @@ class Translator:
             rs = ranges.get(page, [])
             if rs:
                 merged.append((min(r[0] for r in rs), max(r[1] for r in rs)))
+        self._insn_paddrs = insn_paddrs
         return insns, tuple(pages), tuple(merged), vpages
 
     # ---- building -------------------------------------------------------------
@@ -164,8 +180,50 @@ class Translator:
         tb.next_eip = last.next if last is not None else eip
         tb.size = sum(i.size for i in insns if i is not None)
         tb.vpages = tuple(vpages)
+        tb.insn_paddrs = tuple(self._insn_paddrs)
+        smc = cpu.machine.tbs.smc_pages
+        if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
+            self._plan_dyn_imm(cpu, tb)
         self.build(cpu, tb, tier)
         return tb
+
+    def _plan_dyn_imm(self, cpu, tb: TB) -> None:
+        """On an SMC-hot page, read immediates from RAM at run time instead of baking them in.
+
+        Guests that rewrite code mostly rewrite constants.  An instruction
+        whose emitter takes its immediate through ``Emitter.load`` (the
+        names in DYN_IMM_OPS) gets a run-time read of the immediate field,
+        and that field becomes a *hole* of the TB: a store inside it changes
+        no translation, so it invalidates nothing and needs no
+        retranslation, and the result is still exact because the code reads
+        the current bytes.  A store to any other byte invalidates as usual.
+        """
+        ram_size = cpu.machine.mem.ram_size
+        holes = []
+        plan = []
+        for insn, paddr in zip(tb.insns, tb.insn_paddrs + (-1,) * len(tb.insns)):
+            entry = None
+            if (insn is not None and paddr >= 0 and insn.imm_size and insn.name in DYN_IMM_OPS
+                    and paddr + insn.size <= ram_size and cpu.machine.mem.is_ram(paddr)):
+                imms = [o for o in insn.ops if o.kind == IMM]
+                if len(imms) == 1:
+                    field = insn.raw[insn.imm_off : insn.imm_off + insn.imm_size]
+                    imm = imms[0].imm
+                    if imm == int.from_bytes(field, "little", signed=True):
+                        entry = (paddr + insn.imm_off, insn.imm_size, True)
+                    elif imm == int.from_bytes(field, "little"):
+                        entry = (paddr + insn.imm_off, insn.imm_size, False)
+            plan.append(entry)
+            if entry is not None:
+                holes.append((entry[0], entry[0] + entry[1]))
+        if holes:
+            tb.holes = tuple(holes)
+            tb.dyn = True
+            self._dyn_plan[id(tb)] = plan
+
+    def _dyn(self, tb: TB, k: int):
+        plan = self._dyn_plan.get(id(tb)) if tb.dyn else None
+        return plan[k] if plan is not None else None
 
     def build(self, cpu, tb: TB, tier: int) -> None:
         ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
@@ -237,6 +295,7 @@ class Translator:
         for k, insn in enumerate(insns):
             e.index = k
             e.flags_live = live[k]
+            e.dyn_imm = self._dyn(tb, k)
             mark = len(e.lines)
             self._emit_insn(e, insn)
             if e.may_fault:
@@ -320,15 +379,28 @@ class Translator:
         fns = []
         targets: dict[int, int] = {}
         cc_static = None
+        cache = self.insn_fn
         for k, insn in enumerate(insns):
+            dyn = self._dyn(tb, k)
+            key = (id(insn), id(ns), tb.hflags, cc_static, dyn)
+            hit = cache.get(key)
+            if hit is not None and hit[0] is insn:
+                fns.append(hit[1])
+                cc_static = hit[2]
+                targets.update(hit[3])
+                continue
             e = Emitter(tb.hflags, tier1=True)
             e.cc_static = cc_static
             e.index = k
-            e.jump_targets = targets  # type: ignore[attr-defined]
+            e.dyn_imm = dyn
             self._emit_insn(e, insn)
-            cc_static = e.cc_static
             fns.append(self._shape(e, ns))
-        self._chainable(tb, targets if not insns[-1] or True else {})
+            if len(cache) > 500_000:
+                cache.clear()
+            cache[key] = (insn, fns[-1], e.cc_static, dict(e.jump_targets))
+            targets.update(e.jump_targets)
+            cc_static = e.cc_static
+        self._chainable(tb, targets)
         if tb.insns and tb.insns[-1] is not None and tb.insns[-1].name not in ENDS_TB:
             tb.chain[0] = ((tb.cs_base + tb.next_eip) & -4096) in {(tb.cs_base + x) & -4096 for x in tb.eips}
         return _tier1_runner(cpu, tb, fns)

@@ -28,27 +28,36 @@ CLIENT_NAMES = ("vga", "code", "migration")
 
 
 class DirtyMemory:
+    """Per-client dirty bitmaps.
+
+    Each client's map is a ``bytearray`` (Python indexing is fast for the
+    single-page updates of the store slow path) with a numpy view over the
+    same buffer for bulk work (``bitmaps[client]``: counts, range resets,
+    snapshots).
+    """
+
     def __init__(self, n_pages: int) -> None:
         self.n_pages = n_pages
-        self.bitmaps = np.ones((DIRTY_MEMORY_NUM, n_pages), dtype=np.uint8)
+        self.maps = [bytearray(b"\x01" * n_pages) for _ in range(DIRTY_MEMORY_NUM)]
+        self.bitmaps = [np.frombuffer(m, dtype=np.uint8) for m in self.maps]
         # Per-page: which clients log this page (bit per client).  CODE always.
-        self.logging = np.full(n_pages, 1 << DIRTY_MEMORY_CODE, dtype=np.uint8)
+        self.logging = bytearray(bytes([1 << DIRTY_MEMORY_CODE]) * n_pages)
         self.migration_on = False
 
     # ---- queries ------------------------------------------------------------
     def get_dirty(self, client: int, page_number: int) -> bool:
-        return bool(self.bitmaps[client, page_number])
+        return page_number >= self.n_pages or bool(self.maps[client][page_number])
 
     def is_clean(self, page_number: int) -> bool:
         """Clean for some client that logs this page: stores must take the slow path."""
         if page_number >= self.n_pages:
             return False
-        log = int(self.logging[page_number])
-        b = self.bitmaps
+        log = self.logging[page_number]
+        maps = self.maps
         return bool(
-            (log & 1 and not b[0, page_number])
-            or (log & 2 and not b[1, page_number])
-            or (log & 4 and not b[2, page_number])
+            (log & 1 and not maps[0][page_number])
+            or (log & 2 and not maps[1][page_number])
+            or (log & 4 and not maps[2][page_number])
         )
 
     def count_dirty(self, client: int) -> int:
@@ -62,23 +71,29 @@ class DirtyMemory:
             return
         for c in range(DIRTY_MEMORY_NUM):
             if clients & (1 << c):
-                self.bitmaps[c, first : last + 1] = 1
+                if first == last:
+                    self.maps[c][first] = 1
+                else:
+                    self.bitmaps[c][first : last + 1] = 1
 
     def reset_dirty_range(self, client: int, paddr: int, length: int) -> None:
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
-        if first <= last:
-            self.bitmaps[client, first : last + 1] = 0
+        if first == last:
+            self.maps[client][first] = 0
+        elif first < last:
+            self.bitmaps[client][first : last + 1] = 0
 
     def test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
         """Return the dirty pages of a range and clear them (display refresh, snapshots)."""
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
-        out = self.bitmaps[client, first : last + 1].copy()
-        self.bitmaps[client, first : last + 1] = 0
+        out = self.bitmaps[client][first : last + 1].copy()
+        self.bitmaps[client][first : last + 1] = 0
         return out
 
     def enable_logging(self, client: int, paddr: int, length: int) -> None:
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
-        self.logging[first : last + 1] |= 1 << client
+        for page in range(first, last + 1):
+            self.logging[page] |= 1 << client

@@ -81,9 +81,6 @@ def push(e: Emitter) -> None:
     if src.kind == SREG:
         e.push([f"cpu.segs[{src.reg}].selector"], size)
         return
-    if src.kind == IMM:
-        e.push([e.const(src.imm & MASK[size])], size)
-        return
     e.push([e.load(src, size=size)], size)
 
 

@@ -128,6 +128,22 @@ class Machine:
         if ppage >> 12 < self.dirty.n_pages:
             self.dirty.set_dirty_range(ppage, 4096, clients=1 << DIRTY_MEMORY_CODE)
 
+    def dirty_test_and_clear(self, client: int, paddr: int, length: int):
+        """Dirty pages of a range for ``client``, cleared, with TLB_NOTDIRTY put back.
+
+        Clearing the bits alone is not enough: write entries already in the
+        TLBs would keep storing on the fast path and the next writes would be
+        missed (QEMU's cpu_physical_memory_test_and_clear_dirty does the same
+        tlb_reset_dirty_range_all).
+        """
+        out = self.dirty.test_and_clear(client, paddr, length)
+        first = paddr & -4096
+        for i, was_dirty in enumerate(out):
+            if was_dirty:
+                for cpu in self.cpus:
+                    cpu.tlb.protect_code(first + (i << 12))
+        return out
+
     def _phys_written(self, paddr: int, length: int) -> None:
         """A write that bypassed the TLB (debugger, loader, DMA): invalidate code it hit."""
         self.tbs.invalidate_phys_range(paddr, paddr + length)

@@ -417,8 +417,12 @@ class Emitter:
         Writes every register and the lazy flags back, sets ``cpu.eip`` to
         this instruction (so a helper that raises reports the right EIP and a
         helper that needs the next EIP gets it as an argument), and reloads
-        the locals afterwards since a helper may change any of them.
+        the locals afterwards since a helper may change any of them.  The
+        reload is unconditional (``reload`` is accepted for readability
+        only): every exit writes the locals back, so stale locals would undo
+        what the helper did (iret's ESP and EFLAGS, say).
         """
+        del reload
         self.may_fault = True
         self.synced = True
         self.emit("R[:] = eax, ecx, edx, ebx, esp, ebp, esi, edi")
@@ -426,9 +430,8 @@ class Emitter:
         self.emit(f"cpu.eip = {self.this_eip()}")
         call = f"H.{helper}(cpu{''.join(', ' + a for a in args)})"
         self.emit(f"{result} = {call}" if result else call)
-        if reload:
-            self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
-            self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
+        self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
+        self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
         self.written.update(range(8))
         self.cc_written = True
         self.cc_static = None

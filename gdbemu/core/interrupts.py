@@ -1,44 +1,86 @@
-"""Exception and interrupt delivery, iret (Intel SDM vol. 3, chapter 6; vol. 2 IRET).
+"""Exception and interrupt delivery, iret (Intel SDM vol. 3, chapter 6; vol. 2 INT n and IRET).
 
-``raise_exception`` applies the double-fault rules (SDM table 6-5): a
-contributory exception (#DE #TS #NP #SS #GP) or #PF raised while delivering
-one of the same class becomes #DF; a fault while delivering #DF is a triple
-fault, which stops (or resets) the machine.
+``raise_exception`` applies the double-fault rules of SDM vol. 3, table 6-5:
+while one exception is being delivered another one is raised; if both are
+contributory (#DE #TS #NP #SS #GP), or the first is #PF and the second is
+#PF or contributory, the processor delivers #DF instead; any other pair is
+handled serially (the second exception is delivered, the first is lost,
+because the faulting instruction will raise it again when restarted).  A
+fault while delivering #DF is a triple fault: the machine stops with
+``Stop("triple_fault")`` (a real board would reset).  A fault during the
+delivery of a software interrupt (INT n, INT3, INTO) is just a fault of that
+instruction: software interrupts are not exceptions in the table.
 
-Protected mode: 32- and 16-bit interrupt and trap gates, same privilege and
-inward to ring 0..2 through the TSS stack (SS0:ESP0 ...); task gates are
-reported as #GP here until task switching exists.  Real mode: the IVT.
+Delivery in protected mode goes through 32- and 16-bit interrupt and trap
+gates, at the same privilege level or inward to ring 0..2 on the stack named
+by the TSS (SSn:ESPn), and from virtual-8086 mode to ring 0 (pushing
+GS/FS/DS/ES as well).  Task gates raise #GP(vector) here: task switching
+does not exist yet, and a #GP with the IDT entry as error code is what a
+guest would see for a descriptor the processor refuses.  Real mode uses the
+IVT.
+
+Everything that can fault (IDT and descriptor reads, TSS reads, the stack
+frame writes) happens before any register changes, so a fault during
+delivery leaves the state of the interrupted instruction intact for the
+next delivery attempt (the #DF, or the serial exception).
 """
 
 from __future__ import annotations
 
 from . import flags as F
-from .cpu import CR0_PE, CS, ESP, SS, SegmentCache
+from .cpu import CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
 from .exceptions import DF, GP, NP, PF, SS as SS_FAULT, TS, VECTORS_WITH_ERROR_CODE, GuestFault
-from .seg import check_code_descriptor, load_code_cache, read_descriptor, sys_read, sys_write, cache_from
+from .seg import (
+    SYS_INT_GATE16,
+    SYS_INT_GATE32,
+    SYS_TRAP_GATE16,
+    SYS_TRAP_GATE32,
+    check_code_descriptor,
+    check_eip,
+    dpl_of,
+    invalidate_outer_segments,
+    is_code,
+    load_code_cache,
+    read_descriptor,
+    set_accessed,
+    stack_cache,
+    stack_read,
+    stack_write,
+    sys_read,
+    sys_write,
+    tss_inner_stack,
+)
 
 _CONTRIBUTORY = frozenset({0, TS, NP, SS_FAULT, GP})
+_GATES = frozenset({SYS_INT_GATE16, SYS_TRAP_GATE16, SYS_INT_GATE32, SYS_TRAP_GATE32})
+_V86_SEG_FLAGS = DESC_P | (1 << 12) | (1 << 9) | (1 << 8) | (3 << 13)  # present, data, writable, accessed, DPL 3
 
 
-class TripleFault(Exception):
-    pass
+class TripleFault(Exception):  # noqa: N818 - names the architectural event
+    """Kept for callers that want to name the event; delivery reports it as a machine stop."""
+
+
+def _is_double_fault(first: int, second: int) -> bool:
+    """SDM vol. 3, table 6-5: which (first, second) pairs become #DF."""
+    if first in _CONTRIBUTORY:
+        return second in _CONTRIBUTORY
+    if first == PF:
+        return second == PF or second in _CONTRIBUTORY
+    return False
 
 
 def raise_exception(cpu, fault: GuestFault) -> None:
     """Deliver ``fault``; escalate to #DF / triple fault when delivery itself faults."""
-    first = fault
     try:
-        _deliver(cpu, first)
+        _deliver(cpu, fault)
         return
     except GuestFault as second:
-        if first.vector == DF:
-            return _triple(cpu, f"fault {second} while delivering #DF")
-        benign = not (
-            (first.vector in _CONTRIBUTORY and second.vector in _CONTRIBUTORY)
-            or (first.vector == PF and (second.vector in _CONTRIBUTORY or second.vector == PF))
-        )
-        if benign:
-            return raise_exception(cpu, second)
+        if fault.vector == DF and not fault.soft:
+            _triple(cpu, f"fault {second} while delivering #DF")
+            return
+        if fault.soft or not _is_double_fault(fault.vector, second.vector):
+            raise_exception(cpu, second)
+            return
     try:
         _deliver(cpu, GuestFault(DF, 0))
     except GuestFault as third:
@@ -54,31 +96,39 @@ def _triple(cpu, why: str) -> None:
 def _deliver(cpu, fault: GuestFault) -> None:
     if fault.cr2 is not None:
         cpu.cr[2] = fault.cr2
-    next_eip = fault.next_eip if fault.soft else cpu.eip
-    error_code = fault.error_code if (fault.vector in VECTORS_WITH_ERROR_CODE and not fault.soft) else None
-    if fault.vector in VECTORS_WITH_ERROR_CODE and error_code is None and not fault.soft:
-        error_code = 0
+    # Traps and software interrupts return to the next instruction; faults to the faulting one.
+    next_eip = fault.next_eip if fault.next_eip is not None else cpu.eip
+    error_code = None
+    if fault.vector in VECTORS_WITH_ERROR_CODE and not fault.soft:
+        error_code = fault.error_code if fault.error_code is not None else 0
     do_interrupt(cpu, fault.vector, fault.soft, error_code, next_eip)
 
 
 def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
-    cpu.halted = False
+    """Deliver one event (exception, software or hardware interrupt) through the IDT/IVT.
+
+    ``soft`` is INT n / INT3 / INTO: the gate DPL is checked against CPL and
+    error codes carry EXT = 0.  ``next_eip`` is the EIP saved in the frame.
+    """
     if cpu.cr[0] & CR0_PE:
         _interrupt_protected(cpu, vector, soft, error_code, next_eip)
     else:
         _interrupt_real(cpu, vector, next_eip)
+    cpu.halted = False
 
 
 def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
+    """Real mode: FLAGS, CS, IP on the stack; CS:IP from the IVT (SDM vol. 3, 20.1.4)."""
     if vector * 4 + 3 > cpu.idtr_limit:
         raise GuestFault(GP, vector * 8 + 2)
     entry = sys_read(cpu, cpu.idtr_base + vector * 4, 4)
-    sp = cpu.regs[ESP] & 0xFFFF
-    ss_base = cpu.segs[SS].base
+    ss = cpu.segs[SS]
+    sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
+    sp = cpu.regs[ESP]
     for value in (cpu.get_eflags() & 0xFFFF, cpu.segs[CS].selector, next_eip & 0xFFFF):
-        sp = (sp - 2) & 0xFFFF
-        sys_write(cpu, ss_base + sp, 2, value)
-    cpu.regs[ESP] = (cpu.regs[ESP] & 0xFFFF0000) | sp
+        sp = (sp - 2) & sp_mask
+        sys_write(cpu, ss.base + sp, 2, value)
+    cpu.regs[ESP] = (cpu.regs[ESP] & ~sp_mask) | sp
     sel = entry >> 16
     cs = cpu.segs[CS]
     cpu.segs[CS] = SegmentCache(sel, sel << 4, cs.limit, cs.flags)
@@ -88,73 +138,77 @@ def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
 
 
 def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+    """Protected and virtual-8086 mode delivery (SDM vol. 2, INT n: PROTECTED-MODE and after)."""
     ext = 0 if soft else 1
+    idt_err = vector * 8 + 2 + ext
     if vector * 8 + 7 > cpu.idtr_limit:
-        raise GuestFault(GP, vector * 8 + 2 + ext)
+        raise GuestFault(GP, idt_err)
     lo = sys_read(cpu, cpu.idtr_base + vector * 8, 4)
     hi = sys_read(cpu, cpu.idtr_base + vector * 8 + 4, 4)
-    gtype = (hi >> 8) & 0x1F
-    dpl = (hi >> 13) & 3
-    if gtype not in (0x06, 0x07, 0x0E, 0x0F):
-        # 0x05 (task gate) needs task switching; anything else is not a gate.
-        raise GuestFault(GP, vector * 8 + 2 + ext)
+    if hi & (1 << 12) or (hi >> 8) & 0xF not in _GATES:
+        # Not an interrupt or trap gate; task gates (type 5) need task switching.
+        raise GuestFault(GP, idt_err)
     cpl = cpu.cpl
-    if soft and dpl < cpl:
+    if soft and dpl_of(hi) < cpl:
         raise GuestFault(GP, vector * 8 + 2)
-    if not hi & (1 << 15):
-        raise GuestFault(NP, vector * 8 + 2 + ext)
+    if not hi & DESC_P:
+        raise GuestFault(NP, idt_err)
+    gtype = (hi >> 8) & 0xF
     is32 = bool(gtype & 8)
     trap = bool(gtype & 1)
     selector = lo >> 16
     offset = (lo & 0xFFFF) | (hi & 0xFFFF0000) if is32 else lo & 0xFFFF
-    if selector & 0xFFFC == 0:
+    if not selector & 0xFFFC:
         raise GuestFault(GP, ext)
-    clo, chi = read_descriptor(cpu, selector)
-    check_code_descriptor(cpu, selector, clo, chi)
-    cdpl = (chi >> 13) & 3
-    if cdpl > cpl:
-        raise GuestFault(GP, (selector & 0xFFFC) + ext)
-    conforming = bool(chi & (1 << 10))
-    eflags = cpu.get_eflags()
-    old_cs = cpu.segs[CS].selector
-    old_ss = cpu.segs[SS].selector
-    old_esp = cpu.regs[ESP]
+    clo, chi = read_descriptor(cpu, selector, GP, ext)
+    cdpl = dpl_of(chi)
+    if not is_code(chi) or cdpl > cpl:
+        raise GuestFault(GP, (selector & 0xFFFC) | ext)
+    check_code_descriptor(cpu, selector, clo, chi, ext)
+    v86 = bool(cpu.eflags & F.VM)
+    conforming = bool(chi & DESC_C)
     size = 4 if is32 else 2
+    eflags = cpu.get_eflags()
+    old_esp = cpu.regs[ESP]
     if not conforming and cdpl < cpl:
         # Inward: the new stack comes from the TSS.
-        new_ss, new_esp = _tss_stack(cpu, cdpl)
-        if new_ss & 0xFFFC == 0:
-            raise GuestFault(TS, ext)
-        slo, shi = read_descriptor(cpu, new_ss, TS)
-        if (new_ss & 3) != cdpl or ((shi >> 13) & 3) != cdpl or shi & (1 << 11) or not shi & (1 << 9):
-            raise GuestFault(TS, (new_ss & 0xFFFC) + ext)
-        if not shi & (1 << 15):
-            raise GuestFault(SS_FAULT, (new_ss & 0xFFFC) + ext)
-        ss_cache = cache_from(new_ss, slo, shi)
-        values = [old_ss, old_esp, eflags, old_cs, next_eip]
+        if v86 and cdpl != 0:
+            raise GuestFault(GP, (selector & 0xFFFC) | ext)
+        new_ss, new_esp = tss_inner_stack(cpu, cdpl, ext)
+        ss_cache = stack_cache(cpu, new_ss, cdpl, TS, ext)
+        check_eip(offset, clo, chi)
+        values = []
+        if v86:
+            values += [cpu.segs[GS].selector, cpu.segs[FS].selector, cpu.segs[DS].selector, cpu.segs[ES].selector]
+        values += [cpu.segs[SS].selector, old_esp, eflags, cpu.segs[CS].selector, next_eip]
         sp = new_esp
-        sp_mask = 0xFFFFFFFF if ss_cache.big else 0xFFFF
-        base = ss_cache.base
         new_cpl = cdpl
+    elif v86:
+        # From virtual-8086 mode only a ring-0, non-conforming handler is allowed.
+        raise GuestFault(GP, (selector & 0xFFFC) | ext)
     else:
+        check_eip(offset, clo, chi)
         ss_cache = None
-        values = [eflags, old_cs, next_eip]
+        values = [eflags, cpu.segs[CS].selector, next_eip]
         sp = old_esp
-        sp_mask = 0xFFFFFFFF if cpu.segs[SS].big else 0xFFFF
-        base = cpu.segs[SS].base
         new_cpl = cpl
     if error_code is not None:
         values.append(error_code)
+    stack = ss_cache if ss_cache is not None else cpu.segs[SS]
+    sp_mask = 0xFFFFFFFF if stack.flags & DESC_B else 0xFFFF
     # Write the frame first (it can fault), then commit the new state.
+    mask = (1 << (8 * size)) - 1
     for value in values:
         sp = (sp - size) & sp_mask
-        sys_write(cpu, base + sp, size, value & ((1 << (8 * size)) - 1))
+        stack_write(cpu, stack.base + sp, size, value & mask, new_cpl)
+    set_accessed(cpu, selector, chi)
     if ss_cache is not None:
         cpu.segs[SS] = ss_cache
-        cpu.regs[ESP] = sp if sp_mask == 0xFFFFFFFF else (cpu.regs[ESP] & 0xFFFF0000) | sp
-    else:
-        cpu.regs[ESP] = (old_esp & ~sp_mask) | sp
+    cpu.regs[ESP] = (old_esp & ~sp_mask) | sp
     load_code_cache(cpu, selector, clo, chi, new_cpl)
+    if v86:
+        for seg in (ES, DS, FS, GS):
+            cpu.segs[seg] = SegmentCache(0, 0, 0, 0)
     cpu.eip = offset
     cpu.eflags &= ~(F.TF | F.NT | F.RF | F.VM)
     if not trap:
@@ -162,101 +216,128 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
     cpu.compute_hflags()
 
 
-def _tss_stack(cpu, dpl: int) -> tuple[int, int]:
-    tr = cpu.tr
-    if tr.type & 8:  # 32-bit TSS
-        off = 4 + dpl * 8
-        if off + 5 > tr.limit:
-            raise GuestFault(TS, tr.selector & 0xFFFC)
-        esp = sys_read(cpu, tr.base + off, 4)
-        ss = sys_read(cpu, tr.base + off + 4, 2)
-    else:
-        off = 2 + dpl * 4
-        if off + 3 > tr.limit:
-            raise GuestFault(TS, tr.selector & 0xFFFC)
-        esp = sys_read(cpu, tr.base + off, 2)
-        ss = sys_read(cpu, tr.base + off + 2, 2)
-    return ss, esp
-
-
+# ---- iret -------------------------------------------------------------------------------
 def iret(cpu, opsize: int) -> None:
-    """iret in real or protected mode, same privilege or outward (SDM vol. 2, IRET)."""
-    sp_mask = 0xFFFFFFFF if cpu.segs[SS].big else 0xFFFF
-    sp = cpu.regs[ESP]
-    base = cpu.segs[SS].base
+    """IRET/IRETD in real, virtual-8086 and protected mode (SDM vol. 2, IRET).
 
-    def pop() -> int:
+    Protected mode: same privilege, outward (pops SS:ESP, nulls data segment
+    registers the outer level may not use) and, from CPL 0, to
+    virtual-8086 mode.  NT=1 means a return from a nested task, which needs
+    task switching: #GP(0) until it exists.
+    """
+    ss = cpu.segs[SS]
+    sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
+    sp = cpu.regs[ESP]
+    base = ss.base
+    cpl = cpu.cpl
+
+    def pop(size: int = opsize) -> int:
         nonlocal sp
-        v = sys_read(cpu, base + (sp & sp_mask), opsize)
-        sp = (sp & ~sp_mask) | ((sp + opsize) & sp_mask)
+        v = stack_read(cpu, base + (sp & sp_mask), size, cpl)
+        sp = (sp & ~sp_mask) | ((sp + size) & sp_mask)
         return v
 
+    if not cpu.cr[0] & CR0_PE or cpu.eflags & F.VM:
+        _iret_real(cpu, opsize, pop, lambda: sp)
+        return
+    if cpu.eflags & F.NT:
+        raise GuestFault(GP, 0)  # task return: needs task switching
     new_eip = pop()
     new_cs = pop() & 0xFFFF
     new_flags = pop()
     if opsize == 2:
         new_flags = (cpu.get_eflags() & 0xFFFF0000) | new_flags
-    if not cpu.cr[0] & CR0_PE:
-        cpu.regs[ESP] = sp
-        cs = cpu.segs[CS]
-        cpu.segs[CS] = SegmentCache(new_cs, new_cs << 4, cs.limit, cs.flags)
-        cpu.eip = new_eip & (0xFFFF if opsize == 2 else 0xFFFFFFFF)
-        cpu.set_eflags(new_flags, 0x257FD5 if opsize == 4 else 0xFFFF)
+    if opsize == 4 and new_flags & F.VM and cpl == 0:
+        _iret_to_v86(cpu, new_eip, new_cs, new_flags, pop)
         return
-    if cpu.eflags & F.NT:
-        raise GuestFault(GP, 0)  # task return: needs task switching
-    cpl = cpu.cpl
-    if new_cs & 0xFFFC == 0:
+    if not new_cs & 0xFFFC:
         raise GuestFault(GP, 0)
     rpl = new_cs & 3
     if rpl < cpl:
         raise GuestFault(GP, new_cs & 0xFFFC)
     clo, chi = read_descriptor(cpu, new_cs)
-    check_code_descriptor(cpu, new_cs, clo, chi)
-    cdpl = (chi >> 13) & 3
-    if chi & (1 << 10):
+    if not is_code(chi):
+        raise GuestFault(GP, new_cs & 0xFFFC)
+    cdpl = dpl_of(chi)
+    if chi & DESC_C:
         if cdpl > rpl:
             raise GuestFault(GP, new_cs & 0xFFFC)
     elif cdpl != rpl:
         raise GuestFault(GP, new_cs & 0xFFFC)
-    # Which EFLAGS bits may change (SDM: IOPL only at CPL 0, IF if CPL <= IOPL).
-    mask = F.ARITH | F.TF | F.DF | F.NT | F.RF | F.AC | F.ID | F.VIF | F.VIP
-    iopl = (cpu.eflags >> 12) & 3
+    check_code_descriptor(cpu, new_cs, clo, chi)
+    # Which EFLAGS bits may change: IOPL (and VIF/VIP) only at CPL 0, IF if CPL <= IOPL.
+    mask = F.ARITH | F.TF | F.DF | F.NT | F.RF | F.AC | F.ID
     if cpl == 0:
-        mask |= F.IOPL
-    if cpl <= iopl:
+        mask |= F.IOPL | F.VIF | F.VIP
+    if cpl <= (cpu.eflags >> 12) & 3:
         mask |= F.IF
     if opsize == 2:
         mask &= 0xFFFF
+        new_eip &= 0xFFFF
     if rpl == cpl:
+        check_eip(new_eip, clo, chi)
+        set_accessed(cpu, new_cs, chi)
         cpu.regs[ESP] = sp
         load_code_cache(cpu, new_cs, clo, chi, cpl)
         cpu.eip = new_eip
         cpu.set_eflags(new_flags, mask)
         return
-    # Outward: pop the outer stack too.
+    # Outward: pop the outer stack too; check everything before committing.
     new_esp = pop()
     new_ss = pop() & 0xFFFF
-    if new_ss & 0xFFFC == 0 or (new_ss & 3) != rpl:
-        raise GuestFault(GP, new_ss & 0xFFFC)
-    slo, shi = read_descriptor(cpu, new_ss)
-    if ((shi >> 13) & 3) != rpl or shi & (1 << 11) or not shi & (1 << 9):
-        raise GuestFault(GP, new_ss & 0xFFFC)
-    if not shi & (1 << 15):
-        raise GuestFault(SS_FAULT, new_ss & 0xFFFC)
+    ss_cache = stack_cache(cpu, new_ss, rpl, GP)
+    check_eip(new_eip, clo, chi)
+    set_accessed(cpu, new_cs, chi)
     load_code_cache(cpu, new_cs, clo, chi, rpl)
-    cpu.segs[SS] = cache_from(new_ss, slo, shi)
-    cpu.regs[ESP] = new_esp if shi & (1 << 22) else (cpu.regs[ESP] & 0xFFFF0000) | (new_esp & 0xFFFF)
+    cpu.segs[SS] = ss_cache
+    if ss_cache.big:
+        cpu.regs[ESP] = new_esp
+    else:
+        cpu.regs[ESP] = (cpu.regs[ESP] & 0xFFFF0000) | (new_esp & 0xFFFF)
+    cpu.eip = new_eip
+    invalidate_outer_segments(cpu, rpl)
+    cpu.set_eflags(new_flags, mask)  # recomputes hflags with the new CS/SS
+
+
+def _iret_real(cpu, opsize: int, pop, current_sp) -> None:
+    """Real mode, and virtual-8086 mode with IOPL = 3 (else #GP(0)): no descriptor checks."""
+    v86 = bool(cpu.eflags & F.VM)
+    if v86 and (cpu.eflags >> 12) & 3 != 3:
+        raise GuestFault(GP, 0)
+    new_eip = pop()
+    new_cs = pop() & 0xFFFF
+    new_flags = pop()
+    mask = F.ARITH | F.TF | F.DF | F.IF | F.NT | F.RF | F.AC | F.ID
+    if not v86:
+        mask |= F.IOPL
+    if opsize == 2:
+        mask &= 0xFFFF
+        new_eip &= 0xFFFF
+    cpu.regs[ESP] = current_sp()
+    cs = cpu.segs[CS]
+    if v86:
+        cpu.segs[CS] = SegmentCache(new_cs, new_cs << 4, 0xFFFF, _V86_SEG_FLAGS | (1 << 11))
+    else:
+        cpu.segs[CS] = SegmentCache(new_cs, new_cs << 4, cs.limit, cs.flags)
     cpu.eip = new_eip
     cpu.set_eflags(new_flags, mask)
-    # Data segments not accessible at the new CPL become null (SDM IRET, RETURN-TO-OUTER).
-    for seg in (0, 3, 4, 5):
-        cache = cpu.segs[seg]
-        dpl = cache.dpl
-        is_code_conf = cache.flags & (1 << 11) and cache.flags & (1 << 10)
-        if cache.selector & 0xFFFC and dpl < rpl and not is_code_conf:
-            cpu.segs[seg] = SegmentCache(0, 0, 0, 0)
-    cpu.compute_hflags()
+
+
+def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
+    """IRETD at CPL 0 with VM=1 in the popped EFLAGS: enter virtual-8086 mode (SDM IRET RETURN-TO-V86)."""
+    new_esp = pop(4)
+    new_ss = pop(4) & 0xFFFF
+    new_es = pop(4) & 0xFFFF
+    new_ds = pop(4) & 0xFFFF
+    new_fs = pop(4) & 0xFFFF
+    new_gs = pop(4) & 0xFFFF
+    for seg, sel in ((ES, new_es), (DS, new_ds), (FS, new_fs), (GS, new_gs), (SS, new_ss)):
+        cpu.segs[seg] = SegmentCache(sel, sel << 4, 0xFFFF, _V86_SEG_FLAGS)
+    cpu.segs[CS] = SegmentCache(new_cs, new_cs << 4, 0xFFFF, _V86_SEG_FLAGS | (1 << 11))
+    cpu.regs[ESP] = new_esp
+    cpu.eip = new_eip & 0xFFFF
+    cpu.set_eflags(new_flags, F.ARITH | F.TF | F.DF | F.IF | F.IOPL | F.NT | F.RF | F.AC | F.ID
+                   | F.VM | F.VIF | F.VIP)
 
 
 __all__ = ["raise_exception", "do_interrupt", "iret", "TripleFault"]

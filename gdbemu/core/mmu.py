@@ -13,14 +13,20 @@ Intel SDM vol. 3, 4.3 (32-bit paging) and 4.6 (access rights):
 * A TLB entry for a read of a page whose Dirty bit is clear is installed
   without write permission, so the first write walks again and sets Dirty.
 * Global pages (CR4.PGE, G=1) are marked so a CR3 write keeps them.
+* SMAP (CR4.SMAP, mmu_idx KSMAP): a supervisor data access to a user page
+  faults; SMEP (CR4.SMEP): a supervisor fetch from a user page faults (4.6.1).
 * #PF error code: bit 0 P (protection violation, not a missing page),
-  bit 1 W/R, bit 2 U/S; CR2 gets the faulting linear address.
+  bit 1 W/R, bit 2 U/S, bit 4 I/D (fetch, reported with SMEP);
+  CR2 gets the faulting linear address.
+* The debugger's walk (``debug=True``) checks no access rights at all, like
+  QEMU's get_phys_page_debug: gdb sees supervisor pages while the guest is
+  stopped in user mode.
 """
 
 from __future__ import annotations
 
-from ..softmmu.tlb import MMU_USER_IDX, PAGE_EXEC, PAGE_READ, PAGE_WRITE
-from .cpu import CR0_PG, CR0_WP, CR4_PGE, CR4_PSE
+from ..softmmu.tlb import MMU_KSMAP_IDX, MMU_USER_IDX, PAGE_EXEC, PAGE_READ, PAGE_WRITE
+from .cpu import CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMEP
 from .exceptions import PF, GuestFault
 
 ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
@@ -66,10 +72,10 @@ def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
     pde_addr = (cpu.cr[3] & 0xFFFFF000) + ((vaddr >> 20) & 0xFFC)
     pde = _ld32(ram, pde_addr, ram_size)
 
-    def fault(present: bool):
+    def fault(present: bool, fetch: bool = False):
         if debug:
             return None
-        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0)
+        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | (0x10 if fetch else 0)
         raise GuestFault(PF, code, cr2=vaddr)
 
     if not pde & PG_P:
@@ -90,7 +96,16 @@ def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
         paddr_page = pte & 0xFFFFF000
         size = 4096
         leaf_is_pde = False
+    if debug:
+        prot = PAGE_READ | PAGE_EXEC | (PAGE_WRITE if rights & PG_RW else 0)
+        return paddr_page | (vaddr & 0xFFF), prot, size
     # access rights
+    if not user and rights & PG_US:
+        if access == ACCESS_EXEC:
+            if cr4 & CR4_SMEP:
+                return fault(True, fetch=True)
+        elif mmu_idx == MMU_KSMAP_IDX:
+            return fault(True)
     if user:
         if not rights & PG_US:
             return fault(True)
@@ -99,9 +114,6 @@ def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
         writable = bool(rights & PG_RW) or not cr0 & CR0_WP
     if is_write and not writable:
         return fault(True)
-    if debug:
-        prot = PAGE_READ | PAGE_EXEC | (PAGE_WRITE if writable else 0)
-        return paddr_page | (vaddr & 0xFFF), prot, size
     # accessed / dirty bits
     if not leaf_is_pde and not pde & PG_A:
         _st32(ram, pde_addr, pde | PG_A, ram_size)
@@ -126,11 +138,6 @@ def tlb_fill(cpu, vaddr: int, access: int, mmu_idx: int) -> int:
 
 
 def debug_translate(cpu, vaddr: int) -> int | None:
-    """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault."""
-    mmu_idx = cpu.mmu_idx
-    res = walk(cpu, vaddr, ACCESS_READ, mmu_idx, debug=True)
-    if res is None and mmu_idx == MMU_USER_IDX:
-        return None
-    if res is None:
-        return None
-    return res[0]
+    """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault, no rights check."""
+    res = walk(cpu, vaddr, ACCESS_READ, cpu.mmu_idx, debug=True)
+    return None if res is None else res[0]

@@ -1,19 +1,29 @@
-"""Segment descriptors: reading them from the GDT/LDT and loading segment caches.
+"""Segment descriptors: reading them from the GDT/LDT, privilege checks, loading segment caches.
 
-Intel SDM vol. 3, 3.4 (descriptors) and 5.5-5.8 (privilege checks).  Selector
-errors raise the architectural exception with the selector's index as the
-error code (``sel & 0xFFFC``).  Descriptor-table reads are supervisor accesses
-through the paging unit, as on hardware.
+Intel SDM vol. 3, 3.4-3.5 (descriptors), 5.5-5.8 (privilege checks), 7.2
+(the TSS) and vol. 2 (MOV, LLDT, LTR, LAR, LSL, VERR/VERW).  Selector errors
+raise the architectural exception with the selector's index as the error
+code (``sel & 0xFFFC``) plus the EXT bit when the check happens while an
+event external to the program is delivered (SDM vol. 3, 6.13).
+
+Descriptor-table reads and writes are supervisor accesses through the paging
+unit, as on hardware (and as QEMU's ``cpu_ldl_kernel``).  Every function here
+that changes state checks everything that can fault first.
+
+The CPL is not stored: ``cpu.cpl`` is derived from SS.DPL by
+``CPU.compute_hflags`` (as QEMU does), so every transition that changes the
+privilege level installs a stack segment whose DPL is the new CPL.
 """
 
 from __future__ import annotations
 
-from ..softmmu.tlb import MMU_KNOSMAP_IDX
+from . import flags as F
 from .cpu import (
     CR0_PE,
     CS,
     DESC_A,
     DESC_B,
+    DESC_C,
     DESC_CS,
     DESC_DPL_SHIFT,
     DESC_G,
@@ -22,39 +32,115 @@ from .cpu import (
     DESC_S,
     DESC_TYPE_SHIFT,
     DESC_W,
+    DS,
+    ES,
+    FS,
+    GS,
     SS,
     SegmentCache,
 )
-from .exceptions import GP, NP, SS as SS_FAULT, GuestFault
-from . import flags as F
+from .exceptions import GP, NP, SS as SS_FAULT, TS, GuestFault
+from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX
+
+# System descriptor types (S=0), SDM vol. 3, table 3-2.
+SYS_TSS16_AVAIL = 1
+SYS_LDT = 2
+SYS_TSS16_BUSY = 3
+SYS_CALL_GATE16 = 4
+SYS_TASK_GATE = 5
+SYS_INT_GATE16 = 6
+SYS_TRAP_GATE16 = 7
+SYS_TSS32_AVAIL = 9
+SYS_TSS32_BUSY = 11
+SYS_CALL_GATE32 = 12
+SYS_INT_GATE32 = 14
+SYS_TRAP_GATE32 = 15
+TSS_BUSY_BIT = 1 << 9  # type bit 1 of an available TSS, in the high dword
 
 
 def sys_read(cpu, vaddr: int, size: int) -> int:
+    """A supervisor read (descriptor tables, TSS, interrupt frames): may raise #PF."""
     return cpu.softmmu.load(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
 
 
 def sys_write(cpu, vaddr: int, size: int, value: int) -> None:
+    """A supervisor write; may raise #PF (and SMCRestart, which only restarts the instruction)."""
     cpu.softmmu.store(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
 
 
-def read_descriptor(cpu, selector: int, exc: int = GP) -> tuple[int, int]:
-    """The 8-byte descriptor for ``selector`` as (low dword, high dword)."""
+def stack_read(cpu, vaddr: int, size: int, cpl: int) -> int:
+    """A stack access of the privilege level that owns the stack: a user access at CPL 3.
+
+    Far CALL/RET and IRET touch the stack with the privilege of the level
+    the stack belongs to (SDM vol. 3, 4.6: accesses at CPL 3 are user-mode
+    accesses; the inner stack of an inward transfer is supervisor).
+    """
+    return cpu.softmmu.load(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
+
+
+def stack_write(cpu, vaddr: int, size: int, value: int, cpl: int) -> None:
+    cpu.softmmu.store(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
+
+
+def dpl_of(hi: int) -> int:
+    return (hi >> DESC_DPL_SHIFT) & 3
+
+
+def sys_type(hi: int) -> int:
+    """The 4-bit type of a descriptor's high dword."""
+    return (hi >> DESC_TYPE_SHIFT) & 0xF
+
+
+def is_code(hi: int) -> bool:
+    return bool(hi & DESC_S and hi & DESC_CS)
+
+
+def is_conforming_code(hi: int) -> bool:
+    return is_code(hi) and bool(hi & DESC_C)
+
+
+def read_descriptor(cpu, selector: int, exc: int = GP, ext: int = 0) -> tuple[int, int]:
+    """The 8-byte descriptor for ``selector`` as (low dword, high dword).
+
+    An index beyond the GDT/LDT limit raises ``exc`` (#GP, or #TS for the
+    stack selector of a TSS) with the selector as error code.
+    """
     if selector & 4:
-        base, limit = cpu.ldtr.base, cpu.ldtr.limit
+        base, limit = cpu.ldtr.base, cpu.ldtr.limit  # lldt 0 leaves limit 0: every index is beyond
     else:
         base, limit = cpu.gdtr_base, cpu.gdtr_limit
-    index = selector & ~7
+    index = selector & ~7 & 0xFFFF
     if index + 7 > limit:
-        raise GuestFault(exc, selector & 0xFFFC)
+        raise GuestFault(exc, (selector & 0xFFFC) | ext)
     lo = sys_read(cpu, base + index, 4)
     hi = sys_read(cpu, base + index + 4, 4)
     return lo, hi
 
 
+def try_read_descriptor(cpu, selector: int) -> tuple[int, int] | None:
+    """The descriptor, or None for a null selector or one beyond its table (LAR/LSL/VERR/VERW).
+
+    A page fault reading the table still faults: only the selector checks are silent.
+    """
+    if not selector & 0xFFFC:
+        return None
+    try:
+        return read_descriptor(cpu, selector)
+    except GuestFault as fault:
+        if fault.vector == GP:
+            return None
+        raise
+
+
+def descriptor_address(cpu, selector: int) -> int:
+    base = cpu.ldtr.base if selector & 4 else cpu.gdtr_base
+    return base + (selector & ~7 & 0xFFFF)
+
+
 def set_accessed(cpu, selector: int, hi: int) -> None:
+    """Set the descriptor's accessed bit in memory (SDM vol. 3, 3.4.5.1) if it is clear."""
     if not hi & DESC_A:
-        base = cpu.ldtr.base if selector & 4 else cpu.gdtr_base
-        sys_write(cpu, base + (selector & ~7) + 4, 4, hi | DESC_A)
+        sys_write(cpu, descriptor_address(cpu, selector) + 4, 4, hi | DESC_A)
 
 
 def desc_base(lo: int, hi: int) -> int:
@@ -79,15 +165,22 @@ def load_cache(cpu, seg: int, cache: SegmentCache) -> None:
 
 
 def real_mode_cache(selector: int, old: SegmentCache) -> SegmentCache:
+    """A real-mode segment load: selector and base change; limit and attributes stay (QEMU)."""
     return SegmentCache(selector, selector << 4, old.limit if old.limit else 0xFFFF, old.flags | DESC_P)
 
 
 def load_seg(cpu, seg: int, selector: int) -> None:
-    """mov/pop/lds to a data or stack segment register, with the protected-mode checks."""
+    """mov/pop/lds to a data or stack segment register, with the protected-mode checks.
+
+    SDM vol. 2, MOV (segment register): SS needs a writable data segment with
+    RPL = DPL = CPL (#GP, #SS when not present); DS/ES/FS/GS need a data or
+    readable code segment with DPL >= max(CPL, RPL) unless conforming code
+    (#GP, #NP when not present); a null selector is allowed except in SS.
+    """
     selector &= 0xFFFF
     if not cpu.cr[0] & CR0_PE or cpu.eflags & F.VM:
-        load_cache(cpu, seg, SegmentCache(selector, selector << 4, 0xFFFF,
-                                          DESC_P | DESC_S | DESC_W | DESC_A | (3 << DESC_DPL_SHIFT if cpu.eflags & F.VM else 0)))
+        dpl = 3 << DESC_DPL_SHIFT if cpu.eflags & F.VM else 0
+        load_cache(cpu, seg, SegmentCache(selector, selector << 4, 0xFFFF, DESC_P | DESC_S | DESC_W | DESC_A | dpl))
         return
     cpl = cpu.cpl
     rpl = selector & 3
@@ -98,41 +191,199 @@ def load_seg(cpu, seg: int, selector: int) -> None:
         load_cache(cpu, seg, SegmentCache(selector, 0, 0, 0))
         return
     lo, hi = read_descriptor(cpu, selector)
+    err = selector & 0xFFFC
     if not hi & DESC_S:
-        raise GuestFault(GP, selector & 0xFFFC)
-    dpl = (hi >> DESC_DPL_SHIFT) & 3
+        raise GuestFault(GP, err)
+    dpl = dpl_of(hi)
     if seg == SS:
         if rpl != cpl or dpl != cpl or hi & DESC_CS or not hi & DESC_W:
-            raise GuestFault(GP, selector & 0xFFFC)
+            raise GuestFault(GP, err)
         if not hi & DESC_P:
-            raise GuestFault(SS_FAULT, selector & 0xFFFC)
+            raise GuestFault(SS_FAULT, err)
     else:
         if hi & DESC_CS and not hi & DESC_R:
-            raise GuestFault(GP, selector & 0xFFFC)
+            raise GuestFault(GP, err)
         # data or non-conforming code: DPL >= max(CPL, RPL)
-        if not (hi & DESC_CS and hi & (1 << 10)) and (dpl < cpl or dpl < rpl):
-            raise GuestFault(GP, selector & 0xFFFC)
+        if not (hi & DESC_CS and hi & DESC_C) and (dpl < cpl or dpl < rpl):
+            raise GuestFault(GP, err)
         if not hi & DESC_P:
-            raise GuestFault(NP, selector & 0xFFFC)
+            raise GuestFault(NP, err)
     set_accessed(cpu, selector, hi)
     load_cache(cpu, seg, cache_from(selector, lo, hi | DESC_A))
 
 
+# ---- code and stack segments of control transfers ---------------------------------
 def load_code_cache(cpu, selector: int, lo: int, hi: int, cpl: int) -> None:
-    """Install CS with RPL = the new CPL (far transfers, interrupts, iret)."""
-    selector = (selector & 0xFFFC) | cpl
+    """Install CS with RPL = the new CPL (far transfers, interrupts, iret).
+
+    Writes no memory: the caller sets the descriptor's accessed bit
+    (``set_accessed``, which can fault) before it commits anything, and
+    recomputes hflags once the whole transfer is committed.
+    """
+    cpu.segs[CS] = cache_from((selector & 0xFFFC) | cpl, lo, hi | DESC_A)
+
+
+def check_code_descriptor(cpu, selector: int, lo: int, hi: int, ext: int = 0) -> None:
+    """The target of a transfer must be a present code segment (#GP / #NP with its selector)."""
+    if not is_code(hi):
+        raise GuestFault(GP, (selector & 0xFFFC) | ext)
+    if not hi & DESC_P:
+        raise GuestFault(NP, (selector & 0xFFFC) | ext)
+
+
+def check_eip(offset: int, lo: int, hi: int) -> None:
+    """A new EIP beyond the new code segment's limit is #GP(0) (SDM JMP/CALL/RET/IRET)."""
+    if offset > desc_limit(lo, hi):
+        raise GuestFault(GP, 0)
+
+
+def stack_cache(cpu, selector: int, cpl: int, exc: int, ext: int = 0) -> SegmentCache:
+    """Check and build the SS for privilege level ``cpl`` (inner stack from the TSS, or outer on return).
+
+    Sets the descriptor's accessed bit (the only memory write) before returning.
+
+    SDM vol. 3, 6.12.1 and vol. 2 CALL/RET/IRET: the selector is not null,
+    RPL = DPL = ``cpl``, a writable data segment (else ``exc``: #TS for a
+    TSS stack, #GP for a return), present (else #SS).
+    """
+    if not selector & 0xFFFC:
+        raise GuestFault(exc, ext if exc == TS else 0)
+    lo, hi = read_descriptor(cpu, selector, exc, ext)
+    err = (selector & 0xFFFC) | ext
+    if (selector & 3) != cpl or dpl_of(hi) != cpl or not hi & DESC_S or hi & DESC_CS or not hi & DESC_W:
+        raise GuestFault(exc, err)
+    if not hi & DESC_P:
+        raise GuestFault(SS_FAULT, err)
     set_accessed(cpu, selector, hi)
-    cpu.segs[CS] = cache_from(selector, lo, hi | DESC_A)
+    return cache_from(selector, lo, hi | DESC_A)
 
 
-def check_code_descriptor(cpu, selector: int, lo: int, hi: int) -> None:
-    if not hi & DESC_S or not hi & DESC_CS:
+def tss_inner_stack(cpu, dpl: int, ext: int = 0) -> tuple[int, int]:
+    """SSn:ESPn of the current TSS for privilege level ``dpl`` (SDM vol. 3, 7.2.1, 6.12.1).
+
+    A 32-bit TSS holds ESPn at 4 + 8n and SSn at 8 + 8n; a 16-bit TSS SPn at
+    2 + 4n and SSn at 4 + 4n.  Past the TSS limit: #TS(TSS selector).
+    """
+    tr = cpu.tr
+    if tr.type & 8:
+        off, size = 4 + dpl * 8, 4
+    else:
+        off, size = 2 + dpl * 4, 2
+    if off + 2 * size - 1 > tr.limit:
+        raise GuestFault(TS, (tr.selector & 0xFFFC) | ext)
+    esp = sys_read(cpu, tr.base + off, size)
+    ss = sys_read(cpu, tr.base + off + size, 2)
+    return ss, esp
+
+
+def invalidate_outer_segments(cpu, cpl: int) -> None:
+    """After a return to an outer level: null ES/DS/FS/GS the new CPL may not use.
+
+    SDM vol. 2 RET and IRET (RETURN-TO-OUTER-PRIVILEGE-LEVEL): a segment
+    register holding a data or non-conforming code segment whose DPL is below
+    the new CPL becomes null (QEMU's validate_seg keeps base and limit and
+    clears P, which is what we do: the selector reads back as 0).
+    """
+    for seg in (ES, DS, FS, GS):
+        cache = cpu.segs[seg]
+        flags = cache.flags
+        conforming = flags & DESC_S and flags & DESC_CS and flags & DESC_C
+        if not conforming and cache.dpl < cpl:
+            cpu.segs[seg] = SegmentCache(0, cache.base, cache.limit, flags & ~DESC_P)
+
+
+# ---- LDTR and TR ------------------------------------------------------------------------
+def lldt(cpu, selector: int) -> None:
+    """LLDT (SDM vol. 2): a GDT selector of a present LDT descriptor, or null (no LDT)."""
+    selector &= 0xFFFF
+    if not selector & 0xFFFC:
+        cpu.ldtr = SegmentCache(selector, 0, 0, 0)
+        return
+    if selector & 4:
+        raise GuestFault(GP, selector & 0xFFFC)
+    lo, hi = read_descriptor(cpu, selector)
+    if hi & DESC_S or sys_type(hi) != SYS_LDT:
         raise GuestFault(GP, selector & 0xFFFC)
     if not hi & DESC_P:
         raise GuestFault(NP, selector & 0xFFFC)
+    cpu.ldtr = cache_from(selector, lo, hi)
+
+
+def ltr(cpu, selector: int) -> None:
+    """LTR (SDM vol. 2): load TR from an available TSS descriptor in the GDT and mark it busy."""
+    selector &= 0xFFFF
+    if not selector & 0xFFFC:
+        raise GuestFault(GP, 0)
+    if selector & 4:
+        raise GuestFault(GP, selector & 0xFFFC)
+    lo, hi = read_descriptor(cpu, selector)
+    if hi & DESC_S or sys_type(hi) not in (SYS_TSS16_AVAIL, SYS_TSS32_AVAIL):
+        raise GuestFault(GP, selector & 0xFFFC)
+    if not hi & DESC_P:
+        raise GuestFault(NP, selector & 0xFFFC)
+    sys_write(cpu, descriptor_address(cpu, selector) + 4, 4, hi | TSS_BUSY_BIT)
+    cpu.tr = cache_from(selector, lo, hi | TSS_BUSY_BIT)
+
+
+# ---- LAR, LSL, VERR, VERW: probes that never fault on a bad selector ---------------------
+_LAR_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_CALL_GATE16, SYS_TASK_GATE,
+                            SYS_TSS32_AVAIL, SYS_TSS32_BUSY, SYS_CALL_GATE32})
+_LSL_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY})
+
+
+def _visible(cpu, selector: int, hi: int) -> bool:
+    """DPL >= max(CPL, RPL), except conforming code segments, which are visible at any level."""
+    if is_conforming_code(hi):
+        return True
+    dpl = dpl_of(hi)
+    return dpl >= cpu.cpl and dpl >= selector & 3
+
+
+def probe_lar(cpu, selector: int) -> int | None:
+    """LAR: the access-rights dword (``hi & 0x00F0FF00``), or None (ZF=0)."""
+    desc = try_read_descriptor(cpu, selector)
+    if desc is None:
+        return None
+    hi = desc[1]
+    if not hi & DESC_S and sys_type(hi) not in _LAR_SYS_TYPES:
+        return None
+    if not _visible(cpu, selector, hi):
+        return None
+    return hi & 0x00F0FF00
+
+
+def probe_lsl(cpu, selector: int) -> int | None:
+    """LSL: the byte-granular segment limit, or None (ZF=0)."""
+    desc = try_read_descriptor(cpu, selector)
+    if desc is None:
+        return None
+    lo, hi = desc
+    if not hi & DESC_S and sys_type(hi) not in _LSL_SYS_TYPES:
+        return None
+    if not _visible(cpu, selector, hi):
+        return None
+    return desc_limit(lo, hi)
+
+
+def probe_verify(cpu, selector: int, write: bool) -> bool:
+    """VERR / VERW: is the segment readable / writable at the current CPL?"""
+    desc = try_read_descriptor(cpu, selector)
+    if desc is None:
+        return False
+    hi = desc[1]
+    if not hi & DESC_S:
+        return False
+    if write:
+        if hi & DESC_CS or not hi & DESC_W:
+            return False
+    elif hi & DESC_CS and not hi & DESC_R:
+        return False
+    return _visible(cpu, selector, hi)
 
 
 __all__ = [
-    "read_descriptor", "desc_base", "desc_limit", "cache_from", "load_cache", "load_seg",
-    "load_code_cache", "check_code_descriptor", "sys_read", "sys_write", "DESC_B", "DESC_TYPE_SHIFT",
+    "read_descriptor", "try_read_descriptor", "desc_base", "desc_limit", "cache_from", "load_cache",
+    "load_seg", "real_mode_cache", "load_code_cache", "set_accessed", "check_code_descriptor", "check_eip", "stack_cache",
+    "tss_inner_stack", "invalidate_outer_segments", "lldt", "ltr", "probe_lar", "probe_lsl",
+    "probe_verify", "sys_read", "sys_write", "stack_read", "stack_write", "DESC_B", "DESC_TYPE_SHIFT",
 ]

@@ -133,10 +133,11 @@ class TBCache:
     def invalidate_phys_range(self, start: int, end: int, from_store: bool = False) -> int:
         """Invalidate every TB overlapping physical [start, end) (tb_invalidate_phys_range).
 
-        With ``from_store``, a store inside the running TB raises SMCRestart
-        before anything is invalidated, so the store can be replayed alone.
+        With ``from_store``, a store that hits the running TB invalidates the
+        TBs and raises SMCRestart *before the store happens*, so the exec loop
+        replays the instruction alone.
         """
-        hits = []
+        hits: list[TB] = []
         page = start & PAGE_MASK
         while page < end:
             desc = self.pages.get(page)
@@ -146,7 +147,8 @@ class TBCache:
                         if rs < end and start < re_:
                             if tb.holes and any(hs <= start and end <= he for hs, he in tb.holes):
                                 continue
-                            hits.append(tb)
+                            if tb not in hits:  # a TB on two pages is listed on both
+                                hits.append(tb)
                             break
             page += 4096
         if not hits:
@@ -176,13 +178,16 @@ class TBCache:
                 self.stats["bitmap_builds"] += 1
                 bitmap = 0
                 for tb in desc.tbs:
+                    # Each TB's bytes minus its *own* holes: another TB may
+                    # have baked the same immediate in.
+                    bits = 0
                     for rs, re_ in tb.ranges:
                         if rs & PAGE_MASK == page:
-                            bitmap |= ((1 << (re_ - rs)) - 1) << (rs - page)
-                for tb in desc.tbs:
+                            bits |= ((1 << (re_ - rs)) - 1) << (rs - page)
                     for hs, he in tb.holes:
                         if hs & PAGE_MASK == page:
-                            bitmap &= ~(((1 << (he - hs)) - 1) << (hs - page))
+                            bits &= ~(((1 << (he - hs)) - 1) << (hs - page))
+                    bitmap |= bits
                 desc.bitmap = bitmap
             off = paddr - page
             if not (desc.bitmap >> off) & ((1 << size) - 1):

@@ -65,6 +65,8 @@ class DirtyMemory:
 
     # ---- updates ------------------------------------------------------------
     def set_dirty_range(self, paddr: int, length: int, clients: int = 0b111) -> None:
+        if length <= 0:
+            return
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
         if first > last:
@@ -77,6 +79,8 @@ class DirtyMemory:
                     self.bitmaps[c][first : last + 1] = 1
 
     def reset_dirty_range(self, client: int, paddr: int, length: int) -> None:
+        if length <= 0:
+            return
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
         if first == last:
@@ -85,7 +89,13 @@ class DirtyMemory:
             self.bitmaps[client][first : last + 1] = 0
 
     def test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
-        """Return the dirty pages of a range and clear them (display refresh, snapshots)."""
+        """Return the dirty pages of a range and clear them (display refresh, snapshots).
+
+        Callers that clear a client's bits must also put TLB_NOTDIRTY back on
+        live TLB write entries: use ``Machine.dirty_test_and_clear``.
+        """
+        if length <= 0:
+            return np.zeros(0, dtype=np.uint8)
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
         out = self.bitmaps[client][first : last + 1].copy()
@@ -93,6 +103,8 @@ class DirtyMemory:
         return out
 
     def enable_logging(self, client: int, paddr: int, length: int) -> None:
+        if length <= 0:
+            return
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
         for page in range(first, last + 1):

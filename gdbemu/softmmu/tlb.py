@@ -78,16 +78,28 @@ PAGE_WRITE = 2
 PAGE_EXEC = 4
 
 
-def _check_flags() -> None:
-    """The checks C would do at compile time (QEMU's tlb-flags.h QEMU_BUILD_BUG_ON)."""
-    flags = [TLB_INVALID, TLB_NOTDIRTY, TLB_MMIO, TLB_WATCHPOINT, TLB_DISCARD_WRITE]
+class TLBFlagsError(RuntimeError):
+    """The flag layout breaks the one-compare rule; raised at import time."""
+
+
+def _check_flags(flags: list[int] | None = None) -> None:
+    """The checks C would do at compile time (QEMU's tlb-flags.h QEMU_BUILD_BUG_ON).
+
+    Raises (not asserts), so ``python -O`` cannot switch the check off.
+    """
+    if flags is None:
+        flags = [TLB_INVALID, TLB_NOTDIRTY, TLB_MMIO, TLB_WATCHPOINT, TLB_DISCARD_WRITE]
     seen = 0
     for flag in flags:
-        assert flag & (flag - 1) == 0, "a TLB flag must be a single bit"
-        assert not (seen & flag), "TLB flags overlap"
+        if flag <= 0 or flag & (flag - 1):
+            raise TLBFlagsError(f"TLB flag {flag:#x} must be a single bit")
+        if seen & flag:
+            raise TLBFlagsError(f"TLB flag {flag:#x} overlaps another flag")
         seen |= flag
-    assert not (TLB_FLAGS_MASK & ALIGN_BITS_MASK), "TLB flags overlap the alignment bits"
-    assert TLB_FLAGS_MASK < PAGE_SIZE, "TLB flags must live in the page offset"
+    if seen & ALIGN_BITS_MASK:
+        raise TLBFlagsError("TLB flags overlap the alignment bits")
+    if seen >= PAGE_SIZE:
+        raise TLBFlagsError("TLB flags must live in the page offset")
 
 
 _check_flags()
@@ -297,9 +309,12 @@ class CPUTLB:
                     else:
                         self._invalidate_slot(desc, i)
             for v in range(VICTIM_SIZE):
-                if desc.v_vpage[v] != -1 and not desc.v_prot[v] & PAGE_GLOBAL:
-                    desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
-                    desc.v_vpage[v] = desc.v_paddr[v] = -1
+                if desc.v_vpage[v] != -1:
+                    if desc.v_prot[v] & PAGE_GLOBAL:
+                        keep = True
+                    else:
+                        desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                        desc.v_vpage[v] = desc.v_paddr[v] = -1
             if not keep:
                 desc.large_page_addr = desc.large_page_mask = -1
         self.stats.flush_full += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..decode import IMM
 from ..emit import MASK, Emitter
-from . import op
+from . import far, op
 
 JCC = {
     "jo": 0, "jno": 1, "jb": 2, "jae": 3, "je": 4, "jne": 5, "jbe": 6, "ja": 7,
@@ -33,6 +33,9 @@ def jcc(e: Emitter) -> None:
 @op("jmp", flags="", end=True)
 def jmp(e: Emitter) -> None:
     (dst,) = e.insn.ops
+    if far.is_far_indirect(e):  # FF /5: capstone may name jmp m16:xx "jmp"
+        far.far_indirect(e)
+        return
     if dst.kind == IMM:
         e.jump(_target(e), 0)
     else:
@@ -44,6 +47,9 @@ def jmp(e: Emitter) -> None:
 @op("call", flags="", end=True)
 def call(e: Emitter) -> None:
     (dst,) = e.insn.ops
+    if far.is_far_indirect(e):  # FF /3: capstone may name call m16:xx "call"
+        far.far_indirect(e)
+        return
     size = e.opsize
     if dst.kind == IMM:
         e.push([e.next_eip()], size)

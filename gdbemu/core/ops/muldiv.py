@@ -20,7 +20,7 @@ unmodified").
 
 from __future__ import annotations
 
-from .. import flags as F
+from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
 from ..decode import MEM
 from ..emit import MASK, SIGN, Emitter
 from . import op

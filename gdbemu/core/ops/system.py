@@ -1,21 +1,96 @@
-"""System instructions: flags control, port I/O, hlt, interrupts, control registers.
+"""System instructions: flags control, port I/O, hlt, interrupts, descriptor tables,
+control/debug registers, CPUID, TSC and MSRs, segment probes (LAR/LSL/VERR/VERW/ARPL).
 
-Most are helpers run with the whole state synced (``Emitter.sync_call``)
-because they read or change state that generated code keeps no copy of.
-Instructions that change what a TB's translation depends on (CR0, CR3, CR4,
-segment loads, popf, sti) end the TB.
+Most run a helper: through ``Emitter.sync_call`` when it reads or changes
+state generated code keeps in locals (GPRs, lazy flags), or called directly
+(``_call``) when it only needs the CPU object and its arguments.  A helper
+checks everything that can fault before it changes anything (precise
+exceptions).  Privilege checks on CPL are done at translation time where the
+CPL is part of the TB key (``hflags``); checks on state outside hflags
+(IOPL, CR4.TSD) are done at run time.
+
+Instructions that change what a TB's translation depends on end the TB:
+CR0/CR3/CR4 writes and LMSW (paging, PE), segment loads, CLI/STI (the
+interrupt window), INVLPG (a code page may be remapped).  The instructions
+that read the time-stamp counter end it too, so that the counter is exact:
+see ``icount_now``.
 """
 
 from __future__ import annotations
 
 from .. import flags as F
-from ..decode import CREG, DREG, IMM
+from ..cpu import (
+    CR0_CD,
+    CR0_ET,
+    CR0_NW,
+    CR0_PE,
+    CR0_PG,
+    CR0_TS,
+    CR0_WP,
+    CR4_DE,
+    CR4_PCE,
+    CR4_PGE,
+    CR4_PSE,
+    CR4_TSD,
+    HF_PE,
+    HF_VM,
+    MSR_EFER,
+    MSR_IA32_APICBASE,
+    MSR_IA32_MISC_ENABLE,
+    MSR_IA32_PAT,
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP,
+    MSR_IA32_TSC,
+    MSR_MTRRcap,
+    MSR_MTRRdefType,
+)
+from ..decode import CREG, DREG, IMM, MEM
 from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
 from . import op
 
 REQ_EXIT = 1
+
+
+def _call(e: Emitter, name: str, *args: str, result: str | None = None) -> None:
+    """Call ``H.<name>(cpu, *args)`` without syncing the locals.
+
+    For helpers that neither read nor write GPRs or the lazy flags; they may
+    still raise (descriptor-table reads can #PF), so the instruction is an
+    exception point.
+    """
+    e.may_fault = True
+    call = f"H.{name}(cpu{''.join(', ' + a for a in args)})"
+    e.emit(f"{result} = {call}" if result else call)
+
+
+def _cpl0(e: Emitter) -> bool:
+    """Emit #GP(0) if CPL > 0 (known at translation: part of hflags); True if it did."""
+    if e.hflags & 3:
+        e.fault(GP, 0)
+        e.ended = True
+        return True
+    return False
+
+
+def _pmode_only(e: Emitter) -> bool:
+    """Emit #UD in real and virtual-8086 mode (SLDT, LAR, ARPL ...: SDM 'not recognized'); True if it did."""
+    if not e.hflags & HF_PE or e.hflags & HF_VM:
+        e.fault(UD)
+        e.ended = True
+        return True
+    return False
+
+
+def _mem_only(e: Emitter) -> bool:
+    """Emit #UD for a register operand where the instruction needs memory (LGDT, INVLPG ...)."""
+    if e.insn.ops[0].kind != MEM:
+        e.fault(UD)
+        e.ended = True
+        return True
+    return False
 
 
 # ---- flag bits ------------------------------------------------------------------
@@ -39,12 +114,10 @@ def direction(e: Emitter) -> None:
         e.emit(f"cpu.eflags |= {F.DF}")
 
 
-def _iopl_check(e: Emitter) -> None:
-    """cli/sti/in/out at CPL > IOPL #GP (in/out then consult the TSS bitmap in the helper)."""
-
-
 @op("cli", flags="", end=True)
 def cli(e: Emitter) -> None:
+    # IF is not part of hflags, but ending the TB lets the exec loop see a
+    # pending interrupt right after sti (and keeps cli/sti symmetric).
     e.sync_call("cli", reload=False)
     e.end()
 
@@ -57,6 +130,7 @@ def sti(e: Emitter) -> None:
 
 @helper
 def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
+    """CLI: #GP(0) when CPL > IOPL (SDM vol. 2 CLI; no VME/PVI: the CPU does not advertise them)."""
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
     cpu.eflags &= ~F.IF
@@ -64,6 +138,7 @@ def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
 
 @helper
 def sti(cpu) -> None:  # noqa: F811
+    """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later."""
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
     if not cpu.eflags & F.IF:
@@ -80,6 +155,8 @@ def inhibit_irq(cpu) -> None:
 # ---- hlt and port I/O ---------------------------------------------------------
 @op("hlt", flags="", end=True)
 def hlt(e: Emitter) -> None:
+    if _cpl0(e):
+        return
     e.sync_call("hlt", e.next_eip(), reload=False)
     e.exit(2, e.next_eip())
     e.ended = True
@@ -87,6 +164,7 @@ def hlt(e: Emitter) -> None:
 
 @helper
 def hlt(cpu, next_eip: int) -> None:  # noqa: F811
+    """HLT: stop until an interrupt; the exec loop leaves and the machine decides (halt or wait)."""
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     cpu.halted = True
@@ -115,8 +193,8 @@ def in_(e: Emitter) -> None:
 
 
 def check_io(cpu, port: int, size: int) -> None:
-    """IOPL, then the TSS I/O permission bitmap (SDM vol. 1, 19.5)."""
-    if not cpu.cr[0] & 1 or (cpu.cpl <= (cpu.eflags >> 12) & 3 and not cpu.eflags & F.VM):
+    """IOPL, then the TSS I/O permission bitmap (SDM vol. 1, 19.5; always the bitmap in VM86)."""
+    if not cpu.cr[0] & CR0_PE or (cpu.cpl <= (cpu.eflags >> 12) & 3 and not cpu.eflags & F.VM):
         return
     from ..seg import sys_read
 
@@ -155,28 +233,40 @@ def load_seg(cpu, seg: int, selector: int) -> None:
 # ---- interrupts ------------------------------------------------------------------
 @op("int", "int3", "into", "int1", flags="r", end=True)
 def int_(e: Emitter) -> None:
+    """INT n / INT3 / INTO are software interrupts (gate DPL checked, EXT=0); INT1 is not.
+
+    SDM vol. 2 INT n: in virtual-8086 mode with IOPL < 3, INT n (only the
+    CD opcode) is #GP(0) — IOPL is not in hflags, so that check runs here.
+    """
     name = e.insn.name
-    if name == "int3":
-        vec = "3"
-    elif name == "int1":
-        vec = "1"
-    elif name == "into":
+    e.may_fault = True
+    nxt = e.next_eip()
+    if name == "int1":
+        # ICEBP: a trap-like #DB, delivered like a hardware exception (no DPL check, EXT=1).
+        e.emit(f"raise Fault(1, next_eip={nxt})")
+        e.ended = True
+        return
+    if name == "into":
         with e.block(f"if {e.cond(0)}:"):
-            e.emit(f"raise Fault(4, soft=True, next_eip={e.next_eip()})")
-        e.may_fault = True
+            e.emit(f"raise Fault(4, soft=True, next_eip={nxt})")
         e.jump(e.insn.next, 0)
         e.ended = True
         return
+    if name == "int3":
+        vec = "3"
     else:
         vec = e.const(e.insn.ops[0].imm & 0xFF)
-    e.may_fault = True
-    e.emit(f"raise Fault({vec}, soft=True, next_eip={e.next_eip()})")
+        if e.hflags & HF_VM:
+            with e.block(f"if cpu.eflags & {F.IOPL:#x} != {F.IOPL:#x}:"):
+                e.fault(GP, 0)
+    e.emit(f"raise Fault({vec}, soft=True, next_eip={nxt})")
     e.ended = True
 
 
 @op("iretd", "iret", flags="", end=True)
 def iret(e: Emitter) -> None:
-    e.sync_call("iret", str(e.opsize), reload=False)
+    # reload: the helper changes ESP and the flags, which the exit writes back from the locals.
+    e.sync_call("iret", str(e.opsize))
     e.exit(2, "cpu.eip")
     e.ended = True
 
@@ -188,7 +278,209 @@ def iret(cpu, opsize: int) -> None:  # noqa: F811
     _iret(cpu, opsize)
 
 
-# ---- control and debug registers -------------------------------------------------
+@op("ud2", flags="", end=True)
+def ud2(e: Emitter) -> None:
+    e.fault(UD)
+    e.ended = True
+
+
+# ---- descriptor-table registers ----------------------------------------------------
+@op("lgdt", "lidt", flags="")
+def lgdt(e: Emitter) -> None:
+    """LGDT/LIDT m16&32: 16-bit limit, then the base (24 bits with a 16-bit operand size)."""
+    if _mem_only(e) or _cpl0(e):
+        return
+    a = e.ea(e.insn.ops[0])
+    limit = e.load_mem(a, 2)
+    a2 = e.tmp("a")
+    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
+    base = e.load_mem(a2, 4)
+    table = "gdtr" if e.insn.name == "lgdt" else "idtr"
+    mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
+    e.emit(f"cpu.{table}_limit, cpu.{table}_base = {limit}, {base} & {mask:#x}")
+
+
+@op("sgdt", "sidt", flags="")
+def sgdt(e: Emitter) -> None:
+    """SGDT/SIDT m: limit and base; a 16-bit operand size stores the base's top byte as 0 (QEMU)."""
+    if _mem_only(e):
+        return
+    table = "gdtr" if e.insn.name == "sgdt" else "idtr"
+    a = e.ea(e.insn.ops[0])
+    e.store_mem(a, 2, f"cpu.{table}_limit & 0xFFFF")
+    a2 = e.tmp("a")
+    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
+    mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
+    e.store_mem(a2, 4, f"cpu.{table}_base & {mask:#x}")
+
+
+@op("sldt", "str", flags="")
+def sldt(e: Emitter) -> None:
+    """SLDT/STR: the selector; a register destination is zero-extended to its size."""
+    if _pmode_only(e):
+        return
+    (dst,) = e.insn.ops
+    src = "cpu.ldtr.selector" if e.insn.name == "sldt" else "cpu.tr.selector"
+    if dst.kind == MEM:
+        e.store(dst, src, size=2)
+    else:
+        e.write_reg(dst.reg, dst.size, src)
+
+
+@op("lldt", "ltr", flags="")
+def lldt(e: Emitter) -> None:
+    """LLDT/LTR r/m16 (CPL 0, protected mode): the checks are in seg.lldt / seg.ltr."""
+    if _pmode_only(e) or _cpl0(e):
+        return
+    sel = e.load(e.insn.ops[0], size=2)
+    _call(e, "load_" + e.insn.name, sel)
+
+
+@helper
+def load_lldt(cpu, selector: int) -> None:
+    from ..seg import lldt as _lldt
+
+    _lldt(cpu, selector)
+
+
+@helper
+def load_ltr(cpu, selector: int) -> None:
+    from ..seg import ltr as _ltr
+
+    _ltr(cpu, selector)
+
+
+# ---- segment probes ----------------------------------------------------------------
+def _set_zf(e: Emitter, cond: str) -> None:
+    e.set_flags_value(f"({e.eflags_arith()}) & {~F.ZF & F.ARITH:#x} | ({F.ZF} if {cond} else 0)")
+
+
+@op("lar", "lsl", flags="rw")
+def lar(e: Emitter) -> None:
+    """LAR/LSL r, r/m16: ZF=1 and the access rights / limit if the selector is visible, else ZF=0.
+
+    No fault for a null, out-of-table or invisible selector (SDM vol. 2 LAR, LSL);
+    a page fault reading the descriptor table still faults.
+    """
+    if _pmode_only(e):
+        return
+    dst, src = e.insn.ops
+    sel = e.load(src, size=2)
+    r = e.tmp("r")
+    _call(e, "probe_" + e.insn.name, sel, result=r)
+    _set_zf(e, f"{r} is not None")
+    mask = MASK[dst.size]
+    if e.insn.name == "lar" and dst.size == 2:
+        mask = 0xFF00
+    with e.block(f"if {r} is not None:"):
+        e.write_reg(dst.reg, dst.size, f"{r} & {mask:#x}")
+
+
+@helper
+def probe_lar(cpu, selector: int) -> int | None:
+    from ..seg import probe_lar as _probe
+
+    return _probe(cpu, selector)
+
+
+@helper
+def probe_lsl(cpu, selector: int) -> int | None:
+    from ..seg import probe_lsl as _probe
+
+    return _probe(cpu, selector)
+
+
+@op("verr", "verw", flags="rw")
+def verr(e: Emitter) -> None:
+    """VERR/VERW r/m16: ZF=1 if the segment is readable / writable at CPL (no fault on bad selectors)."""
+    if _pmode_only(e):
+        return
+    sel = e.load(e.insn.ops[0], size=2)
+    r = e.tmp("r")
+    _call(e, "probe_verify", sel, "True" if e.insn.name == "verw" else "False", result=r)
+    _set_zf(e, r)
+
+
+@helper
+def probe_verify(cpu, selector: int, write: bool) -> bool:
+    from ..seg import probe_verify as _probe
+
+    return _probe(cpu, selector, write)
+
+
+@op("arpl", flags="rw")
+def arpl(e: Emitter) -> None:
+    """ARPL r/m16, r16: raise the destination's RPL to the source's; ZF tells whether it changed."""
+    if _pmode_only(e):
+        return
+    dst, src = e.insn.ops
+    addr = e.ea(dst) if dst.kind == MEM else None
+    d = e.load(dst, stable=True, size=2, addr=addr)
+    s = e.load(src, stable=True, size=2)
+    c = e.tmp("c")
+    e.emit(f"{c} = ({d} & 3) < ({s} & 3)")
+    with e.block(f"if {c}:"):
+        e.store(dst, f"{d} & 0xFFFC | {s} & 3", size=2, addr=addr)
+    _set_zf(e, c)
+
+
+# ---- caches and TLB ----------------------------------------------------------------
+@op("invlpg", flags="", end=True)
+def invlpg(e: Emitter) -> None:
+    """INVLPG m: drop the TLB entries of the page holding the linear address (SDM vol. 2 INVLPG).
+
+    Ends the TB: the following instructions may sit on a page whose mapping
+    just changed.
+    """
+    if _mem_only(e) or _cpl0(e):
+        return
+    a = e.ea(e.insn.ops[0])
+    e.may_fault = True
+    e.emit(f"cpu.tlb.flush_page({a})")
+    e.end()
+
+
+@op("wbinvd", "invd", flags="")
+def wbinvd(e: Emitter) -> None:
+    """WBINVD/INVD: no caches to write back or drop; only the CPL 0 check remains."""
+    _cpl0(e)
+
+
+# ---- control registers -------------------------------------------------------------
+@op("clts", flags="")
+def clts(e: Emitter) -> None:
+    """CLTS: clear CR0.TS.  TS is checked at run time by the x87/SSE ops, so the TB goes on."""
+    if _cpl0(e):
+        return
+    e.emit(f"cpu.cr[0] &= ~{CR0_TS}")
+
+
+@op("lmsw", flags="", end=True)
+def lmsw(e: Emitter) -> None:
+    """LMSW r/m16: load CR0 bits 0-3 (PE MP EM TS); it can set PE but not clear it (SDM vol. 2)."""
+    if _cpl0(e):
+        return
+    v = e.load(e.insn.ops[0], size=2)
+    _call(e, "lmsw", v)
+    e.end()
+
+
+@helper
+def lmsw(cpu, value: int) -> None:  # noqa: F811
+    write_cr0(cpu, (cpu.cr[0] & ~0xE) | (value & 0xF))
+    cpu.compute_hflags()
+
+
+@op("smsw", flags="")
+def smsw(e: Emitter) -> None:
+    """SMSW r/m: CR0 (a register gets as many bits as its size, memory 16 bits); any CPL (no UMIP)."""
+    (dst,) = e.insn.ops
+    if dst.kind == MEM:
+        e.store(dst, "cpu.cr[0] & 0xFFFF", size=2)
+    else:
+        e.write_reg(dst.reg, dst.size, f"cpu.cr[0] & {MASK[dst.size]:#x}")
+
+
 def mov_system(e: Emitter) -> None:
     """mov to/from CRn / DRn (called from the data family's mov)."""
     dst, src = e.insn.ops
@@ -203,6 +495,12 @@ def mov_system(e: Emitter) -> None:
     e.write_reg(dst.reg, 4, v)
 
 
+CR0_DEFINED = 0xE005003F  # PE MP EM TS ET NE WP AM NW CD PG; writes to other bits are ignored (SDM 2.5)
+# CR4 bits this CPU supports, matching CPUID: VME/PVI, PAE, MCE, OSFXSR, OSXMMEXCPT,
+# SMEP/SMAP are not advertised, so setting them is #GP like any reserved bit.
+CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE
+
+
 @helper
 def mov_from_cr(cpu, n: int) -> int:
     if cpu.cpl != 0:
@@ -212,20 +510,25 @@ def mov_from_cr(cpu, n: int) -> int:
     return cpu.cr[n] & 0xFFFFFFFF
 
 
+def write_cr0(cpu, value: int) -> None:
+    """MOV CR0 / LMSW: #GP(0) for PG without PE or NW without CD; flush the TLB on PE/PG/WP changes."""
+    value = (value & CR0_DEFINED) | CR0_ET  # ET is hardwired to 1
+    if value & CR0_PG and not value & CR0_PE:
+        raise GuestFault(GP, 0)
+    if value & CR0_NW and not value & CR0_CD:
+        raise GuestFault(GP, 0)
+    old = cpu.cr[0]
+    cpu.cr[0] = value
+    if (old ^ value) & (CR0_PG | CR0_WP | CR0_PE):
+        cpu.tlb.flush()
+
+
 @helper
 def mov_to_cr(cpu, n: int, value: int) -> None:
-    from ...softmmu.tlb import PAGE_MASK  # noqa: F401
-    from ..cpu import CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMAP
-
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     if n == 0:
-        old = cpu.cr[0]
-        if value & CR0_PG and not value & CR0_PE:
-            raise GuestFault(GP, 0)
-        cpu.cr[0] = value | 0x10  # ET is hardwired to 1
-        if (old ^ value) & (CR0_PG | CR0_WP | CR0_PE):
-            cpu.tlb.flush()
+        write_cr0(cpu, value)
     elif n == 2:
         cpu.cr[2] = value
     elif n == 3:
@@ -233,11 +536,11 @@ def mov_to_cr(cpu, n: int, value: int) -> None:
         if cpu.cr[0] & CR0_PG:
             tlb_flush_nonglobal(cpu)
     elif n == 4:
-        old = cpu.cr[4]
-        if value & ~0x3007FF & ~(CR4_SMAP | (1 << 20)):
+        if value & ~CR4_SUPPORTED:
             raise GuestFault(GP, 0)
+        old = cpu.cr[4]
         cpu.cr[4] = value
-        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_SMAP | (1 << 5) | (1 << 20)):
+        if (old ^ value) & (CR4_PGE | CR4_PSE):
             cpu.tlb.flush()
     else:
         raise GuestFault(UD)
@@ -246,31 +549,223 @@ def mov_to_cr(cpu, n: int, value: int) -> None:
 
 def tlb_flush_nonglobal(cpu) -> None:
     """mov cr3: drop every entry except global pages (CR4.PGE) — SDM vol. 3, 4.10.4.1."""
-    from ..cpu import CR4_PGE
-
     if cpu.cr[4] & CR4_PGE:
         cpu.tlb.flush_nonglobal()
     else:
         cpu.tlb.flush()
 
 
+def _dr_index(cpu, n: int) -> int:
+    """DR4/DR5 alias DR6/DR7 unless CR4.DE is set, when they are #UD (SDM vol. 3, 17.2.2)."""
+    if n in (4, 5):
+        if cpu.cr[4] & CR4_DE:
+            raise GuestFault(UD)
+        return n + 2
+    return n
+
+
 @helper
 def mov_from_dr(cpu, n: int) -> int:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
-    if n in (4, 5):
-        n += 2
-    return cpu.dr[n]
+    return cpu.dr[_dr_index(cpu, n)]
 
 
 @helper
 def mov_to_dr(cpu, n: int, value: int) -> None:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
-    if n in (4, 5):
-        n += 2
+    n = _dr_index(cpu, n)
     if n == 6:
         value = (value & 0x1E00F) | 0xFFFF0FF0
     elif n == 7:
         value = (value & 0xFFFF2BFF) | 0x400
     cpu.dr[n] = value
+
+
+# ---- CPUID -----------------------------------------------------------------------------
+CPUID_MAX_BASIC = 2
+CPUID_MAX_EXT = 0x80000004
+CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
+# Leaf 1 EDX: DE PSE TSC MSR CX8 APIC MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
+# SIMD are not emulated: they #UD/#NM, ops/fpu.py), no VME, PAE, MCE/MCA, PAT,
+# PSE-36, SEP (sysenter is a later issue), CLFSH.  MTRR: the MTRR MSRs exist
+# (storage; an emulator has no caches to steer), and OSes read them only when
+# this bit says they exist.
+CPUID_1_EDX = (
+    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 12) | (1 << 13) | (1 << 15)
+)
+# Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
+# 16 KiB L1 I and D, 512 KiB L2.
+CPUID_2 = (0x03020101, 0, 0, 0x0C040843)
+BRAND = b"gdbemu virtual CPU".ljust(48, b"\0")
+
+
+def _dwords(data: bytes) -> tuple[int, int, int, int]:
+    a, b, c, d = (int.from_bytes(data[i : i + 4], "little") for i in range(0, 16, 4))
+    return a, b, c, d
+
+
+@helper
+def cpuid(cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+    """CPUID: (EAX, EBX, ECX, EDX).  Leaves beyond the maximum return the highest basic leaf (Intel)."""
+    del subleaf  # no leaf with sub-leaves (4, 7, 0xB ...) is implemented
+    if leaf == 0:
+        ebx, edx, ecx = _dwords(b"GenuineIntel" + b"\0" * 4)[:3]
+        return CPUID_MAX_BASIC, ebx, ecx, edx
+    if leaf == 1:
+        return CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, 0, CPUID_1_EDX
+    if leaf == 0x80000000:
+        return CPUID_MAX_EXT, 0, 0, 0
+    if leaf == 0x80000001:
+        return 0, 0, 0, 0
+    if 0x80000002 <= leaf <= 0x80000004:
+        k = leaf - 0x80000002
+        return _dwords(BRAND[16 * k : 16 * k + 16])
+    return CPUID_2
+
+
+@op("cpuid", flags="", pure=True)
+def cpuid_op(e: Emitter) -> None:
+    t = e.tmp("c")
+    e.emit(f"{t} = H.cpuid(cpu, eax, ecx)")
+    for i, r in enumerate((0, 3, 1, 2)):  # EAX EBX ECX EDX
+        e.write_reg(r, 4, f"{t}[{i}]")
+
+
+# ---- time-stamp counter and MSRs ------------------------------------------------------
+def icount_now(cpu, eip: int) -> int:
+    """Instructions retired before the one at ``eip`` in the running TB.
+
+    ``cpu.icount`` is brought up to date only when a TB exits; the TSC
+    instructions end their TB (so no in-TB loop can contain them) and find
+    their own index among the TB's instruction addresses.
+    """
+    tb = cpu.machine.tbs.current
+    if tb is not None:
+        try:
+            return cpu.icount + tb.eips.index(eip)
+        except ValueError:
+            pass
+    return cpu.icount
+
+
+def read_tsc(cpu, eip: int) -> int:
+    return (icount_now(cpu, eip) + cpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+
+@op("rdtsc", flags="", end=True)
+def rdtsc(e: Emitter) -> None:
+    """RDTSC: EDX:EAX = TSC; #GP(0) when CR4.TSD is set and CPL > 0 (a run-time check: CR4 is not in hflags)."""
+    t = e.tmp("t")
+    _call(e, "rdtsc", e.this_eip(), result=t)
+    e.write_reg(0, 4, f"{t} & 0xFFFFFFFF")
+    e.write_reg(2, 4, f"{t} >> 32")
+    e.end()
+
+
+@helper
+def rdtsc(cpu, eip: int) -> int:  # noqa: F811
+    if cpu.cr[4] & CR4_TSD and cpu.cpl > 0:
+        raise GuestFault(GP, 0)
+    return read_tsc(cpu, eip)
+
+
+MSR_IA32_UCODE_REV = 0x8B
+MTRR_CAP_VALUE = 0x508  # 8 variable ranges, fixed ranges (bit 8), write-combining (bit 10)
+MTRR_FIXED = frozenset({0x250, 0x258, 0x259, *range(0x268, 0x270)})
+MTRR_VAR = range(0x200, 0x210)  # PhysBase0, PhysMask0, ... PhysBase7, PhysMask7
+MEM_TYPES = frozenset({0, 1, 4, 5, 6})  # UC WC WT WP WB
+PAT_TYPES = MEM_TYPES | {7}  # and UC-
+PHYS_MASK = 0xFFFFFFFF  # MAXPHYADDR is 32: no PAE/PSE-36 and no leaf 0x80000008
+
+
+def _bytes_ok(value: int, types: frozenset[int]) -> bool:
+    return all((value >> (8 * i)) & 0xFF in types for i in range(8))
+
+
+@helper
+def rdmsr(cpu, index: int, eip: int) -> int:
+    """RDMSR: the 64-bit value of MSR ``index``; an MSR this CPU does not have is #GP(0)."""
+    if index == MSR_IA32_TSC:
+        return read_tsc(cpu, eip)
+    if index == MSR_EFER:
+        return cpu.efer
+    if index == MSR_MTRRcap:
+        return MTRR_CAP_VALUE
+    if index == MSR_IA32_UCODE_REV:
+        return cpu.msr.get(index, 0)
+    if index in (MSR_IA32_APICBASE, MSR_IA32_PAT, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS,
+                 MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_MTRRdefType) \
+            or index in MTRR_FIXED or index in MTRR_VAR:
+        return cpu.msr.get(index, 0)
+    raise GuestFault(GP, 0)
+
+
+@helper
+def wrmsr(cpu, index: int, value: int, eip: int) -> None:
+    """WRMSR: validate like the hardware (reserved bits, memory types) before storing; else #GP(0)."""
+    msr = cpu.msr
+    if index == MSR_IA32_TSC:
+        cpu.tsc_offset = value - icount_now(cpu, eip)
+    elif index == MSR_EFER:
+        if value:  # no SCE/LME/NXE: every EFER bit is reserved on this CPU
+            raise GuestFault(GP, 0)
+        cpu.efer = 0
+    elif index == MSR_IA32_UCODE_REV:
+        pass  # writing 0 before CPUID is how software asks for the revision; the value is fixed
+    elif index == MSR_IA32_APICBASE:
+        # bits 0-7, 9, 10 (x2APIC: not supported) and those above MAXPHYADDR are reserved;
+        # BSP (bit 8) is read-only.
+        if value & ~(PHYS_MASK & ~0x7FF | (1 << 11) | (1 << 8)):
+            raise GuestFault(GP, 0)
+        msr[index] = (value & ~(1 << 8)) | (msr.get(index, 0) & (1 << 8))
+    elif index == MSR_IA32_PAT:
+        if not _bytes_ok(value, PAT_TYPES):
+            raise GuestFault(GP, 0)
+        msr[index] = value
+    elif index == MSR_IA32_MISC_ENABLE:
+        msr[index] = value
+    elif index == MSR_IA32_SYSENTER_CS:
+        msr[index] = value & 0xFFFF
+    elif index in (MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP):
+        msr[index] = value & 0xFFFFFFFF
+    elif index == MSR_MTRRdefType:
+        if value & ~0xCFF or value & 0xFF not in MEM_TYPES:
+            raise GuestFault(GP, 0)
+        msr[index] = value
+    elif index in MTRR_FIXED:
+        if not _bytes_ok(value, MEM_TYPES):
+            raise GuestFault(GP, 0)
+        msr[index] = value
+    elif index in MTRR_VAR:
+        if index & 1:  # PhysMask: bits 0-10 and above MAXPHYADDR reserved, bit 11 valid
+            if value & ~(PHYS_MASK & ~0x7FF):
+                raise GuestFault(GP, 0)
+        elif value & ~(PHYS_MASK & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
+            raise GuestFault(GP, 0)
+        msr[index] = value
+    else:
+        raise GuestFault(GP, 0)
+
+
+@op("rdmsr", flags="", end=True)
+def rdmsr_op(e: Emitter) -> None:
+    if _cpl0(e):
+        return
+    t = e.tmp("m")
+    _call(e, "rdmsr", "ecx", e.this_eip(), result=t)
+    e.write_reg(0, 4, f"{t} & 0xFFFFFFFF")
+    e.write_reg(2, 4, f"{t} >> 32 & 0xFFFFFFFF")
+    e.end()
+
+
+@op("wrmsr", flags="", end=True)
+def wrmsr_op(e: Emitter) -> None:
+    if _cpl0(e):
+        return
+    _call(e, "wrmsr", "ecx", "edx << 32 | eax", e.this_eip())
+    e.end()
+
+
+__all__ = ["mov_system", "check_io", "write_cr0", "tlb_flush_nonglobal", "icount_now"]

@@ -1,0 +1,231 @@
+"""Miscellaneous integer instructions: cmpxchg, xadd, cmpxchg8b, enter, leave,
+pushf/popf, bound, salc.  (ud2 is registered by the system family.)
+
+``lock`` changes nothing: one vCPU runs at a time, so each read-modify-write
+below is atomic by construction.  Every emitter follows the precise-exception
+order of core/emit.py: loads and stores first, register and flag writes last.
+"""
+
+from __future__ import annotations
+
+from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
+from ..cpu import HF_VM
+from ..decode import MEM
+from ..emit import MASK, SIGN, Emitter
+from ..exceptions import BR, GP, UD
+from ..helpers import helper
+from . import op
+
+EAX, ECX, EDX, EBX, ESP, EBP = 0, 1, 2, 3, 4, 5
+
+
+@op("cmpxchg", flags="w", pure=True)
+def cmpxchg(e: Emitter) -> None:
+    """CMPXCHG r/m, r (SDM vol. 2): compare the accumulator with the destination.
+
+    Equal: ZF = 1 and destination <- source.  Not equal: ZF = 0 and
+    accumulator <- destination.  "The destination operand is written back if
+    the comparison fails", so a memory destination is always stored (a
+    read-only page faults either way).  The flags are those of
+    ``cmp accumulator, destination``.  Writing the accumulator with the old
+    destination is a no-op on the equal path, so it is unconditional; for a
+    register destination it is written first so that ``cmpxchg eax, r``
+    ends with the source in EAX (as hardware and QEMU).
+    """
+    dst, src = e.insn.ops
+    size = dst.size
+    m = f"{MASK[size]:#x}"
+    addr = e.ea(dst) if dst.kind == MEM else None
+    v = e.load(dst, addr=addr, stable=dst.kind != MEM)
+    a = e.tmp("acc")
+    e.emit(f"{a} = {e.reg(EAX, size)}")
+    s = e.load(src, stable=True)
+    new = e.tmp("n")
+    e.emit(f"{new} = {s} if {a} == {v} else {v}")
+    d = e.tmp("d")
+    e.emit(f"{d} = {a} - {v} & {m}")
+    if dst.kind == MEM:
+        e.store(dst, new, addr=addr)
+        e.write_reg(EAX, size, v)
+    else:
+        e.write_reg(EAX, size, v)
+        e.store(dst, new)
+    e.set_cc(F.SUB, size, d, v)
+
+
+@op("xadd", flags="w", pure=True)
+def xadd(e: Emitter) -> None:
+    """XADD r/m, r: temp = dst + src; src <- dst; dst <- temp (so ``xadd r, r`` doubles r); flags of add."""
+    dst, src = e.insn.ops
+    size = dst.size
+    addr = e.ea(dst) if dst.kind == MEM else None
+    v = e.load(dst, addr=addr, stable=dst.kind != MEM)
+    s = e.load(src, stable=True)
+    r = e.tmp("r")
+    e.emit(f"{r} = {v} + {s} & {MASK[size]:#x}")
+    if dst.kind == MEM:
+        e.store(dst, r, addr=addr)
+        e.store(src, v)
+    else:
+        e.store(src, v)
+        e.store(dst, r)
+    e.set_cc(F.ADD, size, r, s)
+
+
+@op("cmpxchg8b", flags="rw")
+def cmpxchg8b(e: Emitter) -> None:
+    """CMPXCHG8B m64: compare EDX:EAX with m64; equal: m64 <- ECX:EBX, else EDX:EAX <- m64.
+
+    Only ZF changes (SDM: "The CF, PF, AF, SF, and OF flags are unaffected").
+    The destination is written on both paths (the old value on failure), and
+    EDX:EAX <- m64 is a no-op on the equal path, so both are unconditional.
+    A register operand is #UD.
+    """
+    (dst,) = e.insn.ops
+    if dst.kind != MEM:
+        e.fault(UD)
+        e.ended = True
+        return
+    addr = e.ea(dst)
+    v = e.load_mem(addr, 8)
+    eq = e.tmp("eq")
+    e.emit(f"{eq} = {v} == (edx << 32 | eax)")
+    e.store_mem(addr, 8, f"((ecx << 32 | ebx) if {eq} else {v})")
+    e.write_reg(EAX, 4, f"{v} & 0xFFFFFFFF")
+    e.write_reg(EDX, 4, f"{v} >> 32")
+    e.set_flags_value(f"{e.eflags_arith()} & {~F.ZF & F.ARITH:#x} | ({F.ZF:#x} if {eq} else 0)")
+
+
+@op("enter", flags="")
+def enter(e: Emitter) -> None:
+    """ENTER imm16, imm8 (SDM vol. 2, ENTER): push (E)BP, copy level-1 frame pointers, push FrameTemp.
+
+    The nesting level is imm8 mod 32.  Frame pointers are read at
+    (E)BP - i*size through SS with the stack's address size; FrameTemp is
+    (E)SP after the first push.  (E)BP <- FrameTemp with the operand size and
+    (E)SP <- FrameTemp - level*size - imm16 with the stack size (as Bochs; the
+    SDM's "SP <- SP - AllocSize" for 16-bit operands on a 32-bit stack reads
+    as the stack width too).  All memory accesses come before the register
+    writes, so a #SS/#PF on any of them leaves the registers unchanged.
+    """
+    alloc_op, level_op = e.insn.ops
+    size = e.opsize
+    ss = e.stack_size
+    sm = f"{MASK[ss]:#x}"
+    level = level_op.imm & 0x1F
+    sp = e.tmp("sp")
+    e.emit(f"{sp} = esp" if ss == 4 else f"{sp} = esp & {sm}")
+    e.emit(f"{sp} = {sp} - {size} & {sm}")
+    e.store_mem(e.linear(2, sp), size, e.reg(EBP, size))
+    frame = e.tmp("ft")
+    e.emit(f"{frame} = {sp}" if ss == 4 else f"{frame} = esp & {~MASK[ss] & 0xFFFFFFFF:#x} | {sp}")
+    if level:
+        bp = e.tmp("bp")
+        e.emit(f"{bp} = ebp & {sm}")
+        for _ in range(level - 1):
+            e.emit(f"{bp} = {bp} - {size} & {sm}")
+            val = e.load_mem(e.linear(2, bp), size)
+            e.emit(f"{sp} = {sp} - {size} & {sm}")
+            e.store_mem(e.linear(2, sp), size, val)
+        e.emit(f"{sp} = {sp} - {size} & {sm}")
+        e.store_mem(e.linear(2, sp), size, f"{frame} & {MASK[size]:#x}")
+    e.emit(f"{sp} = {sp} - {e.const(alloc_op.imm & 0xFFFF)} & {sm}")
+    e.write_reg(EBP, size, f"{frame} & {MASK[size]:#x}" if size < 4 else frame)
+    e.write_reg(ESP, ss, sp)
+
+
+@op("leave", flags="")
+def leave(e: Emitter) -> None:
+    """LEAVE: (E)SP <- (E)BP with the stack size, then pop (E)BP with the operand size (SDM vol. 2)."""
+    size = e.opsize
+    ss = e.stack_size
+    sm = f"{MASK[ss]:#x}"
+    sp = e.tmp("sp")
+    e.emit(f"{sp} = ebp" if ss == 4 else f"{sp} = ebp & {sm}")
+    val = e.load_mem(e.linear(2, sp), size)
+    e.emit(f"{sp} = {sp} + {size} & {sm}")
+    e.write_reg(ESP, ss, sp)
+    e.write_reg(EBP, size, val)
+
+
+def _vm86_iopl_check(e: Emitter) -> None:
+    """pushf/popf in virtual-8086 mode with IOPL < 3 are #GP(0) (SDM PUSHF/POPF; CR4.VME not modelled)."""
+    if e.hflags & HF_VM:
+        with e.block(f"if cpu.eflags & {F.IOPL:#x} != {F.IOPL:#x}:"):
+            e.fault(GP, 0)
+
+
+@op("pushfd", "pushf", flags="r")
+def pushf(e: Emitter) -> None:
+    """PUSHF/PUSHFD: push EFLAGS (its low word for 16-bit operands) with VM and RF cleared (SDM)."""
+    _vm86_iopl_check(e)
+    size = e.opsize
+    e.push([f"{e.eflags()} & {~(F.RF | F.VM) & MASK[size]:#x}"], size)
+
+
+@op("popfd", "popf", flags="w", end=True)
+def popf(e: Emitter) -> None:
+    """POPF/POPFD: pop into EFLAGS under the privilege masks of ``popf_write``.
+
+    ESP is committed only after the helper succeeded.  The TB ends: TF, IF
+    and AC change how code is translated and when interrupts are taken.
+    """
+    _vm86_iopl_check(e)
+    v, sp = e.pop(e.opsize, commit=False)
+    e.sync_call("popf_write", v, str(e.opsize))
+    e.write_reg(ESP, e.stack_size, sp)
+    e.end()
+
+
+@helper
+def popf_write(cpu, value: int, opsize: int) -> None:
+    """Write a popped EFLAGS image (SDM vol. 2, POPF, and QEMU's masks).
+
+    Always: CF PF AF ZF SF OF, TF, DF, NT (and AC, ID for 32-bit operands).
+    IOPL only at CPL 0 (real mode is CPL 0); IF only if CPL <= IOPL.  VM, VIF,
+    VIP and the reserved bits never change; POPFD clears RF.  A 16-bit popf
+    writes only the low word.  (Virtual-8086 mode arrives here only with
+    IOPL = 3, at CPL 3: IF may change, IOPL may not.)
+    """
+    mask = F.ARITH | F.TF | F.DF | F.NT | F.AC | F.ID
+    cpl = cpu.cpl
+    iopl = (cpu.eflags >> 12) & 3
+    if cpl == 0:
+        mask |= F.IOPL | F.IF
+    elif cpl <= iopl:
+        mask |= F.IF
+    if opsize == 2:
+        mask &= 0xFFFF
+    else:
+        mask |= F.RF
+        value &= ~F.RF
+    cpu.set_eflags(value, mask)
+
+
+@op("bound", flags="")
+def bound(e: Emitter) -> None:
+    """BOUND r, m: #BR (vector 5) unless lower <= r <= upper, all signed (SDM vol. 2, BOUND).
+
+    The bounds are two operand-size values at m and m + size.
+    """
+    reg, m = e.insn.ops
+    size = reg.size
+    if m.kind != MEM:
+        e.fault(UD)
+        e.ended = True
+        return
+    o = e.tmp("o")
+    e.emit(f"{o} = {e.offset(m)}")
+    lo = e.load_mem(e.linear(m.seg, o), size)
+    hi = e.load_mem(e.linear(m.seg, f"{o} + {size} & {MASK[e.addrsize]:#x}"), size)
+    s = SIGN[size]
+    idx = e.tmp("i")
+    e.emit(f"{idx} = ({e.reg(reg.reg, size)} ^ {s:#x}) - {s:#x}")
+    with e.block(f"if {idx} < ({lo} ^ {s:#x}) - {s:#x} or {idx} > ({hi} ^ {s:#x}) - {s:#x}:"):
+        e.fault(BR)
+
+
+@op("salc", flags="r", pure=True)
+def salc(e: Emitter) -> None:
+    """SALC (undocumented D6): AL <- 0xFF if CF else 0; flags unchanged."""
+    e.write_reg(EAX, 1, f"(0xFF if {e.carry()} else 0)")

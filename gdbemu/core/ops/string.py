@@ -1,0 +1,510 @@
+"""String instructions: movs stos lods cmps scas ins outs, alone or under rep/repe/repne.
+
+Theory of operation
+-------------------
+Without a rep prefix a string instruction is an ordinary instruction: the
+emitter writes straight-line code (loads and stores through the inline TLB
+fast path, then ESI/EDI stepped by +-size according to EFLAGS.DF read at run
+time), following the emitter's rules for precise exceptions.  ins/outs are
+the exception: port I/O always goes through a helper.
+
+With a rep prefix the instruction is a loop whose every iteration is,
+architecturally, one step that can be interrupted: "A repeating string
+operation can be suspended by an exception or interrupt. ... The source and
+destination registers point to the next string elements to be operated on,
+the EIP register points to the string instruction, and the ECX register has
+the value it held following the last successful iteration" (Intel SDM
+vol. 2B, REP/REPE/REPZ/REPNE/REPNZ).  So the emitted code calls one helper,
+``H.str_op``, which runs the loop over the whole guest state and keeps its
+progress (ECX, ESI, EDI, and EAX for lods or the flags for cmps/scas) in
+local variables that always describe *completed* iterations.  Whatever
+leaves the helper -- normal completion, a #PF from the k-th access, an
+SMCRestart raised before a store into the running TB -- writes that progress
+back to ``cpu.regs`` first (a ``finally`` clause).  The emitted code then has
+to keep it: the TB's exception handler rewrites ``cpu.regs`` from the
+generated code's locals, so the call is wrapped in ``try/except`` that
+reloads the locals from ``cpu.regs`` before re-raising (``_call_helper``).
+This is why the rep forms do not follow emit.py's rule 1 (which assumes an
+instruction either completes or changes nothing).
+
+Speed: the loop runs in chunks that stay inside one page of the source and
+one page of the destination (and do not wrap the 16/32-bit offset).  For a
+chunk the helper looks the pages up once in the TLB; when neither tag
+carries a flag bit (softmmu/tlb.py: no TLB_NOTDIRTY, TLB_WATCHPOINT,
+TLB_MMIO, TLB_DISCARD_WRITE) the chunk is done with one slice operation on
+guest RAM -- a copy for movs, a pattern fill for stos, a numpy compare for
+cmps/scas.  A flag means the page needs to see the individual accesses (a
+store into translated code must invalidate TBs, a watchpoint must see its
+byte, a device its register), so one element is done through the softmmu
+slow paths ``cpu.softmmu.load/store`` and the chunk is re-evaluated (the
+first store into a code page usually unprotects it, so the rest can go
+fast again).  This is QEMU's and the SDM's "fast-string operation" (vol. 1,
+7.3.9.3) without its relaxed store ordering: every result is exactly the
+element-by-element one, including overlapping movs (a forward movsb with
+destination = source + 1 replicates the first byte, which a memmove would
+not do).
+
+The instruction counts as one retired instruction however many iterations
+it runs.  It stops early, with EIP still on it and the registers describing
+the completed iterations, when ``cpu.interrupt_request`` becomes set (a
+device, the debugger) or ``cpu.watch_hit`` is set by a watchpoint; the
+helper then returns the EIP to resume at and the emitted code leaves the TB.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...softmmu.access import ACCESS_READ, ACCESS_WRITE
+from ...softmmu.tlb import PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
+from .. import flags as F  # noqa: N812 - the project-wide alias
+from ..cpu import EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
+from ..decode import MEM, OTHER, Insn
+from ..emit import MASK, Emitter
+from ..exceptions import UD
+from ..helpers import helper
+from . import op
+from .system import check_io
+
+# Kinds of string instruction, passed to the helper as literals.
+MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS = range(7)
+_KIND = {"movs": MOVS, "stos": STOS, "lods": LODS, "cmps": CMPS, "scas": SCAS, "ins": INS, "outs": OUTS}
+_ELEM = {"b": 1, "w": 2, "d": 4}
+_DTYPE = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+
+# Repeat modes passed to the helper: none (single ins/outs), rep/repe (F3), repne (F2).
+MODE_NONE, MODE_REPE, MODE_REPNE = 0, 1, 2
+
+_LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+_REGS = ", ".join(REG_NAMES)
+
+# Which path the rep helper took, for tests and `monitor info` style reports.
+STATS = {"rep_calls": 0, "bulk_chunks": 0, "bulk_bytes": 0, "slow_elements": 0, "interrupted": 0}
+
+
+def rep_prefix(insn: Insn) -> int:
+    """0, 0xF3 or 0xF2: the last F2/F3 among the legacy prefixes.
+
+    Read from the raw bytes because capstone drops the F2 prefix of ``f2 a5``
+    (it takes it for the SSE ``movsd`` opcode prefix); the last of several
+    repeat prefixes is the one that counts, as capstone itself reports it.
+    """
+    rep = 0
+    for byte in insn.raw:
+        if byte not in _LEGACY_PREFIXES:
+            break
+        if byte in (0xF2, 0xF3):
+            rep = byte
+    return rep
+
+
+def _src_seg(insn: Insn) -> tuple[int, bool]:
+    """The source segment (DS unless overridden) and whether it was an explicit override.
+
+    Only the DS:ESI operand honours a segment prefix; ES:EDI cannot be
+    overridden (SDM vol. 1, 3.7.5), and capstone already reports it that way.
+    """
+    for o in insn.ops:
+        if o.kind == MEM and o.base == 6:
+            return o.seg, o.seg_override
+    return 3, False
+
+
+# ---- emitters ---------------------------------------------------------------------
+def _addr(e: Emitter, seg: int, reg: int, force: bool = False) -> str:
+    """Emit the linear address seg:(E)SI / seg:(E)DI into a temporary."""
+    name = REG_NAMES[reg]
+    off = name if e.addrsize == 4 else f"({name} & 0xFFFF)"
+    base = e.seg_base(seg, force)
+    a = e.tmp("a")
+    e.emit(f"{a} = {off}" if base is None else f"{a} = {base} + {off} & 0xFFFFFFFF")
+    return a
+
+
+def _delta(e: Emitter, size: int) -> str:
+    """Emit the per-element step: -size when EFLAGS.DF is set, else +size (read at run time)."""
+    d = e.tmp("d")
+    e.emit(f"{d} = {-size} if cpu.eflags & {F.DF:#x} else {size}")
+    return d
+
+
+def _advance(e: Emitter, reg: int, delta: str) -> None:
+    """Step (E)SI or (E)DI; a 16-bit address size wraps SI/DI and keeps the high half."""
+    m = MASK[e.addrsize]
+    e.write_reg(reg, e.addrsize, f"({REG_NAMES[reg]} + {delta} & {m:#x})")
+
+
+def _call_helper(e: Emitter, kind: int, size: int, seg: int, mode: int) -> None:
+    """Run the whole (repeated) instruction in ``H.str_op`` and keep its partial progress.
+
+    ``sync_call`` hands the helper the full state; the helper commits the
+    completed iterations to ``cpu.regs``/``cpu.cc_*`` even when it raises.
+    The TB's exception handler would overwrite that from the locals, so the
+    locals are reloaded from the CPU before the exception propagates.  A
+    non-None result is the EIP to resume at: the instruction itself when it
+    stopped early, the next one when it finished but something (a
+    watchpoint hit, a pending request) wants the TB left now.
+    """
+    r = e.tmp("r")
+    with e.block("try:"):
+        e.sync_call("str_op", str(kind), str(size), str(e.addrsize), str(seg), str(mode), e.next_eip(), result=r)
+    with e.block("except BaseException:"):
+        e.emit(f"{_REGS} = R")
+        e.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
+        e.emit("raise")
+    with e.block(f"if {r} is not None:"):
+        e.exit(2, r)
+
+
+def _string(e: Emitter) -> None:
+    """Emitter shared by the whole family; dispatches on the capstone name."""
+    insn = e.insn
+    if any(o.kind == OTHER for o in insn.ops):
+        # capstone also names SSE2 movsd/cmpsd (xmm operands) this way: no SSE here.
+        e.fault(UD)
+        e.ended = True
+        return
+    name = insn.name
+    kind = _KIND[name[:-1]]
+    size = _ELEM[name[-1]]
+    seg, override = _src_seg(insn)
+    rep = rep_prefix(insn)
+    if kind in (INS, OUTS):
+        _call_helper(e, kind, size, seg, MODE_REPNE if rep == 0xF2 else MODE_REPE if rep else MODE_NONE)
+        if kind == OUTS:
+            e.end()  # like out: a device (the exit port) may want the loop back at once
+        return
+    if rep:
+        _call_helper(e, kind, size, seg, MODE_REPNE if rep == 0xF2 else MODE_REPE)
+        return
+    m = MASK[size]
+    if kind == MOVS:
+        v = e.load_mem(_addr(e, seg, ESI, override), size)
+        e.store_mem(_addr(e, ES, EDI), size, v)
+        d = _delta(e, size)
+        _advance(e, ESI, d)
+        _advance(e, EDI, d)
+    elif kind == STOS:
+        e.store_mem(_addr(e, ES, EDI), size, e.reg(EAX, size))
+        _advance(e, EDI, _delta(e, size))
+    elif kind == LODS:
+        v = e.load_mem(_addr(e, seg, ESI, override), size)
+        d = _delta(e, size)
+        e.write_reg(EAX, size, v)
+        _advance(e, ESI, d)
+    elif kind == CMPS:
+        # ES:EDI is read first, as QEMU does (the order decides which #PF wins).
+        b = e.load_mem(_addr(e, ES, EDI), size)
+        a = e.load_mem(_addr(e, seg, ESI, override), size)
+        r = e.tmp("r")
+        e.emit(f"{r} = {a} - {b} & {m:#x}")
+        d = _delta(e, size)
+        _advance(e, ESI, d)
+        _advance(e, EDI, d)
+        e.set_cc(F.SUB, size, r, b)
+    else:  # SCAS
+        b = e.load_mem(_addr(e, ES, EDI), size)
+        r = e.tmp("r")
+        e.emit(f"{r} = {e.reg(EAX, size)} - {b} & {m:#x}")
+        _advance(e, EDI, _delta(e, size))
+        e.set_cc(F.SUB, size, r, b)
+
+
+# flags: movs/stos/lods/ins/outs leave them alone; cmps/scas write them, but a
+# rep form with ECX = 0 leaves them unchanged, hence "rw" (conservative for
+# dead-flag elimination).  They all have a memory operand, so none is "pure"
+# in the translator's sense (every one is an exception point).
+op("movsb", "movsw", "movsd", "stosb", "stosw", "stosd", "lodsb", "lodsw", "lodsd", "insb", "insw", "insd",
+   flags="")(_string)
+op("cmpsb", "cmpsw", "cmpsd", "scasb", "scasw", "scasd", flags="rw")(_string)
+op("outsb", "outsw", "outsd", flags="", end=True)(_string)
+
+
+# ---- the helper ------------------------------------------------------------------
+class _Rep:
+    """One execution of a (repeated) string instruction.
+
+    ``n``, ``si``, ``di`` (and ``val`` for lods, ``cc`` for cmps/scas) always
+    describe the iterations completed so far; ``commit`` writes them to the
+    CPU.  Every access happens before the state of its iteration is updated,
+    so a fault in iteration k leaves exactly the state after k-1 iterations.
+    """
+
+    __slots__ = ("cpu", "kind", "size", "amask", "mode", "n", "si", "di", "step", "sbase", "dbase",
+                 "mmu", "desc", "soft", "ram", "val", "cc", "done")
+
+    def __init__(self, cpu, kind: int, size: int, addrsize: int, seg: int, mode: int) -> None:
+        regs = cpu.regs
+        self.cpu = cpu
+        self.kind = kind
+        self.size = size
+        self.amask = MASK[addrsize]
+        self.mode = mode
+        self.n = regs[ECX] & self.amask if mode else 1
+        self.si = regs[ESI] & self.amask
+        self.di = regs[EDI] & self.amask
+        self.step = -size if cpu.eflags & F.DF else size
+        # The helper always adds the bases: without HF_ADDSEG those of DS/ES/SS are zero.
+        self.sbase = cpu.seg_base[seg]
+        self.dbase = cpu.seg_base[ES]
+        self.mmu = cpu.mmu_idx
+        self.desc = cpu.tlb.d[self.mmu]
+        self.soft = cpu.softmmu
+        self.ram = cpu.machine.mem.ram
+        self.val: int | None = None
+        self.cc: tuple[int, int, int] | None = None
+        self.done = False  # cmps/scas: the repe/repne condition ended the loop
+
+    # ---- state ----------------------------------------------------------------
+    def commit(self) -> None:
+        """Write the completed iterations' state to the CPU (also on the way out of a fault)."""
+        cpu = self.cpu
+        regs = cpu.regs
+        keep = ~self.amask & 0xFFFFFFFF
+        if self.mode:
+            regs[ECX] = regs[ECX] & keep | self.n
+        regs[ESI] = regs[ESI] & keep | self.si
+        regs[EDI] = regs[EDI] & keep | self.di
+        if self.val is not None:
+            regs[EAX] = regs[EAX] & ~MASK[self.size] & 0xFFFFFFFF | self.val
+        if self.cc is not None:
+            cpu.cc_op, cpu.cc_dst, cpu.cc_src = self.cc
+            cpu.cc_src2 = 0
+
+    def advance(self, k: int, src: bool, dst: bool) -> None:
+        self.n -= k
+        delta = k * self.step
+        if src:
+            self.si = (self.si + delta) & self.amask
+        if dst:
+            self.di = (self.di + delta) & self.amask
+
+    def compared(self, a: int, b: int) -> None:
+        """Record cmp a, b (the flags of the last compared pair) and apply repe/repne."""
+        m = MASK[self.size]
+        self.cc = (F.cc_op(F.SUB, self.size), (a - b) & m, b)
+        if (a == b) != (self.mode == MODE_REPE):
+            self.done = True
+
+    # ---- chunking -------------------------------------------------------------
+    def room(self, base: int, off: int) -> tuple[int, int]:
+        """(linear address, elements from ``off`` on that stay in its page and offset range).
+
+        0 elements when the element at ``off`` itself straddles a page or the
+        offset wrap: that one goes through the slow path, which handles both.
+        """
+        size = self.size
+        lin = (base + off) & 0xFFFFFFFF
+        po = lin & (PAGE_SIZE - 1)
+        if po + size > PAGE_SIZE or off + size - 1 > self.amask:
+            return lin, 0
+        if self.step > 0:
+            return lin, min((PAGE_SIZE - po) // size, (self.amask + 1 - off) // size)
+        return lin, min(po // size + 1, off // size + 1)
+
+    def page(self, lin: int, access: int) -> int | None:
+        """RAM offset of ``lin`` when its page may be accessed in bulk, else None.
+
+        Looks the page up (filling the TLB: this is where a #PF is raised,
+        before anything of the chunk is done) and refuses any tag with a
+        flag bit: such a page must see every access (SMC, watchpoints, MMIO, ROM).
+        """
+        desc = self.desc
+        index = (lin >> 12) & TLB_MASK
+        tags = desc.write if access == ACCESS_WRITE else desc.read
+        tag = tags[index]
+        if tag & PAGE_MASK != lin & PAGE_MASK:  # also rejects the invalid tag (-1)
+            index = self.soft.lookup(self.mmu, lin, access)
+            tag = tags[index]
+        if tag & TLB_FLAGS_MASK:
+            return None
+        return lin + desc.addend[index]
+
+    def span(self, r: int, k: int) -> int:
+        """Lowest RAM offset of k elements starting at offset r in the direction of travel."""
+        return r if self.step > 0 else r - (k - 1) * self.size
+
+    def chunk(self) -> bool:
+        """Do as many iterations as one slice operation can; False if none could be done so."""
+        kind = self.kind
+        size = self.size
+        if kind == MOVS:
+            ls, ks = self.room(self.sbase, self.si)
+            ld, kd = self.room(self.dbase, self.di)
+            k = min(self.n, ks, kd)
+            if not k:
+                return False
+            rs = self.page(ls, ACCESS_READ)
+            rd = self.page(ld, ACCESS_WRITE)
+            if rs is None or rd is None:
+                return False
+            _copy(self.ram, self.span(rs, k), self.span(rd, k), k * size, size, self.step > 0)
+            self.advance(k, True, True)
+        elif kind == STOS:
+            ld, k = self.room(self.dbase, self.di)
+            k = min(self.n, k)
+            if not k:
+                return False
+            rd = self.page(ld, ACCESS_WRITE)
+            if rd is None:
+                return False
+            lo = self.span(rd, k)
+            pattern = (self.cpu.regs[EAX] & MASK[size]).to_bytes(size, "little")
+            self.ram[lo : lo + k * size] = pattern * k
+            self.advance(k, False, True)
+        elif kind == LODS:
+            ls, k = self.room(self.sbase, self.si)
+            k = min(self.n, k)
+            if not k:
+                return False
+            rs = self.page(ls, ACCESS_READ)
+            if rs is None:
+                return False
+            last = rs + (k - 1) * self.step  # only the last element loaded survives
+            self.val = int.from_bytes(self.ram[last : last + size], "little")
+            self.advance(k, True, False)
+        elif kind == SCAS:
+            ld, k = self.room(self.dbase, self.di)
+            k = min(self.n, k)
+            if not k:
+                return False
+            rd = self.page(ld, ACCESS_READ)
+            if rd is None:
+                return False
+            a = self.cpu.regs[EAX] & MASK[size]
+            b = self._elements(rd, k)
+            k = self._scan(b == a, k)
+            self.compared(a, int(b[k - 1]))
+            self.advance(k, False, True)
+        elif kind == CMPS:
+            ld, kd = self.room(self.dbase, self.di)
+            ls, ks = self.room(self.sbase, self.si)
+            k = min(self.n, kd, ks)
+            if not k:
+                return False
+            rd = self.page(ld, ACCESS_READ)  # ES:EDI first, as the single-step path
+            rs = self.page(ls, ACCESS_READ)
+            if rd is None or rs is None:
+                return False
+            a = self._elements(rs, k)
+            b = self._elements(rd, k)
+            k = self._scan(a == b, k)
+            self.compared(int(a[k - 1]), int(b[k - 1]))
+            self.advance(k, True, True)
+        else:  # ins/outs: every element is an I/O access
+            return False
+        STATS["bulk_chunks"] += 1
+        STATS["bulk_bytes"] += k * size
+        return True
+
+    def _elements(self, r: int, k: int) -> np.ndarray:
+        """The k elements at RAM offset r, in the order the instruction visits them."""
+        lo = self.span(r, k)
+        arr = self.cpu.machine.mem.np[lo : lo + k * self.size].view(_DTYPE[self.size])
+        return arr if self.step > 0 else arr[::-1]
+
+    def _scan(self, equal: np.ndarray, k: int) -> int:
+        """Iterations done out of k, given per element whether the compared pair is equal."""
+        stop = ~equal if self.mode == MODE_REPE else equal
+        i = int(stop.argmax())
+        return i + 1 if stop[i] else k
+
+    # ---- one element through the softmmu slow paths ------------------------------
+    def one(self) -> None:
+        """One iteration with ordinary accesses (flagged pages, straddling elements, I/O)."""
+        STATS["slow_elements"] += 1
+        kind = self.kind
+        size = self.size
+        soft = self.soft
+        mmu = self.mmu
+        ls = (self.sbase + self.si) & 0xFFFFFFFF
+        ld = (self.dbase + self.di) & 0xFFFFFFFF
+        if kind == MOVS:
+            soft.store(mmu, ld, size, soft.load(mmu, ls, size))
+            self.advance(1, True, True)
+        elif kind == STOS:
+            soft.store(mmu, ld, size, self.cpu.regs[EAX] & MASK[size])
+            self.advance(1, False, True)
+        elif kind == LODS:
+            self.val = soft.load(mmu, ls, size)
+            self.advance(1, True, False)
+        elif kind == SCAS:
+            b = soft.load(mmu, ld, size)
+            self.compared(self.cpu.regs[EAX] & MASK[size], b)
+            self.advance(1, False, True)
+        elif kind == CMPS:
+            b = soft.load(mmu, ld, size)
+            a = soft.load(mmu, ls, size)
+            self.compared(a, b)
+            self.advance(1, True, True)
+        elif kind == INS:
+            # Make sure the store cannot fault before reading the port (a port
+            # read has side effects and must not be repeated by the restart).
+            soft.lookup(mmu, ld, ACCESS_WRITE)
+            if (ld & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
+                soft.lookup(mmu, (ld + size - 1) & 0xFFFFFFFF, ACCESS_WRITE)
+            value = self.cpu.machine.mem.io_read(self.cpu.regs[EDX] & 0xFFFF, size) & MASK[size]
+            soft.store(mmu, ld, size, value)
+            self.advance(1, False, True)
+        else:  # OUTS
+            value = soft.load(mmu, ls, size)
+            self.cpu.machine.mem.io_write(self.cpu.regs[EDX] & 0xFFFF, size, value)
+            self.advance(1, True, False)
+
+    # ---- the loop ---------------------------------------------------------------
+    def run(self, next_eip: int) -> int | None:
+        """Run to completion or to a stop; return None, or the EIP the TB must leave to."""
+        cpu = self.cpu
+        try:
+            while self.n and not self.done:
+                if not self.chunk():
+                    self.one()
+                if cpu.interrupt_request or getattr(cpu, "watch_hit", None):
+                    if self.n and not self.done:
+                        STATS["interrupted"] += 1
+                        return cpu.eip  # still on this instruction (set by sync_call)
+                    return next_eip
+        finally:
+            self.commit()
+        return None
+
+
+def _copy(ram: bytearray, slo: int, dlo: int, nb: int, size: int, forward: bool) -> None:
+    """movs of nb bytes in RAM, both ranges given by their lowest offset; element-exact.
+
+    Copying element after element in the direction of travel differs from a
+    snapshot copy (memmove) only when the destination lies ahead of the
+    source by d < nb bytes: later elements then read bytes earlier ones
+    wrote.  For d >= size the result is the first d bytes read repeated
+    with period d (anchored at the start for DF=0, at the end for DF=1);
+    for d < size (movsw/movsd by 1..3 bytes) the elements are copied one by one.
+    """
+    d = dlo - slo if forward else slo - dlo
+    if not 0 < d < nb:
+        ram[dlo : dlo + nb] = ram[slo : slo + nb]
+    elif d >= size:
+        if forward:
+            ram[dlo : dlo + nb] = (ram[slo : slo + d] * (nb // d + 1))[:nb]
+        else:
+            pattern = ram[slo + nb - d : slo + nb] * (nb // d + 1)
+            ram[dlo : dlo + nb] = pattern[len(pattern) - nb :]
+    else:
+        offsets = range(0, nb, size) if forward else range(nb - size, -1, -size)
+        for off in offsets:
+            ram[dlo + off : dlo + off + size] = ram[slo + off : slo + off + size]
+
+
+@helper
+def str_op(cpu, kind: int, size: int, addrsize: int, seg: int, mode: int, next_eip: int) -> int | None:
+    """Execute a string instruction whose iterations need the whole machine.
+
+    Used for every rep form and for single ins/outs.  ``mode`` is MODE_NONE
+    (one iteration, ECX untouched), MODE_REPE or MODE_REPNE (repe/repne for
+    cmps/scas, plain rep for the others).  ins/outs check the I/O permission
+    first, even with ECX = 0 (SDM vol. 1, 19.5; QEMU does the same).  Returns
+    None to continue in the TB, or the EIP to leave the TB with.
+    """
+    if kind == INS or kind == OUTS:
+        check_io(cpu, cpu.regs[EDX] & 0xFFFF, size)
+    STATS["rep_calls"] += 1
+    return _Rep(cpu, kind, size, addrsize, seg, mode).run(next_eip)

@@ -15,9 +15,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 import guest_build
+import pytest
 
 # QEMU is started with -m 32 when the guests are validated; the core gets
 # the same RAM so a guest sees the same machine in both.
@@ -50,7 +49,7 @@ def build_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
     """Return ``build(name) -> Path`` of tests/guests/NAME.s linked at 1 MiB, cached per session."""
     try:
         guest_build.toolchain()
-    except guest_build.ToolchainMissing as exc:
+    except guest_build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     out_dir = tmp_path_factory.mktemp("guests")
     built: dict[str, Path] = {}
@@ -71,9 +70,7 @@ def run_guest(build_guest: Callable[[str], Path]) -> Callable[[str, int], GuestR
     tests works while gdbemu/machine.py does not exist yet (they skip).
     ``max_insns`` bounds the run so a broken core fails instead of hanging.
     """
-    machine_mod = pytest.importorskip(
-        "gdbemu.machine", reason="the gdbemu core (gdbemu/machine.py) is not there yet"
-    )
+    machine_mod = pytest.importorskip("gdbemu.machine", reason="the gdbemu core (gdbemu/machine.py) is not there yet")
     runs: dict[str, GuestRun] = {}
 
     def run(name: str, max_insns: int) -> GuestRun:

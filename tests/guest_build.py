@@ -16,19 +16,18 @@ GUEST_DIR = Path(__file__).resolve().parent / "guests"
 LOAD_ADDR = 0x100000
 
 
-class ToolchainMissing(RuntimeError):
+class ToolchainMissingError(RuntimeError):
     """`as` or `ld` is not on PATH; callers turn this into a pytest skip."""
 
 
 def toolchain() -> tuple[str, str]:
-    """Return the paths of `as` and `ld`, or raise ToolchainMissing with a reason."""
+    """Return the paths of `as` and `ld`, or raise ToolchainMissingError with a reason."""
     as_path = shutil.which("as")
     ld_path = shutil.which("ld")
     if not as_path or not ld_path:
         missing = [n for n, p in (("as", as_path), ("ld", ld_path)) if not p]
-        raise ToolchainMissing(
-            f"GNU binutils not found ({', '.join(missing)} missing); "
-            "install binutils to build the guest programs"
+        raise ToolchainMissingError(
+            f"GNU binutils not found ({', '.join(missing)} missing); install binutils to build the guest programs"
         )
     return as_path, ld_path
 
@@ -70,9 +69,7 @@ def build(
     for cmd in (as_cmd, ld_cmd):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-            )
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return elf
 
 
@@ -101,11 +98,55 @@ def run_qemu(elf: Path, timeout: float = 60.0, extra: list[str] | None = None) -
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "debugcon.txt"
         cmd = [
-            qemu, "-nodefaults", "-display", "none", "-no-reboot", "-m", "32",
-            "-kernel", str(elf),
-            "-debugcon", f"file:{out}",
-            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            qemu,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "32",
+            "-kernel",
+            str(elf),
+            "-debugcon",
+            f"file:{out}",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
         ] + (extra or [])
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
         data = out.read_bytes() if out.exists() else b""
     return proc.returncode, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build one guest and run it on the core (default) or on QEMU, printing its
+    transcript: the quickest way to reproduce a failing guest test by hand."""
+    import argparse
+    import sys
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("guest", help="a name under tests/guests/ (paging, smc, ...) or a path to a .s file")
+    ap.add_argument("--qemu", action="store_true", help="run on qemu-system-i386 instead of gdbemu")
+    ap.add_argument("--max-insns", type=int, default=50_000_000)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        elf = build(args.guest, Path(tmp))
+        if args.qemu:
+            status, out = run_qemu(elf)
+            sys.stdout.write(out.decode("latin-1"))
+            print(f"[qemu exit status {status}]")
+            return 0 if status == 1 else 1
+        sys.path.insert(0, str(GUEST_DIR.parent.parent))
+        from gdbemu.machine import Machine
+
+        m = Machine(ram_size=32 << 20)
+        m.load_elf(str(elf))
+        stop = m.run(max_insns=args.max_insns)
+        sys.stdout.write(bytes(m.debug_output).decode("latin-1"))
+        print(f"[gdbemu {stop}; exit_code={m.exit_code}; icount={m.cpu.icount}; eip={m.cpu.eip:#x}]")
+        print(f"[stats {m.stats()}]")
+        return 0 if m.exit_code == 1 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

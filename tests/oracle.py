@@ -127,6 +127,7 @@ class Outcome:
     eflags: int
     mem: dict[int, bytes]
     error: str | None = None
+    detail: str = ""  # why it faulted (Unicorn: the vector; gdbemu: the stop detail)
 
 
 def _apply(background: Mapping[int, bytes], patches: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
@@ -191,10 +192,8 @@ class _UnicornSide:
             for off, length in _changed_pages(self.mem[base], images[base]):
                 uc.mem_write(base + off, images[base][off : off + length])
             self.mem[base] = images[base]
-        uc.reg_write_batch(
-            list(zip(_UC_ALL, (*state.regs, CODE_ADDR, state.eflags | EFLAGS_FIXED1), strict=True))
-        )
         uc.context_restore(self.pristine)
+        uc.reg_write_batch(list(zip(_UC_ALL, (*state.regs, CODE_ADDR, state.eflags | EFLAGS_FIXED1), strict=True)))
         self.vector = None
         faulted = False
         error = None
@@ -216,7 +215,8 @@ class _UnicornSide:
         vals = uc.reg_read_batch(list(_UC_ALL))
         mem = {base: bytes(uc.mem_read(base, size)) for base, size in REGIONS}
         self.mem.update(mem)
-        return Outcome(faulted, tuple(vals[:8]), vals[8], vals[9], mem, error)
+        detail = f"vector {self.vector}" if self.vector is not None else ""
+        return Outcome(faulted, tuple(vals[:8]), vals[8], vals[9], mem, error, detail)
 
 
 class _GdbemuSide:
@@ -251,11 +251,13 @@ class _GdbemuSide:
         cpu.set_eflags(state.eflags | EFLAGS_FIXED1)
         faulted = False
         error = None
+        detail = ""
         try:
             stop = m.run(max_insns=n_insns)
             kind = getattr(stop, "kind", stop)
             if kind == "triple_fault":
                 faulted = True
+                detail = str(getattr(stop, "detail", ""))
             elif kind != "limit":
                 error = f"gdbemu: run() stopped with {stop!r} instead of 'limit'"
         except Exception as exc:  # the core crashing is a finding, not a harness error
@@ -272,33 +274,52 @@ class _GdbemuSide:
             self.m = None  # a triple-faulted or crashed machine is not reused
         else:
             self.mem.update(mem)
-        return Outcome(faulted, regs, eip, eflags, mem, error)
+        return Outcome(faulted, regs, eip, eflags, mem, error, detail)
 
 
 class DiffRunner:
     """Runs one snippet in both emulators for many initial states.
 
-    ``code``: the snippet's bytes; ``n_insns``: how many instructions it has
-    (gdbemu runs exactly that many); ``branch``: the snippet transfers
-    control, so both are stopped by instruction count rather than by reaching
-    the snippet's end; ``background``: region base -> initial contents of the
-    data window and stack before a case's patches are applied.
+    ``code``: the snippet's bytes; ``n_insns``: how many instructions it has;
+    ``branch``: the snippet transfers control, so both are stopped by
+    instruction count rather than by reaching the snippet's end;
+    ``background``: region base -> initial contents of the data window and
+    stack before a case's patches are applied.
+
+    A straight-line snippet is run with ``jmp $+2`` (TERMINATOR) appended, in
+    both emulators, so it ends at ``CODE_ADDR + len(code) + 2``.  Why: gdbemu
+    ends a translation block at a jump, so the block is then exactly the
+    instructions that run.  Without it, the block at CODE_ADDR would run on
+    into the zero bytes after the snippet, gdbemu would have to cut it short
+    for the instruction limit with a one-off uncached translation on every
+    case, and the hot-code tier (a block compiled after many executions,
+    with dead flag computations dropped) would never be exercised.  With it,
+    the first cases of a form run the block in the cold tier and later ones
+    in the hot tier, the same as guest code.
     """
+
+    TERMINATOR = b"\xeb\x00"  # jmp $+2: no effect on registers, flags or memory
 
     def __init__(self, code: bytes, n_insns: int, background: Mapping[int, bytes], *, branch: bool = False) -> None:
         for base, size in REGIONS:
             if len(background[base]) != size:
                 raise ValueError(f"background for {base:#x} must be {size:#x} bytes")
+        if not branch:
+            code += self.TERMINATOR
+            n_insns += 1
         self.code = code
         self.n_insns = n_insns
         self.branch = branch
         self.background = dict(background)
         self._uc = _UnicornSide(code)
         self._gd = _GdbemuSide(code)
+        self._last_images: tuple[State | None, dict[int, bytes]] = (None, {})
 
     def images(self, state: State) -> dict[int, bytes]:
-        """The initial contents of every compared region for ``state``."""
-        return _apply(self.background, state.mem)
+        """The initial contents of every compared region for ``state`` (cached for the last state)."""
+        if self._last_images[0] is not state:
+            self._last_images = (state, _apply(self.background, state.mem))
+        return self._last_images[1]
 
     def run(self, state: State) -> tuple[Outcome, Outcome]:
         """Run ``state`` in Unicorn and gdbemu; returns (unicorn, gdbemu) outcomes."""
@@ -306,6 +327,30 @@ class DiffRunner:
         uc = self._uc.run(state, images, CODE_ADDR + len(self.code), self.n_insns if self.branch else 0)
         gd = self._gd.run(state, images, self.n_insns)
         return uc, gd
+
+    def warm_up(self, state: State, max_runs: int = 1024) -> bool:
+        """Run ``state`` in gdbemu alone until it has compiled the snippet's block.
+
+        gdbemu translates new code into a cold tier and compiles a block into
+        its hot tier only after many executions; a form's cases alone may be
+        too few to get there, so the differential loop calls this between its
+        cold and hot halves.  Progress is read from ``Machine.stats()``
+        (``tier2_built``); returns False (and does nothing more) if that
+        counter is missing or never moves, or if the state faults.
+        """
+        images = self.images(state)
+        gd = self._gd
+        if gd.m is None:
+            gd.run(state, images, self.n_insns)
+        if gd.m is None or "tier2_built" not in gd.m.stats():
+            return False
+        start = gd.m.stats()["tier2_built"]
+        for i in range(max_runs):
+            if gd.run(state, images, self.n_insns).faulted or gd.m is None:
+                return False
+            if i % 8 == 7 and gd.m.stats()["tier2_built"] > start:
+                return True
+        return False
 
 
 def compare(
@@ -333,9 +378,9 @@ def compare(
         return diffs
     if uc.faulted or gd.faulted:
         if not uc.faulted:
-            diffs.append("gdbemu faulted (triple fault) but unicorn completed")
+            diffs.append(f"gdbemu faulted (triple fault: {gd.detail}) but unicorn completed")
         elif not gd.faulted:
-            diffs.append("unicorn raised a CPU exception but gdbemu completed")
+            diffs.append(f"unicorn raised a CPU exception ({uc.detail}) but gdbemu completed")
         else:
             for i, (a, b) in enumerate(zip(state.regs, gd.regs, strict=True)):
                 if a != b:

@@ -164,11 +164,11 @@ class Emitter:
         if size == 4:
             self.emit(f"{name} = {value}")
         elif size == 2:
-            self.emit(f"{name} = {name} & 0xFFFF0000 | {value}")
+            self.emit(f"{name} = {name} & 0xFFFF0000 | ({value})")
         elif high:
-            self.emit(f"{name} = {name} & 0xFFFF00FF | {value} << 8")
+            self.emit(f"{name} = {name} & 0xFFFF00FF | ({value}) << 8")
         else:
-            self.emit(f"{name} = {name} & 0xFFFFFF00 | {value}")
+            self.emit(f"{name} = {name} & 0xFFFFFF00 | ({value})")
 
     # ---- addresses and memory -------------------------------------------------
     def seg_base(self, seg: int, force: bool = False) -> str | None:

@@ -5,7 +5,9 @@
  * Why: demand paging and copy-on-write depend on exact #PF state: CR2 is the
  * faulting linear address (not the page), the error code says present (P),
  * write (W/R) and user (U/S), the saved EIP is the faulting instruction so
- * the handler can fix the PTE and return to restart it. CR0.WP decides
+ * the handler can fix the PTE and return to restart it, and the state the
+ * handler sees is exact even mid-block (registers, flags, ESP of a faulting
+ * push/pop). CR0.WP decides
  * whether ring 0 may write a read-only page, and it must take effect at once
  * even if a translation was cached while it was clear. A is set on any access
  * and D on a write, including a write to a page first cached by a read.
@@ -23,6 +25,12 @@
         .set V_U,    0x40017000         /* user, read-only */
         .set V_S,    0x40018000         /* supervisor-only */
         .set V_UNP,  0x40019000         /* user, not present */
+        .set V_NP3,  0x4001a000         /* more not-present pages */
+        .set V_NP4,  0x4001b000
+        .set V_NP5,  0x4001c000
+        .set F_NP3,  FRAMES + 0x2a000
+        .set F_NP4,  FRAMES + 0x2b000
+        .set F_NP5,  FRAMES + 0x2c000
         .set F_NP,   FRAMES + 0x20000
         .set F_NPW,  FRAMES + 0x21000
         .set F_RO,   FRAMES + 0x22000
@@ -52,6 +60,7 @@ main:
         movl $(tpl_code_end - tpl_code), %ecx
         call memcpy_slow
 
+        call tss_init
         call pt_reset
         movl $V_RO, %eax
         movl $(F_RO | PG_P), %edx
@@ -129,6 +138,49 @@ wp1_write:
         CHECK_EQ exc_last_cr2, $V_X, "fetch-np-cr2"
         CHECK_EQ exc_last_err, $0, "fetch-np-err-0"
         CHECK_EQ exc_last_eip, $V_X, "fetch-np-eip"
+
+        /* ---- precise state at a fault in the middle of a block: registers
+         * and flags computed earlier in the block are in the exception frame,
+         * and the flags survive the restart */
+        call reset_exc
+        movl $(F_NP3 | PG_PW), pf_fix_pte
+        movl $0x1234, %ebx
+        addl $0x1111, %ebx
+        movl $7, %esi
+        cmpl $7, %esi                   /* ZF=1, CF=0 */
+mid_fault:
+        movl V_NP3, %eax
+        setz %cl
+        setc %ch
+        CHECK_EQ exc_last_eip, $mid_fault, "mid-block-fault-eip"
+        CHECK_EQ exc_last_ebx, $0x2345, "mid-block-ebx-at-fault"
+        movl exc_last_efl, %eax
+        andl $0x41, %eax
+        CHECK_EQ %eax, $0x40, "mid-block-zf-cf-at-fault"
+        movzwl %cx, %eax
+        CHECK_EQ %eax, $0x0001, "mid-block-flags-after-restart"
+
+        /* ---- faulting stack instructions leave ESP untouched */
+        call reset_exc
+        movl $(F_NP4 | PG_PW), pf_fix_pte
+        movl $0x4444, F_NP4
+        movl %esp, %ebx
+push_np:
+        pushl V_NP4                     /* reads a not-present page */
+        CHECK_EQ exc_last_esp, %ebx, "push-mem-np-esp-at-fault"
+        popl %eax
+        CHECK_EQ %eax, $0x4444, "push-mem-np-restarted-value"
+        call reset_exc
+        movl $(F_NP5 | PG_PW), pf_fix_pte
+        pushl $0x5555
+        movl %esp, %ebx
+pop_np:
+        popl V_NP5                      /* writes a not-present page */
+        CHECK_EQ exc_last_esp, %ebx, "pop-mem-np-esp-at-fault"
+        CHECK_EQ exc_last_eip, $pop_np, "pop-mem-np-eip"
+        leal 4(%ebx), %eax
+        CHECK_EQ %esp, %eax, "pop-mem-np-esp-after"
+        CHECK_EQ F_NP5, $0x5555, "pop-mem-np-restarted-value"
 
         /* ---- accessed and dirty bits */
         call reset_exc

@@ -7,7 +7,8 @@
  * read the other frame with paging on and its own frame again once CR0.PG is
  * cleared; code at one virtual address must run whatever frame that address
  * maps to now (a code cache keyed by virtual EIP alone runs the wrong code);
- * and switching CR3 between two directories must switch both data and code.
+ * pages that share a TLB index must each reach their own frame; and
+ * switching CR3 between two directories must switch both data and code.
  */
         .include "lib.inc"
 
@@ -19,6 +20,9 @@
         .set CODE_V,   FRAMES + 0x8000  /* a code page, identity at first */
         .set F_CODE2,  FRAMES + 0x9000  /* the frame CODE_V is remapped to */
         .set F_DATA_B, FRAMES + 0xa000  /* V_ALIAS in the second directory */
+        .set V_CONF,   0x60000000       /* N_CONF pages 1 MiB apart ... */
+        .set F_CONF,   FRAMES + 0x80000 /* ... on consecutive frames */
+        .set N_CONF,   24
 
         .text
 tpl_ret1:
@@ -86,6 +90,54 @@ main:
         movl $(F_REMAP | PG_PW), %edx
         call map_page
         CHECK_EQ LOW_REMAP, $0x77777777, "low-page-remapped"
+
+        /* ---- many pages that collide in a direct-mapped TLB (1 MiB apart:
+         * the same index for any TLB of up to 256 entries), each on its own
+         * frame: every read and write must use the right entry */
+        xorl %ecx, %ecx
+1:      movl %ecx, %eax
+        shll $20, %eax
+        addl $V_CONF, %eax
+        movl %ecx, %edx
+        shll $12, %edx
+        addl $(F_CONF | PG_PW), %edx
+        call map_page
+        leal 0xc0f10000(%ecx), %edx
+        movl %edx, (%eax)
+        incl %ecx
+        cmpl $N_CONF, %ecx
+        jb 1b
+        xorl %ebx, %ebx                 /* ebx = mismatches, edi = round */
+        xorl %edi, %edi
+2:      xorl %ecx, %ecx
+3:      movl %ecx, %eax
+        shll $20, %eax
+        addl $V_CONF, %eax
+        leal 0xc0f10000(%ecx,%edi), %edx
+        cmpl %edx, (%eax)
+        je 4f
+        incl %ebx
+4:      incl %edx
+        movl %edx, (%eax)
+        incl %ecx
+        cmpl $N_CONF, %ecx
+        jb 3b
+        incl %edi
+        cmpl $3, %edi
+        jb 2b
+        CHECK_EQ %ebx, $0, "tlb-conflict-reads"
+        xorl %ebx, %ebx
+        xorl %ecx, %ecx
+5:      movl %ecx, %eax
+        shll $12, %eax
+        leal 0xc0f10003(%ecx), %edx
+        cmpl %edx, F_CONF(%eax)
+        je 6f
+        incl %ebx
+6:      incl %ecx
+        cmpl $N_CONF, %ecx
+        jb 5b
+        CHECK_EQ %ebx, $0, "tlb-conflict-writes-land"
 
         /* ---- address space B: own identity table, V_ALIAS -> F_DATA_B */
         movl pd_cur, %ebx               /* ebx = directory A */

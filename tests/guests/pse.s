@@ -7,7 +7,9 @@
  * drop all of them; a CR3 reload must drop every non-global entry; a global
  * entry may survive the reload (a real CPU keeps it, which is the point of
  * PGE) but must go on invlpg and on any CR4.PGE change. Accesses that cross
- * from a large page into a 4 KiB page must use both translations.
+ * from a large page into a 4 KiB page must use both translations. The
+ * same holds for instruction fetch: a direct jump into a page that was
+ * remapped (invlpg, CR3 reload) or unmapped must follow the new translation.
  */
         .include "lib.inc"
 
@@ -25,6 +27,12 @@
         .set V_T,      0x40002000       /* 4 KiB page switched between F_A and F_B */
         .set V_G,      0x40003000       /* global page */
         .set V_NG,     0x40004000       /* non-global neighbour */
+        .set V_CA,     0x40005000       /* code page A -> F_CA */
+        .set V_CB,     0x40006000       /* code page B -> F_CB1, later F_CB2 */
+        .set F_CA,     FRAMES + 0x15000
+        .set F_CB1,    FRAMES + 0x13000
+        .set F_CB2,    FRAMES + 0x17000
+        .set WARM,     40
 
         .text
 main:
@@ -146,4 +154,69 @@ main:
         andl $~CR4_PGE, %eax
         movl %eax, %cr4                 /* changing PGE flushes everything */
         CHECK_EQ V_G, $0xaaaa0001, "cr4-pge-toggle-flushes-global"
+
+        /* ---- code: a block on V_CA jumps (direct jmp) into V_CB; remapping
+         * V_CB must redirect the jump even after both blocks ran many times
+         * (a cached virtual-PC lookup or a chained jump must not bypass it) */
+        call build_code
+        call run_code_warm
+        CHECK_EQ %eax, $((WARM*0x11)&0xffffffff), "code-warm-old-frame"
+        movl $V_CB, %eax
+        call pte_ptr
+        movl %eax, %ebx                 /* ebx = &PTE(V_CB) */
+        movl $(F_CB2 | PG_PW), (%ebx)
+        invlpg V_CB
+        call run_code_warm
+        CHECK_EQ %eax, $((WARM*0x21)&0xffffffff), "code-invlpg-redirects-jump"
+        movl $(F_CB1 | PG_PW), (%ebx)
+        call reload_cr3
+        call run_code_warm
+        CHECK_EQ %eax, $((WARM*0x11)&0xffffffff), "code-cr3-reload-redirects-jump"
+        SET_HOOK VEC_PF, $hook_pf_fix
+        movl $(F_CB2 | PG_PW), pf_fix_pte
+        call reset_exc
+        movl $(F_CB1 | PG_W), (%ebx)    /* not present */
+        invlpg V_CB
+        call run_code_warm
+        CHECK_EQ %eax, $((WARM*0x21)&0xffffffff), "code-unmapped-faults-then-runs"
+        CHECK_EQ exc_count+4*VEC_PF, $1, "code-unmapped-one-fault"
+        CHECK_EQ exc_last_cr2, $(V_CB+0x10), "code-unmapped-cr2"
+        CHECK_EQ exc_last_eip, $(V_CB+0x10), "code-unmapped-eip"
+        ret
+
+/* build_code: at V_CA+0xff0 "mov $1,%eax; jmp V_CB+0x10"; at +0x10 of F_CB1
+ * "add $0x10,%eax; ret", of F_CB2 "add $0x20,%eax; ret". */
+build_code:
+        movl $V_CA, %eax
+        movl $(F_CA | PG_PW), %edx
+        call map_page
+        movl $V_CB, %eax
+        movl $(F_CB1 | PG_PW), %edx
+        call map_page
+        movb $0xb8, F_CA + 0xff0        /* mov $1, %eax */
+        movl $1, F_CA + 0xff1
+        movb $0xe9, F_CA + 0xff5        /* jmp rel32 */
+        movl $((V_CB + 0x10) - (V_CA + 0xffa)), F_CA + 0xff6
+        movb $0x05, F_CB1 + 0x10        /* add $0x10, %eax */
+        movl $0x10, F_CB1 + 0x11
+        movb $0xc3, F_CB1 + 0x15        /* ret */
+        movb $0x05, F_CB2 + 0x10        /* add $0x20, %eax */
+        movl $0x20, F_CB2 + 0x11
+        movb $0xc3, F_CB2 + 0x15
+        ret
+
+/* run_code_warm -> eax: the sum of WARM calls of V_CA+0xff0 */
+run_code_warm:
+        pushl %ebx
+        pushl %ecx
+        xorl %ebx, %ebx
+        movl $WARM, %ecx
+1:      movl $(V_CA + 0xff0), %eax
+        call *%eax
+        addl %eax, %ebx
+        decl %ecx
+        jnz 1b
+        movl %ebx, %eax
+        popl %ecx
+        popl %ebx
         ret

@@ -88,11 +88,22 @@ def bsf_bsr(e: Emitter) -> None:
 _CC = {name: i for i, name in enumerate(F.CC_NAMES)}
 
 
+def _cond(e: Emitter, cc: int) -> str:
+    """The condition as an expression; B/AE (CF alone) through ``carry()``, which has
+    static fast paths for more lazy kinds (SAR, BT, INC/DEC) than ``cond()`` and
+    otherwise costs a CF-only computation instead of all six flags."""
+    if cc == F.CC_B:
+        return e.carry()
+    if cc == F.CC_AE:
+        return f"not {e.carry()}"
+    return e.cond(cc)
+
+
 def _setcc(e: Emitter) -> None:
     """SETcc r/m8: 1 if the condition holds, else 0."""
     (dst,) = e.insn.ops
     cc = _CC[e.insn.name[3:]]
-    e.store(dst, f"(1 if {e.cond(cc)} else 0)")
+    e.store(dst, f"(1 if {_cond(e, cc)} else 0)")
 
 
 def _cmovcc(e: Emitter) -> None:
@@ -104,7 +115,7 @@ def _cmovcc(e: Emitter) -> None:
     dst, src = e.insn.ops
     cc = _CC[e.insn.name[4:]]
     v = e.load(src)
-    with e.block(f"if {e.cond(cc)}:"):
+    with e.block(f"if {_cond(e, cc)}:"):
         e.write_reg(dst.reg, dst.size, v)
 
 

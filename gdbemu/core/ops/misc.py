@@ -102,11 +102,14 @@ def enter(e: Emitter) -> None:
 
     The nesting level is imm8 mod 32.  Frame pointers are read at
     (E)BP - i*size through SS with the stack's address size; FrameTemp is
-    (E)SP after the first push.  (E)BP <- FrameTemp with the operand size and
-    (E)SP <- FrameTemp - level*size - imm16 with the stack size (as Bochs; the
-    SDM's "SP <- SP - AllocSize" for 16-bit operands on a 32-bit stack reads
-    as the stack width too).  All memory accesses come before the register
-    writes, so a #SS/#PF on any of them leaves the registers unchanged.
+    (E)SP after the first push.  (E)BP <- FrameTemp with the *operand* size
+    (SDM: "BP <- FrameTemp[15:0]" for 16-bit operands; Bochs does the same)
+    and (E)SP <- FrameTemp - level*size - imm16 with the stack size.  QEMU,
+    hence Unicorn, writes EBP with the stack width instead, so the two
+    differ in the upper half of EBP for ``enterw`` on a 32-bit stack and
+    ``enterd`` on a 16-bit one (mixed sizes no compiler emits).  All memory
+    accesses come before the register writes, so a #SS/#PF on any of them
+    leaves the registers unchanged.
     """
     alloc_op, level_op = e.insn.ops
     size = e.opsize
@@ -128,7 +131,7 @@ def enter(e: Emitter) -> None:
             e.emit(f"{sp} = {sp} - {size} & {sm}")
             e.store_mem(e.linear(2, sp), size, val)
         e.emit(f"{sp} = {sp} - {size} & {sm}")
-        e.store_mem(e.linear(2, sp), size, f"{frame} & {MASK[size]:#x}")
+        e.store_mem(e.linear(2, sp), size, f"{frame} & {MASK[size]:#x}" if size < 4 else frame)
     e.emit(f"{sp} = {sp} - {e.const(alloc_op.imm & 0xFFFF)} & {sm}")
     e.write_reg(EBP, size, f"{frame} & {MASK[size]:#x}" if size < 4 else frame)
     e.write_reg(ESP, ss, sp)

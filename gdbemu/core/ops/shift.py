@@ -27,7 +27,7 @@ formulas above give the values QEMU (and Unicorn) produce for other counts.
 from __future__ import annotations
 
 from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
-from ..decode import IMM, MEM
+from ..decode import IMM, MEM, REG
 from ..emit import MASK, SIGN, Emitter
 from . import op
 
@@ -49,7 +49,10 @@ def _static_count(e: Emitter, count_op) -> int | None:
 def _runtime_count(e: Emitter, count_op, modulo: int = 0) -> str:
     """Emit the run-time masked count (of CL or a run-time immediate) into a temporary."""
     c = e.tmp("c")
-    src = e.load(count_op, size=1)
+    if count_op.kind == REG and not count_op.high:
+        src = e.reg(count_op.reg)  # CL: the low 5 bits of ECX are the low 5 bits of CL
+    else:
+        src = e.load(count_op, size=1)
     expr = f"{src} & 0x1F"
     if modulo:
         expr = f"({expr}) % {modulo}"
@@ -97,21 +100,25 @@ def _body(e: Emitter, name: str, dst, addr: str | None, v: str, cnt: str, cnt1: 
     m = f"{MASK[size]:#x}"
     r = e.tmp("r")
     if name in ("shl", "sal", "shr", "sar"):
-        s = e.tmp("s")  # cc_src: the value shifted by count-1
+        # cc_src, the value shifted by count-1, is computed only when the flags are live.
+        s = e.tmp("s") if e.flags_live else "0"
         if name in ("shl", "sal"):
             e.emit(f"{r} = {v} << {cnt} & {m}")
-            e.emit(f"{s} = {v} << ({cnt1}) & {m}")
+            if e.flags_live:
+                e.emit(f"{s} = {v} << ({cnt1}) & {m}")
             kind = F.SHL
         elif name == "shr":
-            e.emit(f"{s} = {v} >> ({cnt1})")
-            e.emit(f"{r} = {s} >> 1")
+            e.emit(f"{r} = {v} >> {cnt}")
+            if e.flags_live:
+                e.emit(f"{s} = {v} >> ({cnt1})")
             kind = F.SAR
         else:
             sign = SIGN[size]
             sv = e.tmp("sv")
             e.emit(f"{sv} = ({v} ^ {sign:#x}) - {sign:#x}")
-            e.emit(f"{s} = {sv} >> ({cnt1}) & {m}")
             e.emit(f"{r} = {sv} >> {cnt} & {m}")
+            if e.flags_live:
+                e.emit(f"{s} = {sv} >> ({cnt1}) & {m}")
             kind = F.SAR
         e.store(dst, r, addr=addr)
         e.set_cc(kind, size, r, s)
@@ -188,14 +195,17 @@ def _shld_body(e: Emitter, name: str, dst, addr: str | None, v: str, s: str, cnt
     else:
         e.emit(f"{x} = {v} << {width} | {s} << {bits} | {v}")
     r = e.tmp("r")
-    cs = e.tmp("s")
+    live = e.flags_live
+    cs = e.tmp("s") if live else "0"
     if name == "shld":
         e.emit(f"{r} = {x} << {cnt} >> {width} & {m}")
-        e.emit(f"{cs} = {x} << ({cnt1}) >> {width} & {m}")
+        if live:
+            e.emit(f"{cs} = {x} << ({cnt1}) >> {width} & {m}")
         kind = F.SHL
     else:
         e.emit(f"{r} = {x} >> {cnt} & {m}")
-        e.emit(f"{cs} = {x} >> ({cnt1}) & {m}")
+        if live:
+            e.emit(f"{cs} = {x} >> ({cnt1}) & {m}")
         kind = F.SAR
     e.store(dst, r, addr=addr)
     e.set_cc(kind, size, r, cs)

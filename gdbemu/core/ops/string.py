@@ -58,7 +58,7 @@ import numpy as np
 from ...softmmu.access import ACCESS_READ, ACCESS_WRITE
 from ...softmmu.tlb import PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
-from ..cpu import EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
+from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
 from ..decode import MEM, OTHER, Insn
 from ..emit import MASK, Emitter
 from ..exceptions import UD
@@ -102,7 +102,7 @@ def _src_seg(insn: Insn) -> tuple[int, bool]:
     """The source segment (DS unless overridden) and whether it was an explicit override.
 
     Only the DS:ESI operand honours a segment prefix; ES:EDI cannot be
-    overridden (SDM vol. 1, 3.7.5), and capstone already reports it that way.
+    overridden (SDM vol. 1, 3.7.4), and capstone already reports it that way.
     """
     for o in insn.ops:
         if o.kind == MEM and o.base == 6:
@@ -233,7 +233,7 @@ class _Rep:
     __slots__ = ("cpu", "kind", "size", "amask", "mode", "n", "si", "di", "step", "sbase", "dbase",
                  "mmu", "desc", "soft", "ram", "val", "cc", "done")
 
-    def __init__(self, cpu, kind: int, size: int, addrsize: int, seg: int, mode: int) -> None:
+    def __init__(self, cpu: CPU, kind: int, size: int, addrsize: int, seg: int, mode: int) -> None:
         regs = cpu.regs
         self.cpu = cpu
         self.kind = kind
@@ -457,9 +457,13 @@ class _Rep:
         cpu = self.cpu
         try:
             while self.n and not self.done:
-                if not self.chunk():
+                if self.chunk():
+                    stop = cpu.interrupt_request
+                else:
                     self.one()
-                if cpu.interrupt_request or getattr(cpu, "watch_hit", None):
+                    # A watchpoint hit by this iteration's access ends the instruction here.
+                    stop = cpu.interrupt_request or getattr(cpu, "watch_hit", None)
+                if stop:
                     if self.n and not self.done:
                         STATS["interrupted"] += 1
                         return cpu.eip  # still on this instruction (set by sync_call)
@@ -495,7 +499,7 @@ def _copy(ram: bytearray, slo: int, dlo: int, nb: int, size: int, forward: bool)
 
 
 @helper
-def str_op(cpu, kind: int, size: int, addrsize: int, seg: int, mode: int, next_eip: int) -> int | None:
+def str_op(cpu: CPU, kind: int, size: int, addrsize: int, seg: int, mode: int, next_eip: int) -> int | None:
     """Execute a string instruction whose iterations need the whole machine.
 
     Used for every rep form and for single ins/outs.  ``mode`` is MODE_NONE

@@ -223,7 +223,8 @@ def disasm(insn: Insn, bits: int = 32) -> str:
     """Disassembly text of a decoded instruction, for logs and error messages."""
     md = _TEXT_MD.get(bits)
     if md is None:
-        md = _TEXT_MD[bits] = capstone.Cs(capstone.CS_ARCH_X86, {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits])
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits]
+        md = _TEXT_MD[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
     for ci in md.disasm(insn.raw, insn.addr, 1):
         return f"{ci.mnemonic} {ci.op_str}".strip()
     return f"(bad) {insn.raw.hex()}"

@@ -117,7 +117,7 @@ def cpu_exec(cpu, max_insns: int) -> None:
             if tb.n_insns > left:
                 tb = translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=left)
                 tb.cacheable = False
-            elif tb.tier == 1:
+            elif tb.tier == 1 and translator.force_tier is None:
                 tb.execs += 1
                 if tb.execs >= TIER2_THRESHOLD and not _hot_smc(tbs, tb):
                     translator.build(cpu, tb, 2)
@@ -126,6 +126,8 @@ def cpu_exec(cpu, max_insns: int) -> None:
                 slot = tb.fn()
             except GuestFault as fault:
                 tbs.current = None
+                if fault.soft:
+                    cpu.icount += 1  # int n / int3 / into retire before delivery (traps)
                 deliver(cpu, fault)
                 tb = None
                 slot = 2
@@ -134,6 +136,8 @@ def cpu_exec(cpu, max_insns: int) -> None:
                 try:
                     run_one_uncached(cpu)
                 except GuestFault as fault:
+                    if fault.soft:
+                        cpu.icount += 1
                     deliver(cpu, fault)
                 tb = None
                 slot = 2

@@ -34,7 +34,7 @@ import types
 from . import flags as F
 from . import ops as ops_pkg
 from .cpu import HF_CS32, HF_MMU_SHIFT, HF_TF
-from .decode import IMM, MEM, Decoder, DecodeError, Insn
+from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
 from .tb import TB
@@ -72,6 +72,9 @@ class Translator:
         # retranslating a block whose instructions did not change re-emits nothing.
         self.insn_fn: dict = {}
         self._dyn_plan: dict[int, list] = {}
+        # Tests set this to 1 or 2 to build every TB in that tier from the
+        # start (the differential suite checks both code generators).
+        self.force_tier: int | None = None
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
@@ -132,6 +135,7 @@ class Translator:
                         raise second from None
                     break
                 insns.append(None)  # type: ignore[arg-type]  # marks #UD here
+                insn_paddrs.append(-1)
                 ranges.setdefault(ppage, []).append((paddr, paddr + 1))
                 break
             if insn.size > avail:
@@ -184,7 +188,7 @@ class Translator:
         smc = cpu.machine.tbs.smc_pages
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
-        self.build(cpu, tb, tier)
+        self.build(cpu, tb, self.force_tier or tier)
         return tb
 
     def _plan_dyn_imm(self, cpu, tb: TB) -> None:
@@ -201,7 +205,7 @@ class Translator:
         ram_size = cpu.machine.mem.ram_size
         holes = []
         plan = []
-        for insn, paddr in zip(tb.insns, tb.insn_paddrs + (-1,) * len(tb.insns)):
+        for insn, paddr in zip(tb.insns, tb.insn_paddrs, strict=True):
             entry = None
             if (insn is not None and paddr >= 0 and insn.imm_size and insn.name in DYN_IMM_OPS
                     and paddr + insn.size <= ram_size and cpu.machine.mem.is_ram(paddr)):

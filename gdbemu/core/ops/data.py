@@ -139,7 +139,7 @@ def popa(e: Emitter) -> None:
             e.emit(f"{sp} = {sp} + {size} & {MASK[e.stack_size]:#x}")
         vals.append(v)
     # popa order: edi esi ebp (skip esp) ebx edx ecx eax
-    for r, v in zip((7, 6, 5, 4, 3, 2, 1, 0), vals):
+    for r, v in zip((7, 6, 5, 4, 3, 2, 1, 0), vals, strict=True):
         if r != 4:
             e.write_reg(r, size, v)
     e.write_reg(4, e.stack_size, sp)

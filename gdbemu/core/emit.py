@@ -394,6 +394,8 @@ class Emitter:
                     expr = f"(cc_dst == 0 or cc_dst & {s:#x})"
                     if neg:
                         expr = f"not {expr}"
+            elif kind in (F.BT, F.SAR) and base == 1:  # CF is bit 0 of cc_src
+                expr = "cc_src & 1" if not neg else "not cc_src & 1"
             elif kind == F.EFLAGS:
                 bit = {0: F.OF, 1: F.CF, 2: F.ZF, 3: F.CF | F.ZF, 4: F.SF, 5: F.PF}.get(base)
                 if bit is not None:

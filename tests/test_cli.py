@@ -81,3 +81,16 @@ def test_demo_binary_rebuilds_to_the_same_bytes(tmp_path):
         ["ld", "-m", "elf_i386", "-T", str(DEMO / "demo.ld"), "--build-id=none", str(obj), "-o", str(elf)], check=True
     )
     assert elf.read_bytes() == (DEMO / "demo.elf").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
+def test_demo_output_and_exit_code_match_qemu():
+    """QEMU is the behavioural reference: same console bytes, same exit status."""
+    qemu = subprocess.run(
+        ["qemu-system-i386", "-kernel", str(DEMO / "demo.elf"), "-display", "none", "-debugcon", "stdio",
+         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"],
+        capture_output=True, timeout=60,
+    )
+    ours = run_cli("-kernel", str(DEMO / "demo.elf"))
+    assert ours.stdout == qemu.stdout
+    assert ours.returncode == qemu.returncode

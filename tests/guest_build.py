@@ -87,9 +87,14 @@ def symbols(elf: Path) -> dict[str, int]:
     return table
 
 
-def run_qemu(elf: Path, timeout: float = 60.0, extra: list[str] | None = None) -> tuple[int, bytes]:
+def run_qemu(elf: Path, timeout: float = 60.0, extra: list[str] | None = None, accel: str = "tcg") -> tuple[int, bytes]:
     """Boot a guest on qemu-system-i386 (the behavioural reference) and return
-    (exit status, debugcon bytes).  Used to validate guests, not the core."""
+    (exit status, debugcon bytes).  Used to validate guests, not the core.
+
+    TCG is asked for explicitly: it is the design gdbemu follows (softmmu TLB,
+    translated blocks), it behaves the same on every host, and QEMU must not
+    pick KVM where /dev/kvm happens to exist (the benchmark compares
+    emulators, and a nested KVM may not even run the guests)."""
     import tempfile
 
     qemu = shutil.which("qemu-system-i386")
@@ -105,6 +110,8 @@ def run_qemu(elf: Path, timeout: float = 60.0, extra: list[str] | None = None) -
             "-no-reboot",
             "-m",
             "32",
+            "-accel",
+            accel,
             "-kernel",
             str(elf),
             "-debugcon",

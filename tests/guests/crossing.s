@@ -114,6 +114,22 @@ main:
         CHECK_EQ %eax, $0xa5a6, "inc16-across"
         CHECK_EQ F_NEXT, $0xeeeeeeee, "next-frame-still-untouched"
 
+        /* ---- a segment base makes an aligned offset straddle the boundary */
+        movl $SEL_X1, %ecx
+        movl $(V_X + 0xffe), %eax
+        call gdt_set_data
+        movw $SEL_X1, %ax
+        movw %ax, %gs
+        movl $0xfedcba98, %gs:0
+        movzwl F_X1 + 0xffe, %eax
+        CHECK_EQ %eax, $0xba98, "gs-base-straddle-first-page"
+        movzwl F_X2, %eax
+        CHECK_EQ %eax, $0xfedc, "gs-base-straddle-second-page"
+        movl %gs:0, %eax
+        CHECK_EQ %eax, $0xfedcba98, "gs-base-straddle-load"
+        movw $SEL_KDATA, %ax
+        movw %ax, %gs
+
         /* ---- push/pop with ESP straddling the boundary */
         movl %esp, %ebp
         movl $(V_X + 0x1002), %esp

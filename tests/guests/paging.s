@@ -7,7 +7,9 @@
  * read the other frame with paging on and its own frame again once CR0.PG is
  * cleared; code at one virtual address must run whatever frame that address
  * maps to now (a code cache keyed by virtual EIP alone runs the wrong code);
- * pages that share a TLB index must each reach their own frame; and
+ * pages that share a TLB index must each reach their own frame; segment
+ * bases apply before paging; descriptor tables are read through paging
+ * (a GDT/IDT at a virtual alias, as in a kernel mapped high); and
  * switching CR3 between two directories must switch both data and code.
  */
         .include "lib.inc"
@@ -23,6 +25,9 @@
         .set V_CONF,   0x60000000       /* N_CONF pages 1 MiB apart ... */
         .set F_CONF,   FRAMES + 0x80000 /* ... on consecutive frames */
         .set N_CONF,   24
+        .set V_IMG,    0x50000000       /* alias of the image (IMG_PAGES pages) */
+        .set IMG_BASE, 0x100000
+        .set IMG_PAGES, 16
 
         .text
 tpl_ret1:
@@ -139,6 +144,65 @@ main:
         jb 5b
         CHECK_EQ %ebx, $0, "tlb-conflict-writes-land"
 
+        /* ---- segment bases: linear = base + offset, and paging after that */
+        movl $SEL_X1, %ecx
+        movl $(V_ALIAS - 0x1000), %eax
+        call gdt_set_data
+        movw $SEL_X1, %ax
+        movw %ax, %fs
+        movl %fs:0x1010, %eax           /* V_ALIAS + 0x10 */
+        CHECK_EQ %eax, $0x11111111, "fs-base-read-through-alias"
+        movl $0x12121212, %fs:0x1040
+        CHECK_EQ F_DATA+0x40, $0x12121212, "fs-base-write-through-alias"
+        movl $SEL_X2, %ecx
+        movl $0x10000, %eax
+        call gdt_set_data
+        movw $SEL_X2, %ax
+        movw %ax, %gs
+        movl $0x13131313, F_DATA + 0x60
+        movl $0x14141414, F_DATA + 0x10060
+        movl F_DATA + 0x60, %eax        /* same offset, DS then GS then DS */
+        movl %gs:F_DATA + 0x60, %edx
+        movl F_DATA + 0x60, %ecx
+        CHECK_EQ %eax, $0x13131313, "ds-offset-read"
+        CHECK_EQ %edx, $0x14141414, "gs-same-offset-other-linear"
+        CHECK_EQ %ecx, $0x13131313, "ds-offset-read-again"
+
+        /* ---- descriptor tables read through paging: GDT and IDT loaded at
+         * a virtual alias of the image, as a kernel mapped high does */
+        xorl %ecx, %ecx
+1:      movl %ecx, %eax
+        shll $12, %eax
+        leal IMG_BASE + PG_PW(%eax), %edx
+        addl $V_IMG, %eax
+        call map_page
+        incl %ecx
+        cmpl $IMG_PAGES, %ecx
+        jb 1b
+        lgdt gdt_alias_desc
+        ljmp $SEL_KCODE, $2f            /* descriptors now come through V_IMG */
+2:      movw $SEL_KDATA, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %ss
+        movw $SEL_X1, %ax
+        movw %ax, %fs
+        movl %fs:0x1010, %eax
+        CHECK_EQ %eax, $0x11111111, "gdt-via-alias-segment-load"
+        lidt idt_alias_desc
+        call reset_exc
+        SET_HOOK VEC_GP, $hook_resume
+        movl $3f, resume_eip
+        movw $0x50, %ax
+        movw %ax, %fs                   /* beyond the GDT limit: #GP(0x50) */
+3:      CHECK_EQ exc_count+4*VEC_GP, $1, "idt-via-alias-delivers"
+        CHECK_EQ exc_last_err, $0x50, "idt-via-alias-error-code"
+        lgdt gdt_desc                   /* back to the physical addresses */
+        lidt idt_desc
+        movw $SEL_KDATA, %ax
+        movw %ax, %fs
+        movw %ax, %gs
+
         /* ---- address space B: own identity table, V_ALIAS -> F_DATA_B */
         movl pd_cur, %ebx               /* ebx = directory A */
         call pd_new
@@ -170,3 +234,15 @@ main:
         CHECK_EQ %eax, $1, "nopg-again-code-physical"
         CHECK_EQ F_DATA+0x10, $0x11111111, "nopg-again-data"
         ret
+
+        .data
+        .balign 4
+        .word 0
+gdt_alias_desc:
+        .word gdt_end - gdt - 1
+        .long gdt - IMG_BASE + V_IMG
+        .balign 4
+        .word 0
+idt_alias_desc:
+        .word 0x81 * 8 - 1
+        .long idt - IMG_BASE + V_IMG

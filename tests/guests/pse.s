@@ -75,6 +75,20 @@ main:
         CHECK_EQ %eax, $0x4433, "straddle-4k-part"
         CHECK_EQ V_BIG+0x3ffffe, $0x44332211, "straddle-read-back"
 
+        /* ---- accessed/dirty in a 4 MiB page's PDE (it is the leaf) */
+        movl $V_BIG, %eax
+        call pde_ptr
+        andl $~(PG_A | PG_D), (%eax)
+        call reload_cr3
+        movl V_BIG + 0x200000, %ecx
+        movl (%eax), %ecx
+        andl $(PG_A | PG_D), %ecx
+        CHECK_EQ %ecx, $PG_A, "pse-read-sets-accessed"
+        movl $1, V_BIG + 0x200004
+        movl (%eax), %ecx
+        andl $(PG_A | PG_D), %ecx
+        CHECK_EQ %ecx, $(PG_A | PG_D), "pse-write-sets-dirty"
+
         /* ---- 4 KiB page: invlpg and CR3 reload make a changed PTE visible */
         movl $V_T, %eax
         movl $(F_A | PG_PW), %edx

@@ -8,7 +8,9 @@
  * (the frames are not contiguous), must honour DF, and must keep the
  * element-by-element semantics x86 defines when the operands overlap (a
  * forward movsb with dst = src + 1 replicates the first byte; a memmove
- * would shift instead). Every case is checked against a plain mov loop
+ * would shift instead) -- also when the overlap exists only in the frames,
+ * through two virtual mappings of one frame. repe cmps / repne scas must
+ * stop right after the deciding element across the same boundaries. Every case is checked against a plain mov loop
  * doing the same element order, plus the final ESI/EDI/ECX.
  */
         .include "lib.inc"
@@ -18,6 +20,7 @@
         .set WS,    0x3000
         .set REF,   FRAMES + 0x60000    /* reference image of the workspace (identity) */
         .set SENT,  FRAMES + 0x58000    /* frame physically after V_D's first frame */
+        .set V_AL,  0x400c0000          /* alias of V_D's first frame */
 
 /* MOVS_CASE insn, elem size, step (+-size), src, dst, count, "name":
  * the reference runs on REF with the workspace offsets of src/dst (a src in
@@ -92,6 +95,9 @@ main:
         movl $V_D, %eax
         movl $(FRAMES + 0x57000 + PG_PW), %edx
         call map_page
+        movl $V_AL, %eax
+        movl $(FRAMES + 0x57000 + PG_PW), %edx
+        call map_page
         movl $(V_D + 0x1000), %eax
         movl $(FRAMES + 0x55000 + PG_PW), %edx
         call map_page
@@ -121,6 +127,56 @@ main:
         MOVS_CASE movsb, 1, -1, V_D+0x1010,   V_D+0x1011,   0x40,   "overlap-movsb-bwd-dst-above"
         MOVS_CASE movsl, 4, -4, V_D+0x2010,   V_D+0x200e,   0x10,   "overlap-movsd-bwd-dst-below"
         MOVS_CASE movsl, 4, 4,  V_D+0xffd,    V_D+0xfff,    0x30,   "overlap-movsd-fwd-unaligned"
+        /* overlap that only the frames show: V_AL is a second mapping of
+         * V_D's first frame, so virtually disjoint operands overlap */
+        MOVS_CASE movsb, 1, 1,  V_D+0x100,    V_AL+0x101,   0x40,   "alias-overlap-movsb-fwd"
+        MOVS_CASE movsl, 4, 4,  V_D+0x200,    V_AL+0x204,   0x20,   "alias-overlap-movsd-fwd"
+        MOVS_CASE movsb, 1, -1, V_AL+0x340,   V_D+0x341,    0x40,   "alias-overlap-movsb-bwd"
+
+        /* repe cmps / repne scas across page boundaries (memcmp, strlen):
+         * they stop right after the deciding element */
+        call ws_init
+        movl $(V_D + 0xe80), %edi       /* copy 0x300 bytes of V_S+0xf00 ... */
+        movl $(V_S + 0xf00), %esi
+        movl $0x300, %ecx
+        call memcpy_slow
+        notb V_D + 0xe80 + 0x1a0        /* ... and make byte 0x1a0 differ */
+        movl $(V_S + 0xf00), %esi
+        movl $(V_D + 0xe80), %edi
+        movl $0x300, %ecx
+        repe cmpsb
+        setz %al
+        movzbl %al, %eax
+        CHECK_EQ %eax, $0, "repe-cmpsb-mismatch-zf"
+        CHECK_EQ %ecx, $(0x300-0x1a1), "repe-cmpsb-mismatch-ecx"
+        CHECK_EQ %esi, $(V_S+0xf00+0x1a1), "repe-cmpsb-mismatch-esi"
+        CHECK_EQ %edi, $(V_D+0xe80+0x1a1), "repe-cmpsb-mismatch-edi"
+        movl $(V_S + 0xf00), %esi
+        movl $(V_D + 0xe80), %edi
+        movl $(0x1a0/4), %ecx           /* every dword before the mismatch */
+        repe cmpsl
+        setz %al
+        movzbl %al, %eax
+        CHECK_EQ %eax, $1, "repe-cmpsd-equal-zf"
+        CHECK_EQ %ecx, $0, "repe-cmpsd-equal-ecx"
+        CHECK_EQ %edi, $(V_D+0xe80+0x1a0), "repe-cmpsd-equal-edi"
+        movl $(V_S + 0xf80), %edi       /* V_S byte i is 0x80 + 7*i: unique in 256 */
+        movb $((0x80 + 7 * (0xf80 + 0xa0)) & 0xff), %al
+        movl $0x200, %ecx
+        repne scasb
+        setz %dl
+        movzbl %dl, %edx
+        CHECK_EQ %edx, $1, "repne-scasb-found-zf"
+        CHECK_EQ %ecx, $(0x200-0xa1), "repne-scasb-found-ecx"
+        CHECK_EQ %edi, $(V_S+0xf80+0xa1), "repne-scasb-found-edi"
+        std                             /* backwards over the boundary */
+        movl $(V_S + 0x1040), %edi
+        movb $((0x80 + 7 * (0x1040 - 0x60)) & 0xff), %al
+        movl $0x100, %ecx
+        repne scasb
+        cld
+        CHECK_EQ %ecx, $(0x100-0x61), "repne-scasb-bwd-found-ecx"
+        CHECK_EQ %edi, $(V_S+0x1040-0x61), "repne-scasb-bwd-found-edi"
 
         /* a zero count moves nothing and leaves the pointers alone */
         call ws_init
@@ -150,7 +206,12 @@ ws_init:
 /* ws_to_ref(eax = address) -> eax: a workspace address moved onto REF,
  * anything else (the V_S source) unchanged. */
 ws_to_ref:
-        cmpl $V_D, %eax
+        cmpl $V_AL, %eax                /* the alias page is the workspace's first */
+        jb 2f
+        cmpl $(V_AL + 0x1000), %eax
+        jae 2f
+        subl $(V_AL - V_D), %eax
+2:      cmpl $V_D, %eax
         jb 1f
         cmpl $(V_D + WS), %eax
         jae 1f

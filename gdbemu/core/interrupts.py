@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from . import flags as F
 from .cpu import CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
-from .exceptions import DF, GP, NP, PF, SS as SS_FAULT, TS, VECTORS_WITH_ERROR_CODE, GuestFault
+from .exceptions import DF, GP, NP, PF, TS, VECTORS_WITH_ERROR_CODE, GuestFault
+from .exceptions import SS as SS_FAULT
 from .seg import (
     SYS_INT_GATE16,
     SYS_INT_GATE32,
@@ -70,11 +71,19 @@ def _is_double_fault(first: int, second: int) -> bool:
 
 
 def raise_exception(cpu, fault: GuestFault) -> None:
-    """Deliver ``fault``; escalate to #DF / triple fault when delivery itself faults."""
+    """Deliver ``fault``; escalate to #DF / triple fault when delivery itself faults.
+
+    A trap-like event (``next_eip`` set: INT n, INT3, INTO, INT1) has already
+    been counted as retired (the exec loop counts software interrupts, the
+    INT1 emitter itself).  If its delivery faults, the instruction faulted
+    instead — the new exception reports its EIP — so it did not retire.
+    """
     try:
         _deliver(cpu, fault)
         return
     except GuestFault as second:
+        if fault.next_eip is not None:
+            cpu.icount -= 1
         if fault.vector == DF and not fault.soft:
             _triple(cpu, f"fault {second} while delivering #DF")
             return

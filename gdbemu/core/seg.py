@@ -17,6 +17,7 @@ privilege level installs a stack segment whose DPL is the new CPL.
 
 from __future__ import annotations
 
+from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX
 from . import flags as F
 from .cpu import (
     CR0_PE,
@@ -39,8 +40,8 @@ from .cpu import (
     SS,
     SegmentCache,
 )
-from .exceptions import GP, NP, SS as SS_FAULT, TS, GuestFault
-from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX
+from .exceptions import GP, NP, TS, GuestFault
+from .exceptions import SS as SS_FAULT
 
 # System descriptor types (S=0), SDM vol. 3, table 3-2.
 SYS_TSS16_AVAIL = 1
@@ -383,7 +384,7 @@ def probe_verify(cpu, selector: int, write: bool) -> bool:
 
 __all__ = [
     "read_descriptor", "try_read_descriptor", "desc_base", "desc_limit", "cache_from", "load_cache",
-    "load_seg", "real_mode_cache", "load_code_cache", "set_accessed", "check_code_descriptor", "check_eip", "stack_cache",
-    "tss_inner_stack", "invalidate_outer_segments", "lldt", "ltr", "probe_lar", "probe_lsl",
+    "load_seg", "real_mode_cache", "load_code_cache", "set_accessed", "check_code_descriptor", "check_eip",
+    "stack_cache", "tss_inner_stack", "invalidate_outer_segments", "lldt", "ltr", "probe_lar", "probe_lsl",
     "probe_verify", "sys_read", "sys_write", "stack_read", "stack_write", "DESC_B", "DESC_TYPE_SHIFT",
 ]

@@ -2,34 +2,32 @@
 
 The CPU does not advertise FPU, MMX, FXSR or SSE in CPUID (ops/system.py),
 so an OS does not use them, or uses them only after arranging to catch the
-fault.  What each instruction raises follows the CR0 flags as the SDM
-describes (vol. 3, 2.5 and table 2-2; vol. 2, the exception tables of
-FXSAVE, EMMS and the MMX/SSE instructions):
+fault.  What each instruction raises is what the SDM specifies for a
+processor with these CR0 flags and this CPUID:
 
-=====================  ===================================  ======================
-instructions           #NM (device not available) when      otherwise
-=====================  ===================================  ======================
-x87 (f*)               CR0.EM = 1 or CR0.TS = 1              #UD (no x87 unit)
-WAIT/FWAIT             CR0.MP = 1 and CR0.TS = 1             executes: a no-op,
-                                                             no x87 exception can
-                                                             be pending
-FXSAVE/FXRSTOR         CR0.EM = 1 or CR0.TS = 1              #UD (no FXSR)
-MMX, SSE, EMMS,        CR0.TS = 1 (CR0.EM = 1 is #UD first)  #UD (no MMX/SSE)
-LDMXCSR/STMXCSR
-=====================  ===================================  ======================
+* x87 (SDM vol. 3, 2.5 and table 2-2): #NM when CR0.EM = 1 or CR0.TS = 1;
+  otherwise #UD, since there is no x87 unit to execute it.  EM=1 is how an
+  OS without an FPU emulates one (Linux's math-emu): its #NM handler runs.
+* WAIT/FWAIT (table 2-2): #NM when CR0.MP = 1 and CR0.TS = 1; otherwise it
+  executes, which is a no-op: no unmasked x87 exception can be pending.
+* MMX, SSE/SSE2/SSE3/SSSE3/SSE4 (including EMMS, LDMXCSR, STMXCSR) and
+  FXSAVE/FXRSTOR: #UD whatever CR0 says.  The first row of SDM vol. 3 tables
+  12-1 (MMX) and 13-1 (SSE) — "CPUID feature flag = 0: #UD" — comes before
+  the EM/TS rows, and FXSAVE/FXRSTOR are #UD when CPUID.FXSR = 0; QEMU checks
+  the CPUID feature first too.  (CR4.OSFXSR cannot even be set: it is a
+  reserved CR4 bit on this CPU.)
 
-With EM=1 an OS emulates the x87 in its #NM handler (the reason EM exists);
-with TS=1 a lazy-switching OS gets #NM first as it would on hardware, and
-the instruction then raises #UD once TS is clear.  The CR0 bits are read at
-run time (they are not part of hflags), so CLTS needs no TB end.
+The CR0 bits are read at run time (they are not part of hflags), so CLTS and
+LMSW need no TB end for these instructions.
 
 The x87 names are every capstone mnemonic of the x87 unit (``f*``, which no
 integer instruction uses).  The SIMD names are the MMX/SSE/SSE2/SSE3/SSSE3/
-SSE4 mnemonics below, minus the ones other families own: ``movsd`` and
-``cmpsd`` are also string instructions (ops/string.py tells them apart by
-operands), and the fences, ``pause``, ``clflush`` and the prefetches are
-integer no-ops (ops/data.py).  A SIMD mnemonic not listed here is #UD,
-whatever TS says.
+SSE4 mnemonics listed below, registered so that their #UD is explicit (an
+unregistered mnemonic gets the translator's #UD, the same exception), minus
+the ones other families own: ``movsd`` and ``cmpsd`` are also string
+instructions (the string family tells them apart by operands), and the
+fences, ``pause``, ``clflush`` and the prefetches are integer no-ops
+(ops/data.py).
 """
 
 from __future__ import annotations
@@ -97,16 +95,8 @@ def x87(e: Emitter) -> None:
     e.ended = True
 
 
-@op(*sorted(FXSR_NAMES & _NAMES), flags="", end=True)
-def fxsave(e: Emitter) -> None:
-    x87(e)
-
-
-@op(*sorted(SIMD_NAMES), flags="", end=True)
+@op(*sorted(SIMD_NAMES | (FXSR_NAMES & _NAMES)), flags="", end=True)
 def simd(e: Emitter) -> None:
-    e.may_fault = True
-    with e.block(f"if cpu.cr[0] & {CR0_EM | CR0_TS:#x} == {CR0_TS:#x}:"):
-        e.fault(NM)
     e.fault(UD)
     e.ended = True
 

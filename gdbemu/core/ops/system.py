@@ -31,6 +31,8 @@ from ..cpu import (
     CR4_PCE,
     CR4_PGE,
     CR4_PSE,
+    CR4_SMAP,
+    CR4_SMEP,
     CR4_TSD,
     HF_PE,
     HF_VM,
@@ -49,6 +51,14 @@ from ..decode import CREG, DREG, IMM, MEM
 from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
+from ..interrupts import iret as _iret
+from ..seg import lldt as _lldt
+from ..seg import load_seg as _load_seg
+from ..seg import ltr as _ltr
+from ..seg import probe_lar as _probe_lar
+from ..seg import probe_lsl as _probe_lsl
+from ..seg import probe_verify as _probe_verify
+from ..seg import sys_read
 from . import op
 
 REQ_EXIT = 1
@@ -196,8 +206,6 @@ def check_io(cpu, port: int, size: int) -> None:
     """IOPL, then the TSS I/O permission bitmap (SDM vol. 1, 19.5; always the bitmap in VM86)."""
     if not cpu.cr[0] & CR0_PE or (cpu.cpl <= (cpu.eflags >> 12) & 3 and not cpu.eflags & F.VM):
         return
-    from ..seg import sys_read
-
     tr = cpu.tr
     if not tr.type & 8 or tr.limit < 0x67:
         raise GuestFault(GP, 0)
@@ -225,9 +233,8 @@ def io_in(cpu, port: int, size: int) -> int:
 # ---- segments ------------------------------------------------------------------
 @helper
 def load_seg(cpu, seg: int, selector: int) -> None:
-    from ..seg import load_seg as _load
-
-    _load(cpu, seg, selector)
+    """mov/pop/lds to a segment register (seg.load_seg has the checks)."""
+    _load_seg(cpu, seg, selector)
 
 
 # ---- interrupts ------------------------------------------------------------------
@@ -243,6 +250,8 @@ def int_(e: Emitter) -> None:
     nxt = e.next_eip()
     if name == "int1":
         # ICEBP: a trap-like #DB, delivered like a hardware exception (no DPL check, EXT=1).
+        # It retires before the delivery; the exec loop counts only soft interrupts so.
+        e.emit("cpu.icount += 1")
         e.emit(f"raise Fault(1, next_eip={nxt})")
         e.ended = True
         return
@@ -273,8 +282,6 @@ def iret(e: Emitter) -> None:
 
 @helper
 def iret(cpu, opsize: int) -> None:  # noqa: F811
-    from ..interrupts import iret as _iret
-
     _iret(cpu, opsize)
 
 
@@ -338,15 +345,11 @@ def lldt(e: Emitter) -> None:
 
 @helper
 def load_lldt(cpu, selector: int) -> None:
-    from ..seg import lldt as _lldt
-
     _lldt(cpu, selector)
 
 
 @helper
 def load_ltr(cpu, selector: int) -> None:
-    from ..seg import ltr as _ltr
-
     _ltr(cpu, selector)
 
 
@@ -378,16 +381,12 @@ def lar(e: Emitter) -> None:
 
 @helper
 def probe_lar(cpu, selector: int) -> int | None:
-    from ..seg import probe_lar as _probe
-
-    return _probe(cpu, selector)
+    return _probe_lar(cpu, selector)
 
 
 @helper
 def probe_lsl(cpu, selector: int) -> int | None:
-    from ..seg import probe_lsl as _probe
-
-    return _probe(cpu, selector)
+    return _probe_lsl(cpu, selector)
 
 
 @op("verr", "verw", flags="rw")
@@ -403,9 +402,7 @@ def verr(e: Emitter) -> None:
 
 @helper
 def probe_verify(cpu, selector: int, write: bool) -> bool:
-    from ..seg import probe_verify as _probe
-
-    return _probe(cpu, selector, write)
+    return _probe_verify(cpu, selector, write)
 
 
 @op("arpl", flags="rw")
@@ -496,9 +493,10 @@ def mov_system(e: Emitter) -> None:
 
 
 CR0_DEFINED = 0xE005003F  # PE MP EM TS ET NE WP AM NW CD PG; writes to other bits are ignored (SDM 2.5)
-# CR4 bits this CPU supports, matching CPUID: VME/PVI, PAE, MCE, OSFXSR, OSXMMEXCPT,
-# SMEP/SMAP are not advertised, so setting them is #GP like any reserved bit.
-CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE
+# CR4 bits this CPU supports, matching CPUID (leaf 1 EDX, leaf 7 EBX): VME/PVI, PAE,
+# MCE, OSFXSR, OSXMMEXCPT are not advertised, so setting them is #GP like any
+# reserved bit (SDM vol. 2 MOV CR).
+CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_SMEP | CR4_SMAP
 
 
 @helper
@@ -540,7 +538,8 @@ def mov_to_cr(cpu, n: int, value: int) -> None:
             raise GuestFault(GP, 0)
         old = cpu.cr[4]
         cpu.cr[4] = value
-        if (old ^ value) & (CR4_PGE | CR4_PSE):
+        # Cached translations depend on PSE, global pages on PGE, rights on SMEP/SMAP.
+        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_SMEP | CR4_SMAP):
             cpu.tlb.flush()
     else:
         raise GuestFault(UD)
@@ -584,7 +583,7 @@ def mov_to_dr(cpu, n: int, value: int) -> None:
 
 
 # ---- CPUID -----------------------------------------------------------------------------
-CPUID_MAX_BASIC = 2
+CPUID_MAX_BASIC = 7
 CPUID_MAX_EXT = 0x80000004
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
 # Leaf 1 EDX: DE PSE TSC MSR CX8 APIC MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
@@ -598,6 +597,11 @@ CPUID_1_EDX = (
 # Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
 # 16 KiB L1 I and D, 512 KiB L2.
 CPUID_2 = (0x03020101, 0, 0, 0x0C040843)
+# Leaf 7 sub-leaf 0 EBX: SMEP (bit 7) and SMAP (bit 20), which the page walk
+# enforces (core/mmu.py); SMAP brings STAC/CLAC.  Leaves 3-6 are all zero: no
+# processor serial number, no deterministic cache leaf (leaf 2 describes the
+# caches), no MONITOR/MWAIT, no thermal/power features.
+CPUID_7_EBX = (1 << 7) | (1 << 20)
 BRAND = b"gdbemu virtual CPU".ljust(48, b"\0")
 
 
@@ -609,12 +613,17 @@ def _dwords(data: bytes) -> tuple[int, int, int, int]:
 @helper
 def cpuid(cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     """CPUID: (EAX, EBX, ECX, EDX).  Leaves beyond the maximum return the highest basic leaf (Intel)."""
-    del subleaf  # no leaf with sub-leaves (4, 7, 0xB ...) is implemented
     if leaf == 0:
         ebx, edx, ecx = _dwords(b"GenuineIntel" + b"\0" * 4)[:3]
         return CPUID_MAX_BASIC, ebx, ecx, edx
     if leaf == 1:
         return CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, 0, CPUID_1_EDX
+    if leaf == 2:
+        return CPUID_2
+    if leaf == 7:
+        return (0, CPUID_7_EBX, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
+    if 3 <= leaf <= CPUID_MAX_BASIC:
+        return 0, 0, 0, 0
     if leaf == 0x80000000:
         return CPUID_MAX_EXT, 0, 0, 0
     if leaf == 0x80000001:
@@ -622,7 +631,7 @@ def cpuid(cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if 0x80000002 <= leaf <= 0x80000004:
         k = leaf - 0x80000002
         return _dwords(BRAND[16 * k : 16 * k + 16])
-    return CPUID_2
+    return cpuid(cpu, CPUID_MAX_BASIC, subleaf)
 
 
 @op("cpuid", flags="", pure=True)
@@ -631,6 +640,25 @@ def cpuid_op(e: Emitter) -> None:
     e.emit(f"{t} = H.cpuid(cpu, eax, ecx)")
     for i, r in enumerate((0, 3, 1, 2)):  # EAX EBX ECX EDX
         e.write_reg(r, 4, f"{t}[{i}]")
+
+
+@op("stac", "clac", flags="", end=True)
+def stac(e: Emitter) -> None:
+    """STAC/CLAC: set/clear EFLAGS.AC, which lifts/restores SMAP for supervisor accesses.
+
+    #UD at CPL > 0 and in virtual-8086 mode (SDM vol. 2 STAC).  AC selects the
+    mmu_idx (part of hflags), so the TB ends.
+    """
+    if e.hflags & 3:
+        e.fault(UD)
+        e.ended = True
+        return
+    if e.insn.name == "stac":
+        e.emit(f"cpu.eflags |= {F.AC:#x}")
+    else:
+        e.emit(f"cpu.eflags &= ~{F.AC:#x}")
+    e.emit("cpu.compute_hflags()")
+    e.end()
 
 
 # ---- time-stamp counter and MSRs ------------------------------------------------------

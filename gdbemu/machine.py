@@ -19,7 +19,7 @@ from .core.translate import Translator
 from .softmmu.access import SoftMMU
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
-from .softmmu.tlb import NB_MMU_MODES, TLB_NOTDIRTY, CPUTLB
+from .softmmu.tlb import CPUTLB, NB_MMU_MODES, TLB_NOTDIRTY
 
 
 @dataclass
@@ -81,8 +81,8 @@ class Machine:
 
     # ---- wiring ---------------------------------------------------------------
     def _make_cpu(self, index: int) -> CPU:
-        from .core import helpers
         from .core import flags as F
+        from .core import helpers
 
         cpu = CPU(index)
         cpu.machine = self

@@ -28,7 +28,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from unicorn import UC_ARCH_X86, UC_ERR_EXCEPTION, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
 from unicorn import x86_const as ux
 
 CODE_REGION = (0x0, 0x10000)
@@ -165,12 +165,13 @@ def _changed_pages(current: bytes | None, wanted: bytes) -> Iterable[tuple[int, 
 class _UnicornSide:
     """One Unicorn instance holding the snippet, reused across cases."""
 
-    def __init__(self, code: bytes) -> None:
+    def __init__(self, code: bytes, code_addr: int) -> None:
+        self.code_addr = code_addr
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map(CODE_REGION[0], CODE_REGION[1] - CODE_REGION[0])
         for base, size in REGIONS:
             self.uc.mem_map(base, size)
-        self.uc.mem_write(CODE_ADDR, code)
+        self.uc.mem_write(code_addr, code)
         self.mem: dict[int, bytes | None] = {base: None for base, _ in REGIONS}
         # A reused Unicorn instance keeps QEMU's exception bookkeeping across
         # runs (Unicorn 2.1.4): after one #DE the next fault is escalated to
@@ -193,7 +194,7 @@ class _UnicornSide:
                 uc.mem_write(base + off, images[base][off : off + length])
             self.mem[base] = images[base]
         uc.context_restore(self.pristine)
-        uc.reg_write_batch(list(zip(_UC_ALL, (*state.regs, CODE_ADDR, state.eflags | EFLAGS_FIXED1), strict=True)))
+        uc.reg_write_batch(list(zip(_UC_ALL, (*state.regs, self.code_addr, state.eflags | EFLAGS_FIXED1), strict=True)))
         self.vector = None
         faulted = False
         error = None
@@ -203,11 +204,13 @@ class _UnicornSide:
             # an instruction, so it cannot be used for them.  Control
             # transfers leave the snippet, so they are stopped by count.
             if count:
-                uc.emu_start(CODE_ADDR, _NEVER, count=count)
+                uc.emu_start(self.code_addr, _NEVER, count=count)
             else:
-                uc.emu_start(CODE_ADDR, end)
+                uc.emu_start(self.code_addr, end)
         except UcError as exc:
-            if exc.errno == UC_ERR_EXCEPTION:
+            if exc.errno == UC_ERR_INSN_INVALID:  # Unicorn reports #UD this way, not as an interrupt
+                faulted, self.vector = True, 6
+            elif exc.errno == UC_ERR_EXCEPTION:
                 faulted = True
             else:
                 error = f"unicorn: {exc}"
@@ -222,8 +225,9 @@ class _UnicornSide:
 class _GdbemuSide:
     """One gdbemu Machine holding the snippet, rebuilt only after a fault or crash."""
 
-    def __init__(self, code: bytes) -> None:
+    def __init__(self, code: bytes, code_addr: int) -> None:
         self.code = code
+        self.code_addr = code_addr
         self.m: Any = None
         self.mem: dict[int, bytes | None] = {}
 
@@ -232,7 +236,7 @@ class _GdbemuSide:
 
         m = Machine(ram_size=RAM_SIZE)
         m.cpu.setup_flat32()
-        m.mem.write(CODE_ADDR, self.code)
+        m.mem.write(self.code_addr, self.code)
         self.mem = {base: None for base, _ in REGIONS}
         return m
 
@@ -247,7 +251,7 @@ class _GdbemuSide:
         cpu = m.cpu
         for i, v in enumerate(state.regs):
             cpu.regs[i] = v
-        cpu.eip = CODE_ADDR
+        cpu.eip = self.code_addr
         cpu.set_eflags(state.eflags | EFLAGS_FIXED1)
         faulted = False
         error = None
@@ -284,12 +288,13 @@ class DiffRunner:
     ``branch``: the snippet transfers control, so both are stopped by
     instruction count rather than by reaching the snippet's end;
     ``background``: region base -> initial contents of the data window and
-    stack before a case's patches are applied.
+    stack before a case's patches are applied; ``code_addr``: where the
+    snippet is placed (CODE_ADDR unless a test wants it to straddle a page).
 
     A straight-line snippet is run with ``jmp $+2`` (TERMINATOR) appended, in
-    both emulators, so it ends at ``CODE_ADDR + len(code) + 2``.  Why: gdbemu
+    both emulators, so it ends at ``code_addr + len(code) + 2``.  Why: gdbemu
     ends a translation block at a jump, so the block is then exactly the
-    instructions that run.  Without it, the block at CODE_ADDR would run on
+    instructions that run.  Without it, the block at the snippet would run on
     into the zero bytes after the snippet, gdbemu would have to cut it short
     for the instruction limit with a one-off uncached translation on every
     case, and the hot-code tier (a block compiled after many executions,
@@ -300,19 +305,30 @@ class DiffRunner:
 
     TERMINATOR = b"\xeb\x00"  # jmp $+2: no effect on registers, flags or memory
 
-    def __init__(self, code: bytes, n_insns: int, background: Mapping[int, bytes], *, branch: bool = False) -> None:
+    def __init__(
+        self,
+        code: bytes,
+        n_insns: int,
+        background: Mapping[int, bytes],
+        *,
+        branch: bool = False,
+        code_addr: int = CODE_ADDR,
+    ) -> None:
         for base, size in REGIONS:
             if len(background[base]) != size:
                 raise ValueError(f"background for {base:#x} must be {size:#x} bytes")
         if not branch:
             code += self.TERMINATOR
             n_insns += 1
+        if not (CODE_REGION[0] <= code_addr and code_addr + len(code) <= CODE_REGION[1]):
+            raise ValueError("the snippet must lie in the code region")
         self.code = code
+        self.code_addr = code_addr
         self.n_insns = n_insns
         self.branch = branch
         self.background = dict(background)
-        self._uc = _UnicornSide(code)
-        self._gd = _GdbemuSide(code)
+        self._uc = _UnicornSide(code, code_addr)
+        self._gd = _GdbemuSide(code, code_addr)
         self._last_images: tuple[State | None, dict[int, bytes]] = (None, {})
 
     def images(self, state: State) -> dict[int, bytes]:
@@ -321,12 +337,37 @@ class DiffRunner:
             self._last_images = (state, _apply(self.background, state.mem))
         return self._last_images[1]
 
-    def run(self, state: State) -> tuple[Outcome, Outcome]:
-        """Run ``state`` in Unicorn and gdbemu; returns (unicorn, gdbemu) outcomes."""
+    def run(self, state: State, n_insns: int | None = None) -> tuple[Outcome, Outcome]:
+        """Run ``state`` in Unicorn and gdbemu; returns (unicorn, gdbemu) outcomes.
+
+        ``n_insns`` (fewer than the snippet has) stops both early, by count:
+        that checks that gdbemu honours an instruction limit that falls inside
+        a block it has already compiled.  It must not be used on snippets with
+        REP string instructions (Unicorn counts their iterations).
+        """
         images = self.images(state)
-        uc = self._uc.run(state, images, CODE_ADDR + len(self.code), self.n_insns if self.branch else 0)
+        if n_insns is not None:
+            uc = self._uc.run(state, images, 0, n_insns)
+            gd = self._gd.run(state, images, n_insns)
+            return uc, gd
+        uc = self._uc.run(state, images, self.code_addr + len(self.code), self.n_insns if self.branch else 0)
         gd = self._gd.run(state, images, self.n_insns)
         return uc, gd
+
+    def block_tier(self) -> str:
+        """ "hot" if gdbemu has compiled the snippet's block (its hot tier), else "cold".
+
+        Read from ``Machine.stats()["tier2_built"]``: a runner's Machine only
+        ever runs its one snippet, so any compiled block is the snippet's.
+        "unknown" if the counter is missing.
+        """
+        m = self._gd.m
+        if m is None:
+            return "cold"
+        built = m.stats().get("tier2_built")
+        if built is None:
+            return "unknown"
+        return "hot" if built else "cold"
 
     def warm_up(self, state: State, max_runs: int = 1024) -> bool:
         """Run ``state`` in gdbemu alone until it has compiled the snippet's block.
@@ -334,23 +375,20 @@ class DiffRunner:
         gdbemu translates new code into a cold tier and compiles a block into
         its hot tier only after many executions; a form's cases alone may be
         too few to get there, so the differential loop calls this between its
-        cold and hot halves.  Progress is read from ``Machine.stats()``
-        (``tier2_built``); returns False (and does nothing more) if that
-        counter is missing or never moves, or if the state faults.
+        cold and hot halves.  Returns whether the block is hot; False (after
+        at most ``max_runs`` runs) if ``stats()`` has no ``tier2_built``
+        counter, the counter never moves, or the state faults.
         """
         images = self.images(state)
         gd = self._gd
         if gd.m is None:
             gd.run(state, images, self.n_insns)
-        if gd.m is None or "tier2_built" not in gd.m.stats():
-            return False
-        start = gd.m.stats()["tier2_built"]
-        for i in range(max_runs):
-            if gd.run(state, images, self.n_insns).faulted or gd.m is None:
+        for _ in range(max_runs):
+            if gd.m is None or self.block_tier() != "cold":
+                break
+            if gd.run(state, images, self.n_insns).faulted:
                 return False
-            if i % 8 == 7 and gd.m.stats()["tier2_built"] > start:
-                return True
-        return False
+        return self.block_tier() == "hot"
 
 
 def compare(
@@ -364,9 +402,11 @@ def compare(
     """Differences between the Unicorn and gdbemu outcomes, as readable lines.
 
     ``flags_mask`` selects the EFLAGS bits compared at all; ``undefined``
-    removes the bits the SDM leaves undefined for this case.  Faulting cases
-    are compared only for "both faulted" and for gdbemu's registers being
-    untouched (a precise fault).
+    removes the bits the SDM leaves undefined for this case.  If only one
+    side faulted, that is the one difference reported.  If both faulted, the
+    states at the fault are compared the same way: exceptions are precise, so
+    gdbemu must hold the state from just before the faulting instruction,
+    which for a one-instruction snippet means its registers are unchanged.
     """
     und = undefined or Undefined()
     diffs: list[str] = []
@@ -376,25 +416,29 @@ def compare(
         diffs.append(gd.error)
     if diffs:
         return diffs
-    if uc.faulted or gd.faulted:
-        if not uc.faulted:
+    if uc.faulted != gd.faulted:
+        if gd.faulted:
             diffs.append(f"gdbemu faulted (triple fault: {gd.detail}) but unicorn completed")
-        elif not gd.faulted:
-            diffs.append(f"unicorn raised a CPU exception ({uc.detail}) but gdbemu completed")
         else:
-            for i, (a, b) in enumerate(zip(state.regs, gd.regs, strict=True)):
-                if a != b:
-                    diffs.append(f"imprecise fault: gdbemu changed {REG_NAMES[i]} {a:#010x} -> {b:#010x}")
+            diffs.append(f"unicorn raised a CPU exception ({uc.detail}) but gdbemu completed")
         return diffs
+    # When both faulted, the state at the fault must match: for a one-instruction
+    # snippet that is the initial state (registers unchanged, a precise fault);
+    # in a longer snippet, the effects of the instructions before the faulting one.
+    at = f"at the fault ({uc.detail}): " if uc.faulted else ""
+    if uc.faulted:
+        for i, (a, b) in enumerate(zip(state.regs, gd.regs, strict=True)):
+            if a != b and uc.regs[i] == a:
+                diffs.append(f"imprecise fault: gdbemu changed {REG_NAMES[i]} {a:#010x} -> {b:#010x}")
     for i, (a, b) in enumerate(zip(uc.regs, gd.regs, strict=True)):
-        if (a ^ b) & ~und.regs.get(i, 0) & 0xFFFFFFFF:
-            diffs.append(f"{REG_NAMES[i]}: unicorn={a:#010x} gdbemu={b:#010x}")
+        if (a ^ b) & ~und.regs.get(i, 0) & 0xFFFFFFFF and not (uc.faulted and state.regs[i] == a):
+            diffs.append(f"{at}{REG_NAMES[i]}: unicorn={a:#010x} gdbemu={b:#010x}")
     if uc.eip != gd.eip:
-        diffs.append(f"eip: unicorn={uc.eip:#010x} gdbemu={gd.eip:#010x}")
+        diffs.append(f"{at}eip: unicorn={uc.eip:#010x} gdbemu={gd.eip:#010x}")
     fm = flags_mask & ~und.flags
     if (uc.eflags ^ gd.eflags) & fm:
         diffs.append(
-            f"eflags (compared bits {fm:#x}): unicorn={uc.eflags:#x} [{flag_str(uc.eflags)}] "
+            f"{at}eflags (compared bits {fm:#x}): unicorn={uc.eflags:#x} [{flag_str(uc.eflags)}] "
             f"gdbemu={gd.eflags:#x} [{flag_str(gd.eflags)}]"
         )
     for base, size in REGIONS:
@@ -411,7 +455,7 @@ def compare(
         for start, end in _runs(bad):
             init = images[base][start:end].hex()
             diffs.append(
-                f"mem[{base + start:#x}..{base + end:#x}): initial={init} "
+                f"{at}mem[{base + start:#x}..{base + end:#x}): initial={init} "
                 f"unicorn={a[start:end].hex()} gdbemu={b[start:end].hex()}"
             )
     return diffs

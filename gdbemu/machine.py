@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from .core import interrupts
 from .core.cpu import CPU, EAX, EBX
 from .core.exceptions import GuestFault
-from .core.exec import REQ_EXIT, cpu_exec
+from .clock import VirtualClock
+from .core import flags as _F
+from .core.exec import REQ_EXIT, REQ_HARD, cpu_exec
 from .core.mmu import tlb_fill
 from .core.tb import TBCache
 from .core.translate import Translator
@@ -26,8 +28,10 @@ from .softmmu.tlb import CPUTLB, NB_MMU_MODES, TLB_NOTDIRTY
 class Stop:
     """Why ``Machine.run`` returned."""
 
-    kind: str  # "exit", "halt", "limit", "triple_fault"
+    kind: str  # "exit", "halt", "idle", "limit", "triple_fault"
     detail: str = ""
+    # "halt": hlt with IF=0, nothing can wake the CPU.  "idle": hlt with IF=1 and
+    # no timer armed: only an outside event (console input, gdb) can wake it.
 
 
 class DebugExit:
@@ -61,7 +65,9 @@ class _Helpers:
 
 
 class Machine:
-    def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1) -> None:
+    SLICE = 1 << 20  # instructions per exec slice when no timer is closer
+
+    def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1, icount_shift: int = 3) -> None:
         self.mem = PhysMemory(ram_size)
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
@@ -76,6 +82,11 @@ class Machine:
         for i in range(ncpus):
             self.cpus.append(self._make_cpu(i))
         self.cpu = self.cpus[0]
+        self.clock = VirtualClock(lambda: self.cpu.icount, icount_shift)
+        # Interrupt controllers: objects with set_irq(line, level); the CPU side
+        # asks ``interrupt_sources`` (highest priority first) for a vector.
+        self.irq_sinks: list = []
+        self.interrupt_sources: list = []
         self.mem.add_port(0xF4, 4, DebugExit(self))
         self.mem.add_port(0xE9, 1, DebugCon(self))
 
@@ -165,30 +176,75 @@ class Machine:
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         interrupts.raise_exception(cpu, fault)
 
+    # ---- hardware interrupts --------------------------------------------------------
+    def set_irq(self, line: int, level: int) -> None:
+        """A device raises or lowers ISA IRQ ``line``: every controller sees it (PIC, I/O APIC)."""
+        for sink in self.irq_sinks:
+            sink.set_irq(line, level)
+        self.update_interrupt()
+
+    def update_interrupt(self) -> None:
+        """Recompute whether the CPU has a maskable interrupt pending (the INTR line)."""
+        pending = any(src.has_interrupt() for src in self.interrupt_sources)
+        for cpu in self.cpus:
+            if pending:
+                cpu.interrupt_request |= REQ_HARD
+            else:
+                cpu.interrupt_request &= ~REQ_HARD
+
+    def _take_interrupt(self, cpu: CPU) -> bool:
+        """Deliver one pending hardware interrupt if EFLAGS.IF and no interrupt shadow allow it."""
+        if not cpu.eflags & _F.IF or cpu.icount < cpu.inhibit_irq_until:
+            return False
+        for src in self.interrupt_sources:
+            if src.has_interrupt():
+                vector = src.acknowledge()
+                self.update_interrupt()
+                if vector is None:
+                    return False
+                cpu.halted = False
+                interrupts.deliver_external(cpu, vector)
+                return True
+        cpu.interrupt_request &= ~REQ_HARD
+        return False
+
     def run(self, max_insns: int | None = None) -> Stop:
-        """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire."""
+        """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire.
+
+        Between slices: fire expired timers, take a pending interrupt, and
+        when halted jump virtual time to the next deadline.  Each slice ends
+        exactly at the next timer deadline, so interrupts land on the same
+        instruction in every run.
+        """
         cpu = self.cpu
+        clock = self.clock
         self.stop_reason = None
         start = cpu.icount
         while True:
+            if self.stop_reason is not None:
+                return self.stop_reason
             if max_insns is not None:
                 left = max_insns - (cpu.icount - start)
                 if left <= 0:
                     return Stop("limit")
-                budget = min(left, 1 << 20)
             else:
-                budget = 1 << 20
+                left = self.SLICE
+            clock.run_timers()
+            if cpu.interrupt_request & REQ_HARD:
+                self._take_interrupt(cpu)
+                if self.stop_reason is not None:
+                    continue
             if cpu.halted:
-                # No interrupt sources on the bare core: a halted CPU with IF=0
-                # (or nothing pending) stays halted.
-                return Stop("halt")
-            cpu_exec(cpu, budget)
+                if not cpu.eflags & _F.IF:
+                    return Stop("halt", "hlt with interrupts disabled")
+                deadline = clock.next_deadline()
+                if deadline is None:
+                    return Stop("idle", "hlt with no timer armed")
+                clock.skip_to(deadline)
+                continue
+            cpu_exec(cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
-                if self.stop_reason is not None:
-                    return self.stop_reason
-                if cpu.halted:
-                    return Stop("halt")
 
     # ---- loading ------------------------------------------------------------------
     def load_elf(self, path: str) -> int:

@@ -160,6 +160,8 @@ class CPU:
         self.mmu_idx = MMU_KNOSMAP_IDX
         # Set by the exec loop / devices: an interrupt or exit is pending.
         self.interrupt_request = 0
+        # Interrupts are inhibited until icount reaches this (the shadow after sti / mov ss).
+        self.inhibit_irq_until = 0
         self.exit_request = False
         self.machine = None  # back-pointer, set by Machine
         self.compute_hflags()

@@ -94,7 +94,10 @@ def cpu_exec(cpu, max_insns: int) -> None:
     tb = None
     slot = 2
     try:
-        while not cpu.interrupt_request:
+        while True:
+            req = cpu.interrupt_request
+            if req and (req != REQ_HARD or (cpu.eflags & 0x200 and cpu.icount >= cpu.inhibit_irq_until)):
+                return  # something to act on; a masked or shadowed INTR alone is not
             left = end - cpu.icount
             if left <= 0:
                 return

@@ -350,3 +350,16 @@ def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
 
 
 __all__ = ["raise_exception", "do_interrupt", "iret", "TripleFault"]
+
+
+def deliver_external(cpu, vector: int) -> None:
+    """A hardware interrupt (INTR from the PIC or local APIC), taken at an instruction boundary.
+
+    No error code is pushed whatever the vector (SDM vol. 3, 6.13), the saved
+    EIP is the next instruction to run, and a fault during delivery is an
+    ordinary exception (the interrupt is the benign first event).
+    """
+    try:
+        do_interrupt(cpu, vector, False, None, cpu.eip)
+    except GuestFault as fault:
+        raise_exception(cpu, fault)

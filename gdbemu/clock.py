@@ -1,0 +1,108 @@
+"""Virtual time: derived from the instruction count, so every run is the same run.
+
+Like QEMU's ``-icount shift=N``: one guest instruction is ``2**shift``
+nanoseconds of virtual time.  While the CPU is halted, virtual time jumps
+straight to the next timer deadline (``skip_to``) instead of spinning.  The
+run loop asks ``budget()`` how many instructions may run before the next
+deadline and stops exactly there, so a timer interrupt lands on the same
+instruction in every run (DESIGN.md invariant 5).
+
+Devices create timers with ``new_timer(callback)`` and arm them with
+``timer.mod(deadline_ns)``; ``run_timers`` calls the expired ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+NS_PER_SEC = 1_000_000_000
+
+
+class Timer:
+    __slots__ = ("clock", "callback", "deadline", "seq")
+
+    def __init__(self, clock: VirtualClock, callback: Callable[[], None]) -> None:
+        self.clock = clock
+        self.callback = callback
+        self.deadline: int | None = None
+        self.seq = 0
+
+    def mod(self, deadline_ns: int) -> None:
+        """(Re)arm to fire at virtual time ``deadline_ns``."""
+        self.deadline = deadline_ns
+        self.seq += 1
+        heapq.heappush(self.clock.heap, (deadline_ns, self.clock.next_id(), self, self.seq))
+
+    def cancel(self) -> None:
+        self.deadline = None
+        self.seq += 1
+
+    @property
+    def pending(self) -> bool:
+        return self.deadline is not None
+
+
+class VirtualClock:
+    def __init__(self, icount: Callable[[], int], shift: int = 3) -> None:
+        self.icount = icount
+        self.shift = shift
+        self.offset = 0  # ns added by halts (time skipped while nothing ran)
+        self.heap: list = []
+        self._ids = 0
+        self.timers_fired = 0
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def now(self) -> int:
+        """Virtual nanoseconds since the machine started."""
+        return (self.icount() << self.shift) + self.offset
+
+    def new_timer(self, callback: Callable[[], None]) -> Timer:
+        return Timer(self, callback)
+
+    def _prune(self) -> None:
+        heap = self.heap
+        while heap and (heap[0][2].deadline is None or heap[0][3] != heap[0][2].seq):
+            heapq.heappop(heap)
+
+    def next_deadline(self) -> int | None:
+        self._prune()
+        return self.heap[0][0] if self.heap else None
+
+    def budget(self, limit: int) -> int:
+        """Instructions that may run before the next deadline (at least 1), at most ``limit``."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return limit
+        ns = deadline - self.now()
+        if ns <= 0:
+            return 1
+        insns = (ns + (1 << self.shift) - 1) >> self.shift
+        return max(1, min(limit, insns))
+
+    def skip_to(self, deadline_ns: int) -> None:
+        """Halted: let virtual time jump to ``deadline_ns`` without executing anything."""
+        now = self.now()
+        if deadline_ns > now:
+            self.offset += deadline_ns - now
+
+    def run_timers(self) -> int:
+        """Fire every timer whose deadline has passed; returns how many fired."""
+        fired = 0
+        now = self.now()
+        heap = self.heap
+        while True:
+            self._prune()
+            if not heap or heap[0][0] > now:
+                break
+            _, _, timer, _ = heapq.heappop(heap)
+            timer.deadline = None
+            timer.seq += 1
+            timer.callback()
+            fired += 1
+            now = self.now()
+        self.timers_fired += fired
+        return fired

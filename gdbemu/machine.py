@@ -87,6 +87,8 @@ class Machine:
         # asks ``interrupt_sources`` (highest priority first) for a vector.
         self.irq_sinks: list = []
         self.interrupt_sources: list = []
+        self.devices: dict = {}
+        self.on_reset: list = []  # called after a system reset (the loader boots the kernel again)
         self.mem.add_port(0xF4, 4, DebugExit(self))
         self.mem.add_port(0xE9, 1, DebugCon(self))
 
@@ -245,6 +247,34 @@ class Machine:
             cpu_exec(cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
+
+    # ---- reset ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """A system reset (triple fault, keyboard-controller reset, port 0xCF9...).
+
+        The CPUs return to their power-on state, translations and TLBs are
+        dropped, devices with a ``reset()`` method reset, and the ``on_reset``
+        hooks run — the loader uses one to boot the kernel again, as a BIOS
+        would (RAM is kept, as on a PC).
+        """
+        from .core.cpu import CPU as _CPU
+
+        for cpu in self.cpus:
+            fresh = _CPU(cpu.index)
+            for attr in ("regs", "segs", "cr", "dr", "seg_base"):
+                getattr(cpu, attr)[:] = getattr(fresh, attr)
+            for attr, value in vars(fresh).items():
+                if attr not in ("regs", "segs", "cr", "dr", "seg_base", "machine", "icount"):
+                    setattr(cpu, attr, value)
+            cpu.compute_hflags()
+            cpu.tlb.flush()
+            cpu.jmp_cache.clear()
+        self.tbs.flush()
+        for dev in getattr(self, "devices", {}).values():
+            if hasattr(dev, "reset"):
+                dev.reset()
+        for hook in self.on_reset:
+            hook()
 
     # ---- loading ------------------------------------------------------------------
     def load_elf(self, path: str) -> int:

@@ -4,8 +4,8 @@ Every instruction form below is assembled once (one ``as --32`` run for the
 whole table, in a session fixture), then run from many seeded random initial
 states in both emulators through :mod:`oracle`; registers, EIP, the status
 flags and DF, and the data window and stack are compared.  Bits the Intel SDM
-leaves undefined for a given case are masked (each family's ``*_undef``
-helper cites the rule), so a mismatch is a real semantic difference.
+leaves undefined for a given case are masked (the comment or helper next to
+each mask quotes the SDM's rule), so a mismatch is a real semantic difference.
 
 Why a table of forms rather than random instruction bytes: each form names
 what it exercises (operand size, register/memory, encoding variant), a
@@ -13,9 +13,25 @@ failure points at exactly one, and the state generator of a family can aim
 at its edge cases (shift counts 0/1/size/31/32, divide overflow, equal
 compare operands, page-crossing operands, overlapping string copies).
 
-The default run executes ``sum(form.cases)`` cases (well over 20,000); the
-``slow`` variant runs every form with ten times as many states from another
-seed.  Everything is deterministic: a failure reproduces with the same seed.
+Besides one-instruction forms the table has short sequences: flags produced
+by one instruction and consumed by a later one, stores followed by
+overlapping loads, faults after other instructions, and snippets placed
+across a page boundary.  Each form's cases run first while gdbemu's block is
+cold, then (after a warm-up) while it is compiled, since the two tiers are
+separate code paths; some sequences also run stopped mid-block by the
+instruction limit.
+
+Where Unicorn is wrong, the case is masked and checked against the SDM
+instead (see ``_lock_neg_gen``); the harness also works around Unicorn's
+behaviour for REP counting, reused-instance exceptions and #UD reporting
+(see :mod:`oracle`).  Known gdbemu bugs are listed in ``CORE_BUGS`` and
+marked xfail(strict=True).
+
+The default run executes ``sum(form.cases)`` cases plus the stopped-early
+ones (over 45,000; ``test_table_size`` keeps it above 20,000); the ``slow``
+variant (``-m slow``) runs every form with ten times as many states from
+another seed.  Everything is deterministic: a failure reproduces with the
+same seed.
 """
 
 from __future__ import annotations
@@ -1210,6 +1226,16 @@ def _idiom_forms() -> None:
     add("cmpxchg al, ah", _cmpxchg_gen(R("al"), R("ah")), 48)
 
 
+def _small_rep(tweak: Callable[[SB], None]) -> Callable[[SB], None]:
+    """``tweak``, then a small REP count in ECX."""
+
+    def t(sb: SB) -> None:
+        tweak(sb)
+        sb.regs[ECX] = sb.rng.randrange(0, 9)
+
+    return t
+
+
 # Flow forms also run stopped after their first k instructions: (k, undefined flags then).
 _PARTIAL = {
     "add ecx, edx\ninc esi\nadc edi, eax": (2, 0),
@@ -1284,6 +1310,20 @@ def _flow_forms() -> None:
         und = AF if ("shl" in text or "sub esp" in text) else 0
         ops = [M(2, 0)] if "[ebx]" in text else []
         add(text, simple(ops, fixed_undef(und), lambda sb: _fill_stack(sb)), 48)
+
+    # DF changed inside a block: string instructions must see the new direction.
+    def str_ptrs(sb: SB) -> None:
+        sb.regs[ESI] = choose_ea(sb.rng, 4, 0x200)
+        sb.regs[EDI] = choose_ea(sb.rng, 4, 0x200)
+        _fill_stack(sb)
+
+    for text in (
+        "std\nmovsb\ncld\nmovsb",
+        "cld\nlodsd\nstd\nlodsd",
+        "pushfd\nstd\nstosw\npopfd\nstosw",
+        "std\nrep movsb\ncld\nmov ecx, 0x5\nrep stosb",
+    ):
+        add(text, simple([], tweak=str_ptrs if "rep" not in text else _small_rep(str_ptrs)), 48)
 
     def nonzero_ecx(sb: SB) -> None:
         sb.regs[ECX] = sb.regs[ECX] or 1
@@ -1577,11 +1617,9 @@ FORM_BY_NAME = {f.name: f for f in FORMS}
 # -> short description.  These are xfail(strict=True), so fixing the core
 # turns them into failures until the entry is removed.
 CORE_BUGS: dict[str, str] = {
-    # Reproduction: code 40 ff ff at 0x1000 (inc eax; invalid opcode), EAX=0x10,
-    # run(max_insns=2): triple fault with EAX=0x11 (inc done) but EIP=0x1000;
-    # Unicorn (and the SDM: a fault reports the faulting instruction) EIP=0x1001.
-    "inc_eax;raw_ff_7": "#UD raised while decoding leaves EIP at the start of the TB, not at the faulting instruction",
-    "cmp_eax,ecx;raw_lock_inc_eax": "#UD for LOCK on a register form leaves EIP at the start of the TB",
+    # Empty: each entry is a known gdbemu bug, marked xfail(strict=True) so a fix
+    # shows up as XPASS and the entry is removed.  Fixed so far: #UD found while
+    # decoding reported the TB start EIP; LOCK on a register form.
 }
 
 # --------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def tb_lookup(cpu):
     mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
     phys_pc = cpu.softmmu.code_paddr(mmu_idx, cs_base + eip)
     tbs = machine.tbs
-    tb = tbs.lookup(phys_pc, cs_base, hflags)
+    tb = tbs.lookup(phys_pc, eip, cs_base, hflags)
     if tb is not None and len(tb.pages) == 2:
         # The second page must still map the frame it did when the TB was built.
         try:

@@ -1,6 +1,7 @@
 """Translation blocks, their cache, and invalidation by physical page (QEMU's tb-maint.c).
 
-A TB is keyed by (physical PC, CS base, hflags).  It covers at most two
+A TB is keyed by (physical PC, EIP, CS base, hflags): two linear aliases of
+one frame share the physical PC but not the EIPs baked into the code.  It covers at most two
 physical pages; each page it touches has a ``PageDesc`` listing its TBs.
 Linking the first TB to a page *protects* the page: its CODE dirty bit is
 cleared and every TLB write entry mapping it gets TLB_NOTDIRTY, so the next
@@ -78,7 +79,7 @@ class TBCache:
     """All TBs of a machine, by key and by physical page."""
 
     def __init__(self, protect_code, unprotect_code) -> None:
-        self.tbs: dict[tuple[int, int, int], TB] = {}
+        self.tbs: dict[tuple[int, int, int, int], TB] = {}
         self.pages: dict[int, PageDesc] = {}
         self.protect_code = protect_code  # (ppage) -> None
         self.unprotect_code = unprotect_code  # (ppage) -> None
@@ -90,12 +91,12 @@ class TBCache:
         self.stats = {"tb_built": 0, "tb_invalidated": 0, "smc_restarts": 0, "bitmap_builds": 0,
                       "bitmap_skips": 0, "tb_compiled": 0, "tb_flushes": 0}
 
-    def lookup(self, phys_pc: int, cs_base: int, hflags: int) -> TB | None:
-        return self.tbs.get((phys_pc, cs_base, hflags))
+    def lookup(self, phys_pc: int, pc: int, cs_base: int, hflags: int) -> TB | None:
+        return self.tbs.get((phys_pc, pc, cs_base, hflags))
 
     def link(self, tb: TB) -> None:
         """Add a TB to the cache and protect its pages (tb_link_page)."""
-        self.tbs[(tb.phys_pc, tb.cs_base, tb.hflags)] = tb
+        self.tbs[(tb.phys_pc, tb.pc, tb.cs_base, tb.hflags)] = tb
         for page in tb.pages:
             desc = self.pages.get(page)
             if desc is None:
@@ -111,7 +112,7 @@ class TBCache:
             return
         tb.valid = False
         self.stats["tb_invalidated"] += 1
-        key = (tb.phys_pc, tb.cs_base, tb.hflags)
+        key = (tb.phys_pc, tb.pc, tb.cs_base, tb.hflags)
         if self.tbs.get(key) is tb:
             del self.tbs[key]
         for page in tb.pages:

@@ -56,6 +56,12 @@ PURE = ops_pkg.PURE
 ENDS_TB = ops_pkg.ENDS_TB
 
 
+LOCKABLE = frozenset({
+    "add", "adc", "and", "btc", "btr", "bts", "cmpxchg", "cmpxchg8b", "dec", "inc", "neg", "not", "or", "sbb",
+    "sub", "xor", "xadd", "xchg",
+})
+
+
 def _ud(e: Emitter) -> None:
     e.fault(UD)
     e.ended = True
@@ -98,6 +104,7 @@ class Translator:
         cur_vpage = -1
         cur_ppage = 0
         insn_paddrs: list[int] = []
+        ud_eips: list[int] = []
         while len(insns) < max_insns:
             linear = (cs_base + eip) & 0xFFFFFFFF
             vpage = linear & -4096
@@ -136,6 +143,7 @@ class Translator:
                     break
                 insns.append(None)  # type: ignore[arg-type]  # marks #UD here
                 insn_paddrs.append(-1)
+                ud_eips.append(eip)
                 ranges.setdefault(ppage, []).append((paddr, paddr + 1))
                 break
             if insn.size > avail:
@@ -168,6 +176,7 @@ class Translator:
             if rs:
                 merged.append((min(r[0] for r in rs), max(r[1] for r in rs)))
         self._insn_paddrs = insn_paddrs
+        self._ud_eip = ud_eips[0] if ud_eips else None
         return insns, tuple(pages), tuple(merged), vpages
 
     # ---- building -------------------------------------------------------------
@@ -179,9 +188,10 @@ class Translator:
         tb.ranges = ranges
         tb.insns = insns
         tb.n_insns = len(insns)
-        tb.eips = tuple(i.addr if i is not None else eip for i in insns)
+        # An undecodable instruction (None, always last) raises #UD at its own EIP.
+        tb.eips = tuple(i.addr if i is not None else self._ud_eip for i in insns)
         last = insns[-1]
-        tb.next_eip = last.next if last is not None else eip
+        tb.next_eip = last.next if last is not None else self._ud_eip
         tb.size = sum(i.size for i in insns if i is not None)
         tb.vpages = tuple(vpages)
         tb.insn_paddrs = tuple(self._insn_paddrs)
@@ -276,7 +286,8 @@ class Translator:
             _ud(e)
             return
         emitter = OPS.get(insn.name)
-        if emitter is None:
+        if emitter is None or (insn.lock and (insn.name not in LOCKABLE or not any(o.kind == MEM for o in insn.ops))):
+            # LOCK is #UD unless the instruction is a read-modify-write of memory (SDM vol. 2, LOCK).
             _ud(e)
             return
         emitter(e)

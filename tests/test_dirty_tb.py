@@ -193,8 +193,9 @@ def test_link_protects_a_page_once_and_lookup_finds_the_tb():
     c.link(a)
     c.link(b)
     assert r.protected == [0x1000]
-    assert c.lookup(0x1000, 0, 0) is a and c.lookup(0x1100, 0, 0) is b
-    assert c.lookup(0x1000, 0, 1) is None  # hflags are part of the key
+    assert c.lookup(0x1000, 0x1000, 0, 0) is a and c.lookup(0x1100, 0x1100, 0, 0) is b
+    assert c.lookup(0x1000, 0x1000, 0, 1) is None  # hflags are part of the key
+    assert c.lookup(0x1000, 0x5000, 0, 0) is None  # so is the EIP: an alias at another address
     assert c.pages[0x1000].tbs == [a, b]
 
 
@@ -209,7 +210,7 @@ def test_invalidate_phys_range_removes_only_overlapping_tbs():
     assert a.valid and b.valid
     assert c.invalidate_phys_range(0x110F, 0x1110) == 1
     assert not b.valid and a.valid
-    assert c.lookup(0x1100, 0, 0) is None and c.lookup(0x1000, 0, 0) is a
+    assert c.lookup(0x1100, 0x1100, 0, 0) is None and c.lookup(0x1000, 0x1000, 0, 0) is a
     assert r.unprotected == [], "a TB is left on the page: still protected"
     assert c.invalidate_phys_range(0x100F, 0x1010) == 1
     assert r.unprotected == [0x1000]

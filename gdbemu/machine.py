@@ -15,21 +15,29 @@ from .core.exceptions import GuestFault
 from .clock import VirtualClock
 from .core import flags as _F
 from .core.exec import REQ_EXIT, REQ_HARD, cpu_exec
-from .core.mmu import tlb_fill
+from .core.breakpoint import Breakpoints
+from .core.mmu import debug_translate, tlb_fill
 from .core.tb import TBCache
 from .core.translate import Translator
 from .softmmu.access import SoftMMU
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
 from .softmmu.tlb import CPUTLB, NB_MMU_MODES, TLB_NOTDIRTY
+from .softmmu.watchpoint import WATCH_ACCESS, WATCH_WRITE, WatchHit, WatchpointList
 
 
 @dataclass
 class Stop:
     """Why ``Machine.run`` returned."""
 
-    kind: str  # "exit", "halt", "idle", "limit", "triple_fault"
+    kind: str  # "exit", "halt", "idle", "limit", "triple_fault", "debug", "reset"
     detail: str = ""
+    # "debug": a gdb breakpoint ("swbreak"/"hwbreak") or watchpoint hit; ``reason``,
+    # ``addr`` and (watchpoints) ``hit`` say which.
+    reason: str = ""
+    addr: int = 0
+    hit: object = None
+    cpu: int = 0
     # "halt": hlt with IF=0, nothing can wake the CPU.  "idle": hlt with IF=1 and
     # no timer armed: only an outside event (console input, gdb) can wake it.
 
@@ -76,7 +84,8 @@ class Machine:
         self.debug_output = bytearray()
         self.exit_code: int | None = None
         self.stop_reason: Stop | None = None
-        self.breakpoint_stop = None  # (eip) -> bool: end TBs before breakpoints (the stub sets it)
+        self.breakpoints = Breakpoints(self._invalidate_linear)
+        self.watchpoints = WatchpointList(self._flush_page_all)
         self.mem.on_phys_write.append(self._phys_written)
         self.tbs.on_invalidate.append(self._tb_invalidated)
         for i in range(ncpus):
@@ -101,6 +110,7 @@ class Machine:
         cpu.machine = self
         tlb = CPUTLB()
         tlb.classify = self._classify
+        tlb.watch_flags = lambda vpage: self.watchpoints.page_flags(vpage)
         cpu.tlb = tlb
         cpu.jmp_cache = {}
         cpu.icount_deadline = 0
@@ -109,6 +119,7 @@ class Machine:
             cpu, tlb, self.mem, self.dirty,
             fill=lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx),
             invalidate_code=self.tbs.invalidate_phys_range_fast,
+            watch_check=lambda vaddr, size, is_write, c=cpu: self.watchpoints.check(c, vaddr, size, is_write),
         )
         cpu.namespaces = []
         for mmu_idx in range(NB_MMU_MODES):
@@ -160,6 +171,19 @@ class Machine:
     def _phys_written(self, paddr: int, length: int) -> None:
         """A write that bypassed the TLB (debugger, loader, DMA): invalidate code it hit."""
         self.tbs.invalidate_phys_range(paddr, paddr + length)
+
+    def _invalidate_linear(self, linear: int) -> None:
+        """Drop the TBs whose linear range contains ``linear`` (a breakpoint mark changed)."""
+        for tb in list(self.tbs.tbs.values()):
+            start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
+            if start <= linear < start + max(tb.size, 1):
+                self.tbs.invalidate(tb)
+        for cpu in self.cpus:
+            cpu.jmp_cache.clear()
+
+    def _flush_page_all(self, vpage: int) -> None:
+        for cpu in self.cpus:
+            cpu.tlb.flush_page(vpage)
 
     def _tb_invalidated(self, tb) -> None:
         key = (tb.pc, tb.cs_base, tb.hflags)
@@ -247,6 +271,102 @@ class Machine:
             cpu_exec(cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
+
+    # ---- the debugger's view ----------------------------------------------------------
+    def debug_stop(self, cpu: CPU, reason: str, addr: int) -> None:
+        """A gdb breakpoint was reached (the instruction has not run)."""
+        self.request_stop(Stop("debug", f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
+
+    def watch_stop(self, cpu: CPU, hit: WatchHit) -> None:
+        """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest."""
+        owner = hit.wp.owner
+        if isinstance(owner, tuple) and owner[0] == "dr":
+            # The guest's own data breakpoint: #DB trap with DR6.Bn (SDM vol. 3, 17.3.1.2).
+            cpu.dr[6] = (cpu.dr[6] & ~0xF) | (1 << owner[2]) | 0xFFFF0FF0
+            self.deliver_exception(cpu, GuestFault(1))
+            return
+        from .softmmu.watchpoint import KIND_NAMES
+
+        reason = KIND_NAMES[hit.wp.kind]
+        self.request_stop(Stop("debug", f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit,
+                               cpu=cpu.index))
+
+    def update_guest_debug(self, cpu: CPU) -> None:
+        """DR0-DR3/DR7 changed: rebuild the guest's execute breakpoints and data watchpoints."""
+        dr7 = cpu.dr[7]
+        execs: dict[int, set[int]] = {}
+        self.watchpoints.remove_owner_prefix(("dr", cpu.index))
+        for n in range(4):
+            if not (dr7 >> (2 * n)) & 3:
+                continue
+            rw = (dr7 >> (16 + 4 * n)) & 3
+            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * n)) & 3]
+            addr = cpu.dr[n] & 0xFFFFFFFF
+            if rw == 0:
+                execs.setdefault(addr, set()).add(n)
+            elif rw in (1, 3):
+                addr &= ~(length - 1)
+                self.watchpoints.add(addr, length, WATCH_WRITE if rw == 1 else WATCH_ACCESS, ("dr", cpu.index, n))
+            # rw == 2 (I/O breakpoints, CR4.DE) is not emulated
+        self.breakpoints.set_guest(execs)
+
+    def read_virtual(self, vaddr: int, length: int, cpu: CPU | None = None) -> bytes:
+        """gdb's memory read: no TLB fill, no A/D bits, no watchpoints, no fault (None pages raise)."""
+        cpu = cpu or self.cpu
+        out = bytearray()
+        while length > 0:
+            chunk = min(length, 4096 - (vaddr & 0xFFF))
+            paddr = debug_translate(cpu, vaddr)
+            if paddr is None:
+                raise ValueError(f"address {vaddr:#x} is not mapped")
+            out += self.mem.read(paddr, chunk)
+            vaddr = (vaddr + chunk) & 0xFFFFFFFF
+            length -= chunk
+        return bytes(out)
+
+    def write_virtual(self, vaddr: int, data: bytes, cpu: CPU | None = None) -> None:
+        """gdb's memory write: through physical memory, invalidating translated code it touches."""
+        cpu = cpu or self.cpu
+        pos = 0
+        pieces = []
+        while pos < len(data):
+            chunk = min(len(data) - pos, 4096 - (vaddr & 0xFFF))
+            paddr = debug_translate(cpu, vaddr)
+            if paddr is None:
+                raise ValueError(f"address {vaddr:#x} is not mapped")
+            pieces.append((paddr, data[pos : pos + chunk]))
+            vaddr = (vaddr + chunk) & 0xFFFFFFFF
+            pos += chunk
+        for paddr, piece in pieces:  # all pages mapped: write (nothing written if one is not)
+            self.mem.write(paddr, piece)
+
+    def step(self, cpu: CPU | None = None, irq: bool = False) -> Stop:
+        """Execute exactly one instruction (the debugger's step).
+
+        By default no interrupt is taken and timers do not advance during the
+        step (QEMU's SSTEP_NOIRQ | SSTEP_NOTIMER); with ``irq`` a pending
+        interrupt is delivered first and expired timers fire.  A step onto an
+        instruction that faults ends on the handler's first instruction.
+        """
+        cpu = cpu or self.cpu
+        self.stop_reason = None
+        if irq:
+            self.clock.run_timers()
+            if cpu.interrupt_request & REQ_HARD and self._take_interrupt(cpu):
+                return Stop("step")
+        if cpu.halted:
+            return Stop("halt" if not cpu.eflags & _F.IF else "idle")
+        saved = cpu.interrupt_request
+        cpu.interrupt_request &= ~REQ_HARD  # NOIRQ: a pending INTR must not cut the step short
+        try:
+            cpu_exec(cpu, 1, single=True)
+        finally:
+            cpu.interrupt_request = (cpu.interrupt_request & ~REQ_HARD) | (saved & REQ_HARD)
+        if cpu.interrupt_request & REQ_EXIT:
+            cpu.interrupt_request &= ~REQ_EXIT
+        if self.stop_reason is not None:
+            return self.stop_reason
+        return Stop("step")
 
     # ---- reset ----------------------------------------------------------------------
     def reset(self) -> None:

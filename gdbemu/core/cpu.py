@@ -162,6 +162,9 @@ class CPU:
         self.interrupt_request = 0
         # Interrupts are inhibited until icount reaches this (the shadow after sti / mov ss).
         self.inhibit_irq_until = 0
+        # Watchpoints (softmmu/watchpoint.py): replaying an instruction that hit, and the hit.
+        self.watch_replay = False
+        self.watch_hit = None
         self.exit_request = False
         self.machine = None  # back-pointer, set by Machine
         self.compute_hflags()

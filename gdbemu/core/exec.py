@@ -19,8 +19,9 @@ How a TB can leave:
 
 from __future__ import annotations
 
-from .cpu import HF_MMU_SHIFT
-from .exceptions import GuestFault, InstructionRestart, SMCRestart
+from .breakpoint import DebugStop
+from .cpu import HF_MMU_SHIFT, HF_TF
+from .exceptions import DB, GuestFault, InstructionRestart, SMCRestart
 from .translate import SMC_HOT_PAGE, TIER2_THRESHOLD
 
 REQ_EXIT = 1  # leave the exec loop (the machine looks at why)
@@ -51,7 +52,7 @@ def tb_lookup(cpu):
             tbs.invalidate(tb)
             tb = None
     if tb is None:
-        tb = machine.translator.translate(cpu, eip, cs_base, hflags, stop_at=machine.breakpoint_stop)
+        tb = machine.translator.translate(cpu, eip, cs_base, hflags)
         tbs.stats["tb_built"] += 1
         tbs.link(tb)
     cpu.jmp_cache[key] = tb
@@ -73,7 +74,8 @@ def _hot_smc(tbs, tb) -> bool:
 def run_one_uncached(cpu, max_insns: int = 1) -> None:
     """Execute ``max_insns`` instructions from the current state in a throwaway TB."""
     machine = cpu.machine
-    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns)
+    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns,
+                                      check_bp=False)
     tb.cacheable = False
     prev = machine.tbs.current
     machine.tbs.current = tb
@@ -83,8 +85,13 @@ def run_one_uncached(cpu, max_insns: int = 1) -> None:
         machine.tbs.current = prev
 
 
-def cpu_exec(cpu, max_insns: int) -> None:
-    """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set."""
+def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
+    """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set.
+
+    ``single``: the debugger's step — return after the first instruction, or
+    right after delivering an exception it raised (the step lands on the
+    handler's entry, as on hardware).
+    """
     machine = cpu.machine
     tbs = machine.tbs
     translator = machine.translator
@@ -111,6 +118,8 @@ def cpu_exec(cpu, max_insns: int) -> None:
                     nxt = tb_lookup(cpu)
                 except GuestFault as fault:
                     deliver(cpu, fault)
+                    if single:
+                        return
                     tb = None
                     slot = 2
                     continue
@@ -127,22 +136,62 @@ def cpu_exec(cpu, max_insns: int) -> None:
             tbs.current = tb
             try:
                 slot = tb.fn()
+                if tb.hflags & HF_TF:
+                    _single_step_trap(cpu)
+                    tb = None
+                    slot = 2
             except GuestFault as fault:
                 tbs.current = None
                 if fault.soft:
                     cpu.icount += 1  # int n / int3 / into retire before delivery (traps)
                 deliver(cpu, fault)
+                if single:
+                    return
                 tb = None
                 slot = 2
             except (SMCRestart, InstructionRestart):
                 tbs.current = None
-                try:
-                    run_one_uncached(cpu)
-                except GuestFault as fault:
-                    if fault.soft:
-                        cpu.icount += 1
-                    deliver(cpu, fault)
+                _replay_one(cpu)
+                if single or cpu.interrupt_request & REQ_EXIT:
+                    return
                 tb = None
                 slot = 2
+            except DebugStop as stop:
+                tbs.current = None
+                machine.debug_stop(cpu, stop.reason, stop.addr)
+                return
     finally:
         tbs.current = None
+
+
+def _single_step_trap(cpu) -> None:
+    """EFLAGS.TF was set when the instruction started: #DB trap after it, DR6.BS (SDM vol. 3, 17.3.1.4)."""
+    cpu.dr[6] |= 0x4000
+    cpu.machine.deliver_exception(cpu, GuestFault(DB))
+
+
+def _replay_one(cpu) -> None:
+    """Re-execute the current instruction alone (SMC, or a watchpoint hit before its access).
+
+    With ``watch_replay`` set, watchpoint checks record the hit and let the
+    access complete; the hit is then reported after the instruction
+    (trap-like, as x86 data breakpoints are).
+    """
+    machine = cpu.machine
+    cpu.watch_replay = True
+    cpu.watch_hit = None
+    try:
+        run_one_uncached(cpu)
+    except GuestFault as fault:
+        if fault.soft:
+            cpu.icount += 1
+        cpu.watch_replay = False
+        cpu.watch_hit = None
+        machine.deliver_exception(cpu, fault)
+        return
+    finally:
+        cpu.watch_replay = False
+    hit = cpu.watch_hit
+    cpu.watch_hit = None
+    if hit is not None:
+        machine.watch_stop(cpu, hit)

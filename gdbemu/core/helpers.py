@@ -19,3 +19,9 @@ def helper(fn: Callable) -> Callable:
         raise ValueError(f"helper {fn.__name__} registered twice")
     setattr(_module, fn.__name__, fn)
     return fn
+
+
+@helper
+def bp_check(cpu, linear: int) -> None:
+    """The prologue of a TB that starts at a breakpoint mark (core/breakpoint.py)."""
+    cpu.machine.breakpoints.check(cpu, linear)

@@ -30,7 +30,7 @@ class TB:
     __slots__ = (
         "pc", "cs_base", "hflags", "phys_pc", "pages", "ranges", "size", "n_insns", "fn", "jmp",
         "chain", "valid", "execs", "insns", "tier", "eips", "next_eip", "cacheable", "vpages", "holes",
-        "dyn", "insn_paddrs",
+        "dyn", "insn_paddrs", "bp",
     )
 
     def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
@@ -58,6 +58,7 @@ class TB:
         self.holes: tuple[tuple[int, int], ...] = ()
         self.dyn = False
         self.insn_paddrs: tuple[int, ...] = ()
+        self.bp = False  # starts at a breakpoint mark: the prologue checks it
 
     def __repr__(self) -> str:
         return f"<TB {self.cs_base:#x}:{self.pc:#x} phys={self.phys_pc:#x} n={self.n_insns} tier={self.tier}>"

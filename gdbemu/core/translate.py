@@ -84,7 +84,7 @@ class Translator:
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
-    def decode_block(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int, stop_at=None):
+    def decode_block(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int):
         """Decode instructions from cs_base+eip; return (insns, phys pages, ranges).
 
         Raises GuestFault(#PF) when the first instruction cannot be fetched;
@@ -101,6 +101,7 @@ class Translator:
         addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
         if hflags & HF_TF:
             max_insns = 1
+        marks = cpu.machine.breakpoints.marks
         cur_vpage = -1
         cur_ppage = 0
         insn_paddrs: list[int] = []
@@ -167,8 +168,8 @@ class Translator:
             if insn.name in ENDS_TB or insn.name not in OPS:
                 break
             eip = (eip + insn.size) & addr_mask
-            if stop_at is not None and stop_at(eip):
-                break
+            if marks and ((cs_base + eip) & 0xFFFFFFFF) in marks:
+                break  # a breakpoint starts its own TB
         self.stats["decoded"] += len(insns)
         merged = []
         for page in pages:
@@ -181,9 +182,11 @@ class Translator:
 
     # ---- building -------------------------------------------------------------
     def translate(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int = MAX_INSNS,
-                  tier: int = 1, stop_at=None) -> TB:
-        insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns, stop_at)
+                  tier: int = 1, check_bp: bool = True) -> TB:
+        insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
         tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
+        # A replay of an instruction already past its breakpoint check does not check again.
+        tb.bp = check_bp and ((cs_base + eip) & 0xFFFFFFFF) in cpu.machine.breakpoints.marks
         tb.pages = pages
         tb.ranges = ranges
         tb.insns = insns
@@ -355,6 +358,9 @@ class Translator:
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
             "    _i = 0",
         ]
+        if tb.bp:
+            # A breakpoint mark: checked before anything runs (state is exactly the TB entry's).
+            out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & 0xFFFFFFFF})")
         if loops:
             out.append("    _ic = 0")
             out.append("    _dl = cpu.icount_deadline - cpu.icount")
@@ -418,7 +424,7 @@ class Translator:
         self._chainable(tb, targets)
         if tb.insns and tb.insns[-1] is not None and tb.insns[-1].name not in ENDS_TB:
             tb.chain[0] = ((tb.cs_base + tb.next_eip) & -4096) in {(tb.cs_base + x) & -4096 for x in tb.eips}
-        return _tier1_runner(cpu, tb, fns)
+        return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & 0xFFFFFFFF) if tb.bp else None)
 
     def _shape(self, e: Emitter, ns: dict):
         lines = ["def _f(K):", f"    {_REGS} = R",
@@ -449,11 +455,20 @@ class Translator:
         return fn, tuple(e.consts)
 
 
-def _tier1_runner(cpu, tb: TB, fns: list):
+def _tier1_runner(cpu, tb: TB, fns: list, bp_linear: int | None = None):
     """The tier-1 TB: run each instruction function; exact eip/icount on every way out."""
     eips = tb.eips
     n = len(fns)
     next_eip = tb.next_eip
+    if bp_linear is not None:
+        inner = _tier1_runner(cpu, tb, fns)
+        check = cpu.machine.breakpoints.check
+
+        def run_marked() -> int:
+            check(cpu, bp_linear)  # raises before anything runs: cpu.eip is still the TB's
+            return inner()
+
+        return run_marked
 
     def run() -> int:
         k = 0

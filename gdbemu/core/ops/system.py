@@ -580,6 +580,10 @@ def mov_to_dr(cpu, n: int, value: int) -> None:
     elif n == 7:
         value = (value & 0xFFFF2BFF) | 0x400
     cpu.dr[n] = value
+    if n != 6:
+        # DR0-3 addresses or DR7 enables changed: the guest's own breakpoints and
+        # data watchpoints are marks and TLB flags like gdb's (machine.update_guest_debug).
+        cpu.machine.update_guest_debug(cpu)
 
 
 # ---- CPUID -----------------------------------------------------------------------------

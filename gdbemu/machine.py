@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .core import interrupts
-from .core.cpu import CPU, EAX, EBX
-from .core.exceptions import GuestFault
 from .clock import VirtualClock
 from .core import flags as _F
-from .core.exec import REQ_EXIT, REQ_HARD, cpu_exec
+from .core import interrupts
 from .core.breakpoint import Breakpoints
+from .core.cpu import CPU, EAX, EBX
+from .core.exceptions import GuestFault
+from .core.exec import REQ_EXIT, REQ_HARD, cpu_exec
 from .core.mmu import debug_translate, tlb_fill
 from .core.tb import TBCache
 from .core.translate import Translator

@@ -7,9 +7,9 @@ including the guest's own DR7 breakpoints and EFLAGS.TF, which share them.
 
 from __future__ import annotations
 
+import guest_build
 import pytest
 
-import guest_build
 from gdbemu.machine import Machine
 from gdbemu.softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
 

@@ -1,0 +1,397 @@
+"""The Target protocol: everything the stub needs from the thing being debugged.
+
+The stub (:mod:`gdbemu.rsp.stub`) and the server (:mod:`gdbemu.rsp.server`)
+talk to the emulator only through this interface, so the RSP layers import
+nothing from the emulator and are tested against an in-memory fake.
+
+Rules of the interface
+----------------------
+1. **Stopped between calls.**  The target executes guest code only inside
+   :meth:`Target.run_slice`.  Whenever the stub calls anything else
+   (registers, memory, breakpoints) no vCPU is running, so every read is
+   consistent.  "Running" is the server's notion: it calls ``run_slice``
+   repeatedly, polling the socket between slices.
+2. **resume() only records.**  ``resume(actions)`` says what the following
+   ``run_slice`` calls should do; it executes nothing.  The stub has already
+   expanded gdb's wildcards: ``actions`` names every thread that should run,
+   each explicitly, and a thread not listed stays stopped (gdb's vCont rule).
+   A thread told to *step* executes one instruction, after which
+   ``run_slice`` returns ``StopEvent(SIGNAL, SIGTRAP)`` for it (or a
+   breakpoint/watchpoint/exception stop if that comes first).  Before the
+   first ``resume()`` and after ``detach()`` every vCPU runs: that is the
+   free-running guest the server drives while no debugger is attached.
+3. **run_slice(max_insns) returns promptly.**  It executes at most
+   ``max_insns`` instructions (summed over vCPUs; the server tunes the number
+   so a slice lasts about a millisecond) and returns the first stop, or None
+   if the budget ran out with nothing to report.  When a stop is returned,
+   every vCPU is stopped (all-stop mode).
+4. **Thread ids are vCPUs.**  ``threads()`` lists one :class:`ThreadInfo` per
+   vCPU, id = cpu index + 1 (0 and -1 mean "any" and "all" in the protocol,
+   so ids start at 1).
+5. **Addresses are what gdb sends**: for x86, linear addresses (segment bases
+   are the guest's business; in flat protected mode they equal the offsets
+   gdb shows), translated through the page tables of the thread passed as
+   ``tid`` -- each vCPU may have its own CR3.  Breakpoint and watchpoint
+   addresses are linear addresses too.
+6. **Errors** are :class:`TargetError` with an errno; the stub answers
+   ``Exx``.  Any other exception is a bug in the target: the stub logs it and
+   answers ``E05`` (gdb sees an error, never a traceback).
+7. **Optional abilities are opt-in.**  ``supports_*()`` returns an ops object
+   or None; the stub advertises in ``qSupported`` exactly what is there, so
+   gdb never uses an ability the target lacks (and falls back where it can:
+   without ``Z0`` gdb writes ``int3`` bytes itself).
+
+Register data is raw bytes in the layout's order and byte order (see
+:mod:`gdbemu.rsp.arch`): the target encodes with its
+:class:`~gdbemu.rsp.arch.RegisterLayout`, which the stub also uses for sizes,
+the PC and the registers expedited in stop replies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .arch import RegisterLayout
+
+__all__ = [
+    "ALL_THREADS",
+    "ANY_THREAD",
+    "BreakpointOps",
+    "MonitorOps",
+    "ResumeAction",
+    "Signal",
+    "StopEvent",
+    "StopReason",
+    "Target",
+    "TargetBase",
+    "TargetError",
+    "TargetXmlOps",
+    "ThreadInfo",
+    "ThreadsXferOps",
+    "WatchKind",
+    "WatchpointOps",
+]
+
+ANY_THREAD = 0  # protocol thread id "0": an arbitrary thread
+ALL_THREADS = -1  # protocol thread id "-1": all threads
+
+
+class Signal(enum.IntEnum):
+    """gdb's own signal numbers (include/gdb/signals.def), which are what the protocol carries.
+
+    They match Linux's for the low numbers used here; a guest exception the
+    target wants to report as a signal should map onto one of these.
+    """
+
+    SIGHUP = 1
+    SIGINT = 2  # Ctrl-C from gdb
+    SIGQUIT = 3
+    SIGILL = 4  # #UD
+    SIGTRAP = 5  # breakpoint, watchpoint, single step
+    SIGABRT = 6
+    SIGEMT = 7
+    SIGFPE = 8  # #DE, #MF
+    SIGKILL = 9
+    SIGBUS = 10
+    SIGSEGV = 11  # #PF, #GP, triple fault
+    SIGSYS = 12
+    SIGPIPE = 13
+    SIGALRM = 14
+    SIGTERM = 15
+
+
+class TargetError(Exception):
+    """A failure gdb should see as ``Exx``, e.g. ``TargetError(errno.EFAULT)`` for unmapped memory."""
+
+    def __init__(self, errno: int, message: str = "") -> None:
+        super().__init__(message or f"target error {errno}")
+        self.errno = errno
+
+
+class StopReason(enum.Enum):
+    """Why the target stopped; selects the shape of the stop reply."""
+
+    SIGNAL = "signal"  # T<sig>: step done, Ctrl-C, a guest fault reported as a signal
+    SWBREAK = "swbreak"  # T05 swbreak: a software breakpoint (Z0); PC at the breakpoint
+    HWBREAK = "hwbreak"  # T05 hwbreak: a hardware breakpoint (Z1)
+    WATCH = "watch"  # T05 watch:<addr>: a write watchpoint (Z2)
+    RWATCH = "rwatch"  # T05 rwatch:<addr>: a read watchpoint (Z3)
+    AWATCH = "awatch"  # T05 awatch:<addr>: an access watchpoint (Z4)
+    EXITED = "exited"  # W<code>: the guest is gone (isa-debug-exit, poweroff)
+    TERMINATED = "terminated"  # X<sig>: the guest was killed by a "signal" (e.g. triple fault)
+
+
+_WATCH_REASONS = (StopReason.WATCH, StopReason.RWATCH, StopReason.AWATCH)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopEvent:
+    """A stop reported by ``run_slice``.
+
+    ``thread`` is the vCPU that stopped (the stub makes it gdb's current
+    thread); None means "the current one".  ``addr`` is the data address a
+    watchpoint touched (required for the watch reasons: gdb uses it to find
+    which watchpoint triggered).  ``exit_code`` is for EXITED.  For
+    breakpoints and watchpoints ``signal`` is SIGTRAP; for TERMINATED it is the
+    terminating signal.
+
+    Breakpoint stops leave the PC *at* the breakpoint address (the instruction
+    has not executed); watchpoint stops leave it after the accessing
+    instruction, as on hardware.
+    """
+
+    reason: StopReason
+    signal: int = Signal.SIGTRAP
+    thread: int | None = None
+    addr: int | None = None
+    exit_code: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason in _WATCH_REASONS and self.addr is None:
+            raise ValueError(f"{self.reason.value} stop needs the data address")
+        if self.reason is StopReason.EXITED and self.exit_code is None:
+            raise ValueError("exited stop needs an exit code")
+
+    # Constructors that read well at the call site: ``StopEvent.swbreak(tid)``.
+    @classmethod
+    def signalled(cls, signal: int, thread: int | None = None) -> StopEvent:
+        return cls(StopReason.SIGNAL, signal, thread)
+
+    @classmethod
+    def step_done(cls, thread: int | None = None) -> StopEvent:
+        return cls(StopReason.SIGNAL, Signal.SIGTRAP, thread)
+
+    @classmethod
+    def interrupted(cls, thread: int | None = None) -> StopEvent:
+        return cls(StopReason.SIGNAL, Signal.SIGINT, thread)
+
+    @classmethod
+    def swbreak(cls, thread: int | None = None) -> StopEvent:
+        return cls(StopReason.SWBREAK, Signal.SIGTRAP, thread)
+
+    @classmethod
+    def hwbreak(cls, thread: int | None = None) -> StopEvent:
+        return cls(StopReason.HWBREAK, Signal.SIGTRAP, thread)
+
+    @classmethod
+    def watch(cls, kind: WatchKind, addr: int, thread: int | None = None) -> StopEvent:
+        reason = {WatchKind.WRITE: StopReason.WATCH, WatchKind.READ: StopReason.RWATCH}.get(kind, StopReason.AWATCH)
+        return cls(reason, Signal.SIGTRAP, thread, addr)
+
+    @classmethod
+    def exited(cls, exit_code: int) -> StopEvent:
+        return cls(StopReason.EXITED, 0, None, None, exit_code)
+
+    @classmethod
+    def terminated(cls, signal: int) -> StopEvent:
+        return cls(StopReason.TERMINATED, signal)
+
+    @property
+    def is_final(self) -> bool:
+        """True when the guest is gone (W/X replies): nothing can be resumed afterwards."""
+        return self.reason in (StopReason.EXITED, StopReason.TERMINATED)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadInfo:
+    """One thread as gdb sees it: a vCPU.
+
+    ``name`` appears in ``info threads`` (via qXfer:threads:read), ``extra``
+    is the qThreadExtraInfo text (e.g. ``"CPU#0 [halted]"``), ``core`` the
+    processor number for the threads XML.
+    """
+
+    tid: int
+    name: str = ""
+    extra: str = ""
+    core: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeAction:
+    """What one thread does when the server next runs the target.
+
+    ``signal`` is a signal gdb asks to deliver (``C``/``S``/``vCont;C``); a
+    target with no such notion may ignore it.
+    """
+
+    tid: int
+    step: bool = False
+    signal: int | None = None
+
+
+class WatchKind(enum.Enum):
+    """Watchpoint kinds, from the Z packet type (Z2 write, Z3 read, Z4 access)."""
+
+    WRITE = 2
+    READ = 3
+    ACCESS = 4
+
+
+# ---- optional ops -------------------------------------------------------------
+
+
+class BreakpointOps(Protocol):
+    """Software (Z0) or hardware (Z1) breakpoints.
+
+    ``kind`` is gdb's breakpoint kind; for x86 it is 1 (the length of int3).
+    ``add`` of an address that already has one, or ``remove`` of one that is
+    not there, must not fail (gdb may repeat itself after a reconnect).  Raise
+    :class:`TargetError` when impossible (e.g. out of hardware slots: gdb then
+    reports "Could not insert hardware breakpoint").
+    """
+
+    def add(self, vaddr: int, kind: int) -> None: ...
+
+    def remove(self, vaddr: int, kind: int) -> None: ...
+
+
+class WatchpointOps(Protocol):
+    """Watchpoints (Z2/Z3/Z4) over ``[vaddr, vaddr + length)``."""
+
+    def add(self, kind: WatchKind, vaddr: int, length: int) -> None: ...
+
+    def remove(self, kind: WatchKind, vaddr: int, length: int) -> None: ...
+
+
+class MonitorOps(Protocol):
+    """``monitor CMD`` in gdb (qRcmd): ``handle`` returns the text to print (may be empty)."""
+
+    def handle(self, cmd: str) -> str: ...
+
+
+class TargetXmlOps(Protocol):
+    """``qXfer:features:read``: the document for ``annex`` (``"target.xml"`` first), None if unknown.
+
+    :class:`~gdbemu.rsp.arch.RegisterLayout` implements it: a target usually
+    returns its layout.
+    """
+
+    def target_xml(self, annex: str) -> bytes | None: ...
+
+
+class ThreadsXferOps(Protocol):
+    """``qXfer:threads:read``: the ``<threads>`` document.
+
+    :func:`gdbemu.rsp.stub.threads_xml` builds it from ``threads()``; a target
+    with nothing to add returns ``stub.DefaultThreadsXfer(self)``.
+    """
+
+    def threads_xml(self) -> bytes: ...
+
+
+# ---- the target ---------------------------------------------------------------
+
+
+@runtime_checkable
+class Target(Protocol):
+    """The debugged machine, seen from the stub.  See the module docstring for the rules.
+
+    Required methods are below; the ``supports_*`` methods are optional
+    abilities (return None when absent).  A target may subclass
+    :class:`TargetBase` to get "absent" defaults for all of them.
+    """
+
+    def register_layout(self) -> RegisterLayout:
+        """The layout of ``g`` packets for the whole session (e.g. ``arch.i386.I386_LAYOUT``)."""
+        ...
+
+    def threads(self) -> Sequence[ThreadInfo]:
+        """Every thread (vCPU), in order; never empty."""
+        ...
+
+    def read_registers(self, tid: int) -> bytes:
+        """All registers of ``tid``, ``layout.g_size`` bytes."""
+        ...
+
+    def write_registers(self, tid: int, data: bytes) -> None:
+        """Set all registers of ``tid`` from a ``layout.g_size`` block."""
+        ...
+
+    def read_register(self, tid: int, regnum: int) -> bytes | None:
+        """One register, ``layout[regnum].size`` bytes; None when unavailable (gdb shows ``<unavailable>``)."""
+        ...
+
+    def write_register(self, tid: int, regnum: int, data: bytes) -> bool:
+        """Set one register; False when it cannot be written (gdb reports an error)."""
+        ...
+
+    def read_memory(self, tid: int, vaddr: int, length: int) -> bytes:
+        """Guest memory as ``tid`` sees it.
+
+        May return fewer bytes than asked when the range runs into unmapped
+        memory (gdb accepts short reads); raise ``TargetError(errno.EFAULT)``
+        when not even the first byte is readable.  Reads have no side effects
+        (MMIO is read as the debugger view or refused) and see memory as the
+        guest does: breakpoints are never patched into memory.
+        """
+        ...
+
+    def write_memory(self, tid: int, vaddr: int, data: bytes) -> None:
+        """Write guest memory (invalidating translated code like any store); TargetError when unmapped."""
+        ...
+
+    def resume(self, actions: Sequence[ResumeAction]) -> None:
+        """Record what the next ``run_slice`` calls do; threads not listed stay stopped."""
+        ...
+
+    def run_slice(self, max_insns: int) -> StopEvent | None:
+        """Execute up to ``max_insns`` instructions; return the first stop, or None if there was none."""
+        ...
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the next ``run_slice`` returns ``StopEvent.interrupted()`` within a few ms."""
+        ...
+
+    def kill(self) -> None:
+        """gdb's ``kill``: the guest is to be destroyed; the server returns from ``run()`` afterwards."""
+        ...
+
+    def detach(self) -> None:
+        """The debugger is gone (``detach``, dropped connection).
+
+        The stub has already removed the breakpoints and watchpoints it had
+        inserted; clear any stepping state.  The server then lets the guest
+        run freely until the next connection.
+        """
+        ...
+
+    def supports_sw_breakpoints(self) -> BreakpointOps | None: ...
+
+    def supports_hw_breakpoints(self) -> BreakpointOps | None: ...
+
+    def supports_watchpoints(self) -> WatchpointOps | None: ...
+
+    def supports_monitor(self) -> MonitorOps | None: ...
+
+    def supports_target_xml(self) -> TargetXmlOps | None: ...
+
+    def supports_threads_xfer(self) -> ThreadsXferOps | None: ...
+
+
+class TargetBase:
+    """Defaults for the optional part of :class:`Target`: every ability absent.
+
+    Subclass it and override the ``supports_*`` methods the target has.
+    """
+
+    def supports_sw_breakpoints(self) -> BreakpointOps | None:
+        return None
+
+    def supports_hw_breakpoints(self) -> BreakpointOps | None:
+        return None
+
+    def supports_watchpoints(self) -> WatchpointOps | None:
+        return None
+
+    def supports_monitor(self) -> MonitorOps | None:
+        return None
+
+    def supports_target_xml(self) -> TargetXmlOps | None:
+        return None
+
+    def supports_threads_xfer(self) -> ThreadsXferOps | None:
+        return None

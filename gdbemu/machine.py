@@ -15,7 +15,7 @@ from .core import interrupts
 from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX
 from .core.exceptions import GuestFault
-from .core.exec import REQ_EXIT, REQ_HARD, cpu_exec
+from .core.exec import REQ_EXIT, REQ_HARD, REQ_NMI, cpu_exec
 from .core.mmu import debug_translate, tlb_fill
 from .core.tb import TBCache
 from .core.translate import Translator
@@ -234,6 +234,27 @@ class Machine:
         cpu.interrupt_request &= ~REQ_HARD
         return False
 
+    def raise_nmi(self, cpu: CPU) -> None:
+        """An NMI for ``cpu`` (a local APIC's LINT1 or LVT entry, an NMI IPI, an I/O APIC entry).
+
+        EFLAGS.IF does not mask it.  From the delivery of an NMI until the
+        next IRET further NMIs are blocked; one of them stays latched and is
+        delivered after that IRET (SDM vol. 3, 6.7.1; core/ops/system.py iret).
+        """
+        cpu.nmi_pending = True
+        if not cpu.nmi_blocked:
+            cpu.interrupt_request |= REQ_NMI
+
+    def _take_nmi(self, cpu: CPU) -> None:
+        """Deliver the latched NMI through IDT vector 2 (wakes a halted CPU whatever IF says)."""
+        cpu.interrupt_request &= ~REQ_NMI
+        if not cpu.nmi_pending or cpu.nmi_blocked:
+            return
+        cpu.nmi_pending = False
+        cpu.nmi_blocked = True
+        cpu.halted = False
+        interrupts.deliver_external(cpu, 2)
+
     def run(self, max_insns: int | None = None) -> Stop:
         """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire.
 
@@ -256,6 +277,10 @@ class Machine:
             else:
                 left = self.SLICE
             clock.run_timers()
+            if cpu.interrupt_request & REQ_NMI:
+                self._take_nmi(cpu)
+                if self.stop_reason is not None:
+                    continue
             if cpu.interrupt_request & REQ_HARD:
                 self._take_interrupt(cpu)
                 if self.stop_reason is not None:
@@ -408,6 +433,23 @@ class Machine:
         cpu.regs[EAX] = 0x2BADB002
         cpu.regs[EBX] = 0
         return entry
+
+    def load_multiboot(self, path: str, append: str = "", initrd: str | None = None,
+                       kernel_name: str | None = None):
+        """Boot a multiboot kernel the way a PC (SeaBIOS + QEMU's ``-kernel``) does.
+
+        Unlike ``load_elf`` (the bare core's loader, kept for the core tests),
+        this writes the BIOS leftovers (BDA, EBDA, MP and ACPI tables; PIC and
+        PIT programmed as SeaBIOS leaves them), the kernel and its ``initrd``
+        modules, the multiboot information structure with ``append`` as the
+        command line, sets the multiboot entry state, and registers an
+        ``on_reset`` hook that boots the kernel again after a reset.  Returns
+        ``boot.multiboot.BootInfo``; raises ``MultibootError`` naming what is
+        wrong with the file.  See ``boot/multiboot.py`` and ``boot/firmware.py``.
+        """
+        from .boot.multiboot import boot_multiboot
+
+        return boot_multiboot(self, path, append, initrd, kernel_name)
 
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}

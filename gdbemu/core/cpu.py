@@ -162,10 +162,17 @@ class CPU:
         self.interrupt_request = 0
         # Interrupts are inhibited until icount reaches this (the shadow after sti / mov ss).
         self.inhibit_irq_until = 0
+        # Debug traps (single-step) likewise, after mov ss / pop ss only (SDM vol. 3, 6.8.3).
+        self.inhibit_debug_until = 0
         # Watchpoints (softmmu/watchpoint.py): replaying an instruction that hit, and the hit.
         self.watch_replay = False
         self.watch_hit = None
         self.exit_request = False
+        # NMI (SDM vol. 3, 6.7.1): latched until delivered; blocked from delivery
+        # from the NMI's delivery until the next IRET.
+        self.nmi_pending = False
+        self.nmi_blocked = False
+        self.apic = None  # this CPU's local APIC (hw/lapic.py) when the board has one
         self.machine = None  # back-pointer, set by Machine
         self.compute_hflags()
 

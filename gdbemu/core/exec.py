@@ -26,6 +26,7 @@ from .translate import SMC_HOT_PAGE, TIER2_THRESHOLD
 
 REQ_EXIT = 1  # leave the exec loop (the machine looks at why)
 REQ_HARD = 2  # a maskable interrupt is pending
+REQ_NMI = 4  # a deliverable NMI is pending (not maskable by EFLAGS.IF; see Machine.raise_nmi)
 
 
 def tb_lookup(cpu):
@@ -108,6 +109,10 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
             left = end - cpu.icount
             if left <= 0:
                 return
+            if req and cpu.eflags & 0x200:
+                # An interrupt waits for the sti / mov ss shadow to end: run the one
+                # shadowed instruction alone, then take it (QEMU's HF_INHIBIT_IRQ TB).
+                left = min(left, cpu.inhibit_irq_until - cpu.icount)
             nxt = None
             if slot < 2 and tb is not None:
                 nxt = tb.jmp[slot]
@@ -165,7 +170,13 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
 
 
 def _single_step_trap(cpu) -> None:
-    """EFLAGS.TF was set when the instruction started: #DB trap after it, DR6.BS (SDM vol. 3, 17.3.1.4)."""
+    """EFLAGS.TF was set when the instruction started: #DB trap after it, DR6.BS (SDM vol. 3, 17.3.1.4).
+
+    Not after MOV SS / POP SS: the trap is held until the next instruction
+    has run (SDM vol. 3, 6.8.3), which single-steps and traps itself.
+    """
+    if cpu.icount < cpu.inhibit_debug_until:
+        return
     cpu.dr[6] |= 0x4000
     cpu.machine.deliver_exception(cpu, GuestFault(DB))
 

@@ -79,6 +79,15 @@ class PhysMemory:
         for page in range(start >> PAGE_BITS, (start + size + PAGE_SIZE - 1) >> PAGE_BITS):
             self.regions[page] = region
 
+    def remove_mmio(self, start: int, size: int) -> None:
+        """Unmap a region added by ``add_mmio`` (a relocated or disabled local APIC page).
+
+        Callers flush the TLBs: entries filled while the region was there
+        still classify its pages as MMIO.
+        """
+        for page in range(start >> PAGE_BITS, (start + size + PAGE_SIZE - 1) >> PAGE_BITS):
+            self.regions.pop(page, None)
+
     def add_port(self, port: int, count: int, device: PortDevice) -> None:
         for p in range(port, port + count):
             self.ports[p] = device

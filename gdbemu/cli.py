@@ -46,8 +46,10 @@ calls for every exception and interrupt delivered; ``mmu`` wraps each vCPU's
 ``softmmu.fill`` (TLB fills and the page faults they raise).
 
 ``-s``/``-gdb DEV``/``-S`` are parsed into ``Options.gdb`` (an endpoint like
-``tcp::1234``, or None) and ``Options.wait_for_gdb``; ``start_gdb_stub`` is
-the hook where the stub attaches.
+``tcp::1234``, or None) and ``Options.wait_for_gdb``; ``_serve_gdb`` then runs
+the guest under the GDB server (gdbemu/rsp/server.py) instead of ``_run``.
+With no kernel given, the demo kernel boots with the server listening on
+127.0.0.1:1234 (``-gdb none`` turns that off).
 """
 
 from __future__ import annotations
@@ -234,6 +236,7 @@ class Options:
     rtc_base: int | None = None
     gdb: str | None = None  # the GDB stub's endpoint ("tcp::1234", "unix:PATH", ...) or None
     wait_for_gdb: bool = False  # -S: do not run the guest until gdb says so
+    no_gdb: bool = False  # -gdb none: no stub even for the demo kernel
     max_insns: int | None = None
     nographic: bool = False
     nodefaults: bool = False
@@ -478,6 +481,14 @@ def parse_args(argv: list[str]) -> Options:
             opts.gdb = "tcp::1234"
         elif name == "gdb":
             opts.gdb = None if v == "none" else v
+            opts.no_gdb = v == "none"
+            if opts.gdb is not None:
+                from .rsp.server import parse_endpoint
+
+                try:
+                    parse_endpoint(opts.gdb)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
         elif name == "S":
             opts.wait_for_gdb = True
         elif name == "rtc":
@@ -721,17 +732,61 @@ class QemuLog:
 
 
 # ---- running ---------------------------------------------------------------------------------
-def start_gdb_stub(machine, opts: Options) -> None:
-    """Hook for the GDB stub: serve ``opts.gdb``; with ``opts.wait_for_gdb`` return only when gdb resumes.
+def _serve_gdb(machine, opts: Options, debugcon: _Sink | None, console: ConsoleInput | None) -> int:
+    """Run the guest under the GDB server (``-s``, ``-gdb DEV``, ``-S``, or no kernel given).
 
-    The stub (gdbemu/rsp/) attaches here.  Until it is wired in, say that the
-    options had no effect rather than silently running past a -S.
+    The server's loop replaces ``_run``: it runs the guest in slices through
+    the target and polls gdb between them.  ``on_slice`` does what ``_run``
+    does between slices (console output, console input); the target handles
+    resets as ``_run`` does (``-no-reboot`` decides).
     """
-    if opts.gdb is not None or opts.wait_for_gdb:
-        print(
-            "gdbemu: note: the GDB stub is not wired into the command line yet; -s/-gdb/-S have no effect",
-            file=sys.stderr,
-        )
+    import logging
+
+    from .rsp.server import GdbServer, parse_endpoint
+    from .target import MachineTarget
+
+    endpoint = parse_endpoint(opts.gdb or "tcp::1234")
+    target = MachineTarget(machine)
+    target.no_reboot = opts.no_reboot
+    shown = 0
+
+    def on_slice() -> None:
+        nonlocal shown
+        if debugcon is not None and len(machine.debug_output) > shown:
+            debugcon.write(bytes(machine.debug_output[shown:]))
+            shown = len(machine.debug_output)
+        if console is not None:
+            data = console.take()
+            if data:
+                feed_serial(machine, data)
+
+    log = logging.getLogger("gdbemu.gdb")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("gdbemu: gdb: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+    server = GdbServer(target, endpoint, wait_for_gdb=opts.wait_for_gdb, log=log, on_slice=on_slice)
+    try:
+        server.listen()
+    except OSError as exc:
+        print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    where = server.address
+    shown_where = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(endpoint)
+    if not endpoint.uses_stdio:
+        verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
+        print(f"gdbemu: {verb} on {shown_where} (gdb -ex 'target remote {shown_where}')", file=sys.stderr)
+    start = time.perf_counter()
+    result = server.run()
+    on_slice()
+    stop = target.last_stop or _limit_stop()
+    print(_summary(stop, machine, time.perf_counter() - start), file=sys.stderr)
+    if result.reason == "exited":
+        return machine.exit_code if machine.exit_code is not None else 0
+    if result.reason == "terminated":
+        return 0 if opts.no_reboot else 1
+    return 0
 
 
 def _install_debug_exit(machine, wanted: tuple[int, int] | None) -> None:
@@ -821,7 +876,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if demo:
         print("gdbemu: no kernel given, booting the demo kernel", file=sys.stderr)
-    start_gdb_stub(machine, opts)
+        if opts.gdb is None and not opts.no_gdb:
+            opts.gdb = "tcp::1234"  # the demo is for trying gdb on: listen unless told not to
 
     debugcon = None if debugcon_by_device else _Sink(opts.debugcon)
     console = None
@@ -836,6 +892,8 @@ def main(argv: list[str] | None = None) -> int:
     if sleep:
         _pace_halts(machine, console)
     try:
+        if opts.gdb is not None or opts.wait_for_gdb:
+            return _serve_gdb(machine, opts, debugcon, console)
         return _run(machine, opts, debugcon, console, slice_insns=(1 << 16) if console else (1 << 20))
     except KeyboardInterrupt:
         print("gdbemu: interrupted", file=sys.stderr)

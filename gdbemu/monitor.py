@@ -138,7 +138,8 @@ class Monitor:
             for j in range(1024):
                 pte = int.from_bytes(mem.read(pt + 4 * j, 4), "little")
                 if pte & PG_P:
-                    rows.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, rights(pde & pte | (pte & (PG_A | PG_D | PG_G)))))
+                    effective = pde & pte | (pte & (PG_A | PG_D | PG_G))
+                    rows.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, rights(effective)))
         # merge contiguous runs with the same rights
         merged: list[list] = []
         for vaddr, size, paddr, r in rows:

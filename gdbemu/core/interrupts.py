@@ -14,10 +14,18 @@ instruction: software interrupts are not exceptions in the table.
 Delivery in protected mode goes through 32- and 16-bit interrupt and trap
 gates, at the same privilege level or inward to ring 0..2 on the stack named
 by the TSS (SSn:ESPn), and from virtual-8086 mode to ring 0 (pushing
-GS/FS/DS/ES as well).  Task gates raise #GP(vector) here: task switching
-does not exist yet, and a #GP with the IDT entry as error code is what a
-guest would see for a descriptor the processor refuses.  Real mode uses the
-IVT.
+GS/FS/DS/ES as well).  A task gate switches tasks (core/task.py): the old
+state is saved in the current TSS with the return EIP of the event, and the
+error code, if any, is pushed on the new task's stack (SDM vol. 3, 6.12.2).
+A fault after the switch committed belongs to the new task (``in_new_task``);
+it still counts as a fault during delivery for the double-fault rules, as
+in QEMU.  Real mode uses the IVT.
+
+The EFLAGS image pushed for a fault-class exception has RF=1 (SDM vol. 3,
+17.3.1.1: "for any fault-class exception except a debug exception
+generated in response to an instruction breakpoint, the value pushed for
+RF is 1"), so that the faulting instruction, restarted by IRET, does not
+trigger its own instruction breakpoint again.
 
 Everything that can fault (IDT and descriptor reads, TSS reads, the stack
 frame writes) happens before any register changes, so a fault during
@@ -29,11 +37,12 @@ from __future__ import annotations
 
 from . import flags as F
 from .cpu import CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
-from .exceptions import DF, GP, NP, PF, TS, VECTORS_WITH_ERROR_CODE, GuestFault
+from .exceptions import AC, BR, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
     SYS_INT_GATE16,
     SYS_INT_GATE32,
+    SYS_TASK_GATE,
     SYS_TRAP_GATE16,
     SYS_TRAP_GATE32,
     check_code_descriptor,
@@ -51,9 +60,21 @@ from .seg import (
     sys_write,
     tss_inner_stack,
 )
+from .task import (
+    SWITCH_INT,
+    debug_trap_after_switch,
+    in_new_task,
+    resolve_task_gate,
+    settle_rf,
+    switch_task,
+    task_return,
+)
 
 _CONTRIBUTORY = frozenset({0, TS, NP, SS_FAULT, GP})
-_GATES = frozenset({SYS_INT_GATE16, SYS_TRAP_GATE16, SYS_INT_GATE32, SYS_TRAP_GATE32})
+_GATES = frozenset({SYS_INT_GATE16, SYS_TRAP_GATE16, SYS_INT_GATE32, SYS_TRAP_GATE32, SYS_TASK_GATE})
+# Fault-class exceptions (SDM vol. 3, table 6-1): their pushed EFLAGS image has RF=1.
+# #DB is absent: an instruction-breakpoint #DB pushes RF as it is, the others are traps.
+_FAULTS = frozenset({DE, BR, UD, NM, TS, NP, SS_FAULT, GP, PF, MF, AC, XM})
 _V86_SEG_FLAGS = DESC_P | (1 << 12) | (1 << 9) | (1 << 8) | (3 << 13)  # present, data, writable, accessed, DPL 3
 
 
@@ -82,14 +103,16 @@ def raise_exception(cpu, fault: GuestFault) -> None:
         _deliver(cpu, fault)
         return
     except GuestFault as second:
-        if fault.next_eip is not None:
-            cpu.icount -= 1
+        if fault.next_eip is not None and not in_new_task(second):
+            cpu.icount -= 1  # (a fault in a new task: the task switch, so the instruction, completed)
         if fault.vector == DF and not fault.soft:
             _triple(cpu, f"fault {second} while delivering #DF")
             return
         if fault.soft or not _is_double_fault(fault.vector, second.vector):
             raise_exception(cpu, second)
             return
+        if second.vector == PF and second.cr2 is not None:
+            cpu.cr[2] = second.cr2  # the page fault that became #DF was detected: CR2 holds its address
     try:
         _deliver(cpu, GuestFault(DF, 0))
     except GuestFault as third:
@@ -110,17 +133,23 @@ def _deliver(cpu, fault: GuestFault) -> None:
     error_code = None
     if fault.vector in VECTORS_WITH_ERROR_CODE and not fault.soft:
         error_code = fault.error_code if fault.error_code is not None else 0
-    do_interrupt(cpu, fault.vector, fault.soft, error_code, next_eip)
+    push_rf = fault.vector in _FAULTS and not fault.soft and fault.next_eip is None
+    do_interrupt(cpu, fault.vector, fault.soft, error_code, next_eip, push_rf)
 
 
-def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int,
+                 push_rf: bool = False) -> None:
     """Deliver one event (exception, software or hardware interrupt) through the IDT/IVT.
 
     ``soft`` is INT n / INT3 / INTO: the gate DPL is checked against CPL and
     error codes carry EXT = 0.  ``next_eip`` is the EIP saved in the frame.
+    ``push_rf``: a fault-class exception, whose saved EFLAGS has RF=1.
     """
+    trace = getattr(cpu.machine, "trace_interrupt", None)  # -d int (cli.py); None unless logging
+    if trace is not None:
+        trace(cpu, vector, soft, error_code, next_eip)
     if cpu.cr[0] & CR0_PE:
-        _interrupt_protected(cpu, vector, soft, error_code, next_eip)
+        _interrupt_protected(cpu, vector, soft, error_code, next_eip, push_rf)
     else:
         _interrupt_real(cpu, vector, next_eip)
     cpu.halted = False
@@ -146,7 +175,8 @@ def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
     cpu.compute_hflags()
 
 
-def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int,
+                         push_rf: bool = False) -> None:
     """Protected and virtual-8086 mode delivery (SDM vol. 2, INT n: PROTECTED-MODE and after)."""
     ext = 0 if soft else 1
     idt_err = vector * 8 + 2 + ext
@@ -155,14 +185,16 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
     lo = sys_read(cpu, cpu.idtr_base + vector * 8, 4)
     hi = sys_read(cpu, cpu.idtr_base + vector * 8 + 4, 4)
     if hi & (1 << 12) or (hi >> 8) & 0xF not in _GATES:
-        # Not an interrupt or trap gate; task gates (type 5) need task switching.
-        raise GuestFault(GP, idt_err)
+        raise GuestFault(GP, idt_err)  # not an interrupt, trap or task gate
     cpl = cpu.cpl
     if soft and dpl_of(hi) < cpl:
         raise GuestFault(GP, vector * 8 + 2)
     if not hi & DESC_P:
         raise GuestFault(NP, idt_err)
     gtype = (hi >> 8) & 0xF
+    if gtype == SYS_TASK_GATE:
+        _interrupt_task_gate(cpu, lo, ext, error_code, next_eip, push_rf)
+        return
     is32 = bool(gtype & 8)
     trap = bool(gtype & 1)
     selector = lo >> 16
@@ -178,6 +210,8 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
     conforming = bool(chi & DESC_C)
     size = 4 if is32 else 2
     eflags = cpu.get_eflags()
+    if push_rf:
+        eflags |= F.RF
     old_esp = cpu.regs[ESP]
     if not conforming and cdpl < cpl:
         # Inward: the new stack comes from the TSS.
@@ -225,15 +259,50 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
     cpu.compute_hflags()
 
 
+def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, next_eip: int,
+                         push_rf: bool) -> None:
+    """An event through an IDT task gate (SDM vol. 2 INT n: TASK-GATE; vol. 3, 6.12.2).
+
+    The switch nests (NT, back link, the old task stays busy) and saves
+    ``next_eip`` in the old TSS.  An error code is pushed on the new task's
+    stack, a dword or a word by the new TSS's size (as QEMU); that push, like
+    the segment loads, happens in the new task: its faults are tagged
+    ``in_new_task``.  The new TSS's T flag traps only once all this is done.
+    """
+    selector, lo, hi = resolve_task_gate(cpu, gate_lo, ext)
+    trap = switch_task(cpu, selector, lo, hi, SWITCH_INT, next_eip, ext, push_rf)
+    if error_code is not None:
+        size = 4 if cpu.tr.type & 8 else 2
+        ss = cpu.segs[SS]
+        sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
+        sp = (cpu.regs[ESP] - size) & sp_mask
+        try:
+            stack_write(cpu, ss.base + sp, size, error_code & ((1 << (8 * size)) - 1), cpu.cpl)
+        except GuestFault as fault:
+            fault.in_new_task = True  # type: ignore[attr-defined]
+            raise
+        cpu.regs[ESP] = (cpu.regs[ESP] & ~sp_mask) | sp
+    if trap:
+        debug_trap_after_switch(cpu)
+
+
 # ---- iret -------------------------------------------------------------------------------
-def iret(cpu, opsize: int) -> None:
+def iret(cpu, opsize: int, next_eip: int = 0) -> None:
     """IRET/IRETD in real, virtual-8086 and protected mode (SDM vol. 2, IRET).
 
     Protected mode: same privilege, outward (pops SS:ESP, nulls data segment
     registers the outer level may not use) and, from CPL 0, to
-    virtual-8086 mode.  NT=1 means a return from a nested task, which needs
-    task switching: #GP(0) until it exists.
+    virtual-8086 mode.  NT=1 (outside virtual-8086 mode) is a return from a
+    nested task: a task switch to the TSS named by the back link, saving
+    ``next_eip`` (the instruction after the IRET) in the abandoned TSS.
+    An RF flag restored for an instruction that has no guest breakpoint is
+    dropped at once (``task.settle_rf``).
     """
+    _iret(cpu, opsize, next_eip)
+    settle_rf(cpu)
+
+
+def _iret(cpu, opsize: int, next_eip: int) -> None:
     ss = cpu.segs[SS]
     sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
     sp = cpu.regs[ESP]
@@ -250,7 +319,8 @@ def iret(cpu, opsize: int) -> None:
         _iret_real(cpu, opsize, pop, lambda: sp)
         return
     if cpu.eflags & F.NT:
-        raise GuestFault(GP, 0)  # task return: needs task switching
+        task_return(cpu, next_eip)
+        return
     new_eip = pop()
     new_cs = pop() & 0xFFFF
     new_flags = pop()

@@ -21,9 +21,10 @@ Protected mode:
 * RETF to the same level, or to an outer level: pops SS:ESP too, releases
   ``imm16`` bytes on both stacks, and nulls the data segment registers the
   outer level may not use;
-* task gates and TSS descriptors are #GP(selector): task switching does not
-  exist yet (a later issue).  The guest sees the exception the processor
-  raises for a descriptor it refuses, not a silent misbehaviour.
+* a TSS descriptor or a task gate (in the GDT or the LDT): a task switch
+  (core/task.py), without nesting for JMP, nested (NT, back link) for
+  CALL; the old task's EIP is the instruction after the JMP/CALL;
+* any other system descriptor is #GP(selector).
 
 Real mode and virtual-8086 mode: CS is loaded as in real mode (selector,
 base = selector << 4), no checks.
@@ -44,6 +45,11 @@ from ..helpers import helper
 from ..seg import (
     SYS_CALL_GATE16,
     SYS_CALL_GATE32,
+    SYS_TASK_GATE,
+    SYS_TSS16_AVAIL,
+    SYS_TSS16_BUSY,
+    SYS_TSS32_AVAIL,
+    SYS_TSS32_BUSY,
     check_eip,
     dpl_of,
     invalidate_outer_segments,
@@ -57,7 +63,11 @@ from ..seg import (
     sys_type,
     tss_inner_stack,
 )
+from ..task import far_task_switch
 from . import op
+
+# Descriptors a far JMP/CALL switches tasks through (a busy TSS is refused by the switch: #GP).
+_TASK_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY, SYS_TASK_GATE})
 
 _SEGS = {"les": 0, "lss": 2, "lds": 3, "lfs": 4, "lgs": 5}
 
@@ -226,15 +236,14 @@ def _gate_target(cpu, selector: int, lo: int, hi: int, cpl: int) -> tuple[int, i
 
 
 def _refuse_system(selector: int) -> None:
-    """Any other system descriptor: task gates and TSSs would switch tasks (not yet); others are invalid."""
+    """Any system descriptor other than a call gate, a task gate or a TSS: not a transfer target."""
     raise GuestFault(GP, selector & 0xFFFC)
 
 
 # ---- helpers: the transfers ------------------------------------------------------------------
 @helper
 def far_jmp(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> None:
-    """JMP ptr16:xx / m16:xx (SDM vol. 2 JMP, far jumps)."""
-    del next_eip
+    """JMP ptr16:xx / m16:xx (SDM vol. 2 JMP, far jumps); ``next_eip`` is saved by a task switch."""
     selector &= 0xFFFF
     if _real_mode(cpu):
         _load_real_cs(cpu, selector)
@@ -260,6 +269,9 @@ def far_jmp(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> None
         set_accessed(cpu, target, chi)
         load_code_cache(cpu, target, clo, chi, cpl)
         cpu.eip = offset
+    elif sys_type(hi) in _TASK_TYPES:
+        far_task_switch(cpu, selector, lo, hi, False, next_eip)
+        return
     else:
         _refuse_system(selector)
     cpu.compute_hflags()
@@ -295,6 +307,9 @@ def far_call(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> Non
         load_code_cache(cpu, selector, lo, hi, cpl)
         cpu.eip = offset
         cpu.compute_hflags()
+        return
+    if sys_type(hi) in _TASK_TYPES:
+        far_task_switch(cpu, selector, lo, hi, True, next_eip)
         return
     if sys_type(hi) not in (SYS_CALL_GATE16, SYS_CALL_GATE32):
         _refuse_system(selector)

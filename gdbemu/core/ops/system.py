@@ -34,6 +34,19 @@ from ..cpu import (
     CR4_SMAP,
     CR4_SMEP,
     CR4_TSD,
+    CS,
+    DESC_A,
+    DESC_B,
+    DESC_CS,
+    DESC_DPL_SHIFT,
+    DESC_G,
+    DESC_P,
+    DESC_R,
+    DESC_S,
+    DESC_W,
+    ECX,
+    EDX,
+    ESP,
     HF_PE,
     HF_VM,
     MSR_EFER,
@@ -44,8 +57,10 @@ from ..cpu import (
     MSR_IA32_SYSENTER_EIP,
     MSR_IA32_SYSENTER_ESP,
     MSR_IA32_TSC,
+    SS,
     MSR_MTRRcap,
     MSR_MTRRdefType,
+    SegmentCache,
 )
 from ..decode import CREG, DREG, IMM, MEM
 from ..emit import MASK, Emitter
@@ -62,6 +77,7 @@ from ..seg import sys_read
 from . import op
 
 REQ_EXIT = 1
+REQ_NMI = 4  # as core/exec.py
 
 
 def _call(e: Emitter, name: str, *args: str, result: str | None = None) -> None:
@@ -148,18 +164,32 @@ def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
 
 @helper
 def sti(cpu) -> None:  # noqa: F811
-    """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later."""
+    """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later.
+
+    The shadow covers maskable interrupts only: a single-step trap after STI
+    is not delayed (SDM vol. 2 STI, vol. 3, 6.8.3).
+    """
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
     if not cpu.eflags & F.IF:
         cpu.eflags |= F.IF
-        inhibit_irq(cpu)
+        cpu.inhibit_irq_until = icount_now(cpu, cpu.eip) + 2
 
 
 @helper
 def inhibit_irq(cpu) -> None:
-    """The one-instruction interrupt shadow after sti / mov ss (SDM vol. 3, 6.8.3)."""
-    cpu.inhibit_irq_until = cpu.icount + 2
+    """The shadow after MOV SS / POP SS (SDM vol. 3, 6.8.3).
+
+    Interrupts, debug exceptions and single-step traps are inhibited "until
+    the instruction boundary following the next instruction": the next
+    instruction runs before any of them.  ``cpu.eip`` is the MOV/POP (set
+    by ``sync_call``); the shadow ends once the instruction after it has
+    retired, i.e. when the retired count reaches its index + 2 (the count
+    is exact within a TB through ``icount_now``).
+    """
+    until = icount_now(cpu, cpu.eip) + 2
+    cpu.inhibit_irq_until = until
+    cpu.inhibit_debug_until = until
 
 
 # ---- hlt and port I/O ---------------------------------------------------------
@@ -275,14 +305,73 @@ def int_(e: Emitter) -> None:
 @op("iretd", "iret", flags="", end=True)
 def iret(e: Emitter) -> None:
     # reload: the helper changes ESP and the flags, which the exit writes back from the locals.
-    e.sync_call("iret", str(e.opsize))
+    # The next EIP is what a task return (NT=1) saves in the abandoned TSS.
+    e.sync_call("iret", str(e.opsize), e.next_eip())
     e.exit(2, "cpu.eip")
     e.ended = True
 
 
 @helper
-def iret(cpu, opsize: int) -> None:  # noqa: F811
-    _iret(cpu, opsize)
+def iret(cpu, opsize: int, next_eip: int) -> None:  # noqa: F811
+    _iret(cpu, opsize, next_eip)
+    if cpu.nmi_blocked:
+        # An IRET that completes ends NMI blocking (SDM vol. 3, 6.7.1); a latched NMI is taken next.
+        cpu.nmi_blocked = False
+        if cpu.nmi_pending:
+            cpu.interrupt_request |= REQ_NMI
+
+
+# ---- sysenter / sysexit ------------------------------------------------------------------
+# The flat segments SYSENTER/SYSEXIT load without reading the GDT (SDM vol. 2 SYSENTER,
+# SYSEXIT): base 0, limit 0xFFFFF pages, 32-bit; code execute/read accessed, data
+# read/write accessed.
+_SYS_CODE = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_B | DESC_G
+_SYS_DATA = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
+
+
+@op("sysenter", "sysexit", flags="", end=True)
+def sysenter(e: Emitter) -> None:
+    """SYSENTER / SYSEXIT: the fast system call pair; the helpers load CS, SS, ESP and EIP."""
+    e.sync_call(e.insn.name)
+    e.exit(2, "cpu.eip")
+    e.ended = True
+
+
+@helper
+def sysenter(cpu) -> None:  # noqa: F811
+    """SYSENTER (SDM vol. 2): to CPL 0 at SYSENTER_CS:SYSENTER_EIP with SYSENTER_CS+8:SYSENTER_ESP.
+
+    #GP(0) in real mode or when SYSENTER_CS[15:2] is 0.  Clears VM, IF and
+    RF; the new CS and SS caches are flat ring-0 segments whatever the GDT
+    holds.  Allowed at any CPL and from virtual-8086 mode.
+    """
+    cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
+    if not cpu.cr[0] & CR0_PE or not cs & 0xFFFC:
+        raise GuestFault(GP, 0)
+    cpu.eflags &= ~(F.VM | F.IF | F.RF)
+    cpu.segs[CS] = SegmentCache(cs & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE)
+    cpu.segs[SS] = SegmentCache((cs & 0xFFFC) + 8, 0, 0xFFFFFFFF, _SYS_DATA)
+    cpu.regs[ESP] = cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0) & 0xFFFFFFFF
+    cpu.eip = cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0) & 0xFFFFFFFF
+    cpu.compute_hflags()
+
+
+@helper
+def sysexit(cpu) -> None:  # noqa: F811
+    """SYSEXIT (SDM vol. 2): to CPL 3 at SYSENTER_CS+16:EDX with SYSENTER_CS+24:ECX (RPL 3).
+
+    #GP(0) in real mode, at CPL > 0, or when SYSENTER_CS[15:2] is 0.  EFLAGS
+    is not changed; CS and SS become flat ring-3 segments.
+    """
+    cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
+    if not cpu.cr[0] & CR0_PE or cpu.cpl != 0 or not cs & 0xFFFC or cpu.eflags & F.VM:
+        raise GuestFault(GP, 0)
+    dpl3 = 3 << DESC_DPL_SHIFT
+    cpu.segs[CS] = SegmentCache(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE | dpl3)
+    cpu.segs[SS] = SegmentCache(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
+    cpu.regs[ESP] = cpu.regs[ECX]
+    cpu.eip = cpu.regs[EDX]
+    cpu.compute_hflags()
 
 
 @op("ud2", flags="", end=True)
@@ -590,13 +679,15 @@ def mov_to_dr(cpu, n: int, value: int) -> None:
 CPUID_MAX_BASIC = 7
 CPUID_MAX_EXT = 0x80000004
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
-# Leaf 1 EDX: DE PSE TSC MSR CX8 APIC MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
+# Leaf 1 EDX: DE PSE TSC MSR CX8 APIC SEP MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
 # SIMD are not emulated: they #UD/#NM, ops/fpu.py), no VME, PAE, MCE/MCA, PAT,
-# PSE-36, SEP (sysenter is a later issue), CLFSH.  MTRR: the MTRR MSRs exist
-# (storage; an emulator has no caches to steer), and OSes read them only when
-# this bit says they exist.
+# PSE-36, CLFSH.  SEP: SYSENTER/SYSEXIT and their MSRs exist (signature 0x633
+# is not the Pentium Pro whose SEP bit lied, SDM vol. 2 SYSENTER).  MTRR: the
+# MTRR MSRs exist (storage; an emulator has no caches to steer), and OSes read
+# them only when this bit says they exist.
 CPUID_1_EDX = (
-    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 12) | (1 << 13) | (1 << 15)
+    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 13)
+    | (1 << 15)
 )
 # Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
 # 16 KiB L1 I and D, 512 KiB L2.
@@ -617,6 +708,9 @@ def _dwords(data: bytes) -> tuple[int, int, int, int]:
 @helper
 def cpuid(cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     """CPUID: (EAX, EBX, ECX, EDX).  Leaves beyond the maximum return the highest basic leaf (Intel)."""
+    model = getattr(cpu, "cpuid_model", None)  # a named -cpu model (boot/firmware.py), None: this table
+    if model is not None:
+        return model(cpu, leaf, subleaf)
     if leaf == 0:
         ebx, edx, ecx = _dwords(b"GenuineIntel" + b"\0" * 4)[:3]
         return CPUID_MAX_BASIC, ebx, ecx, edx
@@ -751,7 +845,10 @@ def wrmsr(cpu, index: int, value: int, eip: int) -> None:
         # BSP (bit 8) is read-only.
         if value & ~(PHYS_MASK & ~0x7FF | (1 << 11) | (1 << 8)):
             raise GuestFault(GP, 0)
-        msr[index] = (value & ~(1 << 8)) | (msr.get(index, 0) & (1 << 8))
+        old = msr.get(index, 0)
+        msr[index] = (value & ~(1 << 8)) | (old & (1 << 8))
+        if cpu.apic is not None:
+            cpu.apic.apicbase_written(old)  # the APIC page moves, or the APIC is switched off/on
     elif index == MSR_IA32_PAT:
         if not _bytes_ok(value, PAT_TYPES):
             raise GuestFault(GP, 0)

@@ -237,6 +237,7 @@ class Options:
     gdb: str | None = None  # the GDB stub's endpoint ("tcp::1234", "unix:PATH", ...) or None
     wait_for_gdb: bool = False  # -S: do not run the guest until gdb says so
     no_gdb: bool = False  # -gdb none: no stub even for the demo kernel
+    implicit_gdb: bool = False  # the stub was not asked for (the demo's default listener)
     max_insns: int | None = None
     nographic: bool = False
     nodefaults: bool = False
@@ -770,6 +771,11 @@ def _serve_gdb(machine, opts: Options, debugcon: _Sink | None, console: ConsoleI
     try:
         server.listen()
     except OSError as exc:
+        if opts.implicit_gdb:
+            # Only the demo's convenience listener: run the demo anyway.
+            print(f"gdbemu: note: {endpoint} is busy ({exc.strerror or exc}); running the demo without the GDB "
+                  "stub (choose a port with -gdb tcp::PORT)", file=sys.stderr)
+            return _run(machine, opts, debugcon, console, slice_insns=1 << 20)
         print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     where = server.address
@@ -878,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gdbemu: no kernel given, booting the demo kernel", file=sys.stderr)
         if opts.gdb is None and not opts.no_gdb:
             opts.gdb = "tcp::1234"  # the demo is for trying gdb on: listen unless told not to
+            opts.implicit_gdb = True
 
     debugcon = None if debugcon_by_device else _Sink(opts.debugcon)
     console = None

@@ -596,6 +596,8 @@ class _Sink:
         self.close_after = False
         if spec == "stdio":
             self.stream = sys.stdout.buffer
+        elif spec == "stderr":
+            self.stream = sys.stderr.buffer
         elif spec.startswith("file:"):
             self.stream = open(spec[5:], "wb")  # noqa: SIM115 - closed by close()
             self.close_after = True
@@ -844,6 +846,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device_models = _device_modules()
     debugcon_by_device = "debugport" in device_models
+    if opts.gdb is not None and _gdb_uses_stdio(opts.gdb):
+        # stdin/stdout carry gdb's packets: console devices on "stdio" write to
+        # stderr instead, and nothing reads stdin for COM1.
+        opts.serial = [sys.stderr.buffer if s == "stdio" else s for s in opts.serial]
+        if opts.debugcon == "stdio":
+            opts.debugcon = sys.stderr.buffer if debugcon_by_device else "stderr"
     config = PCConfig(
         ncpus=opts.smp,
         serial=[None if s == "none" else s for s in opts.serial],
@@ -924,6 +932,12 @@ def main(argv: list[str] | None = None) -> int:
             debugcon.close()
         if log_out is not sys.stderr:
             log_out.close()
+
+
+def _gdb_uses_stdio(spec: str) -> bool:
+    from .rsp.server import parse_endpoint
+
+    return parse_endpoint(spec).uses_stdio
 
 
 def _device_modules() -> set[str]:

@@ -29,10 +29,19 @@ class Timer:
         self.seq = 0
 
     def mod(self, deadline_ns: int) -> None:
-        """(Re)arm to fire at virtual time ``deadline_ns``."""
+        """(Re)arm to fire at virtual time ``deadline_ns``.
+
+        A deadline before the end of the slice now running kicks the CPU out
+        at the next TB boundary, so the run loop recomputes its budget and the
+        timer fires on time (deterministically: the kick comes from an
+        instruction, at the same point every run).
+        """
         self.deadline = deadline_ns
         self.seq += 1
-        heapq.heappush(self.clock.heap, (deadline_ns, self.clock.next_id(), self, self.seq))
+        clock = self.clock
+        heapq.heappush(clock.heap, (deadline_ns, clock.next_id(), self, self.seq))
+        if deadline_ns < clock.slice_end and clock.kick is not None:
+            clock.kick()
 
     def cancel(self) -> None:
         self.deadline = None
@@ -51,6 +60,10 @@ class VirtualClock:
         self.heap: list = []
         self._ids = 0
         self.timers_fired = 0
+        # The virtual time at which the slice now running ends (set by the run
+        # loop) and how to cut it short when a timer is armed before that.
+        self.slice_end = 0
+        self.kick: Callable[[], None] | None = None
 
     def next_id(self) -> int:
         self._ids += 1
@@ -73,15 +86,17 @@ class VirtualClock:
         return self.heap[0][0] if self.heap else None
 
     def budget(self, limit: int) -> int:
-        """Instructions that may run before the next deadline (at least 1), at most ``limit``."""
+        """Instructions that may run before the next deadline (at least 1), at most ``limit``.
+
+        Also records where the slice ends in virtual time (``slice_end``).
+        """
         deadline = self.next_deadline()
-        if deadline is None:
-            return limit
-        ns = deadline - self.now()
-        if ns <= 0:
-            return 1
-        insns = (ns + (1 << self.shift) - 1) >> self.shift
-        return max(1, min(limit, insns))
+        insns = limit
+        if deadline is not None:
+            ns = deadline - self.now()
+            insns = 1 if ns <= 0 else max(1, min(limit, (ns + (1 << self.shift) - 1) >> self.shift))
+        self.slice_end = self.now() + (insns << self.shift)
+        return insns
 
     def skip_to(self, deadline_ns: int) -> None:
         """Halted: let virtual time jump to ``deadline_ns`` without executing anything."""

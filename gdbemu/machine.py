@@ -74,6 +74,7 @@ class _Helpers:
 
 class Machine:
     SLICE = 1 << 20  # instructions per exec slice when no timer is closer
+    MAX_IDLE_SKIPS = 10_000  # timer deadlines skipped while halted with no instruction retired
 
     def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1, icount_shift: int = 3) -> None:
         self.mem = PhysMemory(ram_size)
@@ -85,13 +86,14 @@ class Machine:
         self.exit_code: int | None = None
         self.stop_reason: Stop | None = None
         self.breakpoints = Breakpoints(self._invalidate_linear)
-        self.watchpoints = WatchpointList(self._flush_page_all)
+        self.watchpoints = WatchpointList(self._flush_page_all, self.peek_linear)
         self.mem.on_phys_write.append(self._phys_written)
         self.tbs.on_invalidate.append(self._tb_invalidated)
         for i in range(ncpus):
             self.cpus.append(self._make_cpu(i))
         self.cpu = self.cpus[0]
         self.clock = VirtualClock(lambda: self.cpu.icount, icount_shift)
+        self.clock.kick = self._kick
         # Interrupt controllers: objects with set_irq(line, level); the CPU side
         # asks ``interrupt_sources`` (highest priority first) for a vector.
         self.irq_sinks: list = []
@@ -202,6 +204,11 @@ class Machine:
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         interrupts.raise_exception(cpu, fault)
 
+    def _kick(self) -> None:
+        """Leave the exec loop at the next TB boundary (a timer was armed inside this slice)."""
+        for cpu in self.cpus:
+            cpu.interrupt_request |= REQ_EXIT
+
     # ---- hardware interrupts --------------------------------------------------------
     def set_irq(self, line: int, level: int) -> None:
         """A device raises or lowers ISA IRQ ``line``: every controller sees it (PIC, I/O APIC)."""
@@ -267,6 +274,7 @@ class Machine:
         clock = self.clock
         self.stop_reason = None
         start = cpu.icount
+        idle_icount, idle_skips = cpu.icount, 0
         while True:
             if self.stop_reason is not None:
                 return self.stop_reason
@@ -291,6 +299,13 @@ class Machine:
                 deadline = clock.next_deadline()
                 if deadline is None:
                     return Stop("idle", "hlt with no timer armed")
+                # Timers that fire but never interrupt the CPU (masked at the
+                # controller) would let this loop skip virtual time forever.
+                if cpu.icount != idle_icount:
+                    idle_icount, idle_skips = cpu.icount, 0
+                idle_skips += 1
+                if idle_skips > self.MAX_IDLE_SKIPS:
+                    return Stop("idle", "halted; timers fire but no interrupt wakes the CPU")
                 clock.skip_to(deadline)
                 continue
             cpu_exec(cpu, clock.budget(min(left, self.SLICE)))
@@ -303,13 +318,22 @@ class Machine:
         self.request_stop(Stop("debug", f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
 
     def watch_stop(self, cpu: CPU, hit: WatchHit) -> None:
-        """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest."""
+        """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest.
+
+        With the watch log or watch conditions active (``softmmu/watchpoint.py``)
+        the hit is first completed there: logged, its condition evaluated; a hit
+        that is not to be reported returns here and the guest runs on.
+        """
         owner = hit.wp.owner
+        report = self.watchpoints.complete(cpu, hit)
         if isinstance(owner, tuple) and owner[0] == "dr":
             # The guest's own data breakpoint: #DB trap with DR6.Bn (SDM vol. 3, 17.3.1.2).
             cpu.dr[6] = (cpu.dr[6] & ~0xF) | (1 << owner[2]) | 0xFFFF0FF0
             self.deliver_exception(cpu, GuestFault(1))
             return
+        if report is None:
+            return  # logged, or its condition was false: no stop
+        hit = report
         from .softmmu.watchpoint import KIND_NAMES
 
         reason = KIND_NAMES[hit.wp.kind]
@@ -334,6 +358,25 @@ class Machine:
                 self.watchpoints.add(addr, length, WATCH_WRITE if rw == 1 else WATCH_ACCESS, ("dr", cpu.index, n))
             # rw == 2 (I/O breakpoints, CR4.DE) is not emulated
         self.breakpoints.set_guest(execs)
+
+    def peek_linear(self, cpu: CPU, vaddr: int, size: int) -> int | None:
+        """``size`` bytes at a linear address as an integer, debug view, RAM only (else None).
+
+        For the watch log's old/new values and target-side conditions: no TLB
+        fill, no fault, no A/D bits, and never an MMIO read (a device register
+        read has side effects; reading it again for a log would change the guest).
+        """
+        vaddr &= 0xFFFFFFFF
+        if (vaddr & 0xFFF) + size > 0x1000:
+            lo = 0x1000 - (vaddr & 0xFFF)
+            a = self.peek_linear(cpu, vaddr, lo)
+            b = self.peek_linear(cpu, vaddr + lo, size - lo)
+            return None if a is None or b is None else a | (b << (8 * lo))
+        paddr = debug_translate(cpu, vaddr)
+        mem = self.mem
+        if paddr is None or not mem.is_ram(paddr) or paddr + size > mem.ram_size:
+            return None
+        return int.from_bytes(mem.ram[paddr : paddr + size], "little")
 
     def read_virtual(self, vaddr: int, length: int, cpu: CPU | None = None) -> bytes:
         """gdb's memory read: no TLB fill, no A/D bits, no watchpoints, no fault (None pages raise)."""

@@ -431,7 +431,16 @@ class Emitter:
         self.emit("cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         self.emit(f"cpu.eip = {self.this_eip()}")
         call = f"H.{helper}(cpu{''.join(', ' + a for a in args)})"
-        self.emit(f"{result} = {call}" if result else call)
+        # cpu.icount is brought up to date only at TB exits; for the helper's
+        # duration it counts the instructions this TB already retired, so a
+        # device reading the virtual clock sees the exact time whatever the
+        # TB's shape (gdb's breakpoints split TBs: timing must not change).
+        done = self.const(self.index) if self.tier1 else f"@IC@{self.index}"
+        self.emit(f"cpu.icount += {done}")
+        self.emit("try:")
+        self.emit(f"    {result} = {call}" if result else f"    {call}")
+        self.emit("finally:")
+        self.emit(f"    cpu.icount -= {done}")
         self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
         self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
         self.written.update(range(8))

@@ -304,8 +304,10 @@ class Translator:
         e = Emitter(tb.hflags, tier1=False)
         e.tb_start = tb.pc
         last = insns[-1]
-        # Only a block that ends in a direct branch back to its start loops.
-        e.loop_ok = True
+        # Only a block that ends in a direct branch back to its start loops -- and not one
+        # that starts at a breakpoint mark: its prologue (the breakpoint check, a target-side
+        # condition) must run on every iteration, so each iteration re-enters the TB.
+        e.loop_ok = not tb.bp
         live = self._liveness(insns)
         body_start = len(e.lines)
         targets: dict[int, int] = {}
@@ -369,7 +371,10 @@ class Translator:
             out.append("        while True:")
         pad = "    " * (1 + extra)
         ic = "_ic + " if loops else ""
+        ic_prefix = "_ic + " if loops else ""
         for line in body:
+            if isinstance(line, str) and "@IC@" in line:
+                line = line.replace("@IC@", ic_prefix)
             if isinstance(line, Exit):
                 ind = "    " * (line.indent + 1 + extra)
                 if line.slot == -1:

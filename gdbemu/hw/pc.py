@@ -35,6 +35,7 @@ class PCConfig:
     cpu_model: str = "gdbemu"
     keyboard_input: BinaryIO | None = None
     rtc_base: int = 1_700_000_000  # RTC epoch seconds at virtual time 0 (deterministic)
+    nographic: bool = False  # QEMU's -nographic: fw_cfg FW_CFG_NOGRAPHIC reads 1
 
 
 # (module, attach order): interrupt controllers first, then what raises IRQs.

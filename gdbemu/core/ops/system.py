@@ -150,7 +150,9 @@ def cli(e: Emitter) -> None:
 
 @op("sti", flags="", end=True)
 def sti(e: Emitter) -> None:
-    e.sync_call("sti", reload=False)
+    # STI reads and writes no GPR or lazy flag: a plain call, given its own EIP to find
+    # its place in the TB (the interrupt shadow is counted in retired instructions).
+    _call(e, "sti", e.this_eip())
     e.end()
 
 
@@ -163,17 +165,34 @@ def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
 
 
 @helper
-def sti(cpu) -> None:  # noqa: F811
+def sti(cpu, eip: int) -> None:  # noqa: F811
     """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later.
 
     The shadow covers maskable interrupts only: a single-step trap after STI
-    is not delayed (SDM vol. 2 STI, vol. 3, 6.8.3).
+    is not delayed (SDM vol. 2 STI, vol. 3, 6.8.3).  It ends once the
+    instruction after STI has retired: when the retired count reaches STI's
+    own index + 2.
     """
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
     if not cpu.eflags & F.IF:
         cpu.eflags |= F.IF
-        cpu.inhibit_irq_until = icount_now(cpu, cpu.eip) + 2
+        cpu.inhibit_irq_until = _retired_before(cpu, eip) + 2
+
+
+def _retired_before(cpu, eip: int) -> int:
+    """Instructions retired before the one at ``eip``, for a helper called with ``_call``.
+
+    Outside ``sync_call`` ``cpu.icount`` is the count at the start of the
+    running TB; the instruction's index in the TB makes it exact.
+    """
+    tb = cpu.machine.tbs.current
+    if tb is not None:
+        try:
+            return cpu.icount + tb.eips.index(eip)
+        except ValueError:
+            pass
+    return cpu.icount
 
 
 @helper
@@ -761,18 +780,13 @@ def stac(e: Emitter) -> None:
 
 # ---- time-stamp counter and MSRs ------------------------------------------------------
 def icount_now(cpu, eip: int) -> int:
-    """Instructions retired before the one at ``eip`` in the running TB.
+    """Instructions retired before the one at ``eip`` (the helper's instruction).
 
-    ``cpu.icount`` is brought up to date only when a TB exits; the TSC
-    instructions end their TB (so no in-TB loop can contain them) and find
-    their own index among the TB's instruction addresses.
+    Exact: ``Emitter.sync_call`` brings ``cpu.icount`` up to date for the
+    duration of every helper call, whatever the TB's shape.  ``eip`` is kept
+    for the callers' readability.
     """
-    tb = cpu.machine.tbs.current
-    if tb is not None:
-        try:
-            return cpu.icount + tb.eips.index(eip)
-        except ValueError:
-            pass
+    del eip
     return cpu.icount
 
 

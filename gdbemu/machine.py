@@ -175,13 +175,16 @@ class Machine:
         self.tbs.invalidate_phys_range(paddr, paddr + length)
 
     def _invalidate_linear(self, linear: int) -> None:
-        """Drop the TBs whose linear range contains ``linear`` (a breakpoint mark changed)."""
-        for tb in list(self.tbs.tbs.values()):
+        """A breakpoint mark appeared at ``linear``: drop the TBs that would run past it unchecked.
+
+        That is every TB whose linear range contains it, except one that
+        already starts there with a breakpoint prologue (built for an earlier
+        insertion at the same address).
+        """
+        for tb in list(self.tbs.by_vpage.get(linear & -4096, ())):
             start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
-            if start <= linear < start + max(tb.size, 1):
+            if start <= linear < start + max(tb.size, 1) and not (start == linear and tb.bp):
                 self.tbs.invalidate(tb)
-        for cpu in self.cpus:
-            cpu.jmp_cache.clear()
 
     def _flush_page_all(self, vpage: int) -> None:
         for cpu in self.cpus:

@@ -7,9 +7,13 @@ marked address (``stop_at``), so a marked instruction always starts a TB,
 and a TB that starts at a marked address gets a prologue that calls
 ``check`` before its first instruction.  No other TB pays anything.
 
-Adding or removing a breakpoint invalidates only the TBs whose linear range
-contains the address (no global TB flush on stops, unlike QEMU's gdbstub):
-they are rebuilt with or without the mark the next time they run.  The guest
+Adding a breakpoint invalidates only the TBs whose linear range contains the
+address without already starting there with a prologue (no global TB flush
+on stops, unlike QEMU's gdbstub).  Removing one invalidates nothing: a
+prologue whose breakpoint is gone just lets the TB run, and new translations
+no longer split at the address.  gdb removes every breakpoint at each stop
+and inserts them again on resume, so this keeps a stop/continue cycle free of
+retranslation.  The guest
 reading or checksumming its code sees its own bytes, and a breakpoint on
 code the guest later rewrites still hits, since the mark belongs to the
 address, not to the bytes.
@@ -50,10 +54,10 @@ class Breakpoints:
         now = addr in self.gdb or addr in self.guest
         if now:
             self.marks.add(addr)
+            if not was:
+                self.invalidate_linear(addr)
         else:
             self.marks.discard(addr)
-        if was != now:
-            self.invalidate_linear(addr)
 
     def add(self, addr: int, kind: str = "sw") -> None:
         addr &= 0xFFFFFFFF

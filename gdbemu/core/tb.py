@@ -89,15 +89,26 @@ class TBCache:
         # Physical page -> how often a store invalidated TBs on it; kept when
         # the page's last TB goes, so a page the guest keeps rewriting is known.
         self.smc_pages: dict[int, int] = {}
+        # Linear page -> TBs whose linear range touches it (breakpoint marks are linear).
+        self.by_vpage: dict[int, set[TB]] = {}
         self.stats = {"tb_built": 0, "tb_invalidated": 0, "smc_restarts": 0, "bitmap_builds": 0,
                       "bitmap_skips": 0, "tb_compiled": 0, "tb_flushes": 0}
 
     def lookup(self, phys_pc: int, pc: int, cs_base: int, hflags: int) -> TB | None:
         return self.tbs.get((phys_pc, pc, cs_base, hflags))
 
+    @staticmethod
+    def _vpages(tb: TB) -> tuple[int, ...]:
+        start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
+        first = start & PAGE_MASK
+        last = (start + max(tb.size, 1) - 1) & PAGE_MASK
+        return (first,) if first == last else (first, last)
+
     def link(self, tb: TB) -> None:
         """Add a TB to the cache and protect its pages (tb_link_page)."""
         self.tbs[(tb.phys_pc, tb.pc, tb.cs_base, tb.hflags)] = tb
+        for vpage in self._vpages(tb):
+            self.by_vpage.setdefault(vpage, set()).add(tb)
         for page in tb.pages:
             desc = self.pages.get(page)
             if desc is None:
@@ -116,6 +127,12 @@ class TBCache:
         key = (tb.phys_pc, tb.pc, tb.cs_base, tb.hflags)
         if self.tbs.get(key) is tb:
             del self.tbs[key]
+        for vpage in self._vpages(tb):
+            group = self.by_vpage.get(vpage)
+            if group is not None:
+                group.discard(tb)
+                if not group:
+                    del self.by_vpage[vpage]
         for page in tb.pages:
             desc = self.pages.get(page)
             if desc is None:

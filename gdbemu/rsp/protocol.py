@@ -147,7 +147,8 @@ def checksum(data: bytes) -> int:
 
 def escape(payload: bytes) -> bytes:
     """Escape ``$ # } *`` as ``}`` + byte ^ 0x20."""
-    if not any(b in _SPECIAL for b in payload):
+    # Most payloads (hex data, stop replies) hold none of them: four C-level scans.
+    if b"$" not in payload and b"#" not in payload and b"}" not in payload and b"*" not in payload:
         return payload
     out = bytearray()
     for b in payload:
@@ -280,8 +281,26 @@ class PacketDecoder:
 
     def feed(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        for b in data:
+        i, n = 0, len(data)
+        while i < n:
             state = self._state
+            if state is _State.PAYLOAD:
+                # Copy the run of payload bytes up to the next '#' or '$' in one go.
+                end = n
+                for stop in (data.find(b"#", i), data.find(b"$", i)):
+                    if 0 <= stop < end:
+                        end = stop
+                if end > i:
+                    room = self.max_packet - len(self._buf)
+                    if end - i > room:
+                        self._buf += data[i : i + max(room, 0)]
+                        self._overflow = True
+                    else:
+                        self._buf += data[i:end]
+                    i = end
+                    continue
+            b = data[i]
+            i += 1
             if state is _State.IDLE:
                 if b == 0x24:  # $
                     self._start()

@@ -3,14 +3,26 @@
 They show what only an emulator can show — the software TLB with its flag
 bits, the dirty bitmaps, the TBs per page, the slow-path counters — and set
 the stepping mode.  Each command is a method named ``cmd_<words>``; ``help``
-lists them from their docstrings' first lines, so the list cannot drift.
+lists them from their docstrings' first lines, so the list cannot drift, and
+``help WORDS`` prints a command's whole docstring.
+
+The debugging extensions gdb's protocol has no packet for live here too:
+the watch log and watch conditions (``watch log``, ``watch cond``:
+evaluated in gdbemu at each hit, see ``softmmu/watchpoint.py``), the output
+of agent-style dprintfs (``dprintf log``) and the target-side breakpoint
+conditions gdb installed (``info conditions``).  Watch conditions are a
+small expression language (:func:`compile_watch_condition`), tokenized and
+parsed here and compiled from the parse -- user text is never evaluated.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 from .core.mmu import PG_A, PG_D, PG_G, PG_P, PG_PS, PG_RW, PG_US
+from .rsp import agent
 from .softmmu.dirty import CLIENT_NAMES
 from .softmmu.tlb import (
     INVALID_TAG,
@@ -20,7 +32,7 @@ from .softmmu.tlb import (
     TLB_NOTDIRTY,
     TLB_WATCHPOINT,
 )
-from .softmmu.watchpoint import KIND_NAMES
+from .softmmu.watchpoint import KIND_NAMES, WatchCondition
 
 MMU_NAMES = ("user", "kernel", "kernel-smap")
 _FLAG_NAMES = ((TLB_NOTDIRTY, "NOTDIRTY"), (TLB_MMIO, "MMIO"), (TLB_WATCHPOINT, "WATCH"),
@@ -66,12 +78,18 @@ class Monitor:
 
     # ---- commands ---------------------------------------------------------------------
     def cmd_help(self, args) -> str:
-        """help: list the monitor commands."""
-        lines = ["gdbemu monitor commands:"]
-        for name, fn in self.commands().items():
+        """help [COMMAND]: list the monitor commands, or show one command's full help."""
+        table = self.commands()
+        if args:
+            for n in range(min(3, len(args)), 0, -1):
+                fn = table.get(" ".join(args[:n]))
+                if fn is not None:
+                    return _dedent(fn.__doc__ or "") + "\n"
+            return f"no monitor command {' '.join(args)!r}; try 'monitor help'\n"
+        lines = ["gdbemu monitor commands ('help COMMAND' for details):"]
+        for fn in table.values():
             doc = (fn.__doc__ or "").strip().splitlines()[0]
             lines.append(f"  {doc}")
-            del name
         return "\n".join(lines) + "\n"
 
     def cmd_info_status(self, args) -> str:
@@ -195,6 +213,156 @@ class Monitor:
         stats["breakpoint_hits"] = self.machine.breakpoints.hits
         return "\n".join(f"{k:18s} {v}" for k, v in stats.items()) + "\n"
 
+    # ---- watch log and watch conditions ------------------------------------------------
+    def cmd_watch_log(self, args) -> str:
+        """watch log on|off|clear|show [N]|json [N]: record every watchpoint hit without stopping.
+
+        The log is global: one sequence across all of gdb's watchpoints, in
+        the order of the accesses, each record naming its watchpoint (gdb
+        removes and re-inserts watchpoints at every stop, so they are named by
+        kind, address and length).  While the log is on, a hit of gdb's
+        watchpoints is recorded and the guest runs on -- unless the watchpoint
+        has a condition (``watch cond``), which then decides whether it stops.
+        The mechanism is the one of a stopping watchpoint (TLB_WATCHPOINT
+        flag, restart, replay of the instruction): the record is made in the
+        slow path of the replay, then execution continues.
+
+        A record: sequence number, icount (instructions retired before the
+        access), pc (the accessing instruction), access (r/w), address and
+        size of the access, old and new value of the accessed bytes (equal
+        for a read; '-' when not RAM), the watchpoint, and whether it stopped.
+        The last 100000 records are kept.  'show' prints the last N (default
+        all) as a table, 'json' as a JSON document {"enabled", "dropped",
+        "records": [{"seq", "icount", "pc", "access", "addr", "size", "old",
+        "new", "watchpoint": {"kind", "addr", "length"}, "stopped", "error"}]}.
+        """
+        wl = self.machine.watchpoints
+        verb = args[0] if args else "status"
+        if verb in ("on", "off"):
+            wl.log_enabled = verb == "on"
+            if verb == "on":
+                return ("watch log on: hits of gdb's watchpoints are recorded and do not stop "
+                        "(a watchpoint with a condition stops when it is true)\n")
+            return "watch log off: gdb's watchpoints stop again (the records are kept)\n"
+        if verb == "clear":
+            n = len(wl.log)
+            wl.clear_log()
+            return f"watch log cleared ({n} records)\n"
+        if verb in ("show", "json"):
+            records = list(wl.log)
+            if len(args) > 1:
+                count = int(args[1], 0)
+                if count < 0:
+                    raise ValueError("N must be >= 0")
+                records = records[len(records) - count :] if count else []
+            if verb == "json":
+                doc = {"enabled": wl.log_enabled, "dropped": wl.log_dropped, "records": [r.as_dict() for r in records]}
+                return json.dumps(doc) + "\n"
+            return _log_table(wl, records)
+        if verb == "status":
+            return (f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records "
+                    f"({wl.log_dropped} dropped), {wl.suppressed} hits did not stop\n")
+        raise ValueError("usage: watch log on|off|clear|show [N]|json [N]")
+
+    def cmd_watch_cond(self, args) -> str:
+        """watch cond [ADDR [EXPR | off]] | watch cond clear: a condition on gdb's watchpoints at ADDR.
+
+        The condition applies to every gdb watchpoint whose range contains
+        the linear address ADDR (so it survives gdb's removal and re-insertion
+        of watchpoints at each stop); it is evaluated in gdbemu after the
+        accessing instruction, and the hit stops only when it is true (an
+        error in it stops too, and is shown by 'watch cond').  Without the
+        watch log, false hits are not recorded anywhere but 'info watchpoints'.
+
+        EXPR: integers (123, 0x7b, 0b1111011), the names
+          new, value  the accessed bytes after the access (= old for a read)
+          old         the accessed bytes before the access
+          pc          EIP of the accessing instruction
+          addr, size  the access;  write, read  1 if it is one
+          icount      instructions retired before the access
+          eax ecx edx ebx esp ebp esi edi eip eflags  (read after the access)
+        the functions mem8(A) mem16(A) mem32(A) mem64(A) (guest memory, linear,
+        debug view) and s8(X) s16(X) s32(X) (sign-extend), the operators
+          or || and && not !   == != < <= > >=   | ^ &   << >>   + -   * / %   unary - ~
+        (precedence from lowest to highest, as in Python), and parentheses.
+        Examples:  watch cond 0x101024 new != 0 and pc != 0x1000a0
+                   watch cond 0x101024 new - old > 10 || mem32(0x2000) == 1
+        From gdb, with a symbol: eval "monitor watch cond %p new > 40", &counter
+        'watch cond' lists the conditions, 'watch cond ADDR' shows one,
+        'watch cond ADDR off' removes it, 'watch cond clear' removes all.
+        """
+        wl = self.machine.watchpoints
+        if not args:
+            if not wl.conditions:
+                return "no watch conditions\n"
+            out = [f"{len(wl.conditions)} watch conditions ({wl.cond_evals} evaluations):"]
+            out += [f"  {addr:08x}: {cond.text}" for addr, cond in sorted(wl.conditions.items())]
+            out += [f"  error: {e}" for e in wl.errors]
+            return "\n".join(out) + "\n"
+        if args == ["clear"]:
+            n = len(wl.conditions)
+            wl.conditions.clear()
+            return f"{n} watch conditions removed\n"
+        addr = _parse_addr(args[0])
+        if len(args) == 1:
+            cond = wl.conditions.get(addr)
+            return f"{addr:08x}: {cond.text}\n" if cond else f"no watch condition at {addr:#x}\n"
+        if args[1:] == ["off"]:
+            return (f"watch condition at {addr:#x} removed\n" if wl.conditions.pop(addr, None)
+                    else f"no watch condition at {addr:#x}\n")
+        text = " ".join(args[1:])
+        fn = compile_watch_condition(text, self.machine.peek_linear)
+        wl.conditions[addr] = WatchCondition(text, fn)
+        covered = [wp for wp in wl.wps if wp.owner == "gdb" and wp.vaddr <= addr < wp.end]
+        note = "" if covered else " (no gdb watchpoint covers it yet: it applies once one does)"
+        return f"watch condition at {addr:#x}: {text}{note}\n"
+
+    # ---- target-side breakpoint conditions and dprintf -----------------------------------------
+    def cmd_info_conditions(self, args) -> str:
+        """info conditions: target-side breakpoint conditions and commands from gdb, with counters and errors.
+
+        gdb removes its breakpoints whenever the guest stops and inserts them
+        again (with their bytecode) when it resumes, so an entry is shown as
+        'inserted' only while gdb has it in (e.g. with 'set breakpoint
+        always-inserted on'); the counters add up across insertions.
+        """
+        ag = self.target.agent
+        out = []
+        for (linear, hw), point in sorted(ag.history.items()):
+            n = ag.counters.get(linear, [0, 0, 0])
+            inserted = ag.points.get((linear, hw)) is point
+            out.append(f"{linear:08x} {'hw' if hw else 'sw'} ({'inserted' if inserted else 'not inserted'}): "
+                       f"{n[0]} evaluations, {n[1]} true, {n[2]} errors")
+            for i, code in enumerate(point.conditions):
+                out.append(f"  condition {i + 1}: {agent.disassemble(code)}")
+            for i, code in enumerate(point.commands):
+                out.append(f"  command {i + 1}{' (persistent)' if point.persist else ''}: {agent.disassemble(code)}")
+        if not out:
+            out.append("no target-side conditions or commands (gdb: set breakpoint condition-evaluation target)")
+        if ag.errors:
+            out.append("recent errors:")
+            out += [f"  {e}" for e in ag.errors]
+        return "\n".join(out) + "\n"
+
+    def cmd_dprintf_log(self, args) -> str:
+        """dprintf log [clear]: what agent-style dprintfs printed (they also print on gdbemu's stderr)."""
+        ag = self.target.agent
+        if args == ["clear"]:
+            ag.clear_dprintf()
+            return "dprintf log cleared\n"
+        if args:
+            raise ValueError("usage: dprintf log [clear]")
+        return ag.dprintf_text()
+
+    def cmd_dprintf_stderr(self, args) -> str:
+        """dprintf stderr [on|off]: whether agent-style dprintf output is also written to gdbemu's stderr."""
+        ag = self.target.agent
+        if args:
+            if args[0] not in ("on", "off"):
+                raise ValueError("usage: dprintf stderr [on|off]")
+            ag.dprintf_stderr = args[0] == "on"
+        return f"dprintf output to stderr: {'on' if ag.dprintf_stderr else 'off'}\n"
+
     def cmd_x(self, args) -> str:
         """x/Nx PADDR: N 32-bit words of physical memory (also x/Nb, x/Nh)."""
         raise ValueError("usage: x/Nx PADDR")
@@ -237,6 +405,208 @@ class Monitor:
             self.target.sstep_irq = args[0] == "irq"
         return f"single-step mode: {'irq' if self.target.sstep_irq else 'noirq'} (timers " \
                f"{'advance' if self.target.sstep_irq else 'frozen'} during a step)\n"
+
+
+def _dedent(doc: str) -> str:
+    lines = doc.strip("\n").splitlines()
+    indents = [len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()]
+    cut = min(indents) if indents else 0
+    return "\n".join([lines[0].strip()] + [line[cut:] for line in lines[1:]])
+
+
+def _parse_addr(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError(f"bad address {text!r} (use 0x... or decimal)") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"address {text} out of range")
+    return value
+
+
+def _value_text(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
+
+
+def _log_table(wl, records) -> str:
+    out = [f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records ({wl.log_dropped} dropped)"]
+    if records:
+        out.append(f"{'seq':>6} {'icount':>10} {'pc':8} acc {'addr':8} sz {'old':>18} {'new':>18} "
+                   f"{'watchpoint':22} stop")
+    for r in records:
+        wp = f"{KIND_NAMES[r.wp_kind]} {r.wp_vaddr:08x}/{r.wp_length}"
+        stop = "yes" if r.stopped else "-"
+        if r.error:
+            stop += f" ({r.error})"
+        out.append(f"{r.seq:>6} {r.icount:>10} {r.pc:08x} {'w' if r.is_write else 'r':3} {r.addr:08x} {r.size:2} "
+                   f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:22} {stop}")
+    return "\n".join(out) + "\n"
+
+
+# ---- the watch-condition language --------------------------------------------------------------
+#
+# Tokens are matched by one regex; the parser is recursive descent over the
+# token list and returns Python source built only from: integers it converted
+# itself, the names in _WATCH_NAMES / _WATCH_FUNCS (mapped to fixed snippets),
+# operators from a fixed table, and parentheses.  So the compiled text is
+# Python we wrote, whatever the user typed.
+
+_TOKEN = re.compile(r"\s*(?:(0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)|([A-Za-z_]\w*)|"
+                    r"(==|!=|<=|>=|<<|>>|&&|\|\||[-+*/%&|^~!<>(),]))")
+_GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+_WATCH_NAMES = {
+    "new": "_n(h.new)", "value": "_n(h.new)", "old": "_n(h.old)", "pc": "h.pc", "addr": "h.addr",
+    "size": "h.size", "write": "int(h.is_write)", "read": "int(not h.is_write)", "icount": "h.icount",
+    "eip": "cpu.eip", "eflags": "cpu.get_eflags()",
+    **{name: f"cpu.regs[{i}]" for i, name in enumerate(_GPR_NAMES)},
+}
+_WATCH_FUNCS = {"mem8": "_mem(cpu, {}, 1)", "mem16": "_mem(cpu, {}, 2)", "mem32": "_mem(cpu, {}, 4)",
+                "mem64": "_mem(cpu, {}, 8)", "s8": "_sx({}, 8)", "s16": "_sx({}, 16)", "s32": "_sx({}, 32)"}
+_WATCH_LEVELS = [  # binary operators by precedence, lowest first (Python's order)
+    {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="},
+    {"|": "|"},
+    {"^": "^"},
+    {"&": "&"},
+    {"<<": "<<", ">>": ">>"},
+    {"+": "+", "-": "-"},
+    {"*": "*", "/": "//", "%": "%"},
+]
+
+
+class _WatchParser:
+    def __init__(self, text: str) -> None:
+        self.tokens: list[tuple[str, str]] = []
+        pos = 0
+        text = text.rstrip()
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None or m.end() == pos:
+                raise ValueError(f"watch cond: unexpected {text[pos:].strip()[:12]!r}")
+            number, name, op = m.groups()
+            if number is not None:
+                self.tokens.append(("num", str(int(number, 0))))
+            elif name is not None:
+                self.tokens.append(("name", name))
+            else:
+                self.tokens.append(("op", op))
+            pos = m.end()
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None:
+            raise ValueError("watch cond: the expression ends too early")
+        self.pos += 1
+        return tok
+
+    def accept(self, *values: str) -> str | None:
+        tok = self.peek()
+        if tok is not None and tok[0] in ("op", "name") and tok[1] in values:
+            self.pos += 1
+            return tok[1]
+        return None
+
+    def parse(self) -> str:
+        if not self.tokens:
+            raise ValueError("watch cond: empty expression")
+        expr = self.disjunction()
+        if self.peek() is not None:
+            raise ValueError(f"watch cond: unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return expr
+
+    def disjunction(self) -> str:
+        expr = self.conjunction()
+        while self.accept("or", "||"):
+            expr = f"({expr} or {self.conjunction()})"
+        return expr
+
+    def conjunction(self) -> str:
+        expr = self.negation()
+        while self.accept("and", "&&"):
+            expr = f"({expr} and {self.negation()})"
+        return expr
+
+    def negation(self) -> str:
+        if self.accept("not", "!"):
+            return f"(not {self.negation()})"
+        return self.binary(0)
+
+    def binary(self, level: int) -> str:
+        if level == len(_WATCH_LEVELS):
+            return self.unary()
+        ops = _WATCH_LEVELS[level]
+        expr = self.binary(level + 1)
+        while True:
+            op = self.accept(*ops)
+            if op is None:
+                return expr
+            expr = f"({expr} {ops[op]} {self.binary(level + 1)})"
+            if level == 0 and self.peek() is not None and self.peek()[1] in ops:  # type: ignore[index]
+                raise ValueError("watch cond: chained comparisons are ambiguous; use and")
+
+    def unary(self) -> str:
+        op = self.accept("-", "~", "+")
+        if op is not None:
+            return f"({op}{self.unary()})"
+        return self.atom()
+
+    def atom(self) -> str:
+        kind, text = self.take()
+        if kind == "num":
+            return text
+        if kind == "op" and text == "(":
+            expr = self.disjunction()
+            if not self.accept(")"):
+                raise ValueError("watch cond: missing ')'")
+            return expr
+        if kind == "name":
+            if text in _WATCH_FUNCS:
+                if not self.accept("("):
+                    raise ValueError(f"watch cond: {text} takes an argument: {text}(...)")
+                arg = self.disjunction()
+                if not self.accept(")"):
+                    raise ValueError("watch cond: missing ')'")
+                return _WATCH_FUNCS[text].format(arg)
+            if text in _WATCH_NAMES:
+                return _WATCH_NAMES[text]
+            raise ValueError(f"watch cond: unknown name {text!r} (see 'help watch cond')")
+        raise ValueError(f"watch cond: unexpected {text!r}")
+
+
+def _known(value):
+    """old/new of an access that is not RAM: a condition that uses them fails (and so stops)."""
+    if value is None:
+        raise ValueError("the accessed memory is not RAM: no value")
+    return value
+
+
+def compile_watch_condition(text: str, peek):
+    """``text`` (the language of ``help watch cond``) as ``fn(cpu, record) -> bool``; ValueError if invalid.
+
+    ``peek(cpu, vaddr, size) -> int | None`` reads guest memory for mem8..mem64.
+    """
+    expr = _WatchParser(text).parse()
+
+    def mem(cpu, addr: int, size: int) -> int:
+        value = peek(cpu, addr & 0xFFFFFFFF, size)
+        if value is None:
+            raise ValueError(f"cannot read {size} bytes at {addr & 0xFFFFFFFF:#x}")
+        return value
+
+    def sx(value: int, bits: int) -> int:
+        value &= (1 << bits) - 1
+        return value - (1 << bits) if value >> (bits - 1) else value
+
+    namespace = {"_n": _known, "_mem": mem, "_sx": sx, "int": int, "__builtins__": {}}
+    src = f"def _watch_cond(cpu, h):\n    return bool({expr})\n"
+    namespace["bool"] = bool
+    exec(compile(src, "<watch cond>", "exec"), namespace)
+    fn = namespace["_watch_cond"]
+    fn.__doc__ = src
+    return fn
 
 
 def _install_x(monitor_cls) -> None:

@@ -21,18 +21,34 @@ guest cannot tell a debugger is attached (DESIGN.md invariant 3).
   interrupt is taken and timers do not advance (``monitor sstep irq`` changes
   that).  Resuming from an address where a breakpoint stopped executes that
   instruction instead of reporting it again.
+* Target-side conditions and commands (``ConditionalBreakpoints+``,
+  ``BreakpointCommands+``): gdb's agent bytecode is compiled once
+  (``rsp/agent.py``; registers read straight from ``cpu.regs``/``cpu.eip``,
+  memory through the debug walk, RAM only) into a hook installed in
+  ``machine.breakpoints.conditions``.  The hook runs in the prologue of the TB
+  that starts at the breakpoint, inside generated code: a false condition
+  costs a few microseconds and never returns to the exec loop, let alone to
+  gdb.  A condition that cannot be evaluated (unmapped memory, division by
+  zero) stops, as gdbserver does; the error is printed on stderr and kept for
+  ``monitor info conditions``.  dprintf output (``set dprintf-style agent``)
+  goes to gdbemu's stderr and to a buffer (``monitor dprintf log``,
+  ``MachineTarget.dprintf_text()``); the breakpoint does not stop.
 """
 
 from __future__ import annotations
 
 import errno
+import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from .core import flags as F
 from .core.cpu import CS, SS, SegmentCache
 from .core.exceptions import GuestFault
+from .core.mmu import debug_translate
 from .machine import Machine, Stop
+from .rsp import agent
 from .rsp.arch.i386 import I386_LAYOUT
 from .rsp.stub import DefaultThreadsXfer
 from .rsp.target import (
@@ -47,6 +63,7 @@ from .rsp.target import (
 )
 from .softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
 
+_GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 _SEG_REGS = {"cs": 1, "ss": 2, "ds": 3, "es": 0, "fs": 4, "gs": 5}
 _SEG_BASES = {"cs_base": 1, "ss_base": 2, "ds_base": 3, "es_base": 0, "fs_base": 4, "gs_base": 5}
 _WATCH_KINDS = {WatchKind.WRITE: WATCH_WRITE, WatchKind.READ: WATCH_READ, WatchKind.ACCESS: WATCH_ACCESS}
@@ -54,15 +71,178 @@ _X87_RESET = {"fctrl": 0x37F, "ftag": 0xFFFF}
 
 
 class _Breakpoints:
-    def __init__(self, machine: Machine, kind: str) -> None:
+    def __init__(self, machine: Machine, kind: str, agent_ops: _BreakpointAgent | None = None) -> None:
         self.machine = machine
         self.kind = kind
+        self.agent = agent_ops
 
     def add(self, vaddr: int, kind: int) -> None:
         self.machine.breakpoints.add(vaddr, self.kind)
+        if self.agent is not None:
+            self.agent.install(vaddr)
 
     def remove(self, vaddr: int, kind: int) -> None:
         self.machine.breakpoints.remove(vaddr, self.kind)
+        if self.agent is not None:
+            self.agent.install(vaddr)
+
+
+class _AgentPoint:
+    """The conditions and commands gdb gave one Z0/Z1 breakpoint, compiled."""
+
+    __slots__ = ("conditions", "commands", "persist", "compiled")
+
+    def __init__(self) -> None:
+        self.conditions: tuple[bytes, ...] = ()
+        self.commands: tuple[bytes, ...] = ()
+        self.persist = False
+        self.compiled: agent.CompiledBreakpoint | None = None
+
+
+class _BreakpointAgent:
+    """``ConditionalBreakpoints+`` and ``BreakpointCommands+`` for a Machine (rsp.target rule 8).
+
+    Conditions and commands are kept per (linear address, hardware) -- the stub
+    sets them before it inserts the breakpoint -- and :meth:`install` puts the
+    compiled hook of the address into ``machine.breakpoints.conditions`` while a
+    gdb breakpoint is there.  Where a Z0 and a Z1 share an address the stop is
+    reported if either hook says so; if either has neither conditions nor
+    commands the address stops unconditionally (no hook).
+    """
+
+    DPRINTF_LOG_MAX = 1 << 20  # characters of dprintf output kept for `monitor dprintf log`
+
+    def __init__(self, target: MachineTarget) -> None:
+        self.target = target
+        self.machine = target.machine
+        self.points: dict[tuple[int, bool], _AgentPoint] = {}
+        # The last non-empty conditions/commands per breakpoint, kept after gdb removes it (it does
+        # at every stop), so `monitor info conditions` has something to show while stopped.
+        self.history: dict[tuple[int, bool], _AgentPoint] = {}
+        self.counters: dict[int, list[int]] = {}  # linear -> [evaluations, true, errors], across re-insertions
+        self.cache: dict = {}  # (bytecode, is_condition) -> compiled program: gdb re-sends it at every resume
+        self.errors: deque[str] = deque(maxlen=32)
+        self.dprintf_chunks: deque[str] = deque()
+        self.dprintf_size = 0
+        self.dprintf_count = 0
+        self.dprintf_stderr = True
+        self.tsv: dict[int, int] = {}
+        mem = self.machine.mem
+        ram = mem.ram
+        is_ram = mem.is_ram
+        ram_size = mem.ram_size
+
+        def ref(cpu, addr: int, size: int) -> int:
+            """``size`` bytes at a linear address by the debug walk (no fill, no fault), RAM only."""
+            addr &= 0xFFFFFFFF
+            if (addr & 0xFFF) + size > 0x1000:  # crosses a page: each byte through its own page
+                return int.from_bytes(bytes(ref(cpu, addr + i, 1) for i in range(size)), "little")
+            paddr = debug_translate(cpu, addr)
+            if paddr is None or not is_ram(paddr) or paddr + size > ram_size:
+                raise agent.AgentEvalError(f"cannot read {size} bytes at {addr:#x}")
+            return int.from_bytes(ram[paddr : paddr + size], "little")
+
+        self.env = agent.AgentEnv(register=self._register_source, ref=ref, output=self._output,
+                                  names={"_value": self._register_value}, tsv=self.tsv)
+
+    # ---- the agent environment: i386 registers as Python snippets ------------------------
+    def _register_source(self, regnum: int) -> str | None:
+        """gdb register ``regnum`` as an expression over ``cpu`` (unsigned); None for the 80-bit x87 ones."""
+        layout = self.target.layout
+        if not 0 <= regnum < len(layout):
+            return None
+        name = layout[regnum].name
+        if name in _GPRS:
+            return f"cpu.regs[{_GPRS.index(name)}]"
+        if name == "eip":
+            return "cpu.eip"
+        if name == "eflags":
+            return "cpu.get_eflags()"
+        if name in _SEG_REGS:
+            return f"cpu.segs[{_SEG_REGS[name]}].selector"
+        if layout[regnum].size > 8:
+            return None
+        return f"_value(cpu, {regnum})"
+
+    def _register_value(self, cpu, regnum: int) -> int:
+        return self.target._value(cpu, self.target.layout[regnum].name) or 0
+
+    def _output(self, text: str) -> None:
+        """printf from a dprintf: gdbemu's stderr (gdbserver prints on its stdout) and the log buffer."""
+        self.dprintf_count += 1
+        if self.dprintf_stderr:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        self.dprintf_chunks.append(text)
+        self.dprintf_size += len(text)
+        while self.dprintf_size > self.DPRINTF_LOG_MAX and len(self.dprintf_chunks) > 1:
+            self.dprintf_size -= len(self.dprintf_chunks.popleft())
+
+    def dprintf_text(self) -> str:
+        return "".join(self.dprintf_chunks)
+
+    def clear_dprintf(self) -> None:
+        self.dprintf_chunks.clear()
+        self.dprintf_size = 0
+
+    # ---- the ops the stub calls -----------------------------------------------------------
+    def set_conditions(self, vaddr: int, kind: int, hardware: bool, conditions: Sequence[bytes]) -> None:
+        self._set(vaddr, hardware, conditions=tuple(conditions))
+
+    def set_commands(self, vaddr: int, kind: int, hardware: bool, commands: Sequence[bytes], persist: bool) -> None:
+        self._set(vaddr, hardware, commands=tuple(commands), persist=persist)
+
+    def _set(self, vaddr: int, hardware: bool, conditions: tuple[bytes, ...] | None = None,
+             commands: tuple[bytes, ...] | None = None, persist: bool | None = None) -> None:
+        linear = vaddr & 0xFFFFFFFF
+        key = (linear, hardware)
+        old = self.points.get(key)
+        new = _AgentPoint()
+        new.conditions = old.conditions if conditions is None and old else conditions or ()
+        new.commands = old.commands if commands is None and old else commands or ()
+        new.persist = old.persist if persist is None and old else bool(persist)
+        if not new.conditions and not new.commands:
+            self.points.pop(key, None)
+        else:
+            counters = self.counters.setdefault(linear, [0, 0, 0])
+            # Compiles (or finds in the cache) every program; AgentError leaves the old state untouched.
+            new.compiled = agent.compile_breakpoint(new.conditions, new.commands, self.env,
+                                                    self._error_handler(linear), counters, self.cache)
+            self.points[key] = new
+            self.history[key] = new
+        self.install(linear)
+
+    def _error_handler(self, linear: int):
+        def on_error(what: str, index: int, exc: BaseException) -> None:
+            if what == "condition":
+                msg = f"breakpoint at {linear:#x}: condition {index + 1} could not be evaluated ({exc}); stopping"
+            else:
+                msg = f"breakpoint at {linear:#x}: command {index + 1} failed ({exc})"
+                self._output(f"<dprintf error: {exc}>\n")
+            self.errors.append(msg)
+            print(f"gdbemu: {msg}", file=sys.stderr)
+
+        return on_error
+
+    def install(self, vaddr: int) -> None:
+        """Put the hook of ``vaddr`` in ``machine.breakpoints.conditions`` (or take it out)."""
+        linear = vaddr & 0xFFFFFFFF
+        bps = self.machine.breakpoints
+        kinds = bps.gdb.get(linear)
+        hooks = []
+        for kind in sorted(kinds or ()):
+            point = self.points.get((linear, kind == "hw"))
+            if point is None or point.compiled is None:
+                hooks = []  # an unconditional breakpoint shares the address: it always stops
+                break
+            hooks.append(point.compiled.hook)
+        if not hooks:
+            bps.conditions.pop(linear, None)
+        elif len(hooks) == 1:
+            bps.conditions[linear] = hooks[0]
+        else:
+            first, second = hooks
+            bps.conditions[linear] = lambda cpu: first(cpu) | second(cpu)  # both run (commands), either stops
 
 
 class _Watchpoints:
@@ -103,6 +283,7 @@ class MachineTarget(TargetBase):
         self.stop_icount = machine.cpu.icount
         self.last_run_mips = 0.0
         self._monitor = None
+        self.agent = _BreakpointAgent(self)
         self.no_reboot = True  # a triple fault ends the session; the CLI sets False unless -no-reboot
 
     # ---- threads and registers ---------------------------------------------------
@@ -333,10 +514,20 @@ class MachineTarget(TargetBase):
 
     # ---- optional abilities ---------------------------------------------------------------
     def supports_sw_breakpoints(self):
-        return _Breakpoints(self.machine, "sw")
+        return _Breakpoints(self.machine, "sw", self.agent)
 
     def supports_hw_breakpoints(self):
-        return _Breakpoints(self.machine, "hw")
+        return _Breakpoints(self.machine, "hw", self.agent)
+
+    def supports_breakpoint_conditions(self):
+        return self.agent
+
+    def supports_breakpoint_commands(self):
+        return self.agent
+
+    def dprintf_text(self) -> str:
+        """Everything agent-style dprintfs printed (also on stderr); ``monitor dprintf log`` shows it."""
+        return self.agent.dprintf_text()
 
     def supports_watchpoints(self):
         return _Watchpoints(self.machine)

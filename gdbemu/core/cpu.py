@@ -14,6 +14,7 @@ changes (segment loads, CR0/CR4 writes, popf), as QEMU's env->hflags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_KSMAP_IDX, MMU_USER_IDX
 from . import flags as F
@@ -172,7 +173,7 @@ class CPU:
         # from the NMI's delivery until the next IRET.
         self.nmi_pending = False
         self.nmi_blocked = False
-        self.apic = None  # this CPU's local APIC (hw/lapic.py) when the board has one
+        self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
         self.machine = None  # back-pointer, set by Machine
         self.compute_hflags()
 

@@ -430,22 +430,29 @@ class Emitter:
         self.emit("R[:] = eax, ecx, edx, ebx, esp, ebp, esi, edi")
         self.emit("cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         self.emit(f"cpu.eip = {self.this_eip()}")
+        self.helper_call(helper, *args, result=result)
+        self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
+        self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
+        self.written.update(range(8))
+        self.cc_written = True
+        self.cc_static = None
+
+    def helper_call(self, helper: str, *args: str, result: str | None = None) -> None:
+        """Emit ``H.<helper>(cpu, *args)`` with ``cpu.icount`` exact for its duration.
+
+        ``cpu.icount`` is brought up to date only at TB exits; for the call it
+        counts the instructions this TB already retired, so a helper or device
+        reading the virtual clock sees the exact time whatever the TB's shape
+        (gdb's breakpoints split TBs: timing must not change with them).
+        """
+        self.may_fault = True
         call = f"H.{helper}(cpu{''.join(', ' + a for a in args)})"
-        # cpu.icount is brought up to date only at TB exits; for the helper's
-        # duration it counts the instructions this TB already retired, so a
-        # device reading the virtual clock sees the exact time whatever the
-        # TB's shape (gdb's breakpoints split TBs: timing must not change).
         done = self.const(self.index) if self.tier1 else f"@IC@{self.index}"
         self.emit(f"cpu.icount += {done}")
         self.emit("try:")
         self.emit(f"    {result} = {call}" if result else f"    {call}")
         self.emit("finally:")
         self.emit(f"    cpu.icount -= {done}")
-        self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
-        self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
-        self.written.update(range(8))
-        self.cc_written = True
-        self.cc_static = None
 
     # ---- exits --------------------------------------------------------------
     def exit(self, slot: int, eip: str) -> None:

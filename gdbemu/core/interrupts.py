@@ -193,7 +193,7 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
         raise GuestFault(NP, idt_err)
     gtype = (hi >> 8) & 0xF
     if gtype == SYS_TASK_GATE:
-        _interrupt_task_gate(cpu, lo, ext, error_code, next_eip, push_rf)
+        _interrupt_task_gate(cpu, lo, ext, error_code, next_eip)
         return
     is32 = bool(gtype & 8)
     trap = bool(gtype & 1)
@@ -259,8 +259,7 @@ def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, n
     cpu.compute_hflags()
 
 
-def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, next_eip: int,
-                         push_rf: bool) -> None:
+def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, next_eip: int) -> None:
     """An event through an IDT task gate (SDM vol. 2 INT n: TASK-GATE; vol. 3, 6.12.2).
 
     The switch nests (NT, back link, the old task stays busy) and saves
@@ -270,7 +269,7 @@ def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, ne
     ``in_new_task``.  The new TSS's T flag traps only once all this is done.
     """
     selector, lo, hi = resolve_task_gate(cpu, gate_lo, ext)
-    trap = switch_task(cpu, selector, lo, hi, SWITCH_INT, next_eip, ext, push_rf)
+    trap = switch_task(cpu, selector, lo, hi, SWITCH_INT, next_eip, ext)
     if error_code is not None:
         size = 4 if cpu.tr.type & 8 else 2
         ss = cpu.segs[SS]

@@ -408,7 +408,9 @@ class Translator:
         cache = self.insn_fn
         for k, insn in enumerate(insns):
             dyn = self._dyn(tb, k)
-            key = (id(insn), id(ns), tb.hflags, cc_static, dyn)
+            # k is part of the key: exits and helper calls bake the instruction's
+            # position in its TB into the code (icount bookkeeping).
+            key = (id(insn), id(ns), tb.hflags, cc_static, dyn, k)
             hit = cache.get(key)
             if hit is not None and hit[0] is insn:
                 fns.append(hit[1])

@@ -23,7 +23,9 @@ State kept here, per session:
   back (not even on a stop in another thread).  "Any thread" (0) resolves
   to the thread of the last stop;
 * the breakpoints and watchpoints inserted through ``Z``, so that a detach or
-  a dropped connection removes them all (gdb that is killed cannot);
+  a dropped connection removes them all (gdb that is killed cannot) -- except
+  breakpoints whose commands gdb asked to persist (``cmds:1``, gdb's
+  ``disconnected-dprintf``), which stay in the target as gdbserver keeps them;
 * the last stop, for ``?``.
 
 Every error is a reply, never an exception out of the stub: a malformed
@@ -44,6 +46,7 @@ from xml.sax.saxutils import escape as _xml_escape
 from xml.sax.saxutils import quoteattr as _xml_attr
 
 from . import commands as cmds
+from .agent import AgentError
 from .target import (
     ALL_THREADS,
     ANY_THREAD,
@@ -73,6 +76,7 @@ E_PARSE = b"E%02x" % errno.EINVAL  # malformed packet
 E_EIO = b"E%02x" % errno.EIO  # the target raised something unexpected
 E_NOENT = b"E01"  # no such thread / register / annex (gdb's "E01 unknown object")
 E_XFER_ANNEX = b"E00"  # qXfer: unknown annex (gdb: "E00 malformed request")
+E_AGENT = b"E%02x" % errno.ENOEXEC  # Z with bytecode the target will not run (gdb: "Cannot insert breakpoint")
 
 
 class Action(enum.Enum):
@@ -175,6 +179,7 @@ class GdbStub:
             cmds.Unknown: self.handle_empty,
         }
         self._points: set[_Point] = set()
+        self._persistent: set[_Point] = set()  # breakpoints with cmds:1: kept in the target on disconnect
         self.new_session()
 
     # ---- session ------------------------------------------------------------------
@@ -287,6 +292,11 @@ class GdbStub:
             features.append(b"swbreak+")
         if self._ops_or_none(t.supports_hw_breakpoints) is not None:
             features.append(b"hwbreak+")
+        breakpoints = b"swbreak+" in features or b"hwbreak+" in features
+        if breakpoints and self._condition_ops() is not None:
+            features.append(b"ConditionalBreakpoints+")
+        if breakpoints and self._command_ops() is not None:
+            features.append(b"BreakpointCommands+")
         return Reply([b";".join(features)])
 
     def handle_halt_reason(self, cmd: cmds.QueryHaltReason) -> Reply:
@@ -443,20 +453,69 @@ class GdbStub:
         }.get(ztype, t.supports_watchpoints)
         return self._ops_or_none(getter)
 
+    def _condition_ops(self) -> Any:
+        """The target's ConditionalBreakpoints ops; a later ability, so looked up with getattr (target.py rule 7)."""
+        getter = getattr(self.target, "supports_breakpoint_conditions", None)
+        return None if getter is None else self._ops_or_none(getter)
+
+    def _command_ops(self) -> Any:
+        getter = getattr(self.target, "supports_breakpoint_commands", None)
+        return None if getter is None else self._ops_or_none(getter)
+
     def handle_Z_breakpoint(self, cmd: cmds.InsertBreakpoint) -> Reply:
+        """Insert, with conditions and commands set first (target.py rule 8).
+
+        Without condition/command ops the bytecode is ignored: gdb sends it
+        only after ``ConditionalBreakpoints+``/``BreakpointCommands+``, which
+        such a target does not advertise.
+        """
         ops = self._point_ops(cmd.type.value)
         if ops is None:
             return Reply([b""])  # gdb falls back (Z0: it writes int3 itself)
-        ops.add(cmd.addr, cmd.kind)
-        self._points.add(_Point(cmd.type.value, cmd.addr, cmd.kind))
+        hardware = cmd.type is cmds.BreakpointKind.HARDWARE
+        cond_ops, command_ops = self._condition_ops(), self._command_ops()
+        try:
+            if cond_ops is not None:
+                cond_ops.set_conditions(cmd.addr, cmd.kind, hardware, cmd.conditions)
+            if command_ops is not None:
+                command_ops.set_commands(cmd.addr, cmd.kind, hardware, cmd.commands, cmd.persist)
+        except AgentError as exc:
+            self.log.warning("Z%d at %#x: bytecode refused: %s", cmd.type.value, cmd.addr, exc)
+            self._clear_agent(cmd.addr, cmd.kind, hardware)
+            return Reply([E_AGENT])
+        try:
+            ops.add(cmd.addr, cmd.kind)
+        except Exception:
+            self._clear_agent(cmd.addr, cmd.kind, hardware)
+            raise
+        point = _Point(cmd.type.value, cmd.addr, cmd.kind)
+        self._points.add(point)
+        if cmd.persist and cmd.commands and command_ops is not None:
+            self._persistent.add(point)
+        else:
+            self._persistent.discard(point)
         return Reply([b"OK"])
+
+    def _clear_agent(self, addr: int, kind: int, hardware: bool) -> None:
+        """Drop the conditions and commands of a breakpoint (removed, or refused)."""
+        try:
+            cond_ops, command_ops = self._condition_ops(), self._command_ops()
+            if cond_ops is not None:
+                cond_ops.set_conditions(addr, kind, hardware, ())
+            if command_ops is not None:
+                command_ops.set_commands(addr, kind, hardware, (), False)
+        except Exception:
+            self.log.exception("clearing the conditions of %#x failed", addr)
 
     def handle_z_breakpoint(self, cmd: cmds.RemoveBreakpoint) -> Reply:
         ops = self._point_ops(cmd.type.value)
         if ops is None:
             return Reply([b""])
         ops.remove(cmd.addr, cmd.kind)
-        self._points.discard(_Point(cmd.type.value, cmd.addr, cmd.kind))
+        self._clear_agent(cmd.addr, cmd.kind, cmd.type is cmds.BreakpointKind.HARDWARE)
+        point = _Point(cmd.type.value, cmd.addr, cmd.kind)
+        self._points.discard(point)
+        self._persistent.discard(point)
         return Reply([b"OK"])
 
     def handle_Z_watchpoint(self, cmd: cmds.InsertWatchpoint) -> Reply:
@@ -475,19 +534,24 @@ class GdbStub:
         self._points.discard(_Point(cmd.kind.value, cmd.addr, cmd.length))
         return Reply([b"OK"])
 
-    def _remove_all_points(self) -> None:
+    def _remove_all_points(self, keep_persistent: bool = True) -> None:
+        """Remove every point gdb inserted (detach, lost connection); persistent dprintfs stay unless told."""
         for point in sorted(self._points, key=lambda p: (p.ztype, p.addr, p.kind)):
+            if keep_persistent and point in self._persistent:
+                continue
             try:
                 ops = self._point_ops(point.ztype)
                 if ops is None:
                     continue
                 if point.ztype < 2:
                     ops.remove(point.addr, point.kind)
+                    self._clear_agent(point.addr, point.kind, point.ztype == 1)
                 else:
                     ops.remove(WatchKind(point.ztype), point.addr, point.kind)
             except Exception:
                 self.log.exception("removing %r failed", point)
         self._points.clear()
+        self._persistent.clear()
 
     @property
     def inserted_points(self) -> frozenset[tuple[int, int, int]]:
@@ -537,10 +601,12 @@ class GdbStub:
 
     def handle_k(self, cmd: cmds.Kill) -> Reply:
         self._points.clear()
+        self._persistent.clear()
         self.target.kill()
         return Reply([], Action.KILL)
 
     def handle_vKill(self, cmd: cmds.VKill) -> Reply:
         self._points.clear()
+        self._persistent.clear()
         self.target.kill()
         return Reply([b"OK"], Action.KILL)

@@ -39,7 +39,20 @@ Rules of the interface
 7. **Optional abilities are opt-in.**  ``supports_*()`` returns an ops object
    or None; the stub advertises in ``qSupported`` exactly what is there, so
    gdb never uses an ability the target lacks (and falls back where it can:
-   without ``Z0`` gdb writes ``int3`` bytes itself).
+   without ``Z0`` gdb writes ``int3`` bytes itself).  Abilities added after
+   the first version of this protocol (``supports_breakpoint_conditions``,
+   ``supports_breakpoint_commands``) are not members of :class:`Target`:
+   the stub looks them up with ``getattr``, so a target written against the
+   first version still satisfies the protocol and simply lacks them.
+8. **Target-side conditions and commands** (``ConditionalBreakpoints+``,
+   ``BreakpointCommands+``) arrive as agent-expression bytecode
+   (:mod:`gdbemu.rsp.agent` decodes, validates and compiles it).  The stub
+   calls ``set_conditions``/``set_commands`` *before* inserting the
+   breakpoint, on every ``Z0``/``Z1`` (an empty list clears what a previous
+   insertion set: gdb re-inserts with new conditions), and clears both when
+   it removes the breakpoint.  Bytecode the target will not run raises
+   :class:`~gdbemu.rsp.agent.AgentError` (or TargetError): the ``Z`` packet
+   is answered with an error and the breakpoint is not inserted.
 
 Register data is raw bytes in the layout's order and byte order (see
 :mod:`gdbemu.rsp.arch`): the target encodes with its
@@ -59,6 +72,8 @@ from .arch import RegisterLayout
 __all__ = [
     "ALL_THREADS",
     "ANY_THREAD",
+    "BreakpointCommandOps",
+    "BreakpointConditionOps",
     "BreakpointOps",
     "MonitorOps",
     "ResumeAction",
@@ -249,6 +264,32 @@ class BreakpointOps(Protocol):
     def remove(self, vaddr: int, kind: int) -> None: ...
 
 
+class BreakpointConditionOps(Protocol):
+    """``ConditionalBreakpoints+``: conditions evaluated by the target (gdb's ``condition-evaluation target``).
+
+    ``conditions`` are agent-expression bytecode blobs; the breakpoint
+    reports a stop when any of them is non-zero (gdbserver's rule); an
+    evaluation error (unreadable memory, division by zero) also stops.  An
+    empty sequence removes the conditions.  ``hardware``: the Z1 breakpoint
+    at ``vaddr`` rather than the Z0 one.
+    """
+
+    def set_conditions(self, vaddr: int, kind: int, hardware: bool, conditions: Sequence[bytes]) -> None: ...
+
+
+class BreakpointCommandOps(Protocol):
+    """``BreakpointCommands+``: bytecode the target runs when the breakpoint triggers (agent-style dprintf).
+
+    A breakpoint with commands runs them (after its conditions, if any, are
+    true) and does *not* report a stop (gdb installs target-side commands
+    only where every breakpoint at the address is a dprintf).  ``persist``:
+    keep the breakpoint and its commands when gdb disconnects (gdb's
+    ``disconnected-dprintf``).  An empty sequence removes the commands.
+    """
+
+    def set_commands(self, vaddr: int, kind: int, hardware: bool, commands: Sequence[bytes], persist: bool) -> None: ...
+
+
 class WatchpointOps(Protocol):
     """Watchpoints (Z2/Z3/Z4) over ``[vaddr, vaddr + length)``."""
 
@@ -394,4 +435,10 @@ class TargetBase:
         return None
 
     def supports_threads_xfer(self) -> ThreadsXferOps | None:
+        return None
+
+    def supports_breakpoint_conditions(self) -> BreakpointConditionOps | None:
+        return None
+
+    def supports_breakpoint_commands(self) -> BreakpointCommandOps | None:
         return None

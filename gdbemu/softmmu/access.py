@@ -23,6 +23,7 @@ from __future__ import annotations
 from .dirty import DIRTY_MEMORY_CODE
 from .tlb import (
     INVALID_TAG,
+    MMU_USER_IDX,
     PAGE_MASK,
     PAGE_SIZE,
     TLB_DISCARD_WRITE,
@@ -33,6 +34,7 @@ from .tlb import (
 )
 
 ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
+ALIGNMENT_CHECK = 1 << 18  # CR0.AM and EFLAGS.AC are both bit 18: both set enables #AC at CPL 3
 
 
 class SoftMMU:
@@ -67,6 +69,8 @@ class SoftMMU:
     # ---- loads ----------------------------------------------------------------
     def load(self, mmu_idx: int, vaddr: int, size: int) -> int:
         vaddr &= 0xFFFFFFFF
+        if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
+            self._alignment_check(vaddr, size, ACCESS_READ)
         off = vaddr & (PAGE_SIZE - 1)
         if off + size > PAGE_SIZE:
             self.stats.page_cross += 1
@@ -97,6 +101,8 @@ class SoftMMU:
     # ---- stores ---------------------------------------------------------------
     def store(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
         vaddr &= 0xFFFFFFFF
+        if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
+            self._alignment_check(vaddr, size, ACCESS_WRITE)
         off = vaddr & (PAGE_SIZE - 1)
         if off + size > PAGE_SIZE:
             self.stats.page_cross += 1
@@ -131,6 +137,26 @@ class SoftMMU:
             self.stats.unaligned += 1
         ram_offset = vaddr + desc.addend[index]
         self.mem.ram[ram_offset : ram_offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def _alignment_check(self, vaddr: int, size: int, access: int) -> None:
+        """#AC(0) for an unaligned user-mode access when CR0.AM and EFLAGS.AC are set.
+
+        SDM vol. 3, 6.15 (interrupt 17): only at CPL 3 (the user mmu_idx),
+        only data and stack accesses (implicit supervisor accesses use the
+        kernel mmu_idx).  An access that also page-faults reports #PF, which
+        has the higher priority (SDM vol. 3, table 6-2), so both pages are
+        looked up first.  Unaligned accesses never take the inline fast
+        path (the TLB compare includes the alignment bits), so this slow-path
+        check sees all of them.
+        """
+        cpu = self.cpu
+        if not cpu.cr[0] & cpu.eflags & ALIGNMENT_CHECK:
+            return
+        from ..core.exceptions import AC, GuestFault
+
+        self.lookup(MMU_USER_IDX, vaddr, access)
+        self.lookup(MMU_USER_IDX, (vaddr + size - 1) & 0xFFFFFFFF, access)
+        raise GuestFault(AC, 0)
 
     def notdirty_write(self, paddr: int, size: int, vaddr: int) -> None:
         """A store to a page that holds code or is clean for a client (QEMU's notdirty_write).

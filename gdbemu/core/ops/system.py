@@ -87,9 +87,7 @@ def _call(e: Emitter, name: str, *args: str, result: str | None = None) -> None:
     still raise (descriptor-table reads can #PF), so the instruction is an
     exception point.
     """
-    e.may_fault = True
-    call = f"H.{name}(cpu{''.join(', ' + a for a in args)})"
-    e.emit(f"{result} = {call}" if result else call)
+    e.helper_call(name, *args, result=result)
 
 
 def _cpl0(e: Emitter) -> bool:
@@ -181,17 +179,10 @@ def sti(cpu, eip: int) -> None:  # noqa: F811
 
 
 def _retired_before(cpu, eip: int) -> int:
-    """Instructions retired before the one at ``eip``, for a helper called with ``_call``.
-
-    Outside ``sync_call`` ``cpu.icount`` is the count at the start of the
-    running TB; the instruction's index in the TB makes it exact.
-    """
-    tb = cpu.machine.tbs.current
-    if tb is not None:
-        try:
-            return cpu.icount + tb.eips.index(eip)
-        except ValueError:
-            pass
+    """Instructions retired before the one at ``eip``: exact, because every helper call
+    (``Emitter.helper_call``, used by ``sync_call`` and ``_call``) brings ``cpu.icount``
+    up to date for its duration."""
+    del eip
     return cpu.icount
 
 

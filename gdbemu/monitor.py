@@ -55,10 +55,26 @@ class Monitor:
 
     # ---- dispatch --------------------------------------------------------------------
     def commands(self) -> dict[str, object]:
+        """Command name -> method; the name is what the docstring's first line shows.
+
+        ``cmd_info_tlb`` documents itself as "info tlb: ...", ``cmd_system_reset``
+        as "system_reset: ...": taking the name from there keeps ``help`` and the
+        dispatcher in agreement (QEMU spells it system_reset).
+        """
+        import re
+
         out = {}
-        for name in sorted(dir(self)):
-            if name.startswith("cmd_"):
-                out[name[4:].replace("_", " ")] = getattr(self, name)
+        for attr in sorted(dir(self)):
+            if not attr.startswith("cmd_"):
+                continue
+            fn = getattr(self, attr)
+            head = (fn.__doc__ or "").strip().split(":", 1)[0]
+            words = []
+            for w in head.split():  # the leading plain words; arguments start at the first other one
+                if not re.fullmatch(r"[a-z_]+", w):
+                    break
+                words.append(w)
+            out[" ".join(words) if words else attr[4:].replace("_", " ")] = fn
         return out
 
     def handle(self, cmd: str) -> str:

@@ -567,11 +567,6 @@ def test_kill_ends_gdbemu(session: Session, target: Guest) -> None:
     assert emu.wait(10) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: monitor help lists 'system_reset' (QEMU's name) but Monitor.commands() turns every '_' "
-    "of cmd_system_reset into a space, so only 'monitor system reset' is accepted",
-)
 def test_every_monitor_command_is_accepted_by_the_name_help_lists(session: Session, target: Guest) -> None:
     """Each line of ``monitor help`` starts with a command's name as the user must type it; each one works."""
     _, g = session.attach(target)

@@ -47,3 +47,22 @@ def compare(gdbemu: str, qemu: str, differences: dict[str, str]) -> list[str]:
 def failures(output: str) -> list[str]:
     """The "not ok" lines of a transcript."""
     return [line for line in output.splitlines() if line.startswith("not ok")]
+
+
+def assert_passes_on_gdbemu(run) -> None:
+    """Every check of a guest run passed and it exited with status 0 (exit code 1)."""
+    assert run.crash is None, run.describe()
+    assert failures(run.output) == [], run.describe()
+    last = [line for line in run.output.splitlines() if line.startswith("1..")][-1:]
+    assert run.output.splitlines()[-1:] == last and last, run.describe()
+    assert (run.stop_kind, run.exit_code) == ("exit", 1), run.describe()
+
+
+def assert_matches_qemu(run, elf, differences: dict[str, str]) -> None:
+    """QEMU's transcript is gdbemu's line for line, but for the recorded SDM-vs-QEMU differences."""
+    import guest_build
+
+    status, out = guest_build.run_qemu(elf)
+    problems = compare(run.output, out.decode("latin-1"), differences)
+    assert problems == [], "\n".join(problems)
+    assert status == (3 if differences else 1)  # guest status 1 (a check failed) or 0, as (s << 1) | 1

@@ -31,7 +31,7 @@ from pathlib import Path
 import guest_build
 import pytest
 from conftest import GUEST_RAM, GuestRun
-from exc_compare import compare, failures
+from exc_compare import assert_matches_qemu, assert_passes_on_gdbemu, compare, failures
 
 # Checks per guest (the plan line "1..N"): a guest that silently loses checks fails.
 CHECKS = {"exc_vectors": 193, "exc_shadow": 12, "exc_iopl": 61, "exc_debug": 38}
@@ -65,10 +65,8 @@ def _run(run_guest: Callable[[str, int], GuestRun], name: str) -> GuestRun:
 def test_guest_passes_on_gdbemu(run_guest: Callable[[str, int], GuestRun], name: str) -> None:
     """Every check passes and the guest exits with status 0 (exit code 1)."""
     run = _run(run_guest, name)
-    assert run.crash is None, run.describe()
-    assert failures(run.output) == [], run.describe()
+    assert_passes_on_gdbemu(run)
     assert run.output.splitlines()[-1:] == [f"1..{CHECKS[name]}"], run.describe()
-    assert (run.stop_kind, run.exit_code) == ("exit", 1), run.describe()
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
@@ -76,12 +74,7 @@ def test_guest_passes_on_gdbemu(run_guest: Callable[[str, int], GuestRun], name:
 def test_guest_matches_qemu(build_guest: Callable[[str], Path], run_guest: Callable[[str, int], GuestRun],
                             name: str) -> None:
     """The transcript on QEMU is gdbemu's, line for line, but for the recorded SDM-vs-QEMU differences."""
-    run = _run(run_guest, name)
-    status, out = guest_build.run_qemu(build_guest(name))
-    differences = QEMU_DIFFERENCES[name]
-    problems = compare(run.output, out.decode("latin-1"), differences)
-    assert problems == [], "\n".join(problems)
-    assert status == (3 if differences else 1)  # guest status 1 (a check failed) or 0, as (s << 1) | 1
+    assert_matches_qemu(_run(run_guest, name), build_guest(name), QEMU_DIFFERENCES[name])
 
 
 # ---- hardware interrupts, with a test interrupt source -----------------------------------------

@@ -170,10 +170,32 @@ def run_qemu(guest: Path, iterations: int, timeout: float) -> Result:
         return Result(name, None, iterations, note="n/a: qemu-system-i386 is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [qemu, "-kernel", str(guest), "-gdb", f"tcp:127.0.0.1:{port}", "-S", "-accel", "tcg", "-m", "32",
-         "-display", "none", "-nodefaults", "-serial", "null", "-monitor", "none", "-no-reboot",
-         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            qemu,
+            "-kernel",
+            str(guest),
+            "-gdb",
+            f"tcp:127.0.0.1:{port}",
+            "-S",
+            "-accel",
+            "tcg",
+            "-m",
+            "32",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-serial",
+            "null",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     # gdb retries a refused connection (tcp auto-retry) while QEMU starts up
     with Session.connect(f"127.0.0.1:{port}", guest, process=proc, timeout=timeout) as s:
@@ -200,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="target,host,qemu", help="comma-separated: target, host, qemu")
     parser.add_argument("--no-qemu", action="store_true", help="skip QEMU")
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound of each run, seconds")
-    parser.add_argument("--qemu-reference-ms", type=float, default=0.77,
-                        help="QEMU's per-evaluation cost to compare with when QEMU is not run here (default 0.77)")
+    parser.add_argument(
+        "--qemu-reference-ms",
+        type=float,
+        default=0.77,
+        help="QEMU's per-evaluation cost to compare with when QEMU is not run here (default 0.77)",
+    )
     args = parser.parse_args(argv)
     iterations = args.iterations or (2_000 if args.quick else 20_000)
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -237,17 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"conditional breakpoint on a hot loop: false {iterations:,} times, then true ({version}, pygdbmi)")
     qemu_per = next((r.per_eval for r in results if r.name.startswith("qemu") and r.per_eval), None)
     ref = args.qemu_reference_ms / 1e3
-    header = (f"{'configuration':40s} {'total':>10s} {'1st-hit stop':>12s} {'per false eval':>14s} "
-              f"{'vs QEMU':>8s} {'vs ref':>8s}  note")
+    header = (
+        f"{'configuration':40s} {'total':>10s} {'1st-hit stop':>12s} {'per false eval':>14s} "
+        f"{'vs QEMU':>8s} {'vs ref':>8s}  note"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         ratio = fmt_ratio(qemu_per / r.per_eval) if qemu_per and r.per_eval else "-"
         vs_ref = fmt_ratio(ref / r.per_eval) if r.per_eval else "-"
-        print(f"{r.name:40s} {fmt_seconds(r.seconds):>10s} {fmt_seconds(r.fixed):>12s} "
-              f"{fmt_seconds(r.per_eval):>14s} {ratio:>8s} {vs_ref:>8s}  {r.note}")
-    print(f"per false eval = (total - 1st-hit stop) / {iterations:,}; 'vs QEMU': this run's QEMU figure; "
-          f"'vs ref': QEMU at {args.qemu_reference_ms} ms per false evaluation (measured earlier, quiet machine)")
+        print(
+            f"{r.name:40s} {fmt_seconds(r.seconds):>10s} {fmt_seconds(r.fixed):>12s} "
+            f"{fmt_seconds(r.per_eval):>14s} {ratio:>8s} {vs_ref:>8s}  {r.note}"
+        )
+    print(
+        f"per false eval = (total - 1st-hit stop) / {iterations:,}; 'vs QEMU': this run's QEMU figure; "
+        f"'vs ref': QEMU at {args.qemu_reference_ms} ms per false evaluation (measured earlier, quiet machine)"
+    )
     return 0
 
 

@@ -212,8 +212,14 @@ class Trips:
         self.emu.close()
 
 
-def round_trips(which: list[str], elf: Path, sym: dict[str, int], s: Settings,
-                results: dict[str, Results], python_args: tuple[str, ...] = ()) -> None:
+def round_trips(
+    which: list[str],
+    elf: Path,
+    sym: dict[str, int],
+    s: Settings,
+    results: dict[str, Results],
+    python_args: tuple[str, ...] = (),
+) -> None:
     """break/continue, watch/continue and stepi on every emulator at once, taking turns one operation at a time.
 
     The emulators are attached side by side (a stopped one sleeps) and
@@ -230,9 +236,11 @@ def round_trips(which: list[str], elf: Path, sym: dict[str, int], s: Settings,
             run_to(t.g, "paging_ready")
             set_u32(t.g, sym["hit_iters"], 0x7FFFFFFF)
         hit_var = f"*(int *){sym['hit_var']:#x}"
-        for name, n, setup in (("break", s.hits, "-break-insert *hit_insn"),
-                               ("watch", s.hits, f"-break-watch {mi_quote(hit_var)}"),
-                               ("stepi", s.steps, None)):
+        for name, n, setup in (
+            ("break", s.hits, "-break-insert *hit_insn"),
+            ("watch", s.hits, f"-break-watch {mi_quote(hit_var)}"),
+            ("stepi", s.steps, None),
+        ):
             ops = []
             for t in sessions:
                 if setup:
@@ -351,9 +359,11 @@ def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Setting
             res.wall_base_iter[k] = statistics.median(w for _, w in without)
             if which == "gdbemu":
                 counters(k)
-            print(f"  {which}: {k} watchpoints: {res.per_iter[k] * 1e6:.1f} us per iteration "
-                  f"(without: {res.base_iter[k] * 1e6:.1f}); pairs: "
-                  + " ".join(f"{x:+.1f}%" for x in res.samples[k]), file=sys.stderr)
+            print(
+                f"  {which}: {k} watchpoints: {res.per_iter[k] * 1e6:.1f} us per iteration "
+                f"(without: {res.base_iter[k] * 1e6:.1f}); pairs: " + " ".join(f"{x:+.1f}%" for x in res.samples[k]),
+                file=sys.stderr,
+            )
         if which == "gdbemu":
             g.console(f"enable {bp + 1}-{last}")
             listed = g.console("monitor info watchpoints")
@@ -375,8 +385,11 @@ def profile(elf: Path, sym: dict[str, int], s: Settings, out: Path) -> None:
     round_trips(["gdbemu"], elf, sym, s, results, python_args=("-m", "cProfile", "-o", str(out)))
     res = results["gdbemu"]
     ops = sum(t.n for t in res.trips.values()) + 3 * s.warmup
-    print(f"\n== gdbemu under cProfile: {ops} round trips (" +
-          ", ".join(f"{k} {v.median_ms:.2f} ms" for k, v in res.trips.items()) + f"); profile kept in {out} ==")
+    print(
+        f"\n== gdbemu under cProfile: {ops} round trips ("
+        + ", ".join(f"{k} {v.median_ms:.2f} ms" for k, v in res.trips.items())
+        + f"); profile kept in {out} =="
+    )
     stats = pstats.Stats(str(out))
     for name in ("_read_client", "_run_slice"):
         for func, (_, _, _, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
@@ -419,6 +432,7 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
             finally:
                 work[key][0] += time.perf_counter() - t0
                 work[key][1] += 1
+
         return wrapper
 
     m.translator.translate = timed_wrapper(m.translator.translate, "translate")
@@ -434,18 +448,39 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
             times.setdefault(label, []).append(time.perf_counter() - t0)
 
     ready, hit, var = sym["paging_ready"], sym["hit_insn"], sym["hit_var"]
-    for p in (b"Z0,%x,1" % ready, b"vCont;c", b"z0,%x,1" % ready, b"M%x,4:ffffff7f" % sym["hit_iters"],
-              b"Z0,%x,1" % hit, b"vCont;c", b"z0,%x,1" % hit):
+    for p in (
+        b"Z0,%x,1" % ready,
+        b"vCont;c",
+        b"z0,%x,1" % ready,
+        b"M%x,4:ffffff7f" % sym["hit_iters"],
+        b"Z0,%x,1" % hit,
+        b"vCont;c",
+        b"z0,%x,1" % hit,
+    ):
         packet(p)
     cycles = {
-        "break hit": [(b"vCont;s:1", "vCont;s (step over)"), (b"Z0,%x,1" % hit, "Z0"), (b"vCont;c", "vCont;c"),
-                      (b"qXfer:threads:read::0,1000", "qXfer:threads"), (b"z0,%x,1" % hit, "z0"),
-                      (b"m%x,1" % hit, "m (1 byte)")],
-        "watch hit": [(b"m%x,4" % var, "m (4 bytes)"), (b"Z2,%x,4" % var, "Z2"), (b"vCont;c", "vCont;c"),
-                      (b"m%x,4" % var, "m (4 bytes)"), (b"qXfer:threads:read::0,1000", "qXfer:threads"),
-                      (b"z2,%x,4" % var, "z2"), (b"m%x,1" % hit, "m (1 byte)")],
-        "stepi": [(b"vCont;s:1", "vCont;s"), (b"qXfer:threads:read::0,1000", "qXfer:threads"),
-                  (b"m%x,1" % hit, "m (1 byte)")],
+        "break hit": [
+            (b"vCont;s:1", "vCont;s (step over)"),
+            (b"Z0,%x,1" % hit, "Z0"),
+            (b"vCont;c", "vCont;c"),
+            (b"qXfer:threads:read::0,1000", "qXfer:threads"),
+            (b"z0,%x,1" % hit, "z0"),
+            (b"m%x,1" % hit, "m (1 byte)"),
+        ],
+        "watch hit": [
+            (b"m%x,4" % var, "m (4 bytes)"),
+            (b"Z2,%x,4" % var, "Z2"),
+            (b"vCont;c", "vCont;c"),
+            (b"m%x,4" % var, "m (4 bytes)"),
+            (b"qXfer:threads:read::0,1000", "qXfer:threads"),
+            (b"z2,%x,4" % var, "z2"),
+            (b"m%x,1" % hit, "m (1 byte)"),
+        ],
+        "stepi": [
+            (b"vCont;s:1", "vCont;s"),
+            (b"qXfer:threads:read::0,1000", "qXfer:threads"),
+            (b"m%x,1" % hit, "m (1 byte)"),
+        ],
     }
     print(f"\n== gdbemu in-process, per packet (stub + MachineTarget, no sockets): median us over {n} cycles ==")
     for name, seq in cycles.items():
@@ -475,8 +510,10 @@ def report(results: list[Results], s: Settings) -> None:
     by = {r.name: r for r in results}
     emu = by.get("gdbemu")
     qemu = by.get("qemu")
-    print(f"\n== round trips through gdb/pygdbmi, ms: {s.hits} of each ({s.steps} stepi) after {s.warmup}, "
-          "emulators taking turns ==")
+    print(
+        f"\n== round trips through gdb/pygdbmi, ms: {s.hits} of each ({s.steps} stepi) after {s.warmup}, "
+        "emulators taking turns =="
+    )
     sub = f"{'median':>8}{'mean':>7}{'min':>6}{'emu cpu':>8}{'gdb cpu':>8}"
     head = f"{'':16}{'gdbemu':^37}"
     if qemu:
@@ -501,8 +538,10 @@ def report(results: list[Results], s: Settings) -> None:
                 ok = "-"
             line += f"  {cells(b)}{ok:>17}"
         print(line)
-    print("(emu/gdb cpu: CPU ms the emulator / gdb spent per round trip; the rest of the wall time is waiting "
-          "for pipes, sockets and the scheduler)")
+    print(
+        "(emu/gdb cpu: CPU ms the emulator / gdb spent per round trip; the rest of the wall time is waiting "
+        "for pipes, sockets and the scheduler)"
+    )
 
     print("\n== mem-loop with k gdb watchpoints on pages it never touches: slowdown against k=0 ==")
     head = f"{'k':>6}{'gdbemu us/it':>14}{'k=0 us/it':>11}{'slowdown':>10}{'pairs min..max':>17}{'(wall)':>8}"
@@ -524,17 +563,21 @@ def report(results: list[Results], s: Settings) -> None:
         line += f"{'-' if slow is None else ('met' if slow <= 2.0 else 'MISSED'):>13}"
         print(line)
     if emu and emu.counters:
-        print(f"  gdbemu slow-path events in one batch of N (monitor stats; load-independent): "
-              f"{', '.join(SLOW_PATH)}")
+        print(f"  gdbemu slow-path events in one batch of N (monitor stats; load-independent): {', '.join(SLOW_PATH)}")
         for k, c in sorted(emu.counters.items()):
             print(f"    k={k:<5} " + ", ".join(f"{key}={c[key]}" for key in SLOW_PATH))
     for r in results:
         if r.batch:
-            print(f"  {r.name}: batches of N={r.batch} and {3 * r.batch} iterations (24,580 instructions each); "
-                  f"us/it = (T(3N) - T(N)) / 2N in emulator CPU time; median of {s.repeats} pairs (k, then k=0)")
+            print(
+                f"  {r.name}: batches of N={r.batch} and {3 * r.batch} iterations (24,580 instructions each); "
+                f"us/it = (T(3N) - T(N)) / 2N in emulator CPU time; median of {s.repeats} pairs (k, then k=0)"
+            )
         if r.insert_seconds:
-            print(f"  {r.name}: gdb took " + ", ".join(f"{v:.1f} s" for v in r.insert_seconds.values())
-                  + f" to create the first {', '.join(map(str, r.insert_seconds))} watchpoints")
+            print(
+                f"  {r.name}: gdb took "
+                + ", ".join(f"{v:.1f} s" for v in r.insert_seconds.values())
+                + f" to create the first {', '.join(map(str, r.insert_seconds))} watchpoints"
+            )
         for err in r.errors:
             print(f"  {r.name}: {err}")
     print("  (wall: the same from wall-clock time, which on a loaded machine mostly measures the other processes)")

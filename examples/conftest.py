@@ -22,8 +22,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--stray-variant", choices=("buggy", "fixed"), default="buggy",
-                     help="which stray-write kernel to build: buggy (default) or fixed (-DFIXED)")
+    parser.addoption(
+        "--stray-variant",
+        choices=("buggy", "fixed"),
+        default="buggy",
+        help="which stray-write kernel to build: buggy (default) or fixed (-DFIXED)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +36,12 @@ def stray_kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     variant = request.config.getoption("stray_variant")
     out = tmp_path_factory.mktemp("kernel") / f"stray_write-{variant}.elf"
     try:
-        return build_kernel([HERE / "stray_write.c"], out, ldscript=HERE / "stray_write.ld",
-                            defines={"FIXED": None} if variant == "fixed" else {})
+        return build_kernel(
+            [HERE / "stray_write.c"],
+            out,
+            ldscript=HERE / "stray_write.ld",
+            defines={"FIXED": None} if variant == "fixed" else {},
+        )
     except BuildError as exc:
         if exc.missing_tool:
             pytest.skip(str(exc))

@@ -775,8 +775,11 @@ def _serve_gdb(machine, opts: Options, debugcon: _Sink | None, console: ConsoleI
     except OSError as exc:
         if opts.implicit_gdb:
             # Only the demo's convenience listener: run the demo anyway.
-            print(f"gdbemu: note: {endpoint} is busy ({exc.strerror or exc}); running the demo without the GDB "
-                  "stub (choose a port with -gdb tcp::PORT)", file=sys.stderr)
+            print(
+                f"gdbemu: note: {endpoint} is busy ({exc.strerror or exc}); running the demo without the GDB "
+                "stub (choose a port with -gdb tcp::PORT)",
+                file=sys.stderr,
+            )
             return _run(machine, opts, debugcon, console, slice_insns=1 << 20)
         print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
         return 2

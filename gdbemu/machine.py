@@ -118,7 +118,10 @@ class Machine:
         cpu.icount_deadline = 0
         tlb.on_flush.append(lambda vpage, c=cpu: c.jmp_cache.clear())
         cpu.softmmu = SoftMMU(
-            cpu, tlb, self.mem, self.dirty,
+            cpu,
+            tlb,
+            self.mem,
+            self.dirty,
             fill=lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx),
             invalidate_code=self.tbs.invalidate_phys_range_fast,
             watch_check=lambda vaddr, size, is_write, c=cpu: self.watchpoints.check(c, vaddr, size, is_write),
@@ -126,14 +129,28 @@ class Machine:
         cpu.namespaces = []
         for mmu_idx in range(NB_MMU_MODES):
             d = tlb.d[mmu_idx]
-            cpu.namespaces.append({
-                "cpu": cpu, "R": cpu.regs, "RT": d.read, "WT": d.write, "AD": d.addend,
-                "M8": self.mem.ram, "M16": self.mem.m16, "M32": self.mem.m32, "M64": self.mem.m64,
-                "LD": cpu.softmmu.loader(mmu_idx), "ST": cpu.softmmu.storer(mmu_idx),
-                "SB": cpu.seg_base, "Fault": GuestFault, "H": helpers,
-                "FLAGS": F.compute_all, "CARRY": F.compute_cf, "COND": F.eval_cc,
-                "__builtins__": __builtins__,
-            })
+            cpu.namespaces.append(
+                {
+                    "cpu": cpu,
+                    "R": cpu.regs,
+                    "RT": d.read,
+                    "WT": d.write,
+                    "AD": d.addend,
+                    "M8": self.mem.ram,
+                    "M16": self.mem.m16,
+                    "M32": self.mem.m32,
+                    "M64": self.mem.m64,
+                    "LD": cpu.softmmu.loader(mmu_idx),
+                    "ST": cpu.softmmu.storer(mmu_idx),
+                    "SB": cpu.seg_base,
+                    "Fault": GuestFault,
+                    "H": helpers,
+                    "FLAGS": F.compute_all,
+                    "CARRY": F.compute_cf,
+                    "COND": F.eval_cc,
+                    "__builtins__": __builtins__,
+                }
+            )
         return cpu
 
     def _classify(self, ppage: int):
@@ -340,8 +357,9 @@ class Machine:
         from .softmmu.watchpoint import KIND_NAMES
 
         reason = KIND_NAMES[hit.wp.kind]
-        self.request_stop(Stop("debug", f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit,
-                               cpu=cpu.index))
+        self.request_stop(
+            Stop("debug", f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit, cpu=cpu.index)
+        )
 
     def update_guest_debug(self, cpu: CPU) -> None:
         """DR0-DR3/DR7 changed: rebuild the guest's execute breakpoints and data watchpoints."""
@@ -480,8 +498,7 @@ class Machine:
         cpu.regs[EBX] = 0
         return entry
 
-    def load_multiboot(self, path: str, append: str = "", initrd: str | None = None,
-                       kernel_name: str | None = None):
+    def load_multiboot(self, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None):
         """Boot a multiboot kernel the way a PC (SeaBIOS + QEMU's ``-kernel``) does.
 
         Unlike ``load_elf`` (the bare core's loader, kept for the core tests),

@@ -35,8 +35,7 @@ from .softmmu.tlb import (
 from .softmmu.watchpoint import KIND_NAMES, WatchCondition
 
 MMU_NAMES = ("user", "kernel", "kernel-smap")
-_FLAG_NAMES = ((TLB_NOTDIRTY, "NOTDIRTY"), (TLB_MMIO, "MMIO"), (TLB_WATCHPOINT, "WATCH"),
-               (TLB_DISCARD_WRITE, "ROM"))
+_FLAG_NAMES = ((TLB_NOTDIRTY, "NOTDIRTY"), (TLB_MMIO, "MMIO"), (TLB_WATCHPOINT, "WATCH"), (TLB_DISCARD_WRITE, "ROM"))
 
 
 def _flags(tag: int) -> str:
@@ -115,9 +114,11 @@ class Monitor:
         state = "stopped" if not t.actions else "running"
         if cpu.halted:
             state += " (halted)"
-        return (f"VM status: {state}\ninstructions executed: {cpu.icount}\n"
-                f"guest MIPS over the last run: {t.last_run_mips:.2f}\n"
-                f"virtual time: {self.machine.clock.now() / 1e9:.6f} s\n")
+        return (
+            f"VM status: {state}\ninstructions executed: {cpu.icount}\n"
+            f"guest MIPS over the last run: {t.last_run_mips:.2f}\n"
+            f"virtual time: {self.machine.clock.now() / 1e9:.6f} s\n"
+        )
 
     def cmd_info_registers(self, args) -> str:
         """info registers: all system state (segments with caches, control, debug, descriptor tables)."""
@@ -158,8 +159,14 @@ class Monitor:
         rows = []
 
         def rights(e: int) -> str:
-            return ("u" if e & PG_US else "-") + "r" + ("w" if e & PG_RW else "-") + \
-                (" G" if e & PG_G else "") + (" A" if e & PG_A else "") + (" D" if e & PG_D else "")
+            return (
+                ("u" if e & PG_US else "-")
+                + "r"
+                + ("w" if e & PG_RW else "-")
+                + (" G" if e & PG_G else "")
+                + (" A" if e & PG_A else "")
+                + (" D" if e & PG_D else "")
+            )
 
         for i in range(1024):
             pde = int.from_bytes(mem.read(pd + 4 * i, 4), "little")
@@ -188,13 +195,16 @@ class Monitor:
     def cmd_info_tbs(self, args) -> str:
         """info tbs: translation block count, per physical page, by tier."""
         tbs = self.machine.tbs
-        out = [f"{len(tbs.tbs)} TBs on {len(tbs.pages)} pages "
-               f"(tier 2: {sum(1 for t in tbs.tbs.values() if t.tier == 2)})"]
+        out = [
+            f"{len(tbs.tbs)} TBs on {len(tbs.pages)} pages (tier 2: {sum(1 for t in tbs.tbs.values() if t.tier == 2)})"
+        ]
         for page in sorted(tbs.pages)[:64]:
             desc = tbs.pages[page]
             hot = tbs.smc_pages.get(page, 0)
-            out.append(f"  {page:08x}: {len(desc.tbs)} TBs, {desc.writes} code-page stores, "
-                       f"{hot} SMC invalidations{' (bitmap)' if desc.bitmap is not None else ''}")
+            out.append(
+                f"  {page:08x}: {len(desc.tbs)} TBs, {desc.writes} code-page stores, "
+                f"{hot} SMC invalidations{' (bitmap)' if desc.bitmap is not None else ''}"
+            )
         if len(tbs.pages) > 64:
             out.append(f"  ... {len(tbs.pages) - 64} more pages")
         return "\n".join(out) + "\n"
@@ -257,8 +267,10 @@ class Monitor:
         if verb in ("on", "off"):
             wl.log_enabled = verb == "on"
             if verb == "on":
-                return ("watch log on: hits of gdb's watchpoints are recorded and do not stop "
-                        "(a watchpoint with a condition stops when it is true)\n")
+                return (
+                    "watch log on: hits of gdb's watchpoints are recorded and do not stop "
+                    "(a watchpoint with a condition stops when it is true)\n"
+                )
             return "watch log off: gdb's watchpoints stop again (the records are kept)\n"
         if verb == "clear":
             n = len(wl.log)
@@ -276,8 +288,10 @@ class Monitor:
                 return json.dumps(doc) + "\n"
             return _log_table(wl, records)
         if verb == "status":
-            return (f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records "
-                    f"({wl.log_dropped} dropped), {wl.suppressed} hits did not stop\n")
+            return (
+                f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records "
+                f"({wl.log_dropped} dropped), {wl.suppressed} hits did not stop\n"
+            )
         raise ValueError("usage: watch log on|off|clear|show [N]|json [N]")
 
     def cmd_watch_cond(self, args) -> str:
@@ -324,8 +338,11 @@ class Monitor:
             cond = wl.conditions.get(addr)
             return f"{addr:08x}: {cond.text}\n" if cond else f"no watch condition at {addr:#x}\n"
         if args[1:] == ["off"]:
-            return (f"watch condition at {addr:#x} removed\n" if wl.conditions.pop(addr, None)
-                    else f"no watch condition at {addr:#x}\n")
+            return (
+                f"watch condition at {addr:#x} removed\n"
+                if wl.conditions.pop(addr, None)
+                else f"no watch condition at {addr:#x}\n"
+            )
         text = " ".join(args[1:])
         fn = compile_watch_condition(text, self.machine.peek_linear)
         wl.conditions[addr] = WatchCondition(text, fn)
@@ -347,8 +364,10 @@ class Monitor:
         for (linear, hw), point in sorted(ag.history.items()):
             n = ag.counters.get(linear, [0, 0, 0])
             inserted = ag.points.get((linear, hw)) is point
-            out.append(f"{linear:08x} {'hw' if hw else 'sw'} ({'inserted' if inserted else 'not inserted'}): "
-                       f"{n[0]} evaluations, {n[1]} true, {n[2]} errors")
+            out.append(
+                f"{linear:08x} {'hw' if hw else 'sw'} ({'inserted' if inserted else 'not inserted'}): "
+                f"{n[0]} evaluations, {n[1]} true, {n[2]} errors"
+            )
             for i, code in enumerate(point.conditions):
                 out.append(f"  condition {i + 1}: {agent.disassemble(code)}")
             for i, code in enumerate(point.commands):
@@ -403,8 +422,10 @@ class Monitor:
         out = []
         per_line = 16 // unit
         for i in range(0, count, per_line):
-            words = [int.from_bytes(data[(i + k) * unit : (i + k + 1) * unit], "little")
-                     for k in range(min(per_line, count - i))]
+            words = [
+                int.from_bytes(data[(i + k) * unit : (i + k + 1) * unit], "little")
+                for k in range(min(per_line, count - i))
+            ]
             out.append(f"{paddr + i * unit:08x}: " + " ".join(f"{w:0{2 * unit}x}" for w in words))
         return "\n".join(out) + "\n"
 
@@ -419,8 +440,10 @@ class Monitor:
             if args[0] not in ("irq", "noirq"):
                 raise ValueError("usage: sstep [irq|noirq]")
             self.target.sstep_irq = args[0] == "irq"
-        return f"single-step mode: {'irq' if self.target.sstep_irq else 'noirq'} (timers " \
-               f"{'advance' if self.target.sstep_irq else 'frozen'} during a step)\n"
+        return (
+            f"single-step mode: {'irq' if self.target.sstep_irq else 'noirq'} (timers "
+            f"{'advance' if self.target.sstep_irq else 'frozen'} during a step)\n"
+        )
 
 
 def _dedent(doc: str) -> str:
@@ -447,15 +470,18 @@ def _value_text(v: int | None) -> str:
 def _log_table(wl, records) -> str:
     out = [f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records ({wl.log_dropped} dropped)"]
     if records:
-        out.append(f"{'seq':>6} {'icount':>10} {'pc':8} acc {'addr':8} sz {'old':>18} {'new':>18} "
-                   f"{'watchpoint':22} stop")
+        out.append(
+            f"{'seq':>6} {'icount':>10} {'pc':8} acc {'addr':8} sz {'old':>18} {'new':>18} {'watchpoint':22} stop"
+        )
     for r in records:
         wp = f"{KIND_NAMES[r.wp_kind]} {r.wp_vaddr:08x}/{r.wp_length}"
         stop = "yes" if r.stopped else "-"
         if r.error:
             stop += f" ({r.error})"
-        out.append(f"{r.seq:>6} {r.icount:>10} {r.pc:08x} {'w' if r.is_write else 'r':3} {r.addr:08x} {r.size:2} "
-                   f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:22} {stop}")
+        out.append(
+            f"{r.seq:>6} {r.icount:>10} {r.pc:08x} {'w' if r.is_write else 'r':3} {r.addr:08x} {r.size:2} "
+            f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:22} {stop}"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -467,17 +493,34 @@ def _log_table(wl, records) -> str:
 # operators from a fixed table, and parentheses.  So the compiled text is
 # Python we wrote, whatever the user typed.
 
-_TOKEN = re.compile(r"\s*(?:(0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)|([A-Za-z_]\w*)|"
-                    r"(==|!=|<=|>=|<<|>>|&&|\|\||[-+*/%&|^~!<>(),]))")
+_TOKEN = re.compile(
+    r"\s*(?:(0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)|([A-Za-z_]\w*)|"
+    r"(==|!=|<=|>=|<<|>>|&&|\|\||[-+*/%&|^~!<>(),]))"
+)
 _GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 _WATCH_NAMES = {
-    "new": "_n(h.new)", "value": "_n(h.new)", "old": "_n(h.old)", "pc": "h.pc", "addr": "h.addr",
-    "size": "h.size", "write": "int(h.is_write)", "read": "int(not h.is_write)", "icount": "h.icount",
-    "eip": "cpu.eip", "eflags": "cpu.get_eflags()",
+    "new": "_n(h.new)",
+    "value": "_n(h.new)",
+    "old": "_n(h.old)",
+    "pc": "h.pc",
+    "addr": "h.addr",
+    "size": "h.size",
+    "write": "int(h.is_write)",
+    "read": "int(not h.is_write)",
+    "icount": "h.icount",
+    "eip": "cpu.eip",
+    "eflags": "cpu.get_eflags()",
     **{name: f"cpu.regs[{i}]" for i, name in enumerate(_GPR_NAMES)},
 }
-_WATCH_FUNCS = {"mem8": "_mem(cpu, {}, 1)", "mem16": "_mem(cpu, {}, 2)", "mem32": "_mem(cpu, {}, 4)",
-                "mem64": "_mem(cpu, {}, 8)", "s8": "_sx({}, 8)", "s16": "_sx({}, 16)", "s32": "_sx({}, 32)"}
+_WATCH_FUNCS = {
+    "mem8": "_mem(cpu, {}, 1)",
+    "mem16": "_mem(cpu, {}, 2)",
+    "mem32": "_mem(cpu, {}, 4)",
+    "mem64": "_mem(cpu, {}, 8)",
+    "s8": "_sx({}, 8)",
+    "s16": "_sx({}, 16)",
+    "s32": "_sx({}, 32)",
+}
 _WATCH_LEVELS = [  # binary operators by precedence, lowest first (Python's order)
     {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="},
     {"|": "|"},

@@ -66,12 +66,25 @@ class GoldenTraceRecorded(UserWarning):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gdbemu", "gdbemu sessions (gdbemu.testing)")
-    group.addoption("--gdbemu-gdb", metavar="PATH", default=None,
-                    help="the gdb executable for gdbemu sessions (default: $GDBEMU_GDB, else gdb on PATH)")
-    group.addoption("--gdbemu-timeout", metavar="SECONDS", type=float, default=None,
-                    help=f"bound of every wait in a gdbemu session (default {DEFAULT_TIMEOUT:g})")
-    group.addoption("--gdbemu-update-golden", action="store_true", default=False,
-                    help="rewrite golden stop traces with this run's instead of comparing")
+    group.addoption(
+        "--gdbemu-gdb",
+        metavar="PATH",
+        default=None,
+        help="the gdb executable for gdbemu sessions (default: $GDBEMU_GDB, else gdb on PATH)",
+    )
+    group.addoption(
+        "--gdbemu-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help=f"bound of every wait in a gdbemu session (default {DEFAULT_TIMEOUT:g})",
+    )
+    group.addoption(
+        "--gdbemu-update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite golden stop traces with this run's instead of comparing",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -150,8 +163,28 @@ def _registers_text(session: Session) -> str:
         return f"(could not read them: {exc})"
     finally:
         session.timeout = saved
-    names = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags",
-             "cs", "ss", "ds", "es", "fs", "gs", "cr0", "cr2", "cr3", "cr4"]
+    names = [
+        "eax",
+        "ecx",
+        "edx",
+        "ebx",
+        "esp",
+        "ebp",
+        "esi",
+        "edi",
+        "eip",
+        "eflags",
+        "cs",
+        "ss",
+        "ds",
+        "es",
+        "fs",
+        "gs",
+        "cr0",
+        "cr2",
+        "cr3",
+        "cr4",
+    ]
     shown = [(n, regs[n]) for n in names if n in regs]
     rows = [" ".join(f"{n:>6}={v:08x}" for n, v in shown[i : i + 5]) for i in range(0, len(shown), 5)]
     rows.append("backtrace:")
@@ -205,10 +238,13 @@ class GoldenTrace:
             return
         expected = [line for line in path.read_text().splitlines() if not line.startswith("#")]
         if expected != actual:
-            diff = "\n".join(difflib.unified_diff(expected, actual, fromfile=f"{path} (golden)",
-                                                  tofile="this run", lineterm=""))
-            pytest.fail(f"the stop trace differs from {path}\n(rerun with --gdbemu-update-golden to accept it)\n"
-                        f"{diff}", pytrace=False)
+            diff = "\n".join(
+                difflib.unified_diff(expected, actual, fromfile=f"{path} (golden)", tofile="this run", lineterm="")
+            )
+            pytest.fail(
+                f"the stop trace differs from {path}\n(rerun with --gdbemu-update-golden to accept it)\n{diff}",
+                pytrace=False,
+            )
 
 
 @pytest.fixture

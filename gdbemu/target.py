@@ -142,8 +142,13 @@ class _BreakpointAgent:
                 raise agent.AgentEvalError(f"cannot read {size} bytes at {addr:#x}")
             return int.from_bytes(ram[paddr : paddr + size], "little")
 
-        self.env = agent.AgentEnv(register=self._register_source, ref=ref, output=self._output,
-                                  names={"_value": self._register_value}, tsv=self.tsv)
+        self.env = agent.AgentEnv(
+            register=self._register_source,
+            ref=ref,
+            output=self._output,
+            names={"_value": self._register_value},
+            tsv=self.tsv,
+        )
 
     # ---- the agent environment: i386 registers as Python snippets ------------------------
     def _register_source(self, regnum: int) -> str | None:
@@ -192,8 +197,14 @@ class _BreakpointAgent:
     def set_commands(self, vaddr: int, kind: int, hardware: bool, commands: Sequence[bytes], persist: bool) -> None:
         self._set(vaddr, hardware, commands=tuple(commands), persist=persist)
 
-    def _set(self, vaddr: int, hardware: bool, conditions: tuple[bytes, ...] | None = None,
-             commands: tuple[bytes, ...] | None = None, persist: bool | None = None) -> None:
+    def _set(
+        self,
+        vaddr: int,
+        hardware: bool,
+        conditions: tuple[bytes, ...] | None = None,
+        commands: tuple[bytes, ...] | None = None,
+        persist: bool | None = None,
+    ) -> None:
         linear = vaddr & 0xFFFFFFFF
         key = (linear, hardware)
         old = self.points.get(key)
@@ -206,8 +217,9 @@ class _BreakpointAgent:
         else:
             counters = self.counters.setdefault(linear, [0, 0, 0])
             # Compiles (or finds in the cache) every program; AgentError leaves the old state untouched.
-            new.compiled = agent.compile_breakpoint(new.conditions, new.commands, self.env,
-                                                    self._error_handler(linear), counters, self.cache)
+            new.compiled = agent.compile_breakpoint(
+                new.conditions, new.commands, self.env, self._error_handler(linear), counters, self.cache
+            )
             self.points[key] = new
             self.history[key] = new
         self.install(linear)
@@ -335,8 +347,9 @@ class MachineTarget(TargetBase):
 
     def read_registers(self, tid: int) -> bytes:
         cpu = self._cpu(tid)
-        return b"".join(self.layout.encode_register(r.regnum, self._value(cpu, r.name) or 0)
-                        for r in self.layout.registers)
+        return b"".join(
+            self.layout.encode_register(r.regnum, self._value(cpu, r.name) or 0) for r in self.layout.registers
+        )
 
     def read_register(self, tid: int, regnum: int) -> bytes | None:
         if not 0 <= regnum < len(self.layout):

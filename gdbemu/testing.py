@@ -306,8 +306,18 @@ class _Watch:
 
 # ---- building test kernels ------------------------------------------------------------------------
 _CFLAGS = (
-    "-m32", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
-    "-fno-builtin", "-nostdlib", "-mgeneral-regs-only", "-g", "-O0", "-Wall",
+    "-m32",
+    "-ffreestanding",
+    "-fno-pic",
+    "-fno-pie",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-builtin",
+    "-nostdlib",
+    "-mgeneral-regs-only",
+    "-g",
+    "-O0",
+    "-Wall",
 )
 
 
@@ -338,11 +348,26 @@ def build_kernel(
         # Compiled from its own directory under its bare name, so the debug info (and so every
         # Stop.file and golden trace) says "kernel.c", whatever directory the build ran in.
         if src.suffix in (".c", ".S"):
-            cmd = ["gcc", *_CFLAGS, *cflags, *(f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defs.items()),
-                   "-c", src.name, "-o", str(obj)]
+            cmd = [
+                "gcc",
+                *_CFLAGS,
+                *cflags,
+                *(f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defs.items()),
+                "-c",
+                src.name,
+                "-o",
+                str(obj),
+            ]
         elif src.suffix == ".s":
-            cmd = ["as", "--32", "-g", *itertools.chain.from_iterable(
-                ("--defsym", f"{k}={1 if v is None else v}") for k, v in defs.items()), src.name, "-o", str(obj)]
+            cmd = [
+                "as",
+                "--32",
+                "-g",
+                *itertools.chain.from_iterable(("--defsym", f"{k}={1 if v is None else v}") for k, v in defs.items()),
+                src.name,
+                "-o",
+                str(obj),
+            ]
         else:
             raise BuildError(f"{src}: not a .c, .S or .s file")
         _run_tool(cmd, cwd=src.resolve().parent)
@@ -566,8 +591,18 @@ class Session:
         stop) instead of rebooting it; ``keep_files``: keep the session's
         temporary directory (serial, stderr logs) after close.
         """
-        session = cls(kernel, append=append, memory=memory, serial=serial, gdb=gdb, extra_args=extra_args,
-                      timeout=timeout, transport=transport, no_reboot=no_reboot, keep_files=keep_files)
+        session = cls(
+            kernel,
+            append=append,
+            memory=memory,
+            serial=serial,
+            gdb=gdb,
+            extra_args=extra_args,
+            timeout=timeout,
+            transport=transport,
+            no_reboot=no_reboot,
+            keep_files=keep_files,
+        )
         try:
             session._start()
         except BaseException:
@@ -576,8 +611,20 @@ class Session:
         return session
 
     def _gdbemu_args(self, endpoint: str) -> list[str]:
-        args = [str(self.kernel), "-gdb", endpoint, "-S", "-serial", f"file:{self.serial_path}",
-                "-debugcon", f"file:{self.debugcon_path}", "-display", "none", "-icount", "sleep=off"]
+        args = [
+            str(self.kernel),
+            "-gdb",
+            endpoint,
+            "-S",
+            "-serial",
+            f"file:{self.serial_path}",
+            "-debugcon",
+            f"file:{self.debugcon_path}",
+            "-display",
+            "none",
+            "-icount",
+            "sleep=off",
+        ]
         if self.no_reboot:
             args.append("-no-reboot")
         if self.append is not None:
@@ -599,7 +646,11 @@ class Session:
             with open(self._stderr_path, "wb") as err:
                 self._emu = subprocess.Popen(
                     [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *self._gdbemu_args("tcp:127.0.0.1:0")],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=self._env(), start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    env=self._env(),
+                    start_new_session=True,
                 )
             self._reaper.procs.append(self._emu)
             self.gdbemu_pid = self._emu.pid
@@ -610,11 +661,15 @@ class Session:
         else:
             pidfile = self._dir / "gdbemu.pid"
             argv = [sys.executable, "-m", "gdbemu.cli", *self._gdbemu_args("stdio")]
-            command = (f"echo $$ > {shlex.quote(str(pidfile))}; exec {' '.join(map(shlex.quote, argv))} "
-                       f"2>>{shlex.quote(str(self._stderr_path))}")
+            command = (
+                f"echo $$ > {shlex.quote(str(pidfile))}; exec {' '.join(map(shlex.quote, argv))} "
+                f"2>>{shlex.quote(str(self._stderr_path))}"
+            )
             try:
-                self._mi(f"-interpreter-exec console {_c_string('target remote | ' + command)}",
-                         what="gdb to start gdbemu -gdb stdio and connect")
+                self._mi(
+                    f"-interpreter-exec console {_c_string('target remote | ' + command)}",
+                    what="gdb to start gdbemu -gdb stdio and connect",
+                )
             finally:
                 with contextlib.suppress(OSError, ValueError):
                     self.gdbemu_pid = int(pidfile.read_text().strip())
@@ -626,20 +681,29 @@ class Session:
         with open(self._gdb_stderr_path, "wb") as gdb_err:
             self._gdb = subprocess.Popen(
                 [self.gdb_path, "-nx", "-q", "--interpreter=mi3"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=gdb_err, env=self._env(),
-                start_new_session=True, bufsize=0,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=gdb_err,
+                env=self._env(),
+                start_new_session=True,
+                bufsize=0,
             )
         self._reaper.procs.append(self._gdb)
         self.gdb_pid = self._gdb.pid
         assert self._gdb.stdin is not None and self._gdb.stdout is not None
         self._io = IoManager(self._gdb.stdin, self._gdb.stdout, None, time_to_check_for_additional_output_sec=0.001)
         self._mi("-gdb-set mi-async on", what="gdb to start")
-        for setting in ("confirm off", "pagination off", "width 0", "height 0", "print pretty off",
-                        f"remotetimeout {max(2, int(self.timeout))}"):
+        for setting in (
+            "confirm off",
+            "pagination off",
+            "width 0",
+            "height 0",
+            "print pretty off",
+            f"remotetimeout {max(2, int(self.timeout))}",
+        ):
             self._mi(f"-gdb-set {setting}")
         try:
-            self._mi(f"-file-exec-and-symbols {_c_string(str(self.kernel))}",
-                     what="gdb to read the kernel's symbols")
+            self._mi(f"-file-exec-and-symbols {_c_string(str(self.kernel))}", what="gdb to read the kernel's symbols")
         except GdbError as exc:
             # Not a file gdb reads (an a.out-kludge image, or not a kernel at all: then gdbemu says so
             # next).  Debugging by address still works.
@@ -692,11 +756,14 @@ class Session:
             if m:
                 return int(m.group(1))
             if self._emu.poll() is not None:
-                raise SessionError(f"gdbemu exited with status {self._emu.returncode} before listening for gdb:\n"
-                                   f"{text.strip()}")
+                raise SessionError(
+                    f"gdbemu exited with status {self._emu.returncode} before listening for gdb:\n{text.strip()}"
+                )
             if time.monotonic() > deadline:
-                raise SessionTimeout(f"timed out after {self.timeout:g} s waiting for gdbemu to listen for gdb "
-                                     f"(its stderr so far: {text.strip()!r})")
+                raise SessionTimeout(
+                    f"timed out after {self.timeout:g} s waiting for gdbemu to listen for gdb "
+                    f"(its stderr so far: {text.strip()!r})"
+                )
             time.sleep(0.01)
 
     # ---- MI plumbing ----------------------------------------------------------------------------
@@ -757,13 +824,15 @@ class Session:
                 self._pump(0)  # what it said last
                 if done():
                     return
-                raise SessionError(f"gdb exited (status {self._gdb.returncode}) while waiting for {what}"
-                                   f"{self._context()}")
+                raise SessionError(
+                    f"gdb exited (status {self._gdb.returncode}) while waiting for {what}{self._context()}"
+                )
             if self._emu is not None and self._emu.poll() is not None:
                 emu_gone_at = emu_gone_at or now
                 if now - emu_gone_at > 2.0 and self._ended is None and not self._stop_records:
-                    raise SessionError(f"gdbemu exited (status {self._emu.returncode}) while waiting for {what}"
-                                       f"{self._context()}")
+                    raise SessionError(
+                        f"gdbemu exited (status {self._emu.returncode}) while waiting for {what}{self._context()}"
+                    )
             self._pump(min(deadline - now, 0.1))
 
     def _mi(self, command: str, *, what: str | None = None, timeout: float | None = None) -> dict[str, Any]:
@@ -786,8 +855,9 @@ class Session:
         """Run a CLI command (``-interpreter-exec console``) and return what it printed."""
         self._capture = []
         try:
-            self._mi(f"-interpreter-exec console {_c_string(command)}", what=f"gdb's answer to {command!r}",
-                     timeout=timeout)
+            self._mi(
+                f"-interpreter-exec console {_c_string(command)}", what=f"gdb's answer to {command!r}", timeout=timeout
+            )
             return "".join(self._capture)
         finally:
             self._capture = None
@@ -869,8 +939,9 @@ class Session:
         return not self._closed and self._ended is None
 
     # ---- breakpoints and watchpoints ---------------------------------------------------------------
-    def break_at(self, location: str, condition: str | None = None, *, temporary: bool = False,
-                 hardware: bool = False) -> int:
+    def break_at(
+        self, location: str, condition: str | None = None, *, temporary: bool = False, hardware: bool = False
+    ) -> int:
         """Set a breakpoint at ``location`` (``func``, ``file.c:12``, ``*0x100080``); returns its number.
 
         ``condition`` is a gdb expression.  gdb evaluates it in gdbemu when
@@ -890,8 +961,14 @@ class Session:
         payload = self._mi(" ".join(args))
         return int(payload["bkpt"]["number"])
 
-    def watch(self, expr: str, kind: WatchKindName = "write", condition: str | None = None, *,
-              target_condition: str | None = None) -> int:
+    def watch(
+        self,
+        expr: str,
+        kind: WatchKindName = "write",
+        condition: str | None = None,
+        *,
+        target_condition: str | None = None,
+    ) -> int:
         """Set a hardware watchpoint on the lvalue ``expr``; returns its number.
 
         ``kind``: "write" (gdb's ``watch``: stops when a store changes the
@@ -916,8 +993,10 @@ class Session:
         btype = body[0].get("type", "") if body else ""
         if btype and not btype.startswith(("hw ", "read ", "acc ")):
             self._mi(f"-break-delete {number}")
-            raise SessionError(f"gdb could only make a software watchpoint for {expr!r} ({btype}): it would "
-                               "single-step the whole guest; watch an lvalue (a variable, *(int *)ADDR)")
+            raise SessionError(
+                f"gdb could only make a software watchpoint for {expr!r} ({btype}): it would "
+                "single-step the whole guest; watch an lvalue (a variable, *(int *)ADDR)"
+            )
         address = size = None
         with contextlib.suppress(GdbError):
             address = _first_hex(self.read(f"&({expr})"))
@@ -967,8 +1046,9 @@ class Session:
             if not self._interrupt():
                 raise
             stop = self.stops[-1]
-            raise SessionTimeout(f"{exc.args[0].splitlines()[0]}; interrupted the guest: {stop.describe()}"
-                                 f"{self._context()}") from None
+            raise SessionTimeout(
+                f"{exc.args[0].splitlines()[0]}; interrupted the guest: {stop.describe()}{self._context()}"
+            ) from None
         return self._take_stop()
 
     def _interrupt(self) -> bool:
@@ -1041,8 +1121,9 @@ class Session:
         """
         return self._resume("-exec-continue", "the guest to stop after continue", timeout)
 
-    def cont_until(self, predicate: Callable[[Stop], bool], *, max_stops: int = 1000,
-                   timeout: float | None = None) -> Stop:
+    def cont_until(
+        self, predicate: Callable[[Stop], bool], *, max_stops: int = 1000, timeout: float | None = None
+    ) -> Stop:
         """Continue until ``predicate(stop)`` holds; returns that stop.
 
         GuestExitedError if the guest ends first (unless the predicate accepts
@@ -1055,10 +1136,14 @@ class Session:
                 return stop
             seen.append(stop)
             if stop.ended:
-                raise GuestExitedError(f"the guest ended ({stop.describe()}) before the predicate held; "
-                                       f"{len(seen)} stops: " + "; ".join(s.describe() for s in seen[-5:]))
-        raise SessionError(f"cont_until: no stop matched in {max_stops} stops; the last were:\n  "
-                           + "\n  ".join(s.describe() for s in seen[-5:]))
+                raise GuestExitedError(
+                    f"the guest ended ({stop.describe()}) before the predicate held; "
+                    f"{len(seen)} stops: " + "; ".join(s.describe() for s in seen[-5:])
+                )
+        raise SessionError(
+            f"cont_until: no stop matched in {max_stops} stops; the last were:\n  "
+            + "\n  ".join(s.describe() for s in seen[-5:])
+        )
 
     def cont_to_exit(self, *, max_stops: int = 10000, timeout: float | None = None) -> list[Stop]:
         """Continue through every stop until the guest ends; returns the stops before the end.
@@ -1072,8 +1157,10 @@ class Session:
             if stop.ended:
                 return out
             out.append(stop)
-        raise SessionError(f"cont_to_exit: the guest was still running after {max_stops} stops; the last:\n  "
-                           + "\n  ".join(s.describe() for s in out[-5:]))
+        raise SessionError(
+            f"cont_to_exit: the guest was still running after {max_stops} stops; the last:\n  "
+            + "\n  ".join(s.describe() for s in out[-5:])
+        )
 
     def run_to(self, location: str, *, timeout: float | None = None) -> Stop:
         """Continue to ``location`` (a temporary breakpoint); other breakpoints may stop the guest first."""
@@ -1153,9 +1240,15 @@ class Session:
         out: list[Frame] = []
         for item in frames:
             f = item.get("frame", item) if isinstance(item, dict) else {}
-            out.append(Frame(level=int(f.get("level", len(out))), pc=_int_or_none(f.get("addr"), 16),
-                             function=f.get("func") if f.get("func") not in (None, "??") else None,
-                             file=f.get("file"), line=_int_or_none(f.get("line"), 10)))
+            out.append(
+                Frame(
+                    level=int(f.get("level", len(out))),
+                    pc=_int_or_none(f.get("addr"), 16),
+                    function=f.get("func") if f.get("func") not in (None, "??") else None,
+                    file=f.get("file"),
+                    line=_int_or_none(f.get("line"), 10),
+                )
+            )
         return out
 
     def monitor(self, command: str) -> str:
@@ -1208,10 +1301,21 @@ class Session:
             pc = int(r["pc"])
             if resolve and pc not in names:
                 names[pc] = self.symbol(pc)
-            out.append(WatchRecord(seq=int(r["seq"]), icount=int(r["icount"]), pc=pc, access=str(r["access"]),
-                                   address=int(r["addr"]), size=int(r["size"]), old=r.get("old"), new=r.get("new"),
-                                   stopped=bool(r.get("stopped")), function=names.get(pc),
-                                   watchpoint=r.get("watchpoint") or {}))
+            out.append(
+                WatchRecord(
+                    seq=int(r["seq"]),
+                    icount=int(r["icount"]),
+                    pc=pc,
+                    access=str(r["access"]),
+                    address=int(r["addr"]),
+                    size=int(r["size"]),
+                    old=r.get("old"),
+                    new=r.get("new"),
+                    stopped=bool(r.get("stopped")),
+                    function=names.get(pc),
+                    watchpoint=r.get("watchpoint") or {},
+                )
+            )
         if clear:
             self.monitor("watch log clear")
         return out

@@ -129,13 +129,26 @@ class Emulator:
     HOST:PORT" line.
     """
 
-    def __init__(self, argv: Sequence[str], ready: re.Pattern[bytes] | None, *, timeout: float = 30.0,
-                 env: dict[str, str] | None = None, what: str = "the emulator", wait_ready: bool = True) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        ready: re.Pattern[bytes] | None,
+        *,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        what: str = "the emulator",
+        wait_ready: bool = True,
+    ) -> None:
         self.argv = list(argv)
         self.what = what
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=ROOT, env=env, start_new_session=True,  # a Ctrl-C meant for gdb or pytest does not reach it
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C meant for gdb or pytest does not reach it
         )
         _LIVE.add(self.proc)
         self.out = _Drain(self.proc.stdout)
@@ -154,15 +167,26 @@ class Emulator:
         if self._ready is not None and self.address is None:
             if not self.err.matched.wait(self._timeout) or self.err.match is None:
                 self.close()
-                raise DriveError(f"{self.what} did not report its gdb address within {self._timeout:.0f} s "
-                                 f"(exit status {self.proc.returncode}); stderr:\n{self.stderr_text()}")
+                raise DriveError(
+                    f"{self.what} did not report its gdb address within {self._timeout:.0f} s "
+                    f"(exit status {self.proc.returncode}); stderr:\n{self.stderr_text()}"
+                )
             self.address = self.err.match.group("addr").decode()
         return self.address
 
     @classmethod
-    def gdbemu(cls, kernel: Path | str | None, *args: str, gdb: str | None = "tcp::0", wait: bool = True,
-               serial: str = "null", debugcon: str = "null", timeout: float = 30.0,
-               python_args: Sequence[str] = (), wait_ready: bool = True) -> Emulator:
+    def gdbemu(
+        cls,
+        kernel: Path | str | None,
+        *args: str,
+        gdb: str | None = "tcp::0",
+        wait: bool = True,
+        serial: str = "null",
+        debugcon: str = "null",
+        timeout: float = 30.0,
+        python_args: Sequence[str] = (),
+        wait_ready: bool = True,
+    ) -> Emulator:
         """``python -m gdbemu.cli -kernel KERNEL -gdb GDB -S -display none -serial SERIAL ...``.
 
         ``gdb=None``: no ``-gdb`` option, and nothing to wait for unless the CLI
@@ -190,9 +214,25 @@ class Emulator:
         if QEMU is None:
             raise DriveError("qemu-system-i386 is not installed")
         port = port or free_port()
-        argv = [QEMU, "-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot", "-m", "32",
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-S", "-gdb", f"tcp:127.0.0.1:{port}",
-                "-kernel", str(kernel), *args]
+        argv = [
+            QEMU,
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "32",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-S",
+            "-gdb",
+            f"tcp:127.0.0.1:{port}",
+            "-kernel",
+            str(kernel),
+            *args,
+        ]
         emu = cls(argv, None, timeout=timeout, what="qemu")
         deadline = time.monotonic() + timeout
         while True:  # QEMU prints nothing when it listens: poll the port
@@ -224,8 +264,9 @@ class Emulator:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise DriveError(f"{self.what} did not exit within {timeout:.0f} s; stderr:\n{self.stderr_text()}") \
-                from None
+            raise DriveError(
+                f"{self.what} did not exit within {timeout:.0f} s; stderr:\n{self.stderr_text()}"
+            ) from None
         self.out.join(5)
         self.err.join(5)
         _LIVE.discard(self.proc)
@@ -342,8 +383,14 @@ class Gdb:
         self.ctl.write(f"{self._token}{mi}", read_response=False, timeout_sec=self.timeout)
         return self._token
 
-    def result(self, token: int, what: str, timeout: float | None = None, check: bool = True,
-               seen: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def result(
+        self,
+        token: int,
+        what: str,
+        timeout: float | None = None,
+        check: bool = True,
+        seen: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Wait for the result record of ``token``; with ``check``, ^error raises (with gdb's message).
 
         ``seen`` is shown every record consumed on the way (stream output, a ``*stopped``).
@@ -360,13 +407,23 @@ class Gdb:
             raise DriveError(f"gdb refused {what}: {msg}\n{self.tail()}")
         return rec
 
-    def cmd(self, mi: str, timeout: float | None = None, check: bool = True,
-            seen: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def cmd(
+        self,
+        mi: str,
+        timeout: float | None = None,
+        check: bool = True,
+        seen: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Run one MI command and return its result record."""
         return self.result(self.send(mi), repr(mi), timeout, check, seen)
 
-    def console(self, text: str, timeout: float | None = None, check: bool = True,
-                seen: Callable[[dict[str, Any]], None] | None = None) -> str:
+    def console(
+        self,
+        text: str,
+        timeout: float | None = None,
+        check: bool = True,
+        seen: Callable[[dict[str, Any]], None] | None = None,
+    ) -> str:
         """Run a CLI command; returns what it printed (console, target and log streams, in order)."""
         out: list[str] = []
 
@@ -489,8 +546,9 @@ class Gdb:
 
 def _is_stopped(rec: dict[str, Any]) -> bool:
     """A ``*stopped`` record; raises if gdb lost the target instead (no stop will ever come)."""
-    if rec.get("type") == "log" and re.match(r"Remote (connection closed|communication error)",
-                                             str(rec.get("payload"))):
+    if rec.get("type") == "log" and re.match(
+        r"Remote (connection closed|communication error)", str(rec.get("payload"))
+    ):
         raise DriveError(f"gdb lost the connection while waiting for a stop: {str(rec.get('payload')).strip()}")
     return rec.get("type") == "notify" and rec.get("message") == "stopped"
 

@@ -38,16 +38,21 @@ CHECKS = {"exc_vectors": 193, "exc_shadow": 12, "exc_iopl": 61, "exc_debug": 38}
 # Instruction bounds, about ten times what each guest retires.
 MAX_INSNS = {"exc_vectors": 1_500_000, "exc_shadow": 200_000, "exc_iopl": 500_000, "exc_debug": 400_000}
 
-_AC = ("QEMU's TCG does not implement alignment checking.  SDM vol. 3, 6.15 (interrupt 17): with CR0.AM=1 and "
-       "EFLAGS.AC=1, an unaligned data access at CPL 3 raises #AC(0), a fault")
-_STI = ("QEMU delays the single-step trap after STI by one instruction, as if STI shadowed debug traps.  SDM vol. 2 "
-        "STI: 'The IF flag and the STI and CLI instructions do not prohibit the generation of exceptions and NMI "
-        "interrupts'; only MOV SS / POP SS inhibit debug exceptions and single-step traps (vol. 3, 6.8.3)")
+_AC = (
+    "QEMU's TCG does not implement alignment checking.  SDM vol. 3, 6.15 (interrupt 17): with CR0.AM=1 and "
+    "EFLAGS.AC=1, an unaligned data access at CPL 3 raises #AC(0), a fault"
+)
+_STI = (
+    "QEMU delays the single-step trap after STI by one instruction, as if STI shadowed debug traps.  SDM vol. 2 "
+    "STI: 'The IF flag and the STI and CLI instructions do not prohibit the generation of exceptions and NMI "
+    "interrupts'; only MOV SS / POP SS inhibit debug exceptions and single-step traps (vol. 3, 6.8.3)"
+)
 QEMU_DIFFERENCES: dict[str, dict[str, str]] = {
     "exc_vectors": {
         "k-de-pushed-rf": (
             "QEMU pushes EFLAGS.RF as it is.  SDM vol. 3, 17.3.1.1: 'For any fault-class exception except a debug "
-            "exception generated in response to an instruction breakpoint, the value pushed for RF is 1'"),
+            "exception generated in response to an instruction breakpoint, the value pushed for RF is 1'"
+        ),
         **{f"u-ac-{field}": _AC for field in ("vec", "eip", "cs", "ss", "esp", "frame-at-esp0", "pushed-ac")},
     },
     "exc_shadow": {name: _STI for name in ("sti-traps-right-after", "sti-trap-frame-if-set", "sti-then-cli-traps")},
@@ -71,8 +76,9 @@ def test_guest_passes_on_gdbemu(run_guest: Callable[[str, int], GuestRun], name:
 
 @pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
 @pytest.mark.parametrize("name", GUESTS)
-def test_guest_matches_qemu(build_guest: Callable[[str], Path], run_guest: Callable[[str, int], GuestRun],
-                            name: str) -> None:
+def test_guest_matches_qemu(
+    build_guest: Callable[[str], Path], run_guest: Callable[[str, int], GuestRun], name: str
+) -> None:
     """The transcript on QEMU is gdbemu's, line for line, but for the recorded SDM-vs-QEMU differences."""
     assert_matches_qemu(_run(run_guest, name), build_guest(name), QEMU_DIFFERENCES[name])
 

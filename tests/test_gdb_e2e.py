@@ -417,8 +417,10 @@ def test_monitor_commands(session: Session, target: Guest) -> None:
     assert "write:WATCH" in rows[target["untouched"] & ~0xFFF], tlb
     assert "write:NOTDIRTY" in rows[target["patch_target"] & ~0xFFF], tlb  # a page holding translated code
     mem = g.console("monitor info mem")
-    spans = [(int(a, 16), int(b, 16), int(p, 16)) for a, b, p in
-             re.findall(r"^([0-9a-f]{8})-([0-9a-f]{8}) [0-9a-f]{8} -> ([0-9a-f]{8}) -rw", mem, re.M)]
+    spans = [
+        (int(a, 16), int(b, 16), int(p, 16))
+        for a, b, p in re.findall(r"^([0-9a-f]{8})-([0-9a-f]{8}) [0-9a-f]{8} -> ([0-9a-f]{8}) -rw", mem, re.M)
+    ]
     low = [span for span in spans if span[0] < 0x400000]
     assert low[0][0] == 0 and low[-1][1] == 0x400000, mem  # lib.inc's identity map of 4 MiB
     assert all(v == p for v, _, p in low) and all(a[1] == b[0] for a, b in zip(low, low[1:], strict=False)), mem
@@ -470,8 +472,10 @@ def test_ctrl_c_stops_a_spinning_guest_quickly(session: Session, spin: Guest) ->
     assert expect_stop(stop, "signal-received")["signal-name"] == "SIGINT"
     assert stop_addr(stop) == spin["halt_forever"] + 2  # after the hlt
     assert '"CPU#0" (CPU#0 [halted])' in g.console("info threads")
-    print(f"\nCtrl-C latency (-exec-interrupt -> *stopped): {', '.join(f'{t * 1000:.1f}' for t in latencies)} ms"
-          " (the last one: a halted CPU)")
+    print(
+        f"\nCtrl-C latency (-exec-interrupt -> *stopped): {', '.join(f'{t * 1000:.1f}' for t in latencies)} ms"
+        " (the last one: a halted CPU)"
+    )
     assert max(latencies) < 1.0, latencies
 
 
@@ -600,8 +604,21 @@ def test_target_remote_pipe_stdio(session: Session, target: Guest) -> None:
     """``target remote | python -m gdbemu.cli -gdb stdio ...``: gdb starts gdbemu and talks over its stdin/stdout."""
     g = session.gdb(target)
     g.cmd(f"-environment-cd {ROOT}")
-    argv = [sys.executable, "-m", "gdbemu.cli", "-gdb", "stdio", "-kernel", str(target.elf),
-            "-display", "none", "-serial", "null", "-debugcon", "null"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gdbemu.cli",
+        "-gdb",
+        "stdio",
+        "-kernel",
+        str(target.elf),
+        "-display",
+        "none",
+        "-serial",
+        "null",
+        "-debugcon",
+        "null",
+    ]
     stop = g.connect(shell_pipe(argv))
     assert stop_addr(stop) == g.reg("eip") == 0x10000C  # lib.inc's _start after the multiboot header
     _run_to_checksum_and_exit(g, target)
@@ -694,7 +711,7 @@ class RawClient:
                 return out
             m = re.match(rb"\$([^#]*)#([0-9a-f]{2})", self.buf)
             if m:
-                self.buf = self.buf[m.end():]
+                self.buf = self.buf[m.end() :]
                 assert int(m[2], 16) == sum(m[1]) & 0xFF, m[0]
                 self.send(b"+")
                 return self.decode(m[1])
@@ -738,8 +755,19 @@ def test_malformed_packets_get_errors_and_the_server_survives(session: Session, 
     assert c.next() == b"-"
     c.send(b"$" + b"m" * 0x10010 + b"#00")  # longer than any packet
     assert c.next() == b"-"
-    for bad in (b"mzz,4", b"m100000", b"M100000,4:zz", b"Z0,xyz,1", b"Z2,100000", b"pzz", b"Pzz=00", b"Hgzz",
-                b"vCont;q", b"qRcmd,zz", b"X100000,2:a"):
+    for bad in (
+        b"mzz,4",
+        b"m100000",
+        b"M100000,4:zz",
+        b"Z0,xyz,1",
+        b"Z2,100000",
+        b"pzz",
+        b"Pzz=00",
+        b"Hgzz",
+        b"vCont;q",
+        b"qRcmd,zz",
+        b"X100000,2:a",
+    ):
         assert c.request(bad) == b"E16", bad
     assert c.request(b"vMustReplyEmpty") == b""
     assert c.request(b"Qbogus") == b""  # unknown: the empty reply means "not supported"

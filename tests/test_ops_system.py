@@ -338,8 +338,10 @@ def build(tmp: Path, name: str, text: str, ttext: int = 0x100000) -> Path:
     as_path, ld_path = _tools()
     src, obj, elf = tmp / f"{name}.s", tmp / f"{name}.o", tmp / f"{name}.elf"
     src.write_text(text)
-    for cmd in ([as_path, "--32", "-o", str(obj), str(src)],
-                [ld_path, "-m", "elf_i386", "-N", f"-Ttext={ttext:#x}", "-e", "_start", "-o", str(elf), str(obj)]):
+    for cmd in (
+        [as_path, "--32", "-o", str(obj), str(src)],
+        [ld_path, "-m", "elf_i386", "-N", f"-Ttext={ttext:#x}", "-e", "_start", "-o", str(elf), str(obj)],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             pytest.fail(f"{' '.join(cmd)}:\n{proc.stdout}{proc.stderr}")
@@ -406,10 +408,21 @@ farptr2: .long far_func
 
 
 def test_lgdt_and_far_jumps_reload_cs(tmp_path: Path) -> None:
-    check(tmp_path, "lgdt", LGDT_FARJMP, {
-        "gdt_limit": 0x67, "gdt_base_ok": 0, "cs_after_ljmp": 0x40, "cs_after_ljmp_mem": 0x08,
-        "lcall_ret_cs": 0x40, "cs_after_lret": 0x08, "lcall_mem_ret_cs": 0x40, "cs_conforming": 0x48,
-    })
+    check(
+        tmp_path,
+        "lgdt",
+        LGDT_FARJMP,
+        {
+            "gdt_limit": 0x67,
+            "gdt_base_ok": 0,
+            "cs_after_ljmp": 0x40,
+            "cs_after_ljmp_mem": 0x08,
+            "lcall_ret_cs": 0x40,
+            "cs_after_lret": 0x08,
+            "lcall_mem_ret_cs": 0x40,
+            "cs_conforming": 0x48,
+        },
+    )
 
 
 SEG_FAULTS = r"""
@@ -483,12 +496,30 @@ ss_ptr:   .long kstack_top - 64
 
 
 def test_segment_loads_fault_with_the_selector(tmp_path: Path) -> None:
-    got = check(tmp_path, "segfaults", SEG_FAULTS, {
-        "beyond_vec": 13, "beyond_err": 0x1000, "tss_in_es_err": 0x28, "np_vec": 11, "np_err": 0x38,
-        "xonly_err": 0x50, "ss_dpl3_err": 0x20, "ss_null_vec": 13, "ss_null_err": 0, "fs_null": 0,
-        "gs_conforming": 0x48, "lds_err": 0x1234, "lds_esi_kept": 0x11111111, "lds_ds_kept": 0x10,
-        "lfs_off": 0x33333333, "lfs_sel": 0x10, "lss_ss": 0x10,
-    })
+    got = check(
+        tmp_path,
+        "segfaults",
+        SEG_FAULTS,
+        {
+            "beyond_vec": 13,
+            "beyond_err": 0x1000,
+            "tss_in_es_err": 0x28,
+            "np_vec": 11,
+            "np_err": 0x38,
+            "xonly_err": 0x50,
+            "ss_dpl3_err": 0x20,
+            "ss_null_vec": 13,
+            "ss_null_err": 0,
+            "fs_null": 0,
+            "gs_conforming": 0x48,
+            "lds_err": 0x1234,
+            "lds_esi_kept": 0x11111111,
+            "lds_ds_kept": 0x10,
+            "lfs_off": 0x33333333,
+            "lfs_sel": 0x10,
+            "lss_ss": 0x10,
+        },
+    )
     assert got["lss_esp"] % 16 == 0  # kstack_top - 64
 
 
@@ -539,11 +570,24 @@ main:
 
 
 def test_lldt_sldt_ltr_str(tmp_path: Path) -> None:
-    check(tmp_path, "ldt", LDT_TR, {
-        "tr": 0x28, "ldtr_initial": 0, "ldtr": 0x60, "fs_ldt": 0x04, "lsl_ldt": 0x1234,
-        "ldt_zero_desc_err": 0x0C, "ldt_beyond_err": 0x14, "no_ldt_err": 0x04, "lldt_data_err": 0x10,
-        "ltr_busy_err": 0x28, "tss_type_byte": 0x8B,
-    })
+    check(
+        tmp_path,
+        "ldt",
+        LDT_TR,
+        {
+            "tr": 0x28,
+            "ldtr_initial": 0,
+            "ldtr": 0x60,
+            "fs_ldt": 0x04,
+            "lsl_ldt": 0x1234,
+            "ldt_zero_desc_err": 0x0C,
+            "ldt_beyond_err": 0x14,
+            "no_ldt_err": 0x04,
+            "lldt_data_err": 0x10,
+            "ltr_busy_err": 0x28,
+            "tss_type_byte": 0x8B,
+        },
+    )
 
 
 REFUSED = r"""
@@ -590,11 +634,22 @@ main:
 def test_task_switches_and_bad_targets_are_refused(tmp_path: Path) -> None:
     """Bad task-switch targets fault before the switch (SDM vol. 3, table 7-1); tests/test_task_sysenter.py
     has the switches themselves."""
-    check(tmp_path, "refused", REFUSED, {
-        "ljmp_tss_err": 0x28, "lcall_tss_err": 0x28, "int_task_gate_err": 0x08,
-        "ljmp_data_err": 0x10, "ljmp_ring3_err": 0x18, "lcall_null_vec": 13, "lcall_null_err": 0,
-        "cs_xonly": 0x50, "iret_nt_vec": 10,
-    })
+    check(
+        tmp_path,
+        "refused",
+        REFUSED,
+        {
+            "ljmp_tss_err": 0x28,
+            "lcall_tss_err": 0x28,
+            "int_task_gate_err": 0x08,
+            "ljmp_data_err": 0x10,
+            "ljmp_ring3_err": 0x18,
+            "lcall_null_vec": 13,
+            "lcall_null_err": 0,
+            "cs_xonly": 0x50,
+            "iret_nt_vec": 10,
+        },
+    )
 
 
 RING3_PRIV = r"""
@@ -688,12 +743,41 @@ user_tsd:
 
 def test_privileged_instructions_fault_in_ring3(tmp_path: Path) -> None:
     gp, none = 13, 0xFFFFFFFF
-    check(tmp_path, "ring3priv", RING3_PRIV, {
-        "cli": gp, "sti": gp, "hlt": gp, "mov_from_cr0": gp, "mov_to_cr3": gp, "mov_dr7": gp, "lgdt": gp,
-        "lidt": gp, "lldt": gp, "ltr": gp, "invlpg": gp, "wbinvd": gp, "invd": gp, "clts": gp, "lmsw": gp,
-        "rdmsr": gp, "wrmsr": gp, "in": gp, "out": gp, "sgdt": none, "smsw": none, "str": none,
-        "rdtsc": none, "cpuid": none, "lar": none, "ud2": 6, "clac": 6, "rdtsc_tsd": gp,
-    })
+    check(
+        tmp_path,
+        "ring3priv",
+        RING3_PRIV,
+        {
+            "cli": gp,
+            "sti": gp,
+            "hlt": gp,
+            "mov_from_cr0": gp,
+            "mov_to_cr3": gp,
+            "mov_dr7": gp,
+            "lgdt": gp,
+            "lidt": gp,
+            "lldt": gp,
+            "ltr": gp,
+            "invlpg": gp,
+            "wbinvd": gp,
+            "invd": gp,
+            "clts": gp,
+            "lmsw": gp,
+            "rdmsr": gp,
+            "wrmsr": gp,
+            "in": gp,
+            "out": gp,
+            "sgdt": none,
+            "smsw": none,
+            "str": none,
+            "rdtsc": none,
+            "cpuid": none,
+            "lar": none,
+            "ud2": 6,
+            "clac": 6,
+            "rdtsc_tsd": gp,
+        },
+    )
 
 
 VM86 = r"""
@@ -747,11 +831,24 @@ v86_code:
 
 
 def test_vm86_entry_by_iret_and_interrupt_out_of_it(tmp_path: Path) -> None:
-    check(tmp_path, "vm86", VM86, {
-        "v86_cs": 0xFFFF, "v86_eflags_vm_iopl": 0x23000, "v86_ss": 0x0900, "v86_esp": 0x0FF0,
-        "v86_es": 0x60, "v86_ds": 0x50, "v86_fs": 0x40, "v86_gs": 0, "v86_ax": 0x1234,
-        "v86_iopl0_vec": 13, "v86_iopl0_err": 0,
-    })
+    check(
+        tmp_path,
+        "vm86",
+        VM86,
+        {
+            "v86_cs": 0xFFFF,
+            "v86_eflags_vm_iopl": 0x23000,
+            "v86_ss": 0x0900,
+            "v86_esp": 0x0FF0,
+            "v86_es": 0x60,
+            "v86_ds": 0x50,
+            "v86_fs": 0x40,
+            "v86_gs": 0,
+            "v86_ax": 0x1234,
+            "v86_iopl0_vec": 13,
+            "v86_iopl0_err": 0,
+        },
+    )
 
 
 # ---- privilege transitions ------------------------------------------------------------------
@@ -825,11 +922,25 @@ user2:
 
 
 def test_ring3_by_iret_and_back_by_int80_and_lret(tmp_path: Path) -> None:
-    got = check(tmp_path, "ring3", RING3, {
-        "r3_cs": 0x1B, "r3_ss": 0x23, "r3_esp_delta": 12, "r3_iopl": 0, "frame_at_esp0": 0,
-        "handler_ss": 0x10, "user_cpl": 3,
-        "lret_ds": 0, "lret_es": 0, "lret_cs": 0x1B, "lret_ss": 0x23, "lret_esp_delta": 8,
-    })
+    got = check(
+        tmp_path,
+        "ring3",
+        RING3,
+        {
+            "r3_cs": 0x1B,
+            "r3_ss": 0x23,
+            "r3_esp_delta": 12,
+            "r3_iopl": 0,
+            "frame_at_esp0": 0,
+            "handler_ss": 0x10,
+            "user_cpl": 3,
+            "lret_ds": 0,
+            "lret_es": 0,
+            "lret_cs": 0x1B,
+            "lret_ss": 0x23,
+            "lret_esp_delta": 8,
+        },
+    )
     assert got["user_eip_next"] != 0
 
 
@@ -923,12 +1034,28 @@ user:
 
 
 def test_call_gate_from_ring3_and_int_dpl(tmp_path: Path) -> None:
-    check(tmp_path, "callgate", CALL_GATE, {
-        "gate_cs": 0x08, "gate_ss": 0x10, "gate_ret_cs": 0x1B, "gate_p0": 0x2222, "gate_p1": 0x1111,
-        "gate_old_ss": 0x23, "gate_old_esp_delta": 0, "gate_frame_at_esp0": 0,
-        "after_ret_cs": 0x1B, "after_ret_esp_delta": 0, "after_ret_eax": 0x600D,
-        "int81_vec": 13, "int81_err": 0x81 * 8 + 2, "int13_vec": 13, "int13_err": 13 * 8 + 2,
-    })
+    check(
+        tmp_path,
+        "callgate",
+        CALL_GATE,
+        {
+            "gate_cs": 0x08,
+            "gate_ss": 0x10,
+            "gate_ret_cs": 0x1B,
+            "gate_p0": 0x2222,
+            "gate_p1": 0x1111,
+            "gate_old_ss": 0x23,
+            "gate_old_esp_delta": 0,
+            "gate_frame_at_esp0": 0,
+            "after_ret_cs": 0x1B,
+            "after_ret_esp_delta": 0,
+            "after_ret_eax": 0x600D,
+            "int81_vec": 13,
+            "int81_err": 0x81 * 8 + 2,
+            "int13_vec": 13,
+            "int13_err": 13 * 8 + 2,
+        },
+    )
 
 
 # ---- CPUID, MSRs, TSC ---------------------------------------------------------------------------
@@ -962,11 +1089,24 @@ main:
 
 
 def test_cpuid(tmp_path: Path) -> None:
-    got = check(tmp_path, "cpuid", CPUID, {
-        "max_leaf": 7, "vendor0": 0x756E6547, "vendor1": 0x49656E69, "vendor2": 0x6C65746E,
-        "sig": 0x633, "ebx1": 0, "ecx1": 0, "ebx7": (1 << 7) | (1 << 20), "max_ext": 0x80000004,
-        "brand0": int.from_bytes(b"gdbe", "little"), "brand1": int.from_bytes(b"mu v", "little"),
-    })
+    got = check(
+        tmp_path,
+        "cpuid",
+        CPUID,
+        {
+            "max_leaf": 7,
+            "vendor0": 0x756E6547,
+            "vendor1": 0x49656E69,
+            "vendor2": 0x6C65746E,
+            "sig": 0x633,
+            "ebx1": 0,
+            "ecx1": 0,
+            "ebx7": (1 << 7) | (1 << 20),
+            "max_ext": 0x80000004,
+            "brand0": int.from_bytes(b"gdbe", "little"),
+            "brand1": int.from_bytes(b"mu v", "little"),
+        },
+    )
     edx = got["edx1"]
     for bit in (2, 3, 4, 5, 8, 9, 11, 13, 15):  # DE PSE TSC MSR CX8 APIC SEP PGE CMOV
         assert edx >> bit & 1, bit
@@ -1028,11 +1168,23 @@ main:
 
 
 def test_rdmsr_wrmsr_round_trip_and_unknown_msr(tmp_path: Path) -> None:
-    got = check(tmp_path, "msrs", MSRS, {
-        "sysenter_cs": 0x0008, "sysenter_eip": 0xC0101234, "pat_lo": 0x00070406, "pat_hi": 0x00070106,
-        "pat_bad_vec": 13, "pat_bad_err": 0, "unknown_rd_vec": 13, "unknown_rd_err": 0, "unknown_wr_vec": 13,
-        "tsc_hi": 5,
-    })
+    got = check(
+        tmp_path,
+        "msrs",
+        MSRS,
+        {
+            "sysenter_cs": 0x0008,
+            "sysenter_eip": 0xC0101234,
+            "pat_lo": 0x00070406,
+            "pat_hi": 0x00070106,
+            "pat_bad_vec": 13,
+            "pat_bad_err": 0,
+            "unknown_rd_vec": 13,
+            "unknown_rd_err": 0,
+            "unknown_wr_vec": 13,
+            "tsc_hi": 5,
+        },
+    )
     assert 0 < got["tsc_delta_positive"] < 1000
 
 
@@ -1116,13 +1268,22 @@ main:
 
 
 def test_invlpg_makes_a_changed_pte_visible(tmp_path: Path) -> None:
-    check(tmp_path, "invlpg", INVLPG, {
-        "before": 0xAAAA0001, "after_invlpg": 0xBBBB0002, "other_page": 0xBBBB0002,
-        "after_invlpg_reg": 0xAAAA0001,
-    })
+    check(
+        tmp_path,
+        "invlpg",
+        INVLPG,
+        {
+            "before": 0xAAAA0001,
+            "after_invlpg": 0xBBBB0002,
+            "other_page": 0xBBBB0002,
+            "after_invlpg_reg": 0xAAAA0001,
+        },
+    )
 
 
-SMAP = INVLPG.split("main:")[0] + r"""
+SMAP = (
+    INVLPG.split("main:")[0]
+    + r"""
 main:
         movl $0xaaaa0001, FA
         movl $PD, %edi
@@ -1171,6 +1332,7 @@ main:
         movl %eax, %cr4
         ret
 """
+)
 
 
 def test_smap_with_stac_clac(tmp_path: Path) -> None:
@@ -1238,18 +1400,48 @@ main:
 
 
 def test_lar_lsl_verr_verw_arpl(tmp_path: Path) -> None:
-    check(tmp_path, "probes", PROBES, {
-        "lar_kcode_zf": 1, "lar_kcode": 0x00C09B00, "lar_udata_zf": 1, "lar_udata": 0x00C0F200,
-        "lar_tss_zf": 1, "lar_tss": 0x00008B00, "lar_gate_zf": 1, "lar_gate": 0x0010EC00,
-        "lar_null_zf": 0, "lar_null": 0xDEADBEEF, "lar_beyond_zf": 0, "lar_beyond": 0xDEADBEEF,
-        "lar_rpl3_dpl0_zf": 0, "lar_conf_rpl3_zf": 1, "lar_conf_rpl3": 0x00C09E00,
-        "lsl_kdata_zf": 1, "lsl_kdata": 0xFFFFFFFF, "lsl_small_zf": 1, "lsl_small": 0xFFF,
-        "lsl_tss_zf": 1, "lsl_tss": 0x67, "lsl_gate_zf": 0, "lsl_gate": 0xDEADBEEF,
-        "lar16": 0xFFFF9B00,
-        "verr_code": 1, "verr_xonly": 0, "verw_code": 0, "verw_data": 1, "verw_rpl3": 0, "verr_tss": 0,
-        "verr_beyond": 0,
-        "arpl_val": 0x13, "arpl_zf": 1, "arpl_mem_val": 0x13, "arpl_mem_zf": 0,
-    })
+    check(
+        tmp_path,
+        "probes",
+        PROBES,
+        {
+            "lar_kcode_zf": 1,
+            "lar_kcode": 0x00C09B00,
+            "lar_udata_zf": 1,
+            "lar_udata": 0x00C0F200,
+            "lar_tss_zf": 1,
+            "lar_tss": 0x00008B00,
+            "lar_gate_zf": 1,
+            "lar_gate": 0x0010EC00,
+            "lar_null_zf": 0,
+            "lar_null": 0xDEADBEEF,
+            "lar_beyond_zf": 0,
+            "lar_beyond": 0xDEADBEEF,
+            "lar_rpl3_dpl0_zf": 0,
+            "lar_conf_rpl3_zf": 1,
+            "lar_conf_rpl3": 0x00C09E00,
+            "lsl_kdata_zf": 1,
+            "lsl_kdata": 0xFFFFFFFF,
+            "lsl_small_zf": 1,
+            "lsl_small": 0xFFF,
+            "lsl_tss_zf": 1,
+            "lsl_tss": 0x67,
+            "lsl_gate_zf": 0,
+            "lsl_gate": 0xDEADBEEF,
+            "lar16": 0xFFFF9B00,
+            "verr_code": 1,
+            "verr_xonly": 0,
+            "verw_code": 0,
+            "verw_data": 1,
+            "verw_rpl3": 0,
+            "verr_tss": 0,
+            "verr_beyond": 0,
+            "arpl_val": 0x13,
+            "arpl_zf": 1,
+            "arpl_mem_val": 0x13,
+            "arpl_mem_zf": 0,
+        },
+    )
 
 
 # ---- x87 / SSE: #UD or #NM -------------------------------------------------------------------
@@ -1297,12 +1489,29 @@ main:
 
 
 def test_x87_and_sse_raise_ud_or_nm(tmp_path: Path) -> None:
-    check(tmp_path, "fpu", FPU, {
-        "fninit_plain": 6, "fld_plain": 6, "movaps_plain": 6, "wait_plain": 0xFFFFFFFF,
-        "fninit_ts": 7, "fadd_ts": 7, "movaps_ts": 6, "pxor_ts": 6, "fxsave_ts": 6, "wait_ts": 0xFFFFFFFF,
-        "wait_mp_ts": 7, "wait_after_clts": 0xFFFFFFFF,
-        "fnstsw_em": 7, "movaps_em": 6, "emms_em": 6, "ud2": 6,
-    })
+    check(
+        tmp_path,
+        "fpu",
+        FPU,
+        {
+            "fninit_plain": 6,
+            "fld_plain": 6,
+            "movaps_plain": 6,
+            "wait_plain": 0xFFFFFFFF,
+            "fninit_ts": 7,
+            "fadd_ts": 7,
+            "movaps_ts": 6,
+            "pxor_ts": 6,
+            "fxsave_ts": 6,
+            "wait_ts": 0xFFFFFFFF,
+            "wait_mp_ts": 7,
+            "wait_after_clts": 0xFFFFFFFF,
+            "fnstsw_em": 7,
+            "movaps_em": 6,
+            "emms_em": 6,
+            "ud2": 6,
+        },
+    )
 
 
 # ---- double and triple faults -------------------------------------------------------------------

@@ -42,8 +42,11 @@ def plugin_args() -> list[str]:
 def toolchain(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Skip the example's runs where the 32-bit C toolchain is missing (the example would skip too)."""
     try:
-        build_kernel([EXAMPLES / "stray_write.c"], tmp_path_factory.mktemp("probe") / "k.elf",
-                     ldscript=EXAMPLES / "stray_write.ld")
+        build_kernel(
+            [EXAMPLES / "stray_write.c"],
+            tmp_path_factory.mktemp("probe") / "k.elf",
+            ldscript=EXAMPLES / "stray_write.ld",
+        )
     except BuildError as exc:
         if exc.missing_tool:
             pytest.skip(str(exc))
@@ -60,20 +63,22 @@ def example(pytester: pytest.Pytester, toolchain: None) -> pytest.Pytester:
 def test_buggy_kernel_fails_naming_the_stray_writer(example: pytest.Pytester) -> None:
     result = example.runpytest("--stray-variant=buggy", *QUIET)  # the example's conftest loads the plugin if needed
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*stray write to obj->count: write watchpoint * (pool[[]0].count): 1 -> 0 * in flush_stats (stray_write.c:*",
-        "*gdbemu session 1 (stray_write-buggy.elf): serial output*",
-        "stray-write example kernel",
-        "flush: netdev had 1",
-        "*gdbemu session 1 (stray_write-buggy.elf): last stops*",
-        "*in owner_update*",
-        "*in flush_stats*",
-        "*gdbemu session 1 (stray_write-buggy.elf): registers*",
-        "*eip=*",
-        "backtrace:",
-        "*#0 0x* in flush_stats (stray_write.c:*)",
-        "*#1 0x* in run_deferred (stray_write.c:*)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*stray write to obj->count: write watchpoint * (pool[[]0].count): 1 -> 0 * in flush_stats (stray_write.c:*",  # noqa: E501
+            "*gdbemu session 1 (stray_write-buggy.elf): serial output*",
+            "stray-write example kernel",
+            "flush: netdev had 1",
+            "*gdbemu session 1 (stray_write-buggy.elf): last stops*",
+            "*in owner_update*",
+            "*in flush_stats*",
+            "*gdbemu session 1 (stray_write-buggy.elf): registers*",
+            "*eip=*",
+            "backtrace:",
+            "*#0 0x* in flush_stats (stray_write.c:*)",
+            "*#1 0x* in run_deferred (stray_write.c:*)",
+        ]
+    )
 
 
 def test_fixed_kernel_passes(example: pytest.Pytester) -> None:
@@ -110,12 +115,14 @@ def test_golden_trace_recorded_compared_updated(pytester: pytest.Pytester) -> No
     golden.write_text(golden.read_text().replace("303 -> 5 in record_sample", "303 -> 303 in record_sample"))
     changed = pytester.runpytest(*plugin_args())
     changed.assert_outcomes(failed=1)
-    changed.stdout.fnmatch_lines([
-        "*the stop trace differs from *test_prime_count_history.trace",
-        "*rerun with --gdbemu-update-golden to accept it*",
-        "*-write *(int *)&prime_count: 303 -> 303 in record_sample at 0x001000d4",
-        "*+write *(int *)&prime_count: 303 -> 5 in record_sample at 0x001000d4",
-    ])
+    changed.stdout.fnmatch_lines(
+        [
+            "*the stop trace differs from *test_prime_count_history.trace",
+            "*rerun with --gdbemu-update-golden to accept it*",
+            "*-write *(int *)&prime_count: 303 -> 303 in record_sample at 0x001000d4",
+            "*+write *(int *)&prime_count: 303 -> 5 in record_sample at 0x001000d4",
+        ]
+    )
 
     updated = pytester.runpytest("--gdbemu-update-golden", *plugin_args())
     updated.assert_outcomes(passed=1)
@@ -139,8 +146,9 @@ def test_options_and_teardown(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_options=OPTIONS_TEST)
     result = pytester.runpytest("--gdbemu-timeout=7.5", *plugin_args())
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fail with the session open*", "*gdbemu session 1 (demo.elf): registers*",
-                                 "*eip=0010000c*"])  # held at the entry point (-S)
+    result.stdout.fnmatch_lines(
+        ["*fail with the session open*", "*gdbemu session 1 (demo.elf): registers*", "*eip=0010000c*"]
+    )  # held at the entry point (-S)
     pids = [int(p) for p in (pytester.path / "pids.txt").read_text().split()]
     assert len(pids) == 2 and not any(pid_alive(p) for p in pids)  # closed at teardown, failure or not
 
@@ -154,5 +162,6 @@ def test_missing_gdb_skips(pytester: pytest.Pytester) -> None:
 
 def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help", *plugin_args())
-    result.stdout.fnmatch_lines(["*gdbemu sessions*", "*--gdbemu-gdb=PATH*", "*--gdbemu-timeout=SECONDS*",
-                                 "*--gdbemu-update-golden*"])
+    result.stdout.fnmatch_lines(
+        ["*gdbemu sessions*", "*--gdbemu-gdb=PATH*", "*--gdbemu-timeout=SECONDS*", "*--gdbemu-update-golden*"]
+    )

@@ -63,8 +63,9 @@ def build(tmp_path) -> bytes:
     obj = tmp_path / "rm.o"
     binfile = tmp_path / "rm.bin"
     subprocess.run(["as", "--32", str(src), "-o", str(obj)], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0x7c00", "--oformat", "binary", str(obj), "-o", str(binfile)],
-                   check=True)
+    subprocess.run(
+        ["ld", "-m", "elf_i386", "-Ttext=0x7c00", "--oformat", "binary", str(obj), "-o", str(binfile)], check=True
+    )
     return binfile.read_bytes()
 
 

@@ -36,18 +36,23 @@ from gdbemu.machine import Machine
 CHECKS = {"exc_task": 123, "exc_sysenter": 47}
 MAX_INSNS = {"exc_task": 800_000, "exc_sysenter": 300_000}
 
-_TBIT = ("QEMU ignores the T flag of the new TSS.  SDM vol. 3, 17.3.1.5: 'The processor generates a debug exception "
-         "after a task switch if the T flag of the new task's TSS is set ... prior to the execution of the first "
-         "instruction of that task' (DR6.BT)")
-_SYSENTER_CS = ("QEMU faults only when the whole MSR is 0.  SDM vol. 2 SYSENTER: "
-                "'#GP(0) If IA32_SYSENTER_CS[15:2] = 0' (a selector with only RPL bits is null)")
+_TBIT = (
+    "QEMU ignores the T flag of the new TSS.  SDM vol. 3, 17.3.1.5: 'The processor generates a debug exception "
+    "after a task switch if the T flag of the new task's TSS is set ... prior to the execution of the first "
+    "instruction of that task' (DR6.BT)"
+)
+_SYSENTER_CS = (
+    "QEMU faults only when the whole MSR is 0.  SDM vol. 2 SYSENTER: "
+    "'#GP(0) If IA32_SYSENTER_CS[15:2] = 0' (a selector with only RPL bits is null)"
+)
 QEMU_DIFFERENCES: dict[str, dict[str, str]] = {
     "exc_task": {
         "post-fault-eip-is-new-task-first-insn": (
             "QEMU pushes the EIP of the JMP that switched (it restores the guest EIP from the translated code's "
             "return address) with the new task's CS and TR.  SDM vol. 3, 7.3 steps 13-14: errors after the commit "
             "point 'occur in the context of the new task' and 'to an exception handler, the first instruction of "
-            "the new task appears not to have been executed'"),
+            "the new task appears not to have been executed'"
+        ),
         "tbit-db-vector": _TBIT,
         "tbit-db-before-first-insn": _TBIT,
         "tbit-dr6-bt": _TBIT,
@@ -73,8 +78,9 @@ def test_guest_passes_on_gdbemu(run_guest: Callable[[str, int], GuestRun], name:
 
 @pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
 @pytest.mark.parametrize("name", GUESTS)
-def test_guest_matches_qemu(build_guest: Callable[[str], Path], run_guest: Callable[[str, int], GuestRun],
-                            name: str) -> None:
+def test_guest_matches_qemu(
+    build_guest: Callable[[str], Path], run_guest: Callable[[str, int], GuestRun], name: str
+) -> None:
     """The transcript on QEMU is gdbemu's, line for line, but for the recorded SDM-vs-QEMU differences."""
     assert_matches_qemu(_run(run_guest, name), build_guest(name), QEMU_DIFFERENCES[name])
 
@@ -102,15 +108,31 @@ def _board(paging: bool = False, new_ds: int = 0x10) -> Machine:
     m = Machine(ram_size=4 << 20)
     cpu = m.cpu
     cpu.setup_flat32()
-    gdt = (bytes(8) + _desc(0, 0xFFFFF, 0x9A, 0xC) + _desc(0, 0xFFFFF, 0x92, 0xC) + _desc(OLD_TSS, 0x67, 0x8B)
-           + _desc(NEW_TSS, 0x67, 0x89) + _desc(0, 0xFFFFF, 0x12, 0xC))
+    gdt = (
+        bytes(8)
+        + _desc(0, 0xFFFFF, 0x9A, 0xC)
+        + _desc(0, 0xFFFFF, 0x92, 0xC)
+        + _desc(OLD_TSS, 0x67, 0x8B)
+        + _desc(NEW_TSS, 0x67, 0x89)
+        + _desc(0, 0xFFFFF, 0x12, 0xC)
+    )
     m.mem.write(GDT, gdt)
     cpu.gdtr_base, cpu.gdtr_limit = GDT, len(gdt) - 1
     cpu.idtr_base, cpu.idtr_limit = IDT, 256 * 8 - 1
     cpu.tr = SegmentCache(SEL_OLD, OLD_TSS, 0x67, DESC_P | 11 << DESC_TYPE_SHIFT)
     tss = bytearray(104)
-    for off, value in ((0x1C, PD), (0x20, 0x5000), (0x24, 2), (0x38, 0x6000), (0x48, 0x10), (0x4C, 0x08),
-                       (0x50, 0x10), (0x54, new_ds), (0x58, 0x10), (0x5C, 0x10)):
+    for off, value in (
+        (0x1C, PD),
+        (0x20, 0x5000),
+        (0x24, 2),
+        (0x38, 0x6000),
+        (0x48, 0x10),
+        (0x4C, 0x08),
+        (0x50, 0x10),
+        (0x54, new_ds),
+        (0x58, 0x10),
+        (0x5C, 0x10),
+    ):
         tss[off : off + 4] = value.to_bytes(4, "little")
     m.mem.write(NEW_TSS, bytes(tss))
     cpu.regs[:] = [0x11, 0x22, 0x33, 0x44, 0x8000, 0x66, 0x77, 0x88]

@@ -86,8 +86,11 @@ def _session_without_processes() -> Session:
 
 def test_watchpoint_record_becomes_a_typed_stop() -> None:
     payload = {
-        "reason": "watchpoint-trigger", "wpt": {"number": "2", "exp": "*(int *)&prime_count"},
-        "value": {"old": "303", "new": "5"}, "thread-id": "1", "stopped-threads": "all",
+        "reason": "watchpoint-trigger",
+        "wpt": {"number": "2", "exp": "*(int *)&prime_count"},
+        "value": {"old": "303", "new": "5"},
+        "thread-id": "1",
+        "stopped-threads": "all",
         "frame": {"addr": "0x001000d4", "func": "record_sample", "args": [], "arch": "i386"},
     }
     stop = _session_without_processes()._parse_stop(payload)
@@ -105,15 +108,30 @@ def test_watchpoint_record_becomes_a_typed_stop() -> None:
         ({"reason": "exited", "exit-code": "013"}, StopReason.EXITED, {"exit_code": 11}),  # MI's octal
         ({"reason": "exited-normally"}, StopReason.EXITED, {"exit_code": 0}),
         ({"reason": "exited-signalled", "signal-name": "SIGSEGV"}, StopReason.KILLED, {"signal": "SIGSEGV"}),
-        ({"reason": "signal-received", "signal-name": "SIGINT", "frame": {"addr": "0x10"}}, StopReason.SIGNAL,
-         {"signal": "SIGINT", "pc": 0x10}),
-        ({"reason": "breakpoint-hit", "bkptno": "3", "frame": {"addr": "0x100", "func": "f", "file": "k.c",
-                                                                "line": "12"}},
-         StopReason.BREAKPOINT, {"breakpoint": 3, "file": "k.c", "line": 12}),
-        ({"reason": "read-watchpoint-trigger", "hw-rwpt": {"number": "4", "exp": "x"}, "value": {"value": "7"}},
-         StopReason.WATCHPOINT, {"watch_kind": "read", "value": "7"}),
-        ({"reason": "function-finished", "return-value": "1", "frame": {"func": "??"}}, StopReason.FINISH,
-         {"return_value": "1", "function": None}),
+        (
+            {"reason": "signal-received", "signal-name": "SIGINT", "frame": {"addr": "0x10"}},
+            StopReason.SIGNAL,
+            {"signal": "SIGINT", "pc": 0x10},
+        ),
+        (
+            {
+                "reason": "breakpoint-hit",
+                "bkptno": "3",
+                "frame": {"addr": "0x100", "func": "f", "file": "k.c", "line": "12"},
+            },
+            StopReason.BREAKPOINT,
+            {"breakpoint": 3, "file": "k.c", "line": 12},
+        ),
+        (
+            {"reason": "read-watchpoint-trigger", "hw-rwpt": {"number": "4", "exp": "x"}, "value": {"value": "7"}},
+            StopReason.WATCHPOINT,
+            {"watch_kind": "read", "value": "7"},
+        ),
+        (
+            {"reason": "function-finished", "return-value": "1", "frame": {"func": "??"}},
+            StopReason.FINISH,
+            {"return_value": "1", "function": None},
+        ),
         ({"frame": {"addr": "0x20"}}, StopReason.STOPPED, {"pc": 0x20}),
     ],
 )
@@ -238,8 +256,12 @@ def test_breakpoints_steps_finish_and_writes(stray_kernel: Path) -> None:
     with Session.boot(stray_kernel) as s:
         bp = s.break_at("has_word")
         stop = s.cont()
-        assert (stop.reason, stop.breakpoint, stop.function, stop.file) == ("breakpoint", bp, "has_word",
-                                                                              "stray_write.c")
+        assert (stop.reason, stop.breakpoint, stop.function, stop.file) == (
+            "breakpoint",
+            bp,
+            "has_word",
+            "stray_write.c",
+        )
         assert stop.line is not None
         done = s.finish()
         assert done.reason == StopReason.FINISH and done.function == "kmain" and done.return_value == "0"
@@ -290,8 +312,11 @@ def test_timeout_interrupts_and_names_what_was_awaited(stray_kernel: Path) -> No
     """A guest that never stops: cont raises after its timeout, and the session is still usable."""
     with Session.boot(stray_kernel, append="hang", memory=16) as s:
         t0 = time.monotonic()
-        with pytest.raises(SessionTimeout, match=r"timed out after 1 s waiting for the guest to stop after continue"
-                                                 r"; interrupted the guest: SIGINT at 0x[0-9a-f]+ in kmain") as info:
+        with pytest.raises(
+            SessionTimeout,
+            match=r"timed out after 1 s waiting for the guest to stop after continue"
+            r"; interrupted the guest: SIGINT at 0x[0-9a-f]+ in kmain",
+        ) as info:
             s.cont(timeout=1)
         assert time.monotonic() - t0 < 10
         assert "hanging as asked" in str(info.value)  # the serial tail is part of the message
@@ -355,21 +380,51 @@ def test_gdbinit_connects_and_names_the_monitor_commands(tmp_path: Path) -> None
     log = tmp_path / "gdbemu.stderr"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gdbemu.cli", "-gdb", "tcp:127.0.0.1:0", "-S", "-serial", "null",
-                                 "-display", "none"], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gdbemu.cli",
+                "-gdb",
+                "tcp:127.0.0.1:0",
+                "-S",
+                "-serial",
+                "null",
+                "-display",
+                "none",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 30
         while not (m := re.search(r"waiting for gdb on 127\.0\.0\.1:(\d+)", log.read_text())):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.02)
-        commands = [f"gdbemu-connect {m.group(1)}", "show architecture", "break report", "continue", "pagemap",
-                    "tlb", "dirty", "tbs", "watchlog", "gdbemu-help", "help tlb", "help user-defined", "kill"]
+        commands = [
+            f"gdbemu-connect {m.group(1)}",
+            "show architecture",
+            "break report",
+            "continue",
+            "pagemap",
+            "tlb",
+            "dirty",
+            "tbs",
+            "watchlog",
+            "gdbemu-help",
+            "help tlb",
+            "help user-defined",
+            "kill",
+        ]
         argv = [GDB or "gdb", "-nx", "-batch", "-x", str(ROOT / "gdbinit")]
         for c in commands:
             argv += ["-ex", c]
-        out = subprocess.run([*argv, str(ROOT / "gdbemu" / "demo" / "demo.elf")], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [*argv, str(ROOT / "gdbemu" / "demo" / "demo.elf")], capture_output=True, text=True, timeout=60
+        )
         text = out.stdout + out.stderr
         assert proc.wait(timeout=10) == 0, text  # gdb's kill ended gdbemu
     finally:

@@ -141,8 +141,21 @@ class Decoder:
         o = ops[k]
         ops[k] = Operand(IMM, o.size, imm=new)
         self.patched += 1
-        return Insn(insn.addr, insn.size, insn.name, tuple(ops), insn.rep, insn.lock, insn.opsize,
-                    insn.addrsize, bytes(raw), insn.opcode, insn.modrm, insn.imm_off, insn.imm_size)
+        return Insn(
+            insn.addr,
+            insn.size,
+            insn.name,
+            tuple(ops),
+            insn.rep,
+            insn.lock,
+            insn.opsize,
+            insn.addrsize,
+            bytes(raw),
+            insn.opcode,
+            insn.modrm,
+            insn.imm_off,
+            insn.imm_size,
+        )
 
     def _decode(self, window: bytes, addr: int) -> Insn:
         self.decoded += 1
@@ -193,8 +206,17 @@ class Decoder:
                     seg = 2 if base in (4, 5) else 3
                     override = False
                 ops.append(
-                    Operand(MEM, o.size, imm=0, seg=seg, seg_override=override, base=base, index=index,
-                            scale=m.scale, disp=m.disp)
+                    Operand(
+                        MEM,
+                        o.size,
+                        imm=0,
+                        seg=seg,
+                        seg_override=override,
+                        base=base,
+                        index=index,
+                        scale=m.scale,
+                        disp=m.disp,
+                    )
                 )
             else:
                 ops.append(Operand(OTHER, o.size))

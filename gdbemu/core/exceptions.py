@@ -10,13 +10,45 @@ from __future__ import annotations
 
 # Exception vectors (Intel SDM vol. 3, 6.3.1)
 DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC, MC, XM = (
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    10,
+    11,
+    12,
+    13,
+    14,
+    16,
+    17,
+    18,
+    19,
 )
 VECTORS_WITH_ERROR_CODE = frozenset({DF, TS, NP, SS, GP, PF, AC})
 VECTOR_NAMES = {
-    DE: "#DE", DB: "#DB", NMI: "NMI", BP: "#BP", OF: "#OF", BR: "#BR", UD: "#UD", NM: "#NM",
-    DF: "#DF", TS: "#TS", NP: "#NP", SS: "#SS", GP: "#GP", PF: "#PF", MF: "#MF", AC: "#AC",
-    MC: "#MC", XM: "#XM",
+    DE: "#DE",
+    DB: "#DB",
+    NMI: "NMI",
+    BP: "#BP",
+    OF: "#OF",
+    BR: "#BR",
+    UD: "#UD",
+    NM: "#NM",
+    DF: "#DF",
+    TS: "#TS",
+    NP: "#NP",
+    SS: "#SS",
+    GP: "#GP",
+    PF: "#PF",
+    MF: "#MF",
+    AC: "#AC",
+    MC: "#MC",
+    XM: "#XM",
 }
 
 
@@ -31,8 +63,14 @@ class GuestFault(CpuExit):
     instruction and which check the gate DPL; ``next_eip`` is that address.
     """
 
-    def __init__(self, vector: int, error_code: int | None = None, cr2: int | None = None,
-                 soft: bool = False, next_eip: int | None = None) -> None:
+    def __init__(
+        self,
+        vector: int,
+        error_code: int | None = None,
+        cr2: int | None = None,
+        soft: bool = False,
+        next_eip: int | None = None,
+    ) -> None:
         super().__init__(vector, error_code)
         self.vector = vector
         self.error_code = error_code

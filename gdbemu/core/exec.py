@@ -75,8 +75,7 @@ def _hot_smc(tbs, tb) -> bool:
 def run_one_uncached(cpu, max_insns: int = 1) -> None:
     """Execute ``max_insns`` instructions from the current state in a throwaway TB."""
     machine = cpu.machine
-    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns,
-                                      check_bp=False)
+    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns, check_bp=False)
     tb.cacheable = False
     prev = machine.tbs.current
     machine.tbs.current = tb

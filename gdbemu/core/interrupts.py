@@ -137,8 +137,7 @@ def _deliver(cpu, fault: GuestFault) -> None:
     do_interrupt(cpu, fault.vector, fault.soft, error_code, next_eip, push_rf)
 
 
-def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int,
-                 push_rf: bool = False) -> None:
+def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False) -> None:
     """Deliver one event (exception, software or hardware interrupt) through the IDT/IVT.
 
     ``soft`` is INT n / INT3 / INTO: the gate DPL is checked against CPL and
@@ -175,8 +174,9 @@ def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
     cpu.compute_hflags()
 
 
-def _interrupt_protected(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int,
-                         push_rf: bool = False) -> None:
+def _interrupt_protected(
+    cpu, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
+) -> None:
     """Protected and virtual-8086 mode delivery (SDM vol. 2, INT n: PROTECTED-MODE and after)."""
     ext = 0 if soft else 1
     idt_err = vector * 8 + 2 + ext
@@ -414,8 +414,7 @@ def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
     cpu.segs[CS] = SegmentCache(new_cs, new_cs << 4, 0xFFFF, _V86_SEG_FLAGS | (1 << 11))
     cpu.regs[ESP] = new_esp
     cpu.eip = new_eip & 0xFFFF
-    cpu.set_eflags(new_flags, F.ARITH | F.TF | F.DF | F.IF | F.IOPL | F.NT | F.RF | F.AC | F.ID
-                   | F.VM | F.VIF | F.VIP)
+    cpu.set_eflags(new_flags, F.ARITH | F.TF | F.DF | F.IF | F.IOPL | F.NT | F.RF | F.AC | F.ID | F.VM | F.VIF | F.VIP)
 
 
 __all__ = ["raise_exception", "do_interrupt", "iret", "TripleFault"]

@@ -327,8 +327,18 @@ def ltr(cpu, selector: int) -> None:
 
 
 # ---- LAR, LSL, VERR, VERW: probes that never fault on a bad selector ---------------------
-_LAR_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_CALL_GATE16, SYS_TASK_GATE,
-                            SYS_TSS32_AVAIL, SYS_TSS32_BUSY, SYS_CALL_GATE32})
+_LAR_SYS_TYPES = frozenset(
+    {
+        SYS_TSS16_AVAIL,
+        SYS_LDT,
+        SYS_TSS16_BUSY,
+        SYS_CALL_GATE16,
+        SYS_TASK_GATE,
+        SYS_TSS32_AVAIL,
+        SYS_TSS32_BUSY,
+        SYS_CALL_GATE32,
+    }
+)
 _LSL_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY})
 
 
@@ -383,8 +393,30 @@ def probe_verify(cpu, selector: int, write: bool) -> bool:
 
 
 __all__ = [
-    "read_descriptor", "try_read_descriptor", "desc_base", "desc_limit", "cache_from", "load_cache",
-    "load_seg", "real_mode_cache", "load_code_cache", "set_accessed", "check_code_descriptor", "check_eip",
-    "stack_cache", "tss_inner_stack", "invalidate_outer_segments", "lldt", "ltr", "probe_lar", "probe_lsl",
-    "probe_verify", "sys_read", "sys_write", "stack_read", "stack_write", "DESC_B", "DESC_TYPE_SHIFT",
+    "read_descriptor",
+    "try_read_descriptor",
+    "desc_base",
+    "desc_limit",
+    "cache_from",
+    "load_cache",
+    "load_seg",
+    "real_mode_cache",
+    "load_code_cache",
+    "set_accessed",
+    "check_code_descriptor",
+    "check_eip",
+    "stack_cache",
+    "tss_inner_stack",
+    "invalidate_outer_segments",
+    "lldt",
+    "ltr",
+    "probe_lar",
+    "probe_lsl",
+    "probe_verify",
+    "sys_read",
+    "sys_write",
+    "stack_read",
+    "stack_write",
+    "DESC_B",
+    "DESC_TYPE_SHIFT",
 ]

@@ -238,8 +238,9 @@ def switch_task(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int
     return trap
 
 
-def _commit(cpu, selector: int, lo: int, hi: int, tss_type: int, base: int, new: dict, source: str,
-            next_eip: int, ext: int) -> bool:
+def _commit(
+    cpu, selector: int, lo: int, hi: int, tss_type: int, base: int, new: dict, source: str, next_eip: int, ext: int
+) -> bool:
     """Steps 5-13 of SDM vol. 3, 7.3: write the old task's state, load the new one, check its segments."""
     old_tr = cpu.tr
     old_lay = _tss_layout(old_tr.type)
@@ -459,7 +460,17 @@ def task_return(cpu, next_eip: int) -> None:
 
 
 __all__ = [
-    "SWITCH_JMP", "SWITCH_CALL", "SWITCH_IRET", "SWITCH_INT", "switch_task", "switch_by_instruction",
-    "far_task_switch", "task_return", "resolve_task_gate", "check_available_tss", "in_new_task",
-    "debug_trap_after_switch", "settle_rf",
+    "SWITCH_JMP",
+    "SWITCH_CALL",
+    "SWITCH_IRET",
+    "SWITCH_INT",
+    "switch_task",
+    "switch_by_instruction",
+    "far_task_switch",
+    "task_return",
+    "resolve_task_gate",
+    "check_available_tss",
+    "in_new_task",
+    "debug_trap_after_switch",
+    "settle_rf",
 ]

@@ -28,9 +28,29 @@ class TB:
     """One translation block."""
 
     __slots__ = (
-        "pc", "cs_base", "hflags", "phys_pc", "pages", "ranges", "size", "n_insns", "fn", "jmp",
-        "chain", "valid", "execs", "insns", "tier", "eips", "next_eip", "cacheable", "vpages", "holes",
-        "dyn", "insn_paddrs", "bp",
+        "pc",
+        "cs_base",
+        "hflags",
+        "phys_pc",
+        "pages",
+        "ranges",
+        "size",
+        "n_insns",
+        "fn",
+        "jmp",
+        "chain",
+        "valid",
+        "execs",
+        "insns",
+        "tier",
+        "eips",
+        "next_eip",
+        "cacheable",
+        "vpages",
+        "holes",
+        "dyn",
+        "insn_paddrs",
+        "bp",
     )
 
     def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
@@ -91,8 +111,15 @@ class TBCache:
         self.smc_pages: dict[int, int] = {}
         # Linear page -> TBs whose linear range touches it (breakpoint marks are linear).
         self.by_vpage: dict[int, set[TB]] = {}
-        self.stats = {"tb_built": 0, "tb_invalidated": 0, "smc_restarts": 0, "bitmap_builds": 0,
-                      "bitmap_skips": 0, "tb_compiled": 0, "tb_flushes": 0}
+        self.stats = {
+            "tb_built": 0,
+            "tb_invalidated": 0,
+            "smc_restarts": 0,
+            "bitmap_builds": 0,
+            "bitmap_skips": 0,
+            "tb_compiled": 0,
+            "tb_flushes": 0,
+        }
 
     def lookup(self, phys_pc: int, pc: int, cs_base: int, hflags: int) -> TB | None:
         return self.tbs.get((phys_pc, pc, cs_base, hflags))

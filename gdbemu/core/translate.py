@@ -56,10 +56,28 @@ PURE = ops_pkg.PURE
 ENDS_TB = ops_pkg.ENDS_TB
 
 
-LOCKABLE = frozenset({
-    "add", "adc", "and", "btc", "btr", "bts", "cmpxchg", "cmpxchg8b", "dec", "inc", "neg", "not", "or", "sbb",
-    "sub", "xor", "xadd", "xchg",
-})
+LOCKABLE = frozenset(
+    {
+        "add",
+        "adc",
+        "and",
+        "btc",
+        "btr",
+        "bts",
+        "cmpxchg",
+        "cmpxchg8b",
+        "dec",
+        "inc",
+        "neg",
+        "not",
+        "or",
+        "sbb",
+        "sub",
+        "xor",
+        "xadd",
+        "xchg",
+    }
+)
 
 
 def _ud(e: Emitter) -> None:
@@ -181,8 +199,9 @@ class Translator:
         return insns, tuple(pages), tuple(merged), vpages
 
     # ---- building -------------------------------------------------------------
-    def translate(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int = MAX_INSNS,
-                  tier: int = 1, check_bp: bool = True) -> TB:
+    def translate(
+        self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int = MAX_INSNS, tier: int = 1, check_bp: bool = True
+    ) -> TB:
         insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
         tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
         # A replay of an instruction already past its breakpoint check does not check again.
@@ -220,8 +239,14 @@ class Translator:
         plan = []
         for insn, paddr in zip(tb.insns, tb.insn_paddrs, strict=True):
             entry = None
-            if (insn is not None and paddr >= 0 and insn.imm_size and insn.name in DYN_IMM_OPS
-                    and paddr + insn.size <= ram_size and cpu.machine.mem.is_ram(paddr)):
+            if (
+                insn is not None
+                and paddr >= 0
+                and insn.imm_size
+                and insn.name in DYN_IMM_OPS
+                and paddr + insn.size <= ram_size
+                and cpu.machine.mem.is_ram(paddr)
+            ):
                 imms = [o for o in insn.ops if o.kind == IMM]
                 if len(imms) == 1:
                     field = insn.raw[insn.imm_off : insn.imm_off + insn.imm_size]
@@ -434,8 +459,11 @@ class Translator:
         return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & 0xFFFFFFFF) if tb.bp else None)
 
     def _shape(self, e: Emitter, ns: dict):
-        lines = ["def _f(K):", f"    {_REGS} = R",
-                 "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2"]
+        lines = [
+            "def _f(K):",
+            f"    {_REGS} = R",
+            "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
+        ]
         for line in e.lines:
             if isinstance(line, Exit):
                 ind = "    " * line.indent

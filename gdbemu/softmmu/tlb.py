@@ -185,9 +185,7 @@ class CPUTLB:
         self.watch_flags = None
 
     # ---- fill ---------------------------------------------------------------
-    def set_page(
-        self, mmu_idx: int, vaddr: int, paddr: int, prot: int, size: int = PAGE_SIZE
-    ) -> int:
+    def set_page(self, mmu_idx: int, vaddr: int, paddr: int, prot: int, size: int = PAGE_SIZE) -> int:
         """Install a translation (QEMU's tlb_set_page_full); return the slot.
 
         The page is classified once, here (STYLE practice 6): RAM gets an

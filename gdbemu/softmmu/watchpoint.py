@@ -122,10 +122,17 @@ class WatchRecord:
 
     def as_dict(self) -> dict:
         return {
-            "seq": self.seq, "icount": self.icount, "pc": self.pc, "access": "w" if self.is_write else "r",
-            "addr": self.addr, "size": self.size, "old": self.old, "new": self.new,
+            "seq": self.seq,
+            "icount": self.icount,
+            "pc": self.pc,
+            "access": "w" if self.is_write else "r",
+            "addr": self.addr,
+            "size": self.size,
+            "old": self.old,
+            "new": self.new,
             "watchpoint": {"kind": KIND_NAMES[self.wp_kind], "addr": self.wp_vaddr, "length": self.wp_length},
-            "stopped": self.stopped, "error": self.error,
+            "stopped": self.stopped,
+            "error": self.error,
         }
 
 
@@ -278,8 +285,7 @@ class WatchpointList:
             new = p.old
             if h.is_write and self.peek is not None:
                 new = self.peek(cpu, h.vaddr, h.size)
-            rec = WatchRecord(0, p.icount, p.pc, h.is_write, h.vaddr, h.size, p.old, new, wp.kind, wp.vaddr,
-                              wp.length)
+            rec = WatchRecord(0, p.icount, p.pc, h.is_write, h.vaddr, h.size, p.old, new, wp.kind, wp.vaddr, wp.length)
             cond = self.condition_for(wp)
             error = ""
             if cond is not None:
@@ -294,9 +300,23 @@ class WatchpointList:
                 stop = not (self.log_enabled or wp.log)
             if self.log_enabled or wp.log:
                 self.log_seq += 1
-                self.log.append(WatchRecord(self.log_seq - 1, rec.icount, rec.pc, rec.is_write, rec.addr, rec.size,
-                                            rec.old, rec.new, rec.wp_kind, rec.wp_vaddr, rec.wp_length,
-                                            stop and report is None, error))
+                self.log.append(
+                    WatchRecord(
+                        self.log_seq - 1,
+                        rec.icount,
+                        rec.pc,
+                        rec.is_write,
+                        rec.addr,
+                        rec.size,
+                        rec.old,
+                        rec.new,
+                        rec.wp_kind,
+                        rec.wp_vaddr,
+                        rec.wp_length,
+                        stop and report is None,
+                        error,
+                    )
+                )
             if stop and report is None:
                 report = h
         if report is None:

@@ -39,8 +39,13 @@ def _alu(e: Emitter) -> None:
     dst, size, addr, a, b = _operands(e)
     m = f"{MASK[size]:#x}"
     r = e.tmp("r")
-    if e.insn.name in ("xor", "sub") and dst.kind != MEM and e.insn.ops[1].kind == dst.kind \
-            and e.insn.ops[1].reg == dst.reg and e.insn.ops[1].high == dst.high:
+    if (
+        e.insn.name in ("xor", "sub")
+        and dst.kind != MEM
+        and e.insn.ops[1].kind == dst.kind
+        and e.insn.ops[1].reg == dst.reg
+        and e.insn.ops[1].high == dst.high
+    ):
         e.emit(f"{r} = 0")  # xor r, r / sub r, r: the zeroing idiom
     else:
         e.emit(f"{r} = {template.format(a=a, b=b, m=m)}")

@@ -12,8 +12,22 @@ from ..emit import MASK, Emitter
 from . import far, op
 
 JCC = {
-    "jo": 0, "jno": 1, "jb": 2, "jae": 3, "je": 4, "jne": 5, "jbe": 6, "ja": 7,
-    "js": 8, "jns": 9, "jp": 10, "jnp": 11, "jl": 12, "jge": 13, "jle": 14, "jg": 15,
+    "jo": 0,
+    "jno": 1,
+    "jb": 2,
+    "jae": 3,
+    "je": 4,
+    "jne": 5,
+    "jbe": 6,
+    "ja": 7,
+    "js": 8,
+    "jns": 9,
+    "jp": 10,
+    "jnp": 11,
+    "jl": 12,
+    "jge": 13,
+    "jle": 14,
+    "jg": 15,
 }
 
 

@@ -66,8 +66,23 @@ def xchg(e: Emitter) -> None:
     e.store(b, va)
 
 
-@op("nop", "pause", "lfence", "mfence", "sfence", "clflush", "prefetch", "prefetchw",
-    "prefetcht0", "prefetcht1", "prefetcht2", "prefetchnta", "endbr32", flags="", pure=True)
+@op(
+    "nop",
+    "pause",
+    "lfence",
+    "mfence",
+    "sfence",
+    "clflush",
+    "prefetch",
+    "prefetchw",
+    "prefetcht0",
+    "prefetcht1",
+    "prefetcht2",
+    "prefetchnta",
+    "endbr32",
+    flags="",
+    pure=True,
+)
 def nop(e: Emitter) -> None:
     # clflush/prefetch take a memory operand but never fault on it here (no
     # caches to flush); the fences order nothing in a single-threaded core.

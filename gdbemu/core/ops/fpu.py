@@ -55,8 +55,11 @@ def _capstone_names() -> frozenset[str]:
 _NAMES = _capstone_names()
 
 FXSR_NAMES = frozenset({"fxsave", "fxrstor"})
-X87_NAMES = frozenset(n for n in _NAMES if n.startswith("f") and not n.startswith("fx") and n != "femms") \
-    | {"fxch", "fxam", "fxtract"}
+X87_NAMES = frozenset(n for n in _NAMES if n.startswith("f") and not n.startswith("fx") and n != "femms") | {
+    "fxch",
+    "fxam",
+    "fxtract",
+}
 
 _SIMD_TEXT = """
     emms femms movd movq packssdw packsswb packuswb paddb paddw paddd paddq paddsb paddsw paddusb

@@ -214,8 +214,9 @@ def _string(e: Emitter) -> None:
 # rep form with ECX = 0 leaves them unchanged, hence "rw" (conservative for
 # dead-flag elimination).  They all have a memory operand, so none is "pure"
 # in the translator's sense (every one is an exception point).
-op("movsb", "movsw", "movsd", "stosb", "stosw", "stosd", "lodsb", "lodsw", "lodsd", "insb", "insw", "insd",
-   flags="")(_string)
+op("movsb", "movsw", "movsd", "stosb", "stosw", "stosd", "lodsb", "lodsw", "lodsd", "insb", "insw", "insd", flags="")(
+    _string
+)
 op("cmpsb", "cmpsw", "cmpsd", "scasb", "scasw", "scasd", flags="rw")(_string)
 op("outsb", "outsw", "outsd", flags="", end=True)(_string)
 
@@ -230,8 +231,26 @@ class _Rep:
     so a fault in iteration k leaves exactly the state after k-1 iterations.
     """
 
-    __slots__ = ("cpu", "kind", "size", "amask", "mode", "n", "si", "di", "step", "sbase", "dbase",
-                 "mmu", "desc", "soft", "ram", "val", "cc", "done")
+    __slots__ = (
+        "cpu",
+        "kind",
+        "size",
+        "amask",
+        "mode",
+        "n",
+        "si",
+        "di",
+        "step",
+        "sbase",
+        "dbase",
+        "mmu",
+        "desc",
+        "soft",
+        "ram",
+        "val",
+        "cc",
+        "done",
+    )
 
     def __init__(self, cpu: CPU, kind: int, size: int, addrsize: int, seg: int, mode: int) -> None:
         regs = cpu.regs

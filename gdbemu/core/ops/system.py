@@ -696,8 +696,7 @@ CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pe
 # MTRR MSRs exist (storage; an emulator has no caches to steer), and OSes read
 # them only when this bit says they exist.
 CPUID_1_EDX = (
-    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 13)
-    | (1 << 15)
+    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 15)
 )
 # Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
 # 16 KiB L1 I and D, 512 KiB L2.
@@ -826,9 +825,20 @@ def rdmsr(cpu, index: int, eip: int) -> int:
         return MTRR_CAP_VALUE
     if index == MSR_IA32_UCODE_REV:
         return cpu.msr.get(index, 0)
-    if index in (MSR_IA32_APICBASE, MSR_IA32_PAT, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS,
-                 MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_MTRRdefType) \
-            or index in MTRR_FIXED or index in MTRR_VAR:
+    if (
+        index
+        in (
+            MSR_IA32_APICBASE,
+            MSR_IA32_PAT,
+            MSR_IA32_MISC_ENABLE,
+            MSR_IA32_SYSENTER_CS,
+            MSR_IA32_SYSENTER_ESP,
+            MSR_IA32_SYSENTER_EIP,
+            MSR_MTRRdefType,
+        )
+        or index in MTRR_FIXED
+        or index in MTRR_VAR
+    ):
         return cpu.msr.get(index, 0)
     raise GuestFault(GP, 0)
 

@@ -636,7 +636,7 @@ class QemuLog:
 
             translator.translate = translate
         if "int" in self.items:
-            machine.trace_interrupt = self._interrupt
+            machine.trace.interrupt = self._interrupt
         if "mmu" in self.items:
             for cpu in machine.cpus:
                 cpu.softmmu.fill = self._wrap_fill(cpu, cpu.softmmu.fill)

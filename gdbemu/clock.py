@@ -9,6 +9,19 @@ instruction in every run (DESIGN.md invariant 5).
 
 Devices create timers with ``new_timer(callback)`` and arm them with
 ``timer.mod(deadline_ns)``; ``run_timers`` calls the expired ones.
+
+Pacing (``-icount sleep=on``)
+-----------------------------
+By default a halted CPU's wait costs no real time.  ``set_pacer(pacer)``
+names the one hook that changes that: while a pacer is set,
+``skip_to(deadline_ns)`` first calls ``pacer(deadline_ns)``, which may sleep
+in real time until the deadline is due, or wait for outside input (the
+console) and then call ``advance_to(ns)`` with an earlier virtual time to
+move the clock only that far (``advance_to`` never moves it backwards).
+When the pacer returns, ``skip_to`` moves virtual time to ``deadline_ns``
+unless the pacer returned True, meaning "I advanced the clock myself; stop
+here" (the run loop then delivers what the input raised and asks again).
+``set_pacer(None)`` removes it.
 """
 
 from __future__ import annotations
@@ -53,17 +66,23 @@ class Timer:
 
 
 class VirtualClock:
-    def __init__(self, icount: Callable[[], int], shift: int = 3) -> None:
+    def __init__(self, icount: Callable[[], int], shift: int = 3, kick: Callable[[], None] | None = None) -> None:
         self.icount = icount
         self.shift = shift
         self.offset = 0  # ns added by halts (time skipped while nothing ran)
-        self.heap: list = []
+        self.heap: list[tuple[int, int, Timer, int]] = []
         self._ids = 0
         self.timers_fired = 0
         # The virtual time at which the slice now running ends (set by the run
         # loop) and how to cut it short when a timer is armed before that.
         self.slice_end = 0
-        self.kick: Callable[[], None] | None = None
+        self.kick = kick
+        # sleep=on: called by skip_to before virtual time jumps (module docstring).
+        self.pacer: Callable[[int], bool | None] | None = None
+
+    def set_pacer(self, pacer: Callable[[int], bool | None] | None) -> None:
+        """Pace halts in real time: ``pacer(deadline_ns)`` runs first in every ``skip_to``."""
+        self.pacer = pacer
 
     def next_id(self) -> int:
         self._ids += 1
@@ -99,10 +118,22 @@ class VirtualClock:
         return insns
 
     def skip_to(self, deadline_ns: int) -> None:
-        """Halted: let virtual time jump to ``deadline_ns`` without executing anything."""
+        """Halted: let virtual time jump to ``deadline_ns`` without executing anything.
+
+        With a pacer set, it is asked first (module docstring); a pacer that
+        returns True has moved the clock itself (``advance_to``) and the jump
+        is not made.
+        """
+        pacer = self.pacer
+        if pacer is not None and pacer(deadline_ns):
+            return
+        self.advance_to(deadline_ns)
+
+    def advance_to(self, ns: int) -> None:
+        """Move virtual time forward to ``ns`` (never backwards) without executing anything."""
         now = self.now()
-        if deadline_ns > now:
-            self.offset += deadline_ns - now
+        if ns > now:
+            self.offset += ns - now
 
     def run_timers(self) -> int:
         """Fire every timer whose deadline has passed; returns how many fired."""

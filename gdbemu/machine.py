@@ -7,39 +7,31 @@ through the callbacks set up here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from .boot.multiboot import BootInfo
 from .clock import VirtualClock
 from .core import flags as _F
 from .core import interrupts
 from .core.breakpoint import Breakpoints
-from .core.cpu import CPU, EAX, EBX
+from .core.cpu import CPU, EAX, EBX, REQ_EXIT, REQ_HARD, REQ_NMI
+from .core.events import DebuggerHooks
 from .core.exceptions import GuestFault
-from .core.exec import REQ_EXIT, REQ_HARD, REQ_NMI, cpu_exec
-from .core.mmu import debug_translate, tlb_fill
-from .core.tb import TBCache
+from .core.exec import ExecContext, cpu_exec
+from .core.mmu import debug_translate
+from .core.stop import RunStop, StopKind
+from .core.tb import TB, TBCache
+from .core.trace import TraceHooks
 from .core.translate import Translator
-from .softmmu.access import SoftMMU
+from .core.vcpu import make_cpu
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
-from .softmmu.tlb import CPUTLB, NB_MMU_MODES, TLB_NOTDIRTY
-from .softmmu.watchpoint import WATCH_ACCESS, WATCH_WRITE, WatchHit, WatchpointList
+from .softmmu.tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE
+from .softmmu.watchpoint import KIND_NAMES, WATCH_ACCESS, WATCH_WRITE, WatchHit, WatchpointList
 
-
-@dataclass
-class Stop:
-    """Why ``Machine.run`` returned."""
-
-    kind: str  # "exit", "halt", "idle", "limit", "triple_fault", "debug", "reset"
-    detail: str = ""
-    # "debug": a gdb breakpoint ("swbreak"/"hwbreak") or watchpoint hit; ``reason``,
-    # ``addr`` and (watchpoints) ``hit`` say which.
-    reason: str = ""
-    addr: int = 0
-    hit: object = None
-    cpu: int = 0
-    # "halt": hlt with IF=0, nothing can wake the CPU.  "idle": hlt with IF=1 and
-    # no timer armed: only an outside event (console input, gdb) can wake it.
+Stop = RunStop  # the old name, for a transition: new code uses core.stop.RunStop / StopKind
 
 
 class DebugExit:
@@ -52,7 +44,7 @@ class DebugExit:
         return 0
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.request_stop(Stop("exit", f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
+        self.machine.request_stop(RunStop(StopKind.EXIT, f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
 
 
 class DebugCon:
@@ -68,110 +60,84 @@ class DebugCon:
         self.machine.debug_output.append(value & 0xFF)
 
 
-class _Helpers:
-    """The ``H`` namespace generated code calls (filled by core.helpers)."""
-
-
 class Machine:
+    """Wires memory, TLBs, the TB cache, CPUs and devices; runs the loop; resets.
+
+    Implements ``core.events.MachineEvents`` for its CPUs (the core's only way
+    out).  ``trace``: the ``-d`` hook points (``core/trace.py``), read where
+    they are called, so they may be set after construction.
+    """
+
     SLICE = 1 << 20  # instructions per exec slice when no timer is closer
     MAX_IDLE_SKIPS = 10_000  # timer deadlines skipped while halted with no instruction retired
 
-    def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1, icount_shift: int = 3) -> None:
+    def __init__(
+        self,
+        ram_size: int = 128 << 20,
+        ncpus: int = 1,
+        icount_shift: int = 3,
+        trace: TraceHooks[CPU] | None = None,
+    ) -> None:
         self.mem = PhysMemory(ram_size)
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
-        self.translator = Translator()
-        self.cpus: list[CPU] = []
-        self.debug_output = bytearray()
-        self.exit_code: int | None = None
-        self.stop_reason: Stop | None = None
         self.breakpoints = Breakpoints(self._invalidate_linear)
         self.watchpoints = WatchpointList(self._flush_page_all, self.peek_linear)
+        self.translator = Translator(self.mem, self.tbs, self.breakpoints)
+        self.trace: TraceHooks[CPU] = trace if trace is not None else TraceHooks()
+        # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
+        self.debugger: DebuggerHooks[CPU] | None = None
+        self.exec_ctx = ExecContext(self.mem, self.tbs, self.translator, self.breakpoints, self, self.trace)
+        self.debug_output = bytearray()
+        self.exit_code: int | None = None
+        self.stop_reason: RunStop | None = None
         self.mem.on_phys_write.append(self._phys_written)
         self.tbs.on_invalidate.append(self._tb_invalidated)
-        for i in range(ncpus):
-            self.cpus.append(self._make_cpu(i))
+        self.cpus: list[CPU] = [
+            make_cpu(
+                i,
+                self.mem,
+                self.dirty,
+                self.watchpoints,
+                self.breakpoints,
+                self,
+                self.tbs.invalidate_phys_range_fast,
+                self.trace,
+            )
+            for i in range(ncpus)
+        ]
         self.cpu = self.cpus[0]
-        self.clock = VirtualClock(lambda: self.cpu.icount, icount_shift)
-        self.clock.kick = self._kick
+        self.clock = VirtualClock(self._icount, icount_shift, kick=self._kick)
         # Interrupt controllers: objects with set_irq(line, level); the CPU side
         # asks ``interrupt_sources`` (highest priority first) for a vector.
-        self.irq_sinks: list = []
-        self.interrupt_sources: list = []
-        self.devices: dict = {}
-        self.on_reset: list = []  # called after a system reset (the loader boots the kernel again)
+        self.irq_sinks: list[Any] = []
+        self.interrupt_sources: list[Any] = []
+        self.devices: dict[str, Any] = {}
+        self.on_reset: list[Any] = []  # called after a system reset (the loader boots the kernel again)
         self.mem.add_port(0xF4, 4, DebugExit(self))
         self.mem.add_port(0xE9, 1, DebugCon(self))
 
     # ---- wiring ---------------------------------------------------------------
-    def _make_cpu(self, index: int) -> CPU:
-        from .core import flags as F
-        from .core import helpers
+    def _icount(self) -> int:
+        return self.cpu.icount
 
-        cpu = CPU(index)
-        cpu.machine = self
-        tlb = CPUTLB()
-        tlb.classify = self._classify
-        tlb.watch_flags = lambda vpage: self.watchpoints.page_flags(vpage)
-        cpu.tlb = tlb
-        cpu.jmp_cache = {}
-        cpu.icount_deadline = 0
-        tlb.on_flush.append(lambda vpage, c=cpu: c.jmp_cache.clear())
-        cpu.softmmu = SoftMMU(
-            cpu,
-            tlb,
-            self.mem,
-            self.dirty,
-            fill=lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx),
-            invalidate_code=self.tbs.invalidate_phys_range_fast,
-            watch_check=lambda vaddr, size, is_write, c=cpu: self.watchpoints.check(c, vaddr, size, is_write),
-        )
-        cpu.namespaces = []
-        for mmu_idx in range(NB_MMU_MODES):
-            d = tlb.d[mmu_idx]
-            cpu.namespaces.append(
-                {
-                    "cpu": cpu,
-                    "R": cpu.regs,
-                    "RT": d.read,
-                    "WT": d.write,
-                    "AD": d.addend,
-                    "M8": self.mem.ram,
-                    "M16": self.mem.m16,
-                    "M32": self.mem.m32,
-                    "M64": self.mem.m64,
-                    "LD": cpu.softmmu.loader(mmu_idx),
-                    "ST": cpu.softmmu.storer(mmu_idx),
-                    "SB": cpu.seg_base,
-                    "Fault": GuestFault,
-                    "H": helpers,
-                    "FLAGS": F.compute_all,
-                    "CARRY": F.compute_cf,
-                    "COND": F.eval_cc,
-                    "__builtins__": __builtins__,
-                }
-            )
-        return cpu
-
-    def _classify(self, ppage: int):
-        ram_offset, read_flags, write_flags = self.mem.classify(ppage)
-        if ram_offset is not None and not write_flags and self.dirty.is_clean(ppage >> 12):
-            write_flags |= TLB_NOTDIRTY
-        return ram_offset, read_flags, write_flags
+    def attach_debugger(self, hooks: DebuggerHooks[CPU] | None) -> None:
+        """Attach (or with None detach) the debugger whose hooks complete watchpoint hits."""
+        self.debugger = hooks
 
     def _protect_code(self, ppage: int) -> None:
         """First TB on a frame: make stores to it leave the fast path (tlb_protect_code)."""
-        if ppage >> 12 < self.dirty.n_pages:
-            self.dirty.reset_dirty_range(DIRTY_MEMORY_CODE, ppage, 4096)
+        if ppage >> PAGE_BITS < self.dirty.n_pages:
+            self.dirty.reset_dirty_range(DIRTY_MEMORY_CODE, ppage, PAGE_SIZE)
         for cpu in self.cpus:
             cpu.tlb.protect_code(ppage)
 
     def _unprotect_code(self, ppage: int) -> None:
         """Last TB gone from a frame: stores may be fast again (tlb_unprotect_code)."""
-        if ppage >> 12 < self.dirty.n_pages:
-            self.dirty.set_dirty_range(ppage, 4096, clients=1 << DIRTY_MEMORY_CODE)
+        if ppage >> PAGE_BITS < self.dirty.n_pages:
+            self.dirty.set_dirty_range(ppage, PAGE_SIZE, clients=1 << DIRTY_MEMORY_CODE)
 
-    def dirty_test_and_clear(self, client: int, paddr: int, length: int):
+    def dirty_test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
         """Dirty pages of a range for ``client``, cleared, with TLB_NOTDIRTY put back.
 
         Clearing the bits alone is not enough: write entries already in the
@@ -180,11 +146,11 @@ class Machine:
         tlb_reset_dirty_range_all).
         """
         out = self.dirty.test_and_clear(client, paddr, length)
-        first = paddr & -4096
+        first = paddr & PAGE_MASK
         for i, was_dirty in enumerate(out):
             if was_dirty:
                 for cpu in self.cpus:
-                    cpu.tlb.protect_code(first + (i << 12))
+                    cpu.tlb.protect_code(first + (i << PAGE_BITS))
         return out
 
     def _phys_written(self, paddr: int, length: int) -> None:
@@ -198,7 +164,7 @@ class Machine:
         already starts there with a breakpoint prologue (built for an earlier
         insertion at the same address).
         """
-        for tb in list(self.tbs.by_vpage.get(linear & -4096, ())):
+        for tb in list(self.tbs.by_vpage.get(linear & PAGE_MASK, ())):
             start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
             if start <= linear < start + max(tb.size, 1) and not (start == linear and tb.bp):
                 self.tbs.invalidate(tb)
@@ -207,22 +173,29 @@ class Machine:
         for cpu in self.cpus:
             cpu.tlb.flush_page(vpage)
 
-    def _tb_invalidated(self, tb) -> None:
+    def _tb_invalidated(self, tb: TB) -> None:
         key = (tb.pc, tb.cs_base, tb.hflags)
         for cpu in self.cpus:
             if cpu.jmp_cache.get(key) is tb:
                 del cpu.jmp_cache[key]
 
-    # ---- control ----------------------------------------------------------------
-    def request_stop(self, stop: Stop, exit_code: int | None = None) -> None:
+    # ---- control (core.events.MachineEvents) ----------------------------------------
+    def request_stop(self, stop: RunStop, exit_code: int | None = None) -> None:
         self.stop_reason = stop
         if exit_code is not None:
             self.exit_code = exit_code
         for cpu in self.cpus:
             cpu.interrupt_request |= REQ_EXIT
 
+    def io_read(self, port: int, size: int) -> int:
+        return self.mem.io_read(port, size)
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        self.mem.io_write(port, size, value)
+
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
-        interrupts.raise_exception(cpu, fault)
+        """Deliver an exception through the IDT, as the exec loop does (``exec_ctx.deliver_exception``)."""
+        self.exec_ctx.deliver_exception(cpu, fault)
 
     def _kick(self) -> None:
         """Leave the exec loop at the next TB boundary (a timer was armed inside this slice)."""
@@ -282,7 +255,7 @@ class Machine:
         cpu.halted = False
         interrupts.deliver_external(cpu, 2)
 
-    def run(self, max_insns: int | None = None) -> Stop:
+    def run(self, max_insns: int | None = None) -> RunStop:
         """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire.
 
         Between slices: fire expired timers, take a pending interrupt, and
@@ -301,7 +274,7 @@ class Machine:
             if max_insns is not None:
                 left = max_insns - (cpu.icount - start)
                 if left <= 0:
-                    return Stop("limit")
+                    return RunStop(StopKind.LIMIT)
             else:
                 left = self.SLICE
             clock.run_timers()
@@ -315,27 +288,27 @@ class Machine:
                     continue
             if cpu.halted:
                 if not cpu.eflags & _F.IF:
-                    return Stop("halt", "hlt with interrupts disabled")
+                    return RunStop(StopKind.HALT, "hlt with interrupts disabled")
                 deadline = clock.next_deadline()
                 if deadline is None:
-                    return Stop("idle", "hlt with no timer armed")
+                    return RunStop(StopKind.IDLE, "hlt with no timer armed")
                 # Timers that fire but never interrupt the CPU (masked at the
                 # controller) would let this loop skip virtual time forever.
                 if cpu.icount != idle_icount:
                     idle_icount, idle_skips = cpu.icount, 0
                 idle_skips += 1
                 if idle_skips > self.MAX_IDLE_SKIPS:
-                    return Stop("idle", "halted; timers fire but no interrupt wakes the CPU")
+                    return RunStop(StopKind.IDLE, "halted; timers fire but no interrupt wakes the CPU")
                 clock.skip_to(deadline)
                 continue
-            cpu_exec(cpu, clock.budget(min(left, self.SLICE)))
+            cpu_exec(self.exec_ctx, cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
 
     # ---- the debugger's view ----------------------------------------------------------
     def debug_stop(self, cpu: CPU, reason: str, addr: int) -> None:
         """A gdb breakpoint was reached (the instruction has not run)."""
-        self.request_stop(Stop("debug", f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
+        self.request_stop(RunStop(StopKind.DEBUG, f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
 
     def watch_stop(self, cpu: CPU, hit: WatchHit) -> None:
         """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest.
@@ -345,7 +318,10 @@ class Machine:
         that is not to be reported returns here and the guest runs on.
         """
         owner = hit.wp.owner
-        report = self.watchpoints.complete(cpu, hit)
+        if self.debugger is not None:
+            report = self.debugger.complete_watch(cpu, hit)
+        else:
+            report = self.watchpoints.complete(cpu, hit)
         if isinstance(owner, tuple) and owner[0] == "dr":
             # The guest's own data breakpoint: #DB trap with DR6.Bn (SDM vol. 3, 17.3.1.2).
             cpu.dr[6] = (cpu.dr[6] & ~0xF) | (1 << owner[2]) | 0xFFFF0FF0
@@ -354,11 +330,9 @@ class Machine:
         if report is None:
             return  # logged, or its condition was false: no stop
         hit = report
-        from .softmmu.watchpoint import KIND_NAMES
-
         reason = KIND_NAMES[hit.wp.kind]
         self.request_stop(
-            Stop("debug", f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit, cpu=cpu.index)
+            RunStop(StopKind.DEBUG, f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit, cpu=cpu.index)
         )
 
     def update_guest_debug(self, cpu: CPU) -> None:
@@ -429,7 +403,7 @@ class Machine:
         for paddr, piece in pieces:  # all pages mapped: write (nothing written if one is not)
             self.mem.write(paddr, piece)
 
-    def step(self, cpu: CPU | None = None, irq: bool = False) -> Stop:
+    def step(self, cpu: CPU | None = None, irq: bool = False) -> RunStop:
         """Execute exactly one instruction (the debugger's step).
 
         By default no interrupt is taken and timers do not advance during the
@@ -442,20 +416,20 @@ class Machine:
         if irq:
             self.clock.run_timers()
             if cpu.interrupt_request & REQ_HARD and self._take_interrupt(cpu):
-                return Stop("step")
+                return RunStop(StopKind.STEP)
         if cpu.halted:
-            return Stop("halt" if not cpu.eflags & _F.IF else "idle")
+            return RunStop(StopKind.HALT if not cpu.eflags & _F.IF else StopKind.IDLE)
         saved = cpu.interrupt_request
         cpu.interrupt_request &= ~REQ_HARD  # NOIRQ: a pending INTR must not cut the step short
         try:
-            cpu_exec(cpu, 1, single=True)
+            cpu_exec(self.exec_ctx, cpu, 1, single=True)
         finally:
             cpu.interrupt_request = (cpu.interrupt_request & ~REQ_HARD) | (saved & REQ_HARD)
         if cpu.interrupt_request & REQ_EXIT:
             cpu.interrupt_request &= ~REQ_EXIT
         if self.stop_reason is not None:
             return self.stop_reason
-        return Stop("step")
+        return RunStop(StopKind.STEP)
 
     # ---- reset ----------------------------------------------------------------------
     def reset(self) -> None:
@@ -466,20 +440,12 @@ class Machine:
         hooks run — the loader uses one to boot the kernel again, as a BIOS
         would (RAM is kept, as on a PC).
         """
-        from .core.cpu import CPU as _CPU
-
         for cpu in self.cpus:
-            fresh = _CPU(cpu.index)
-            for attr in ("regs", "segs", "cr", "dr", "seg_base"):
-                getattr(cpu, attr)[:] = getattr(fresh, attr)
-            for attr, value in vars(fresh).items():
-                if attr not in ("regs", "segs", "cr", "dr", "seg_base", "machine", "icount"):
-                    setattr(cpu, attr, value)
-            cpu.compute_hflags()
+            cpu.reset()
             cpu.tlb.flush()
             cpu.jmp_cache.clear()
         self.tbs.flush()
-        for dev in getattr(self, "devices", {}).values():
+        for dev in self.devices.values():
             if hasattr(dev, "reset"):
                 dev.reset()
         for hook in self.on_reset:
@@ -498,7 +464,9 @@ class Machine:
         cpu.regs[EBX] = 0
         return entry
 
-    def load_multiboot(self, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None):
+    def load_multiboot(
+        self, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None
+    ) -> BootInfo:
         """Boot a multiboot kernel the way a PC (SeaBIOS + QEMU's ``-kernel``) does.
 
         Unlike ``load_elf`` (the bare core's loader, kept for the core tests),

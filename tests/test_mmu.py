@@ -39,7 +39,6 @@ from gdbemu.core.mmu import (
     PG_RW,
     PG_US,
     debug_translate,
-    tlb_fill,
     walk,
 )
 from gdbemu.machine import Machine
@@ -123,7 +122,7 @@ def test_paging_off_is_identity_with_all_rights(vaddr, mmu_idx, access):
     m = machine(paging=False)
     m.cpu.cr[3] = 0xFFFFF000  # garbage: must not be used
     assert walk(m.cpu, vaddr, access, mmu_idx) == (vaddr, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096)
-    i = tlb_fill(m.cpu, vaddr, access, mmu_idx)
+    i = m.cpu.softmmu.fill(vaddr, access, mmu_idx)
     d = m.cpu.tlb.d[mmu_idx]
     assert d.paddr[i] == vaddr & ~0xFFF and d.vpage[i] == vaddr & ~0xFFF
 
@@ -163,7 +162,7 @@ def test_4m_pse_page():
 def test_4m_page_enters_the_tlb_as_a_large_page():
     m = machine(cr4=CR4_PSE)
     map4m(m, LARGE_V, LARGE_FRAME, PG_P | PG_RW)
-    i = tlb_fill(m.cpu, LARGE_V, ACCESS_READ, KERNEL)
+    i = m.cpu.softmmu.fill(LARGE_V, ACCESS_READ, KERNEL)
     d = m.cpu.tlb.d[KERNEL]
     assert d.paddr[i] == LARGE_FRAME | (LARGE_V & 0x3FF000)
     assert d.large_page_addr == LARGE_V & ~0x3FFFFF
@@ -247,7 +246,7 @@ def test_access_rights(pde_us, pte_us, pde_rw, pte_rw, user, write, wp):
         may_write = sdm_allowed(pde_us, pte_us, pde_rw, pte_rw, user, True, wp)
         assert bool(prot & PAGE_WRITE) == may_write
         assert prot & PAGE_READ
-        i = tlb_fill(m.cpu, V, access, mmu_idx)
+        i = m.cpu.softmmu.fill(V, access, mmu_idx)
         assert (m.cpu.tlb.d[mmu_idx].write[i] != INVALID_TAG) == may_write
     else:
         expect_pf(m, V, access, mmu_idx, pf_code(True, write, user))
@@ -419,8 +418,8 @@ def test_cr3_write_keeps_global_entries_only_with_pge(pge):
     m = machine(cr4=CR4_PGE if pge else 0)
     map4k(m, V, FRAME, PG_P | PG_RW, PG_P | PG_RW | PG_G)
     map4k(m, V + 0x1000, FRAME + 0x1000, PG_P | PG_RW, PG_P | PG_RW)
-    tlb_fill(m.cpu, V, ACCESS_READ, KERNEL)
-    tlb_fill(m.cpu, V + 0x1000, ACCESS_READ, KERNEL)
+    m.cpu.softmmu.fill(V, ACCESS_READ, KERNEL)
+    m.cpu.softmmu.fill(V + 0x1000, ACCESS_READ, KERNEL)
     tlb_flush_nonglobal(m.cpu)
     kept = [e[0] for e in m.cpu.tlb.valid_entries(KERNEL)]
     assert kept == ([V & ~0xFFF] if pge else [])

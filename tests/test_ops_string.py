@@ -435,7 +435,7 @@ def test_sse_movsd_is_ud(asm, tier) -> None:
         seen.append(fault.vector)
         m.request_stop(Stop("fault"))
 
-    m.deliver_exception = deliver  # type: ignore[method-assign]
+    m.exec_ctx.deliver_exception = deliver
     m.run(max_insns=10)
     assert seen == [6]
 
@@ -468,7 +468,7 @@ def paging(m: Machine, missing: set[int]) -> list[tuple]:
         m.mem.write(PT + (page >> 12) * 4, (page | 3).to_bytes(4, "little"))
         cpu_.tlb.flush_page(page)
 
-    m.deliver_exception = deliver  # type: ignore[method-assign]
+    m.exec_ctx.deliver_exception = deliver
     return log
 
 

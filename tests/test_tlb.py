@@ -21,7 +21,6 @@ from __future__ import annotations
 import pytest
 
 from gdbemu.core import emit
-from gdbemu.core.mmu import PAGE_GLOBAL
 from gdbemu.machine import Machine
 from gdbemu.softmmu import tlb as tlbmod
 from gdbemu.softmmu.tlb import (
@@ -33,6 +32,7 @@ from gdbemu.softmmu.tlb import (
     MMU_USER_IDX,
     NB_MMU_MODES,
     PAGE_EXEC,
+    PAGE_GLOBAL,
     PAGE_MASK,
     PAGE_READ,
     PAGE_SIZE,
@@ -60,27 +60,38 @@ RWX = PAGE_READ | PAGE_WRITE | PAGE_EXEC
 LARGE = 4 << 20
 
 
+class FakeMapTLB(CPUTLB):
+    """A CPUTLB whose ``set_page`` classifies pages from a fake physical map, as the fill does."""
+
+    def __init__(self, code=(), mmio=(), rom=(), watch=None) -> None:
+        super().__init__()
+        self.code, self.mmio, self.rom = set(code), set(mmio), set(rom)
+        self.watch = watch or {}
+
+    def set_page(self, mmu_idx, vaddr, paddr, prot, size=PAGE_SIZE):  # type: ignore[override]  # test stand-in for the fill
+        ppage = paddr & PAGE_MASK
+        if ppage in self.mmio:
+            ram_offset, read_flags, write_flags = None, TLB_MMIO, TLB_MMIO
+        elif ppage in self.rom:
+            ram_offset, read_flags, write_flags = ppage, 0, TLB_DISCARD_WRITE
+        else:
+            ram_offset, read_flags, write_flags = ppage, 0, TLB_NOTDIRTY if ppage in self.code else 0
+        read_watch, write_watch = self.watch.get(vaddr & PAGE_MASK, (False, False))
+        if read_watch:
+            read_flags |= TLB_WATCHPOINT
+        if write_watch:
+            write_flags |= TLB_WATCHPOINT
+        return super().set_page(mmu_idx, vaddr, paddr, prot, size, ram_offset, read_flags, write_flags)
+
+
 def make_tlb(code=(), mmio=(), rom=(), watch=None) -> CPUTLB:
     """A CPUTLB over a fake physical map: frames are RAM unless listed.
 
     ``code`` frames hold translated code (clean for the CODE client), so
-    their write tag gets TLB_NOTDIRTY, as Machine._classify does it.
+    their write tag gets TLB_NOTDIRTY, as the fill (softmmu/fill.py) does it.
     ``watch`` maps a virtual page to (read_watch, write_watch).
     """
-    code, mmio, rom = set(code), set(mmio), set(rom)
-    tlb = CPUTLB()
-
-    def classify(ppage):
-        if ppage in mmio:
-            return None, TLB_MMIO, TLB_MMIO
-        if ppage in rom:
-            return ppage, 0, TLB_DISCARD_WRITE
-        return ppage, 0, TLB_NOTDIRTY if ppage in code else 0
-
-    tlb.classify = classify
-    if watch is not None:
-        tlb.watch_flags = lambda vpage: watch.get(vpage, (False, False))
-    return tlb
+    return FakeMapTLB(code, mmio, rom, watch)
 
 
 def slot(vaddr: int) -> int:
@@ -251,16 +262,17 @@ class _Dev:
 
 
 def test_machine_classification_at_fill():
-    """The real wiring: PhysMemory.classify plus the CODE dirty bitmap (Machine._classify)."""
+    """The real wiring: PhysMemory.classify plus the CODE dirty bitmap (softmmu/fill.py)."""
     m = Machine(ram_size=1 << 20)
     m.mem.add_mmio(0x80000, 0x1000, _Dev(), "dev")
     tlb = m.cpu.tlb
+    fill = m.cpu.softmmu.filler
     d = tlb.d[MMU_KNOSMAP_IDX]
     m._protect_code(0x5000)  # what TBCache.link does for the first TB on a frame
-    ram = tlb.set_page(MMU_KNOSMAP_IDX, 0x4000, 0x4000, RWX)
-    code = tlb.set_page(MMU_KNOSMAP_IDX, 0x5000, 0x5000, RWX)
-    dev = tlb.set_page(MMU_KNOSMAP_IDX, 0x80000, 0x80000, RWX)
-    unassigned = tlb.set_page(MMU_KNOSMAP_IDX, 0x200000, 0x200000, RWX)  # past the end of RAM
+    ram = fill.set_page_full(MMU_KNOSMAP_IDX, 0x4000, 0x4000, RWX)
+    code = fill.set_page_full(MMU_KNOSMAP_IDX, 0x5000, 0x5000, RWX)
+    dev = fill.set_page_full(MMU_KNOSMAP_IDX, 0x80000, 0x80000, RWX)
+    unassigned = fill.set_page_full(MMU_KNOSMAP_IDX, 0x200000, 0x200000, RWX)  # past the end of RAM
     assert d.read[ram] == d.write[ram] == d.code[ram] == 0x4000
     assert (d.read[code], d.write[code], d.code[code]) == (0x5000, 0x5000 | TLB_NOTDIRTY, 0x5000)
     assert d.read[dev] == d.write[dev] == d.code[dev] == 0x80000 | TLB_MMIO

@@ -13,11 +13,21 @@ changes (segment loads, CR0/CR4 writes, popf), as QEMU's env->hflags.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
-from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_KSMAP_IDX, MMU_USER_IDX
+from ..softmmu.access import SoftMMU
+from ..softmmu.memory import PhysMemory
+from ..softmmu.tlb import CPUTLB, MMU_KNOSMAP_IDX, MMU_KSMAP_IDX, MMU_USER_IDX, NB_MMU_MODES
+from ..softmmu.watchpoint import WatchHit
 from . import flags as F
+from . import helpers
+from .breakpoint import Breakpoints
+from .events import MachineEvents
+from .exceptions import GuestFault
+from .tb import TB
+from .trace import TraceHooks
 
 EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
 REG_NAMES = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"]
@@ -124,12 +134,93 @@ MSR_MTRRdefType = 0x2FF
 MSR_EFER = 0xC0000080
 
 
-class CPU:
-    """One vCPU's architectural state plus its translation-time summary (hflags)."""
+# ``cpu.interrupt_request`` bits (set by devices and the machine, read by the exec loop)
+REQ_EXIT = 1  # leave the exec loop (the machine looks at why)
+REQ_HARD = 2  # a maskable interrupt is pending
+REQ_NMI = 4  # a deliverable NMI is pending (not maskable by EFLAGS.IF; see Machine.raise_nmi)
 
-    def __init__(self, index: int = 0) -> None:
+# The names generated TB code sees (emit.py's module docstring lists them).
+Namespace = dict[str, object]
+
+
+class CPU:
+    """One vCPU's architectural state plus its translation-time summary (hflags).
+
+    Its collaborators are given at construction (``core/vcpu.py`` assembles
+    them; the CPU never reaches the Machine): the physical memory it sees,
+    its TLB and softmmu slow paths, the breakpoint marks, the events sink
+    (``core/events.py``) and the trace hooks (``core/trace.py``).  Built here:
+    the jump cache (dropped on every TLB flush) and one namespace per mmu_idx
+    for generated code.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        mem: PhysMemory,
+        tlb: CPUTLB,
+        softmmu: SoftMMU,
+        breakpoints: Breakpoints,
+        events: MachineEvents[CPU],
+        trace: TraceHooks[CPU],
+    ) -> None:
         self.index = index
+        self.mem = mem
+        self.tlb = tlb
+        self.softmmu = softmmu
+        self.breakpoints = breakpoints
+        self.events = events
+        self.trace = trace
+        # (eip, cs_base, hflags) -> TB; dropped on any TLB flush.
+        self.jmp_cache: dict[tuple[int, int, int], TB] = {}
+        tlb.on_flush.append(self._tlb_flushed)
+        # The end of the exec slice now running (cpu_exec sets it; looping TBs stop there).
+        self.icount_deadline = 0
+        self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
+        self.icount = 0
         self.regs: list[int] = [0] * 8
+        self.segs: list[SegmentCache] = []
+        self.seg_base: list[int] = [0] * 6  # mirror of the segment bases read by generated code
+        self.cr: list[int] = [0] * 5
+        self.dr: list[int] = [0] * 8
+        self.reset()
+        self.namespaces: list[Namespace] = [self._namespace(mmu_idx) for mmu_idx in range(NB_MMU_MODES)]
+
+    def _tlb_flushed(self, vpage: int | None) -> None:
+        self.jmp_cache.clear()
+
+    def _namespace(self, mmu_idx: int) -> Namespace:
+        d = self.tlb.d[mmu_idx]
+        mem = self.mem
+        return {
+            "cpu": self,
+            "R": self.regs,
+            "RT": d.read,
+            "WT": d.write,
+            "AD": d.addend,
+            "M8": mem.ram,
+            "M16": mem.m16,
+            "M32": mem.m32,
+            "M64": mem.m64,
+            "LD": self.softmmu.loader(mmu_idx),
+            "ST": self.softmmu.storer(mmu_idx),
+            "SB": self.seg_base,
+            "Fault": GuestFault,
+            "H": helpers,
+            "FLAGS": F.compute_all,
+            "CARRY": F.compute_cf,
+            "COND": F.eval_cc,
+            "__builtins__": builtins,
+        }
+
+    def reset(self) -> None:
+        """The power-on state of the architectural registers (a system reset).
+
+        ``icount`` and the collaborators are kept; the lists generated code
+        binds (regs, seg_base, cr, dr) are updated in place.
+        """
+        index = self.index
+        self.regs[:] = [0] * 8
         self.eip = 0xFFF0
         # EFLAGS minus the six arithmetic flags (those are lazy). Bit 1 is always set.
         self.eflags = 0x2
@@ -137,17 +228,17 @@ class CPU:
         self.cc_src = 0
         self.cc_dst = 0
         self.cc_src2 = 0
-        self.segs = [SegmentCache() for _ in range(6)]
+        self.segs[:] = [SegmentCache() for _ in range(6)]
         self.segs[CS] = SegmentCache(0xF000, 0xFFFF0000, 0xFFFF, DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A)
-        self.seg_base = [s.base for s in self.segs]  # mirror read by generated code
+        self.seg_base[:] = [s.base for s in self.segs]
         self.gdtr_base = 0
         self.gdtr_limit = 0xFFFF
         self.idtr_base = 0
         self.idtr_limit = 0xFFFF
         self.ldtr = SegmentCache(0, 0, 0xFFFF, DESC_P | (2 << DESC_TYPE_SHIFT))
         self.tr = SegmentCache(0, 0, 0xFFFF, DESC_P | (11 << DESC_TYPE_SHIFT))
-        self.cr = [CR0_ET | CR0_CD | CR0_NW, 0, 0, 0, 0]
-        self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400]
+        self.cr[:] = [CR0_ET | CR0_CD | CR0_NW, 0, 0, 0, 0]
+        self.dr[:] = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400]
         self.efer = 0
         self.msr: dict[int, int] = {
             MSR_IA32_APICBASE: 0xFEE00000 | (1 << 11) | ((1 << 8) if index == 0 else 0),
@@ -155,7 +246,6 @@ class CPU:
             MSR_IA32_MISC_ENABLE: 1,
         }
         self.tsc_offset = 0
-        self.icount = 0
         self.halted = False
         self.hflags = 0
         self.mmu_idx = MMU_KNOSMAP_IDX
@@ -167,14 +257,11 @@ class CPU:
         self.inhibit_debug_until = 0
         # Watchpoints (softmmu/watchpoint.py): replaying an instruction that hit, and the hit.
         self.watch_replay = False
-        self.watch_hit = None
-        self.exit_request = False
+        self.watch_hit: WatchHit | None = None
         # NMI (SDM vol. 3, 6.7.1): latched until delivered; blocked from delivery
         # from the NMI's delivery until the next IRET.
         self.nmi_pending = False
         self.nmi_blocked = False
-        self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
-        self.machine = None  # back-pointer, set by Machine
         self.compute_hflags()
 
     # ---- flags ----------------------------------------------------------------

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from ..softmmu.tlb import PAGE_BITS, TLB_MASK, align_mask
 from . import flags as F
 from .cpu import HF_ADDSEG, REG_NAMES
 from .decode import CREG, DREG, IMM, MEM, REG, SREG, Insn, Operand
@@ -56,7 +57,9 @@ SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000, 8: 0x8000000000000000}
 _VIEW = {1: "M8", 2: "M16", 4: "M32", 8: "M64"}
 _SHIFT = {1: "", 2: " >> 1", 4: " >> 2", 8: " >> 3"}
 # vaddr & _TAGMASK[size] keeps the page bits and the alignment bits (tlb.align_mask)
-_TAGMASK = {1: -4096, 2: -4095, 4: -4093, 8: -4089}
+_TAGMASK = {size: align_mask(size) for size in (1, 2, 4, 8)}
+# The TLB slot of a vaddr, as generated code computes it: (vaddr >> PAGE_BITS) & TLB_MASK
+_SLOT = f">> {PAGE_BITS} & {TLB_MASK}"
 
 
 class Exit:
@@ -221,7 +224,7 @@ class Emitter:
         view = _VIEW[size]
         self.emit(
             f"{v} = {view}[{addr} + AD[_p]{_SHIFT[size]}] "
-            f"if RT[(_p := {addr} >> 12 & 255)] == {addr} & {_TAGMASK[size]} else LD({addr}, {size})"
+            f"if RT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]} else LD({addr}, {size})"
         )
         return v
 
@@ -230,7 +233,7 @@ class Emitter:
         self.may_fault = True
         view = _VIEW[size]
         self.emit(
-            f"if WT[(_p := {addr} >> 12 & 255)] == {addr} & {_TAGMASK[size]}: "
+            f"if WT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]}: "
             f"{view}[{addr} + AD[_p]{_SHIFT[size]}] = {value}"
         )
         self.emit(f"else: ST({addr}, {size}, {value})")

@@ -8,6 +8,8 @@ exceptions because CPython 3.11's try/except costs nothing until raised.
 
 from __future__ import annotations
 
+from ..softmmu.exits import CpuExit, InstructionRestart
+
 # Exception vectors (Intel SDM vol. 3, 6.3.1)
 DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC, MC, XM = (
     0,
@@ -52,10 +54,6 @@ VECTOR_NAMES = {
 }
 
 
-class CpuExit(Exception):  # noqa: N818 - these are control flow, not errors
-    """Base of every way out of a TB other than its normal return."""
-
-
 class GuestFault(CpuExit):
     """An architectural exception, delivered through the IDT by the exec loop.
 
@@ -91,9 +89,16 @@ class SMCRestart(CpuExit):
     """
 
 
-class InstructionRestart(CpuExit):
-    """Re-execute the current instruction alone (watchpoint hit before the access)."""
-
-
 class CpuHalt(CpuExit):
     """Request to leave the exec loop after the current instruction (exit ports, hlt)."""
+
+
+__all__ = [
+    "CpuExit",
+    "CpuHalt",
+    "GuestFault",
+    "InstructionRestart",
+    "SMCRestart",
+    "VECTORS_WITH_ERROR_CODE",
+    "VECTOR_NAMES",
+]

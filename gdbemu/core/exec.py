@@ -15,21 +15,63 @@ How a TB can leave:
   current instruction alone in an uncached TB, then carry on;
 * returns after setting ``cpu.interrupt_request``: leave the loop (device
   exit port, hlt, hardware interrupt pending) — checked between TBs.
+
+The loop reaches the rest of the machine only through its ``ExecContext``
+(memory, TB cache, translator, breakpoints, events sink, trace hooks, and
+how to deliver an exception); there is no back-pointer to the Machine.
 """
 
 from __future__ import annotations
 
-from .breakpoint import DebugStop
-from .cpu import HF_MMU_SHIFT, HF_TF
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..softmmu.memory import PhysMemory
+from . import interrupts
+from .breakpoint import Breakpoints, DebugStop
+from .cpu import CPU, HF_MMU_SHIFT, HF_TF, REQ_EXIT, REQ_HARD, REQ_NMI
+from .events import MachineEvents
 from .exceptions import DB, GuestFault, InstructionRestart, SMCRestart
-from .translate import SMC_HOT_PAGE, TIER2_THRESHOLD
+from .tb import TB, TBCache
+from .trace import TraceHooks
+from .translate import MAX_INSNS, SMC_HOT_PAGE, TIER2_THRESHOLD, Translator
 
-REQ_EXIT = 1  # leave the exec loop (the machine looks at why)
-REQ_HARD = 2  # a maskable interrupt is pending
-REQ_NMI = 4  # a deliverable NMI is pending (not maskable by EFLAGS.IF; see Machine.raise_nmi)
+__all__ = ["REQ_EXIT", "REQ_HARD", "REQ_NMI", "ExecContext", "cpu_exec", "run_one_uncached", "tb_lookup"]
 
 
-def tb_lookup(cpu):
+@dataclass
+class ExecContext:
+    """Everything the exec loop uses besides the CPU (one per machine)."""
+
+    mem: PhysMemory
+    tbs: TBCache
+    translator: Translator
+    breakpoints: Breakpoints
+    events: MachineEvents[CPU]
+    trace: TraceHooks[CPU]
+    # How an architectural exception is delivered (through the IDT); tests may
+    # give their own to observe faults without a guest handler.
+    deliver_exception: Callable[[CPU, GuestFault], None] = interrupts.raise_exception
+
+
+def tb_gen_code(
+    ctx: ExecContext,
+    cpu: CPU,
+    eip: int,
+    cs_base: int,
+    hflags: int,
+    max_insns: int = MAX_INSNS,
+    check_bp: bool = True,
+) -> TB:
+    """Translate a TB (the ``tb_built`` trace hook sees it)."""
+    tb = ctx.translator.translate(cpu, eip, cs_base, hflags, max_insns=max_insns, check_bp=check_bp)
+    hook = ctx.trace.tb_built
+    if hook is not None:
+        hook(cpu, tb)
+    return tb
+
+
+def tb_lookup(ctx: ExecContext, cpu: CPU) -> TB:
     """Find or build the TB for the CPU's current state (tb_lookup + tb_gen_code)."""
     eip = cpu.eip
     cs_base = cpu.seg_base[1]
@@ -38,10 +80,9 @@ def tb_lookup(cpu):
     tb = cpu.jmp_cache.get(key)
     if tb is not None and tb.valid:
         return tb
-    machine = cpu.machine
     mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
     phys_pc = cpu.softmmu.code_paddr(mmu_idx, cs_base + eip)
-    tbs = machine.tbs
+    tbs = ctx.tbs
     tb = tbs.lookup(phys_pc, eip, cs_base, hflags)
     if tb is not None and len(tb.pages) == 2:
         # The second page must still map the frame it did when the TB was built.
@@ -53,14 +94,14 @@ def tb_lookup(cpu):
             tbs.invalidate(tb)
             tb = None
     if tb is None:
-        tb = machine.translator.translate(cpu, eip, cs_base, hflags)
+        tb = tb_gen_code(ctx, cpu, eip, cs_base, hflags)
         tbs.stats["tb_built"] += 1
         tbs.link(tb)
     cpu.jmp_cache[key] = tb
     return tb
 
 
-def _hot_smc(tbs, tb) -> bool:
+def _hot_smc(tbs: TBCache, tb: TB) -> bool:
     """Delay compiling a TB on a page the guest keeps rewriting: it may be invalidated soon.
 
     A TB with run-time immediates is stable against constant rewrites; any
@@ -72,33 +113,33 @@ def _hot_smc(tbs, tb) -> bool:
     return tb.execs < 8 * TIER2_THRESHOLD and any(smc.get(page, 0) >= SMC_HOT_PAGE for page in tb.pages)
 
 
-def run_one_uncached(cpu, max_insns: int = 1) -> None:
+def run_one_uncached(ctx: ExecContext, cpu: CPU, max_insns: int = 1) -> None:
     """Execute ``max_insns`` instructions from the current state in a throwaway TB."""
-    machine = cpu.machine
-    tb = machine.translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns, check_bp=False)
+    tb = tb_gen_code(ctx, cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=max_insns, check_bp=False)
     tb.cacheable = False
-    prev = machine.tbs.current
-    machine.tbs.current = tb
+    tbs = ctx.tbs
+    prev = tbs.current
+    tbs.current = tb
     try:
         tb.fn()
     finally:
-        machine.tbs.current = prev
+        tbs.current = prev
 
 
-def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
+def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -> None:
     """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set.
 
     ``single``: the debugger's step — return after the first instruction, or
     right after delivering an exception it raised (the step lands on the
     handler's entry, as on hardware).
     """
-    machine = cpu.machine
-    tbs = machine.tbs
-    translator = machine.translator
-    deliver = machine.deliver_exception
+    tbs = ctx.tbs
+    translator = ctx.translator
+    deliver = ctx.deliver_exception
+    tb_exec = ctx.trace.tb_exec  # -d exec,cpu: None unless tracing
     end = cpu.icount + max_insns
     cpu.icount_deadline = end
-    tb = None
+    tb: TB | None = None
     slot = 2
     try:
         while True:
@@ -119,7 +160,7 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
                     nxt = tb.jmp[slot] = None
             if nxt is None:
                 try:
-                    nxt = tb_lookup(cpu)
+                    nxt = tb_lookup(ctx, cpu)
                 except GuestFault as fault:
                     deliver(cpu, fault)
                     if single:
@@ -131,17 +172,19 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
                     tb.jmp[slot] = nxt
             tb = nxt
             if tb.n_insns > left:
-                tb = translator.translate(cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=left)
+                tb = tb_gen_code(ctx, cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=left)
                 tb.cacheable = False
             elif tb.tier == 1 and translator.force_tier is None:
                 tb.execs += 1
                 if tb.execs >= TIER2_THRESHOLD and not _hot_smc(tbs, tb):
                     translator.build(cpu, tb, 2)
+            if tb_exec is not None:
+                tb_exec(cpu, tb)
             tbs.current = tb
             try:
                 slot = tb.fn()
                 if tb.hflags & HF_TF:
-                    _single_step_trap(cpu)
+                    _single_step_trap(ctx, cpu)
                     tb = None
                     slot = 2
             except GuestFault as fault:
@@ -155,20 +198,20 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
                 slot = 2
             except (SMCRestart, InstructionRestart):
                 tbs.current = None
-                _replay_one(cpu)
+                _replay_one(ctx, cpu)
                 if single or cpu.interrupt_request & REQ_EXIT:
                     return
                 tb = None
                 slot = 2
             except DebugStop as stop:
                 tbs.current = None
-                machine.debug_stop(cpu, stop.reason, stop.addr)
+                ctx.events.debug_stop(cpu, stop.reason, stop.addr)
                 return
     finally:
         tbs.current = None
 
 
-def _single_step_trap(cpu) -> None:
+def _single_step_trap(ctx: ExecContext, cpu: CPU) -> None:
     """EFLAGS.TF was set when the instruction started: #DB trap after it, DR6.BS (SDM vol. 3, 17.3.1.4).
 
     Not after MOV SS / POP SS: the trap is held until the next instruction
@@ -177,31 +220,30 @@ def _single_step_trap(cpu) -> None:
     if cpu.icount < cpu.inhibit_debug_until:
         return
     cpu.dr[6] |= 0x4000
-    cpu.machine.deliver_exception(cpu, GuestFault(DB))
+    ctx.deliver_exception(cpu, GuestFault(DB))
 
 
-def _replay_one(cpu) -> None:
+def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
     """Re-execute the current instruction alone (SMC, or a watchpoint hit before its access).
 
     With ``watch_replay`` set, watchpoint checks record the hit and let the
     access complete; the hit is then reported after the instruction
     (trap-like, as x86 data breakpoints are).
     """
-    machine = cpu.machine
     cpu.watch_replay = True
     cpu.watch_hit = None
     try:
-        run_one_uncached(cpu)
+        run_one_uncached(ctx, cpu)
     except GuestFault as fault:
         if fault.soft:
             cpu.icount += 1
         cpu.watch_replay = False
         cpu.watch_hit = None
-        machine.deliver_exception(cpu, fault)
+        ctx.deliver_exception(cpu, fault)
         return
     finally:
         cpu.watch_replay = False
     hit = cpu.watch_hit
     cpu.watch_hit = None
     if hit is not None:
-        machine.watch_stop(cpu, hit)
+        ctx.events.watch_stop(cpu, hit)

@@ -36,7 +36,7 @@ next delivery attempt (the #DF, or the serial exception).
 from __future__ import annotations
 
 from . import flags as F
-from .cpu import CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
+from .cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
 from .exceptions import AC, BR, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
@@ -60,6 +60,7 @@ from .seg import (
     sys_write,
     tss_inner_stack,
 )
+from .stop import RunStop, StopKind
 from .task import (
     SWITCH_INT,
     debug_trap_after_switch,
@@ -119,10 +120,8 @@ def raise_exception(cpu, fault: GuestFault) -> None:
         _triple(cpu, f"fault {third} while delivering #DF")
 
 
-def _triple(cpu, why: str) -> None:
-    from ..machine import Stop
-
-    cpu.machine.request_stop(Stop("triple_fault", why))
+def _triple(cpu: CPU, why: str) -> None:
+    cpu.events.request_stop(RunStop(StopKind.TRIPLE_FAULT, why))
 
 
 def _deliver(cpu, fault: GuestFault) -> None:
@@ -144,7 +143,7 @@ def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip:
     error codes carry EXT = 0.  ``next_eip`` is the EIP saved in the frame.
     ``push_rf``: a fault-class exception, whose saved EFLAGS has RF=1.
     """
-    trace = getattr(cpu.machine, "trace_interrupt", None)  # -d int (cli.py); None unless logging
+    trace = cpu.trace.interrupt  # -d int; None unless logging
     if trace is not None:
         trace(cpu, vector, soft, error_code, next_eip)
     if cpu.cr[0] & CR0_PE:

@@ -1,4 +1,4 @@
-"""The x86 page walk: tlb_fill and the debugger's side-effect-free walk.
+"""The x86 page walk, handed to the softmmu's fill, and the debugger's side-effect-free walk.
 
 Intel SDM vol. 3, 4.3 (32-bit paging) and 4.6 (access rights):
 
@@ -25,11 +25,37 @@ Intel SDM vol. 3, 4.3 (32-bit paging) and 4.6 (access rights):
 
 from __future__ import annotations
 
-from ..softmmu.tlb import MMU_KSMAP_IDX, MMU_USER_IDX, PAGE_EXEC, PAGE_READ, PAGE_WRITE
-from .cpu import CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMEP
+from typing import Literal, overload
+
+from ..softmmu.tlb import (
+    ACCESS_EXEC,
+    ACCESS_READ,
+    ACCESS_WRITE,
+    MMU_KSMAP_IDX,
+    MMU_USER_IDX,
+    PAGE_EXEC,
+    PAGE_GLOBAL,
+    PAGE_READ,
+    PAGE_WRITE,
+)
+from .cpu import CPU, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMEP
 from .exceptions import PF, GuestFault
 
-ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
+__all__ = [
+    "ACCESS_EXEC",
+    "ACCESS_READ",
+    "ACCESS_WRITE",
+    "PAGE_GLOBAL",
+    "PG_A",
+    "PG_D",
+    "PG_G",
+    "PG_P",
+    "PG_PS",
+    "PG_RW",
+    "PG_US",
+    "debug_translate",
+    "walk",
+]
 
 PG_P = 1 << 0
 PG_RW = 1 << 1
@@ -38,8 +64,6 @@ PG_A = 1 << 5
 PG_D = 1 << 6
 PG_PS = 1 << 7
 PG_G = 1 << 8
-
-PAGE_GLOBAL = 8  # extra prot bit kept in the TLB so CR3 writes spare the entry
 
 
 def _ld32(ram: bytearray, paddr: int, ram_size: int) -> int:
@@ -53,17 +77,22 @@ def _st32(ram: bytearray, paddr: int, value: int, ram_size: int) -> None:
         ram[paddr : paddr + 4] = value.to_bytes(4, "little")
 
 
-def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
+@overload
+def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: Literal[False] = False) -> tuple[int, int, int]: ...
+@overload
+def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tuple[int, int, int] | None: ...
+def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -> tuple[int, int, int] | None:
     """Translate ``vaddr``; return (paddr, prot, page_size) or raise #PF.
 
-    With ``debug`` nothing is written and no fault is raised: returns None for
-    an unmapped address (the gdb view, DESIGN.md invariant 3).
+    ``prot`` carries PAGE_GLOBAL for a global page.  With ``debug`` nothing is
+    written and no fault is raised: returns None for an unmapped address (the
+    gdb view, DESIGN.md invariant 3).
     """
     vaddr &= 0xFFFFFFFF
     cr0 = cpu.cr[0]
     if not cr0 & CR0_PG:
         return vaddr, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096
-    mem = cpu.machine.mem
+    mem = cpu.mem
     ram = mem.ram
     ram_size = mem.ram_size
     user = mmu_idx == MMU_USER_IDX
@@ -72,7 +101,7 @@ def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
     pde_addr = (cpu.cr[3] & 0xFFFFF000) + ((vaddr >> 20) & 0xFFC)
     pde = _ld32(ram, pde_addr, ram_size)
 
-    def fault(present: bool, fetch: bool = False):
+    def fault(present: bool, fetch: bool = False) -> None:
         if debug:
             return None
         code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | (0x10 if fetch else 0)
@@ -131,13 +160,7 @@ def walk(cpu, vaddr: int, access: int, mmu_idx: int, debug: bool = False):
     return paddr_page | (vaddr & 0xFFF), prot, size
 
 
-def tlb_fill(cpu, vaddr: int, access: int, mmu_idx: int) -> int:
-    """Walk and install the translation in the TLB; return the TLB slot (or raise #PF)."""
-    paddr, prot, size = walk(cpu, vaddr, access, mmu_idx)
-    return cpu.tlb.set_page(mmu_idx, vaddr, paddr, prot, size)
-
-
-def debug_translate(cpu, vaddr: int) -> int | None:
+def debug_translate(cpu: CPU, vaddr: int) -> int | None:
     """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault, no rights check."""
     res = walk(cpu, vaddr, ACCESS_READ, cpu.mmu_idx, debug=True)
     return None if res is None else res[0]

@@ -44,8 +44,7 @@ L0-L3 of DR7 (SDM vol. 3, 17.2.4).
 
 from __future__ import annotations
 
-from ..softmmu.access import ACCESS_WRITE
-from ..softmmu.tlb import MMU_KNOSMAP_IDX
+from ..softmmu.tlb import ACCESS_WRITE, MMU_KNOSMAP_IDX
 from . import flags as F
 from .cpu import (
     CR0_PG,
@@ -234,7 +233,7 @@ def switch_task(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int
         if not replaying:
             hit, cpu.watch_hit = cpu.watch_hit, None
     if hit is not None:
-        cpu.machine.watch_stop(cpu, hit)
+        cpu.events.watch_stop(cpu, hit)
     return trap
 
 
@@ -297,7 +296,7 @@ def _commit(
     cpu.ldtr = SegmentCache(new["ldt"] & ~4, 0, 0, 0)
     if cpu.dr[7] & DR7_LOCAL_ENABLES:
         cpu.dr[7] &= ~DR7_LOCAL_ENABLES
-        cpu.machine.update_guest_debug(cpu)
+        cpu.events.update_guest_debug(cpu)
     cpu.compute_hflags()
 
     # ---- step 13: the LDT and the segment descriptors, in the new task's context --------
@@ -382,7 +381,7 @@ def settle_rf(cpu) -> None:
     """
     if cpu.eflags & F.RF:
         linear = (cpu.segs[CS].base + cpu.eip) & 0xFFFFFFFF
-        if linear not in cpu.machine.breakpoints.guest:
+        if linear not in cpu.breakpoints.guest:
             cpu.eflags &= ~F.RF
 
 

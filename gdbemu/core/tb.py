@@ -18,10 +18,10 @@ instruction alone and retranslates what follows (precise SMC).
 
 from __future__ import annotations
 
+from ..softmmu.tlb import PAGE_MASK
 from .exceptions import SMCRestart
 
 SMC_BITMAP_USE_THRESHOLD = 10
-PAGE_MASK = -4096
 
 
 class TB:

@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import types
 
+from ..softmmu.memory import PhysMemory
 from . import flags as F
 from . import ops as ops_pkg
+from .breakpoint import Breakpoints
 from .cpu import HF_CS32, HF_MMU_SHIFT, HF_TF
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
-from .tb import TB
+from .tb import TB, TBCache
 
 MAX_INSNS = 64
 TIER2_THRESHOLD = 64
@@ -86,9 +88,16 @@ def _ud(e: Emitter) -> None:
 
 
 class Translator:
-    """Builds TBs for one machine; owns the decoders and the tier-1 shape cache."""
+    """Builds TBs for one machine; owns the decoders and the tier-1 shape cache.
 
-    def __init__(self) -> None:
+    Given the physical memory code is read from, the TB cache (its SMC-hot
+    pages and counters) and the breakpoint marks.
+    """
+
+    def __init__(self, mem: PhysMemory, tbs: TBCache, breakpoints: Breakpoints) -> None:
+        self.mem = mem
+        self.tbs = tbs
+        self.breakpoints = breakpoints
         self.decoders = {16: Decoder(16), 32: Decoder(32)}
         self.shape_code: dict[str, types.CodeType] = {}  # source text -> code object
         self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
@@ -111,7 +120,7 @@ class Translator:
         mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
         decoder = self.decoders[32 if hflags & HF_CS32 else 16]
         mmu = cpu.softmmu
-        ram = cpu.machine.mem
+        ram = self.mem
         insns: list[Insn] = []
         pages: list[int] = []
         ranges: dict[int, list[int]] = {}
@@ -119,7 +128,7 @@ class Translator:
         addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
         if hflags & HF_TF:
             max_insns = 1
-        marks = cpu.machine.breakpoints.marks
+        marks = self.breakpoints.marks
         cur_vpage = -1
         cur_ppage = 0
         insn_paddrs: list[int] = []
@@ -205,7 +214,7 @@ class Translator:
         insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
         tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
         # A replay of an instruction already past its breakpoint check does not check again.
-        tb.bp = check_bp and ((cs_base + eip) & 0xFFFFFFFF) in cpu.machine.breakpoints.marks
+        tb.bp = check_bp and ((cs_base + eip) & 0xFFFFFFFF) in self.breakpoints.marks
         tb.pages = pages
         tb.ranges = ranges
         tb.insns = insns
@@ -217,7 +226,7 @@ class Translator:
         tb.size = sum(i.size for i in insns if i is not None)
         tb.vpages = tuple(vpages)
         tb.insn_paddrs = tuple(self._insn_paddrs)
-        smc = cpu.machine.tbs.smc_pages
+        smc = self.tbs.smc_pages
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
         self.build(cpu, tb, self.force_tier or tier)
@@ -234,7 +243,7 @@ class Translator:
         retranslation, and the result is still exact because the code reads
         the current bytes.  A store to any other byte invalidates as usual.
         """
-        ram_size = cpu.machine.mem.ram_size
+        ram_size = self.mem.ram_size
         holes = []
         plan = []
         for insn, paddr in zip(tb.insns, tb.insn_paddrs, strict=True):
@@ -245,7 +254,7 @@ class Translator:
                 and insn.imm_size
                 and insn.name in DYN_IMM_OPS
                 and paddr + insn.size <= ram_size
-                and cpu.machine.mem.is_ram(paddr)
+                and self.mem.is_ram(paddr)
             ):
                 imms = [o for o in insn.ops if o.kind == IMM]
                 if len(imms) == 1:
@@ -360,7 +369,7 @@ class Translator:
         exec(code, ns, loc)
         fn = loc["_tb"]
         fn.source = src  # type: ignore[attr-defined]
-        cpu.machine.tbs.stats["tb_compiled"] += 1
+        self.tbs.stats["tb_compiled"] += 1
         del last
         return fn
 
@@ -497,7 +506,7 @@ def _tier1_runner(cpu, tb: TB, fns: list, bp_linear: int | None = None):
     next_eip = tb.next_eip
     if bp_linear is not None:
         inner = _tier1_runner(cpu, tb, fns)
-        check = cpu.machine.breakpoints.check
+        check = cpu.breakpoints.check
 
         def run_marked() -> int:
             check(cpu, bp_linear)  # raises before anything runs: cpu.eip is still the TB's

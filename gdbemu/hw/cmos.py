@@ -41,9 +41,9 @@ and SeaBIOS use them):
 
 from __future__ import annotations
 
+from ..clock import NS_PER_SEC
 from .uart import split_read, split_write
 
-NS_PER_SEC = 1_000_000_000
 RTC_IRQ = 8
 UIP_NS = 244_141  # 8 cycles of the 32.768 kHz time base
 DIVIDER_RESET_DELAY_NS = 500_000_000

@@ -42,10 +42,10 @@ Definitions" and figure "Gate Pin Operations Summary"):
 
 from __future__ import annotations
 
+from ..clock import NS_PER_SEC
 from .uart import split_read, split_write
 
 PIT_FREQ = 1_193_182
-NS_PER_SEC = 1_000_000_000
 PIT_IRQ = 0
 
 

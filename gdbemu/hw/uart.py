@@ -53,7 +53,8 @@ import sys
 from collections import deque
 from typing import BinaryIO
 
-NS_PER_SEC = 1_000_000_000
+from ..clock import NS_PER_SEC
+
 UART_CLOCK_BAUD = 115200  # 1.8432 MHz / 16: the baud rate at divisor 1
 
 # (base port, ISA IRQ) of COM1..COM4, in PCConfig.serial order.

@@ -4,7 +4,8 @@ The steps are QEMU's (cputlb.c ``mmu_lookup`` -> ``mmu_watch_or_dirty`` ->
 ``notdirty_write`` -> the access):
 
 1. ``lookup``: the fast table entry for the page, else the victim TLB, else a
-   page walk (``tlb_fill``, which may raise #PF).  An access that crosses a
+   fill (``fill.py``: the CPU's page walk, which may raise #PF, then the
+   page's classification).  An access that crosses a
    page looks up *both* pages before touching either, so a fault on the
    second page leaves memory unchanged (precise exceptions).
 2. flags: TLB_WATCHPOINT -> the watchpoint check; TLB_NOTDIRTY (stores) ->
@@ -13,17 +14,26 @@ The steps are QEMU's (cputlb.c ``mmu_lookup`` -> ``mmu_watch_or_dirty`` ->
 3. the access itself on RAM, bytewise where it is unaligned.
 
 ``SoftMMU`` is per vCPU and bound into generated code as ``LD``/``ST`` per
-mmu_idx (``loader(mmu_idx)`` / ``storer(mmu_idx)``).  It reaches the TB cache
-and the watchpoint registry only through the callbacks it is given (STYLE's
-layering rule).
+mmu_idx (``loader(mmu_idx)`` / ``storer(mmu_idx)``).  It reaches the CPU, the
+TB cache and the watchpoint checks only through the callables it is given at
+construction (STYLE's layering rule: nothing here imports the core).
 """
 
 from __future__ import annotations
 
-from .dirty import DIRTY_MEMORY_CODE
+from collections.abc import Callable
+
+from .dirty import DIRTY_MEMORY_CODE, DirtyMemory
+from .fill import FillHook, PageWalk, TLBFill
+from .memory import PhysMemory
 from .tlb import (
+    ACCESS_EXEC,
+    ACCESS_READ,
+    ACCESS_WRITE,
+    CPUTLB,
     INVALID_TAG,
     MMU_USER_IDX,
+    PAGE_BITS,
     PAGE_MASK,
     PAGE_SIZE,
     TLB_DISCARD_WRITE,
@@ -32,27 +42,52 @@ from .tlb import (
     TLB_NOTDIRTY,
     TLB_WATCHPOINT,
 )
+from .watchpoint import WatchpointList
 
-ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
-ALIGNMENT_CHECK = 1 << 18  # CR0.AM and EFLAGS.AC are both bit 18: both set enables #AC at CPL 3
+__all__ = ["ACCESS_EXEC", "ACCESS_READ", "ACCESS_WRITE", "SoftMMU"]
 
 
 class SoftMMU:
-    def __init__(self, cpu, tlb, mem, dirty, fill, invalidate_code, watch_check=None) -> None:
-        self.cpu = cpu
+    """One vCPU's load/store slow paths.
+
+    Given at construction: the CPU's page walk (``fill.PageWalk``);
+    ``invalidate_code(paddr, size)`` (the TB cache; may raise the core's
+    SMCRestart); ``watch_check(vaddr, size, is_write)`` (the watchpoint
+    check, which may raise InstructionRestart); ``alignment_fault()`` the
+    #AC exception to raise for an unaligned user access, or None when
+    CR0.AM/EFLAGS.AC do not enable it; ``on_fill`` the ``-d mmu`` hook.
+    """
+
+    def __init__(
+        self,
+        tlb: CPUTLB,
+        mem: PhysMemory,
+        dirty: DirtyMemory,
+        watchpoints: WatchpointList,
+        walk: PageWalk,
+        invalidate_code: Callable[[int, int], None],
+        watch_check: Callable[[int, int, bool], None],
+        alignment_fault: Callable[[], BaseException | None],
+        on_fill: FillHook | None = None,
+    ) -> None:
         self.tlb = tlb
         self.mem = mem
         self.dirty = dirty
-        self.fill = fill  # (vaddr, access, mmu_idx) -> slot; raises GuestFault
-        self.invalidate_code = invalidate_code  # (paddr, size) -> None; may raise SMCRestart
-        self.watch_check = watch_check  # (vaddr, size, is_write) -> None
+        self.filler = TLBFill(tlb, mem, dirty, watchpoints, walk, on_fill)
+        self.invalidate_code = invalidate_code
+        self.watch_check = watch_check
+        self.alignment_fault = alignment_fault
         self.stats = tlb.stats
+
+    def fill(self, vaddr: int, access: int, mmu_idx: int) -> int:
+        """Walk and install ``vaddr``'s page (``fill.TLBFill.fill``); return the slot, or raise #PF."""
+        return self.filler.fill(vaddr, access, mmu_idx)
 
     # ---- step 1: lookup -------------------------------------------------------
     def lookup(self, mmu_idx: int, vaddr: int, access: int) -> int:
         """Return the fast-table slot holding ``vaddr``'s page for ``access``; fill if needed."""
         desc = self.tlb.d[mmu_idx]
-        index = (vaddr >> 12) & TLB_MASK
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
         tags = desc.write if access == ACCESS_WRITE else desc.read if access == ACCESS_READ else desc.code
         page = vaddr & PAGE_MASK
         tag = tags[index]
@@ -87,7 +122,7 @@ class SoftMMU:
         index = self.lookup(mmu_idx, vaddr, ACCESS_READ)
         desc = self.tlb.d[mmu_idx]
         tag = desc.read[index]
-        if tag & TLB_WATCHPOINT and self.watch_check is not None:
+        if tag & TLB_WATCHPOINT:
             self.stats.watch_checks += 1
             self.watch_check(vaddr, size, False)
         if tag & TLB_MMIO:
@@ -122,7 +157,7 @@ class SoftMMU:
         desc = self.tlb.d[mmu_idx]
         tag = desc.write[index]
         paddr = desc.paddr[index] | (vaddr & 0xFFF)
-        if tag & TLB_WATCHPOINT and self.watch_check is not None:
+        if tag & TLB_WATCHPOINT:
             self.stats.watch_checks += 1
             self.watch_check(vaddr, size, True)
         if tag & TLB_MMIO:
@@ -149,14 +184,12 @@ class SoftMMU:
         path (the TLB compare includes the alignment bits), so this slow-path
         check sees all of them.
         """
-        cpu = self.cpu
-        if not cpu.cr[0] & cpu.eflags & ALIGNMENT_CHECK:
+        fault = self.alignment_fault()
+        if fault is None:
             return
-        from ..core.exceptions import AC, GuestFault
-
         self.lookup(MMU_USER_IDX, vaddr, access)
         self.lookup(MMU_USER_IDX, (vaddr + size - 1) & 0xFFFFFFFF, access)
-        raise GuestFault(AC, 0)
+        raise fault
 
     def notdirty_write(self, paddr: int, size: int, vaddr: int) -> None:
         """A store to a page that holds code or is clean for a client (QEMU's notdirty_write).
@@ -166,7 +199,7 @@ class SoftMMU:
         and drop TLB_NOTDIRTY once no client needs to see the next store.
         """
         self.stats.notdirty_writes += 1
-        page_number = paddr >> 12
+        page_number = paddr >> PAGE_BITS
         dirty = self.dirty
         if not dirty.get_dirty(DIRTY_MEMORY_CODE, page_number):
             self.invalidate_code(paddr, size)
@@ -175,7 +208,7 @@ class SoftMMU:
             self.tlb.set_dirty(vaddr)
 
     # ---- bindings for generated code ------------------------------------------
-    def loader(self, mmu_idx: int):
+    def loader(self, mmu_idx: int) -> Callable[[int, int], int]:
         load = self.load
 
         def LD(vaddr: int, size: int) -> int:  # noqa: N802 - the name generated code uses
@@ -183,7 +216,7 @@ class SoftMMU:
 
         return LD
 
-    def storer(self, mmu_idx: int):
+    def storer(self, mmu_idx: int) -> Callable[[int, int, int], None]:
         store = self.store
 
         def ST(vaddr: int, size: int, value: int) -> None:  # noqa: N802

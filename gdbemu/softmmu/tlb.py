@@ -44,6 +44,7 @@ flushes the whole mmu_idx (the seed notes: QEMU does not index large pages).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 PAGE_BITS = 12
@@ -76,6 +77,10 @@ MMU_KSMAP_IDX = 2  # kernel with SMAP enforced
 PAGE_READ = 1
 PAGE_WRITE = 2
 PAGE_EXEC = 4
+PAGE_GLOBAL = 8  # kept in the entry's prot so a CR3 write spares it (flush_nonglobal)
+
+# Access kinds of a lookup or fill (QEMU's MMUAccessType), defined here only.
+ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
 
 
 class TLBFlagsError(RuntimeError):
@@ -170,28 +175,33 @@ class CPUTLB:
     """All mmu_idx tables of one vCPU.
 
     The lists are mutated in place, never replaced: compiled TBs bind them.
-    ``classify`` is the callback that decides a page's flags at fill time
-    (memory kind, code protection, watchpoints); it is wired by the machine.
+    The page's flags are decided by the fill (``softmmu/fill.py``) and given
+    to ``set_page``, which only writes the entry.
     """
 
     def __init__(self) -> None:
         self.d = [TLBDesc() for _ in range(NB_MMU_MODES)]
         self.stats = TLBStats()
-        # Called with no arguments after any flush: the CPU drops its jump cache.
-        self.on_flush: list = []
-        # Callback: (paddr_page) -> (addend_base or None, read_flags, write_flags)
-        self.classify = None
-        # Callback: (vaddr_page) -> (read_watch, write_watch) booleans
-        self.watch_flags = None
+        # Called after any flush with the page flushed (None: all): the CPU drops its jump cache.
+        self.on_flush: list[Callable[[int | None], None]] = []
 
     # ---- fill ---------------------------------------------------------------
-    def set_page(self, mmu_idx: int, vaddr: int, paddr: int, prot: int, size: int = PAGE_SIZE) -> int:
-        """Install a translation (QEMU's tlb_set_page_full); return the slot.
+    def set_page(
+        self,
+        mmu_idx: int,
+        vaddr: int,
+        paddr: int,
+        prot: int,
+        size: int = PAGE_SIZE,
+        ram_offset: int | None = None,
+        read_flags: int = 0,
+        write_flags: int = 0,
+    ) -> int:
+        """Write one entry, its page already classified by the fill; return the slot.
 
-        The page is classified once, here (STYLE practice 6): RAM gets an
-        addend and clean tags; ROM a discard-write tag; devices TLB_MMIO; a
-        frame holding code TLB_NOTDIRTY on the write tag; a watched page
-        TLB_WATCHPOINT on the tags of the watched access kinds.
+        ``ram_offset``: where the frame is in RAM (None: not RAM, no addend);
+        ``read_flags``/``write_flags``: the TLB flags of the read and write
+        tags (the code tag keeps only TLB_MMIO of the read flags).
         """
         desc = self.d[mmu_idx]
         vpage = vaddr & PAGE_MASK
@@ -204,16 +214,10 @@ class CPUTLB:
         old = desc.vpage[index]
         if old != -1 and old != vpage:
             self._to_victim(desc, index)
-        addend_base, read_flags, write_flags = self.classify(ppage)
-        read_watch, write_watch = self.watch_flags(vpage) if self.watch_flags else (False, False)
-        if read_watch:
-            read_flags |= TLB_WATCHPOINT
-        if write_watch:
-            write_flags |= TLB_WATCHPOINT
         desc.read[index] = (vpage | read_flags) if prot & PAGE_READ else INVALID_TAG
         desc.write[index] = (vpage | write_flags) if prot & PAGE_WRITE else INVALID_TAG
         desc.code[index] = (vpage | (read_flags & TLB_MMIO)) if prot & PAGE_EXEC else INVALID_TAG
-        desc.addend[index] = (addend_base - vpage) if addend_base is not None else 0
+        desc.addend[index] = (ram_offset - vpage) if ram_offset is not None else 0
         desc.paddr[index] = ppage
         desc.prot[index] = prot
         desc.vpage[index] = vpage
@@ -296,8 +300,6 @@ class CPUTLB:
 
     def flush_nonglobal(self) -> None:
         """Drop every entry but global pages (mov cr3 with CR4.PGE set)."""
-        from ..core.mmu import PAGE_GLOBAL
-
         for desc in self.d:
             keep = False
             for i in range(TLB_SIZE):
@@ -386,7 +388,7 @@ class CPUTLB:
 
     def flush_phys_page(self, ppage: int) -> None:
         """Drop every entry mapping frame ``ppage`` (used when a watchpoint or region changes)."""
-        vpages = set()
+        vpages: set[int] = set()
         for desc in self.d:
             for i, p in enumerate(desc.paddr):
                 if p == ppage:
@@ -400,7 +402,7 @@ class CPUTLB:
     def valid_entries(self, mmu_idx: int) -> list[tuple[int, int, int, int, int]]:
         """(vpage, paddr, read_tag, write_tag, code_tag) of valid entries, for `monitor info tlb`."""
         desc = self.d[mmu_idx]
-        out = []
+        out: list[tuple[int, int, int, int, int]] = []
         for i in range(TLB_SIZE):
             if desc.vpage[i] != -1:
                 out.append((desc.vpage[i], desc.paddr[i], desc.read[i], desc.write[i], desc.code[i]))

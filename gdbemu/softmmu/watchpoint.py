@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core.exceptions import InstructionRestart
+from .exits import InstructionRestart
 
 LOG_MAX = 100_000  # watch-log records kept (the oldest are dropped and counted)
 

@@ -9,14 +9,12 @@ order of core/emit.py: loads and stores first, register and flag writes last.
 from __future__ import annotations
 
 from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
-from ..cpu import HF_VM
+from ..cpu import EAX, EBP, EDX, ESP, HF_VM
 from ..decode import MEM
 from ..emit import MASK, SIGN, Emitter
 from ..exceptions import BR, GP, UD
 from ..helpers import helper
 from . import op
-
-EAX, ECX, EDX, EBX, ESP, EBP = 0, 1, 2, 3, 4, 5
 
 
 @op("cmpxchg", flags="w", pure=True)

@@ -55,8 +55,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...softmmu.access import ACCESS_READ, ACCESS_WRITE
-from ...softmmu.tlb import PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
+from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
 from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
 from ..decode import MEM, OTHER, Insn
@@ -269,7 +268,7 @@ class _Rep:
         self.mmu = cpu.mmu_idx
         self.desc = cpu.tlb.d[self.mmu]
         self.soft = cpu.softmmu
-        self.ram = cpu.machine.mem.ram
+        self.ram = cpu.mem.ram
         self.val: int | None = None
         self.cc: tuple[int, int, int] | None = None
         self.done = False  # cmps/scas: the repe/repne condition ended the loop
@@ -419,7 +418,7 @@ class _Rep:
     def _elements(self, r: int, k: int) -> np.ndarray:
         """The k elements at RAM offset r, in the order the instruction visits them."""
         lo = self.span(r, k)
-        arr = self.cpu.machine.mem.np[lo : lo + k * self.size].view(_DTYPE[self.size])
+        arr = self.cpu.mem.np[lo : lo + k * self.size].view(_DTYPE[self.size])
         return arr if self.step > 0 else arr[::-1]
 
     def _scan(self, equal: np.ndarray, k: int) -> int:
@@ -462,12 +461,12 @@ class _Rep:
             soft.lookup(mmu, ld, ACCESS_WRITE)
             if (ld & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
                 soft.lookup(mmu, (ld + size - 1) & 0xFFFFFFFF, ACCESS_WRITE)
-            value = self.cpu.machine.mem.io_read(self.cpu.regs[EDX] & 0xFFFF, size) & MASK[size]
+            value = self.cpu.events.io_read(self.cpu.regs[EDX] & 0xFFFF, size) & MASK[size]
             soft.store(mmu, ld, size, value)
             self.advance(1, False, True)
         else:  # OUTS
             value = soft.load(mmu, ls, size)
-            self.cpu.machine.mem.io_write(self.cpu.regs[EDX] & 0xFFFF, size, value)
+            self.cpu.events.io_write(self.cpu.regs[EDX] & 0xFFFF, size, value)
             self.advance(1, True, False)
 
     # ---- the loop ---------------------------------------------------------------

@@ -57,6 +57,8 @@ from ..cpu import (
     MSR_IA32_SYSENTER_EIP,
     MSR_IA32_SYSENTER_ESP,
     MSR_IA32_TSC,
+    REQ_EXIT,
+    REQ_NMI,
     SS,
     MSR_MTRRcap,
     MSR_MTRRdefType,
@@ -75,9 +77,6 @@ from ..seg import probe_lsl as _probe_lsl
 from ..seg import probe_verify as _probe_verify
 from ..seg import sys_read
 from . import op
-
-REQ_EXIT = 1
-REQ_NMI = 4  # as core/exec.py
 
 
 def _call(e: Emitter, name: str, *args: str, result: str | None = None) -> None:
@@ -261,13 +260,13 @@ def check_io(cpu, port: int, size: int) -> None:
 @helper
 def io_out(cpu, port: int, size: int, value: int) -> None:
     check_io(cpu, port, size)
-    cpu.machine.mem.io_write(port, size, value & MASK[size])
+    cpu.events.io_write(port, size, value & MASK[size])
 
 
 @helper
 def io_in(cpu, port: int, size: int) -> int:
     check_io(cpu, port, size)
-    return cpu.machine.mem.io_read(port, size) & MASK[size]
+    return cpu.events.io_read(port, size) & MASK[size]
 
 
 # ---- segments ------------------------------------------------------------------
@@ -682,7 +681,7 @@ def mov_to_dr(cpu, n: int, value: int) -> None:
     if n != 6:
         # DR0-3 addresses or DR7 enables changed: the guest's own breakpoints and
         # data watchpoints are marks and TLB flags like gdb's (machine.update_guest_debug).
-        cpu.machine.update_guest_debug(cpu)
+        cpu.events.update_guest_debug(cpu)
 
 
 # ---- CPUID -----------------------------------------------------------------------------

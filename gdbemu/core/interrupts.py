@@ -36,8 +36,8 @@ next delivery attempt (the #DF, or the serial exception).
 from __future__ import annotations
 
 from . import flags as F
-from .cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, DS, ES, ESP, FS, GS, SS, SegmentCache
-from .exceptions import AC, BR, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
+from .cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, DESC_S, DS, ES, ESP, FS, GS, SS, SegmentCache
+from .exceptions import AC, BR, DB, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
     SYS_INT_GATE16,
@@ -57,18 +57,24 @@ from .seg import (
     stack_read,
     stack_write,
     sys_read,
+    sys_type,
     sys_write,
     tss_inner_stack,
 )
 from .stop import RunStop, StopKind
 from .task import (
+    DR6_BT,
+    SWITCH_CALL,
     SWITCH_INT,
-    debug_trap_after_switch,
+    SWITCH_IRET,
+    SWITCH_JMP,
+    TSS_AVAILABLE,
+    TSS_BUSY,
+    check_available_tss,
     in_new_task,
     resolve_task_gate,
     settle_rf,
     switch_task,
-    task_return,
 )
 
 _CONTRIBUTORY = frozenset({0, TS, NP, SS_FAULT, GP})
@@ -416,7 +422,88 @@ def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
     cpu.set_eflags(new_flags, F.ARITH | F.TF | F.DF | F.IF | F.IOPL | F.NT | F.RF | F.AC | F.ID | F.VM | F.VIF | F.VIP)
 
 
-__all__ = ["raise_exception", "do_interrupt", "iret", "TripleFault"]
+# ---- task switches started by an instruction or an IRET --------------------------------------
+# (here, not in task.py, because faults after the commit point are delivered in the new task)
+def _raise_in_new_task(cpu, fault: GuestFault) -> None:
+    """Deliver a fault of the new task (after the commit point of an instruction-initiated switch)."""
+    raise_exception(cpu, fault)
+
+
+def debug_trap_after_switch(cpu) -> None:
+    """The TSS T flag: #DB trap with DR6.BT before the new task's first instruction (SDM 17.3.1.5)."""
+    cpu.dr[6] |= DR6_BT
+    raise_exception(cpu, GuestFault(DB))
+
+
+def switch_by_instruction(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int) -> None:
+    """A switch initiated by JMP, CALL or IRET: the instruction completes, then the new task runs.
+
+    Faults before the commit point propagate (the instruction faults in the
+    old task); faults after it are delivered here, in the new task, as is
+    the T-flag trap: the instruction itself has completed.
+    """
+    try:
+        trap = switch_task(cpu, selector, lo, hi, source, next_eip)
+    except GuestFault as fault:
+        if not in_new_task(fault):
+            raise
+        _raise_in_new_task(cpu, fault)
+        return
+    if trap:
+        debug_trap_after_switch(cpu)
+
+
+def far_task_switch(cpu, selector: int, lo: int, hi: int, call: bool, next_eip: int) -> None:
+    """JMP/CALL far to a TSS descriptor or a task gate (SDM vol. 2 JMP, CALL: TASK-GATE, TASK-STATE-SEGMENT).
+
+    The descriptor's DPL must be >= CPL and >= the selector's RPL (#GP with
+    the selector).  A task gate must be present (#NP(gate selector)); the
+    TSS it names is checked by ``resolve_task_gate``.  A TSS descriptor is
+    checked directly (available, in the GDT, present).
+    """
+    err = selector & 0xFFFC
+    dpl = dpl_of(hi)
+    if dpl < cpu.cpl or dpl < selector & 3:
+        raise GuestFault(GP, err)
+    if sys_type(hi) in TSS_AVAILABLE or sys_type(hi) in TSS_BUSY:
+        check_available_tss(selector, hi)
+    else:  # a task gate
+        if not hi & DESC_P:
+            raise GuestFault(NP, err)
+        selector, lo, hi = resolve_task_gate(cpu, lo)
+    switch_by_instruction(cpu, selector, lo, hi, SWITCH_CALL if call else SWITCH_JMP, next_eip)
+
+
+def task_return(cpu, next_eip: int) -> None:
+    """IRET with EFLAGS.NT=1: back to the task named by the current TSS's back link (SDM vol. 2 IRET TASK-RETURN).
+
+    The link must be a GDT selector within the limit (#TS(link)), of a busy
+    TSS (#TS(link)), present (#NP(link)).  The abandoned task is marked not
+    busy, the old EFLAGS image is saved with NT=0.
+    """
+    link = sys_read(cpu, cpu.tr.base, 2)
+    err = link & 0xFFFC
+    if link & 4 or not err:
+        raise GuestFault(TS, err)
+    lo, hi = read_descriptor(cpu, link, TS)
+    if hi & DESC_S or sys_type(hi) not in TSS_BUSY:
+        raise GuestFault(TS, err)
+    if not hi & DESC_P:
+        raise GuestFault(NP, err)
+    switch_by_instruction(cpu, link, lo, hi, SWITCH_IRET, next_eip)
+
+
+__all__ = [
+    "raise_exception",
+    "do_interrupt",
+    "iret",
+    "TripleFault",
+    "deliver_external",
+    "far_task_switch",
+    "switch_by_instruction",
+    "task_return",
+    "debug_trap_after_switch",
+]
 
 
 def deliver_external(cpu, vector: int) -> None:

@@ -65,7 +65,7 @@ from .cpu import (
     SS,
     SegmentCache,
 )
-from .exceptions import DB, GP, NP, TS, GuestFault
+from .exceptions import GP, NP, TS, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
     DESC_DPL_SHIFT,
@@ -93,8 +93,8 @@ SWITCH_IRET = "iret"
 SWITCH_INT = "int"  # an exception, an external interrupt or INT n through an IDT task gate
 
 _NESTING = (SWITCH_CALL, SWITCH_INT)  # set NT and the back link; the old task stays busy
-_AVAILABLE = (SYS_TSS16_AVAIL, SYS_TSS32_AVAIL)
-_BUSY = (SYS_TSS16_BUSY, SYS_TSS32_BUSY)
+TSS_AVAILABLE = (SYS_TSS16_AVAIL, SYS_TSS32_AVAIL)
+TSS_BUSY = (SYS_TSS16_BUSY, SYS_TSS32_BUSY)
 DR6_BT = 1 << 15
 DR7_LOCAL_ENABLES = 0x55  # L0-L3
 _V86_FLAGS = DESC_P | DESC_S | DESC_W | DESC_A | (3 << DESC_DPL_SHIFT)
@@ -123,7 +123,7 @@ def check_available_tss(selector: int, hi: int, ext: int = 0) -> None:
     is #GP(TSS selector); a TSS not present is #NP(TSS selector).
     """
     err = (selector & 0xFFFC) | ext
-    if selector & 4 or hi & DESC_S or sys_type(hi) not in _AVAILABLE:
+    if selector & 4 or hi & DESC_S or sys_type(hi) not in TSS_AVAILABLE:
         raise GuestFault(GP, err)
     if not hi & DESC_P:
         raise GuestFault(NP, err)
@@ -385,91 +385,17 @@ def settle_rf(cpu) -> None:
             cpu.eflags &= ~F.RF
 
 
-def _raise_in_new_task(cpu, fault: GuestFault) -> None:
-    """Deliver a fault of the new task (after the commit point of an instruction-initiated switch)."""
-    from .interrupts import raise_exception
-
-    raise_exception(cpu, fault)
-
-
-def debug_trap_after_switch(cpu) -> None:
-    """The TSS T flag: #DB trap with DR6.BT before the new task's first instruction (SDM 17.3.1.5)."""
-    from .interrupts import raise_exception
-
-    cpu.dr[6] |= DR6_BT
-    raise_exception(cpu, GuestFault(DB))
-
-
-def switch_by_instruction(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int) -> None:
-    """A switch initiated by JMP, CALL or IRET: the instruction completes, then the new task runs.
-
-    Faults before the commit point propagate (the instruction faults in the
-    old task); faults after it are delivered here, in the new task, as is
-    the T-flag trap: the instruction itself has completed.
-    """
-    try:
-        trap = switch_task(cpu, selector, lo, hi, source, next_eip)
-    except GuestFault as fault:
-        if not in_new_task(fault):
-            raise
-        _raise_in_new_task(cpu, fault)
-        return
-    if trap:
-        debug_trap_after_switch(cpu)
-
-
-def far_task_switch(cpu, selector: int, lo: int, hi: int, call: bool, next_eip: int) -> None:
-    """JMP/CALL far to a TSS descriptor or a task gate (SDM vol. 2 JMP, CALL: TASK-GATE, TASK-STATE-SEGMENT).
-
-    The descriptor's DPL must be >= CPL and >= the selector's RPL (#GP with
-    the selector).  A task gate must be present (#NP(gate selector)); the
-    TSS it names is checked by ``resolve_task_gate``.  A TSS descriptor is
-    checked directly (available, in the GDT, present).
-    """
-    err = selector & 0xFFFC
-    dpl = dpl_of(hi)
-    if dpl < cpu.cpl or dpl < selector & 3:
-        raise GuestFault(GP, err)
-    if sys_type(hi) in _AVAILABLE or sys_type(hi) in _BUSY:
-        check_available_tss(selector, hi)
-    else:  # a task gate
-        if not hi & DESC_P:
-            raise GuestFault(NP, err)
-        selector, lo, hi = resolve_task_gate(cpu, lo)
-    switch_by_instruction(cpu, selector, lo, hi, SWITCH_CALL if call else SWITCH_JMP, next_eip)
-
-
-def task_return(cpu, next_eip: int) -> None:
-    """IRET with EFLAGS.NT=1: back to the task named by the current TSS's back link (SDM vol. 2 IRET TASK-RETURN).
-
-    The link must be a GDT selector within the limit (#TS(link)), of a busy
-    TSS (#TS(link)), present (#NP(link)).  The abandoned task is marked not
-    busy, the old EFLAGS image is saved with NT=0.
-    """
-    link = sys_read(cpu, cpu.tr.base, 2)
-    err = link & 0xFFFC
-    if link & 4 or not err:
-        raise GuestFault(TS, err)
-    lo, hi = read_descriptor(cpu, link, TS)
-    if hi & DESC_S or sys_type(hi) not in _BUSY:
-        raise GuestFault(TS, err)
-    if not hi & DESC_P:
-        raise GuestFault(NP, err)
-    switch_by_instruction(cpu, link, lo, hi, SWITCH_IRET, next_eip)
-
-
 __all__ = [
+    "DR6_BT",
+    "TSS_AVAILABLE",
+    "TSS_BUSY",
     "SWITCH_JMP",
     "SWITCH_CALL",
     "SWITCH_IRET",
     "SWITCH_INT",
     "switch_task",
-    "switch_by_instruction",
-    "far_task_switch",
-    "task_return",
     "resolve_task_gate",
     "check_available_tss",
     "in_new_task",
-    "debug_trap_after_switch",
     "settle_rf",
 ]

@@ -42,6 +42,7 @@ from ..decode import IMM, MEM
 from ..emit import MASK, Emitter
 from ..exceptions import GP, NP, TS, UD, GuestFault
 from ..helpers import helper
+from ..interrupts import far_task_switch
 from ..seg import (
     SYS_CALL_GATE16,
     SYS_CALL_GATE32,
@@ -63,7 +64,6 @@ from ..seg import (
     sys_type,
     tss_inner_stack,
 )
-from ..task import far_task_switch
 from . import op
 
 # Descriptors a far JMP/CALL switches tasks through (a busy TSS is refused by the switch: #GP).

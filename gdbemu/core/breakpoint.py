@@ -25,7 +25,17 @@ delivered to the guest, suppressed once by EFLAGS.RF).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 from .exceptions import CpuExit
+
+
+class DebugRegsCPU(Protocol):
+    """What ``check`` touches of the CPU (this module sits below core/cpu.py, which holds the marks)."""
+
+    eflags: int
+    dr: list[int]
 
 
 class DebugStop(CpuExit):
@@ -38,7 +48,7 @@ class DebugStop(CpuExit):
 
 
 class Breakpoints:
-    def __init__(self, invalidate_linear) -> None:
+    def __init__(self, invalidate_linear: Callable[[int], None]) -> None:
         self.gdb: dict[int, set[str]] = {}  # linear -> {"sw", "hw"}
         self.guest: dict[int, set[int]] = {}  # linear -> DR numbers with an enabled execute breakpoint
         self.marks: set[int] = set()
@@ -46,7 +56,8 @@ class Breakpoints:
         # Set by the debugger when resuming from a breakpoint it stopped at,
         # so the first instruction does not report the same hit again.
         self.skip_once: int | None = None
-        self.conditions: dict[int, object] = {}  # linear -> callable(cpu) -> bool (target-side conditions)
+        # linear -> callable(cpu) -> bool (target-side conditions, given the CPU)
+        self.conditions: dict[int, Callable[[Any], object]] = {}
         self.hits = 0
 
     def _update(self, addr: int) -> None:
@@ -92,7 +103,7 @@ class Breakpoints:
     def stop_at(self, linear: int) -> bool:
         return linear in self.marks
 
-    def check(self, cpu, linear: int) -> None:
+    def check(self, cpu: DebugRegsCPU, linear: int) -> None:
         """The prologue of a TB at a marked address: report to gdb, or raise #DB in the guest."""
         if self.skip_once == linear:
             self.skip_once = None

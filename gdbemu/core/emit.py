@@ -108,7 +108,7 @@ class Emitter:
         self.lines.append("    " * self.indent_level + line)
 
     @contextmanager
-    def block(self, header: str):
+    def block(self, header: str) -> None:
         """``with e.block("if x:"):`` indents what is emitted inside."""
         self.emit(header)
         self.indent_level += 1

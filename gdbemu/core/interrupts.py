@@ -98,7 +98,7 @@ def _is_double_fault(first: int, second: int) -> bool:
     return False
 
 
-def raise_exception(cpu, fault: GuestFault) -> None:
+def raise_exception(cpu: CPU, fault: GuestFault) -> None:
     """Deliver ``fault``; escalate to #DF / triple fault when delivery itself faults.
 
     A trap-like event (``next_eip`` set: INT n, INT3, INTO, INT1) has already
@@ -130,7 +130,7 @@ def _triple(cpu: CPU, why: str) -> None:
     cpu.events.request_stop(RunStop(StopKind.TRIPLE_FAULT, why))
 
 
-def _deliver(cpu, fault: GuestFault) -> None:
+def _deliver(cpu: CPU, fault: GuestFault) -> None:
     if fault.cr2 is not None:
         cpu.cr[2] = fault.cr2
     # Traps and software interrupts return to the next instruction; faults to the faulting one.
@@ -142,7 +142,9 @@ def _deliver(cpu, fault: GuestFault) -> None:
     do_interrupt(cpu, fault.vector, fault.soft, error_code, next_eip, push_rf)
 
 
-def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False) -> None:
+def do_interrupt(
+    cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
+) -> None:
     """Deliver one event (exception, software or hardware interrupt) through the IDT/IVT.
 
     ``soft`` is INT n / INT3 / INTO: the gate DPL is checked against CPL and
@@ -159,7 +161,7 @@ def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip:
     cpu.halted = False
 
 
-def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
+def _interrupt_real(cpu: CPU, vector: int, next_eip: int) -> None:
     """Real mode: FLAGS, CS, IP on the stack; CS:IP from the IVT (SDM vol. 3, 20.1.4)."""
     if vector * 4 + 3 > cpu.idtr_limit:
         raise GuestFault(GP, vector * 8 + 2)
@@ -180,7 +182,7 @@ def _interrupt_real(cpu, vector: int, next_eip: int) -> None:
 
 
 def _interrupt_protected(
-    cpu, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
+    cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
 ) -> None:
     """Protected and virtual-8086 mode delivery (SDM vol. 2, INT n: PROTECTED-MODE and after)."""
     ext = 0 if soft else 1
@@ -264,7 +266,7 @@ def _interrupt_protected(
     cpu.compute_hflags()
 
 
-def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, next_eip: int) -> None:
+def _interrupt_task_gate(cpu: CPU, gate_lo: int, ext: int, error_code: int | None, next_eip: int) -> None:
     """An event through an IDT task gate (SDM vol. 2 INT n: TASK-GATE; vol. 3, 6.12.2).
 
     The switch nests (NT, back link, the old task stays busy) and saves
@@ -291,7 +293,7 @@ def _interrupt_task_gate(cpu, gate_lo: int, ext: int, error_code: int | None, ne
 
 
 # ---- iret -------------------------------------------------------------------------------
-def iret(cpu, opsize: int, next_eip: int = 0) -> None:
+def iret(cpu: CPU, opsize: int, next_eip: int = 0) -> None:
     """IRET/IRETD in real, virtual-8086 and protected mode (SDM vol. 2, IRET).
 
     Protected mode: same privilege, outward (pops SS:ESP, nulls data segment
@@ -306,7 +308,7 @@ def iret(cpu, opsize: int, next_eip: int = 0) -> None:
     settle_rf(cpu)
 
 
-def _iret(cpu, opsize: int, next_eip: int) -> None:
+def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
     ss = cpu.segs[SS]
     sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
     sp = cpu.regs[ESP]
@@ -382,7 +384,7 @@ def _iret(cpu, opsize: int, next_eip: int) -> None:
     cpu.set_eflags(new_flags, mask)  # recomputes hflags with the new CS/SS
 
 
-def _iret_real(cpu, opsize: int, pop, current_sp) -> None:
+def _iret_real(cpu: CPU, opsize: int, pop, current_sp) -> None:
     """Real mode, and virtual-8086 mode with IOPL = 3 (else #GP(0)): no descriptor checks."""
     v86 = bool(cpu.eflags & F.VM)
     if v86 and (cpu.eflags >> 12) & 3 != 3:
@@ -406,7 +408,7 @@ def _iret_real(cpu, opsize: int, pop, current_sp) -> None:
     cpu.set_eflags(new_flags, mask)
 
 
-def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
+def _iret_to_v86(cpu: CPU, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
     """IRETD at CPL 0 with VM=1 in the popped EFLAGS: enter virtual-8086 mode (SDM IRET RETURN-TO-V86)."""
     new_esp = pop(4)
     new_ss = pop(4) & 0xFFFF
@@ -424,18 +426,18 @@ def _iret_to_v86(cpu, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
 
 # ---- task switches started by an instruction or an IRET --------------------------------------
 # (here, not in task.py, because faults after the commit point are delivered in the new task)
-def _raise_in_new_task(cpu, fault: GuestFault) -> None:
+def _raise_in_new_task(cpu: CPU, fault: GuestFault) -> None:
     """Deliver a fault of the new task (after the commit point of an instruction-initiated switch)."""
     raise_exception(cpu, fault)
 
 
-def debug_trap_after_switch(cpu) -> None:
+def debug_trap_after_switch(cpu: CPU) -> None:
     """The TSS T flag: #DB trap with DR6.BT before the new task's first instruction (SDM 17.3.1.5)."""
     cpu.dr[6] |= DR6_BT
     raise_exception(cpu, GuestFault(DB))
 
 
-def switch_by_instruction(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int) -> None:
+def switch_by_instruction(cpu: CPU, selector: int, lo: int, hi: int, source: str, next_eip: int) -> None:
     """A switch initiated by JMP, CALL or IRET: the instruction completes, then the new task runs.
 
     Faults before the commit point propagate (the instruction faults in the
@@ -453,7 +455,7 @@ def switch_by_instruction(cpu, selector: int, lo: int, hi: int, source: str, nex
         debug_trap_after_switch(cpu)
 
 
-def far_task_switch(cpu, selector: int, lo: int, hi: int, call: bool, next_eip: int) -> None:
+def far_task_switch(cpu: CPU, selector: int, lo: int, hi: int, call: bool, next_eip: int) -> None:
     """JMP/CALL far to a TSS descriptor or a task gate (SDM vol. 2 JMP, CALL: TASK-GATE, TASK-STATE-SEGMENT).
 
     The descriptor's DPL must be >= CPL and >= the selector's RPL (#GP with
@@ -474,7 +476,7 @@ def far_task_switch(cpu, selector: int, lo: int, hi: int, call: bool, next_eip: 
     switch_by_instruction(cpu, selector, lo, hi, SWITCH_CALL if call else SWITCH_JMP, next_eip)
 
 
-def task_return(cpu, next_eip: int) -> None:
+def task_return(cpu: CPU, next_eip: int) -> None:
     """IRET with EFLAGS.NT=1: back to the task named by the current TSS's back link (SDM vol. 2 IRET TASK-RETURN).
 
     The link must be a GDT selector within the limit (#TS(link)), of a busy
@@ -506,7 +508,7 @@ __all__ = [
 ]
 
 
-def deliver_external(cpu, vector: int) -> None:
+def deliver_external(cpu: CPU, vector: int) -> None:
     """A hardware interrupt (INTR from the PIC or local APIC), taken at an instruction boundary.
 
     No error code is pushed whatever the vector (SDM vol. 3, 6.13), the saved

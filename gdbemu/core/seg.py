@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX
 from . import flags as F
 from .cpu import (
+    CPU,
     CR0_PE,
     CS,
     DESC_A,
@@ -59,17 +60,17 @@ SYS_TRAP_GATE32 = 15
 TSS_BUSY_BIT = 1 << 9  # type bit 1 of an available TSS, in the high dword
 
 
-def sys_read(cpu, vaddr: int, size: int) -> int:
+def sys_read(cpu: CPU, vaddr: int, size: int) -> int:
     """A supervisor read (descriptor tables, TSS, interrupt frames): may raise #PF."""
     return cpu.softmmu.load(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
 
 
-def sys_write(cpu, vaddr: int, size: int, value: int) -> None:
+def sys_write(cpu: CPU, vaddr: int, size: int, value: int) -> None:
     """A supervisor write; may raise #PF (and SMCRestart, which only restarts the instruction)."""
     cpu.softmmu.store(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
 
 
-def stack_read(cpu, vaddr: int, size: int, cpl: int) -> int:
+def stack_read(cpu: CPU, vaddr: int, size: int, cpl: int) -> int:
     """A stack access of the privilege level that owns the stack: a user access at CPL 3.
 
     Far CALL/RET and IRET touch the stack with the privilege of the level
@@ -79,7 +80,7 @@ def stack_read(cpu, vaddr: int, size: int, cpl: int) -> int:
     return cpu.softmmu.load(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
 
 
-def stack_write(cpu, vaddr: int, size: int, value: int, cpl: int) -> None:
+def stack_write(cpu: CPU, vaddr: int, size: int, value: int, cpl: int) -> None:
     cpu.softmmu.store(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
 
 
@@ -100,7 +101,7 @@ def is_conforming_code(hi: int) -> bool:
     return is_code(hi) and bool(hi & DESC_C)
 
 
-def read_descriptor(cpu, selector: int, exc: int = GP, ext: int = 0) -> tuple[int, int]:
+def read_descriptor(cpu: CPU, selector: int, exc: int = GP, ext: int = 0) -> tuple[int, int]:
     """The 8-byte descriptor for ``selector`` as (low dword, high dword).
 
     An index beyond the GDT/LDT limit raises ``exc`` (#GP, or #TS for the
@@ -118,7 +119,7 @@ def read_descriptor(cpu, selector: int, exc: int = GP, ext: int = 0) -> tuple[in
     return lo, hi
 
 
-def try_read_descriptor(cpu, selector: int) -> tuple[int, int] | None:
+def try_read_descriptor(cpu: CPU, selector: int) -> tuple[int, int] | None:
     """The descriptor, or None for a null selector or one beyond its table (LAR/LSL/VERR/VERW).
 
     A page fault reading the table still faults: only the selector checks are silent.
@@ -133,12 +134,12 @@ def try_read_descriptor(cpu, selector: int) -> tuple[int, int] | None:
         raise
 
 
-def descriptor_address(cpu, selector: int) -> int:
+def descriptor_address(cpu: CPU, selector: int) -> int:
     base = cpu.ldtr.base if selector & 4 else cpu.gdtr_base
     return base + (selector & ~7 & 0xFFFF)
 
 
-def set_accessed(cpu, selector: int, hi: int) -> None:
+def set_accessed(cpu: CPU, selector: int, hi: int) -> None:
     """Set the descriptor's accessed bit in memory (SDM vol. 3, 3.4.5.1) if it is clear."""
     if not hi & DESC_A:
         sys_write(cpu, descriptor_address(cpu, selector) + 4, 4, hi | DESC_A)
@@ -159,7 +160,7 @@ def cache_from(selector: int, lo: int, hi: int) -> SegmentCache:
     return SegmentCache(selector, desc_base(lo, hi), desc_limit(lo, hi), hi & 0x00F0FF00)
 
 
-def load_cache(cpu, seg: int, cache: SegmentCache) -> None:
+def load_cache(cpu: CPU, seg: int, cache: SegmentCache) -> None:
     """Install a segment cache and recompute what depends on it (hflags, the base mirror)."""
     cpu.segs[seg] = cache
     cpu.compute_hflags()
@@ -170,7 +171,7 @@ def real_mode_cache(selector: int, old: SegmentCache) -> SegmentCache:
     return SegmentCache(selector, selector << 4, old.limit if old.limit else 0xFFFF, old.flags | DESC_P)
 
 
-def load_seg(cpu, seg: int, selector: int) -> None:
+def load_seg(cpu: CPU, seg: int, selector: int) -> None:
     """mov/pop/lds to a data or stack segment register, with the protected-mode checks.
 
     SDM vol. 2, MOV (segment register): SS needs a writable data segment with
@@ -214,7 +215,7 @@ def load_seg(cpu, seg: int, selector: int) -> None:
 
 
 # ---- code and stack segments of control transfers ---------------------------------
-def load_code_cache(cpu, selector: int, lo: int, hi: int, cpl: int) -> None:
+def load_code_cache(cpu: CPU, selector: int, lo: int, hi: int, cpl: int) -> None:
     """Install CS with RPL = the new CPL (far transfers, interrupts, iret).
 
     Writes no memory: the caller sets the descriptor's accessed bit
@@ -224,7 +225,7 @@ def load_code_cache(cpu, selector: int, lo: int, hi: int, cpl: int) -> None:
     cpu.segs[CS] = cache_from((selector & 0xFFFC) | cpl, lo, hi | DESC_A)
 
 
-def check_code_descriptor(cpu, selector: int, lo: int, hi: int, ext: int = 0) -> None:
+def check_code_descriptor(cpu: CPU, selector: int, lo: int, hi: int, ext: int = 0) -> None:
     """The target of a transfer must be a present code segment (#GP / #NP with its selector)."""
     if not is_code(hi):
         raise GuestFault(GP, (selector & 0xFFFC) | ext)
@@ -238,7 +239,7 @@ def check_eip(offset: int, lo: int, hi: int) -> None:
         raise GuestFault(GP, 0)
 
 
-def stack_cache(cpu, selector: int, cpl: int, exc: int, ext: int = 0) -> SegmentCache:
+def stack_cache(cpu: CPU, selector: int, cpl: int, exc: int, ext: int = 0) -> SegmentCache:
     """Check and build the SS for privilege level ``cpl`` (inner stack from the TSS, or outer on return).
 
     Sets the descriptor's accessed bit (the only memory write) before returning.
@@ -259,7 +260,7 @@ def stack_cache(cpu, selector: int, cpl: int, exc: int, ext: int = 0) -> Segment
     return cache_from(selector, lo, hi | DESC_A)
 
 
-def tss_inner_stack(cpu, dpl: int, ext: int = 0) -> tuple[int, int]:
+def tss_inner_stack(cpu: CPU, dpl: int, ext: int = 0) -> tuple[int, int]:
     """SSn:ESPn of the current TSS for privilege level ``dpl`` (SDM vol. 3, 7.2.1, 6.12.1).
 
     A 32-bit TSS holds ESPn at 4 + 8n and SSn at 8 + 8n; a 16-bit TSS SPn at
@@ -277,7 +278,7 @@ def tss_inner_stack(cpu, dpl: int, ext: int = 0) -> tuple[int, int]:
     return ss, esp
 
 
-def invalidate_outer_segments(cpu, cpl: int) -> None:
+def invalidate_outer_segments(cpu: CPU, cpl: int) -> None:
     """After a return to an outer level: null ES/DS/FS/GS the new CPL may not use.
 
     SDM vol. 2 RET and IRET (RETURN-TO-OUTER-PRIVILEGE-LEVEL): a segment
@@ -294,7 +295,7 @@ def invalidate_outer_segments(cpu, cpl: int) -> None:
 
 
 # ---- LDTR and TR ------------------------------------------------------------------------
-def lldt(cpu, selector: int) -> None:
+def lldt(cpu: CPU, selector: int) -> None:
     """LLDT (SDM vol. 2): a GDT selector of a present LDT descriptor, or null (no LDT)."""
     selector &= 0xFFFF
     if not selector & 0xFFFC:
@@ -310,7 +311,7 @@ def lldt(cpu, selector: int) -> None:
     cpu.ldtr = cache_from(selector, lo, hi)
 
 
-def ltr(cpu, selector: int) -> None:
+def ltr(cpu: CPU, selector: int) -> None:
     """LTR (SDM vol. 2): load TR from an available TSS descriptor in the GDT and mark it busy."""
     selector &= 0xFFFF
     if not selector & 0xFFFC:
@@ -342,7 +343,7 @@ _LAR_SYS_TYPES = frozenset(
 _LSL_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY})
 
 
-def _visible(cpu, selector: int, hi: int) -> bool:
+def _visible(cpu: CPU, selector: int, hi: int) -> bool:
     """DPL >= max(CPL, RPL), except conforming code segments, which are visible at any level."""
     if is_conforming_code(hi):
         return True
@@ -350,7 +351,7 @@ def _visible(cpu, selector: int, hi: int) -> bool:
     return dpl >= cpu.cpl and dpl >= selector & 3
 
 
-def probe_lar(cpu, selector: int) -> int | None:
+def probe_lar(cpu: CPU, selector: int) -> int | None:
     """LAR: the access-rights dword (``hi & 0x00F0FF00``), or None (ZF=0)."""
     desc = try_read_descriptor(cpu, selector)
     if desc is None:
@@ -363,7 +364,7 @@ def probe_lar(cpu, selector: int) -> int | None:
     return hi & 0x00F0FF00
 
 
-def probe_lsl(cpu, selector: int) -> int | None:
+def probe_lsl(cpu: CPU, selector: int) -> int | None:
     """LSL: the byte-granular segment limit, or None (ZF=0)."""
     desc = try_read_descriptor(cpu, selector)
     if desc is None:
@@ -376,7 +377,7 @@ def probe_lsl(cpu, selector: int) -> int | None:
     return desc_limit(lo, hi)
 
 
-def probe_verify(cpu, selector: int, write: bool) -> bool:
+def probe_verify(cpu: CPU, selector: int, write: bool) -> bool:
     """VERR / VERW: is the segment readable / writable at the current CPL?"""
     desc = try_read_descriptor(cpu, selector)
     if desc is None:

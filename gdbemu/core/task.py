@@ -47,6 +47,7 @@ from __future__ import annotations
 from ..softmmu.tlb import ACCESS_WRITE, MMU_KNOSMAP_IDX
 from . import flags as F
 from .cpu import (
+    CPU,
     CR0_PG,
     CR0_TS,
     CR4_PGE,
@@ -129,7 +130,7 @@ def check_available_tss(selector: int, hi: int, ext: int = 0) -> None:
         raise GuestFault(NP, err)
 
 
-def resolve_task_gate(cpu, gate_lo: int, ext: int = 0) -> tuple[int, int, int]:
+def resolve_task_gate(cpu: CPU, gate_lo: int, ext: int = 0) -> tuple[int, int, int]:
     """The TSS named by a task gate, checked: (selector, low dword, high dword).
 
     SDM vol. 2 JMP/CALL/INT n (TASK-GATE): the TSS selector must be global
@@ -146,7 +147,7 @@ def resolve_task_gate(cpu, gate_lo: int, ext: int = 0) -> tuple[int, int, int]:
     return selector, lo, hi
 
 
-def _probe_write(cpu, addr: int, length: int) -> None:
+def _probe_write(cpu: CPU, addr: int, length: int) -> None:
     """Fault now (#PF) if any byte of [addr, addr+length) is not writable by the supervisor."""
     mmu = cpu.softmmu
     first = addr & 0xFFFFFFFF
@@ -160,7 +161,7 @@ def _tss_layout(tss_type: int) -> dict[str, int]:
     return _TSS32 if tss_type & 8 else _TSS16
 
 
-def _read_tss(cpu, base: int, tss_type: int) -> dict:
+def _read_tss(cpu: CPU, base: int, tss_type: int) -> dict:
     """Every field the switch loads from the new TSS (reads may #PF: before the commit point).
 
     In QEMU's order (CR3 first), so that a TSS on a page that is not present
@@ -183,7 +184,7 @@ def _read_tss(cpu, base: int, tss_type: int) -> dict:
     return state
 
 
-def switch_task(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int, ext: int = 0) -> bool:
+def switch_task(cpu: CPU, selector: int, lo: int, hi: int, source: str, next_eip: int, ext: int = 0) -> bool:
     """Switch to the task whose (checked, available or, for IRET, busy) TSS descriptor is ``lo``/``hi``.
 
     ``next_eip`` is the EIP saved in the old TSS.  Returns True when the new
@@ -238,7 +239,7 @@ def switch_task(cpu, selector: int, lo: int, hi: int, source: str, next_eip: int
 
 
 def _commit(
-    cpu, selector: int, lo: int, hi: int, tss_type: int, base: int, new: dict, source: str, next_eip: int, ext: int
+    cpu: CPU, selector: int, lo: int, hi: int, tss_type: int, base: int, new: dict, source: str, next_eip: int, ext: int
 ) -> bool:
     """Steps 5-13 of SDM vol. 3, 7.3: write the old task's state, load the new one, check its segments."""
     old_tr = cpu.tr
@@ -315,7 +316,7 @@ def _commit(
     return bool(new["trap"]) and bool(tss_type & 8)
 
 
-def _load_ldt(cpu, selector: int, ext: int) -> None:
+def _load_ldt(cpu: CPU, selector: int, ext: int) -> None:
     """The new task's LDTR (SDM 7.3, table 7-1): a present LDT descriptor in the GDT, or null; else #TS."""
     err = (selector & 0xFFFC) | ext
     if selector & 4:
@@ -328,7 +329,7 @@ def _load_ldt(cpu, selector: int, ext: int) -> None:
     cpu.ldtr = cache_from(selector, lo, hi)
 
 
-def _load_task_segment(cpu, seg: int, selector: int, cpl: int, ext: int) -> None:
+def _load_task_segment(cpu: CPU, seg: int, selector: int, cpl: int, ext: int) -> None:
     """Check and load one segment register of the new task (SDM vol. 3, table 7-1; QEMU's tss_load_seg).
 
     CS: a code segment with DPL = RPL (the new CPL); SS: a writable data
@@ -369,7 +370,7 @@ def _load_task_segment(cpu, seg: int, selector: int, cpl: int, ext: int) -> None
     cpu.segs[seg] = cache_from(selector, lo, hi | DESC_A)
 
 
-def settle_rf(cpu) -> None:
+def settle_rf(cpu: CPU) -> None:
     """Drop EFLAGS.RF at once when the next instruction carries no guest instruction breakpoint.
 
     RF only suppresses an instruction breakpoint on the first instruction

@@ -35,7 +35,7 @@ from ..softmmu.memory import PhysMemory
 from . import flags as F
 from . import ops as ops_pkg
 from .breakpoint import Breakpoints
-from .cpu import HF_CS32, HF_MMU_SHIFT, HF_TF
+from .cpu import CPU, HF_CS32, HF_MMU_SHIFT, HF_TF
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
@@ -111,7 +111,7 @@ class Translator:
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
-    def decode_block(self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int):
+    def decode_block(self, cpu: CPU, eip: int, cs_base: int, hflags: int, max_insns: int):
         """Decode instructions from cs_base+eip; return (insns, phys pages, ranges).
 
         Raises GuestFault(#PF) when the first instruction cannot be fetched;
@@ -209,7 +209,14 @@ class Translator:
 
     # ---- building -------------------------------------------------------------
     def translate(
-        self, cpu, eip: int, cs_base: int, hflags: int, max_insns: int = MAX_INSNS, tier: int = 1, check_bp: bool = True
+        self,
+        cpu: CPU,
+        eip: int,
+        cs_base: int,
+        hflags: int,
+        max_insns: int = MAX_INSNS,
+        tier: int = 1,
+        check_bp: bool = True,
     ) -> TB:
         insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
         tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
@@ -232,7 +239,7 @@ class Translator:
         self.build(cpu, tb, self.force_tier or tier)
         return tb
 
-    def _plan_dyn_imm(self, cpu, tb: TB) -> None:
+    def _plan_dyn_imm(self, cpu: CPU, tb: TB) -> None:
         """On an SMC-hot page, read immediates from RAM at run time instead of baking them in.
 
         Guests that rewrite code mostly rewrite constants.  An instruction
@@ -276,7 +283,7 @@ class Translator:
         plan = self._dyn_plan.get(id(tb)) if tb.dyn else None
         return plan[k] if plan is not None else None
 
-    def build(self, cpu, tb: TB, tier: int) -> None:
+    def build(self, cpu: CPU, tb: TB, tier: int) -> None:
         ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
         if tier == 2:
             tb.fn = self._build_tier2(cpu, tb, ns)
@@ -332,7 +339,7 @@ class Translator:
             e.ended = True
 
     # ---- tier 2 ----------------------------------------------------------------
-    def _build_tier2(self, cpu, tb: TB, ns: dict):
+    def _build_tier2(self, cpu: CPU, tb: TB, ns: dict):
         insns = tb.insns
         n = len(insns)
         e = Emitter(tb.hflags, tier1=False)
@@ -434,7 +441,7 @@ class Translator:
         return "\n".join(out) + "\n"
 
     # ---- tier 1 ----------------------------------------------------------------
-    def _build_tier1(self, cpu, tb: TB, ns: dict):
+    def _build_tier1(self, cpu: CPU, tb: TB, ns: dict):
         insns = tb.insns
         fns = []
         targets: dict[int, int] = {}
@@ -499,7 +506,7 @@ class Translator:
         return fn, tuple(e.consts)
 
 
-def _tier1_runner(cpu, tb: TB, fns: list, bp_linear: int | None = None):
+def _tier1_runner(cpu: CPU, tb: TB, fns: list, bp_linear: int | None = None):
     """The tier-1 TB: run each instruction function; exact eip/icount on every way out."""
     eips = tb.eips
     n = len(fns)

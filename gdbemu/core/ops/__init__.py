@@ -27,7 +27,9 @@ PURE: set[str] = set()
 ENDS_TB: set[str] = set()
 
 
-def op(*names: str, flags: str = "rw", pure: bool = False, end: bool = False):
+def op(
+    *names: str, flags: str = "rw", pure: bool = False, end: bool = False
+) -> Callable[[Callable[[Emitter], None]], Callable[[Emitter], None]]:
     """Register an emitter for one or more capstone instruction names."""
     reads = "r" in flags
     writes_all = flags == "w"

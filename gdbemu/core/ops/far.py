@@ -37,7 +37,7 @@ base = selector << 4), no checks.
 from __future__ import annotations
 
 from .. import flags as F
-from ..cpu import CR0_PE, CS, DESC_B, DESC_C, DESC_P, ESP, SS, SegmentCache
+from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, ESP, SS, SegmentCache
 from ..decode import IMM, MEM
 from ..emit import MASK, Emitter
 from ..exceptions import GP, NP, TS, UD, GuestFault
@@ -162,11 +162,11 @@ def lfs(e: Emitter) -> None:
 
 
 # ---- helpers: common pieces ----------------------------------------------------------------
-def _real_mode(cpu) -> bool:
+def _real_mode(cpu: CPU) -> bool:
     return not cpu.cr[0] & CR0_PE or bool(cpu.eflags & F.VM)
 
 
-def _load_real_cs(cpu, selector: int) -> None:
+def _load_real_cs(cpu: CPU, selector: int) -> None:
     """Real and virtual-8086 mode: selector and base change, limit and attributes stay."""
     cs = cpu.segs[CS]
     cpu.segs[CS] = SegmentCache(selector, selector << 4, cs.limit, cs.flags)
@@ -175,7 +175,7 @@ def _load_real_cs(cpu, selector: int) -> None:
 class _Stack:
     """Pushes/pops on a stack segment, written to memory now, committed to ESP later."""
 
-    def __init__(self, cpu, cache: SegmentCache, sp: int, cpl: int) -> None:
+    def __init__(self, cpu: CPU, cache: SegmentCache, sp: int, cpl: int) -> None:
         self.cpu = cpu
         self.base = cache.base
         self.mask = 0xFFFFFFFF if cache.flags & DESC_B else 0xFFFF
@@ -198,7 +198,7 @@ class _Stack:
         self.cpu.regs[ESP] = (old_esp & ~self.mask) | self.sp
 
 
-def _check_code_target(cpu, selector: int, hi: int, cpl: int) -> None:
+def _check_code_target(cpu: CPU, selector: int, hi: int, cpl: int) -> None:
     """JMP/CALL straight to a code segment (SDM vol. 3, 5.8.1): the CPL does not change."""
     err = selector & 0xFFFC
     if not is_code(hi):
@@ -212,7 +212,7 @@ def _check_code_target(cpu, selector: int, hi: int, cpl: int) -> None:
         raise GuestFault(NP, err)
 
 
-def _gate_target(cpu, selector: int, lo: int, hi: int, cpl: int) -> tuple[int, int, int, int, int]:
+def _gate_target(cpu: CPU, selector: int, lo: int, hi: int, cpl: int) -> tuple[int, int, int, int, int]:
     """Check a call gate and its target code segment: (target selector, offset, lo, hi, target DPL)."""
     err = selector & 0xFFFC
     gdpl = dpl_of(hi)
@@ -242,7 +242,7 @@ def _refuse_system(selector: int) -> None:
 
 # ---- helpers: the transfers ------------------------------------------------------------------
 @helper
-def far_jmp(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> None:
+def far_jmp(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) -> None:
     """JMP ptr16:xx / m16:xx (SDM vol. 2 JMP, far jumps); ``next_eip`` is saved by a task switch."""
     selector &= 0xFFFF
     if _real_mode(cpu):
@@ -278,7 +278,7 @@ def far_jmp(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> None
 
 
 @helper
-def far_call(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> None:
+def far_call(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) -> None:
     """CALL ptr16:xx / m16:xx (SDM vol. 2 CALL, far calls; vol. 3, 5.8.5 call gates)."""
     selector &= 0xFFFF
     old_esp = cpu.regs[ESP]
@@ -349,7 +349,7 @@ def far_call(cpu, selector: int, offset: int, opsize: int, next_eip: int) -> Non
 
 
 @helper
-def far_ret(cpu, opsize: int, imm: int) -> None:
+def far_ret(cpu: CPU, opsize: int, imm: int) -> None:
     """RETF [imm16] (SDM vol. 2 RET: far returns, same and outer privilege level)."""
     old_esp = cpu.regs[ESP]
     cpl = cpu.cpl

@@ -9,7 +9,7 @@ order of core/emit.py: loads and stores first, register and flag writes last.
 from __future__ import annotations
 
 from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
-from ..cpu import EAX, EBP, EDX, ESP, HF_VM
+from ..cpu import CPU, EAX, EBP, EDX, ESP, HF_VM
 from ..decode import MEM
 from ..emit import MASK, SIGN, Emitter
 from ..exceptions import BR, GP, UD
@@ -179,7 +179,7 @@ def popf(e: Emitter) -> None:
 
 
 @helper
-def popf_write(cpu, value: int, opsize: int) -> None:
+def popf_write(cpu: CPU, value: int, opsize: int) -> None:
     """Write a popped EFLAGS image (SDM vol. 2, POPF, and QEMU's masks).
 
     Always: CF PF AF ZF SF OF, TF, DF, NT (and AC, ID for 32-bit operands).

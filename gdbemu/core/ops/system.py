@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import flags as F
 from ..cpu import (
+    CPU,
     CR0_CD,
     CR0_ET,
     CR0_NW,
@@ -154,7 +155,7 @@ def sti(e: Emitter) -> None:
 
 
 @helper
-def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
+def cli(cpu: CPU) -> None:  # noqa: F811 - the helper of the same name
     """CLI: #GP(0) when CPL > IOPL (SDM vol. 2 CLI; no VME/PVI: the CPU does not advertise them)."""
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
@@ -162,7 +163,7 @@ def cli(cpu) -> None:  # noqa: F811 - the helper of the same name
 
 
 @helper
-def sti(cpu, eip: int) -> None:  # noqa: F811
+def sti(cpu: CPU, eip: int) -> None:  # noqa: F811
     """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later.
 
     The shadow covers maskable interrupts only: a single-step trap after STI
@@ -177,7 +178,7 @@ def sti(cpu, eip: int) -> None:  # noqa: F811
         cpu.inhibit_irq_until = _retired_before(cpu, eip) + 2
 
 
-def _retired_before(cpu, eip: int) -> int:
+def _retired_before(cpu: CPU, eip: int) -> int:
     """Instructions retired before the one at ``eip``: exact, because every helper call
     (``Emitter.helper_call``, used by ``sync_call`` and ``_call``) brings ``cpu.icount``
     up to date for its duration."""
@@ -186,7 +187,7 @@ def _retired_before(cpu, eip: int) -> int:
 
 
 @helper
-def inhibit_irq(cpu) -> None:
+def inhibit_irq(cpu: CPU) -> None:
     """The shadow after MOV SS / POP SS (SDM vol. 3, 6.8.3).
 
     Interrupts, debug exceptions and single-step traps are inhibited "until
@@ -212,7 +213,7 @@ def hlt(e: Emitter) -> None:
 
 
 @helper
-def hlt(cpu, next_eip: int) -> None:  # noqa: F811
+def hlt(cpu: CPU, next_eip: int) -> None:  # noqa: F811
     """HLT: stop until an interrupt; the exec loop leaves and the machine decides (halt or wait)."""
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
@@ -241,7 +242,7 @@ def in_(e: Emitter) -> None:
     e.write_reg(0, size, v)
 
 
-def check_io(cpu, port: int, size: int) -> None:
+def check_io(cpu: CPU, port: int, size: int) -> None:
     """IOPL, then the TSS I/O permission bitmap (SDM vol. 1, 19.5; always the bitmap in VM86)."""
     if not cpu.cr[0] & CR0_PE or (cpu.cpl <= (cpu.eflags >> 12) & 3 and not cpu.eflags & F.VM):
         return
@@ -258,20 +259,20 @@ def check_io(cpu, port: int, size: int) -> None:
 
 
 @helper
-def io_out(cpu, port: int, size: int, value: int) -> None:
+def io_out(cpu: CPU, port: int, size: int, value: int) -> None:
     check_io(cpu, port, size)
     cpu.events.io_write(port, size, value & MASK[size])
 
 
 @helper
-def io_in(cpu, port: int, size: int) -> int:
+def io_in(cpu: CPU, port: int, size: int) -> int:
     check_io(cpu, port, size)
     return cpu.events.io_read(port, size) & MASK[size]
 
 
 # ---- segments ------------------------------------------------------------------
 @helper
-def load_seg(cpu, seg: int, selector: int) -> None:
+def load_seg(cpu: CPU, seg: int, selector: int) -> None:
     """mov/pop/lds to a segment register (seg.load_seg has the checks)."""
     _load_seg(cpu, seg, selector)
 
@@ -321,7 +322,7 @@ def iret(e: Emitter) -> None:
 
 
 @helper
-def iret(cpu, opsize: int, next_eip: int) -> None:  # noqa: F811
+def iret(cpu: CPU, opsize: int, next_eip: int) -> None:  # noqa: F811
     _iret(cpu, opsize, next_eip)
     if cpu.nmi_blocked:
         # An IRET that completes ends NMI blocking (SDM vol. 3, 6.7.1); a latched NMI is taken next.
@@ -347,7 +348,7 @@ def sysenter(e: Emitter) -> None:
 
 
 @helper
-def sysenter(cpu) -> None:  # noqa: F811
+def sysenter(cpu: CPU) -> None:  # noqa: F811
     """SYSENTER (SDM vol. 2): to CPL 0 at SYSENTER_CS:SYSENTER_EIP with SYSENTER_CS+8:SYSENTER_ESP.
 
     #GP(0) in real mode or when SYSENTER_CS[15:2] is 0.  Clears VM, IF and
@@ -366,7 +367,7 @@ def sysenter(cpu) -> None:  # noqa: F811
 
 
 @helper
-def sysexit(cpu) -> None:  # noqa: F811
+def sysexit(cpu: CPU) -> None:  # noqa: F811
     """SYSEXIT (SDM vol. 2): to CPL 3 at SYSENTER_CS+16:EDX with SYSENTER_CS+24:ECX (RPL 3).
 
     #GP(0) in real mode, at CPL > 0, or when SYSENTER_CS[15:2] is 0.  EFLAGS
@@ -442,12 +443,12 @@ def lldt(e: Emitter) -> None:
 
 
 @helper
-def load_lldt(cpu, selector: int) -> None:
+def load_lldt(cpu: CPU, selector: int) -> None:
     _lldt(cpu, selector)
 
 
 @helper
-def load_ltr(cpu, selector: int) -> None:
+def load_ltr(cpu: CPU, selector: int) -> None:
     _ltr(cpu, selector)
 
 
@@ -478,12 +479,12 @@ def lar(e: Emitter) -> None:
 
 
 @helper
-def probe_lar(cpu, selector: int) -> int | None:
+def probe_lar(cpu: CPU, selector: int) -> int | None:
     return _probe_lar(cpu, selector)
 
 
 @helper
-def probe_lsl(cpu, selector: int) -> int | None:
+def probe_lsl(cpu: CPU, selector: int) -> int | None:
     return _probe_lsl(cpu, selector)
 
 
@@ -499,7 +500,7 @@ def verr(e: Emitter) -> None:
 
 
 @helper
-def probe_verify(cpu, selector: int, write: bool) -> bool:
+def probe_verify(cpu: CPU, selector: int, write: bool) -> bool:
     return _probe_verify(cpu, selector, write)
 
 
@@ -561,7 +562,7 @@ def lmsw(e: Emitter) -> None:
 
 
 @helper
-def lmsw(cpu, value: int) -> None:  # noqa: F811
+def lmsw(cpu: CPU, value: int) -> None:  # noqa: F811
     write_cr0(cpu, (cpu.cr[0] & ~0xE) | (value & 0xF))
     cpu.compute_hflags()
 
@@ -598,7 +599,7 @@ CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_SMEP | CR4_
 
 
 @helper
-def mov_from_cr(cpu, n: int) -> int:
+def mov_from_cr(cpu: CPU, n: int) -> int:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     if n not in (0, 2, 3, 4):
@@ -606,7 +607,7 @@ def mov_from_cr(cpu, n: int) -> int:
     return cpu.cr[n] & 0xFFFFFFFF
 
 
-def write_cr0(cpu, value: int) -> None:
+def write_cr0(cpu: CPU, value: int) -> None:
     """MOV CR0 / LMSW: #GP(0) for PG without PE or NW without CD; flush the TLB on PE/PG/WP changes."""
     value = (value & CR0_DEFINED) | CR0_ET  # ET is hardwired to 1
     if value & CR0_PG and not value & CR0_PE:
@@ -620,7 +621,7 @@ def write_cr0(cpu, value: int) -> None:
 
 
 @helper
-def mov_to_cr(cpu, n: int, value: int) -> None:
+def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     if n == 0:
@@ -644,7 +645,7 @@ def mov_to_cr(cpu, n: int, value: int) -> None:
     cpu.compute_hflags()
 
 
-def tlb_flush_nonglobal(cpu) -> None:
+def tlb_flush_nonglobal(cpu: CPU) -> None:
     """mov cr3: drop every entry except global pages (CR4.PGE) — SDM vol. 3, 4.10.4.1."""
     if cpu.cr[4] & CR4_PGE:
         cpu.tlb.flush_nonglobal()
@@ -652,7 +653,7 @@ def tlb_flush_nonglobal(cpu) -> None:
         cpu.tlb.flush()
 
 
-def _dr_index(cpu, n: int) -> int:
+def _dr_index(cpu: CPU, n: int) -> int:
     """DR4/DR5 alias DR6/DR7 unless CR4.DE is set, when they are #UD (SDM vol. 3, 17.2.2)."""
     if n in (4, 5):
         if cpu.cr[4] & CR4_DE:
@@ -662,14 +663,14 @@ def _dr_index(cpu, n: int) -> int:
 
 
 @helper
-def mov_from_dr(cpu, n: int) -> int:
+def mov_from_dr(cpu: CPU, n: int) -> int:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     return cpu.dr[_dr_index(cpu, n)]
 
 
 @helper
-def mov_to_dr(cpu, n: int, value: int) -> None:
+def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     n = _dr_index(cpu, n)
@@ -714,7 +715,7 @@ def _dwords(data: bytes) -> tuple[int, int, int, int]:
 
 
 @helper
-def cpuid(cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     """CPUID: (EAX, EBX, ECX, EDX).  Leaves beyond the maximum return the highest basic leaf (Intel)."""
     model = getattr(cpu, "cpuid_model", None)  # a named -cpu model (boot/firmware.py), None: this table
     if model is not None:
@@ -768,7 +769,7 @@ def stac(e: Emitter) -> None:
 
 
 # ---- time-stamp counter and MSRs ------------------------------------------------------
-def icount_now(cpu, eip: int) -> int:
+def icount_now(cpu: CPU, eip: int) -> int:
     """Instructions retired before the one at ``eip`` (the helper's instruction).
 
     Exact: ``Emitter.sync_call`` brings ``cpu.icount`` up to date for the
@@ -779,7 +780,7 @@ def icount_now(cpu, eip: int) -> int:
     return cpu.icount
 
 
-def read_tsc(cpu, eip: int) -> int:
+def read_tsc(cpu: CPU, eip: int) -> int:
     return (icount_now(cpu, eip) + cpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
 
 
@@ -794,7 +795,7 @@ def rdtsc(e: Emitter) -> None:
 
 
 @helper
-def rdtsc(cpu, eip: int) -> int:  # noqa: F811
+def rdtsc(cpu: CPU, eip: int) -> int:  # noqa: F811
     if cpu.cr[4] & CR4_TSD and cpu.cpl > 0:
         raise GuestFault(GP, 0)
     return read_tsc(cpu, eip)
@@ -814,7 +815,7 @@ def _bytes_ok(value: int, types: frozenset[int]) -> bool:
 
 
 @helper
-def rdmsr(cpu, index: int, eip: int) -> int:
+def rdmsr(cpu: CPU, index: int, eip: int) -> int:
     """RDMSR: the 64-bit value of MSR ``index``; an MSR this CPU does not have is #GP(0)."""
     if index == MSR_IA32_TSC:
         return read_tsc(cpu, eip)
@@ -843,7 +844,7 @@ def rdmsr(cpu, index: int, eip: int) -> int:
 
 
 @helper
-def wrmsr(cpu, index: int, value: int, eip: int) -> None:
+def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     """WRMSR: validate like the hardware (reserved bits, memory types) before storing; else #GP(0)."""
     msr = cpu.msr
     if index == MSR_IA32_TSC:

@@ -45,6 +45,7 @@ Rules an op emitter must follow (they make exceptions precise, invariant 2):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..softmmu.tlb import PAGE_BITS, TLB_MASK, align_mask
@@ -81,7 +82,7 @@ class Emitter:
         self.hflags = hflags
         self.addseg = bool(hflags & HF_ADDSEG)
         self.tier1 = tier1
-        self.lines: list = []
+        self.lines: list[str | Exit] = []
         self.indent_level = 1
         self.consts: list[int] = []
         self.ntmp = 0
@@ -108,7 +109,7 @@ class Emitter:
         self.lines.append("    " * self.indent_level + line)
 
     @contextmanager
-    def block(self, header: str) -> None:
+    def block(self, header: str) -> Iterator[None]:
         """``with e.block("if x:"):`` indents what is emitted inside."""
         self.emit(header)
         self.indent_level += 1
@@ -262,6 +263,7 @@ class Emitter:
 
     def _dyn_imm(self, size: int) -> str:
         """Read the immediate from guest RAM at run time (the SMC-hot-page translation)."""
+        assert self.dyn_imm is not None  # only called when the translator planned one
         paddr, n, signed = self.dyn_imm
         p = self.const(paddr)
         v = self.tmp("im")

@@ -108,7 +108,8 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         raise GuestFault(PF, code, cr2=vaddr)
 
     if not pde & PG_P:
-        return fault(False)
+        fault(False)
+        return None
     if pde & PG_PS and cr4 & CR4_PSE:
         rights = pde
         paddr_page = (pde & 0xFFC00000) | (vaddr & 0x3FF000)
@@ -120,7 +121,8 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         pte_addr = (pde & 0xFFFFF000) + ((vaddr >> 10) & 0xFFC)
         pte = _ld32(ram, pte_addr, ram_size)
         if not pte & PG_P:
-            return fault(False)
+            fault(False)
+            return None
         rights = pde & pte
         paddr_page = pte & 0xFFFFF000
         size = 4096
@@ -132,17 +134,21 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
     if not user and rights & PG_US:
         if access == ACCESS_EXEC:
             if cr4 & CR4_SMEP:
-                return fault(True, fetch=True)
+                fault(True, fetch=True)
+                return None
         elif mmu_idx == MMU_KSMAP_IDX:
-            return fault(True)
+            fault(True)
+            return None
     if user:
         if not rights & PG_US:
-            return fault(True)
+            fault(True)
+            return None
         writable = bool(rights & PG_RW)
     else:
         writable = bool(rights & PG_RW) or not cr0 & CR0_WP
     if is_write and not writable:
-        return fault(True)
+        fault(True)
+        return None
     # accessed / dirty bits
     if not leaf_is_pde and not pde & PG_A:
         _st32(ram, pde_addr, pde | PG_A, ram_size)

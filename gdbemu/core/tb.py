@@ -18,10 +18,17 @@ instruction alone and retranslates what follows (precise SMC).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..softmmu.tlb import PAGE_MASK
+from .decode import Insn
 from .exceptions import SMCRestart
 
 SMC_BITMAP_USE_THRESHOLD = 10
+
+
+def _untranslated() -> int:
+    raise RuntimeError("TB run before it was built")
 
 
 class TB:
@@ -62,12 +69,12 @@ class TB:
         self.ranges: tuple[tuple[int, int], ...] = ()  # (paddr start, paddr end) per page
         self.size = 0
         self.n_insns = 0
-        self.fn = None
-        self.jmp: list = [None, None]
+        self.fn: Callable[[], int] = _untranslated  # the built code: returns the exit slot
+        self.jmp: list[TB | None] = [None, None]
         self.chain = [False, False]
         self.valid = True
         self.execs = 0
-        self.insns: list = []
+        self.insns: list[Insn | None] = []  # None: an undecodable instruction (#UD), always last
         self.tier = 1
         self.eips: tuple[int, ...] = ()
         self.next_eip = 0
@@ -99,12 +106,12 @@ class PageDesc:
 class TBCache:
     """All TBs of a machine, by key and by physical page."""
 
-    def __init__(self, protect_code, unprotect_code) -> None:
+    def __init__(self, protect_code: Callable[[int], None], unprotect_code: Callable[[int], None]) -> None:
         self.tbs: dict[tuple[int, int, int, int], TB] = {}
         self.pages: dict[int, PageDesc] = {}
         self.protect_code = protect_code  # (ppage) -> None
         self.unprotect_code = unprotect_code  # (ppage) -> None
-        self.on_invalidate: list = []  # (tb) -> None: CPUs drop it from their jump caches
+        self.on_invalidate: list[Callable[[TB], None]] = []  # CPUs drop it from their jump caches
         self.current: TB | None = None  # the TB executing now (set by the exec loop)
         # Physical page -> how often a store invalidated TBs on it; kept when
         # the page's last TB goes, so a page the guest keeps rewriting is known.

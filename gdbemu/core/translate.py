@@ -30,16 +30,23 @@ which hold exactly that because op emitters write registers last).
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
+from typing import Any
 
 from ..softmmu.memory import PhysMemory
 from . import flags as F
 from . import ops as ops_pkg
 from .breakpoint import Breakpoints
-from .cpu import CPU, HF_CS32, HF_MMU_SHIFT, HF_TF
+from .cpu import CPU, HF_CS32, HF_MMU_SHIFT, HF_TF, Namespace
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
 from .tb import TB, TBCache
+
+# Per instruction of a tier-1 TB: its shape function and the constants K it reads.
+Shape = tuple[Callable[[tuple[int, ...]], int | None], tuple[int, ...]]
+CCStatic = tuple[int, int] | None  # what the translator knows of cc_op at an instruction
+DynImm = tuple[int, int, bool] | None  # a run-time immediate: (paddr, size, signed)
 
 MAX_INSNS = 64
 TIER2_THRESHOLD = 64
@@ -103,15 +110,17 @@ class Translator:
         self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
         # (id(insn), id(ns), hflags, cc_static in) -> (insn, (fn, K), cc_static out, jump targets):
         # retranslating a block whose instructions did not change re-emits nothing.
-        self.insn_fn: dict = {}
-        self._dyn_plan: dict[int, list] = {}
+        self.insn_fn: dict[tuple[object, ...], tuple[Insn | None, Shape, CCStatic, dict[int, int]]] = {}
+        self._dyn_plan: dict[int, list[DynImm]] = {}
         # Tests set this to 1 or 2 to build every TB in that tier from the
         # start (the differential suite checks both code generators).
         self.force_tier: int | None = None
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
-    def decode_block(self, cpu: CPU, eip: int, cs_base: int, hflags: int, max_insns: int):
+    def decode_block(
+        self, cpu: CPU, eip: int, cs_base: int, hflags: int, max_insns: int
+    ) -> tuple[list[Insn | None], tuple[int, ...], tuple[tuple[int, int], ...], list[int]]:
         """Decode instructions from cs_base+eip; return (insns, phys pages, ranges).
 
         Raises GuestFault(#PF) when the first instruction cannot be fetched;
@@ -121,9 +130,9 @@ class Translator:
         decoder = self.decoders[32 if hflags & HF_CS32 else 16]
         mmu = cpu.softmmu
         ram = self.mem
-        insns: list[Insn] = []
+        insns: list[Insn | None] = []
         pages: list[int] = []
-        ranges: dict[int, list[int]] = {}
+        ranges: dict[int, list[tuple[int, int]]] = {}
         vpages: list[int] = []
         addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
         if hflags & HF_TF:
@@ -153,7 +162,7 @@ class Translator:
                 vpages.append(vpage)
             avail = 4096 - (linear & 0xFFF)
             window = ram.read(paddr, min(15, avail))
-            second = None
+            second: int | GuestFault | None = None
             if avail < 15:
                 try:
                     p2 = mmu.code_paddr(mmu_idx, (linear + avail) & 0xFFFFFFFF)
@@ -169,7 +178,7 @@ class Translator:
                     if not insns:
                         raise second from None
                     break
-                insns.append(None)  # type: ignore[arg-type]  # marks #UD here
+                insns.append(None)  # marks #UD here
                 insn_paddrs.append(-1)
                 ud_eips.append(eip)
                 ranges.setdefault(ppage, []).append((paddr, paddr + 1))
@@ -179,6 +188,7 @@ class Translator:
                     if not insns:
                         raise second
                     break
+                assert second is not None  # avail < 15 here, so the next page was looked up
                 p2page = second & -4096
                 if p2page not in pages:
                     if len(pages) == 2:
@@ -198,7 +208,7 @@ class Translator:
             if marks and ((cs_base + eip) & 0xFFFFFFFF) in marks:
                 break  # a breakpoint starts its own TB
         self.stats["decoded"] += len(insns)
-        merged = []
+        merged: list[tuple[int, int]] = []
         for page in pages:
             rs = ranges.get(page, [])
             if rs:
@@ -227,9 +237,10 @@ class Translator:
         tb.insns = insns
         tb.n_insns = len(insns)
         # An undecodable instruction (None, always last) raises #UD at its own EIP.
-        tb.eips = tuple(i.addr if i is not None else self._ud_eip for i in insns)
+        ud_eip = self._ud_eip if self._ud_eip is not None else eip
+        tb.eips = tuple(i.addr if i is not None else ud_eip for i in insns)
         last = insns[-1]
-        tb.next_eip = last.next if last is not None else self._ud_eip
+        tb.next_eip = last.next if last is not None else ud_eip
         tb.size = sum(i.size for i in insns if i is not None)
         tb.vpages = tuple(vpages)
         tb.insn_paddrs = tuple(self._insn_paddrs)
@@ -279,7 +290,7 @@ class Translator:
             tb.dyn = True
             self._dyn_plan[id(tb)] = plan
 
-    def _dyn(self, tb: TB, k: int):
+    def _dyn(self, tb: TB, k: int) -> DynImm:
         plan = self._dyn_plan.get(id(tb)) if tb.dyn else None
         return plan[k] if plan is not None else None
 
@@ -301,7 +312,7 @@ class Translator:
                 tb.chain[slot] = True
 
     @staticmethod
-    def _liveness(insns: list[Insn]) -> list[bool]:
+    def _liveness(insns: list[Insn | None]) -> list[bool]:
         """flags_live[k]: are the flags written by insn k read later (or at an exception/exit)?"""
         n = len(insns)
         live_after = [True] * n
@@ -323,7 +334,7 @@ class Translator:
         return live_after
 
     def _emit_insn(self, e: Emitter, insn: Insn | None) -> None:
-        e.insn = insn
+        e.insn = insn  # type: ignore[assignment]  # None only for #UD, whose emitter reads no insn
         e.may_fault = False
         e.ended = False
         if insn is None:
@@ -339,7 +350,7 @@ class Translator:
             e.ended = True
 
     # ---- tier 2 ----------------------------------------------------------------
-    def _build_tier2(self, cpu: CPU, tb: TB, ns: dict):
+    def _build_tier2(self, cpu: CPU, tb: TB, ns: Namespace) -> Callable[[], int]:
         insns = tb.insns
         n = len(insns)
         e = Emitter(tb.hflags, tier1=False)
@@ -352,7 +363,7 @@ class Translator:
         live = self._liveness(insns)
         body_start = len(e.lines)
         targets: dict[int, int] = {}
-        e.jump_targets = targets  # type: ignore[attr-defined]
+        e.jump_targets = targets
         for k, insn in enumerate(insns):
             e.index = k
             e.flags_live = live[k]
@@ -372,9 +383,9 @@ class Translator:
         body = e.lines[body_start:]
         src = self._render_tier2(tb, e, body, loops)
         code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
-        loc: dict = {}
+        loc: dict[str, Any] = {}
         exec(code, ns, loc)
-        fn = loc["_tb"]
+        fn: Callable[[], int] = loc["_tb"]
         fn.source = src  # type: ignore[attr-defined]
         self.tbs.stats["tb_compiled"] += 1
         del last
@@ -392,7 +403,7 @@ class Translator:
             out.append(f"{indent}cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         return out
 
-    def _render_tier2(self, tb: TB, e: Emitter, body: list, loops: bool) -> str:
+    def _render_tier2(self, tb: TB, e: Emitter, body: list[str | Exit], loops: bool) -> str:
         n = tb.n_insns
         extra = 1 if loops else 0  # body is nested one level deeper inside `while True:`
         out = [
@@ -441,11 +452,11 @@ class Translator:
         return "\n".join(out) + "\n"
 
     # ---- tier 1 ----------------------------------------------------------------
-    def _build_tier1(self, cpu: CPU, tb: TB, ns: dict):
+    def _build_tier1(self, cpu: CPU, tb: TB, ns: Namespace) -> Callable[[], int]:
         insns = tb.insns
-        fns = []
+        fns: list[Shape] = []
         targets: dict[int, int] = {}
-        cc_static = None
+        cc_static: CCStatic = None
         cache = self.insn_fn
         for k, insn in enumerate(insns):
             dyn = self._dyn(tb, k)
@@ -474,7 +485,7 @@ class Translator:
             tb.chain[0] = ((tb.cs_base + tb.next_eip) & -4096) in {(tb.cs_base + x) & -4096 for x in tb.eips}
         return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & 0xFFFFFFFF) if tb.bp else None)
 
-    def _shape(self, e: Emitter, ns: dict):
+    def _shape(self, e: Emitter, ns: Namespace) -> Shape:
         lines = [
             "def _f(K):",
             f"    {_REGS} = R",
@@ -495,7 +506,7 @@ class Translator:
         if fn is None:
             code = self.shape_code.get(src)
             if code is None:
-                loc: dict = {}
+                loc: dict[str, Any] = {}
                 exec(compile(src, "<shape>", "exec"), {}, loc)
                 code = loc["_f"].__code__
                 self.shape_code[src] = code
@@ -506,7 +517,7 @@ class Translator:
         return fn, tuple(e.consts)
 
 
-def _tier1_runner(cpu: CPU, tb: TB, fns: list, bp_linear: int | None = None):
+def _tier1_runner(cpu: CPU, tb: TB, fns: list[Shape], bp_linear: int | None = None) -> Callable[[], int]:
     """The tier-1 TB: run each instruction function; exact eip/icount on every way out."""
     eips = tb.eips
     n = len(fns)

@@ -14,6 +14,7 @@ ones and writes are dropped, as on a PC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -71,7 +72,7 @@ class PhysMemory:
         self.rom_data: dict[int, bytearray] = {}
         # Called as (paddr, length) after a write that did not come from TB
         # code (debugger, DMA, loader): invalidates translated code.
-        self.on_phys_write: list = []
+        self.on_phys_write: list[Callable[[int, int], None]] = []
 
     # ---- regions ------------------------------------------------------------
     def add_mmio(self, start: int, size: int, device: MMIODevice, name: str) -> None:
@@ -115,6 +116,7 @@ class PhysMemory:
         if self.is_ram(paddr):
             return int.from_bytes(self.ram[paddr : paddr + size], "little")
         region = self.region_at(paddr)
+        assert region.device is not None, "ROM frames are RAM-backed: never read through a device"
         return region.device.mmio_read(paddr - region.start, size)
 
     def write_phys(self, paddr: int, size: int, value: int) -> None:

@@ -14,6 +14,7 @@ changes (segment loads, CR0/CR4 writes, popf), as QEMU's env->hflags.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +178,8 @@ class CPU:
         # The end of the exec slice now running (cpu_exec sets it; looping TBs stop there).
         self.icount_deadline = 0
         self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
+        # A named -cpu model's CPUID (boot/firmware.py): (cpu, leaf, subleaf) -> (eax, ebx, ecx, edx).
+        self.cpuid_model: Callable[[CPU, int, int], tuple[int, int, int, int]] | None = None
         self.icount = 0
         self.regs: list[int] = [0] * 8
         self.segs: list[SegmentCache] = []

@@ -35,6 +35,8 @@ next delivery attempt (the #DF, or the serial exception).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from . import flags as F
 from .cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, DESC_S, DS, ES, ESP, FS, GS, SS, SegmentCache
 from .exceptions import AC, BR, DB, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
@@ -384,7 +386,7 @@ def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
     cpu.set_eflags(new_flags, mask)  # recomputes hflags with the new CS/SS
 
 
-def _iret_real(cpu: CPU, opsize: int, pop, current_sp) -> None:
+def _iret_real(cpu: CPU, opsize: int, pop: Callable[..., int], current_sp: Callable[[], int]) -> None:
     """Real mode, and virtual-8086 mode with IOPL = 3 (else #GP(0)): no descriptor checks."""
     v86 = bool(cpu.eflags & F.VM)
     if v86 and (cpu.eflags >> 12) & 3 != 3:
@@ -408,7 +410,7 @@ def _iret_real(cpu: CPU, opsize: int, pop, current_sp) -> None:
     cpu.set_eflags(new_flags, mask)
 
 
-def _iret_to_v86(cpu: CPU, new_eip: int, new_cs: int, new_flags: int, pop) -> None:
+def _iret_to_v86(cpu: CPU, new_eip: int, new_cs: int, new_flags: int, pop: Callable[..., int]) -> None:
     """IRETD at CPL 0 with VM=1 in the popped EFLAGS: enter virtual-8086 mode (SDM IRET RETURN-TO-V86)."""
     new_esp = pop(4)
     new_ss = pop(4) & 0xFFFF

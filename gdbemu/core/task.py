@@ -44,6 +44,8 @@ L0-L3 of DR7 (SDM vol. 3, 17.2.4).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..softmmu.tlb import ACCESS_WRITE, MMU_KNOSMAP_IDX
 from . import flags as F
 from .cpu import (
@@ -55,6 +57,7 @@ from .cpu import (
     DESC_A,
     DESC_C,
     DESC_CS,
+    DESC_DPL_SHIFT,
     DESC_P,
     DESC_R,
     DESC_S,
@@ -69,7 +72,6 @@ from .cpu import (
 from .exceptions import GP, NP, TS, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
-    DESC_DPL_SHIFT,
     SYS_LDT,
     SYS_TSS16_AVAIL,
     SYS_TSS16_BUSY,
@@ -161,7 +163,7 @@ def _tss_layout(tss_type: int) -> dict[str, int]:
     return _TSS32 if tss_type & 8 else _TSS16
 
 
-def _read_tss(cpu: CPU, base: int, tss_type: int) -> dict:
+def _read_tss(cpu: CPU, base: int, tss_type: int) -> dict[str, Any]:
     """Every field the switch loads from the new TSS (reads may #PF: before the commit point).
 
     In QEMU's order (CR3 first), so that a TSS on a page that is not present
@@ -170,7 +172,7 @@ def _read_tss(cpu: CPU, base: int, tss_type: int) -> dict:
     lay = _tss_layout(tss_type)
     size = lay["size"]
     cr3 = sys_read(cpu, base + 0x1C, 4) if tss_type & 8 else None
-    state = {
+    state: dict[str, Any] = {
         "eip": sys_read(cpu, base + lay["eip"], size),
         "eflags": sys_read(cpu, base + lay["eflags"], size),
         "regs": [sys_read(cpu, base + lay["regs"] + i * size, size) for i in range(8)],
@@ -239,7 +241,16 @@ def switch_task(cpu: CPU, selector: int, lo: int, hi: int, source: str, next_eip
 
 
 def _commit(
-    cpu: CPU, selector: int, lo: int, hi: int, tss_type: int, base: int, new: dict, source: str, next_eip: int, ext: int
+    cpu: CPU,
+    selector: int,
+    lo: int,
+    hi: int,
+    tss_type: int,
+    base: int,
+    new: dict[str, Any],
+    source: str,
+    next_eip: int,
+    ext: int,
 ) -> bool:
     """Steps 5-13 of SDM vol. 3, 7.3: write the old task's state, load the new one, check its segments."""
     old_tr = cpu.tr

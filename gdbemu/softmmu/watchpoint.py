@@ -60,6 +60,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .exits import InstructionRestart
 
@@ -78,7 +79,7 @@ class Watchpoint:
     kind: int  # WATCH_WRITE / WATCH_READ / WATCH_ACCESS
     owner: object = "gdb"  # "gdb", or ("dr", cpu_index, n) for the guest's DR0-3
     hits: int = 0
-    condition: object = None  # a callable (cpu, WatchRecord) -> bool evaluated here: false runs on
+    condition: Callable[[Any, WatchRecord], object] | None = None  # (cpu, record) -> bool: false runs on
     log: bool = False  # log this watchpoint's hits (without stopping) even while the global log is off
 
     @property
@@ -120,7 +121,7 @@ class WatchRecord:
     stopped: bool = False
     error: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "seq": self.seq,
             "icount": self.icount,
@@ -141,7 +142,7 @@ class WatchCondition:
     """A condition from ``monitor watch cond``: its text (for display) and its compiled form."""
 
     text: str
-    fn: Callable
+    fn: Callable[[Any, WatchRecord], object]
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,21 @@ class _Pending:
     old: int | None
 
 
+class WatchedCPU(Protocol):
+    """What the registry's check reads and writes of the CPU (softmmu knows no core type)."""
+
+    watch_replay: bool
+    watch_hit: WatchHit | None
+    icount: int
+    eip: int
+
+
 class WatchpointList:
-    def __init__(self, flush_page, peek=None) -> None:
+    def __init__(
+        self,
+        flush_page: Callable[[int], None],
+        peek: Callable[[Any, int, int], int | None] | None = None,
+    ) -> None:
         self.wps: list[Watchpoint] = []
         self.by_page: dict[int, list[Watchpoint]] = {}
         self.flush_page = flush_page  # (vpage) -> None, on every CPU's TLB
@@ -207,7 +221,7 @@ class WatchpointList:
         for wp in [w for w in self.wps if w.owner == owner]:
             self.remove(wp)
 
-    def remove_owner_prefix(self, prefix: tuple) -> None:
+    def remove_owner_prefix(self, prefix: tuple[object, ...]) -> None:
         """Remove watchpoints whose owner tuple starts with ``prefix`` (a CPU's DR0-DR3)."""
         n = len(prefix)
         for wp in [w for w in self.wps if isinstance(w.owner, tuple) and w.owner[:n] == prefix]:
@@ -223,7 +237,7 @@ class WatchpointList:
             kinds |= wp.kind
         return bool(kinds & WATCH_READ), bool(kinds & WATCH_WRITE)
 
-    def check(self, cpu, vaddr: int, size: int, is_write: bool) -> None:
+    def check(self, cpu: WatchedCPU, vaddr: int, size: int, is_write: bool) -> None:
         """Slow path, before an access to a watched page: restart, or record the hit."""
         self.checks += 1
         lst = self.by_page.get(vaddr & -4096)
@@ -246,18 +260,18 @@ class WatchpointList:
                 return
 
     # ---- conditions and the log ------------------------------------------------------
-    def _note(self, cpu, lst: list[Watchpoint], want: int, vaddr: int, size: int, is_write: bool) -> None:
+    def _note(self, cpu: WatchedCPU, lst: list[Watchpoint], want: int, vaddr: int, size: int, is_write: bool) -> None:
         """During the replay, before the access: note every watchpoint it hits, with the old value."""
         old = self.peek(cpu, vaddr, size) if self.peek is not None else None
         end = vaddr + size
         for wp in lst:
             if wp.kind & want and vaddr < wp.end and wp.vaddr < end:
                 first = cpu.watch_hit
-                if first.wp is not wp or first.vaddr != vaddr or first.is_write != is_write:
+                if first is None or first.wp is not wp or first.vaddr != vaddr or first.is_write != is_write:
                     first = WatchHit(wp, max(vaddr, wp.vaddr), size, is_write, vaddr)
                 self._pending.append(_Pending(wp, first, cpu.icount, cpu.eip, old))
 
-    def condition_for(self, wp: Watchpoint):
+    def condition_for(self, wp: Watchpoint) -> Callable[[Any, WatchRecord], object] | None:
         """The condition deciding ``wp``'s hits: its own, else the first table entry inside its range."""
         if wp.condition is not None:
             return wp.condition
@@ -266,7 +280,7 @@ class WatchpointList:
                 return cond.fn
         return None
 
-    def complete(self, cpu, hit: WatchHit) -> WatchHit | None:
+    def complete(self, cpu: WatchedCPU, hit: WatchHit) -> WatchHit | None:
         """After the replayed instruction: log, evaluate conditions; the hit to report, or None to run on.
 
         Without tracing (nothing was noted) ``hit`` is reported as before.

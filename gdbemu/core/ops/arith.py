@@ -9,7 +9,7 @@ nothing here: one vCPU runs at a time, so every read-modify-write is atomic.
 from __future__ import annotations
 
 from .. import flags as F
-from ..decode import MEM
+from ..decode import MEM, Operand
 from ..emit import MASK, Emitter
 from . import op
 
@@ -25,7 +25,7 @@ _ALU = {
 }
 
 
-def _operands(e: Emitter):
+def _operands(e: Emitter) -> tuple[Operand, int, str | None, str, str]:
     dst, src = e.insn.ops
     size = dst.size
     addr = e.ea(dst) if dst.kind == MEM else None

@@ -144,7 +144,7 @@ def pusha(e: Emitter) -> None:
 def popa(e: Emitter) -> None:
     size = e.opsize
     vals = []
-    sp = None
+    sp: str | None = None
     for _ in range(8):
         if sp is None:
             v, sp = e.pop(size, commit=False)
@@ -157,6 +157,7 @@ def popa(e: Emitter) -> None:
     for r, v in zip((7, 6, 5, 4, 3, 2, 1, 0), vals, strict=True):
         if r != 4:
             e.write_reg(r, size, v)
+    assert sp is not None  # the first pop set it
     e.write_reg(4, e.stack_size, sp)
 
 

@@ -123,7 +123,7 @@ def imul(e: Emitter) -> None:
     e.set_cc(F.MUL, size, r, o)
 
 
-def _divisor(e: Emitter):
+def _divisor(e: Emitter) -> tuple[int, str]:
     (src,) = e.insn.ops
     size = src.size
     d = e.load(src, stable=src.kind != MEM)  # a memory load is a temporary already

@@ -27,7 +27,7 @@ formulas above give the values QEMU (and Unicorn) produce for other counts.
 from __future__ import annotations
 
 from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
-from ..decode import IMM, MEM, REG
+from ..decode import IMM, MEM, REG, Operand
 from ..emit import MASK, SIGN, Emitter
 from . import op
 
@@ -35,18 +35,18 @@ from . import op
 _CF_OF = F.CF | F.OF
 
 
-def _static_count(e: Emitter, count_op) -> int | None:
+def _static_count(e: Emitter, count_op: Operand) -> int | None:
     """The masked count when it is an immediate fixed at translation time, else None.
 
     An immediate the translator reads from guest RAM at run time (SMC-hot
     pages, ``Emitter.dyn_imm``) is not static: it goes through the CL path.
     """
     if count_op.kind == IMM and getattr(e, "dyn_imm", None) is None:
-        return count_op.imm & 0x1F
+        return int(count_op.imm) & 0x1F
     return None
 
 
-def _runtime_count(e: Emitter, count_op, modulo: int = 0) -> str:
+def _runtime_count(e: Emitter, count_op: Operand, modulo: int = 0) -> str:
     """Emit the run-time masked count (of CL or a run-time immediate) into a temporary."""
     c = e.tmp("c")
     if count_op.kind == REG and not count_op.high:
@@ -93,7 +93,7 @@ def shift(e: Emitter) -> None:
     e.flags_unknown()
 
 
-def _body(e: Emitter, name: str, dst, addr: str | None, v: str, cnt: str, cnt1: str) -> None:
+def _body(e: Emitter, name: str, dst: Operand, addr: str | None, v: str, cnt: str, cnt1: str) -> None:
     """Compute, store and set the flags for a count known to be nonzero (masked to 5 bits)."""
     size = dst.size
     bits = 8 * size
@@ -182,7 +182,7 @@ def shld_shrd(e: Emitter) -> None:
     e.flags_unknown()
 
 
-def _shld_body(e: Emitter, name: str, dst, addr: str | None, v: str, s: str, cnt: str, cnt1: str) -> None:
+def _shld_body(e: Emitter, name: str, dst: Operand, addr: str | None, v: str, s: str, cnt: str, cnt1: str) -> None:
     size = dst.size
     bits = 8 * size
     width = max(32, bits)  # the count can reach 31: the double value needs >= 32 bits per half

@@ -53,6 +53,8 @@ helper then returns the EIP to resume at and the emitted code leaves the TB.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
@@ -69,7 +71,7 @@ from .system import check_io
 MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS = range(7)
 _KIND = {"movs": MOVS, "stos": STOS, "lods": LODS, "cmps": CMPS, "scas": SCAS, "ins": INS, "outs": OUTS}
 _ELEM = {"b": 1, "w": 2, "d": 4}
-_DTYPE = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+_DTYPE: dict[int, np.dtype[np.unsignedinteger[Any]]] = {1: np.dtype(np.uint8), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 # Repeat modes passed to the helper: none (single ins/outs), rep/repe (F3), repne (F2).
 MODE_NONE, MODE_REPE, MODE_REPNE = 0, 1, 2
@@ -389,10 +391,10 @@ class _Rep:
             rd = self.page(ld, ACCESS_READ)
             if rd is None:
                 return False
-            a = self.cpu.regs[EAX] & MASK[size]
-            b = self._elements(rd, k)
-            k = self._scan(b == a, k)
-            self.compared(a, int(b[k - 1]))
+            acc = self.cpu.regs[EAX] & MASK[size]
+            elems = self._elements(rd, k)
+            k = self._scan(elems == acc, k)
+            self.compared(acc, int(elems[k - 1]))
             self.advance(k, False, True)
         elif kind == CMPS:
             ld, kd = self.room(self.dbase, self.di)
@@ -475,12 +477,13 @@ class _Rep:
         cpu = self.cpu
         try:
             while self.n and not self.done:
+                stop: object
                 if self.chunk():
                     stop = cpu.interrupt_request
                 else:
                     self.one()
                     # A watchpoint hit by this iteration's access ends the instruction here.
-                    stop = cpu.interrupt_request or getattr(cpu, "watch_hit", None)
+                    stop = cpu.interrupt_request or cpu.watch_hit
                 if stop:
                     if self.n and not self.done:
                         STATS["interrupted"] += 1

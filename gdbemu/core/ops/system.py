@@ -65,7 +65,7 @@ from ..cpu import (
     MSR_MTRRdefType,
     SegmentCache,
 )
-from ..decode import CREG, DREG, IMM, MEM
+from ..decode import CREG, DREG, IMM, MEM, Operand
 from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
@@ -139,7 +139,7 @@ def direction(e: Emitter) -> None:
 
 
 @op("cli", flags="", end=True)
-def cli(e: Emitter) -> None:
+def op_cli(e: Emitter) -> None:
     # IF is not part of hflags, but ending the TB lets the exec loop see a
     # pending interrupt right after sti (and keeps cli/sti symmetric).
     e.sync_call("cli", reload=False)
@@ -147,7 +147,7 @@ def cli(e: Emitter) -> None:
 
 
 @op("sti", flags="", end=True)
-def sti(e: Emitter) -> None:
+def op_sti(e: Emitter) -> None:
     # STI reads and writes no GPR or lazy flag: a plain call, given its own EIP to find
     # its place in the TB (the interrupt shadow is counted in retired instructions).
     _call(e, "sti", e.this_eip())
@@ -155,7 +155,7 @@ def sti(e: Emitter) -> None:
 
 
 @helper
-def cli(cpu: CPU) -> None:  # noqa: F811 - the helper of the same name
+def cli(cpu: CPU) -> None:
     """CLI: #GP(0) when CPL > IOPL (SDM vol. 2 CLI; no VME/PVI: the CPU does not advertise them)."""
     if cpu.cpl > (cpu.eflags >> 12) & 3:
         raise GuestFault(GP, 0)
@@ -163,7 +163,7 @@ def cli(cpu: CPU) -> None:  # noqa: F811 - the helper of the same name
 
 
 @helper
-def sti(cpu: CPU, eip: int) -> None:  # noqa: F811
+def sti(cpu: CPU, eip: int) -> None:
     """STI: #GP(0) when CPL > IOPL; opens the interrupt window one instruction later.
 
     The shadow covers maskable interrupts only: a single-step trap after STI
@@ -204,7 +204,7 @@ def inhibit_irq(cpu: CPU) -> None:
 
 # ---- hlt and port I/O ---------------------------------------------------------
 @op("hlt", flags="", end=True)
-def hlt(e: Emitter) -> None:
+def op_hlt(e: Emitter) -> None:
     if _cpl0(e):
         return
     e.sync_call("hlt", e.next_eip(), reload=False)
@@ -213,7 +213,7 @@ def hlt(e: Emitter) -> None:
 
 
 @helper
-def hlt(cpu: CPU, next_eip: int) -> None:  # noqa: F811
+def hlt(cpu: CPU, next_eip: int) -> None:
     """HLT: stop until an interrupt; the exec loop leaves and the machine decides (halt or wait)."""
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
@@ -221,7 +221,7 @@ def hlt(cpu: CPU, next_eip: int) -> None:  # noqa: F811
     cpu.interrupt_request |= REQ_EXIT
 
 
-def _port(e: Emitter, op_) -> str:
+def _port(e: Emitter, op_: Operand) -> str:
     return e.const(op_.imm & 0xFF) if op_.kind == IMM else "(edx & 0xFFFF)"
 
 
@@ -313,7 +313,7 @@ def int_(e: Emitter) -> None:
 
 
 @op("iretd", "iret", flags="", end=True)
-def iret(e: Emitter) -> None:
+def op_iret(e: Emitter) -> None:
     # reload: the helper changes ESP and the flags, which the exit writes back from the locals.
     # The next EIP is what a task return (NT=1) saves in the abandoned TSS.
     e.sync_call("iret", str(e.opsize), e.next_eip())
@@ -322,7 +322,7 @@ def iret(e: Emitter) -> None:
 
 
 @helper
-def iret(cpu: CPU, opsize: int, next_eip: int) -> None:  # noqa: F811
+def iret(cpu: CPU, opsize: int, next_eip: int) -> None:
     _iret(cpu, opsize, next_eip)
     if cpu.nmi_blocked:
         # An IRET that completes ends NMI blocking (SDM vol. 3, 6.7.1); a latched NMI is taken next.
@@ -340,7 +340,7 @@ _SYS_DATA = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
 
 
 @op("sysenter", "sysexit", flags="", end=True)
-def sysenter(e: Emitter) -> None:
+def op_sysenter(e: Emitter) -> None:
     """SYSENTER / SYSEXIT: the fast system call pair; the helpers load CS, SS, ESP and EIP."""
     e.sync_call(e.insn.name)
     e.exit(2, "cpu.eip")
@@ -348,7 +348,7 @@ def sysenter(e: Emitter) -> None:
 
 
 @helper
-def sysenter(cpu: CPU) -> None:  # noqa: F811
+def sysenter(cpu: CPU) -> None:
     """SYSENTER (SDM vol. 2): to CPL 0 at SYSENTER_CS:SYSENTER_EIP with SYSENTER_CS+8:SYSENTER_ESP.
 
     #GP(0) in real mode or when SYSENTER_CS[15:2] is 0.  Clears VM, IF and
@@ -552,7 +552,7 @@ def clts(e: Emitter) -> None:
 
 
 @op("lmsw", flags="", end=True)
-def lmsw(e: Emitter) -> None:
+def op_lmsw(e: Emitter) -> None:
     """LMSW r/m16: load CR0 bits 0-3 (PE MP EM TS); it can set PE but not clear it (SDM vol. 2)."""
     if _cpl0(e):
         return
@@ -562,7 +562,7 @@ def lmsw(e: Emitter) -> None:
 
 
 @helper
-def lmsw(cpu: CPU, value: int) -> None:  # noqa: F811
+def lmsw(cpu: CPU, value: int) -> None:
     write_cr0(cpu, (cpu.cr[0] & ~0xE) | (value & 0xF))
     cpu.compute_hflags()
 
@@ -717,7 +717,7 @@ def _dwords(data: bytes) -> tuple[int, int, int, int]:
 @helper
 def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     """CPUID: (EAX, EBX, ECX, EDX).  Leaves beyond the maximum return the highest basic leaf (Intel)."""
-    model = getattr(cpu, "cpuid_model", None)  # a named -cpu model (boot/firmware.py), None: this table
+    model = cpu.cpuid_model  # a named -cpu model (boot/firmware.py), None: this table
     if model is not None:
         return model(cpu, leaf, subleaf)
     if leaf == 0:
@@ -785,7 +785,7 @@ def read_tsc(cpu: CPU, eip: int) -> int:
 
 
 @op("rdtsc", flags="", end=True)
-def rdtsc(e: Emitter) -> None:
+def op_rdtsc(e: Emitter) -> None:
     """RDTSC: EDX:EAX = TSC; #GP(0) when CR4.TSD is set and CPL > 0 (a run-time check: CR4 is not in hflags)."""
     t = e.tmp("t")
     _call(e, "rdtsc", e.this_eip(), result=t)
@@ -795,7 +795,7 @@ def rdtsc(e: Emitter) -> None:
 
 
 @helper
-def rdtsc(cpu: CPU, eip: int) -> int:  # noqa: F811
+def rdtsc(cpu: CPU, eip: int) -> int:
     if cpu.cr[4] & CR4_TSD and cpu.cpl > 0:
         raise GuestFault(GP, 0)
     return read_tsc(cpu, eip)

@@ -115,3 +115,94 @@ def test_hot_code_is_compiled(program):
     stats = m.stats()
     assert stats["tier2_built"] >= 1  # the loop got hot
     assert stats["tier1_built"] >= stats["tier2_built"]
+
+
+# ---- named hook points (core/trace.py), stop kinds (core/stop.py) ------------------------------
+
+
+def test_trace_hooks_see_every_tb_built_and_run(program):
+    """tb_built after each translation, tb_exec before each TB runs (chained ones included)."""
+    from gdbemu.core.trace import TraceHooks
+
+    built: list = []
+    ran: list = []
+    trace = TraceHooks(tb_built=lambda cpu, tb: built.append(tb), tb_exec=lambda cpu, tb: ran.append(tb))
+    m = Machine(ram_size=8 << 20, trace=trace)
+    m.translator.force_tier = 1  # no TB loops inside itself: each block entry is a TB run
+    m.load_elf(program)
+    stop = m.run(max_insns=10**6)
+    assert stop.kind == "exit"
+    assert built and m.tbs.stats["tb_built"] <= len(built)
+    assert set(map(id, ran)) <= set(map(id, built))
+    assert sum(tb.n_insns for tb in ran) >= m.cpu.icount  # every retired instruction came from a TB seen
+    # The same run without hooks: identical state (the hooks are observers).
+    plain = Machine(ram_size=8 << 20)
+    plain.translator.force_tier = 1
+    plain.load_elf(program)
+    plain.run(max_insns=10**6)
+    assert state(plain) == state(m)
+
+
+def test_trace_hooks_for_interrupts_and_tlb_fills():
+    """interrupt before an event is delivered; tlb_fill after each fill, with the paddr (or the fault)."""
+    from gdbemu.core.exceptions import GuestFault
+    from gdbemu.core.trace import TraceHooks
+    from gdbemu.softmmu.tlb import ACCESS_READ, MMU_KNOSMAP_IDX
+
+    m = Machine(ram_size=1 << 20)
+    events: list = []
+    fills: list = []
+    m.trace.interrupt = lambda cpu, vector, soft, err, next_eip: events.append((vector, soft, err, next_eip))
+    m.trace.tlb_fill = lambda cpu, vaddr, access, idx, paddr, fault: fills.append((vaddr, access, idx, paddr, fault))
+    assert isinstance(m.trace, TraceHooks)
+    cpu = m.cpu
+    cpu.setup_flat32()
+    assert cpu.softmmu.load(MMU_KNOSMAP_IDX, 0x4321, 4) == 0
+    assert fills == [(0x4321, ACCESS_READ, MMU_KNOSMAP_IDX, 0x4321, None)]
+    # paging on with an empty page directory: the walk's #PF reaches the hook, then the caller
+    cpu.cr[3] = 0x10000
+    cpu.cr[0] |= 0x80000000
+    cpu.compute_hflags()
+    cpu.tlb.flush()
+    with pytest.raises(GuestFault) as exc:
+        cpu.softmmu.load(MMU_KNOSMAP_IDX, 0x5000, 4)
+    assert fills[-1][:4] == (0x5000, ACCESS_READ, MMU_KNOSMAP_IDX, None) and fills[-1][4] is exc.value
+    m.deliver_exception(cpu, exc.value)  # no IDT: #PF -> #DF -> triple fault, each seen by the hook
+    assert [e[0] for e in events][:1] == [14]
+    assert m.stop_reason is not None and m.stop_reason.kind == "triple_fault"
+
+
+def test_stop_kinds_are_one_enum_and_compare_as_strings():
+    from gdbemu.core.stop import RunStop, StopKind
+    from gdbemu.machine import Stop
+
+    assert Stop is RunStop
+    stop = RunStop("exit", "isa-debug-exit 0x0")
+    assert stop.kind is StopKind.EXIT and stop.kind == "exit"
+    assert {k.value for k in StopKind} >= {"exit", "halt", "idle", "limit", "triple_fault", "debug", "reset", "step"}
+
+
+def test_clock_pacer_runs_before_a_halt_skip():
+    """sleep=on's hook: the pacer sees the deadline first; True means it moved the clock itself."""
+    from gdbemu.clock import VirtualClock
+
+    clock = VirtualClock(lambda: 0, 3)
+    seen: list[int] = []
+
+    def pacer(deadline: int) -> bool:
+        seen.append(deadline)
+        if deadline == 5000:
+            clock.advance_to(1000)  # input arrived early: stop there
+            return True
+        return False
+
+    clock.set_pacer(pacer)
+    clock.skip_to(5000)
+    assert seen == [5000] and clock.now() == 1000
+    clock.skip_to(2000)
+    assert seen == [5000, 2000] and clock.now() == 2000
+    clock.set_pacer(None)
+    clock.skip_to(3000)
+    assert seen == [5000, 2000] and clock.now() == 3000
+    clock.advance_to(100)  # never backwards
+    assert clock.now() == 3000

@@ -213,7 +213,7 @@ class CPU:
             "FLAGS": F.compute_all,
             "CARRY": F.compute_cf,
             "COND": F.eval_cc,
-            "__builtins__": builtins,
+            "__builtins__": builtins.__dict__,
         }
 
     def reset(self) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..softmmu.memory import PhysMemory
+from ..softmmu.tlb import PAGE_MASK
 from . import interrupts
 from .breakpoint import Breakpoints, DebugStop
 from .cpu import CPU, HF_MMU_SHIFT, HF_TF, REQ_EXIT, REQ_HARD, REQ_NMI
@@ -87,7 +88,7 @@ def tb_lookup(ctx: ExecContext, cpu: CPU) -> TB:
     if tb is not None and len(tb.pages) == 2:
         # The second page must still map the frame it did when the TB was built.
         try:
-            second = cpu.softmmu.code_paddr(mmu_idx, tb.vpages[1]) & -4096
+            second = cpu.softmmu.code_paddr(mmu_idx, tb.vpages[1]) & PAGE_MASK
         except GuestFault:
             second = None
         if second != tb.pages[1]:

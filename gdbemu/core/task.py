@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..softmmu.tlb import ACCESS_WRITE, MMU_KNOSMAP_IDX
+from ..softmmu.tlb import ACCESS_WRITE, MMU_KNOSMAP_IDX, PAGE_MASK
 from . import flags as F
 from .cpu import (
     CPU,
@@ -155,7 +155,7 @@ def _probe_write(cpu: CPU, addr: int, length: int) -> None:
     first = addr & 0xFFFFFFFF
     last = (addr + length - 1) & 0xFFFFFFFF
     mmu.lookup(MMU_KNOSMAP_IDX, first, ACCESS_WRITE)
-    if last & -4096 != first & -4096:
+    if last & PAGE_MASK != first & PAGE_MASK:
         mmu.lookup(MMU_KNOSMAP_IDX, last, ACCESS_WRITE)
 
 

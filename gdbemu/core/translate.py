@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..softmmu.memory import PhysMemory
+from ..softmmu.tlb import PAGE_MASK
 from . import flags as F
 from . import ops as ops_pkg
 from .breakpoint import Breakpoints
@@ -144,10 +145,10 @@ class Translator:
         ud_eips: list[int] = []
         while len(insns) < max_insns:
             linear = (cs_base + eip) & 0xFFFFFFFF
-            vpage = linear & -4096
+            vpage = linear & PAGE_MASK
             if vpage != cur_vpage:
                 try:
-                    cur_ppage = mmu.code_paddr(mmu_idx, linear) & -4096
+                    cur_ppage = mmu.code_paddr(mmu_idx, linear) & PAGE_MASK
                 except GuestFault:
                     if not insns:
                         raise
@@ -189,12 +190,12 @@ class Translator:
                         raise second
                     break
                 assert second is not None  # avail < 15 here, so the next page was looked up
-                p2page = second & -4096
+                p2page = second & PAGE_MASK
                 if p2page not in pages:
                     if len(pages) == 2:
                         break
                     pages.append(p2page)
-                    vpages.append((linear + avail) & -4096)
+                    vpages.append((linear + avail) & PAGE_MASK)
                 ranges.setdefault(ppage, []).append((paddr, ppage + 4096))
                 ranges.setdefault(p2page, []).append((p2page, p2page + insn.size - avail))
                 insn_paddrs.append(-1)
@@ -306,9 +307,9 @@ class Translator:
             self.stats["tier1_built"] += 1
 
     def _chainable(self, tb: TB, targets: dict[int, int]) -> None:
-        vpages = {(tb.cs_base + e) & -4096 for e in tb.eips}
+        vpages = {(tb.cs_base + e) & PAGE_MASK for e in tb.eips}
         for slot, target in targets.items():
-            if slot < 2 and ((tb.cs_base + target) & -4096) in vpages:
+            if slot < 2 and ((tb.cs_base + target) & PAGE_MASK) in vpages:
                 tb.chain[slot] = True
 
     @staticmethod
@@ -482,7 +483,7 @@ class Translator:
             cc_static = e.cc_static
         self._chainable(tb, targets)
         if tb.insns and tb.insns[-1] is not None and tb.insns[-1].name not in ENDS_TB:
-            tb.chain[0] = ((tb.cs_base + tb.next_eip) & -4096) in {(tb.cs_base + x) & -4096 for x in tb.eips}
+            tb.chain[0] = ((tb.cs_base + tb.next_eip) & PAGE_MASK) in {(tb.cs_base + x) & PAGE_MASK for x in tb.eips}
         return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & 0xFFFFFFFF) if tb.bp else None)
 
     def _shape(self, e: Emitter, ns: Namespace) -> Shape:

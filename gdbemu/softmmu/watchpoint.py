@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .exits import InstructionRestart
+from .tlb import PAGE_MASK, PAGE_SIZE
 
 LOG_MAX = 100_000  # watch-log records kept (the oldest are dropped and counted)
 
@@ -189,7 +190,7 @@ class WatchpointList:
         self._pending: list[_Pending] = []
 
     def _pages(self, wp: Watchpoint) -> range:
-        return range(wp.vaddr & -4096, ((wp.end - 1) & -4096) + 1, 4096)
+        return range(wp.vaddr & PAGE_MASK, ((wp.end - 1) & PAGE_MASK) + 1, PAGE_SIZE)
 
     def add(self, vaddr: int, length: int, kind: int, owner: object = "gdb") -> Watchpoint:
         if length < 1:
@@ -240,7 +241,7 @@ class WatchpointList:
     def check(self, cpu: WatchedCPU, vaddr: int, size: int, is_write: bool) -> None:
         """Slow path, before an access to a watched page: restart, or record the hit."""
         self.checks += 1
-        lst = self.by_page.get(vaddr & -4096)
+        lst = self.by_page.get(vaddr & PAGE_MASK)
         if not lst:
             return
         want = WATCH_WRITE if is_write else WATCH_READ

@@ -1,8 +1,20 @@
-"""The machine: the one place that wires memory, TLBs, the TB cache, CPUs and devices.
+"""The machine: wires memory, TLBs, the TB cache, CPUs and devices; runs the loop; resets.
 
-Everything else receives what it needs as arguments or callbacks (STYLE's
-layering rule): the softmmu learns about code pages and TB invalidation only
-through the callbacks set up here.
+Everything else receives what it needs at construction, as objects or
+callables (STYLE's layering rule), and nothing is attached or swapped
+afterwards:
+
+* each CPU is assembled by ``core/vcpu.make_cpu`` (its TLB, its softmmu given
+  the page walk, the registries), with this Machine as its events sink
+  (``core/events.MachineEvents``: stops, watchpoint hits, guest debug
+  registers, port I/O);
+* the exec loop gets an explicit ``core/exec.ExecContext``;
+* the TB cache learns of code pages through ``_protect_code`` /
+  ``_unprotect_code``; the breakpoint and watchpoint registries flush through
+  the callables given here;
+* hook points: ``trace`` (``core/trace.TraceHooks``, the ``-d`` items) and
+  ``attach_debugger`` (``core/events.DebuggerHooks``: the watch log and
+  conditions); without them nothing is called.
 """
 
 from __future__ import annotations

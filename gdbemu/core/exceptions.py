@@ -75,6 +75,8 @@ class GuestFault(CpuExit):
         self.cr2 = cr2
         self.soft = soft
         self.next_eip = next_eip
+        # Raised after a task switch's commit point: delivered in the new task (core/task.py).
+        self.in_new_task = False
 
     def __str__(self) -> str:
         name = VECTOR_NAMES.get(self.vector, f"vector {self.vector}")

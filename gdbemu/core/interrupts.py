@@ -287,7 +287,7 @@ def _interrupt_task_gate(cpu: CPU, gate_lo: int, ext: int, error_code: int | Non
         try:
             stack_write(cpu, ss.base + sp, size, error_code & ((1 << (8 * size)) - 1), cpu.cpl)
         except GuestFault as fault:
-            fault.in_new_task = True  # type: ignore[attr-defined]
+            fault.in_new_task = True
             raise
         cpu.regs[ESP] = (cpu.regs[ESP] & ~sp_mask) | sp
     if trap:

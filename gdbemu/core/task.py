@@ -110,13 +110,13 @@ _TSS16 = {"eip": 0x0E, "eflags": 0x10, "regs": 0x12, "segs": 0x22, "ldt": 0x2A, 
 
 def _mark_new_task(fault: GuestFault) -> GuestFault:
     """Tag a fault raised after the commit point: it belongs to the new task (SDM 7.3 step 13)."""
-    fault.in_new_task = True  # type: ignore[attr-defined]
+    fault.in_new_task = True
     return fault
 
 
 def in_new_task(fault: GuestFault) -> bool:
     """Was ``fault`` raised after a task switch committed (the initiating event is complete)?"""
-    return bool(getattr(fault, "in_new_task", False))
+    return fault.in_new_task
 
 
 def check_available_tss(selector: int, hi: int, ext: int = 0) -> None:

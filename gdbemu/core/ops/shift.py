@@ -41,7 +41,7 @@ def _static_count(e: Emitter, count_op: Operand) -> int | None:
     An immediate the translator reads from guest RAM at run time (SMC-hot
     pages, ``Emitter.dyn_imm``) is not static: it goes through the CL path.
     """
-    if count_op.kind == IMM and getattr(e, "dyn_imm", None) is None:
+    if count_op.kind == IMM and e.dyn_imm is None:
         return int(count_op.imm) & 0x1F
     return None
 

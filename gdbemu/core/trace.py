@@ -7,7 +7,9 @@ hooks may be set or cleared at any time; they are read where they are called.
 
 * ``tb_built(cpu, tb)``: after a TB was translated (``-d in_asm``).
 * ``tb_exec(cpu, tb)``: before a TB runs (``-d exec,cpu``); chained TBs run
-  through the exec loop too, so every block entry is seen.
+  through the exec loop too, so every block entry is seen -- except the
+  iterations a tier-2 TB loops inside itself (set ``translator.force_tier``
+  to 1 to see each one, as ``-d exec`` does).
 * ``interrupt(cpu, vector, soft, error_code, next_eip)``: before an event is
   delivered through the IDT/IVT (``-d int``).
 * ``tlb_fill(cpu, vaddr, access, mmu_idx, paddr, fault)``: after a TLB fill

@@ -7,39 +7,27 @@ through the callbacks set up here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .clock import VirtualClock
 from .core import flags as _F
 from .core import interrupts
 from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX
-from .core.exceptions import GuestFault
+from .core.events import DebuggerHooks
+from .core.exceptions import DB, GuestFault
 from .core.exec import REQ_EXIT, REQ_HARD, REQ_NMI, cpu_exec
-from .core.mmu import debug_translate, tlb_fill
+from .core.guest_debug import data_breakpoint_hit, is_guest_watchpoint
+from .core.guest_debug import update_guest_debug as _update_guest_debug
+from .core.mmu import tlb_fill
+from .core.stop import RunStop, StopKind
 from .core.tb import TBCache
 from .core.translate import Translator
 from .softmmu.access import SoftMMU
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
 from .softmmu.tlb import CPUTLB, NB_MMU_MODES, TLB_NOTDIRTY
-from .softmmu.watchpoint import WATCH_ACCESS, WATCH_WRITE, WatchHit, WatchpointList
+from .softmmu.watchpoint import WatchHit, WatchpointList
 
-
-@dataclass
-class Stop:
-    """Why ``Machine.run`` returned."""
-
-    kind: str  # "exit", "halt", "idle", "limit", "triple_fault", "debug", "reset"
-    detail: str = ""
-    # "debug": a gdb breakpoint ("swbreak"/"hwbreak") or watchpoint hit; ``reason``,
-    # ``addr`` and (watchpoints) ``hit`` say which.
-    reason: str = ""
-    addr: int = 0
-    hit: object = None
-    cpu: int = 0
-    # "halt": hlt with IF=0, nothing can wake the CPU.  "idle": hlt with IF=1 and
-    # no timer armed: only an outside event (console input, gdb) can wake it.
+Stop = RunStop  # the transition name (SPEC §1); new code uses core.stop.RunStop/StopKind
 
 
 class DebugExit:
@@ -86,7 +74,8 @@ class Machine:
         self.exit_code: int | None = None
         self.stop_reason: Stop | None = None
         self.breakpoints = Breakpoints(self._invalidate_linear)
-        self.watchpoints = WatchpointList(self._flush_page_all, self.peek_linear)
+        self.watchpoints = WatchpointList(self._flush_page_all)
+        self.debugger: DebuggerHooks | None = None
         self.mem.on_phys_write.append(self._phys_written)
         self.tbs.on_invalidate.append(self._tb_invalidated)
         for i in range(ncpus):
@@ -333,104 +322,55 @@ class Machine:
                 cpu.interrupt_request &= ~REQ_EXIT
 
     # ---- the debugger's view ----------------------------------------------------------
+    # The debugger's policy lives in gdbemu/debug (memory view, watch log, conditions,
+    # MachineTarget); the guest's DR0-DR7 in core/guest_debug.py.  What stays here is the
+    # machine side of the core's events and the one hook point, ``debugger``.
+    def attach_debugger(self, hooks: DebuggerHooks | None) -> None:
+        """The debugger's hooks (gdbemu/debug: the MachineTarget attaches them), or None to detach."""
+        self.debugger = hooks
+
     def debug_stop(self, cpu: CPU, reason: str, addr: int) -> None:
         """A gdb breakpoint was reached (the instruction has not run)."""
-        self.request_stop(Stop("debug", f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
+        self.request_stop(RunStop(StopKind.DEBUG, f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
 
     def watch_stop(self, cpu: CPU, hit: WatchHit) -> None:
         """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest.
 
-        With the watch log or watch conditions active (``softmmu/watchpoint.py``)
-        the hit is first completed there: logged, its condition evaluated; a hit
-        that is not to be reported returns here and the guest runs on.
+        An attached debugger completes the hit first (``debugger.complete_watch``:
+        the watch log and watch conditions); a hit it does not want reported
+        returns here and the guest runs on.  A hit of the guest's own DR0-DR3
+        is a #DB trap with DR6.Bn (core/guest_debug.py).
         """
-        owner = hit.wp.owner
-        report = self.watchpoints.complete(cpu, hit)
-        if isinstance(owner, tuple) and owner[0] == "dr":
-            # The guest's own data breakpoint: #DB trap with DR6.Bn (SDM vol. 3, 17.3.1.2).
-            cpu.dr[6] = (cpu.dr[6] & ~0xF) | (1 << owner[2]) | 0xFFFF0FF0
-            self.deliver_exception(cpu, GuestFault(1))
+        report: WatchHit | None = hit
+        if self.debugger is not None:
+            report = self.debugger.complete_watch(cpu, hit)
+        if is_guest_watchpoint(hit.wp):
+            data_breakpoint_hit(cpu, hit.wp)
+            self.deliver_exception(cpu, GuestFault(DB))
             return
         if report is None:
             return  # logged, or its condition was false: no stop
-        hit = report
-        from .softmmu.watchpoint import KIND_NAMES
-
-        reason = KIND_NAMES[hit.wp.kind]
+        reason = report.wp.kind.stop_name
         self.request_stop(
-            Stop("debug", f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit, cpu=cpu.index)
+            RunStop(
+                StopKind.DEBUG,
+                f"{reason} at {report.addr:#x}",
+                reason=reason,
+                addr=report.addr,
+                hit=report,
+                cpu=cpu.index,
+            )
         )
 
     def update_guest_debug(self, cpu: CPU) -> None:
         """DR0-DR3/DR7 changed: rebuild the guest's execute breakpoints and data watchpoints."""
-        dr7 = cpu.dr[7]
-        execs: dict[int, set[int]] = {}
-        self.watchpoints.remove_owner_prefix(("dr", cpu.index))
-        for n in range(4):
-            if not (dr7 >> (2 * n)) & 3:
-                continue
-            rw = (dr7 >> (16 + 4 * n)) & 3
-            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * n)) & 3]
-            addr = cpu.dr[n] & 0xFFFFFFFF
-            if rw == 0:
-                execs.setdefault(addr, set()).add(n)
-            elif rw in (1, 3):
-                addr &= ~(length - 1)
-                self.watchpoints.add(addr, length, WATCH_WRITE if rw == 1 else WATCH_ACCESS, ("dr", cpu.index, n))
-            # rw == 2 (I/O breakpoints, CR4.DE) is not emulated
-        self.breakpoints.set_guest(execs)
+        _update_guest_debug(cpu, self.watchpoints, self.breakpoints)
 
-    def peek_linear(self, cpu: CPU, vaddr: int, size: int) -> int | None:
-        """``size`` bytes at a linear address as an integer, debug view, RAM only (else None).
-
-        For the watch log's old/new values and target-side conditions: no TLB
-        fill, no fault, no A/D bits, and never an MMIO read (a device register
-        read has side effects; reading it again for a log would change the guest).
-        """
-        vaddr &= 0xFFFFFFFF
-        if (vaddr & 0xFFF) + size > 0x1000:
-            lo = 0x1000 - (vaddr & 0xFFF)
-            a = self.peek_linear(cpu, vaddr, lo)
-            b = self.peek_linear(cpu, vaddr + lo, size - lo)
-            return None if a is None or b is None else a | (b << (8 * lo))
-        paddr = debug_translate(cpu, vaddr)
-        mem = self.mem
-        if paddr is None or not mem.is_ram(paddr) or paddr + size > mem.ram_size:
-            return None
-        return int.from_bytes(mem.ram[paddr : paddr + size], "little")
-
-    def read_virtual(self, vaddr: int, length: int, cpu: CPU | None = None) -> bytes:
-        """gdb's memory read: no TLB fill, no A/D bits, no watchpoints, no fault (None pages raise)."""
-        cpu = cpu or self.cpu
-        out = bytearray()
-        while length > 0:
-            chunk = min(length, 4096 - (vaddr & 0xFFF))
-            paddr = debug_translate(cpu, vaddr)
-            if paddr is None:
-                raise ValueError(f"address {vaddr:#x} is not mapped")
-            out += self.mem.read(paddr, chunk)
-            vaddr = (vaddr + chunk) & 0xFFFFFFFF
-            length -= chunk
-        return bytes(out)
-
-    def write_virtual(self, vaddr: int, data: bytes, cpu: CPU | None = None) -> None:
-        """gdb's memory write: through physical memory, invalidating translated code it touches."""
-        cpu = cpu or self.cpu
-        pos = 0
-        pieces = []
-        while pos < len(data):
-            chunk = min(len(data) - pos, 4096 - (vaddr & 0xFFF))
-            paddr = debug_translate(cpu, vaddr)
-            if paddr is None:
-                raise ValueError(f"address {vaddr:#x} is not mapped")
-            pieces.append((paddr, data[pos : pos + chunk]))
-            vaddr = (vaddr + chunk) & 0xFFFFFFFF
-            pos += chunk
-        for paddr, piece in pieces:  # all pages mapped: write (nothing written if one is not)
-            self.mem.write(paddr, piece)
-
-    def step(self, cpu: CPU | None = None, irq: bool = False) -> Stop:
+    def step(self, cpu: CPU | None = None, irq: bool = False) -> RunStop:
         """Execute exactly one instruction (the debugger's step).
+
+        It stays on the machine: it is the run loop cut to one instruction
+        (interrupt delivery, timers, the exec loop's exits), not a debugger view.
 
         By default no interrupt is taken and timers do not advance during the
         step (QEMU's SSTEP_NOIRQ | SSTEP_NOTIMER); with ``irq`` a pending
@@ -442,9 +382,9 @@ class Machine:
         if irq:
             self.clock.run_timers()
             if cpu.interrupt_request & REQ_HARD and self._take_interrupt(cpu):
-                return Stop("step")
+                return RunStop(StopKind.STEP)
         if cpu.halted:
-            return Stop("halt" if not cpu.eflags & _F.IF else "idle")
+            return RunStop(StopKind.HALT if not cpu.eflags & _F.IF else StopKind.IDLE)
         saved = cpu.interrupt_request
         cpu.interrupt_request &= ~REQ_HARD  # NOIRQ: a pending INTR must not cut the step short
         try:
@@ -455,7 +395,7 @@ class Machine:
             cpu.interrupt_request &= ~REQ_EXIT
         if self.stop_reason is not None:
             return self.stop_reason
-        return Stop("step")
+        return RunStop(StopKind.STEP)
 
     # ---- reset ----------------------------------------------------------------------
     def reset(self) -> None:

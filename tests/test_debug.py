@@ -10,6 +10,7 @@ from __future__ import annotations
 import guest_build
 import pytest
 
+from gdbemu.debug.memview import read_virtual, write_virtual
 from gdbemu.machine import Machine
 from gdbemu.softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
 
@@ -30,7 +31,7 @@ def boot(guest) -> tuple[Machine, dict]:
 
 
 def rd32(m: Machine, addr: int) -> int:
-    return int.from_bytes(m.read_virtual(addr, 4), "little")
+    return int.from_bytes(read_virtual(m, addr, 4), "little")
 
 
 def run_free(m: Machine):
@@ -171,7 +172,7 @@ def test_breakpoint_on_rewritten_code_hits_and_new_code_runs(guest):
     m.breakpoints.add(sym["patch_target"])
     stop = m.run(max_insns=1_000_000)
     assert stop.reason == "swbreak" and m.cpu.eip == sym["patch_target"]
-    assert m.read_virtual(sym["patch_target"], 5)[1:] == (0x1234).to_bytes(4, "little")
+    assert read_virtual(m, sym["patch_target"], 5)[1:] == (0x1234).to_bytes(4, "little")
     m.breakpoints.skip_once = sym["patch_target"]
     assert m.step().kind == "step"
     assert m.cpu.regs[2] == 0x1234
@@ -186,7 +187,7 @@ def test_gdb_writes_into_code_invalidate_translations(guest):
     # rewrite the next instruction (a `movl $imm, ...` is not there: write a mov edx, imm ourselves)
     m.breakpoints.add(sym["after_int"])
     m.run(max_insns=1_000_000)
-    m.write_virtual(sym["after_int"], b"\xba\x78\x56\x34\x12")  # mov edx, 0x12345678
+    write_virtual(m, sym["after_int"], b"\xba\x78\x56\x34\x12")  # mov edx, 0x12345678
     m.breakpoints.remove(sym["after_int"])
     m.step()
     assert m.cpu.regs[2] == 0x12345678

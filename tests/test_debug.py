@@ -7,10 +7,13 @@ including the guest's own DR7 breakpoints and EFLAGS.TF, which share them.
 
 from __future__ import annotations
 
+from functools import partial
+
 import guest_build
 import pytest
 
-from gdbemu.debug.memview import read_virtual, write_virtual
+from gdbemu.debug.memview import peek_linear, read_virtual, write_virtual
+from gdbemu.debug.watchlog import WatchLog
 from gdbemu.machine import Machine
 from gdbemu.softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
 
@@ -107,6 +110,26 @@ def test_write_watchpoint_reports_after_the_store(guest):
     m.watchpoints.remove(wp)
     run_free(m)
     assert wp.hits == 3
+
+
+def test_watch_log_and_a_python_condition_on_the_debugger_hook_points(guest):
+    """debug/watchlog.py attached by hand (MachineTarget does the same): hits logged, the condition decides."""
+    m, sym = boot(guest)
+    log = WatchLog(partial(peek_linear, m.mem))
+    m.watchpoints.set_tracer(log)
+    m.attach_debugger(log)
+    wp = m.watchpoints.add(sym["counter"], 4, WATCH_WRITE)
+    log.log_watchpoint(wp)
+    log.set_condition(wp, lambda cpu, entry: entry.new == 9)
+    stop = m.run(max_insns=1_000_000)
+    assert stop.kind == "debug" and stop.reason == "watch" and m.cpu.eip == sym["after_store"]
+    assert rd32(m, sym["counter"]) == 9
+    assert [(e.old, e.new, e.stopped) for e in log.entries] == [(0, 3, False), (3, 6, False), (6, 9, True)]
+    assert log.suppressed == 2 and log.cond_evals == 3
+    m.attach_debugger(None)  # detached: every hit reports again, nothing is logged
+    m.watchpoints.set_tracer(None)
+    assert m.run(max_insns=1_000_000).kind == "debug" and rd32(m, sym["counter"]) == 12
+    assert len(log.entries) == 3
 
 
 def test_read_and_access_watchpoints_report_their_kinds(guest):

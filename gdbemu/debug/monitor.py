@@ -430,11 +430,9 @@ class Monitor:
         return f"dprintf output to stderr: {'on' if ag.dprintf_stderr else 'off'}\n"
 
     def cmd_x(self, args: list[str]) -> str:
-        """x/Nx PADDR: N 32-bit words of physical memory (also x/Nb, x/Nh, x/Ng).
-
-        ``handle`` passes the whole command: ``args[0]`` is the ``x/...`` word
-        (the command word itself when typed as ``x``, which has no count).
-        """
+        """x/Nx PADDR: N 32-bit words of physical memory (also x/Nb, x/Nh, x/Ng)."""
+        # handle() passes the whole command: args[0] is the x/... word (typed as plain `x`,
+        # the dispatcher passes only the arguments, and this answers with the usage).
         if not args or not args[0].startswith("x/"):
             raise ValueError("usage: x/Nx PADDR")
         spec, args = args[0], args[1:]

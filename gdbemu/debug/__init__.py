@@ -8,7 +8,9 @@ ax.py         agent expressions: gdb's bytecode decoded, validated, compiled (gd
 watchlog.py   the watch log and watch conditions, on the machine's debugger hook point
 conditions.py the watch-condition language (``monitor watch cond``): parser and compiler
 memview.py    the debugger's view of guest memory (no TLB fill, no A/D bits, no faults)
+registers.py  gdb's i386 registers on a CPU: read, write (with the instruction's effects), as snippets
 monitor.py    the ``monitor`` command set (qRcmd)
+trace.py      ``-d`` tracing (QEMU's log items) on the core's trace hooks (the hwcli track's)
 
 What the debugger needs from the machine is a hook point, not a back door:
 ``Machine.attach_debugger(hooks)`` (``core.events.DebuggerHooks``) and

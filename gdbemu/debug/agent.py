@@ -26,18 +26,14 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 from ..core.cpu import CPU
 from ..machine import Machine
 from ..rsp.arch import RegisterLayout
 from . import ax
 from .memview import peek_linear
-
-_GPRS: Final = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
-_SEG_REGS: Final = {"cs": 1, "ss": 2, "ds": 3, "es": 0, "fs": 4, "gs": 5}
-
-RegisterValue = Callable[[CPU, str], int]  # (cpu, gdb register name) -> value
+from .registers import register_source, register_value
 
 
 class AgentPoint:
@@ -57,10 +53,9 @@ class BreakpointAgent:
 
     DPRINTF_LOG_MAX = 1 << 20  # characters of dprintf output kept for `monitor dprintf log`
 
-    def __init__(self, machine: Machine, layout: RegisterLayout, register_value: RegisterValue) -> None:
+    def __init__(self, machine: Machine, layout: RegisterLayout) -> None:
         self.machine = machine
         self.layout = layout
-        self.register_value = register_value
         self.points: dict[tuple[int, bool], AgentPoint] = {}
         # The last non-empty conditions/commands per breakpoint, kept after gdb removes it (it does
         # at every stop), so `monitor info conditions` has something to show while stopped.
@@ -93,25 +88,10 @@ class BreakpointAgent:
 
     # ---- the agent environment: i386 registers as Python snippets ------------------------
     def _register_source(self, regnum: int) -> str | None:
-        """gdb register ``regnum`` as an expression over ``cpu`` (unsigned); None for the 80-bit x87 ones."""
-        layout = self.layout
-        if not 0 <= regnum < len(layout):
-            return None
-        name = layout[regnum].name
-        if name in _GPRS:
-            return f"cpu.regs[{_GPRS.index(name)}]"
-        if name == "eip":
-            return "cpu.eip"
-        if name == "eflags":
-            return "cpu.get_eflags()"
-        if name in _SEG_REGS:
-            return f"cpu.segs[{_SEG_REGS[name]}].selector"
-        if layout[regnum].size > 8:
-            return None
-        return f"_value(cpu, {regnum})"
+        return register_source(self.layout, regnum)
 
     def _register_value(self, cpu: CPU, regnum: int) -> int:
-        return self.register_value(cpu, self.layout[regnum].name)
+        return register_value(cpu, self.layout[regnum].name)
 
     def _output(self, text: str) -> None:
         """printf from a dprintf: gdbemu's stderr (gdbserver prints on its stdout) and the log buffer."""

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..core.cpu import CPU
+from .memview import Peek
+from .registers import GPR_NAMES
 
 MAX_TOKENS: Final = 4096  # longest expression accepted
 CHUNK_DEPTH: Final = 24  # operand nesting (in the generated source) kept inline
 
-Peek = Callable[[CPU, int, int], "int | None"]  # (cpu, vaddr, size) -> the bytes, or None (not RAM)
 WatchConditionFn = Callable[[CPU, Any], bool]  # (cpu, WatchLogEntry) -> stop?
 
 
@@ -52,7 +53,6 @@ _TOKEN = re.compile(
     r"\s*(?:(0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)|([A-Za-z_]\w*)|"
     r"(==|!=|<=|>=|<<|>>|&&|\|\||[-+*/%&|^~!<>(),]))"
 )
-_GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 NAMES: Final[dict[str, str]] = {
     "new": "_n(h.new)",
     "value": "_n(h.new)",
@@ -65,7 +65,7 @@ NAMES: Final[dict[str, str]] = {
     "icount": "h.icount",
     "eip": "cpu.eip",
     "eflags": "cpu.get_eflags()",
-    **{name: f"cpu.regs[{i}]" for i, name in enumerate(_GPR_NAMES)},
+    **{name: f"cpu.regs[{i}]" for i, name in enumerate(GPR_NAMES)},
 }
 FUNCTIONS: Final[dict[str, str]] = {
     "mem8": "_mem(cpu, {}, 1)",

@@ -18,6 +18,8 @@ Linear addresses are 32-bit and wrap, as the CPU's do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..core.cpu import CPU
 from ..core.mmu import debug_translate
 from ..machine import Machine
@@ -25,6 +27,8 @@ from ..softmmu.memory import PhysMemory
 
 PAGE_SIZE = 4096
 _LINEAR_MASK = 0xFFFFFFFF
+
+Peek = Callable[[CPU, int, int], "int | None"]  # peek_linear with its memory bound: (cpu, vaddr, size)
 
 
 class UnmappedError(ValueError):

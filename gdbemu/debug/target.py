@@ -8,12 +8,9 @@ the guest only through ``run_slice``.  gdb's breakpoints become TB marks
 (``softmmu/watchpoint.py``): the guest's memory is never patched and the
 guest cannot tell a debugger is attached (DESIGN.md invariant 3).
 
-* Registers: the i386 layout of ``rsp/arch/i386.py``.  Writes act as the
-  corresponding instruction would: a segment selector reloads its descriptor
-  cache from the GDT/LDT, a CR0/CR3/CR4 write flushes the TLB as ``mov crN``
-  does, a DR write updates the guest's own debug breakpoints.  The x87
-  registers are present (gdb's i386 core feature requires them) and read as
-  the FPU's reset state: the core does not emulate x87 yet.
+* Registers: the i386 layout of ``rsp/arch/i386.py``, read and written by
+  ``debug/registers.py`` (a write acts as the instruction that would write
+  the register does).
 * Memory: ``debug/memview.py`` -- linear addresses through the page tables of
   the thread's vCPU, by the debug walk (no TLB fill, no A/D bits, no fault, no
   watchpoint); writes go through physical memory and invalidate translated
@@ -39,11 +36,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Final
 
-from ..core import flags as F
-from ..core.cpu import CPU, CS, SS, SegmentCache
-from ..core.exceptions import GuestFault
-from ..core.ops import system as sysops
-from ..core.seg import cache_from, read_descriptor
+from ..core.cpu import CPU, CS
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
 from ..rsp import target as rsp
@@ -63,12 +56,9 @@ from ..softmmu.watchpoint import WatchHit, WatchKind
 from .agent import BreakpointAgent
 from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
+from .registers import register_value, set_register
 from .watchlog import WatchLog
 
-_GPRS: Final = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
-_SEG_REGS: Final = {"cs": 1, "ss": 2, "ds": 3, "es": 0, "fs": 4, "gs": 5}
-_SEG_BASES: Final = {"cs_base": 1, "ss_base": 2, "ds_base": 3, "es_base": 0, "fs_base": 4, "gs_base": 5}
-_X87_RESET: Final = {"fctrl": 0x37F, "ftag": 0xFFFF}
 _FROM_RSP: Final = {
     rsp.WatchKind.WRITE: WatchKind.WRITE,
     rsp.WatchKind.READ: WatchKind.READ,
@@ -135,7 +125,7 @@ class MachineTarget(TargetBase):
         self.stop_time = time.perf_counter()
         self.stop_icount = machine.cpu.icount
         self.last_run_mips = 0.0
-        self.agent = BreakpointAgent(machine, self.layout, self.register_value)
+        self.agent = BreakpointAgent(machine, self.layout)
         self.watch_log = WatchLog(partial(peek_linear, machine.mem))
         machine.watchpoints.set_tracer(self.watch_log)
         machine.attach_debugger(self.watch_log)
@@ -161,33 +151,10 @@ class MachineTarget(TargetBase):
             out.append(ThreadInfo(cpu.index + 1, f"CPU#{cpu.index}", f"CPU#{cpu.index} [{state}]", cpu.index))
         return out
 
-    def register_value(self, cpu: CPU, name: str) -> int:
-        """The value of gdb's register ``name`` (the layout's names) for ``cpu``."""
-        if name in _GPRS:
-            return int(cpu.regs[_GPRS.index(name)])
-        if name == "eip":
-            return int(cpu.eip)
-        if name == "eflags":
-            return int(cpu.get_eflags())
-        if name in _SEG_REGS:
-            return int(cpu.segs[_SEG_REGS[name]].selector)
-        if name in _SEG_BASES:
-            return int(cpu.segs[_SEG_BASES[name]].base)
-        if name in ("cr0", "cr2", "cr3", "cr4"):
-            return int(cpu.cr[int(name[2])])
-        if name == "efer":
-            return int(cpu.efer)
-        if name in ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit"):
-            return int(getattr(cpu, name))
-        if name.startswith("dr"):
-            return int(cpu.dr[int(name[2])])
-        # x87: the FPU's reset state (not emulated yet)
-        return _X87_RESET.get(name, 0)
-
     def read_registers(self, tid: int) -> bytes:
         cpu = self._cpu(tid)
         return b"".join(
-            self.layout.encode_register(r.regnum, self.register_value(cpu, r.name)) for r in self.layout.registers
+            self.layout.encode_register(r.regnum, register_value(cpu, r.name)) for r in self.layout.registers
         )
 
     def read_register(self, tid: int, regnum: int) -> bytes | None:
@@ -195,7 +162,7 @@ class MachineTarget(TargetBase):
             return None
         cpu = self._cpu(tid)
         r = self.layout[regnum]
-        return self.layout.encode_register(regnum, self.register_value(cpu, r.name))
+        return self.layout.encode_register(regnum, register_value(cpu, r.name))
 
     def write_registers(self, tid: int, data: bytes) -> None:
         if len(data) != self.layout.g_size:
@@ -206,8 +173,8 @@ class MachineTarget(TargetBase):
         for r in self.layout.registers:
             off = self.layout.offsets[r.regnum]
             value = self.layout.decode_register(r.regnum, data[off : off + r.size])
-            if value != self.register_value(cpu, r.name):
-                if not self._set(cpu, r.name, value):
+            if value != register_value(cpu, r.name):
+                if not set_register(self.machine, cpu, r.name, value):
                     raise TargetError(errno.EINVAL, f"cannot write {r.name}")
 
     def write_register(self, tid: int, regnum: int, data: bytes) -> bool:
@@ -215,54 +182,7 @@ class MachineTarget(TargetBase):
             return False
         cpu = self._cpu(tid)
         r = self.layout[regnum]
-        return self._set(cpu, r.name, self.layout.decode_register(regnum, data))
-
-    def _set(self, cpu: CPU, name: str, value: int) -> bool:
-        """Write one register with the effect of the instruction that would write it."""
-        if name in _GPRS:
-            cpu.regs[_GPRS.index(name)] = value & 0xFFFFFFFF
-        elif name == "eip":
-            cpu.eip = value & 0xFFFFFFFF
-        elif name == "eflags":
-            cpu.set_eflags(value | 2)
-        elif name in _SEG_REGS:
-            seg = _SEG_REGS[name]
-            try:
-                if not cpu.cr[0] & 1 or cpu.eflags & F.VM:
-                    old = cpu.segs[seg]
-                    cpu.segs[seg] = SegmentCache(value & 0xFFFF, (value & 0xFFFF) << 4, old.limit, old.flags)
-                elif seg in (CS, SS):
-                    if value & 0xFFFC == 0:
-                        return False
-                    lo, hi = read_descriptor(cpu, value & 0xFFFF)
-                    cpu.segs[seg] = cache_from(value & 0xFFFF, lo, hi)
-                else:
-                    sysops.load_seg(cpu, seg, value & 0xFFFF)
-            except GuestFault:
-                return False
-            cpu.compute_hflags()
-        elif name in _SEG_BASES:
-            cpu.segs[_SEG_BASES[name]].base = value & 0xFFFFFFFF
-            cpu.compute_hflags()
-            cpu.jmp_cache.clear()
-        elif name in ("cr0", "cr2", "cr3", "cr4"):
-            n = int(name[2])
-            cpu.cr[n] = value & 0xFFFFFFFF
-            if n != 2:
-                cpu.tlb.flush()  # as mov crN would (a CR3 write drops non-global pages; all is safe)
-            cpu.compute_hflags()
-        elif name == "efer":
-            cpu.efer = value
-        elif name in ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit"):
-            setattr(cpu, name, value)
-        elif name.startswith("dr"):
-            n = int(name[2])
-            cpu.dr[n] = value & 0xFFFFFFFF
-            if n != 6:
-                self.machine.update_guest_debug(cpu)
-        else:
-            return True  # x87: accepted, not emulated
-        return True
+        return set_register(self.machine, cpu, r.name, self.layout.decode_register(regnum, data))
 
     # ---- memory ---------------------------------------------------------------------
     def read_memory(self, tid: int, vaddr: int, length: int) -> bytes:

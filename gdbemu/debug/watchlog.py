@@ -40,17 +40,16 @@ Rules
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..core.cpu import CPU
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind, Watchpoint
 from .conditions import WatchConditionFn
+from .memview import Peek
 
 LOG_MAX: Final = 100_000  # watch-log records kept (the oldest are dropped and counted)
-
-Peek = Callable[[CPU, int, int], "int | None"]
 
 
 @dataclass(frozen=True)

@@ -411,10 +411,10 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
     it with the breakpoint removed, reinserts it, continues, and removes it
     again at the stop; a watchpoint is re-read and reinserted at each resume.
     """
+    from gdbemu.debug.target import MachineTarget
     from gdbemu.hw.pc import PCConfig, build_pc
     from gdbemu.machine import Machine
     from gdbemu.rsp.stub import Action, GdbStub
-    from gdbemu.target import MachineTarget
 
     m = build_pc(Machine(ram_size=128 << 20), PCConfig(serial=["null"], debugcon="null"))
     m.load_multiboot(str(elf))

@@ -745,8 +745,8 @@ def _serve_gdb(machine, opts: Options, debugcon: _Sink | None, console: ConsoleI
     """
     import logging
 
+    from .debug.target import MachineTarget
     from .rsp.server import GdbServer, parse_endpoint
-    from .target import MachineTarget
 
     endpoint = parse_endpoint(opts.gdb or "tcp::1234")
     target = MachineTarget(machine)

@@ -30,9 +30,10 @@ from .core import interrupts
 from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX, REQ_EXIT, REQ_HARD, REQ_NMI
 from .core.events import DebuggerHooks
-from .core.exceptions import GuestFault
+from .core.exceptions import DB, GuestFault
 from .core.exec import ExecContext, cpu_exec
-from .core.mmu import debug_translate
+from .core.guest_debug import data_breakpoint_hit, is_guest_watchpoint
+from .core.guest_debug import update_guest_debug as _update_guest_debug
 from .core.stop import RunStop, StopKind
 from .core.tb import TB, TBCache
 from .core.trace import TraceHooks
@@ -41,7 +42,7 @@ from .core.vcpu import make_cpu
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
 from .softmmu.tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE
-from .softmmu.watchpoint import KIND_NAMES, WATCH_ACCESS, WATCH_WRITE, WatchHit, WatchpointList
+from .softmmu.watchpoint import WatchHit, WatchpointList
 
 Stop = RunStop  # the old name, for a transition: new code uses core.stop.RunStop / StopKind
 
@@ -94,7 +95,7 @@ class Machine:
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
         self.breakpoints = Breakpoints(self._invalidate_linear)
-        self.watchpoints = WatchpointList(self._flush_page_all, self.peek_linear)
+        self.watchpoints = WatchpointList(self._flush_page_all)
         self.translator = Translator(self.mem, self.tbs, self.breakpoints)
         self.trace: TraceHooks[CPU] = trace if trace is not None else TraceHooks()
         # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
@@ -318,6 +319,9 @@ class Machine:
                 cpu.interrupt_request &= ~REQ_EXIT
 
     # ---- the debugger's view ----------------------------------------------------------
+    # The debugger's policy lives in gdbemu/debug (memory view, watch log, conditions,
+    # MachineTarget); the guest's DR0-DR7 in core/guest_debug.py.  What stays here is the
+    # machine side of the core's events and the one hook point, ``debugger``.
     def debug_stop(self, cpu: CPU, reason: str, addr: int) -> None:
         """A gdb breakpoint was reached (the instruction has not run)."""
         self.request_stop(RunStop(StopKind.DEBUG, f"{reason} at {addr:#x}", reason=reason, addr=addr, cpu=cpu.index))
@@ -325,98 +329,41 @@ class Machine:
     def watch_stop(self, cpu: CPU, hit: WatchHit) -> None:
         """A watchpoint hit, reported after the instruction (trap-like), to gdb or to the guest.
 
-        With the watch log or watch conditions active (``softmmu/watchpoint.py``)
-        the hit is first completed there: logged, its condition evaluated; a hit
-        that is not to be reported returns here and the guest runs on.
+        An attached debugger completes the hit first (``debugger.complete_watch``:
+        the watch log and watch conditions); a hit it does not want reported
+        returns here and the guest runs on.  A hit of the guest's own DR0-DR3
+        is a #DB trap with DR6.Bn (core/guest_debug.py).
         """
-        owner = hit.wp.owner
+        report: WatchHit | None = hit
         if self.debugger is not None:
             report = self.debugger.complete_watch(cpu, hit)
-        else:
-            report = self.watchpoints.complete(cpu, hit)
-        if isinstance(owner, tuple) and owner[0] == "dr":
-            # The guest's own data breakpoint: #DB trap with DR6.Bn (SDM vol. 3, 17.3.1.2).
-            cpu.dr[6] = (cpu.dr[6] & ~0xF) | (1 << owner[2]) | 0xFFFF0FF0
-            self.deliver_exception(cpu, GuestFault(1))
+        if is_guest_watchpoint(hit.wp):
+            data_breakpoint_hit(cpu, hit.wp)
+            self.deliver_exception(cpu, GuestFault(DB))
             return
         if report is None:
             return  # logged, or its condition was false: no stop
-        hit = report
-        reason = KIND_NAMES[hit.wp.kind]
+        reason = report.wp.kind.stop_name
         self.request_stop(
-            RunStop(StopKind.DEBUG, f"{reason} at {hit.addr:#x}", reason=reason, addr=hit.addr, hit=hit, cpu=cpu.index)
+            RunStop(
+                StopKind.DEBUG,
+                f"{reason} at {report.addr:#x}",
+                reason=reason,
+                addr=report.addr,
+                hit=report,
+                cpu=cpu.index,
+            )
         )
 
     def update_guest_debug(self, cpu: CPU) -> None:
         """DR0-DR3/DR7 changed: rebuild the guest's execute breakpoints and data watchpoints."""
-        dr7 = cpu.dr[7]
-        execs: dict[int, set[int]] = {}
-        self.watchpoints.remove_owner_prefix(("dr", cpu.index))
-        for n in range(4):
-            if not (dr7 >> (2 * n)) & 3:
-                continue
-            rw = (dr7 >> (16 + 4 * n)) & 3
-            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * n)) & 3]
-            addr = cpu.dr[n] & 0xFFFFFFFF
-            if rw == 0:
-                execs.setdefault(addr, set()).add(n)
-            elif rw in (1, 3):
-                addr &= ~(length - 1)
-                self.watchpoints.add(addr, length, WATCH_WRITE if rw == 1 else WATCH_ACCESS, ("dr", cpu.index, n))
-            # rw == 2 (I/O breakpoints, CR4.DE) is not emulated
-        self.breakpoints.set_guest(execs)
-
-    def peek_linear(self, cpu: CPU, vaddr: int, size: int) -> int | None:
-        """``size`` bytes at a linear address as an integer, debug view, RAM only (else None).
-
-        For the watch log's old/new values and target-side conditions: no TLB
-        fill, no fault, no A/D bits, and never an MMIO read (a device register
-        read has side effects; reading it again for a log would change the guest).
-        """
-        vaddr &= 0xFFFFFFFF
-        if (vaddr & 0xFFF) + size > 0x1000:
-            lo = 0x1000 - (vaddr & 0xFFF)
-            a = self.peek_linear(cpu, vaddr, lo)
-            b = self.peek_linear(cpu, vaddr + lo, size - lo)
-            return None if a is None or b is None else a | (b << (8 * lo))
-        paddr = debug_translate(cpu, vaddr)
-        mem = self.mem
-        if paddr is None or not mem.is_ram(paddr) or paddr + size > mem.ram_size:
-            return None
-        return int.from_bytes(mem.ram[paddr : paddr + size], "little")
-
-    def read_virtual(self, vaddr: int, length: int, cpu: CPU | None = None) -> bytes:
-        """gdb's memory read: no TLB fill, no A/D bits, no watchpoints, no fault (None pages raise)."""
-        cpu = cpu or self.cpu
-        out = bytearray()
-        while length > 0:
-            chunk = min(length, 4096 - (vaddr & 0xFFF))
-            paddr = debug_translate(cpu, vaddr)
-            if paddr is None:
-                raise ValueError(f"address {vaddr:#x} is not mapped")
-            out += self.mem.read(paddr, chunk)
-            vaddr = (vaddr + chunk) & 0xFFFFFFFF
-            length -= chunk
-        return bytes(out)
-
-    def write_virtual(self, vaddr: int, data: bytes, cpu: CPU | None = None) -> None:
-        """gdb's memory write: through physical memory, invalidating translated code it touches."""
-        cpu = cpu or self.cpu
-        pos = 0
-        pieces = []
-        while pos < len(data):
-            chunk = min(len(data) - pos, 4096 - (vaddr & 0xFFF))
-            paddr = debug_translate(cpu, vaddr)
-            if paddr is None:
-                raise ValueError(f"address {vaddr:#x} is not mapped")
-            pieces.append((paddr, data[pos : pos + chunk]))
-            vaddr = (vaddr + chunk) & 0xFFFFFFFF
-            pos += chunk
-        for paddr, piece in pieces:  # all pages mapped: write (nothing written if one is not)
-            self.mem.write(paddr, piece)
+        _update_guest_debug(cpu, self.watchpoints, self.breakpoints)
 
     def step(self, cpu: CPU | None = None, irq: bool = False) -> RunStop:
         """Execute exactly one instruction (the debugger's step).
+
+        It stays on the machine: it is the run loop cut to one instruction
+        (interrupt delivery, timers, the exec loop's exits), not a debugger view.
 
         By default no interrupt is taken and timers do not advance during the
         step (QEMU's SSTEP_NOIRQ | SSTEP_NOTIMER); with ``irq`` a pending

@@ -1,4 +1,4 @@
-"""Agent expressions (gdbemu/rsp/agent.py): byte-level vectors for the decoder, validator and compiler.
+"""Agent expressions (gdbemu/debug/ax.py): byte-level vectors for the decoder, validator and compiler.
 
 Layers, as the rest of the rsp tests:
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from gdbemu.rsp import agent as A
-from gdbemu.rsp.agent import OPS, AgentEnv, AgentError, AgentEvalError
+from gdbemu.debug import ax as A
+from gdbemu.debug.ax import OPS, AgentEnv, AgentError, AgentEvalError
 from gdbemu.rsp.arch.i386 import I386_LAYOUT
 from gdbemu.rsp.stub import E_AGENT, GdbStub
 from gdbemu.rsp.target import (

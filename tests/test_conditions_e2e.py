@@ -25,9 +25,10 @@ import guest_build
 import pytest
 
 from gdbemu.core import helpers
+from gdbemu.debug.memview import read_virtual
+from gdbemu.debug.target import MachineTarget
 from gdbemu.machine import Machine
 from gdbemu.rsp.stub import GdbStub
-from gdbemu.target import MachineTarget
 
 # pygdbmi's parser calls the deprecated Logger.warn on MI stream text it does not expect
 pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
@@ -86,7 +87,7 @@ class Session:
         raise AssertionError("no stop")
 
     def u32(self, name: str) -> int:
-        return int.from_bytes(self.machine.read_virtual(self.sym[name], 4), "little")
+        return int.from_bytes(read_virtual(self.machine, self.sym[name], 4), "little")
 
     @property
     def eip(self) -> int:
@@ -253,7 +254,7 @@ def test_watch_condition_errors_stop(guest: Any) -> None:
 def test_watch_condition_syntax_errors(guest: Any, text: str, why: str) -> None:
     s = Session(guest)
     assert why in s.monitor(f"watch cond 0x1000 {text}")
-    assert s.machine.watchpoints.conditions == {}
+    assert s.target.watch_log.conditions == {}
 
 
 # ---- the cost of a false condition --------------------------------------------------------------------

@@ -7,9 +7,13 @@ including the guest's own DR7 breakpoints and EFLAGS.TF, which share them.
 
 from __future__ import annotations
 
+from functools import partial
+
 import guest_build
 import pytest
 
+from gdbemu.debug.memview import peek_linear, read_virtual, write_virtual
+from gdbemu.debug.watchlog import WatchLog
 from gdbemu.machine import Machine
 from gdbemu.softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
 
@@ -30,7 +34,7 @@ def boot(guest) -> tuple[Machine, dict]:
 
 
 def rd32(m: Machine, addr: int) -> int:
-    return int.from_bytes(m.read_virtual(addr, 4), "little")
+    return int.from_bytes(read_virtual(m, addr, 4), "little")
 
 
 def run_free(m: Machine):
@@ -108,6 +112,26 @@ def test_write_watchpoint_reports_after_the_store(guest):
     assert wp.hits == 3
 
 
+def test_watch_log_and_a_python_condition_on_the_debugger_hook_points(guest):
+    """debug/watchlog.py attached by hand (MachineTarget does the same): hits logged, the condition decides."""
+    m, sym = boot(guest)
+    log = WatchLog(partial(peek_linear, m.mem))
+    m.watchpoints.set_tracer(log)
+    m.attach_debugger(log)
+    wp = m.watchpoints.add(sym["counter"], 4, WATCH_WRITE)
+    log.log_watchpoint(wp)
+    log.set_condition(wp, lambda cpu, entry: entry.new == 9)
+    stop = m.run(max_insns=1_000_000)
+    assert stop.kind == "debug" and stop.reason == "watch" and m.cpu.eip == sym["after_store"]
+    assert rd32(m, sym["counter"]) == 9
+    assert [(e.old, e.new, e.stopped) for e in log.entries] == [(0, 3, False), (3, 6, False), (6, 9, True)]
+    assert log.suppressed == 2 and log.cond_evals == 3
+    m.attach_debugger(None)  # detached: every hit reports again, nothing is logged
+    m.watchpoints.set_tracer(None)
+    assert m.run(max_insns=1_000_000).kind == "debug" and rd32(m, sym["counter"]) == 12
+    assert len(log.entries) == 3
+
+
 def test_read_and_access_watchpoints_report_their_kinds(guest):
     m, sym = boot(guest)
     m.watchpoints.add(sym["readme"], 4, WATCH_READ)
@@ -171,7 +195,7 @@ def test_breakpoint_on_rewritten_code_hits_and_new_code_runs(guest):
     m.breakpoints.add(sym["patch_target"])
     stop = m.run(max_insns=1_000_000)
     assert stop.reason == "swbreak" and m.cpu.eip == sym["patch_target"]
-    assert m.read_virtual(sym["patch_target"], 5)[1:] == (0x1234).to_bytes(4, "little")
+    assert read_virtual(m, sym["patch_target"], 5)[1:] == (0x1234).to_bytes(4, "little")
     m.breakpoints.skip_once = sym["patch_target"]
     assert m.step().kind == "step"
     assert m.cpu.regs[2] == 0x1234
@@ -186,7 +210,7 @@ def test_gdb_writes_into_code_invalidate_translations(guest):
     # rewrite the next instruction (a `movl $imm, ...` is not there: write a mov edx, imm ourselves)
     m.breakpoints.add(sym["after_int"])
     m.run(max_insns=1_000_000)
-    m.write_virtual(sym["after_int"], b"\xba\x78\x56\x34\x12")  # mov edx, 0x12345678
+    write_virtual(m, sym["after_int"], b"\xba\x78\x56\x34\x12")  # mov edx, 0x12345678
     m.breakpoints.remove(sym["after_int"])
     m.step()
     assert m.cpu.regs[2] == 0x12345678

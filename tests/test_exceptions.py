@@ -33,6 +33,8 @@ import pytest
 from conftest import GUEST_RAM, GuestRun
 from exc_compare import assert_matches_qemu, assert_passes_on_gdbemu, compare, failures
 
+from gdbemu.debug.memview import read_virtual
+
 # Checks per guest (the plan line "1..N"): a guest that silently loses checks fails.
 CHECKS = {"exc_vectors": 193, "exc_shadow": 12, "exc_iopl": 61, "exc_debug": 38}
 # Instruction bounds, about ten times what each guest retires.
@@ -145,7 +147,7 @@ def test_hardware_interrupts_and_shadows(build_guest: Callable[[str], Path]) -> 
     assert failures(out) == [] and out.splitlines()[-1] == "1..10", out
 
     def rd(name: str) -> int:
-        return int.from_bytes(m.read_virtual(sym[name], 4), "little")
+        return int.from_bytes(read_virtual(m, sym[name], 4), "little")
 
     assert rd("movss_irq_n") == 1
     assert rd("movss_irq_eip") == sym["d2"], "taken between MOV SS and the next instruction"

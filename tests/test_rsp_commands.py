@@ -72,8 +72,8 @@ VALID: list[tuple[bytes, c.Command]] = [
     (b"qXfer:features:read:i386-core.xml:1a,10", c.XferRead("features", "i386-core.xml", 0x1A, 0x10)),
     (b"qXfer:threads:read::0,1000", c.XferRead("threads", "", 0, 0x1000)),
     # monitor
-    (b"qRcmd,68656c70", c.Monitor(b"help")),
-    (b"qRcmd,", c.Monitor(b"")),
+    (b"qRcmd,68656c70", c.QRcmd(b"help")),
+    (b"qRcmd,", c.QRcmd(b"")),
     # detach / kill / misc
     (b"D", c.Detach()),
     (b"D;1", c.Detach(1)),

@@ -29,7 +29,7 @@ from gdbemu.rsp.target import (
     ResumeAction,
     Signal,
     StopEvent,
-    StopReason,
+    StopReplyKind,
     Target,
     TargetBase,
     TargetError,
@@ -358,9 +358,9 @@ def test_stop_reply_survives_a_failing_register_read(stub: GdbStub, target: Fake
 
 def test_stop_event_validation() -> None:
     with pytest.raises(ValueError):
-        StopEvent(StopReason.WATCH)
+        StopEvent(StopReplyKind.WATCH)
     with pytest.raises(ValueError):
-        StopEvent(StopReason.EXITED)
+        StopEvent(StopReplyKind.EXITED)
     assert StopEvent.exited(0).is_final and not StopEvent.swbreak().is_final
 
 

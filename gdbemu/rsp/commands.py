@@ -31,7 +31,7 @@ __all__ = [
     "InsertBreakpoint",
     "InsertWatchpoint",
     "Kill",
-    "Monitor",
+    "QRcmd",
     "MustReplyEmpty",
     "ParseError",
     "QueryAttached",
@@ -241,7 +241,7 @@ class XferRead:
 
 
 @dataclasses.dataclass(frozen=True)
-class Monitor:
+class QRcmd:
     """``qRcmd,hex``: gdb's ``monitor`` command, hex-decoded."""
 
     command: bytes
@@ -356,7 +356,7 @@ Command = (
     | QueryAttached
     | QueryOffsets
     | XferRead
-    | Monitor
+    | QRcmd
     | Detach
     | Kill
     | VKill
@@ -581,12 +581,12 @@ def parse_qXfer_threads_read(args: bytes) -> XferRead:
     return _parse_xfer_read("threads", args)
 
 
-def parse_qRcmd(args: bytes) -> Monitor:
+def parse_qRcmd(args: bytes) -> QRcmd:
     if not args.startswith(b","):
         raise ParseError("qRcmd: expected ,hex")
     if len(args) % 2 == 0:  # the comma plus an even number of digits makes the length odd
         raise ParseError("qRcmd: odd number of hex digits")
-    return Monitor(_hex_bytes(args[1:], "monitor command"))
+    return QRcmd(_hex_bytes(args[1:], "monitor command"))
 
 
 def parse_D(args: bytes) -> Detach:

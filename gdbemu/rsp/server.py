@@ -71,7 +71,7 @@ from typing import Literal, Protocol
 
 from .protocol import BadPacket, Connection, Interrupt, Nack, Packet
 from .stub import PACKET_SIZE, Action, GdbStub
-from .target import Signal, StopEvent, StopReason, Target
+from .target import Signal, StopEvent, StopReplyKind, Target
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -390,7 +390,7 @@ class GdbServer:
         else:
             self.log.info("guest stopped with nobody attached: %r (kept for the next gdb)", event)
         if event.is_final:
-            self._result = ServeResult("exited" if event.reason is StopReason.EXITED else "terminated", event)
+            self._result = ServeResult("exited" if event.reason is StopReplyKind.EXITED else "terminated", event)
             return
         pending, self._pending = self._pending, []
         for i, packet in enumerate(pending):

@@ -46,13 +46,13 @@ from xml.sax.saxutils import escape as _xml_escape
 from xml.sax.saxutils import quoteattr as _xml_attr
 
 from . import commands as cmds
-from .agent import AgentError
 from .target import (
     ALL_THREADS,
     ANY_THREAD,
+    AgentError,
     ResumeAction,
     StopEvent,
-    StopReason,
+    StopReplyKind,
     Target,
     TargetError,
     ThreadInfo,
@@ -166,7 +166,7 @@ class GdbStub:
             cmds.QueryAttached: self.handle_qAttached,
             cmds.QueryOffsets: self.handle_qOffsets,
             cmds.XferRead: self.handle_qXfer_read,
-            cmds.Monitor: self.handle_qRcmd,
+            cmds.QRcmd: self.handle_qRcmd,
             cmds.Detach: self.handle_D,
             cmds.Kill: self.handle_k,
             cmds.VKill: self.handle_vKill,
@@ -249,18 +249,18 @@ class GdbStub:
         return tid
 
     def _format_stop(self, event: StopEvent) -> bytes:
-        if event.reason is StopReason.EXITED:
+        if event.reason is StopReplyKind.EXITED:
             return b"W%02x" % ((event.exit_code or 0) & 0xFF)
-        if event.reason is StopReason.TERMINATED:
+        if event.reason is StopReplyKind.TERMINATED:
             return b"X%02x" % (event.signal & 0xFF)
         tid = self._resolve(event.thread if event.thread is not None else ANY_THREAD)
         out = [b"T%02x" % (event.signal & 0xFF), b"thread:%x;" % tid]
         reason = event.reason
-        if reason is StopReason.SWBREAK and self.gdb_features.has("swbreak"):
+        if reason is StopReplyKind.SWBREAK and self.gdb_features.has("swbreak"):
             out.append(b"swbreak:;")
-        elif reason is StopReason.HWBREAK and self.gdb_features.has("hwbreak"):
+        elif reason is StopReplyKind.HWBREAK and self.gdb_features.has("hwbreak"):
             out.append(b"hwbreak:;")
-        elif reason in (StopReason.WATCH, StopReason.RWATCH, StopReason.AWATCH):
+        elif reason in (StopReplyKind.WATCH, StopReplyKind.RWATCH, StopReplyKind.AWATCH):
             out.append(b"%s:%x;" % (reason.value.encode(), event.addr or 0))
         try:
             for regnum in self.layout.expedite:
@@ -583,7 +583,7 @@ class GdbStub:
         more = cmd.offset + len(chunk) < len(doc)
         return Reply([(b"m" if more else b"l") + chunk])
 
-    def handle_qRcmd(self, cmd: cmds.Monitor) -> Reply:
+    def handle_qRcmd(self, cmd: cmds.QRcmd) -> Reply:
         ops = self._ops_or_none(self.target.supports_monitor)
         if ops is None:
             return Reply([b""])  # gdb: "Target does not support this command."

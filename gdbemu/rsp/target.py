@@ -46,12 +46,13 @@ Rules of the interface
    first version still satisfies the protocol and simply lacks them.
 8. **Target-side conditions and commands** (``ConditionalBreakpoints+``,
    ``BreakpointCommands+``) arrive as agent-expression bytecode
-   (:mod:`gdbemu.rsp.agent` decodes, validates and compiles it).  The stub
+   (the target decodes, validates and compiles it; gdbemu's does so in
+   :mod:`gdbemu.debug.ax`).  The stub
    calls ``set_conditions``/``set_commands`` *before* inserting the
    breakpoint, on every ``Z0``/``Z1`` (an empty list clears what a previous
    insertion set: gdb re-inserts with new conditions), and clears both when
    it removes the breakpoint.  Bytecode the target will not run raises
-   :class:`~gdbemu.rsp.agent.AgentError` (or TargetError): the ``Z`` packet
+   :class:`AgentError` (or TargetError): the ``Z`` packet
    is answered with an error and the breakpoint is not inserted.
 
 Register data is raw bytes in the layout's order and byte order (see
@@ -71,6 +72,7 @@ from .arch import RegisterLayout
 
 __all__ = [
     "ALL_THREADS",
+    "AgentError",
     "ANY_THREAD",
     "BreakpointCommandOps",
     "BreakpointConditionOps",
@@ -79,7 +81,7 @@ __all__ = [
     "ResumeAction",
     "Signal",
     "StopEvent",
-    "StopReason",
+    "StopReplyKind",
     "Target",
     "TargetBase",
     "TargetError",
@@ -126,7 +128,19 @@ class TargetError(Exception):
         self.errno = errno
 
 
-class StopReason(enum.Enum):
+class AgentError(ValueError):
+    """Bytecode the target will not run (malformed, unsupported, or unsafe); ``offset`` locates it.
+
+    Raised by ``set_conditions``/``set_commands`` (rule 8): the stub answers the ``Z`` packet
+    with ``E_AGENT`` and does not insert the breakpoint.
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class StopReplyKind(enum.Enum):
     """Why the target stopped; selects the shape of the stop reply."""
 
     SIGNAL = "signal"  # T<sig>: step done, Ctrl-C, a guest fault reported as a signal
@@ -139,7 +153,7 @@ class StopReason(enum.Enum):
     TERMINATED = "terminated"  # X<sig>: the guest was killed by a "signal" (e.g. triple fault)
 
 
-_WATCH_REASONS = (StopReason.WATCH, StopReason.RWATCH, StopReason.AWATCH)
+_WATCH_REASONS = (StopReplyKind.WATCH, StopReplyKind.RWATCH, StopReplyKind.AWATCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +172,7 @@ class StopEvent:
     instruction, as on hardware.
     """
 
-    reason: StopReason
+    reason: StopReplyKind
     signal: int = Signal.SIGTRAP
     thread: int | None = None
     addr: int | None = None
@@ -167,47 +181,49 @@ class StopEvent:
     def __post_init__(self) -> None:
         if self.reason in _WATCH_REASONS and self.addr is None:
             raise ValueError(f"{self.reason.value} stop needs the data address")
-        if self.reason is StopReason.EXITED and self.exit_code is None:
+        if self.reason is StopReplyKind.EXITED and self.exit_code is None:
             raise ValueError("exited stop needs an exit code")
 
     # Constructors that read well at the call site: ``StopEvent.swbreak(tid)``.
     @classmethod
     def signalled(cls, signal: int, thread: int | None = None) -> StopEvent:
-        return cls(StopReason.SIGNAL, signal, thread)
+        return cls(StopReplyKind.SIGNAL, signal, thread)
 
     @classmethod
     def step_done(cls, thread: int | None = None) -> StopEvent:
-        return cls(StopReason.SIGNAL, Signal.SIGTRAP, thread)
+        return cls(StopReplyKind.SIGNAL, Signal.SIGTRAP, thread)
 
     @classmethod
     def interrupted(cls, thread: int | None = None) -> StopEvent:
-        return cls(StopReason.SIGNAL, Signal.SIGINT, thread)
+        return cls(StopReplyKind.SIGNAL, Signal.SIGINT, thread)
 
     @classmethod
     def swbreak(cls, thread: int | None = None) -> StopEvent:
-        return cls(StopReason.SWBREAK, Signal.SIGTRAP, thread)
+        return cls(StopReplyKind.SWBREAK, Signal.SIGTRAP, thread)
 
     @classmethod
     def hwbreak(cls, thread: int | None = None) -> StopEvent:
-        return cls(StopReason.HWBREAK, Signal.SIGTRAP, thread)
+        return cls(StopReplyKind.HWBREAK, Signal.SIGTRAP, thread)
 
     @classmethod
     def watch(cls, kind: WatchKind, addr: int, thread: int | None = None) -> StopEvent:
-        reason = {WatchKind.WRITE: StopReason.WATCH, WatchKind.READ: StopReason.RWATCH}.get(kind, StopReason.AWATCH)
+        reason = {WatchKind.WRITE: StopReplyKind.WATCH, WatchKind.READ: StopReplyKind.RWATCH}.get(
+            kind, StopReplyKind.AWATCH
+        )
         return cls(reason, Signal.SIGTRAP, thread, addr)
 
     @classmethod
     def exited(cls, exit_code: int) -> StopEvent:
-        return cls(StopReason.EXITED, 0, None, None, exit_code)
+        return cls(StopReplyKind.EXITED, 0, None, None, exit_code)
 
     @classmethod
     def terminated(cls, signal: int) -> StopEvent:
-        return cls(StopReason.TERMINATED, signal)
+        return cls(StopReplyKind.TERMINATED, signal)
 
     @property
     def is_final(self) -> bool:
         """True when the guest is gone (W/X replies): nothing can be resumed afterwards."""
-        return self.reason in (StopReason.EXITED, StopReason.TERMINATED)
+        return self.reason in (StopReplyKind.EXITED, StopReplyKind.TERMINATED)
 
 
 @dataclasses.dataclass(frozen=True)

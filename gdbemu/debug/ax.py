@@ -1,4 +1,4 @@
-"""Agent expressions: gdb's bytecode for target-side conditions and commands, decoded, validated, compiled.
+"""Agent expressions (gdbserver's ax.c): gdb's bytecode for target-side conditions and commands, compiled.
 
 gdb sends breakpoint conditions (``Z0,addr,kind;X<len>,<hex>...``) and
 commands (``;cmds:<persist>,X<len>,<hex>...``, the ``printf`` of an
@@ -33,7 +33,11 @@ Theory of operation
    predecessors set.  The target supplies what is target-specific through
    :class:`AgentEnv`: a Python snippet per register number (e.g.
    ``cpu.regs[1]``), a memory reader, the printf sink, the C type sizes.
-   This module knows no x86.
+   This module knows no x86.  An expression nested deeper than
+   :data:`CHUNK_DEPTH` (a long chain of operations, ``ext`` of ``ext`` of
+   ...) is stored in its stack slot first, so what is compiled never meets
+   Python's limits on nesting (gdb sends chains of ~100 operations for
+   long conditions); the stack itself is bounded by :data:`STACK_MAX`.
 4. **Hook** (:func:`compile_breakpoint`): the conditions (OR: any true
    stops, as gdbserver) and commands of one breakpoint become one callable
    ``hook(cpu) -> bool`` ("report the stop to gdb?").  An error while
@@ -54,6 +58,8 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+from ..rsp.target import AgentError  # the stub answers it with E_AGENT (rsp.target rule 8)
 
 __all__ = [
     "M64",
@@ -80,14 +86,6 @@ __all__ = [
 STACK_MAX = 100  # gdbserver's limit (ax.c STACK_MAX)
 M64 = (1 << 64) - 1
 _SIGN = 1 << 63
-
-
-class AgentError(ValueError):
-    """Bytecode this evaluator will not run (malformed, unsupported, or unsafe); ``offset`` locates it."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message if offset is None else f"{message} (at byte {offset})")
-        self.offset = offset
 
 
 class AgentEvalError(RuntimeError):
@@ -530,6 +528,21 @@ def _sar(a: int, b: int) -> int:
     return (_sx(a) >> min(b, 63)) & M64
 
 
+CHUNK_DEPTH = 24  # deepest nesting of a generated expression before it goes to its stack slot
+
+
+def _nesting(expr: str) -> int:
+    """How deeply ``expr`` nests parentheses and brackets (the generated code's, always balanced)."""
+    depth = deepest = 0
+    for ch in expr:
+        if ch in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]":
+            depth -= 1
+    return deepest
+
+
 _HELPERS: dict[str, Any] = {"_sx": _sx, "_sdiv": _sdiv, "_srem": _srem, "_lsh": _lsh, "_sar": _sar}
 _SIMPLE = re.compile(r"^(?:s\d+|\d+)$")
 
@@ -558,6 +571,8 @@ class _Codegen:
 
     def push(self, expr: str) -> None:
         self.stack.append(expr)
+        if len(expr) > CHUNK_DEPTH and _nesting(expr) > CHUNK_DEPTH:
+            self.flush()  # step 3: keep every expression shallow (Python's parser nests 200 deep at most)
 
     def pop(self) -> str:
         return self.stack.pop()
@@ -762,7 +777,10 @@ def compile_program(prog: Program, env: AgentEnv, fname: str = "_agent") -> Call
     namespace["_tsv"] = env.tsv
     namespace["_printf"] = _make_printf(env, prog.formats)
     namespace["__builtins__"] = {}
-    code = compile(src, f"<agent {prog.code.hex()[:32]}>", "exec")
+    try:
+        code = compile(src, f"<agent {prog.code.hex()[:32]}>", "exec")
+    except (SyntaxError, RecursionError, MemoryError) as exc:  # step 3 keeps it from happening; refuse if it does
+        raise AgentError(f"expression too complex to compile ({type(exc).__name__})") from None
     exec(code, namespace)
     fn: Callable[[Any], int] = namespace[fname]
     fn.__doc__ = src  # the generated source, for debugging ("do not edit": it is generated)

@@ -8,23 +8,28 @@ lists them from their docstrings' first lines, so the list cannot drift, and
 
 The debugging extensions gdb's protocol has no packet for live here too:
 the watch log and watch conditions (``watch log``, ``watch cond``:
-evaluated in gdbemu at each hit, see ``softmmu/watchpoint.py``), the output
+evaluated in gdbemu at each hit, see ``debug/watchlog.py``), the output
 of agent-style dprintfs (``dprintf log``) and the target-side breakpoint
 conditions gdb installed (``info conditions``).  Watch conditions are a
-small expression language (:func:`compile_watch_condition`), tokenized and
-parsed here and compiled from the parse -- user text is never evaluated.
+small expression language compiled by ``debug/conditions.py`` -- user text
+is never evaluated.
+
+``x/Nx PADDR`` has its count glued to the command word: :meth:`Monitor.handle`
+routes any first word starting with ``x/`` to :meth:`Monitor.cmd_x`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Protocol
 
-from .core.mmu import PG_A, PG_D, PG_G, PG_P, PG_PS, PG_RW, PG_US
-from .rsp import agent
-from .softmmu.dirty import CLIENT_NAMES
-from .softmmu.tlb import (
+from ..core.mmu import PG_A, PG_D, PG_G, PG_P, PG_PS, PG_RW, PG_US
+from ..machine import Machine
+from ..softmmu.dirty import CLIENT_NAMES
+from ..softmmu.tlb import (
     INVALID_TAG,
     NB_MMU_MODES,
     TLB_DISCARD_WRITE,
@@ -32,7 +37,12 @@ from .softmmu.tlb import (
     TLB_NOTDIRTY,
     TLB_WATCHPOINT,
 )
-from .softmmu.watchpoint import KIND_NAMES, WatchCondition
+from ..softmmu.watchpoint import GDB_OWNER
+from . import ax
+from .agent import BreakpointAgent
+from .conditions import compile_watch_condition
+from .memview import peek_linear
+from .watchlog import WatchCondition, WatchLog, WatchLogEntry
 
 MMU_NAMES = ("user", "kernel", "kernel-smap")
 _FLAG_NAMES = ((TLB_NOTDIRTY, "NOTDIRTY"), (TLB_MMIO, "MMIO"), (TLB_WATCHPOINT, "WATCH"), (TLB_DISCARD_WRITE, "ROM"))
@@ -45,24 +55,38 @@ def _flags(tag: int) -> str:
     return "|".join(names) if names else "fast"
 
 
+Command = Callable[[list[str]], str]
+
+
+class MonitorTarget(Protocol):
+    """What the commands use of a ``MachineTarget`` (debug/target.py)."""
+
+    machine: Machine
+    agent: BreakpointAgent
+    watch_log: WatchLog
+    sstep_irq: bool
+    last_run_mips: float
+
+    @property
+    def actions(self) -> Mapping[int, object]: ...
+
+
 class Monitor:
     """The ``monitor`` command set of a ``MachineTarget``."""
 
-    def __init__(self, target) -> None:
+    def __init__(self, target: MonitorTarget) -> None:
         self.target = target
         self.machine = target.machine
 
     # ---- dispatch --------------------------------------------------------------------
-    def commands(self) -> dict[str, object]:
+    def commands(self) -> dict[str, Command]:
         """Command name -> method; the name is what the docstring's first line shows.
 
         ``cmd_info_tlb`` documents itself as "info tlb: ...", ``cmd_system_reset``
         as "system_reset: ...": taking the name from there keeps ``help`` and the
         dispatcher in agreement (QEMU spells it system_reset).
         """
-        import re
-
-        out = {}
+        out: dict[str, Command] = {}
         for attr in sorted(dir(self)):
             if not attr.startswith("cmd_"):
                 continue
@@ -80,6 +104,11 @@ class Monitor:
         words = cmd.split()
         if not words:
             return self.cmd_help([])
+        if words[0].startswith("x/"):
+            try:
+                return self.cmd_x(words)
+            except ValueError as exc:
+                return f"error: {exc}\n"
         table = self.commands()
         # longest command prefix first ("info tlb" before "info")
         for n in range(min(3, len(words)), 0, -1):
@@ -92,7 +121,7 @@ class Monitor:
         return f"unknown monitor command {cmd!r}; try 'monitor help'\n"
 
     # ---- commands ---------------------------------------------------------------------
-    def cmd_help(self, args) -> str:
+    def cmd_help(self, args: list[str]) -> str:
         """help [COMMAND]: list the monitor commands, or show one command's full help."""
         table = self.commands()
         if args:
@@ -107,7 +136,7 @@ class Monitor:
             lines.append(f"  {doc}")
         return "\n".join(lines) + "\n"
 
-    def cmd_info_status(self, args) -> str:
+    def cmd_info_status(self, args: list[str]) -> str:
         """info status: running/stopped, instructions executed, guest MIPS since the last stop."""
         cpu = self.machine.cpu
         t = self.target
@@ -120,7 +149,7 @@ class Monitor:
             f"virtual time: {self.machine.clock.now() / 1e9:.6f} s\n"
         )
 
-    def cmd_info_registers(self, args) -> str:
+    def cmd_info_registers(self, args: list[str]) -> str:
         """info registers: all system state (segments with caches, control, debug, descriptor tables)."""
         cpu = self.machine.cpu
         r = cpu.regs
@@ -138,7 +167,7 @@ class Monitor:
         out.append(f"EFER={cpu.efer:016x} TSC={cpu.tsc()} icount={cpu.icount}")
         return "\n".join(out) + "\n"
 
-    def cmd_info_tlb(self, args) -> str:
+    def cmd_info_tlb(self, args: list[str]) -> str:
         """info tlb: valid TLB entries per mmu_idx with their flags (read/write/code tags)."""
         tlb = self.machine.cpu.tlb
         out = []
@@ -149,7 +178,7 @@ class Monitor:
                 out.append(f"  {vpage:08x} -> {paddr:08x}  read:{_flags(rt)} write:{_flags(wt)} code:{_flags(ct)}")
         return "\n".join(out) + "\n"
 
-    def cmd_info_mem(self, args) -> str:
+    def cmd_info_mem(self, args: list[str]) -> str:
         """info mem: the guest's page-table mappings (linear ranges, physical, rights)."""
         cpu = self.machine.cpu
         if not cpu.cr[0] & (1 << 31):
@@ -182,17 +211,18 @@ class Monitor:
                     effective = pde & pte | (pte & (PG_A | PG_D | PG_G))
                     rows.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, rights(effective)))
         # merge contiguous runs with the same rights
-        merged: list[list] = []
+        merged: list[tuple[int, int, int, str]] = []
         for vaddr, size, paddr, r in rows:
-            last = merged[-1] if merged else None
-            if last and last[0] + last[1] == vaddr and last[2] + last[1] == paddr and last[3] == r:
-                last[1] += size
-            else:
-                merged.append([vaddr, size, paddr, r])
+            if merged:
+                v, s, p, last_r = merged[-1]
+                if v + s == vaddr and p + s == paddr and last_r == r:
+                    merged[-1] = (v, s + size, p, r)
+                    continue
+            merged.append((vaddr, size, paddr, r))
         out = [f"{v:08x}-{v + s:08x} {s:08x} -> {p:08x} {r}" for v, s, p, r in merged]
         return "\n".join(out) + ("\n" if out else "no mappings\n")
 
-    def cmd_info_tbs(self, args) -> str:
+    def cmd_info_tbs(self, args: list[str]) -> str:
         """info tbs: translation block count, per physical page, by tier."""
         tbs = self.machine.tbs
         out = [
@@ -209,7 +239,7 @@ class Monitor:
             out.append(f"  ... {len(tbs.pages) - 64} more pages")
         return "\n".join(out) + "\n"
 
-    def cmd_info_dirty(self, args) -> str:
+    def cmd_info_dirty(self, args: list[str]) -> str:
         """info dirty: dirty page counts per client (vga, code, migration)."""
         d = self.machine.dirty
         out = [f"{d.n_pages} RAM pages"]
@@ -218,21 +248,21 @@ class Monitor:
             out.append(f"  {name:9s}: {d.count_dirty(c)} dirty, {logged} pages logged")
         return "\n".join(out) + "\n"
 
-    def cmd_info_watchpoints(self, args) -> str:
+    def cmd_info_watchpoints(self, args: list[str]) -> str:
         """info watchpoints: every watchpoint (gdb's and the guest's DR7 ones) with hit counts."""
         wl = self.machine.watchpoints
         if not wl.wps:
             return "no watchpoints\n"
         out = [f"{len(wl.wps)} watchpoints on {len(wl.by_page)} pages"]
         for wp in wl.wps:
-            owner = "gdb" if wp.owner == "gdb" else f"guest DR{wp.owner[2]}"
-            out.append(f"  {KIND_NAMES[wp.kind]:6s} {wp.vaddr:08x} len {wp.length:<6d} {owner:10s} hits {wp.hits}")
+            owner = "gdb" if wp.owner == GDB_OWNER else f"guest DR{wp.owner[2]}"  # type: ignore[index]
+            out.append(f"  {wp.kind.stop_name:6s} {wp.vaddr:08x} len {wp.length:<6d} {owner:10s} hits {wp.hits}")
         bps = self.machine.breakpoints
         if bps.gdb:
             out.append(f"{len(bps.gdb)} breakpoints: " + " ".join(f"{a:08x}" for a in sorted(bps.gdb)))
         return "\n".join(out) + "\n"
 
-    def cmd_stats(self, args) -> str:
+    def cmd_stats(self, args: list[str]) -> str:
         """stats: TLB, slow-path, TB and SMC counters."""
         stats = self.machine.stats()
         stats["watch_replays"] = self.machine.watchpoints.replays
@@ -240,7 +270,7 @@ class Monitor:
         return "\n".join(f"{k:18s} {v}" for k, v in stats.items()) + "\n"
 
     # ---- watch log and watch conditions ------------------------------------------------
-    def cmd_watch_log(self, args) -> str:
+    def cmd_watch_log(self, args: list[str]) -> str:
         """watch log on|off|clear|show [N]|json [N]: record every watchpoint hit without stopping.
 
         The log is global: one sequence across all of gdb's watchpoints, in
@@ -262,10 +292,10 @@ class Monitor:
         "records": [{"seq", "icount", "pc", "access", "addr", "size", "old",
         "new", "watchpoint": {"kind", "addr", "length"}, "stopped", "error"}]}.
         """
-        wl = self.machine.watchpoints
+        wl = self.target.watch_log
         verb = args[0] if args else "status"
         if verb in ("on", "off"):
-            wl.log_enabled = verb == "on"
+            wl.enabled = verb == "on"
             if verb == "on":
                 return (
                     "watch log on: hits of gdb's watchpoints are recorded and do not stop "
@@ -273,28 +303,28 @@ class Monitor:
                 )
             return "watch log off: gdb's watchpoints stop again (the records are kept)\n"
         if verb == "clear":
-            n = len(wl.log)
-            wl.clear_log()
+            n = len(wl.entries)
+            wl.clear()
             return f"watch log cleared ({n} records)\n"
         if verb in ("show", "json"):
-            records = list(wl.log)
+            records = list(wl.entries)
             if len(args) > 1:
                 count = int(args[1], 0)
                 if count < 0:
                     raise ValueError("N must be >= 0")
                 records = records[len(records) - count :] if count else []
             if verb == "json":
-                doc = {"enabled": wl.log_enabled, "dropped": wl.log_dropped, "records": [r.as_dict() for r in records]}
+                doc = {"enabled": wl.enabled, "dropped": wl.dropped, "records": [r.as_dict() for r in records]}
                 return json.dumps(doc) + "\n"
             return _log_table(wl, records)
         if verb == "status":
             return (
-                f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records "
-                f"({wl.log_dropped} dropped), {wl.suppressed} hits did not stop\n"
+                f"watch log {'on' if wl.enabled else 'off'}: {len(wl.entries)} records "
+                f"({wl.dropped} dropped), {wl.suppressed} hits did not stop\n"
             )
         raise ValueError("usage: watch log on|off|clear|show [N]|json [N]")
 
-    def cmd_watch_cond(self, args) -> str:
+    def cmd_watch_cond(self, args: list[str]) -> str:
         """watch cond [ADDR [EXPR | off]] | watch cond clear: a condition on gdb's watchpoints at ADDR.
 
         The condition applies to every gdb watchpoint whose range contains
@@ -321,7 +351,7 @@ class Monitor:
         'watch cond' lists the conditions, 'watch cond ADDR' shows one,
         'watch cond ADDR off' removes it, 'watch cond clear' removes all.
         """
-        wl = self.machine.watchpoints
+        wl = self.target.watch_log
         if not args:
             if not wl.conditions:
                 return "no watch conditions\n"
@@ -344,14 +374,15 @@ class Monitor:
                 else f"no watch condition at {addr:#x}\n"
             )
         text = " ".join(args[1:])
-        fn = compile_watch_condition(text, self.machine.peek_linear)
+        fn = compile_watch_condition(text, partial(peek_linear, self.machine.mem))
         wl.conditions[addr] = WatchCondition(text, fn)
-        covered = [wp for wp in wl.wps if wp.owner == "gdb" and wp.vaddr <= addr < wp.end]
+        wps = self.machine.watchpoints.wps
+        covered = [wp for wp in wps if wp.owner == GDB_OWNER and wp.vaddr <= addr < wp.end]
         note = "" if covered else " (no gdb watchpoint covers it yet: it applies once one does)"
         return f"watch condition at {addr:#x}: {text}{note}\n"
 
     # ---- target-side breakpoint conditions and dprintf -----------------------------------------
-    def cmd_info_conditions(self, args) -> str:
+    def cmd_info_conditions(self, args: list[str]) -> str:
         """info conditions: target-side breakpoint conditions and commands from gdb, with counters and errors.
 
         gdb removes its breakpoints whenever the guest stops and inserts them
@@ -369,9 +400,9 @@ class Monitor:
                 f"{n[0]} evaluations, {n[1]} true, {n[2]} errors"
             )
             for i, code in enumerate(point.conditions):
-                out.append(f"  condition {i + 1}: {agent.disassemble(code)}")
+                out.append(f"  condition {i + 1}: {ax.disassemble(code)}")
             for i, code in enumerate(point.commands):
-                out.append(f"  command {i + 1}{' (persistent)' if point.persist else ''}: {agent.disassemble(code)}")
+                out.append(f"  command {i + 1}{' (persistent)' if point.persist else ''}: {ax.disassemble(code)}")
         if not out:
             out.append("no target-side conditions or commands (gdb: set breakpoint condition-evaluation target)")
         if ag.errors:
@@ -379,7 +410,7 @@ class Monitor:
             out += [f"  {e}" for e in ag.errors]
         return "\n".join(out) + "\n"
 
-    def cmd_dprintf_log(self, args) -> str:
+    def cmd_dprintf_log(self, args: list[str]) -> str:
         """dprintf log [clear]: what agent-style dprintfs printed (they also print on gdbemu's stderr)."""
         ag = self.target.agent
         if args == ["clear"]:
@@ -389,7 +420,7 @@ class Monitor:
             raise ValueError("usage: dprintf log [clear]")
         return ag.dprintf_text()
 
-    def cmd_dprintf_stderr(self, args) -> str:
+    def cmd_dprintf_stderr(self, args: list[str]) -> str:
         """dprintf stderr [on|off]: whether agent-style dprintf output is also written to gdbemu's stderr."""
         ag = self.target.agent
         if args:
@@ -398,11 +429,13 @@ class Monitor:
             ag.dprintf_stderr = args[0] == "on"
         return f"dprintf output to stderr: {'on' if ag.dprintf_stderr else 'off'}\n"
 
-    def cmd_x(self, args) -> str:
-        """x/Nx PADDR: N 32-bit words of physical memory (also x/Nb, x/Nh)."""
-        raise ValueError("usage: x/Nx PADDR")
-
-    def handle_x(self, spec: str, args) -> str:
+    def cmd_x(self, args: list[str]) -> str:
+        """x/Nx PADDR: N 32-bit words of physical memory (also x/Nb, x/Nh, x/Ng)."""
+        # handle() passes the whole command: args[0] is the x/... word (typed as plain `x`,
+        # the dispatcher passes only the arguments, and this answers with the usage).
+        if not args or not args[0].startswith("x/"):
+            raise ValueError("usage: x/Nx PADDR")
+        spec, args = args[0], args[1:]
         size = {"b": 1, "h": 2, "w": 4, "x": 4, "g": 8}
         count = 1
         unit = 4
@@ -417,6 +450,8 @@ class Monitor:
         if not args:
             raise ValueError("usage: x/Nx PADDR")
         paddr = int(args[0], 0)
+        if not 0 <= paddr <= 0xFFFFFFFF:
+            raise ValueError(f"physical address {args[0]} out of range")
         count = min(count, 4096)
         data = self.machine.mem.read(paddr, count * unit)
         out = []
@@ -429,12 +464,12 @@ class Monitor:
             out.append(f"{paddr + i * unit:08x}: " + " ".join(f"{w:0{2 * unit}x}" for w in words))
         return "\n".join(out) + "\n"
 
-    def cmd_system_reset(self, args) -> str:
+    def cmd_system_reset(self, args: list[str]) -> str:
         """system_reset: reset the machine (the kernel boots again, as after a reset button)."""
         self.machine.reset()
         return "system reset\n"
 
-    def cmd_sstep(self, args) -> str:
+    def cmd_sstep(self, args: list[str]) -> str:
         """sstep [irq|noirq]: whether a single step may take interrupts and advance timers (default noirq)."""
         if args:
             if args[0] not in ("irq", "noirq"):
@@ -467,14 +502,14 @@ def _value_text(v: int | None) -> str:
     return "-" if v is None else f"{v:#x}"
 
 
-def _log_table(wl, records) -> str:
-    out = [f"watch log {'on' if wl.log_enabled else 'off'}: {len(wl.log)} records ({wl.log_dropped} dropped)"]
+def _log_table(wl: WatchLog, records: list[WatchLogEntry]) -> str:
+    out = [f"watch log {'on' if wl.enabled else 'off'}: {len(wl.entries)} records ({wl.dropped} dropped)"]
     if records:
         out.append(
             f"{'seq':>6} {'icount':>10} {'pc':8} acc {'addr':8} sz {'old':>18} {'new':>18} {'watchpoint':22} stop"
         )
     for r in records:
-        wp = f"{KIND_NAMES[r.wp_kind]} {r.wp_vaddr:08x}/{r.wp_length}"
+        wp = f"{r.wp_kind.stop_name} {r.wp_vaddr:08x}/{r.wp_length}"
         stop = "yes" if r.stopped else "-"
         if r.error:
             stop += f" ({r.error})"
@@ -483,206 +518,3 @@ def _log_table(wl, records) -> str:
             f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:22} {stop}"
         )
     return "\n".join(out) + "\n"
-
-
-# ---- the watch-condition language --------------------------------------------------------------
-#
-# Tokens are matched by one regex; the parser is recursive descent over the
-# token list and returns Python source built only from: integers it converted
-# itself, the names in _WATCH_NAMES / _WATCH_FUNCS (mapped to fixed snippets),
-# operators from a fixed table, and parentheses.  So the compiled text is
-# Python we wrote, whatever the user typed.
-
-_TOKEN = re.compile(
-    r"\s*(?:(0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)|([A-Za-z_]\w*)|"
-    r"(==|!=|<=|>=|<<|>>|&&|\|\||[-+*/%&|^~!<>(),]))"
-)
-_GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
-_WATCH_NAMES = {
-    "new": "_n(h.new)",
-    "value": "_n(h.new)",
-    "old": "_n(h.old)",
-    "pc": "h.pc",
-    "addr": "h.addr",
-    "size": "h.size",
-    "write": "int(h.is_write)",
-    "read": "int(not h.is_write)",
-    "icount": "h.icount",
-    "eip": "cpu.eip",
-    "eflags": "cpu.get_eflags()",
-    **{name: f"cpu.regs[{i}]" for i, name in enumerate(_GPR_NAMES)},
-}
-_WATCH_FUNCS = {
-    "mem8": "_mem(cpu, {}, 1)",
-    "mem16": "_mem(cpu, {}, 2)",
-    "mem32": "_mem(cpu, {}, 4)",
-    "mem64": "_mem(cpu, {}, 8)",
-    "s8": "_sx({}, 8)",
-    "s16": "_sx({}, 16)",
-    "s32": "_sx({}, 32)",
-}
-_WATCH_LEVELS = [  # binary operators by precedence, lowest first (Python's order)
-    {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="},
-    {"|": "|"},
-    {"^": "^"},
-    {"&": "&"},
-    {"<<": "<<", ">>": ">>"},
-    {"+": "+", "-": "-"},
-    {"*": "*", "/": "//", "%": "%"},
-]
-
-
-class _WatchParser:
-    def __init__(self, text: str) -> None:
-        self.tokens: list[tuple[str, str]] = []
-        pos = 0
-        text = text.rstrip()
-        while pos < len(text):
-            m = _TOKEN.match(text, pos)
-            if m is None or m.end() == pos:
-                raise ValueError(f"watch cond: unexpected {text[pos:].strip()[:12]!r}")
-            number, name, op = m.groups()
-            if number is not None:
-                self.tokens.append(("num", str(int(number, 0))))
-            elif name is not None:
-                self.tokens.append(("name", name))
-            else:
-                self.tokens.append(("op", op))
-            pos = m.end()
-        self.pos = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self) -> tuple[str, str]:
-        tok = self.peek()
-        if tok is None:
-            raise ValueError("watch cond: the expression ends too early")
-        self.pos += 1
-        return tok
-
-    def accept(self, *values: str) -> str | None:
-        tok = self.peek()
-        if tok is not None and tok[0] in ("op", "name") and tok[1] in values:
-            self.pos += 1
-            return tok[1]
-        return None
-
-    def parse(self) -> str:
-        if not self.tokens:
-            raise ValueError("watch cond: empty expression")
-        expr = self.disjunction()
-        if self.peek() is not None:
-            raise ValueError(f"watch cond: unexpected {self.peek()[1]!r}")  # type: ignore[index]
-        return expr
-
-    def disjunction(self) -> str:
-        expr = self.conjunction()
-        while self.accept("or", "||"):
-            expr = f"({expr} or {self.conjunction()})"
-        return expr
-
-    def conjunction(self) -> str:
-        expr = self.negation()
-        while self.accept("and", "&&"):
-            expr = f"({expr} and {self.negation()})"
-        return expr
-
-    def negation(self) -> str:
-        if self.accept("not", "!"):
-            return f"(not {self.negation()})"
-        return self.binary(0)
-
-    def binary(self, level: int) -> str:
-        if level == len(_WATCH_LEVELS):
-            return self.unary()
-        ops = _WATCH_LEVELS[level]
-        expr = self.binary(level + 1)
-        while True:
-            op = self.accept(*ops)
-            if op is None:
-                return expr
-            expr = f"({expr} {ops[op]} {self.binary(level + 1)})"
-            if level == 0 and self.peek() is not None and self.peek()[1] in ops:  # type: ignore[index]
-                raise ValueError("watch cond: chained comparisons are ambiguous; use and")
-
-    def unary(self) -> str:
-        op = self.accept("-", "~", "+")
-        if op is not None:
-            return f"({op}{self.unary()})"
-        return self.atom()
-
-    def atom(self) -> str:
-        kind, text = self.take()
-        if kind == "num":
-            return text
-        if kind == "op" and text == "(":
-            expr = self.disjunction()
-            if not self.accept(")"):
-                raise ValueError("watch cond: missing ')'")
-            return expr
-        if kind == "name":
-            if text in _WATCH_FUNCS:
-                if not self.accept("("):
-                    raise ValueError(f"watch cond: {text} takes an argument: {text}(...)")
-                arg = self.disjunction()
-                if not self.accept(")"):
-                    raise ValueError("watch cond: missing ')'")
-                return _WATCH_FUNCS[text].format(arg)
-            if text in _WATCH_NAMES:
-                return _WATCH_NAMES[text]
-            raise ValueError(f"watch cond: unknown name {text!r} (see 'help watch cond')")
-        raise ValueError(f"watch cond: unexpected {text!r}")
-
-
-def _known(value):
-    """old/new of an access that is not RAM: a condition that uses them fails (and so stops)."""
-    if value is None:
-        raise ValueError("the accessed memory is not RAM: no value")
-    return value
-
-
-def compile_watch_condition(text: str, peek):
-    """``text`` (the language of ``help watch cond``) as ``fn(cpu, record) -> bool``; ValueError if invalid.
-
-    ``peek(cpu, vaddr, size) -> int | None`` reads guest memory for mem8..mem64.
-    """
-    expr = _WatchParser(text).parse()
-
-    def mem(cpu, addr: int, size: int) -> int:
-        value = peek(cpu, addr & 0xFFFFFFFF, size)
-        if value is None:
-            raise ValueError(f"cannot read {size} bytes at {addr & 0xFFFFFFFF:#x}")
-        return value
-
-    def sx(value: int, bits: int) -> int:
-        value &= (1 << bits) - 1
-        return value - (1 << bits) if value >> (bits - 1) else value
-
-    namespace = {"_n": _known, "_mem": mem, "_sx": sx, "int": int, "__builtins__": {}}
-    src = f"def _watch_cond(cpu, h):\n    return bool({expr})\n"
-    namespace["bool"] = bool
-    exec(compile(src, "<watch cond>", "exec"), namespace)
-    fn = namespace["_watch_cond"]
-    fn.__doc__ = src
-    return fn
-
-
-def _install_x(monitor_cls) -> None:
-    """`x/16x 0x1000` has the count glued to the command: route any word starting with x/ to handle_x."""
-    original = monitor_cls.handle
-
-    def handle(self, cmd: str) -> str:
-        words = cmd.split()
-        if words and words[0].startswith("x/"):
-            try:
-                return self.handle_x(words[0], words[1:])
-            except ValueError as exc:
-                return f"error: {exc}\n"
-        return original(self, cmd)
-
-    monitor_cls.handle = handle
-
-
-_install_x(Monitor)
-del time

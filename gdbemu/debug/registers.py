@@ -1,0 +1,126 @@
+"""gdb's i386 registers (``rsp/arch/i386.py`` names) on a CPU: read, write, and as Python snippets.
+
+One table for the whole debugger: the MachineTarget reads and writes them
+(``g``/``G``/``p``/``P``), agent expressions compile ``reg N`` into the
+snippet :func:`register_source` gives, watch conditions name the GPRs.
+
+Writes act as the instruction that would write the register does
+(:func:`set_register`): a segment selector reloads its descriptor cache from
+the GDT/LDT (real and V86 mode: base = selector << 4), a CR0/CR3/CR4 write
+flushes the TLB as ``mov crN`` does, a DR0-3/DR7 write rebuilds the guest's
+own debug breakpoints.  The x87 registers are present (gdb's i386 core
+feature requires them) and read as the FPU's reset state: the core does not
+emulate x87 yet; writes to them are accepted and dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..core import flags as F
+from ..core.cpu import CPU, CS, SS, SegmentCache
+from ..core.exceptions import GuestFault
+from ..core.ops import system as sysops
+from ..core.seg import cache_from, read_descriptor
+from ..machine import Machine
+from ..rsp.arch import RegisterLayout
+
+GPR_NAMES: Final = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")  # cpu.regs order
+SEG_REGS: Final = {"cs": 1, "ss": 2, "ds": 3, "es": 0, "fs": 4, "gs": 5}  # name -> cpu.segs index
+SEG_BASES: Final = {"cs_base": 1, "ss_base": 2, "ds_base": 3, "es_base": 0, "fs_base": 4, "gs_base": 5}
+_CONTROL: Final = ("cr0", "cr2", "cr3", "cr4")
+_TABLES: Final = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")
+_X87_RESET: Final = {"fctrl": 0x37F, "ftag": 0xFFFF}
+
+
+def register_value(cpu: CPU, name: str) -> int:
+    """The value of gdb's register ``name`` for ``cpu``."""
+    if name in GPR_NAMES:
+        return int(cpu.regs[GPR_NAMES.index(name)])
+    if name == "eip":
+        return int(cpu.eip)
+    if name == "eflags":
+        return int(cpu.get_eflags())
+    if name in SEG_REGS:
+        return int(cpu.segs[SEG_REGS[name]].selector)
+    if name in SEG_BASES:
+        return int(cpu.segs[SEG_BASES[name]].base)
+    if name in _CONTROL:
+        return int(cpu.cr[int(name[2])])
+    if name == "efer":
+        return int(cpu.efer)
+    if name in _TABLES:
+        return int(getattr(cpu, name))
+    if name.startswith("dr"):
+        return int(cpu.dr[int(name[2])])
+    return _X87_RESET.get(name, 0)  # x87: the FPU's reset state (not emulated yet)
+
+
+def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:
+    """Write one register with the effect of the instruction that would write it; False if refused."""
+    if name in GPR_NAMES:
+        cpu.regs[GPR_NAMES.index(name)] = value & 0xFFFFFFFF
+    elif name == "eip":
+        cpu.eip = value & 0xFFFFFFFF
+    elif name == "eflags":
+        cpu.set_eflags(value | 2)
+    elif name in SEG_REGS:
+        seg = SEG_REGS[name]
+        try:
+            if not cpu.cr[0] & 1 or cpu.eflags & F.VM:
+                old = cpu.segs[seg]
+                cpu.segs[seg] = SegmentCache(value & 0xFFFF, (value & 0xFFFF) << 4, old.limit, old.flags)
+            elif seg in (CS, SS):
+                if value & 0xFFFC == 0:
+                    return False
+                lo, hi = read_descriptor(cpu, value & 0xFFFF)
+                cpu.segs[seg] = cache_from(value & 0xFFFF, lo, hi)
+            else:
+                sysops.load_seg(cpu, seg, value & 0xFFFF)
+        except GuestFault:
+            return False
+        cpu.compute_hflags()
+    elif name in SEG_BASES:
+        cpu.segs[SEG_BASES[name]].base = value & 0xFFFFFFFF
+        cpu.compute_hflags()
+        cpu.jmp_cache.clear()
+    elif name in _CONTROL:
+        n = int(name[2])
+        cpu.cr[n] = value & 0xFFFFFFFF
+        if n != 2:
+            cpu.tlb.flush()  # as mov crN would (a CR3 write drops non-global pages; all is safe)
+        cpu.compute_hflags()
+    elif name == "efer":
+        cpu.efer = value
+    elif name in _TABLES:
+        setattr(cpu, name, value)
+    elif name.startswith("dr"):
+        n = int(name[2])
+        cpu.dr[n] = value & 0xFFFFFFFF
+        if n != 6:
+            machine.update_guest_debug(cpu)
+    # else: x87, accepted, not emulated
+    return True
+
+
+def register_source(layout: RegisterLayout, regnum: int) -> str | None:
+    """gdb register ``regnum`` as a Python expression over ``cpu`` (unsigned), for compiled agent code.
+
+    The common registers read the CPU's fields directly; the others call
+    ``_value(cpu, regnum)`` (the compiler's environment supplies it); None for
+    the 80-bit x87 registers, which a 64-bit agent stack cannot hold.
+    """
+    if not 0 <= regnum < len(layout):
+        return None
+    name = layout[regnum].name
+    if name in GPR_NAMES:
+        return f"cpu.regs[{GPR_NAMES.index(name)}]"
+    if name == "eip":
+        return "cpu.eip"
+    if name == "eflags":
+        return "cpu.get_eflags()"
+    if name in SEG_REGS:
+        return f"cpu.segs[{SEG_REGS[name]}].selector"
+    if layout[regnum].size > 8:
+        return None
+    return f"_value(cpu, {regnum})"

@@ -1,0 +1,298 @@
+"""The emulator seen from the GDB stub: ``MachineTarget`` implements ``rsp.target.Target``.
+
+Theory of operation
+-------------------
+The stub calls this between slices, with every vCPU stopped; the server runs
+the guest only through ``run_slice``.  gdb's breakpoints become TB marks
+(``core/breakpoint.py``) and its watchpoints TLB flags
+(``softmmu/watchpoint.py``): the guest's memory is never patched and the
+guest cannot tell a debugger is attached (DESIGN.md invariant 3).
+
+* Registers: the i386 layout of ``rsp/arch/i386.py``, read and written by
+  ``debug/registers.py`` (a write acts as the instruction that would write
+  the register does).
+* Memory: ``debug/memview.py`` -- linear addresses through the page tables of
+  the thread's vCPU, by the debug walk (no TLB fill, no A/D bits, no fault, no
+  watchpoint); writes go through physical memory and invalidate translated
+  code they touch.
+* Stepping: ``Machine.step`` executes exactly one instruction; by default no
+  interrupt is taken and timers do not advance (``monitor sstep irq`` changes
+  that).  Resuming from an address where a breakpoint stopped executes that
+  instruction instead of reporting it again.
+* Target-side conditions and commands: ``debug/agent.py``.
+* The watch log and watch conditions (``debug/watchlog.py``): the target
+  attaches them to the machine, on the machine's debugger hook point
+  (``Machine.attach_debugger``) and the watchpoint registry's tracer hook.
+* The watch kind: ``softmmu.watchpoint.WatchKind`` inside gdbemu, the RSP's
+  ``rsp.target.WatchKind`` (Z packet types) at the stub; this module is the
+  edge where they convert (:data:`_FROM_RSP`, :data:`_TO_RSP`).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Final
+
+from ..core.cpu import CPU, CS
+from ..core.stop import RunStop, StopKind
+from ..machine import Machine
+from ..rsp import target as rsp
+from ..rsp.arch import RegisterLayout
+from ..rsp.arch.i386 import I386_LAYOUT
+from ..rsp.stub import DefaultThreadsXfer
+from ..rsp.target import (
+    ResumeAction,
+    Signal,
+    StopEvent,
+    StopReplyKind,
+    TargetBase,
+    TargetError,
+    ThreadInfo,
+)
+from ..softmmu.watchpoint import WatchHit, WatchKind
+from .agent import BreakpointAgent
+from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
+from .monitor import Monitor
+from .registers import register_value, set_register
+from .watchlog import WatchLog
+
+_FROM_RSP: Final = {
+    rsp.WatchKind.WRITE: WatchKind.WRITE,
+    rsp.WatchKind.READ: WatchKind.READ,
+    rsp.WatchKind.ACCESS: WatchKind.ACCESS,
+}
+_TO_RSP: Final = {kind: wire for wire, kind in _FROM_RSP.items()}
+
+
+class _Breakpoints:
+    """``supports_sw_breakpoints``/``supports_hw_breakpoints``: TB marks owned by gdb."""
+
+    def __init__(self, machine: Machine, kind: str, agent_ops: BreakpointAgent | None = None) -> None:
+        self.machine = machine
+        self.kind = kind
+        self.agent = agent_ops
+
+    def add(self, vaddr: int, kind: int) -> None:
+        self.machine.breakpoints.add(vaddr, self.kind)
+        if self.agent is not None:
+            self.agent.install(vaddr)
+
+    def remove(self, vaddr: int, kind: int) -> None:
+        self.machine.breakpoints.remove(vaddr, self.kind)
+        if self.agent is not None:
+            self.agent.install(vaddr)
+
+
+class _Watchpoints:
+    """``supports_watchpoints``: gdb's Z2/Z3/Z4 in the machine's registry."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def add(self, kind: rsp.WatchKind, vaddr: int, length: int) -> None:
+        if length < 1:
+            raise TargetError(errno.EINVAL, "a watchpoint covers at least one byte")
+        wl = self.machine.watchpoints
+        if wl.find(vaddr & 0xFFFFFFFF, length, _FROM_RSP[kind]) is None:
+            wl.add(vaddr, length, _FROM_RSP[kind])
+
+    def remove(self, kind: rsp.WatchKind, vaddr: int, length: int) -> None:
+        wl = self.machine.watchpoints
+        wp = wl.find(vaddr & 0xFFFFFFFF, length, _FROM_RSP[kind])
+        if wp is not None:
+            wl.remove(wp)
+
+
+class MachineTarget(TargetBase):
+    """A ``Machine`` behind the GDB stub."""
+
+    # Sleep this long in a slice where the guest is idle (hlt, nothing armed),
+    # so the server's loop does not spin a core while it waits for gdb or input.
+    IDLE_SLEEP = 0.002
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.layout = I386_LAYOUT
+        self.actions: dict[int, ResumeAction] = {}
+        self._interrupted = False
+        self.sstep_irq = False  # `monitor sstep irq`: let a step take interrupts and timers
+        self.killed = False
+        self.final: StopEvent | None = None
+        self.last_stop: RunStop | None = None
+        self.stop_time = time.perf_counter()
+        self.stop_icount = machine.cpu.icount
+        self.last_run_mips = 0.0
+        self.agent = BreakpointAgent(machine, self.layout)
+        self.watch_log = WatchLog(partial(peek_linear, machine.mem))
+        machine.watchpoints.set_tracer(self.watch_log)
+        machine.attach_debugger(self.watch_log)
+        self.monitor = Monitor(self)
+        self.no_reboot = True  # a triple fault ends the session; the CLI sets False unless -no-reboot
+
+    # ---- threads and registers ---------------------------------------------------
+    def register_layout(self) -> RegisterLayout:
+        return self.layout
+
+    def _cpu(self, tid: int) -> CPU:
+        cpus = self.machine.cpus
+        if tid <= 0:
+            return cpus[0]
+        if tid > len(cpus):
+            raise TargetError(errno.ESRCH, f"no thread {tid}")
+        return cpus[tid - 1]
+
+    def threads(self) -> Sequence[ThreadInfo]:
+        out = []
+        for cpu in self.machine.cpus:
+            state = "halted" if cpu.halted else "running"
+            out.append(ThreadInfo(cpu.index + 1, f"CPU#{cpu.index}", f"CPU#{cpu.index} [{state}]", cpu.index))
+        return out
+
+    def read_registers(self, tid: int) -> bytes:
+        cpu = self._cpu(tid)
+        return b"".join(
+            self.layout.encode_register(r.regnum, register_value(cpu, r.name)) for r in self.layout.registers
+        )
+
+    def read_register(self, tid: int, regnum: int) -> bytes | None:
+        if not 0 <= regnum < len(self.layout):
+            return None
+        cpu = self._cpu(tid)
+        r = self.layout[regnum]
+        return self.layout.encode_register(regnum, register_value(cpu, r.name))
+
+    def write_registers(self, tid: int, data: bytes) -> None:
+        if len(data) != self.layout.g_size:
+            raise TargetError(errno.EINVAL, "wrong register block size")
+        cpu = self._cpu(tid)
+        # Only registers whose value changes are written: a `G` that carries the
+        # unchanged selectors must not reload (and possibly fault on) descriptors.
+        for r in self.layout.registers:
+            off = self.layout.offsets[r.regnum]
+            value = self.layout.decode_register(r.regnum, data[off : off + r.size])
+            if value != register_value(cpu, r.name):
+                if not set_register(self.machine, cpu, r.name, value):
+                    raise TargetError(errno.EINVAL, f"cannot write {r.name}")
+
+    def write_register(self, tid: int, regnum: int, data: bytes) -> bool:
+        if not 0 <= regnum < len(self.layout):
+            return False
+        cpu = self._cpu(tid)
+        r = self.layout[regnum]
+        return set_register(self.machine, cpu, r.name, self.layout.decode_register(regnum, data))
+
+    # ---- memory ---------------------------------------------------------------------
+    def read_memory(self, tid: int, vaddr: int, length: int) -> bytes:
+        data = read_virtual_partial(self.machine, vaddr, length, self._cpu(tid))
+        if not data and length:
+            raise TargetError(errno.EFAULT, "unmapped")
+        return data
+
+    def write_memory(self, tid: int, vaddr: int, data: bytes) -> None:
+        try:
+            write_virtual(self.machine, vaddr, data, self._cpu(tid))
+        except UnmappedError as exc:
+            raise TargetError(errno.EFAULT, str(exc)) from None
+
+    # ---- execution --------------------------------------------------------------------
+    def resume(self, actions: Sequence[ResumeAction]) -> None:
+        self.actions = {a.tid: a for a in actions}
+        self._interrupted = False
+        cpu = self.machine.cpu
+        linear = (cpu.seg_base[CS] + cpu.eip) & 0xFFFFFFFF
+        if linear in self.machine.breakpoints.gdb:
+            self.machine.breakpoints.skip_once = linear  # resuming from a breakpoint runs it
+        self.stop_time = time.perf_counter()
+        self.stop_icount = cpu.icount
+
+    def run_slice(self, max_insns: int) -> StopEvent | None:
+        if self.final is not None:
+            return self.final
+        if self._interrupted:
+            self._interrupted = False
+            return self._stopped(StopEvent.interrupted(1))
+        machine = self.machine
+        if self.actions and any(a.step for a in self.actions.values()):
+            stop = machine.step(irq=self.sstep_irq)
+            if stop.kind == StopKind.STEP:
+                return self._stopped(StopEvent.step_done(1))
+        else:
+            stop = machine.run(max_insns=max_insns)
+        self.last_stop = stop
+        kind = stop.kind
+        if kind in (StopKind.LIMIT, StopKind.STEP):
+            return None
+        if kind == StopKind.DEBUG:
+            tid = stop.cpu + 1
+            if stop.reason == "swbreak":
+                return self._stopped(StopEvent.swbreak(tid))
+            if stop.reason == "hwbreak":
+                return self._stopped(StopEvent.hwbreak(tid))
+            hit = stop.hit
+            assert isinstance(hit, WatchHit)
+            return self._stopped(StopEvent.watch(_TO_RSP[hit.wp.kind], stop.addr, tid))
+        if kind == StopKind.EXIT:
+            self.final = StopEvent.exited((machine.exit_code or 0) & 0xFF)
+            return self.final
+        if kind in (StopKind.TRIPLE_FAULT, StopKind.RESET):
+            if not self.no_reboot:
+                machine.reset()  # as a PC would: the loader's reset hook boots the kernel again
+                return None
+            self.final = StopEvent(StopReplyKind.TERMINATED, Signal.SIGSEGV)
+            return self.final
+        if kind in (StopKind.HALT, StopKind.IDLE):
+            # Nothing to run until an outside event (console input, gdb): don't spin.
+            time.sleep(self.IDLE_SLEEP)
+            return None
+        return None
+
+    def _stopped(self, event: StopEvent) -> StopEvent:
+        cpu = self.machine.cpu
+        wall = time.perf_counter() - self.stop_time
+        if wall > 0:
+            self.last_run_mips = (cpu.icount - self.stop_icount) / wall / 1e6
+        self.actions = {}
+        return event
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def detach(self) -> None:
+        self.actions = {}
+        self._interrupted = False
+        self.machine.breakpoints.skip_once = None
+
+    # ---- optional abilities ---------------------------------------------------------------
+    def supports_sw_breakpoints(self) -> _Breakpoints:
+        return _Breakpoints(self.machine, "sw", self.agent)
+
+    def supports_hw_breakpoints(self) -> _Breakpoints:
+        return _Breakpoints(self.machine, "hw", self.agent)
+
+    def supports_breakpoint_conditions(self) -> BreakpointAgent:
+        return self.agent
+
+    def supports_breakpoint_commands(self) -> BreakpointAgent:
+        return self.agent
+
+    def dprintf_text(self) -> str:
+        """Everything agent-style dprintfs printed (also on stderr); ``monitor dprintf log`` shows it."""
+        return self.agent.dprintf_text()
+
+    def supports_watchpoints(self) -> _Watchpoints:
+        return _Watchpoints(self.machine)
+
+    def supports_monitor(self) -> Monitor:
+        return self.monitor
+
+    def supports_target_xml(self) -> RegisterLayout:
+        return self.layout
+
+    def supports_threads_xfer(self) -> DefaultThreadsXfer:
+        return DefaultThreadsXfer(self)

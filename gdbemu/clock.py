@@ -9,6 +9,14 @@ instruction in every run (DESIGN.md invariant 5).
 
 Devices create timers with ``new_timer(callback)`` and arm them with
 ``timer.mod(deadline_ns)``; ``run_timers`` calls the expired ones.
+
+Pacing (``-icount sleep=on``): ``set_pacer(pacer)`` names the one hook point.
+With a pacer set, ``skip_to(deadline_ns)`` does not jump: it calls
+``pacer(deadline_ns)``, which waits in real time and moves virtual time
+itself with ``advance_to(ns)``, ``ns <= deadline_ns`` — to the deadline when
+the wait ran out, or to an earlier time when something from outside (console
+input) arrived first, so the run loop looks at the new state before the
+deadline.  ``advance_to`` is the plain jump ``skip_to`` makes with no pacer.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class VirtualClock:
         # loop) and how to cut it short when a timer is armed before that.
         self.slice_end = 0
         self.kick: Callable[[], None] | None = None
+        self.pacer: Callable[[int], None] | None = None
 
     def next_id(self) -> int:
         self._ids += 1
@@ -98,8 +107,19 @@ class VirtualClock:
         self.slice_end = self.now() + (insns << self.shift)
         return insns
 
+    def set_pacer(self, pacer: Callable[[int], None] | None) -> None:
+        """Install (or with None remove) the sleep=on pacer (module docstring)."""
+        self.pacer = pacer
+
     def skip_to(self, deadline_ns: int) -> None:
-        """Halted: let virtual time jump to ``deadline_ns`` without executing anything."""
+        """Halted: let virtual time jump to ``deadline_ns`` without executing anything (or pace it)."""
+        if self.pacer is not None:
+            self.pacer(deadline_ns)
+            return
+        self.advance_to(deadline_ns)
+
+    def advance_to(self, deadline_ns: int) -> None:
+        """Move virtual time forward to ``deadline_ns`` now (no pacing; never backwards)."""
         now = self.now()
         if deadline_ns > now:
             self.offset += deadline_ns - now

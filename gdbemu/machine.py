@@ -8,17 +8,24 @@ through the callbacks set up here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
+
+import numpy as np
+import numpy.typing as npt
 
 from .clock import VirtualClock
 from .core import flags as _F
 from .core import interrupts
 from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX
-from .core.exceptions import GuestFault
+from .core.exceptions import GuestFault, InstructionRestart
 from .core.exec import REQ_EXIT, REQ_HARD, REQ_NMI, cpu_exec
 from .core.mmu import debug_translate, tlb_fill
 from .core.tb import TBCache
+from .core.trace import TraceHooks
 from .core.translate import Translator
+from .hw.bus import Bus
+from .hw.debugport import DebugPorts
 from .softmmu.access import SoftMMU
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
@@ -42,32 +49,6 @@ class Stop:
     # no timer armed: only an outside event (console input, gdb) can wake it.
 
 
-class DebugExit:
-    """isa-debug-exit (port 0xF4): the guest ends the run with status (value << 1) | 1."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def io_read(self, port: int, size: int) -> int:
-        return 0
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.request_stop(Stop("exit", f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
-
-
-class DebugCon:
-    """Port 0xE9: bytes written appear in ``machine.debug_output`` (QEMU's -debugcon)."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def io_read(self, port: int, size: int) -> int:
-        return 0xE9
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.debug_output.append(value & 0xFF)
-
-
 class _Helpers:
     """The ``H`` namespace generated code calls (filled by core.helpers)."""
 
@@ -76,13 +57,15 @@ class Machine:
     SLICE = 1 << 20  # instructions per exec slice when no timer is closer
     MAX_IDLE_SKIPS = 10_000  # timer deadlines skipped while halted with no instruction retired
 
-    def __init__(self, ram_size: int = 128 << 20, ncpus: int = 1, icount_shift: int = 3) -> None:
+    def __init__(
+        self, ram_size: int = 128 << 20, ncpus: int = 1, icount_shift: int = 3, trace: TraceHooks | None = None
+    ) -> None:
+        self.trace = trace if trace is not None else TraceHooks()
         self.mem = PhysMemory(ram_size)
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
-        self.translator = Translator()
+        self.translator = Translator(trace=self.trace)
         self.cpus: list[CPU] = []
-        self.debug_output = bytearray()
         self.exit_code: int | None = None
         self.stop_reason: Stop | None = None
         self.breakpoints = Breakpoints(self._invalidate_linear)
@@ -94,14 +77,28 @@ class Machine:
         self.cpu = self.cpus[0]
         self.clock = VirtualClock(lambda: self.cpu.icount, icount_shift)
         self.clock.kick = self._kick
-        # Interrupt controllers: objects with set_irq(line, level); the CPU side
-        # asks ``interrupt_sources`` (highest priority first) for a vector.
-        self.irq_sinks: list = []
-        self.interrupt_sources: list = []
-        self.devices: dict = {}
         self.on_reset: list = []  # called after a system reset (the loader boots the kernel again)
-        self.mem.add_port(0xF4, 4, DebugExit(self))
-        self.mem.add_port(0xE9, 1, DebugCon(self))
+        # The devices' view of the machine (hw/bus.py): IRQ lines and interrupt sources,
+        # ports and MMIO, timers, dirty memory, resets and stops.
+        self.bus = Bus(
+            self.mem,
+            self.dirty,
+            self.clock,
+            self.cpus,
+            set_intr=self._set_intr,
+            request_stop=lambda kind, detail, code: self.request_stop(Stop(kind, detail), exit_code=code),
+            reset=self.reset,
+            dirty_test_and_clear=self.dirty_test_and_clear,
+            flush_tlbs=self._flush_tlbs,
+            running_cpu=lambda: self.cpu.index,
+            raise_nmi=lambda index: self.raise_nmi(self.cpus[index]),
+            kick=self._kick,
+            tb_insns=self._tb_insns,
+            restart_instruction=self._restart_instruction,
+        )
+        # Every machine has isa-debug-exit (0xF4) and the 0xE9 console; build_pc reconfigures them.
+        self.debug_output = self.bus.debug_output
+        self.bus.add_device("debugport", DebugPorts(self.bus))
 
     # ---- wiring ---------------------------------------------------------------
     def _make_cpu(self, index: int) -> CPU:
@@ -122,7 +119,9 @@ class Machine:
             tlb,
             self.mem,
             self.dirty,
-            fill=lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx),
+            fill=self._traced_fill(cpu)
+            if self.trace.tlb_fill is not None
+            else (lambda vaddr, access, mmu_idx, c=cpu: tlb_fill(c, vaddr, access, mmu_idx)),
             invalidate_code=self.tbs.invalidate_phys_range_fast,
             watch_check=lambda vaddr, size, is_write, c=cpu: self.watchpoints.check(c, vaddr, size, is_write),
         )
@@ -153,6 +152,22 @@ class Machine:
             )
         return cpu
 
+    def _traced_fill(self, cpu: CPU):
+        """The TLB fill with the ``tlb_fill`` trace hook around it (-d mmu)."""
+        hook = self.trace.tlb_fill
+        assert hook is not None
+
+        def fill(vaddr: int, access: int, mmu_idx: int):
+            try:
+                slot = tlb_fill(cpu, vaddr, access, mmu_idx)
+            except GuestFault as fault:
+                hook(cpu, vaddr, access, mmu_idx, None, fault)
+                raise
+            hook(cpu, vaddr, access, mmu_idx, debug_translate(cpu, vaddr), None)
+            return slot
+
+        return fill
+
     def _classify(self, ppage: int):
         ram_offset, read_flags, write_flags = self.mem.classify(ppage)
         if ram_offset is not None and not write_flags and self.dirty.is_clean(ppage >> 12):
@@ -171,7 +186,7 @@ class Machine:
         if ppage >> 12 < self.dirty.n_pages:
             self.dirty.set_dirty_range(ppage, 4096, clients=1 << DIRTY_MEMORY_CODE)
 
-    def dirty_test_and_clear(self, client: int, paddr: int, length: int):
+    def dirty_test_and_clear(self, client: int, paddr: int, length: int) -> npt.NDArray[np.uint8]:
         """Dirty pages of a range for ``client``, cleared, with TLB_NOTDIRTY put back.
 
         Clearing the bits alone is not enough: write entries already in the
@@ -224,21 +239,28 @@ class Machine:
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         interrupts.raise_exception(cpu, fault)
 
+    def _flush_tlbs(self) -> None:
+        """The physical memory map changed (an MMIO page moved): every CPU's TLB."""
+        for cpu in self.cpus:
+            cpu.tlb.flush()
+
+    def _tb_insns(self) -> int:
+        """Instructions in the TB executing now, 0 between TBs (hw/bus.py: exact icount)."""
+        tb = self.tbs.current
+        return 0 if tb is None else tb.n_insns
+
+    def _restart_instruction(self) -> NoReturn:
+        """Abandon a device access: the exec loop re-runs its instruction alone, with an exact icount."""
+        raise InstructionRestart()
+
     def _kick(self) -> None:
         """Leave the exec loop at the next TB boundary (a timer was armed inside this slice)."""
         for cpu in self.cpus:
             cpu.interrupt_request |= REQ_EXIT
 
     # ---- hardware interrupts --------------------------------------------------------
-    def set_irq(self, line: int, level: int) -> None:
-        """A device raises or lowers ISA IRQ ``line``: every controller sees it (PIC, I/O APIC)."""
-        for sink in self.irq_sinks:
-            sink.set_irq(line, level)
-        self.update_interrupt()
-
-    def update_interrupt(self) -> None:
-        """Recompute whether the CPU has a maskable interrupt pending (the INTR line)."""
-        pending = any(src.has_interrupt() for src in self.interrupt_sources)
+    def _set_intr(self, pending: bool) -> None:
+        """The INTR line (``bus.update_interrupt``): whether a maskable interrupt is pending."""
         for cpu in self.cpus:
             if pending:
                 cpu.interrupt_request |= REQ_HARD
@@ -249,17 +271,12 @@ class Machine:
         """Deliver one pending hardware interrupt if EFLAGS.IF and no interrupt shadow allow it."""
         if not cpu.eflags & _F.IF or cpu.icount < cpu.inhibit_irq_until:
             return False
-        for src in self.interrupt_sources:
-            if src.has_interrupt():
-                vector = src.acknowledge()
-                self.update_interrupt()
-                if vector is None:
-                    return False
-                cpu.halted = False
-                interrupts.deliver_external(cpu, vector)
-                return True
-        cpu.interrupt_request &= ~REQ_HARD
-        return False
+        vector = self.bus.acknowledge_interrupt()
+        if vector is None:
+            return False
+        cpu.halted = False
+        interrupts.deliver_external(cpu, vector)
+        return True
 
     def raise_nmi(self, cpu: CPU) -> None:
         """An NMI for ``cpu`` (a local APIC's LINT1 or LVT entry, an NMI IPI, an I/O APIC entry).
@@ -462,7 +479,7 @@ class Machine:
         """A system reset (triple fault, keyboard-controller reset, port 0xCF9...).
 
         The CPUs return to their power-on state, translations and TLBs are
-        dropped, devices with a ``reset()`` method reset, and the ``on_reset``
+        dropped, the devices' reset hooks run (``bus.reset_devices``), and the ``on_reset``
         hooks run — the loader uses one to boot the kernel again, as a BIOS
         would (RAM is kept, as on a PC).
         """
@@ -479,9 +496,7 @@ class Machine:
             cpu.tlb.flush()
             cpu.jmp_cache.clear()
         self.tbs.flush()
-        for dev in getattr(self, "devices", {}).values():
-            if hasattr(dev, "reset"):
-                dev.reset()
+        self.bus.reset_devices()
         for hook in self.on_reset:
             hook()
 

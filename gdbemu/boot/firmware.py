@@ -314,7 +314,7 @@ def _serial_bases(machine) -> tuple[int, ...]:
     consecutive BDA words; ``config.serial`` has None for an absent port.
     A bare machine (no ``build_pc``) reports COM1, as QEMU's default board.
     """
-    config = getattr(machine, "config", None)
+    config = machine.bus.config
     if config is None:
         return COM_BASES[:1]
     return tuple(COM_BASES[i] for i, spec in enumerate(list(config.serial)[: len(COM_BASES)]) if spec is not None)
@@ -370,7 +370,7 @@ def install_firmware(machine, program_devices: bool = True) -> FirmwareInfo:
     ram_size = mem.ram_size
     ncpus = len(machine.cpus)
     info = FirmwareInfo(ram_size=ram_size, ncpus=ncpus, e820=e820_map(ram_size))
-    config = getattr(machine, "config", None)
+    config = machine.bus.config
     vga = bool(getattr(config, "vga", True))
     info.com_ports = _serial_bases(machine)
 

@@ -80,6 +80,8 @@ def run_one_uncached(cpu, max_insns: int = 1) -> None:
     prev = machine.tbs.current
     machine.tbs.current = tb
     try:
+        if machine.trace.tb_exec is not None:
+            machine.trace.tb_exec(cpu, tb)
         tb.fn()
     finally:
         machine.tbs.current = prev
@@ -96,6 +98,7 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
     tbs = machine.tbs
     translator = machine.translator
     deliver = machine.deliver_exception
+    tb_exec = machine.trace.tb_exec  # -d exec,cpu (core/trace.py)
     end = cpu.icount + max_insns
     cpu.icount_deadline = end
     tb = None
@@ -139,6 +142,8 @@ def cpu_exec(cpu, max_insns: int, single: bool = False) -> None:
                     translator.build(cpu, tb, 2)
             tbs.current = tb
             try:
+                if tb_exec is not None:
+                    tb_exec(cpu, tb)
                 slot = tb.fn()
                 if tb.hflags & HF_TF:
                     _single_step_trap(cpu)

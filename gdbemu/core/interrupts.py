@@ -144,7 +144,7 @@ def do_interrupt(cpu, vector: int, soft: bool, error_code: int | None, next_eip:
     error codes carry EXT = 0.  ``next_eip`` is the EIP saved in the frame.
     ``push_rf``: a fault-class exception, whose saved EFLAGS has RF=1.
     """
-    trace = getattr(cpu.machine, "trace_interrupt", None)  # -d int (cli.py); None unless logging
+    trace = cpu.machine.trace.interrupt  # -d int (core/trace.py); None unless logging
     if trace is not None:
         trace(cpu, vector, soft, error_code, next_eip)
     if cpu.cr[0] & CR0_PE:

@@ -38,6 +38,7 @@ from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
 from .tb import TB
+from .trace import TraceHooks
 
 MAX_INSNS = 64
 TIER2_THRESHOLD = 64
@@ -88,7 +89,8 @@ def _ud(e: Emitter) -> None:
 class Translator:
     """Builds TBs for one machine; owns the decoders and the tier-1 shape cache."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: TraceHooks | None = None) -> None:
+        self.trace = trace if trace is not None else TraceHooks()
         self.decoders = {16: Decoder(16), 32: Decoder(32)}
         self.shape_code: dict[str, types.CodeType] = {}  # source text -> code object
         self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
@@ -221,6 +223,8 @@ class Translator:
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
         self.build(cpu, tb, self.force_tier or tier)
+        if self.trace.tb_built is not None:
+            self.trace.tb_built(cpu, tb)
         return tb
 
     def _plan_dyn_imm(self, cpu, tb: TB) -> None:

@@ -30,6 +30,12 @@ hw/i386/fw_cfg.h):
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
+
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 FW_CFG_SIGNATURE = 0x00
 FW_CFG_ID = 0x01
@@ -62,7 +68,7 @@ def e820_table(ram_size: int) -> bytes:
 
 
 class FwCfg:
-    """The fw_cfg device (``machine.devices["fw_cfg"]``)."""
+    """The fw_cfg device (``bus.devices["fw_cfg"]``)."""
 
     def __init__(self, ram_size: int, ncpus: int, nographic: bool) -> None:
         self.items: dict[int, bytes] = {
@@ -126,7 +132,7 @@ class FwCfg:
         # data-port writes are ignored
 
 
-def attach(machine, config) -> FwCfg:
-    dev = FwCfg(machine.mem.ram_size, config.ncpus, config.nographic)
-    machine.mem.add_port(PORT_SELECTOR, 2, dev)
+def attach(bus: Bus, config: PCConfig) -> FwCfg:
+    dev = FwCfg(bus.ram_size, config.ncpus, config.nographic)
+    bus.add_port(PORT_SELECTOR, 2, dev)
     return dev

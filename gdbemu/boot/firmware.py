@@ -63,6 +63,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..softmmu.ram_layout import check_pc_ram_size
+
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -119,8 +121,7 @@ def _with_checksum(data: bytearray, offset: int) -> bytes:
 
 def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
     """The memory map SeaBIOS reports on QEMU for ``ram_size`` bytes: (base, length, type)."""
-    if ram_size < 2 * MIB:
-        raise ValueError(f"a PC needs at least 2 MiB of RAM (have {ram_size // KIB} KiB)")
+    check_pc_ram_size(ram_size)
     top = ram_size - HIGH_ZONE_SIZE
     return [
         (0, EBDA_ADDR, E820_RAM),

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..softmmu.ram_layout import ram_above_4g, ram_below_4g
 from .bus import Bus
 
 if TYPE_CHECKING:
@@ -108,8 +109,8 @@ def _unbcd(v: int) -> int:
 
 def memory_nvram(ram_size: int, ncpus: int) -> dict[int, int]:
     """The memory-size and board bytes QEMU's pc_cmos_init (and SeaBIOS) leave in the NVRAM."""
-    below_4g = ram_size if ram_size < 0xE0000000 else 0xC0000000  # QEMU pc-i440fx's low-memory split
-    above_4g = ram_size - below_4g
+    below_4g = ram_below_4g(ram_size)
+    above_4g = ram_above_4g(ram_size)
     out: dict[int, int] = {}
     base = min(below_4g // 1024, 640)
     out[0x15], out[0x16] = base & 0xFF, base >> 8

@@ -85,10 +85,6 @@ class DebugPorts:
         self.con.sink.close()
         self.con.sink = CharSink(self.bus.debug_output if debugcon is None else debugcon)
 
-    @property
-    def sink(self) -> CharSink:
-        return self.con.sink
-
     def flush(self) -> None:
         self.con.sink.flush()
 

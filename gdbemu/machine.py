@@ -17,7 +17,7 @@ from .clock import VirtualClock
 from .core import flags as _F
 from .core import interrupts
 from .core.breakpoint import Breakpoints
-from .core.cpu import CPU, EAX, EBX
+from .core.cpu import CPU, EAX, EBX, MSR_IA32_APICBASE
 from .core.exceptions import GuestFault, InstructionRestart
 from .core.exec import REQ_EXIT, REQ_HARD, REQ_NMI, cpu_exec
 from .core.mmu import debug_translate, tlb_fill
@@ -92,6 +92,8 @@ class Machine:
             flush_tlbs=self._flush_tlbs,
             running_cpu=lambda: self.cpu.index,
             raise_nmi=lambda index: self.raise_nmi(self.cpus[index]),
+            apic_base=lambda index: self.cpus[index].msr.get(MSR_IA32_APICBASE, 0),
+            interrupts_enabled=lambda index: bool(self.cpus[index].eflags & _F.IF),
             kick=self._kick,
             tb_insns=self._tb_insns,
             restart_instruction=self._restart_instruction,

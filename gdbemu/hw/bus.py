@@ -34,9 +34,12 @@ the rest of the machine as narrow callables; the bus offers devices:
 * **Devices by name** (``devices``, filled by ``hw.pc.build_pc``) and the
   board's ``config``.
 
-The CPU side (for the local APIC only): ``cpus`` (a read-only ``CPUView`` of
-each CPU), ``running_cpu()``, ``raise_nmi(index)``, ``kick()``,
-``tb_insns()`` and ``restart_instruction()``.  The last two exist because
+The CPU side (for the local APIC only), CPUs named by index: ``cpus`` (a
+``CPUView`` of each, where the APIC puts itself), ``running_cpu()``,
+``raise_nmi(index)``, ``apic_base(index)`` (the IA32_APIC_BASE MSR, which
+WRMSR stores and then reports with ``apic.apicbase_written``),
+``interrupts_enabled(index)`` (EFLAGS.IF), ``kick()``, ``tb_insns()`` and
+``restart_instruction()``.  The last two exist because
 generated code updates ``cpu.icount`` only when a TB exits: inside a TB of
 several instructions the instruction count, and so virtual time, is exact
 only at the TB's start.  A device access whose effect depends on the exact
@@ -78,16 +81,10 @@ class InterruptSource(Protocol):
 
 
 class CPUView(Protocol):
-    """What a device may see of a CPU: the local APIC reads its index, IA32_APIC_BASE and EFLAGS.IF."""
+    """What a device may see of a CPU object: its index, and the slot for its local APIC."""
 
     @property
     def index(self) -> int: ...
-
-    @property
-    def msr(self) -> dict[int, int]: ...
-
-    @property
-    def eflags(self) -> int: ...
 
     # This CPU's local APIC (hw/lapic.py sets it; WRMSR calls its apicbase_written).
     apic: Any
@@ -173,6 +170,8 @@ class Bus:
         flush_tlbs: Callable[[], None],
         running_cpu: Callable[[], int],
         raise_nmi: Callable[[int], None],
+        apic_base: Callable[[int], int],
+        interrupts_enabled: Callable[[int], bool],
         kick: Callable[[], None],
         tb_insns: Callable[[], int],
         restart_instruction: Callable[[], NoReturn],
@@ -197,6 +196,8 @@ class Bus:
         self.flush_tlbs = flush_tlbs
         self.running_cpu = running_cpu
         self.raise_nmi = raise_nmi
+        self.apic_base = apic_base
+        self.interrupts_enabled = interrupts_enabled
         self.kick = kick
         self.tb_insns = tb_insns
         self.restart_instruction = restart_instruction

@@ -92,10 +92,6 @@ from .pic import PICPair
 if TYPE_CHECKING:
     from .pc import PCConfig
 
-# Architectural numbers the APIC reads from its CPU (SDM vol. 3A 10.4.4; vol. 1 3.4.3).
-MSR_IA32_APICBASE = 0x1B
-EFLAGS_IF = 1 << 9
-
 APIC_DEFAULT_BASE = 0xFEE00000
 APIC_PAGE = 0x1000
 MSR_BSP = 1 << 8
@@ -162,7 +158,7 @@ class LocalAPIC:
     # ---- resets -----------------------------------------------------------------------
     @property
     def is_bsp(self) -> bool:
-        return bool(self.cpu.msr.get(MSR_IA32_APICBASE, 0) & MSR_BSP)
+        return bool(self.bus.apic_base(self.cpu.index) & MSR_BSP)
 
     def power_on_reset(self) -> None:
         """SDM 10.4.7.1: the state after power-up or RESET (the ID is the CPU's initial APIC ID)."""
@@ -204,12 +200,12 @@ class LocalAPIC:
     # ---- enables --------------------------------------------------------------------
     @property
     def base(self) -> int:
-        return self.cpu.msr.get(MSR_IA32_APICBASE, 0) & 0xFFFFF000
+        return self.bus.apic_base(self.cpu.index) & 0xFFFFF000
 
     @property
     def hw_enabled(self) -> bool:
         """IA32_APIC_BASE[11]: the APIC exists for this CPU."""
-        return bool(self.cpu.msr.get(MSR_IA32_APICBASE, 0) & MSR_ENABLE)
+        return bool(self.bus.apic_base(self.cpu.index) & MSR_ENABLE)
 
     @property
     def sw_enabled(self) -> bool:
@@ -222,7 +218,7 @@ class LocalAPIC:
 
     def apicbase_written(self, old: int) -> None:
         """The core's WRMSR stored a new IA32_APIC_BASE (``old`` is the previous value)."""
-        new = self.cpu.msr.get(MSR_IA32_APICBASE, 0)
+        new = self.bus.apic_base(self.cpu.index)
         if old & MSR_ENABLE and not new & MSR_ENABLE:
             self.power_on_reset()  # 10.4.3: a disabled APIC may return to its power-up state
         if (old ^ new) & (MSR_ENABLE | 0xFFFFF000):
@@ -525,7 +521,7 @@ class LocalAPIC:
         value &= 0xFFFFFFFF
         if index in self._PRECISE_WRITES and self.bus.tb_insns() > 1:
             # NMIs (ICR) and timer deadlines do not wait for EFLAGS.IF; the rest can.
-            if index in self._ALWAYS_PRECISE or self.cpu.eflags & EFLAGS_IF:
+            if index in self._ALWAYS_PRECISE or self.bus.interrupts_enabled(self.cpu.index):
                 self.bus.restart_instruction()
         if index == R_ID:
             self.id = value >> 24

@@ -1025,6 +1025,27 @@ def test_debug_ports_config() -> None:
     assert m.stop_reason is None and inb(m, 0xF4) == 0xFF
 
 
+def test_debug_ports_are_the_bare_machines_reconfigured_by_the_board() -> None:
+    """A bare Machine has isa-debug-exit at 0xF4 and the 0xE9 console into ``debug_output``;
+    ``build_pc`` reconfigures that one device (no second copy replacing it)."""
+    m = Machine(RAM)
+    ports = m.bus.devices["debugport"]
+    outb(m, 0xE9, ord("a"))
+    assert m.debug_output == b"a" and inb(m, 0xE9) == 0xE9
+    outb(m, 0xF5, 2)
+    assert m.stop_reason.kind == "exit" and m.exit_code == 5
+    m = Machine(RAM)
+    ports = m.bus.devices["debugport"]
+    con = io.BytesIO()
+    build_pc(m.bus, PCConfig(serial=[io.BytesIO()], debug_exit=(0x501, 2), debugcon=con))
+    assert m.bus.devices["debugport"] is ports
+    outb(m, 0xE9, ord("b"))
+    outb(m, 0xF4, 1)
+    assert con.getvalue() == b"b" and m.debug_output == b"" and m.stop_reason is None and inb(m, 0xF4) == 0xFF
+    outb(m, 0x501, 3)
+    assert m.stop_reason.kind == "exit" and m.exit_code == 7
+
+
 # ======================================================================== guests, and QEMU
 def test_uart_guests_on_gdbemu(build_guest: Callable[[str], Path]) -> None:
     for name in ("dev_uart_polled", "dev_uart_irq"):

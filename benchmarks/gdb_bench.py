@@ -416,7 +416,8 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
     from gdbemu.machine import Machine
     from gdbemu.rsp.stub import Action, GdbStub
 
-    m = build_pc(Machine(ram_size=128 << 20), PCConfig(serial=["null"], debugcon="null"))
+    m = Machine(ram_size=128 << 20)
+    build_pc(m.bus, PCConfig(serial=["null"], debugcon="null"))
     m.load_multiboot(str(elf))
     target = MachineTarget(m)
     stub = GdbStub(target)

@@ -19,18 +19,19 @@ afterwards:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from .boot.multiboot import BootInfo
 from .clock import VirtualClock
 from .core import flags as _F
 from .core import interrupts
 from .core.breakpoint import Breakpoints
-from .core.cpu import CPU, EAX, EBX, REQ_EXIT, REQ_HARD, REQ_NMI
+from .core.cpu import CPU, EAX, EBX, MSR_IA32_APICBASE, REQ_EXIT, REQ_HARD, REQ_NMI
 from .core.events import DebuggerHooks
-from .core.exceptions import DB, GuestFault
+from .core.exceptions import DB, GuestFault, InstructionRestart
 from .core.exec import ExecContext, cpu_exec
 from .core.guest_debug import data_breakpoint_hit, is_guest_watchpoint
 from .core.guest_debug import update_guest_debug as _update_guest_debug
@@ -39,38 +40,14 @@ from .core.tb import TB, TBCache
 from .core.trace import TraceHooks
 from .core.translate import Translator
 from .core.vcpu import make_cpu
+from .hw.bus import Bus
+from .hw.debugport import DebugPorts
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
 from .softmmu.tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE
 from .softmmu.watchpoint import WatchHit, WatchpointList
 
 Stop = RunStop  # the old name, for a transition: new code uses core.stop.RunStop / StopKind
-
-
-class DebugExit:
-    """isa-debug-exit (port 0xF4): the guest ends the run with status (value << 1) | 1."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def io_read(self, port: int, size: int) -> int:
-        return 0
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.request_stop(RunStop(StopKind.EXIT, f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
-
-
-class DebugCon:
-    """Port 0xE9: bytes written appear in ``machine.debug_output`` (QEMU's -debugcon)."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def io_read(self, port: int, size: int) -> int:
-        return 0xE9
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.debug_output.append(value & 0xFF)
 
 
 class Machine:
@@ -101,7 +78,6 @@ class Machine:
         # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
         self.debugger: DebuggerHooks[CPU] | None = None
         self.exec_ctx = ExecContext(self.mem, self.tbs, self.translator, self.breakpoints, self, self.trace)
-        self.debug_output = bytearray()
         self.exit_code: int | None = None
         self.stop_reason: RunStop | None = None
         self.mem.on_phys_write.append(self._phys_written)
@@ -121,14 +97,30 @@ class Machine:
         ]
         self.cpu = self.cpus[0]
         self.clock = VirtualClock(self._icount, icount_shift, kick=self._kick)
-        # Interrupt controllers: objects with set_irq(line, level); the CPU side
-        # asks ``interrupt_sources`` (highest priority first) for a vector.
-        self.irq_sinks: list[Any] = []
-        self.interrupt_sources: list[Any] = []
-        self.devices: dict[str, Any] = {}
         self.on_reset: list[Any] = []  # called after a system reset (the loader boots the kernel again)
-        self.mem.add_port(0xF4, 4, DebugExit(self))
-        self.mem.add_port(0xE9, 1, DebugCon(self))
+        # The devices' view of the machine (hw/bus.py): IRQ lines and interrupt sources,
+        # ports and MMIO, timers, dirty memory, resets and stops.
+        self.bus = Bus(
+            self.mem,
+            self.dirty,
+            self.clock,
+            self.cpus,
+            set_intr=self._set_intr,
+            request_stop=lambda kind, detail, code: self.request_stop(RunStop(kind, detail), exit_code=code),
+            reset=self.reset,
+            dirty_test_and_clear=self.dirty_test_and_clear,
+            flush_tlbs=self._flush_tlbs,
+            running_cpu=lambda: self.cpu.index,
+            raise_nmi=lambda index: self.raise_nmi(self.cpus[index]),
+            apic_base=lambda index: self.cpus[index].msr.get(MSR_IA32_APICBASE, 0),
+            interrupts_enabled=lambda index: bool(self.cpus[index].eflags & _F.IF),
+            kick=self._kick,
+            tb_insns=self._tb_insns,
+            restart_instruction=self._restart_instruction,
+        )
+        # Every machine has isa-debug-exit (0xF4) and the 0xE9 console; build_pc reconfigures them.
+        self.debug_output = self.bus.debug_output
+        self.bus.add_device("debugport", DebugPorts(self.bus))
 
     # ---- wiring ---------------------------------------------------------------
     def _icount(self) -> int:
@@ -150,7 +142,7 @@ class Machine:
         if ppage >> PAGE_BITS < self.dirty.n_pages:
             self.dirty.set_dirty_range(ppage, PAGE_SIZE, clients=1 << DIRTY_MEMORY_CODE)
 
-    def dirty_test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
+    def dirty_test_and_clear(self, client: int, paddr: int, length: int) -> npt.NDArray[np.uint8]:
         """Dirty pages of a range for ``client``, cleared, with TLB_NOTDIRTY put back.
 
         Clearing the bits alone is not enough: write entries already in the
@@ -210,21 +202,28 @@ class Machine:
         """Deliver an exception through the IDT, as the exec loop does (``exec_ctx.deliver_exception``)."""
         self.exec_ctx.deliver_exception(cpu, fault)
 
+    def _flush_tlbs(self) -> None:
+        """The physical memory map changed (an MMIO page moved): every CPU's TLB."""
+        for cpu in self.cpus:
+            cpu.tlb.flush()
+
+    def _tb_insns(self) -> int:
+        """Instructions in the TB executing now, 0 between TBs (hw/bus.py: exact icount)."""
+        tb = self.tbs.current
+        return 0 if tb is None else tb.n_insns
+
+    def _restart_instruction(self) -> NoReturn:
+        """Abandon a device access: the exec loop re-runs its instruction alone, with an exact icount."""
+        raise InstructionRestart()
+
     def _kick(self) -> None:
         """Leave the exec loop at the next TB boundary (a timer was armed inside this slice)."""
         for cpu in self.cpus:
             cpu.interrupt_request |= REQ_EXIT
 
     # ---- hardware interrupts --------------------------------------------------------
-    def set_irq(self, line: int, level: int) -> None:
-        """A device raises or lowers ISA IRQ ``line``: every controller sees it (PIC, I/O APIC)."""
-        for sink in self.irq_sinks:
-            sink.set_irq(line, level)
-        self.update_interrupt()
-
-    def update_interrupt(self) -> None:
-        """Recompute whether the CPU has a maskable interrupt pending (the INTR line)."""
-        pending = any(src.has_interrupt() for src in self.interrupt_sources)
+    def _set_intr(self, pending: bool) -> None:
+        """The INTR line (``bus.update_interrupt``): whether a maskable interrupt is pending."""
         for cpu in self.cpus:
             if pending:
                 cpu.interrupt_request |= REQ_HARD
@@ -235,17 +234,12 @@ class Machine:
         """Deliver one pending hardware interrupt if EFLAGS.IF and no interrupt shadow allow it."""
         if not cpu.eflags & _F.IF or cpu.icount < cpu.inhibit_irq_until:
             return False
-        for src in self.interrupt_sources:
-            if src.has_interrupt():
-                vector = src.acknowledge()
-                self.update_interrupt()
-                if vector is None:
-                    return False
-                cpu.halted = False
-                interrupts.deliver_external(cpu, vector)
-                return True
-        cpu.interrupt_request &= ~REQ_HARD
-        return False
+        vector = self.bus.acknowledge_interrupt()
+        if vector is None:
+            return False
+        cpu.halted = False
+        interrupts.deliver_external(cpu, vector)
+        return True
 
     def raise_nmi(self, cpu: CPU) -> None:
         """An NMI for ``cpu`` (a local APIC's LINT1 or LVT entry, an NMI IPI, an I/O APIC entry).
@@ -395,7 +389,7 @@ class Machine:
         """A system reset (triple fault, keyboard-controller reset, port 0xCF9...).
 
         The CPUs return to their power-on state, translations and TLBs are
-        dropped, devices with a ``reset()`` method reset, and the ``on_reset``
+        dropped, the devices' reset hooks run (``bus.reset_devices``), and the ``on_reset``
         hooks run — the loader uses one to boot the kernel again, as a BIOS
         would (RAM is kept, as on a PC).
         """
@@ -404,9 +398,7 @@ class Machine:
             cpu.tlb.flush()
             cpu.jmp_cache.clear()
         self.tbs.flush()
-        for dev in self.devices.values():
-            if hasattr(dev, "reset"):
-                dev.reset()
+        self.bus.reset_devices()
         for hook in self.on_reset:
             hook()
 

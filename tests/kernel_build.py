@@ -161,7 +161,7 @@ def run_gdbemu(
 
     buf = io.BytesIO()
     m = Machine(ram_size) if icount_shift is None else Machine(ram_size, icount_shift=icount_shift)
-    build_pc(m, PCConfig(serial=[buf], no_reboot=True))
+    build_pc(m.bus, PCConfig(serial=[buf], no_reboot=True))
     if force_tier is not None:
         m.translator.force_tier = force_tier
     if hasattr(m, "load_multiboot"):
@@ -171,7 +171,7 @@ def run_gdbemu(
     t0 = time.perf_counter()
     stop = m.run(max_insns=max_insns)
     seconds = time.perf_counter() - t0
-    uart = m.devices.get("uart")
+    uart = m.bus.devices.get("uart")
     if uart is not None and hasattr(uart, "flush"):
         uart.flush()
     return KernelRun(

@@ -458,7 +458,7 @@ def run_gdbemu(
     insns: int = 20_000_000,
 ) -> tuple[bytes, int | None, Machine]:
     machine = Machine(ram_size=ram)
-    build_pc(machine, PCConfig(serial=["null"]))
+    build_pc(machine.bus, PCConfig(serial=["null"]))
     machine.load_multiboot(str(kernel), append, initrd, kernel_name=kernel_name)
     for _ in range(8):
         stop = machine.run(max_insns=insns)
@@ -1000,7 +1000,7 @@ def test_reset_boots_the_kernel_again_on_qemu(guests):
 
 def test_reset_restores_firmware_and_kernel(guests):
     machine = Machine(ram_size=32 << 20)
-    build_pc(machine, PCConfig(serial=["null"]))
+    build_pc(machine.bus, PCConfig(serial=["null"]))
     info = machine.load_multiboot(str(guests / "bootinfo.elf"))
     image = machine.mem.read(0x100000, 0x1000)
     tables = machine.mem.read(0xF0000, 0x10000)

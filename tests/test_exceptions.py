@@ -102,7 +102,7 @@ class TestIRQSource:
         self.machine = machine
         self.vector: int | None = None
         machine.mem.add_port(self.PORT, 1, self)
-        machine.interrupt_sources.append(self)
+        machine.bus.add_interrupt_source(self)
 
     def io_read(self, port: int, size: int) -> int:
         return (1 << (8 * size)) - 1
@@ -112,7 +112,7 @@ class TestIRQSource:
 
     def raise_vector(self, vector: int) -> None:
         self.vector = vector
-        self.machine.update_interrupt()
+        self.machine.bus.update_interrupt()
 
     def has_interrupt(self) -> bool:
         return self.vector is not None
@@ -161,7 +161,7 @@ def test_sti_shadow_with_a_local_apic_interrupt(build_guest: Callable[[str], Pat
 
     elf = build_guest("exc_apic")
     m = Machine(ram_size=GUEST_RAM)
-    build_pc(m, PCConfig(serial=["null"]))
+    build_pc(m.bus, PCConfig(serial=["null"]))
     m.load_elf(str(elf))
     stop = m.run(max_insns=200_000)
     out = m.debug_output.decode("latin-1")

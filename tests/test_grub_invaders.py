@@ -64,10 +64,10 @@ class Game:
         from gdbemu.machine import Machine
 
         self.m = Machine(32 << 20) if icount_shift is None else Machine(32 << 20, icount_shift=icount_shift)
-        build_pc(self.m, PCConfig(serial=[io.BytesIO()], no_reboot=True))
+        build_pc(self.m.bus, PCConfig(serial=[io.BytesIO()], no_reboot=True))
         self.boot_info = self.m.load_multiboot(str(INVADERS))
-        self.vga = self.m.devices["vga"]
-        self.kbd = self.m.devices["kbd"]
+        self.vga = self.m.bus.devices["vga"]
+        self.kbd = self.m.bus.devices["kbd"]
         self.frames = 0
         self.seconds = 0.0
         self.m.breakpoints.add(FRAME_DRAWN)

@@ -4,7 +4,7 @@ Three layers, per device:
 
 * register-level tests driven from Python (``m.mem.io_write``/``io_read``)
   on a board from ``build_pc``, with an IRQ recorder added to
-  ``machine.irq_sinks`` that timestamps every ``set_irq`` on the virtual
+  ``machine.bus.irq_sinks`` that timestamps every ``set_irq`` on the virtual
   clock; time is advanced by jumping the clock from deadline to deadline
   (``advance``), so the timing assertions are exact, not approximate;
 * guest programs (tests/guests/dev_*.s) that drive the devices the way a
@@ -75,10 +75,10 @@ def make_pc(ram: int = RAM, **cfg) -> tuple[Machine, IrqRecorder]:
     cfg.setdefault("serial", [io.BytesIO()])
     m = Machine(ram)
     rec = IrqRecorder(m.clock)
-    m.irq_sinks.append(rec)  # first, so it sees the levels the devices set when they attach
-    build_pc(m, PCConfig(**cfg))
+    m.bus.irq_sinks.append(rec)  # first, so it sees the levels the devices set when they attach
+    build_pc(m.bus, PCConfig(**cfg))
     rec.clear()  # keep the attach-time levels as the baseline, log only what follows
-    rec.baseline[0] = m.devices["pit"].irq_level  # the PIT takes IRQ0 as high until its first fall
+    rec.baseline[0] = m.bus.devices["pit"].irq_level  # the PIT takes IRQ0 as high until its first fall
     return m, rec
 
 
@@ -144,7 +144,7 @@ def test_uart_polled_transmit_reaches_the_sink_whole() -> None:
         assert inb(m, COM1 + 5) & 0x60 == 0x60
         outb(m, COM1, ch)
     assert out.getvalue() == b"Ahi\n"
-    assert m.devices["uart"][0].tx_bytes == 4
+    assert m.bus.devices["uart"][0].tx_bytes == 4
 
 
 def test_uart_divisor_latch_and_scratch() -> None:
@@ -156,7 +156,7 @@ def test_uart_divisor_latch_and_scratch() -> None:
     assert (inb(m, COM1), inb(m, COM1 + 1)) == (0x34, 0x12)
     outb(m, COM1 + 3, 0x03)
     assert inb(m, COM1 + 1) == 0x05  # IER untouched by the latch writes
-    assert m.devices["uart"][0].divisor == 0x1234
+    assert m.bus.devices["uart"][0].divisor == 0x1234
     outb(m, COM1 + 7, 0xA5)
     assert inb(m, COM1 + 7) == 0xA5
 
@@ -194,7 +194,7 @@ def test_uart_out2_gates_the_irq_line_and_loopback_forces_it_off() -> None:
 
 def test_uart_rx_fifo_trigger_level_and_arrival_timing() -> None:
     m, rec = make_pc()
-    uart = m.devices["uart"][0]
+    uart = m.bus.devices["uart"][0]
     uart_8n1(m, fcr=0x47)  # FIFO, trigger level 4
     outb(m, COM1 + 1, 0x01)  # ERBFI
     t0 = m.clock.now()
@@ -216,7 +216,7 @@ def test_uart_rx_fifo_trigger_level_and_arrival_timing() -> None:
 
 def test_uart_character_timeout_interrupt() -> None:
     m, rec = make_pc()
-    uart = m.devices["uart"][0]
+    uart = m.bus.devices["uart"][0]
     uart_8n1(m, fcr=0xC7)  # trigger level 14
     outb(m, COM1 + 1, 0x01)
     uart.feed(b"xy")
@@ -238,7 +238,7 @@ def test_uart_character_timeout_interrupt() -> None:
 
 def test_uart_receiver_waits_for_room_instead_of_overrunning() -> None:
     m, _ = make_pc()
-    uart = m.devices["uart"][0]
+    uart = m.bus.devices["uart"][0]
     uart_8n1(m, fcr=0x00)  # no FIFO: one byte at a time
     uart.feed(b"123")
     advance(m, 10 * uart.char_time_ns())
@@ -287,7 +287,7 @@ def test_uart_serial_input_stream_and_com2(tmp_path: Path) -> None:
     outb(m, COM1 + 1, 0x01)
     advance(m, NS // 1000)  # the first byte was already on the line at the reset rate (9600 baud)
     assert rec.level(4) == 1 and inb(m, COM1) == ord("o")
-    advance(m, m.devices["uart"][0].char_time_ns())
+    advance(m, m.bus.devices["uart"][0].char_time_ns())
     assert inb(m, COM1) == ord("k")
     uart_8n1(m, base=0x2F8)
     outb(m, 0x2F9, 0x02)
@@ -295,7 +295,7 @@ def test_uart_serial_input_stream_and_com2(tmp_path: Path) -> None:
     for ch in b"com2\n":
         outb(m, 0x2F8, ch)
     assert log.read_bytes() == b"com2\n"  # flushed at the newline
-    m.devices["uart"].close()
+    m.bus.devices["uart"].close()
 
 
 def test_uart_word_access_splits_into_byte_accesses() -> None:
@@ -364,7 +364,7 @@ def test_pit_mode0_single_edge_then_no_timer() -> None:
     assert pit_read_latched(m, 0) == 60
     advance(m, ticks_to_ns(100))
     assert rec.edges(0) == [t0 + ticks_to_ns(100)]
-    assert m.devices["pit"].timer.pending is False
+    assert m.bus.devices["pit"].timer.pending is False
     assert m.clock.next_deadline() is None  # nothing left to wake a halted CPU
     assert pit_read_latched(m, 0) == (100 - 140) & 0xFFFF  # the counter wraps and keeps counting
 
@@ -478,7 +478,7 @@ def test_pit_channel2_gate_modes_through_port_61() -> None:
 
 def test_speaker_state_and_refresh_toggle() -> None:
     m, _ = make_pc()
-    spk = m.devices["speaker"]
+    spk = m.bus.devices["speaker"]
     assert spk.frequency() is None
     pit_program(m, 2, 3, 1193)
     outb(m, 0x61, inb(m, 0x61) | 0x03)
@@ -580,7 +580,7 @@ def test_rtc_periodic_interrupt_rate_and_c_register() -> None:
     assert edges[0] > t
     cmos_write(m, 0x0B, 0x02)
     cmos(m, 0x0C)
-    assert m.devices["cmos"].timer.pending is False  # nothing enabled: no timer left
+    assert m.bus.devices["cmos"].timer.pending is False  # nothing enabled: no timer left
 
 
 def test_rtc_update_ended_and_alarm_interrupts() -> None:
@@ -630,7 +630,7 @@ def test_cmos_nmi_bit_and_nvram_storage() -> None:
     m, _ = make_pc()
     outb(m, 0x70, 0x80 | 0x40)
     outb(m, 0x71, 0x5A)
-    rtc = m.devices["cmos"]
+    rtc = m.bus.devices["cmos"]
     assert rtc.nmi_disabled and cmos(m, 0x40) == 0x5A and not rtc.nmi_disabled
     assert inb(m, 0x70) == 0xFF
     m.reset()
@@ -667,7 +667,7 @@ def test_kbc_state_after_seabios_and_self_tests() -> None:
 
 def test_kbd_keys_arrive_translated_with_irq1() -> None:
     m, rec = make_pc()
-    kbc = m.devices["kbd"]
+    kbc = m.bus.devices["kbd"]
     kbc.feed_keys("aB")
     assert rec.level(1) == 1 and inb(m, 0x64) & 0x21 == 0x01
     codes = []
@@ -680,7 +680,7 @@ def test_kbd_keys_arrive_translated_with_irq1() -> None:
 
 def test_kbd_untranslated_set2_and_set1_selection() -> None:
     m, _ = make_pc()
-    kbc = m.devices["kbd"]
+    kbc = m.bus.devices["kbd"]
     kbc_cmd(m, 0x60, 0x21)  # command byte without translation
     kbc.feed_keys("a")
     assert drain(m) == [0x1C, 0xF0, 0x1C]
@@ -712,7 +712,7 @@ def test_kbd_commands() -> None:
     assert drain(m) == [0xFA, 0xAB, 0x41]  # AB 83 translated
     outb(m, 0x60, 0xED)
     outb(m, 0x60, 0x07)
-    assert drain(m) == [0xFA, 0xFA] and m.devices["kbd"].kbd.leds == 7
+    assert drain(m) == [0xFA, 0xFA] and m.bus.devices["kbd"].kbd.leds == 7
     outb(m, 0x60, 0xF3)
     outb(m, 0x60, 0x20)
     assert drain(m) == [0xFA, 0xFA]
@@ -721,10 +721,10 @@ def test_kbd_commands() -> None:
     outb(m, 0x60, 0xFE)
     assert drain(m) == [0xEE]  # resend
     outb(m, 0x60, 0xF5)
-    m.devices["kbd"].feed_keys("x")
+    m.bus.devices["kbd"].feed_keys("x")
     assert drain(m) == [0xFA]  # scanning off: the key is lost
     outb(m, 0x60, 0xF4)
-    m.devices["kbd"].feed_keys("x")
+    m.bus.devices["kbd"].feed_keys("x")
     assert drain(m) == [0xFA, 0x2D, 0xAD]
     outb(m, 0x60, 0x12)
     assert drain(m) == [0xFE]
@@ -733,7 +733,7 @@ def test_kbd_commands() -> None:
 def test_kbc_disable_keyboard_holds_keys_and_controller_buffers() -> None:
     m, rec = make_pc()
     kbc_cmd(m, 0xAD)
-    m.devices["kbd"].feed_keys("q")
+    m.bus.devices["kbd"].feed_keys("q")
     assert drain(m) == []
     kbc_cmd(m, 0xAE)
     assert drain(m) == [0x10, 0x90]
@@ -751,7 +751,7 @@ def test_kbc_disable_keyboard_holds_keys_and_controller_buffers() -> None:
 
 def test_kbc_a20_and_output_port() -> None:
     m, _ = make_pc()
-    kbc = m.devices["kbd"]
+    kbc = m.bus.devices["kbd"]
     outb(m, 0x92, 0x00)
     kbc_cmd(m, 0xD1, 0xCD)  # A20 off, reset line high
     assert not kbc.a20_enabled
@@ -760,7 +760,7 @@ def test_kbc_a20_and_output_port() -> None:
     kbc_cmd(m, 0xDD)
     outb(m, 0x92, 0x02)
     assert kbc.a20_enabled and m.mem.io_read(0x92, 1) == 0x02
-    m.devices["kbd"].feed_keys("a")
+    m.bus.devices["kbd"].feed_keys("a")
     kbc_cmd(m, 0xD0)
     assert drain(m)[0] & 0x10  # output port bit 4 mirrors OBF
 
@@ -786,7 +786,7 @@ def test_reset_requests(port: int, value: int) -> None:
 def test_kbd_guest_reads_keys_on_irq1(build_guest: Callable[[str], Path]) -> None:
     pytest.importorskip("gdbemu.hw.pic", reason="the 8259 (gdbemu/hw/pic.py) is not there yet")
     m, _ = make_pc()
-    m.devices["kbd"].feed_keys("hi there")
+    m.bus.devices["kbd"].feed_keys("hi there")
     m.load_elf(str(build_guest("dev_kbd")))
     stop = run_guarded(m, 2_000_000)
     out = m.debug_output.decode()
@@ -813,7 +813,7 @@ def test_fw_cfg_items_and_directory() -> None:
     assert fw_read(m, 0x1234, 4) == bytes(4)  # no such item
     assert fw_read(m, 0x00, 6) == b"QEMU\x00\x00"  # past the end: zeros
     m.mem.io_write(0x511, 1, 0x55)  # data writes ignored
-    m.devices["fw_cfg"].add_file("etc/zz-test", b"abc")
+    m.bus.devices["fw_cfg"].add_file("etc/zz-test", b"abc")
     (count,) = struct.unpack(">I", fw_read(m, 0x19, 4))
     entries = {}
     for _ in range(count):
@@ -870,7 +870,7 @@ def test_vga_attribute_flipflop_status_toggle_and_dac() -> None:
 
 def test_vga_text_cells_cursor_and_refresh_rows() -> None:
     m, _ = make_pc()
-    vga = m.devices["vga"]
+    vga = m.bus.devices["vga"]
     assert vga.refresh() == list(range(25))  # first refresh: everything
     assert vga.refresh() == []
     assert vga.text()[0] == " " * 80 and vga.cells()[0][0] == (0x20, 0x07)
@@ -888,7 +888,7 @@ def test_vga_text_cells_cursor_and_refresh_rows() -> None:
 
 def test_vga_refresh_reads_memory_only_when_pages_are_dirty(monkeypatch: pytest.MonkeyPatch) -> None:
     m, _ = make_pc()
-    vga = m.devices["vga"]
+    vga = m.bus.devices["vga"]
     vga.refresh()
     calls = []
     real = vga._cells_array
@@ -930,7 +930,7 @@ def test_vga_dirty_logging_sees_guest_stores_between_refreshes(tmp_path: Path) -
     src.write_text(VGA_ROWS_GUEST)
     m, _ = make_pc()
     m.load_elf(str(guest_build.build(src, tmp_path)))
-    vga = m.devices["vga"]
+    vga = m.bus.devices["vga"]
     vga.refresh()
     seen: list[int] = []
     for _ in range(100):
@@ -974,7 +974,7 @@ def test_vga_guest_text_cursor_and_screenshot(build_guest: Callable[[str], Path]
     stop = m.run(max_insns=200_000)
     out = m.debug_output.decode()
     assert stop.kind == "exit" and m.exit_code == 1, out
-    vga = m.devices["vga"]
+    vga = m.bus.devices["vga"]
     text = vga.text()
     assert len(text) == 25 and all(len(line) == 80 for line in text)
     assert text[2][5:15] == "Hello, VGA" and text[4].startswith("gdbemu text mode 80x25")
@@ -1023,6 +1023,27 @@ def test_debug_ports_config() -> None:
     m, _ = make_pc(debug_exit=None)
     outb(m, 0xF4, 1)
     assert m.stop_reason is None and inb(m, 0xF4) == 0xFF
+
+
+def test_debug_ports_are_the_bare_machines_reconfigured_by_the_board() -> None:
+    """A bare Machine has isa-debug-exit at 0xF4 and the 0xE9 console into ``debug_output``;
+    ``build_pc`` reconfigures that one device (no second copy replacing it)."""
+    m = Machine(RAM)
+    ports = m.bus.devices["debugport"]
+    outb(m, 0xE9, ord("a"))
+    assert m.debug_output == b"a" and inb(m, 0xE9) == 0xE9
+    outb(m, 0xF5, 2)
+    assert m.stop_reason.kind == "exit" and m.exit_code == 5
+    m = Machine(RAM)
+    ports = m.bus.devices["debugport"]
+    con = io.BytesIO()
+    build_pc(m.bus, PCConfig(serial=[io.BytesIO()], debug_exit=(0x501, 2), debugcon=con))
+    assert m.bus.devices["debugport"] is ports
+    outb(m, 0xE9, ord("b"))
+    outb(m, 0xF4, 1)
+    assert con.getvalue() == b"b" and m.debug_output == b"" and m.stop_reason is None and inb(m, 0xF4) == 0xFF
+    outb(m, 0x501, 3)
+    assert m.stop_reason.kind == "exit" and m.exit_code == 7
 
 
 # ======================================================================== guests, and QEMU
@@ -1099,4 +1120,4 @@ def test_system_reset_returns_devices_to_their_boot_state() -> None:
     assert [inb(m, COM1 + i) for i in range(8)] == [0x00, 0x00, 0x01, 0x00, 0x08, 0x60, 0xB0, 0x00]
     kbc_cmd(m, 0x20)
     assert drain(m) == [0x61]
-    assert m.devices["vga"].cursor() == (0, 0) and m.devices["vga"].text()[0] == " " * 80
+    assert m.bus.devices["vga"].cursor() == (0, 0) and m.bus.devices["vga"].text()[0] == " " * 80

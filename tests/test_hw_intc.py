@@ -5,7 +5,7 @@ Two layers:
 * register-level unit tests on a board with only the three controllers (no
   PIT or UART to raise IRQs behind the test's back): the chips are
   programmed through ``mem.io_write`` / MMIO, IRQs come from
-  ``machine.set_irq``, vectors are read from ``machine.interrupt_sources``
+  ``machine.bus.set_irq``, vectors are read from ``machine.bus.interrupt_sources``
   (the INTA cycle) and time is moved with the virtual clock;
 * guest programs (tests/guests/intc_*.s) on the full PC board, with IRQ
   lines driven by a test device that has the interface of QEMU's
@@ -59,26 +59,25 @@ class IRQTestDevice:
         return (1 << (8 * size)) - 1
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        self.machine.set_irq(port - self.BASE, 1 if value & 0xFF else 0)
+        self.machine.bus.set_irq(port - self.BASE, 1 if value & 0xFF else 0)
 
 
 def board(lapic: bool = True, ioapic: bool = True, ncpus: int = 1) -> Machine:
     """A machine with only the interrupt controllers (attached as build_pc does)."""
     m = Machine(ram_size=1 << 20, ncpus=ncpus)
-    m.devices = {}
     config = PCConfig()
     mods = [("pic", pic_mod)] + ([("lapic", lapic_mod)] if lapic else []) + ([("ioapic", ioapic_mod)] if ioapic else [])
     for name, mod in mods:
-        m.devices[name] = mod.attach(m, config)
+        m.bus.add_device(name, mod.attach(m.bus, config))
     return m
 
 
 def inta(m: Machine) -> int | None:
     """What the CPU would do at an instruction boundary with IF=1: the vector it takes, or None."""
-    for src in m.interrupt_sources:
+    for src in m.bus.interrupt_sources:
         if src.has_interrupt():
             vector = src.acknowledge()
-            m.update_interrupt()
+            m.bus.update_interrupt()
             return vector
     return None
 
@@ -153,7 +152,7 @@ def rte(m: Machine, pin: int, low: int, high: int = 0) -> None:
 
 
 def irr_bits(m: Machine) -> int:
-    return m.devices["lapic"].current().irr
+    return m.bus.devices["lapic"].current().irr
 
 
 def advance(m: Machine, ns: int) -> None:
@@ -179,18 +178,18 @@ def wrmsr(m: Machine, value: int) -> None:
 # ---------------------------------------------------------------------------------------
 def test_board_wiring():
     m = Machine(ram_size=1 << 20)
-    build_pc(m, PCConfig(serial=["null"]))
-    pic, bus, io = m.devices["pic"], m.devices["lapic"], m.devices["ioapic"]
-    assert m.interrupt_sources[0] is bus and pic not in m.interrupt_sources
-    assert pic in m.irq_sinks and io in m.irq_sinks
+    build_pc(m.bus, PCConfig(serial=["null"]))
+    pic, bus, io = m.bus.devices["pic"], m.bus.devices["lapic"], m.bus.devices["ioapic"]
+    assert m.bus.interrupt_sources[0] is bus and pic not in m.bus.interrupt_sources
+    assert pic in m.bus.irq_sinks and io in m.bus.irq_sinks
     assert m.cpu.apic is bus.apics[0] and io in bus.ioapics
 
 
 def test_pic_alone_is_the_interrupt_source():
     m = board(lapic=False, ioapic=False)
-    pic = m.devices["pic"]
-    assert m.interrupt_sources == [pic]
-    m.set_irq(1, 1)  # unmasked by the firmware state
+    pic = m.bus.devices["pic"]
+    assert m.bus.interrupt_sources == [pic]
+    m.bus.set_irq(1, 1)  # unmasked by the firmware state
     assert m.cpu.interrupt_request & REQ_HARD
     assert inta(m) == 0x09
 
@@ -199,31 +198,31 @@ def test_pic_firmware_state_is_what_seabios_leaves():
     m = board()
     assert pic_in(m, 0x21) == 0xB8 and pic_in(m, 0xA1) == 0x8E
     assert pic_in(m, 0x4D0) == 0 and pic_in(m, 0x4D1) == 0
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 1)
     assert inta(m) == 0x09  # IRQ0-7 at 0x08 (through LINT0 ExtINT)
     master_eoi(m)
-    m.set_irq(8, 1)
+    m.bus.set_irq(8, 1)
     assert inta(m) == 0x70  # IRQ8-15 at 0x70
 
 
 def test_pic_power_on_reset_then_init_sequence():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic.power_on_reset()
     assert pic_in(m, 0x21) == 0 and pic.master.irq_base == 0
     pic_init(m, 0x37, 0x48)  # ICW2 bits 2-0 are not part of the base
     assert (pic.master.irq_base, pic.slave.irq_base) == (0x30, 0x48)
-    m.set_irq(3, 1)
+    m.bus.set_irq(3, 1)
     assert inta(m) == 0x33
     master_eoi(m)
-    m.set_irq(12, 1)
+    m.bus.set_irq(12, 1)
     assert inta(m) == 0x4C
     assert pic.master.isr == 0x04 and pic.slave.isr == 0x10
 
 
 def test_pic_icw_sequence_variants():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     # Single mode with ICW4: no ICW3; the data write after ICW4 is OCW1.
     pic_out(m, 0x20, 0x13)
     pic_out(m, 0x21, 0x40)
@@ -242,41 +241,41 @@ def test_pic_icw_sequence_variants():
 
 def test_pic_icw1_clears_state_and_rearms_edges():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
-    m.set_irq(5, 1)
+    m.bus.set_irq(5, 1)
     assert inta(m) == 0x25 and pic.master.isr == 0x20
     pic_out(m, 0x20, 0x0B)  # read ISR
-    m.set_irq(6, 1)
+    m.bus.set_irq(6, 1)
     pic_init(m)  # ICW1: ISR, IMR, read selection, edge requests cleared
     assert pic.master.isr == 0 and pic.master.irr == 0 and pic_in(m, 0x21) == 0
     assert not pic.master.read_isr
     assert inta(m) is None  # IRQ6 is still high but made no new edge
-    m.set_irq(6, 0)
-    m.set_irq(6, 1)
+    m.bus.set_irq(6, 0)
+    m.bus.set_irq(6, 1)
     assert inta(m) == 0x26
 
 
 def test_pic_edge_latch_and_level_mode():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
     pic_out(m, 0x21, 0xFF)
-    m.set_irq(4, 1)
-    m.set_irq(4, 0)  # a pulse: the edge stays latched until INTA
+    m.bus.set_irq(4, 1)
+    m.bus.set_irq(4, 0)  # a pulse: the edge stays latched until INTA
     assert pic.master.irr == 0x10
     pic_out(m, 0x21, 0x00)
     assert inta(m) == 0x24 and pic.master.irr == 0
     master_eoi(m)
     # level mode through the ELCR: IRR follows the line, INTA does not clear it
     pic_out(m, 0x4D0, 0x20)
-    m.set_irq(5, 1)
+    m.bus.set_irq(5, 1)
     assert pic.master.irr & 0x20
     assert inta(m) == 0x25 and pic.master.irr & 0x20
     master_eoi(m)
     assert inta(m) == 0x25  # still high after the EOI: again
     master_eoi(m)
-    m.set_irq(5, 0)
+    m.bus.set_irq(5, 0)
     assert pic.master.irr == 0 and inta(m) is None
     # ICW1.LTIM: every input of the chip level-triggered
     pic_out(m, 0x4D0, 0x00)
@@ -284,8 +283,8 @@ def test_pic_edge_latch_and_level_mode():
     pic_out(m, 0x21, 0x20)
     pic_out(m, 0x21, 0x04)
     pic_out(m, 0x21, 0x01)
-    m.set_irq(3, 1)
-    m.set_irq(3, 0)
+    m.bus.set_irq(3, 1)
+    m.bus.set_irq(3, 0)
     assert pic.master.irr == 0 and inta(m) is None
 
 
@@ -299,13 +298,13 @@ def test_pic_elcr_writable_bits():
 
 def test_pic_priority_nesting_and_eois():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
-    m.set_irq(5, 1)
-    m.set_irq(3, 1)
+    m.bus.set_irq(5, 1)
+    m.bus.set_irq(3, 1)
     assert inta(m) == 0x23
     assert inta(m) is None  # 5 is below 3, which is in service
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 1)
     assert inta(m) == 0x21  # 1 nests
     assert pic.master.isr == 0x0A
     pic_out(m, 0x20, 0x20)  # non-specific EOI: the highest (1)
@@ -316,20 +315,20 @@ def test_pic_priority_nesting_and_eois():
 
 def test_pic_rotation_commands():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
     pic_out(m, 0x20, 0xC4)  # set priority: 4 is the bottom level
     for irq in (3, 4, 5, 6):
-        m.set_irq(irq, 1)
+        m.bus.set_irq(irq, 1)
     assert drain(m, lambda v: master_eoi(m)) == [0x25, 0x26, 0x23, 0x24]
     for irq in (3, 4, 5, 6):
-        m.set_irq(irq, 0)
+        m.bus.set_irq(irq, 0)
     pic_out(m, 0x20, 0xC7)
-    m.set_irq(6, 1)
+    m.bus.set_irq(6, 1)
     assert inta(m) == 0x26
     pic_out(m, 0x20, 0xA0)  # rotate on non-specific EOI: 6 becomes the bottom
     assert pic.master.priority_add == 7 and pic.master.isr == 0
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 1)
     assert inta(m) == 0x24
     pic_out(m, 0x20, 0xE4)  # rotate on specific EOI 4
     assert pic.master.priority_add == 5 and pic.master.isr == 0
@@ -339,16 +338,16 @@ def test_pic_rotation_commands():
 
 def test_pic_auto_eoi_and_rotation_in_aeoi():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m, icw4=0x03)
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 1)
     assert inta(m) == 0x24 and pic.master.isr == 0
     pic_out(m, 0x20, 0x80)  # rotate in AEOI mode
-    m.set_irq(4, 0)
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 0)
+    m.bus.set_irq(4, 1)
     assert inta(m) == 0x24 and pic.master.priority_add == 5
-    m.set_irq(3, 1)
-    m.set_irq(5, 1)
+    m.bus.set_irq(3, 1)
+    m.bus.set_irq(5, 1)
     assert drain(m) == [0x25, 0x23]
     pic_out(m, 0x20, 0x00)
     assert not pic.master.rotate_on_auto_eoi
@@ -358,8 +357,8 @@ def test_pic_ocw3_register_reads_and_poll():
     m = board()
     pic_init(m)
     pic_out(m, 0x21, 0xEF)
-    m.set_irq(4, 1)
-    m.set_irq(6, 1)  # masked: in IRR, not presented
+    m.bus.set_irq(4, 1)
+    m.bus.set_irq(6, 1)  # masked: in IRR, not presented
     pic_out(m, 0x20, 0x0A)
     assert pic_in(m, 0x20) == 0x50 and pic_in(m, 0x20) == 0x50  # the selection persists
     pic_out(m, 0x20, 0x0C)  # poll: the next read acknowledges
@@ -374,16 +373,16 @@ def test_pic_ocw3_register_reads_and_poll():
 
 def test_pic_special_mask_mode():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
-    m.set_irq(3, 1)
+    m.bus.set_irq(3, 1)
     assert inta(m) == 0x23
     pic_out(m, 0x21, 0x08)  # mask 3 while it is in service
-    m.set_irq(5, 1)
+    m.bus.set_irq(5, 1)
     assert inta(m) is None
     pic_out(m, 0x20, 0x68)  # SMM on: the masked in-service level no longer blocks
     assert pic.master.special_mask and inta(m) == 0x25
-    m.set_irq(6, 1)
+    m.bus.set_irq(6, 1)
     assert inta(m) == 0x26  # any unmasked level not itself in service
     pic_out(m, 0x20, 0x48)
     assert not pic.master.special_mask
@@ -392,28 +391,28 @@ def test_pic_special_mask_mode():
 def test_pic_special_fully_nested_mode():
     m = board()
     pic_init(m, icw4=0x11)
-    m.set_irq(10, 1)
+    m.bus.set_irq(10, 1)
     assert inta(m) == 0x2A
-    m.set_irq(9, 1)
+    m.bus.set_irq(9, 1)
     assert inta(m) == 0x29  # IR2 in service does not block the slave's higher level
     pic_init(m, icw4=0x01)
-    m.set_irq(9, 0)
-    m.set_irq(10, 0)
-    m.set_irq(10, 1)
+    m.bus.set_irq(9, 0)
+    m.bus.set_irq(10, 0)
+    m.bus.set_irq(10, 1)
     assert inta(m) == 0x2A
-    m.set_irq(9, 1)
+    m.bus.set_irq(9, 1)
     assert inta(m) is None
 
 
 def test_pic_spurious_irq7_when_the_request_vanished():
     """INTR was seen, then the request went away before INTA: IR7, no ISR bit (8259A datasheet)."""
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
     pic_out(m, 0x4D0, 0x08)  # IRQ3 level-triggered
-    m.set_irq(3, 1)
+    m.bus.set_irq(3, 1)
     assert pic.output()
-    m.set_irq(3, 0)
+    m.bus.set_irq(3, 0)
     assert not pic.output()
     assert pic.acknowledge() == 0x27  # the INTA cycle of a CPU that had seen INTR
     assert pic.master.isr == 0 and pic.spurious == [1, 0]
@@ -421,12 +420,12 @@ def test_pic_spurious_irq7_when_the_request_vanished():
 
 def test_pic_spurious_irq15_marks_master_ir2():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
     pic_out(m, 0x4D1, 0x04)  # IRQ10 level-triggered
-    m.set_irq(10, 1)
+    m.bus.set_irq(10, 1)
     assert pic.master.irr & 0x04  # the slave's INT made an edge on IR2
-    m.set_irq(10, 0)
+    m.bus.set_irq(10, 0)
     assert inta(m) == 0x2F  # slave base + 7
     assert pic.master.isr == 0x04 and pic.slave.isr == 0 and pic.spurious == [0, 1]
     pic_out(m, 0x20, 0x20)  # the master alone gets the EOI
@@ -435,12 +434,12 @@ def test_pic_spurious_irq15_marks_master_ir2():
 
 def test_pic_cascade_vector_and_isr():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m)
-    m.set_irq(14, 1)
+    m.bus.set_irq(14, 1)
     assert inta(m) == 0x2E
     assert pic.master.isr == 0x04 and pic.slave.isr == 0x40
-    m.set_irq(9, 1)
+    m.bus.set_irq(9, 1)
     assert inta(m) is None  # higher on the slave, but the master's IR2 is in service
     pic_out(m, 0x20, 0x20)
     assert inta(m) == 0x29
@@ -449,7 +448,7 @@ def test_pic_cascade_vector_and_isr():
 
 def test_pic_reset_returns_to_the_firmware_state():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     pic_init(m, 0x30, 0x38)
     pic_out(m, 0x4D0, 0x20)
     m.reset()
@@ -502,7 +501,7 @@ def test_lapic_priority_rules():
     apic = m.cpu.apic
     for v in (0x51, 0x91, 0x71):
         apic.accept_fixed(v, False)
-    m.update_interrupt()
+    m.bus.update_interrupt()
     assert drain(m, lambda v: apic_eoi(m)) == [0x91, 0x71, 0x51]
     apic_w(m, 0x80, 0x60)
     for v in (0x55, 0x65, 0x75):
@@ -540,7 +539,7 @@ def test_lapic_eoi_of_level_vector_broadcasts_to_ioapic():
         def eoi(self, vector: int) -> None:
             seen.append(vector)
 
-    m.devices["lapic"].ioapics.append(Listener())
+    m.bus.devices["lapic"].ioapics.append(Listener())
     apic.accept_fixed(0x61, True)
     apic.accept_fixed(0x42, False)
     assert apic_r(m, 0x180 + 0x30) == 0x2  # TMR bit of 0x61
@@ -581,7 +580,7 @@ def test_lapic_ipi_destinations_and_shorthands():
 def test_lapic_ipis_between_cpus():
     """Two CPUs: messages go to the addressed APIC, lowest priority picks the lowest APR."""
     m = board(ncpus=2)
-    bus = m.devices["lapic"]
+    bus = m.bus.devices["lapic"]
     a0, a1 = bus.apics
     assert (a0.id, a1.id) == (0, 1) and a1.wait_for_sipi and not a0.wait_for_sipi
     assert a1.svr == 0xFF  # APs are as after power-up until the OS starts them
@@ -635,7 +634,7 @@ def test_lapic_error_interrupt():
 
 def test_lapic_software_disable():
     m = board()
-    pic = m.devices["pic"]
+    pic = m.bus.devices["pic"]
     apic = m.cpu.apic
     apic_w(m, 0x320, 0x20040)
     apic_w(m, 0xF0, 0xFF)
@@ -646,7 +645,7 @@ def test_lapic_software_disable():
     assert apic.irr == 1 << 0x48 and inta(m) is None
     apic_w(m, 0x300, 0x00040400)  # NMI still accepted
     assert m.cpu.nmi_pending
-    m.set_irq(1, 1)  # the 8259 reaches the CPU as through a wire
+    m.bus.set_irq(1, 1)  # the 8259 reaches the CPU as through a wire
     assert pic.output() and inta(m) == 0x09
     master_eoi(m)
     apic_w(m, 0xF0, 0x1FF)
@@ -657,21 +656,21 @@ def test_lapic_software_disable():
 def test_lapic_lint0_extint_and_masking():
     m = board()
     apic = m.cpu.apic
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 1)
     apic_w(m, 0x80, 0xF0)
     assert inta(m) == 0x09  # ExtINT ignores the TPR
     master_eoi(m)
-    m.set_irq(1, 0)
+    m.bus.set_irq(1, 0)
     apic_w(m, 0x80, 0)
     apic_w(m, 0x350, 0x10700)
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 1)
     assert inta(m) is None
     apic_w(m, 0x350, 0x700)
     assert inta(m) == 0x09  # level-sensitive: still there once unmasked
     master_eoi(m)
     apic.accept_fixed(0x90, False)
-    m.set_irq(1, 0)
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 0)
+    m.bus.set_irq(1, 1)
     assert inta(m) == 0x09  # ExtINT before fixed interrupts (SDM 10.8.1)
     master_eoi(m)
     assert inta(m) == 0x90
@@ -682,15 +681,15 @@ def test_lapic_lint0_fixed_level_uses_remote_irr():
     apic = m.cpu.apic
     pic_out(m, 0x21, 0xFD)
     apic_w(m, 0x350, 0x8066)  # fixed, level, vector 0x66
-    m.set_irq(1, 1)  # the 8259's INT is the pin
+    m.bus.set_irq(1, 1)  # the 8259's INT is the pin
     assert inta(m) == 0x66
     assert apic_r(m, 0x350) & 0x4000  # Remote IRR
     assert apic.tmr & (1 << 0x66)
     apic_eoi(m)
     assert inta(m) == 0x66  # the pin is still high: accepted again
-    m.devices["pic"].acknowledge()
+    m.bus.devices["pic"].acknowledge()
     master_eoi(m)
-    m.set_irq(1, 0)
+    m.bus.set_irq(1, 0)
     apic_eoi(m)
     assert not apic_r(m, 0x350) & 0x4000 and inta(m) is None
 
@@ -698,7 +697,7 @@ def test_lapic_lint0_fixed_level_uses_remote_irr():
 def test_lapic_lint1_and_nmi_latching():
     m = board()
     cpu = m.cpu
-    m.devices["lapic"].nmi_button()
+    m.bus.devices["lapic"].nmi_button()
     assert cpu.nmi_pending and cpu.interrupt_request & REQ_NMI
     m._take_nmi(cpu)
     assert cpu.nmi_blocked and not cpu.nmi_pending
@@ -712,10 +711,10 @@ def test_lapic_global_disable_and_relocation():
     apic_w(m, 0x350, 0x10700)  # even with LINT0 masked ...
     wrmsr(m, 0xFEE00100)  # ... the APIC is off: the 8259 drives INTR
     assert apic_r(m, 0x30) == 0xFFFFFFFF  # the page is gone
-    m.set_irq(1, 1)
+    m.bus.set_irq(1, 1)
     assert inta(m) == 0x09
     master_eoi(m)
-    m.set_irq(1, 0)
+    m.bus.set_irq(1, 0)
     wrmsr(m, 0xFEE00900)
     assert apic_r(m, 0x30) == 0x00050014 and apic_r(m, 0xF0) == 0xFF  # power-up state
     wrmsr(m, 0x00080900)  # relocate into RAM
@@ -729,7 +728,7 @@ def test_lapic_reset_restores_firmware_state():
     wrmsr(m, 0x00080900)
     apic_w(m, 0x80, 0x50)
     m.reset()
-    assert m.cpu.apic is m.devices["lapic"].apics[0]
+    assert m.cpu.apic is m.bus.devices["lapic"].apics[0]
     assert apic_r(m, 0x80) == 0 and apic_r(m, 0xF0) == 0x1FF and apic_r(m, 0x350) == 0x8700
 
 
@@ -804,7 +803,7 @@ def test_lapic_timer_vector_below_16_is_an_error():
 # ---------------------------------------------------------------------------------------
 def test_ioapic_registers():
     m = board()
-    io = m.devices["ioapic"]
+    io = m.bus.devices["ioapic"]
     assert io_r(m, 1) == 0x00170011
     assert io_r(m, 0) == 0 and io_r(m, 2) == 0
     io_w(m, 0, 0xFFFFFFFF)
@@ -828,29 +827,29 @@ def test_ioapic_isa_wiring():
     quiet_pic(m)
     for pin, vector in ((2, 0x60), (0, 0x61), (9, 0x62), (20, 0x63)):
         rte(m, pin, vector)
-    m.set_irq(0, 1)  # the PIT's IRQ0 arrives on pin 2
+    m.bus.set_irq(0, 1)  # the PIT's IRQ0 arrives on pin 2
     assert inta(m) == 0x60
     apic_eoi(m)
-    m.set_irq(2, 1)  # the cascade line reaches no pin
+    m.bus.set_irq(2, 1)  # the cascade line reaches no pin
     assert inta(m) != 0x61
-    m.set_irq(9, 1)
-    m.set_irq(20, 1)  # a GSI beyond the ISA IRQs
+    m.bus.set_irq(9, 1)
+    m.bus.set_irq(20, 1)  # a GSI beyond the ISA IRQs
     assert sorted(drain(m, lambda v: apic_eoi(m))) == [0x62, 0x63]
 
 
 def test_ioapic_edge_entries():
     m = board()
     quiet_pic(m)
-    io = m.devices["ioapic"]
+    io = m.bus.devices["ioapic"]
     rte(m, 3, 0x43)
-    m.set_irq(3, 1)
-    m.set_irq(3, 1)  # no new edge, no new message
+    m.bus.set_irq(3, 1)
+    m.bus.set_irq(3, 1)  # no new edge, no new message
     assert io.sent[3] == 1 and inta(m) == 0x43
     apic_eoi(m)
-    m.set_irq(3, 0)
+    m.bus.set_irq(3, 0)
     rte(m, 3, 0x10043)
-    m.set_irq(3, 1)  # edge on a masked pin: lost (82093AA 3.2.4)
-    m.set_irq(3, 0)
+    m.bus.set_irq(3, 1)  # edge on a masked pin: lost (82093AA 3.2.4)
+    m.bus.set_irq(3, 0)
     rte(m, 3, 0x43)
     assert inta(m) is None
 
@@ -859,20 +858,20 @@ def test_ioapic_level_entries_and_remote_irr():
     m = board()
     quiet_pic(m)
     rte(m, 5, 0x8055)
-    m.set_irq(5, 1)
+    m.bus.set_irq(5, 1)
     assert io_r(m, 0x1A) & 0x4000 and irr_bits(m) == 1 << 0x55
     assert inta(m) == 0x55
-    m.set_irq(5, 0)
-    m.set_irq(5, 1)
+    m.bus.set_irq(5, 0)
+    m.bus.set_irq(5, 1)
     assert irr_bits(m) == 0  # Remote IRR: nothing until the EOI
     apic_eoi(m)
     assert irr_bits(m) == 1 << 0x55  # still asserted: sent again
     assert inta(m) == 0x55
-    m.set_irq(5, 0)
+    m.bus.set_irq(5, 0)
     apic_eoi(m)
     assert not io_r(m, 0x1A) & 0x4000 and inta(m) is None
     rte(m, 6, 0x18056)  # masked level entry: held while masked, sent on unmask
-    m.set_irq(6, 1)
+    m.bus.set_irq(6, 1)
     assert inta(m) is None
     rte(m, 6, 0x8056)
     assert inta(m) == 0x56
@@ -886,43 +885,43 @@ def test_ioapic_destinations_and_modes():
     cpu = m.cpu
     apic_w(m, 0xD0, 0x02000000)
     rte(m, 4, 0x844, 0x02000000)  # logical flat
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 1)
     assert inta(m) == 0x44
     apic_eoi(m)
-    m.set_irq(4, 0)
+    m.bus.set_irq(4, 0)
     rte(m, 4, 0x845, 0x04000000)
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 1)
     assert inta(m) is None
-    m.set_irq(4, 0)
+    m.bus.set_irq(4, 0)
     rte(m, 4, 0x946, 0x02000000)  # lowest priority
-    m.set_irq(4, 1)
+    m.bus.set_irq(4, 1)
     assert inta(m) == 0x46
     apic_eoi(m)
-    m.set_irq(4, 0)
+    m.bus.set_irq(4, 0)
     rte(m, 7, 0x400)  # NMI
-    m.set_irq(7, 1)
+    m.bus.set_irq(7, 1)
     assert cpu.nmi_pending and cpu.interrupt_request & REQ_NMI
     rte(m, 10, 0x700)  # ExtINT: the local APIC runs an INTA on the 8259
     pic_out(m, 0x21, 0xFF)
     apic_w(m, 0x350, 0x10700)
-    m.devices["pic"].set_irq(3, 1)
-    m.set_irq(10, 1)
+    m.bus.devices["pic"].set_irq(3, 1)
+    m.bus.set_irq(10, 1)
     assert inta(m) == 0x0F  # the 8259 has nothing unmasked: its IR7 (spurious)
     pic_out(m, 0x21, 0xF7)
-    m.set_irq(10, 0)
-    m.set_irq(10, 1)
+    m.bus.set_irq(10, 0)
+    m.bus.set_irq(10, 1)
     assert inta(m) == 0x0B and m.cpu.apic.isr == 0  # ExtINT bypasses the ISR
 
 
 def test_ioapic_version_0x20_has_an_eoi_register():
     m = board(ioapic=False)
-    io = ioapic_mod.IOAPIC(m, m.devices["lapic"], version=0x20)
+    io = ioapic_mod.IOAPIC(m.bus, m.bus.devices["lapic"], version=0x20)
     io.write_register(0x10 + 2 * 5, 0x8055)
     io.set_irq(5, 1)
     assert io.redir[5] & 0x4000
     io.mmio_write(0x40, 4, 0x55)
     assert io.sent[5] == 2  # Remote IRR cleared, line still high: sent again
-    old = ioapic_mod.IOAPIC(m, None)
+    old = ioapic_mod.IOAPIC(m.bus, None)
     old.write_register(0x10 + 2 * 5, 0x8055)
     old.set_irq(5, 1)
     old.mmio_write(0x40, 4, 0x55)  # no such register on the 82093AA
@@ -1013,7 +1012,7 @@ def gdbemu_runs(built: dict[str, Path]) -> dict[str, tuple[str, Machine]]:
     runs = {}
     for name, elf in built.items():
         m = Machine(ram_size=32 << 20)
-        build_pc(m, PCConfig(serial=["null"]))
+        build_pc(m.bus, PCConfig(serial=["null"]))
         IRQTestDevice(m)
         m.load_elf(str(elf))
         m.run(max_insns=5_000_000)
@@ -1069,7 +1068,7 @@ def test_timer_guest_timing_is_exact(gdbemu_runs) -> None:
     assert int(measured["oneshot-ccr-first"]) == 100_000 - 8  # one instruction after the write
     assert int(measured["periodic-count"]) == 50
     assert int(measured["poll-ccr-iterations"]) == 313  # 10000 ns / (4 instructions * 8 ns), each read exact
-    assert m.devices["lapic"].apics[0].timer_deadline is None
+    assert m.bus.devices["lapic"].apics[0].timer_deadline is None
 
 
 def test_guests_are_deterministic(built) -> None:
@@ -1077,7 +1076,7 @@ def test_guests_are_deterministic(built) -> None:
     results = set()
     for _ in range(2):
         m = Machine(ram_size=32 << 20)
-        build_pc(m, PCConfig(serial=["null"]))
+        build_pc(m.bus, PCConfig(serial=["null"]))
         IRQTestDevice(m)
         m.load_elf(str(built["intc_lapic_timer"]))
         m.run(max_insns=5_000_000)

@@ -63,6 +63,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..softmmu.ram_layout import check_pc_ram_size
+
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -119,8 +121,7 @@ def _with_checksum(data: bytearray, offset: int) -> bytes:
 
 def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
     """The memory map SeaBIOS reports on QEMU for ``ram_size`` bytes: (base, length, type)."""
-    if ram_size < 2 * MIB:
-        raise ValueError(f"a PC needs at least 2 MiB of RAM (have {ram_size // KIB} KiB)")
+    check_pc_ram_size(ram_size)
     top = ram_size - HIGH_ZONE_SIZE
     return [
         (0, EBDA_ADDR, E820_RAM),
@@ -314,7 +315,7 @@ def _serial_bases(machine) -> tuple[int, ...]:
     consecutive BDA words; ``config.serial`` has None for an absent port.
     A bare machine (no ``build_pc``) reports COM1, as QEMU's default board.
     """
-    config = getattr(machine, "config", None)
+    config = machine.bus.config
     if config is None:
         return COM_BASES[:1]
     return tuple(COM_BASES[i] for i, spec in enumerate(list(config.serial)[: len(COM_BASES)]) if spec is not None)
@@ -370,7 +371,7 @@ def install_firmware(machine, program_devices: bool = True) -> FirmwareInfo:
     ram_size = mem.ram_size
     ncpus = len(machine.cpus)
     info = FirmwareInfo(ram_size=ram_size, ncpus=ncpus, e820=e820_map(ram_size))
-    config = getattr(machine, "config", None)
+    config = machine.bus.config
     vga = bool(getattr(config, "vga", True))
     info.com_ports = _serial_bases(machine)
 

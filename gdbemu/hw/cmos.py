@@ -41,8 +41,15 @@ and SeaBIOS use them):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..clock import NS_PER_SEC
-from .uart import split_read, split_write
+from ..softmmu.ram_layout import ram_above_4g, ram_below_4g
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
+
 
 RTC_IRQ = 8
 UIP_NS = 244_141  # 8 cycles of the 32.768 kHz time base
@@ -102,8 +109,8 @@ def _unbcd(v: int) -> int:
 
 def memory_nvram(ram_size: int, ncpus: int) -> dict[int, int]:
     """The memory-size and board bytes QEMU's pc_cmos_init (and SeaBIOS) leave in the NVRAM."""
-    below_4g = ram_size if ram_size < 0xE0000000 else 0xC0000000  # QEMU pc-i440fx's low-memory split
-    above_4g = ram_size - below_4g
+    below_4g = ram_below_4g(ram_size)
+    above_4g = ram_above_4g(ram_size)
     out: dict[int, int] = {}
     base = min(below_4g // 1024, 640)
     out[0x15], out[0x16] = base & 0xFF, base >> 8
@@ -123,13 +130,13 @@ def memory_nvram(ram_size: int, ncpus: int) -> dict[int, int]:
 
 
 class RTC:
-    """The MC146818 (``machine.devices["cmos"]``)."""
+    """The MC146818 (``bus.devices["cmos"]``)."""
 
-    def __init__(self, machine, rtc_base: int, ncpus: int = 1) -> None:
-        self.machine = machine
-        self.clock = machine.clock
+    def __init__(self, bus: Bus, rtc_base: int, ncpus: int = 1) -> None:
+        self.bus = bus
+        self.clock = bus.clock
         self.nvram = bytearray(128)
-        for index, value in memory_nvram(machine.mem.ram_size, ncpus).items():
+        for index, value in memory_nvram(bus.ram_size, ncpus).items():
             self.nvram[index] = value
         checksum = sum(self.nvram[0x10:0x2E])
         self.nvram[0x2E], self.nvram[0x2F] = (checksum >> 8) & 0xFF, checksum & 0xFF
@@ -302,7 +309,7 @@ class RTC:
         level = 1 if self._irqf() else 0
         if level != self.irq_level:
             self.irq_level = level
-            self.machine.set_irq(RTC_IRQ, level)
+            self.bus.set_irq(RTC_IRQ, level)
         self._arm()
 
     def _arm(self) -> None:
@@ -413,14 +420,14 @@ class RTC:
     # ---- ports ----------------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.machine.mem, port, size)
+            return self.bus.split_read(port, size)
         if port == 0x70:
             return 0xFF  # the index register is write-only
         return self.read_reg(self.index)
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:
-            split_write(self.machine.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         value &= 0xFF
         if port == 0x70:
@@ -430,7 +437,8 @@ class RTC:
             self.write_reg(self.index, value)
 
 
-def attach(machine, config) -> RTC:
-    rtc = RTC(machine, config.rtc_base, config.ncpus)
-    machine.mem.add_port(0x70, 2, rtc)
+def attach(bus: Bus, config: PCConfig) -> RTC:
+    rtc = RTC(bus, config.rtc_base, config.ncpus)
+    bus.add_port(0x70, 2, rtc)
+    bus.add_reset_hook(rtc.reset)
     return rtc

@@ -1,4 +1,4 @@
-"""QEMU's isa-debug-exit device and the 0xE9 debug console, as the PC board configures them.
+"""QEMU's isa-debug-exit device and the 0xE9 debug console.
 
 Theory of operation (QEMU hw/misc/debugexit.c and hw/char/debugcon.c, the
 devices the tests and kernels' Makefiles use):
@@ -9,26 +9,35 @@ devices the tests and kernels' Makefiles use):
   exit status ``(value << 1) | 1``, so a guest can never report 0 (success
   through it is conventionally 1).  Reads return 0.
 * The debug console (Bochs' "port 0xE9 hack"): each byte written appears on
-  the console; reads return 0xE9 so a guest can detect it.
-  ``PCConfig.debugcon`` None keeps the bytes in ``machine.debug_output`` (the
-  bare machine's behaviour); otherwise a ``CharSink`` spec as for serial
-  ports ("stdio", "null", "file:PATH", a stream) receives them instead.
+  the console; reads return 0xE9 so a guest can detect it.  With no sink
+  spec the bytes are kept in ``bus.debug_output`` (``machine.debug_output``);
+  otherwise a ``CharSink`` spec as for serial ports ("stdio", "null",
+  "file:PATH", a stream) receives them.
 
-Both replace the bare machine's built-in ports when ``build_pc`` runs.
+Every machine has both (``Machine`` installs them with the defaults: exit at
+0xF4, four ports; console into ``debug_output``), kept as
+``bus.devices["debugport"]``; ``build_pc`` reconfigures that one instance
+from the ``PCConfig``.
 """
 
 from __future__ import annotations
 
-from .uart import CharSink
+from typing import TYPE_CHECKING
+
+from .bus import Bus, CharSink
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 DEBUGCON_PORT = 0xE9
+DEFAULT_DEBUG_EXIT = (0xF4, 4)
 
 
 class DebugExit:
     """isa-debug-exit at ``iobase .. iobase + iosize - 1``."""
 
-    def __init__(self, machine, iobase: int, iosize: int) -> None:
-        self.machine = machine
+    def __init__(self, bus: Bus, iobase: int, iosize: int) -> None:
+        self.bus = bus
         self.iobase = iobase
         self.iosize = iosize
 
@@ -36,57 +45,56 @@ class DebugExit:
         return 0
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        from ..machine import Stop
-
-        self.machine.request_stop(Stop("exit", f"isa-debug-exit {value:#x}"), exit_code=(value << 1) | 1)
+        self.bus.request_stop("exit", f"isa-debug-exit {value:#x}", (value << 1) | 1)
 
 
 class DebugCon:
-    """Port 0xE9: bytes to ``machine.debug_output`` or to a sink."""
+    """Port 0xE9: each byte written goes to ``sink``."""
 
-    def __init__(self, machine, sink: CharSink | None) -> None:
-        self.machine = machine
+    def __init__(self, sink: CharSink) -> None:
         self.sink = sink
 
     def io_read(self, port: int, size: int) -> int:
         return DEBUGCON_PORT
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        byte = value & 0xFF
-        if self.sink is None:
-            self.machine.debug_output.append(byte)
-        else:
-            self.sink.write(bytes((byte,)))
+        self.sink.write(bytes((value & 0xFF,)))
 
 
 class DebugPorts:
-    """Both devices (``machine.devices["debugport"]``)."""
+    """Both devices (``bus.devices["debugport"]``)."""
 
-    def __init__(self, machine, config) -> None:
-        from .. import machine as bare
-
-        mem = machine.mem
-        # Drop the bare machine's versions of these ports first (debug_exit=None means absent).
-        for port, dev in list(mem.ports.items()):
-            if isinstance(dev, (bare.DebugExit, bare.DebugCon)):
-                del mem.ports[port]
+    def __init__(
+        self, bus: Bus, debug_exit: tuple[int, int] | None = DEFAULT_DEBUG_EXIT, debugcon: object = None
+    ) -> None:
+        self.bus = bus
         self.exit: DebugExit | None = None
-        if config.debug_exit is not None:
-            iobase, iosize = config.debug_exit
-            self.exit = DebugExit(machine, iobase, iosize)
-            mem.add_port(iobase, iosize, self.exit)
-        sink = None if config.debugcon is None else CharSink(config.debugcon)
-        self.con = DebugCon(machine, sink)
-        mem.add_port(DEBUGCON_PORT, 1, self.con)
+        self.con = DebugCon(CharSink(bus.debug_output))
+        bus.add_port(DEBUGCON_PORT, 1, self.con)
+        self.configure(debug_exit, debugcon)
+
+    def configure(self, debug_exit: tuple[int, int] | None, debugcon: object) -> None:
+        """Move (or remove) the exit device; point the console at ``debugcon`` (None: ``debug_output``)."""
+        if self.exit is not None:
+            self.bus.remove_port(self.exit.iobase, self.exit.iosize)
+            self.exit = None
+        if debug_exit is not None:
+            iobase, iosize = debug_exit
+            self.exit = DebugExit(self.bus, iobase, iosize)
+            self.bus.add_port(iobase, iosize, self.exit)
+        self.con.sink.close()
+        self.con.sink = CharSink(self.bus.debug_output if debugcon is None else debugcon)
 
     def flush(self) -> None:
-        if self.con.sink is not None:
-            self.con.sink.flush()
+        self.con.sink.flush()
 
     def close(self) -> None:
-        if self.con.sink is not None:
-            self.con.sink.close()
+        self.con.sink.close()
 
 
-def attach(machine, config) -> DebugPorts:
-    return DebugPorts(machine, config)
+def attach(bus: Bus, config: PCConfig) -> DebugPorts:
+    ports = bus.devices.get("debugport")
+    if not isinstance(ports, DebugPorts):
+        ports = DebugPorts(bus, None)
+    ports.configure(config.debug_exit, config.debugcon)
+    return ports

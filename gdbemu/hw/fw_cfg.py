@@ -23,13 +23,20 @@ hw/i386/fw_cfg.h):
 * Files: ``etc/e820``, the RAM map as QEMU builds it: packed little-endian
   ``{u64 address; u64 length; u32 type}`` entries, RAM (type 1) from 0 to
   the top of low memory and, with 3.5 GiB or more (split at 3 GiB), from
-  4 GiB up.
+  4 GiB up (softmmu/ram_layout.py).
   ``add_file`` lets boards or tests add more.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
+
+from ..softmmu.ram_layout import ram_above_4g, ram_below_4g
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 FW_CFG_SIGNATURE = 0x00
 FW_CFG_ID = 0x01
@@ -46,7 +53,6 @@ FW_CFG_IRQ0_OVERRIDE = 0x8002
 FW_CFG_VERSION_TRADITIONAL = 1
 FW_CFG_MAX_FILE_PATH = 56
 E820_RAM = 1
-LOW_MEM_LIMIT = 0xE0000000  # QEMU's pc machine splits RAM at 3 GiB once there are 3.5 GiB or more
 
 PORT_SELECTOR = 0x510
 PORT_DATA = 0x511
@@ -54,15 +60,14 @@ PORT_DATA = 0x511
 
 def e820_table(ram_size: int) -> bytes:
     """QEMU's etc/e820 contents for a PC with ``ram_size`` bytes of RAM."""
-    below = ram_size if ram_size < LOW_MEM_LIMIT else 0xC0000000  # QEMU pc-i440fx: 3 GiB low once RAM >= 3.5 GiB
-    entries = [(0, below, E820_RAM)]
-    if ram_size > below:
-        entries.append((1 << 32, ram_size - below, E820_RAM))
+    entries = [(0, ram_below_4g(ram_size), E820_RAM)]
+    if ram_above_4g(ram_size):
+        entries.append((1 << 32, ram_above_4g(ram_size), E820_RAM))
     return b"".join(struct.pack("<QQI", addr, length, kind) for addr, length, kind in entries)
 
 
 class FwCfg:
-    """The fw_cfg device (``machine.devices["fw_cfg"]``)."""
+    """The fw_cfg device (``bus.devices["fw_cfg"]``)."""
 
     def __init__(self, ram_size: int, ncpus: int, nographic: bool) -> None:
         self.items: dict[int, bytes] = {
@@ -126,7 +131,7 @@ class FwCfg:
         # data-port writes are ignored
 
 
-def attach(machine, config) -> FwCfg:
-    dev = FwCfg(machine.mem.ram_size, config.ncpus, config.nographic)
-    machine.mem.add_port(PORT_SELECTOR, 2, dev)
+def attach(bus: Bus, config: PCConfig) -> FwCfg:
+    dev = FwCfg(bus.ram_size, config.ncpus, config.nographic)
+    bus.add_port(PORT_SELECTOR, 2, dev)
     return dev

@@ -56,10 +56,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .bus import Bus
+from .lapic import APICBus
+
 if TYPE_CHECKING:
-    from ..hw.lapic import APICBus
-    from ..hw.pc import PCConfig
-    from ..machine import Machine
+    from .pc import PCConfig
 
 IOAPIC_BASE = 0xFEC00000
 IOAPIC_PAGE = 0x1000
@@ -92,9 +93,9 @@ def irq_to_pin(line: int) -> int | None:
 class IOAPIC:
     """One 82093AA: an IRQ sink (``set_irq``) and an EOI listener of the APIC bus."""
 
-    def __init__(self, machine: Machine, bus: APICBus | None, version: int = VERSION_82093AA) -> None:
-        self.machine = machine
-        self.bus = bus  # lapic.APICBus, or None on a board without local APICs
+    def __init__(self, bus: Bus, apic_bus: APICBus | None, version: int = VERSION_82093AA) -> None:
+        self.bus = bus
+        self.apic_bus = apic_bus  # the local APICs, or None on a board without them
         self.version = version
         self.levels = 0  # pin levels: wires, kept across resets
         self.sent = [0] * NUM_PINS  # messages sent per pin (statistics)
@@ -109,7 +110,7 @@ class IOAPIC:
 
     # ---- the pins -------------------------------------------------------------------
     def set_irq(self, line: int, level: int) -> None:
-        """An ISA IRQ or GSI changes level (machine.set_irq)."""
+        """An ISA IRQ or GSI changes level (bus.set_irq)."""
         pin = irq_to_pin(line)
         if pin is not None:
             self.set_pin(pin, level)
@@ -137,10 +138,10 @@ class IOAPIC:
     def _send(self, pin: int) -> None:
         entry = self.redir[pin]
         mode = (entry >> 8) & 7
-        if mode in RESERVED_MODES or self.bus is None:
+        if mode in RESERVED_MODES or self.apic_bus is None:
             return
         self.sent[pin] += 1
-        self.bus.deliver(
+        self.apic_bus.deliver(
             dest=(entry >> 56) & 0xFF,
             logical=bool(entry & (1 << 11)),
             mode=mode,
@@ -186,7 +187,7 @@ class IOAPIC:
         self.redir[pin] = entry
         if entry & RTE_LEVEL:
             self._service_level(pin)
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     def mmio_read(self, offset: int, size: int) -> int:
         offset &= 0xFF
@@ -204,7 +205,7 @@ class IOAPIC:
             self.write_register(self.ioregsel, value & 0xFFFFFFFF)
         elif offset == OFF_EOI and self.version >= 0x20:
             self.eoi(value & 0xFF)
-            self.machine.update_interrupt()
+            self.bus.update_interrupt()
 
     def describe(self) -> str:
         """The redirection table, like QEMU's ``info ioapic``."""
@@ -219,12 +220,15 @@ class IOAPIC:
         return "\n".join(lines)
 
 
-def attach(machine: Machine, config: PCConfig) -> IOAPIC:
+def attach(bus: Bus, config: PCConfig) -> IOAPIC:
     """The I/O APIC: an IRQ sink next to the 8259s, talking to the local APICs' bus."""
-    bus = machine.devices.get("lapic")
-    ioapic = IOAPIC(machine, bus)
-    if bus is not None:
-        bus.ioapics.append(ioapic)
-    machine.mem.add_mmio(IOAPIC_BASE, IOAPIC_PAGE, ioapic, "ioapic")
-    machine.irq_sinks.append(ioapic)
+    apic_bus = bus.devices.get("lapic")
+    if not isinstance(apic_bus, APICBus):
+        apic_bus = None
+    ioapic = IOAPIC(bus, apic_bus)
+    if apic_bus is not None:
+        apic_bus.ioapics.append(ioapic)
+    bus.add_mmio(IOAPIC_BASE, IOAPIC_PAGE, ioapic, "ioapic")
+    bus.add_irq_sink(ioapic)
+    bus.add_reset_hook(ioapic.reset)
     return ioapic

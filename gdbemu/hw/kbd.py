@@ -43,8 +43,8 @@ keyboard command set; Intel PIIX4 datasheet, Reset Control Register 0xCF9):
   ``PCConfig.keyboard_input`` (a non-blocking stream of ASCII) is typed the
   same way, read as the keyboard buffer drains.
 * Resets: 0xFE (and D1 with bit 0 clear), port 0x92 bit 0 rising, port
-  0xCF9 bit 2 set: ``machine.reset()`` at the next instruction boundary, or
-  with ``PCConfig.no_reboot`` a ``Stop("reset")``.  The A20 gate (output
+  0xCF9 bit 2 set: ``bus.request_reset``: a system reset at the next
+  instruction boundary, or with ``PCConfig.no_reboot`` a ``reset`` stop.  The A20 gate (output
   port bit 1 OR port 0x92 bit 1) is tracked in ``a20_enabled``; the core
   has no A20 masking, so addresses never wrap at 1 MiB either way.
 * Initial state is what a kernel sees on QEMU after SeaBIOS: command byte
@@ -55,8 +55,13 @@ keyboard command set; Intel PIIX4 datasheet, Reset Control Register 0xCF9):
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING, BinaryIO
 
-from .uart import split_read, split_write
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
+
 
 KBD_IRQ = 1
 AUX_IRQ = 12
@@ -156,37 +161,12 @@ def set1_to_set2(codes: bytes) -> bytes:
     return bytes(out)
 
 
-def request_system_reset(machine, detail: str) -> None:
-    """Reset the board at the next instruction boundary, or stop there with PCConfig.no_reboot.
-
-    The reset cannot happen inside the port write: the instruction doing the
-    write has not finished, and finishing it would overwrite the fresh CPU
-    state.  The port-output instruction ends its TB; a zero-delay timer then
-    runs ``machine.reset`` before anything else executes.
-    """
-    from ..core.exec import REQ_EXIT
-    from ..machine import Stop
-
-    config = getattr(machine, "config", None)
-    if config is not None and config.no_reboot:
-        machine.request_stop(Stop("reset", detail))
-        return
-    timer = getattr(machine, "_hw_reset_timer", None)
-    if timer is None:
-        timer = machine.clock.new_timer(machine.reset)
-        machine._hw_reset_timer = timer
-    machine.reset_reason = detail
-    timer.mod(machine.clock.now())
-    for cpu in machine.cpus:
-        cpu.interrupt_request |= REQ_EXIT
-
-
 class PS2Keyboard:
     """The MF2 keyboard behind the controller's keyboard port."""
 
     def __init__(self) -> None:
         self.host: deque[int] = deque()  # set-1 codes typed by the host, not yet in the keyboard
-        self.source = None  # a non-blocking binary stream of ASCII to type (PCConfig.keyboard_input)
+        self.source: BinaryIO | None = None  # a non-blocking binary stream of ASCII to type (PCConfig.keyboard_input)
         self.reset_state()
 
     def reset_state(self) -> None:
@@ -274,10 +254,10 @@ class PS2Keyboard:
 
 
 class KeyboardController:
-    """The 8042 (``machine.devices["kbd"]``), plus ports 0x92 and 0xCF9."""
+    """The 8042 (``bus.devices["kbd"]``), plus ports 0x92 and 0xCF9."""
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.kbd = PS2Keyboard()
         self.reset()
 
@@ -296,8 +276,8 @@ class KeyboardController:
         self.break_prefix = False  # translation saw 0xF0
         self.kbd.reset_state()
         self.irq1 = self.irq12 = 0
-        self.machine.set_irq(KBD_IRQ, 0)
-        self.machine.set_irq(AUX_IRQ, 0)
+        self.bus.set_irq(KBD_IRQ, 0)
+        self.bus.set_irq(AUX_IRQ, 0)
 
     @property
     def a20_enabled(self) -> bool:
@@ -344,10 +324,10 @@ class KeyboardController:
         irq12 = int(full and self.obf_aux and bool(self.command_byte & CB_AUX_INT))
         if irq1 != self.irq1:
             self.irq1 = irq1
-            self.machine.set_irq(KBD_IRQ, irq1)
+            self.bus.set_irq(KBD_IRQ, irq1)
         if irq12 != self.irq12:
             self.irq12 = irq12
-            self.machine.set_irq(AUX_IRQ, irq12)
+            self.bus.set_irq(AUX_IRQ, irq12)
 
     def read_status(self) -> int:
         st = self.status & ~(ST_OBF | ST_AUX)
@@ -378,7 +358,7 @@ class KeyboardController:
     def _write_outport(self, value: int) -> None:
         self.outport = value
         if not value & OUT_RESET:
-            request_system_reset(self.machine, "keyboard controller output port reset line")
+            self.bus.request_reset("keyboard controller output port reset line")
 
     def command(self, value: int) -> None:
         self.status |= ST_CMD
@@ -419,7 +399,7 @@ class KeyboardController:
             self._queue(0x00)
         elif value >= 0xF0:
             if not value & 1:
-                request_system_reset(self.machine, f"keyboard controller command {value:#04x}")
+                self.bus.request_reset(f"keyboard controller command {value:#04x}")
         # other commands (password, vendor specific) are ignored, as an 8042 without them does
 
     def write_data(self, value: int) -> None:
@@ -448,7 +428,7 @@ class KeyboardController:
     # ---- ports -------------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.machine.mem, port, size)
+            return self.bus.split_read(port, size)
         if port == 0x60:
             return self.read_data()
         if port == 0x64:
@@ -461,7 +441,7 @@ class KeyboardController:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:
-            split_write(self.machine.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         value &= 0xFF
         if port == 0x60:
@@ -472,22 +452,23 @@ class KeyboardController:
             old = self.port92
             self.port92 = value
             if value & 1 and not old & 1:
-                request_system_reset(self.machine, "port 0x92 fast reset")
+                self.bus.request_reset("port 0x92 fast reset")
         elif port == 0xCF9:
             if value & 0x04:
                 kind = "hard" if value & 0x02 else "soft"
-                request_system_reset(self.machine, f"port 0xCF9 {kind} reset")
+                self.bus.request_reset(f"port 0xCF9 {kind} reset")
                 return
             self.rcr = value & 0x02
 
 
-def attach(machine, config) -> KeyboardController:
-    kbc = KeyboardController(machine)
-    machine.mem.add_port(0x60, 1, kbc)
-    machine.mem.add_port(0x64, 1, kbc)
-    machine.mem.add_port(0x92, 1, kbc)
-    if 0xCF9 not in machine.mem.ports:
-        machine.mem.add_port(0xCF9, 1, kbc)
+def attach(bus: Bus, config: PCConfig) -> KeyboardController:
+    kbc = KeyboardController(bus)
+    bus.add_port(0x60, 1, kbc)
+    bus.add_port(0x64, 1, kbc)
+    bus.add_port(0x92, 1, kbc)
+    if bus.port_device(0xCF9) is None:
+        bus.add_port(0xCF9, 1, kbc)
+    bus.add_reset_hook(kbc.reset)
     if config.keyboard_input is not None:
         kbc.kbd.source = config.keyboard_input  # typed as the guest reads, like serial_input
         kbc._refill()

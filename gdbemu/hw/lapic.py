@@ -1,6 +1,6 @@
 """The local APIC of each CPU (xAPIC, version 0x14 with six LVT entries, as QEMU's).
 
-One ``LocalAPIC`` per CPU in ``machine.cpus`` (``cpu.apic``), all on one
+One ``LocalAPIC`` per CPU in ``bus.cpus`` (``cpu.apic``), all on one
 ``APICBus`` that is the board's view of them: the MMIO page, the CPU's
 interrupt source, message routing (IPIs and the I/O APIC), the EOI
 broadcast, and the 8259's INTR wired to every LINT0.  References are to the
@@ -52,14 +52,14 @@ Theory of operation
   count reaching zero raises the timer interrupt; periodic mode reloads
   the initial count at that same tick, so the period is exactly
   ``initial * divisor`` ns (QEMU's period is one tick longer).  The current
-  count is computed from ``machine.clock`` (virtual time from the
+  count is computed from ``bus.clock`` (virtual time from the
   instruction count), never stored, so it is always consistent with when
   the interrupt fires.  A clock timer is armed only while the LVT entry is
   unmasked; a change of divisor or mode keeps the count and the tick phase.
 * **ICR (10.6.1).**  Fixed, lowest priority, NMI, INIT (and the INIT level
   de-assert, a no-op on an xAPIC), start-up, with physical or logical
   (flat and cluster, 10.6.2.2) destinations and the self / all / all-but-
-  self shorthands.  Messages go to ``machine.cpus``' APICs by destination;
+  self shorthands.  Messages go to the CPUs' APICs by destination;
   a destination nobody matches is dropped (an xAPIC reports no accept
   error).  IPIs are edge-triggered (table 10-3).  INIT resets the target
   APIC (10.4.7.3) and START-UP is recorded on it (``wait_for_sipi``,
@@ -70,7 +70,8 @@ Timing of side effects.  Generated code updates ``cpu.icount`` only when a
 TB exits, and the exec loop looks at pending interrupts between TBs.  So a
 read of the current count, and a write that may make an interrupt
 deliverable or arm the timer, made in the middle of a multi-instruction TB
-raise ``InstructionRestart``: the exec loop re-runs that instruction alone
+restart the instruction (``bus.restart_instruction``, see hw/bus.py): the
+exec loop re-runs that instruction alone
 (with an exact icount), and a new interrupt is then taken right after it,
 on the same instruction in every run.  Arming the timer also makes the exec
 loop return so the run loop recomputes its time budget.
@@ -83,18 +84,13 @@ power-up state, waiting for a SIPI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ..core import flags as _F
-from ..core.cpu import MSR_IA32_APICBASE
-from ..core.exceptions import InstructionRestart
-from ..core.exec import REQ_EXIT
+from .bus import Bus, CPUView
+from .pic import PICPair
 
 if TYPE_CHECKING:
-    from ..core.cpu import CPU
-    from ..hw.pc import PCConfig
-    from ..hw.pic import PICPair
-    from ..machine import Machine
+    from .pc import PCConfig
 
 APIC_DEFAULT_BASE = 0xFEE00000
 APIC_PAGE = 0x1000
@@ -139,21 +135,21 @@ FIRMWARE_LINT1 = 0x8400
 FIRMWARE_ICR_LO = 0x000C4610
 
 
-def _mid_tb(machine: Machine) -> bool:
-    """True while a TB of several instructions runs: there ``cpu.icount`` is exact only at its start."""
-    tb = machine.tbs.current
-    return tb is not None and tb.n_insns > 1
+class EOIListener(Protocol):
+    """An I/O APIC, as the EOI broadcast sees it."""
+
+    def eoi(self, vector: int) -> None: ...
 
 
 class LocalAPIC:
     """The local APIC of one CPU: registers, priority logic, LVT, timer."""
 
-    def __init__(self, bus: APICBus, cpu: CPU) -> None:
-        self.bus = bus
-        self.machine = bus.machine
+    def __init__(self, apic_bus: APICBus, cpu: CPUView) -> None:
+        self.apic_bus = apic_bus
+        self.bus: Bus = apic_bus.bus
         self.cpu = cpu
         cpu.apic = self
-        self.timer = self.machine.clock.new_timer(self._timer_fired)
+        self.timer = self.bus.clock.new_timer(self._timer_fired)
         self.lint_level = [0, 0]
         self.init_received = 0
         self.sipi_vector: int | None = None
@@ -162,7 +158,7 @@ class LocalAPIC:
     # ---- resets -----------------------------------------------------------------------
     @property
     def is_bsp(self) -> bool:
-        return bool(self.cpu.msr.get(MSR_IA32_APICBASE, 0) & MSR_BSP)
+        return bool(self.bus.apic_base(self.cpu.index) & MSR_BSP)
 
     def power_on_reset(self) -> None:
         """SDM 10.4.7.1: the state after power-up or RESET (the ID is the CPU's initial APIC ID)."""
@@ -204,12 +200,12 @@ class LocalAPIC:
     # ---- enables --------------------------------------------------------------------
     @property
     def base(self) -> int:
-        return self.cpu.msr.get(MSR_IA32_APICBASE, 0) & 0xFFFFF000
+        return self.bus.apic_base(self.cpu.index) & 0xFFFFF000
 
     @property
     def hw_enabled(self) -> bool:
         """IA32_APIC_BASE[11]: the APIC exists for this CPU."""
-        return bool(self.cpu.msr.get(MSR_IA32_APICBASE, 0) & MSR_ENABLE)
+        return bool(self.bus.apic_base(self.cpu.index) & MSR_ENABLE)
 
     @property
     def sw_enabled(self) -> bool:
@@ -222,12 +218,12 @@ class LocalAPIC:
 
     def apicbase_written(self, old: int) -> None:
         """The core's WRMSR stored a new IA32_APIC_BASE (``old`` is the previous value)."""
-        new = self.cpu.msr.get(MSR_IA32_APICBASE, 0)
+        new = self.bus.apic_base(self.cpu.index)
         if old & MSR_ENABLE and not new & MSR_ENABLE:
             self.power_on_reset()  # 10.4.3: a disabled APIC may return to its power-up state
         if (old ^ new) & (MSR_ENABLE | 0xFFFFF000):
-            self.bus.remap()
-        self.machine.update_interrupt()
+            self.apic_bus.remap()
+        self.bus.update_interrupt()
 
     # ---- priorities --------------------------------------------------------------
     @property
@@ -257,7 +253,7 @@ class LocalAPIC:
 
     def extint_pending(self) -> bool:
         """Is an 8259 interrupt (INTR through LINT0, or an ExtINT message) waiting for its INTA?"""
-        pic = self.bus.pic
+        pic = self.apic_bus.pic
         if not self.hw_enabled or not self.sw_enabled:
             return pic is not None and pic.output()
         if self.extint_message:
@@ -272,7 +268,7 @@ class LocalAPIC:
         """The CPU takes an interrupt: ExtINT goes to the 8259; else IRR -> ISR (10.8.4)."""
         if self.extint_pending():
             self.extint_message = False
-            pic = self.bus.pic
+            pic = self.apic_bus.pic
             return pic.acknowledge() if pic is not None else self.svr & 0xFF
         v = self.deliverable_vector()
         if v < 0:
@@ -305,7 +301,7 @@ class LocalAPIC:
         if mode in (DM_FIXED, DM_LOWPRI):
             self.accept_fixed(vector, level)
         elif mode == DM_NMI:
-            self.machine.raise_nmi(self.cpu)
+            self.bus.raise_nmi(self.cpu.index)
         elif mode == DM_INIT:
             self.init_received += 1
             self.init_reset()
@@ -329,7 +325,7 @@ class LocalAPIC:
             level = n in (LVT_LINT0, LVT_LINT1) and bool(lvt & LVT_LEVEL)
             self.accept_fixed(lvt & 0xFF, level, from_error_lvt=n == LVT_ERROR)
         elif mode == DM_NMI:
-            self.machine.raise_nmi(self.cpu)
+            self.bus.raise_nmi(self.cpu.index)
         elif mode == DM_INIT:
             self.receive(DM_INIT, 0, False)
         # ExtINT is level-sensitive and read by extint_pending(); SMI: no SMM
@@ -338,7 +334,7 @@ class LocalAPIC:
         self.esr_pending |= bits
         if deliver:
             self._local_deliver(LVT_ERROR)
-            self.machine.update_interrupt()
+            self.bus.update_interrupt()
 
     # ---- LINT pins ------------------------------------------------------------------
     def set_lint(self, pin: int, level: int) -> None:
@@ -347,7 +343,7 @@ class LocalAPIC:
         self.lint_level[pin] = level
         if not self.active:
             if pin == 1 and level and not old:
-                self.machine.raise_nmi(self.cpu)  # the plain NMI pin
+                self.bus.raise_nmi(self.cpu.index)  # the plain NMI pin
             return
         self._lint_evaluate(pin, rising=bool(level and not old))
 
@@ -382,7 +378,7 @@ class LocalAPIC:
                     self.lint_remote_irr[pin] = False
                     if self.active:
                         self._lint_evaluate(pin, rising=False)
-            self.bus.broadcast_eoi(v)
+            self.apic_bus.broadcast_eoi(v)
 
     # ---- timer ----------------------------------------------------------------------------
     @property
@@ -404,7 +400,7 @@ class LocalAPIC:
         return 0, ticks
 
     def current_count(self, now: int | None = None) -> int:
-        return self._count_at(self.machine.clock.now() if now is None else now)[0]
+        return self._count_at(self.bus.clock.now() if now is None else now)[0]
 
     def _next_expiry(self, after: int) -> int | None:
         """Virtual time of the first zero crossing strictly after ``after``, or None."""
@@ -431,18 +427,17 @@ class LocalAPIC:
 
     def _rearm_timer(self) -> None:
         """Arm the clock timer for the next expiry if the LVT entry lets it interrupt."""
-        machine = self.machine
         deadline = None
         if self.timer_active and not self.lvt[LVT_TIMER] & LVT_MASKED:
-            deadline = self._next_expiry(machine.clock.now())
+            deadline = self._next_expiry(self.bus.clock.now())
         self.timer_deadline = deadline
         if deadline is None:
             self.timer.cancel()
             return
         self.timer.mod(deadline)
-        if machine.tbs.current is not None:
+        if self.bus.tb_insns():
             # Inside cpu_exec: its instruction budget was computed for the old deadlines.
-            self.cpu.interrupt_request |= REQ_EXIT
+            self.bus.kick()
 
     def _timer_fired(self) -> None:
         fired = self.timer_deadline
@@ -456,10 +451,10 @@ class LocalAPIC:
             if not self.lvt[LVT_TIMER] & LVT_PERIODIC:
                 self.timer_active = False
                 self.timer_c0 = 0
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     def write_initial_count(self, value: int) -> None:
-        now = self.machine.clock.now()
+        now = self.bus.clock.now()
         self.initial = value
         self.timer_t0 = now
         self.timer_c0 = value
@@ -508,8 +503,8 @@ class LocalAPIC:
         if index == R_TIMER_INITIAL:
             return self.initial
         if index == R_TIMER_CURRENT:
-            if _mid_tb(self.machine):
-                raise InstructionRestart()  # read it at an exact icount
+            if self.bus.tb_insns() > 1:
+                self.bus.restart_instruction()  # read it at an exact icount
             return self.current_count()
         if index == R_TIMER_DIVIDE:
             return self.divide
@@ -524,10 +519,10 @@ class LocalAPIC:
 
     def write_register(self, index: int, value: int) -> None:
         value &= 0xFFFFFFFF
-        if index in self._PRECISE_WRITES and _mid_tb(self.machine):
+        if index in self._PRECISE_WRITES and self.bus.tb_insns() > 1:
             # NMIs (ICR) and timer deadlines do not wait for EFLAGS.IF; the rest can.
-            if index in self._ALWAYS_PRECISE or self.cpu.eflags & _F.IF:
-                raise InstructionRestart()
+            if index in self._ALWAYS_PRECISE or self.bus.interrupts_enabled(self.cpu.index):
+                self.bus.restart_instruction()
         if index == R_ID:
             self.id = value >> 24
         elif index == R_TPR:
@@ -549,7 +544,7 @@ class LocalAPIC:
             self.esr_pending = 0
         elif index == R_ICR_LO:
             self.icr_lo = value & ICR_LO_WRITABLE
-            self.bus.send_ipi(self, self.icr_lo, self.icr_hi >> 24)
+            self.apic_bus.send_ipi(self, self.icr_lo, self.icr_hi >> 24)
         elif index == R_ICR_HI:
             self.icr_hi = value & 0xFF000000
         elif R_LVT <= index < R_LVT + 6:
@@ -557,21 +552,21 @@ class LocalAPIC:
         elif index == R_TIMER_INITIAL:
             self.write_initial_count(value)
         elif index == R_TIMER_DIVIDE:
-            self._rebase_timer(self.machine.clock.now())
+            self._rebase_timer(self.bus.clock.now())
             self.divide = value & 0xB
             self._rearm_timer()
         elif index in (R_VERSION, R_APR, R_PPR, R_RRD, R_TIMER_CURRENT) or R_ISR <= index < R_IRR + 8:
             pass  # read-only
         else:
             self._error(ESR_ILLEGAL_REGISTER)
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     def _write_lvt(self, n: int, value: int) -> None:
         value &= LVT_WRITABLE[n]
         if not self.sw_enabled:
             value |= LVT_MASKED
         if n == LVT_TIMER:
-            self._rebase_timer(self.machine.clock.now())
+            self._rebase_timer(self.bus.clock.now())
             self.lvt[n] = value
             self._rearm_timer()
             return
@@ -600,16 +595,16 @@ class LocalAPIC:
 class APICBus:
     """The board's local APICs: MMIO page, interrupt source of the running CPU, message routing.
 
-    The running CPU is ``machine.cpu``: its APIC answers MMIO accesses and
-    the machine's interrupt queries (an APIC is per CPU, its page is not).
+    The running CPU is ``bus.running_cpu()``: its APIC answers MMIO accesses
+    and the CPU's interrupt queries (an APIC is per CPU, its page is not).
     """
 
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.pic: PICPair | None = None
-        self.ioapics: list = []  # EOI broadcast targets (objects with eoi(vector))
+        self.ioapics: list[EOIListener] = []  # EOI broadcast targets (objects with eoi(vector))
         self.mapped: set[int] = set()
-        self.apics = [LocalAPIC(self, cpu) for cpu in machine.cpus]
+        self.apics = [LocalAPIC(self, cpu) for cpu in bus.cpus]
         self._firmware_setup()
         self.remap()
 
@@ -628,15 +623,14 @@ class APICBus:
         if self.pic is not None:
             self.pic_intr_changed(self.pic.output())
         self.remap()
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     # ---- wiring -------------------------------------------------------------------------
     def connect_pic(self, pic: PICPair) -> None:
         """The 8259's INT drives LINT0 of every APIC (virtual-wire mode, MP spec 3.6.2.2)."""
         self.pic = pic
         pic.on_intr.append(self.pic_intr_changed)
-        if pic in self.machine.interrupt_sources:
-            self.machine.interrupt_sources.remove(pic)
+        self.bus.remove_interrupt_source(pic)
         self.pic_intr_changed(pic.output())
 
     def pic_intr_changed(self, level: bool) -> None:
@@ -648,26 +642,24 @@ class APICBus:
         for apic in self.apics:
             apic.set_lint(1, 1)
             apic.set_lint(1, 0)
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     def remap(self) -> None:
         """Map the APIC page at every enabled APIC's base; drop pages no APIC uses any more."""
-        mem = self.machine.mem
         want = {apic.base for apic in self.apics if apic.hw_enabled}
         if want == self.mapped:
             return
         for base in self.mapped - want:
-            mem.remove_mmio(base, APIC_PAGE)
+            self.bus.remove_mmio(base, APIC_PAGE)
         for base in want - self.mapped:
-            mem.add_mmio(base, APIC_PAGE, _APICPage(self, base), "lapic")
+            self.bus.add_mmio(base, APIC_PAGE, _APICPage(self, base), "lapic")
         self.mapped = want
-        for cpu in self.machine.cpus:
-            cpu.tlb.flush()  # the pages changed class (RAM / unassigned / MMIO); drops the jump caches too
+        self.bus.flush_tlbs()  # the pages changed class (RAM / unassigned / MMIO); drops the jump caches too
 
     # ---- the running CPU's view -----------------------------------------------------
     def current(self) -> LocalAPIC:
         """The APIC of the CPU that is running (the one MMIO accesses and INTA cycles come from)."""
-        return self.apics[self.machine.cpu.index]
+        return self.apics[self.bus.running_cpu()]
 
     def has_interrupt(self) -> bool:
         return self.current().has_interrupt()
@@ -733,12 +725,12 @@ class APICBus:
 class _APICPage:
     """The MMIO page at one base address: the running CPU's APIC, if that is where its APIC is."""
 
-    def __init__(self, bus: APICBus, base: int) -> None:
-        self.bus = bus
+    def __init__(self, apic_bus: APICBus, base: int) -> None:
+        self.apic_bus = apic_bus
         self.base = base
 
     def _apic(self) -> LocalAPIC | None:
-        apic = self.bus.current()
+        apic = self.apic_bus.current()
         return apic if apic.hw_enabled and apic.base == self.base else None
 
     def mmio_read(self, offset: int, size: int) -> int:
@@ -755,11 +747,12 @@ class _APICPage:
             apic.write_register((offset >> 4) & 0xFF, value)
 
 
-def attach(machine: Machine, config: PCConfig) -> APICBus:
+def attach(bus: Bus, config: PCConfig) -> APICBus:
     """One local APIC per CPU; the 8259 (if the board has one) drives LINT0 from now on."""
-    bus = APICBus(machine)
-    pic = machine.devices.get("pic")
-    if pic is not None:
-        bus.connect_pic(pic)
-    machine.interrupt_sources.insert(0, bus)
-    return bus
+    apic_bus = APICBus(bus)
+    pic = bus.devices.get("pic")
+    if isinstance(pic, PICPair):
+        apic_bus.connect_pic(pic)
+    bus.add_interrupt_source(apic_bus, first=True)
+    bus.add_reset_hook(apic_bus.reset)
+    return apic_bus

@@ -1,23 +1,25 @@
 """The PC board: which devices a ``Machine`` gets, wired in one place.
 
-Each device module exposes ``attach(machine, config) -> device`` that
-registers its ports/MMIO with ``machine.mem``, its IRQ sink or interrupt
-source with the machine, and its timers with ``machine.clock``.  ``build_pc``
-calls them in dependency order and keeps the devices by name in
-``machine.devices``.
+Each device module exposes ``attach(bus, config) -> device`` that registers
+its ports/MMIO, its IRQ sink or interrupt source, its reset hook and its
+timers with the ``hw.bus.Bus`` (never the Machine).  ``build_pc`` calls them
+in dependency order and keeps the devices by name in ``bus.devices``.
 
 Interrupt routing (as on a PC with an APIC): devices call
-``machine.set_irq(line, level)``, which reaches the 8259 pair and the I/O
-APIC; the CPU asks ``machine.interrupt_sources`` in order — the local APIC
-(which also models LINT0 in virtual-wire / ExtINT mode, through which the
-8259's INTR arrives) — for a vector.
+``bus.set_irq(line, level)``, which reaches the 8259 pair and the I/O APIC;
+the CPU asks ``bus.interrupt_sources`` in order — the local APIC (which also
+models LINT0 in virtual-wire / ExtINT mode, through which the 8259's INTR
+arrives) — for a vector.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from . import cmos, debugport, fw_cfg, ioapic, kbd, lapic, pic, pit, speaker, uart, vga
+from .bus import Bus
 
 
 @dataclass
@@ -26,9 +28,9 @@ class PCConfig:
 
     ncpus: int = 1
     # serial ports: "stdio", "null", "file:PATH", or a writable binary stream object
-    serial: list = field(default_factory=lambda: ["stdio"])
+    serial: list[object] = field(default_factory=lambda: ["stdio"])
     serial_input: BinaryIO | None = None  # bytes typed on the console (stdin when interactive)
-    debugcon: object = None  # port 0xE9 sink: None = keep in machine.debug_output, else like serial
+    debugcon: object = None  # port 0xE9 sink: None = keep in bus.debug_output, else a CharSink spec
     no_reboot: bool = False  # triple fault / reset request stops instead of resetting
     vga: bool = True
     debug_exit: tuple[int, int] | None = (0xF4, 4)  # isa-debug-exit iobase, iosize (None: absent)
@@ -38,35 +40,29 @@ class PCConfig:
     nographic: bool = False  # QEMU's -nographic: fw_cfg FW_CFG_NOGRAPHIC reads 1
 
 
-# (module, attach order): interrupt controllers first, then what raises IRQs.
-DEVICES = [
-    "gdbemu.hw.pic",
-    "gdbemu.hw.lapic",
-    "gdbemu.hw.ioapic",
-    "gdbemu.hw.pit",
-    "gdbemu.hw.uart",
-    "gdbemu.hw.cmos",
-    "gdbemu.hw.kbd",
-    "gdbemu.hw.speaker",
-    "gdbemu.hw.fw_cfg",
-    "gdbemu.hw.vga",
-    "gdbemu.hw.debugport",
+# (name, attach function) in attach order: interrupt controllers first, then what raises IRQs.
+DEVICES: list[tuple[str, Callable[[Bus, PCConfig], object]]] = [
+    ("pic", pic.attach),
+    ("lapic", lapic.attach),
+    ("ioapic", ioapic.attach),
+    ("pit", pit.attach),
+    ("uart", uart.attach),
+    ("cmos", cmos.attach),
+    ("kbd", kbd.attach),
+    ("speaker", speaker.attach),
+    ("fw_cfg", fw_cfg.attach),
+    ("vga", vga.attach),
+    ("debugport", debugport.attach),
 ]
 
 
-def build_pc(machine, config: PCConfig | None = None):
-    """Attach every PC device to ``machine``; returns the machine."""
+def build_pc(bus: Bus, config: PCConfig | None = None) -> Bus:
+    """Attach every PC device to ``bus`` (``machine.bus``); returns the bus."""
     config = config or PCConfig()
-    machine.config = config
-    machine.devices = getattr(machine, "devices", {})
-    for name in DEVICES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # a device not written yet
-            raise
-        dev = mod.attach(machine, config)
+    bus.config = config
+    bus.no_reboot = config.no_reboot
+    for name, attach in DEVICES:
+        dev = attach(bus, config)
         if dev is not None:
-            machine.devices[name.rsplit(".", 1)[1]] = dev
-    return machine
+            bus.add_device(name, dev)
+    return bus

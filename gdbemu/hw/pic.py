@@ -62,9 +62,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .bus import Bus
+
 if TYPE_CHECKING:
-    from ..hw.pc import PCConfig
-    from ..machine import Machine
+    from .pc import PCConfig
 
 MASTER_PORTS = (0x20, 0x21)
 SLAVE_PORTS = (0xA0, 0xA1)
@@ -246,8 +247,8 @@ class I8259:
 class PICPair:
     """Master and slave 8259A wired as on a PC: the ISA IRQ sink and the INTR source."""
 
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.master = I8259(True, ELCR_MASK_MASTER)
         self.slave = I8259(False, ELCR_MASK_SLAVE)
         self.external_irq2 = 0  # an ISA device on line 2 (none on a PC) ORs with the slave's INT
@@ -352,7 +353,7 @@ class PICPair:
         chip = self.master if port < 0x80 else self.slave
         value = chip.read(port & 1)
         self._update()  # a poll read is an acknowledge
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
         return value
 
     def io_write(self, port: int, size: int, value: int) -> None:
@@ -369,7 +370,7 @@ class PICPair:
             else:
                 chip.write_command(value)
         self._update()
-        self.machine.update_interrupt()
+        self.bus.update_interrupt()
 
     def describe(self) -> str:
         """One line per chip, like QEMU's ``info pic``."""
@@ -383,12 +384,13 @@ class PICPair:
         return "\n".join(out)
 
 
-def attach(machine: Machine, config: PCConfig) -> PICPair:
+def attach(bus: Bus, config: PCConfig) -> PICPair:
     """Put the pair on the ISA ports, register it as an IRQ sink and (until a local APIC
     takes LINT0 over) as the CPU's interrupt source."""
-    pic = PICPair(machine)
+    pic = PICPair(bus)
     for port in MASTER_PORTS + SLAVE_PORTS + ELCR_PORTS:
-        machine.mem.add_port(port, 1, pic)
-    machine.irq_sinks.append(pic)
-    machine.interrupt_sources.append(pic)
+        bus.add_port(port, 1, pic)
+    bus.add_irq_sink(pic)
+    bus.add_interrupt_source(pic)
+    bus.add_reset_hook(pic.reset)
     return pic

@@ -9,7 +9,7 @@ Definitions" and figure "Gate Pin Operations Summary"):
   ``(now - load_ns) * 1193182 // 10**9``, and the counter value and OUT
   follow from the mode by arithmetic.  Only channel 0 (IRQ0) needs to act
   in time: after every change it arms one virtual-clock timer for its next
-  OUT transition and drives ``machine.set_irq(0, out)`` there, so a mode-2
+  OUT transition and drives ``bus.set_irq(0, out)`` there, so a mode-2
   timer at divisor N gives a rising IRQ0 edge every N / 1.193182 MHz of
   virtual time, on the same instruction in every run.
 * OUT per mode, with d CLK pulses since the count N was loaded:
@@ -42,8 +42,14 @@ Definitions" and figure "Gate Pin Operations Summary"):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from ..clock import NS_PER_SEC
-from .uart import split_read, split_write
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 PIT_FREQ = 1_193_182
 PIT_IRQ = 0
@@ -64,7 +70,7 @@ def _to_bcd(value: int) -> int:
 
 
 class Channel:
-    """One counter of the 8254 (all times are virtual ns from ``machine.clock``)."""
+    """One counter of the 8254 (all times are virtual ns from ``bus.clock``)."""
 
     def __init__(self, index: int, gate: bool) -> None:
         self.index = index
@@ -327,16 +333,16 @@ class Channel:
 
 
 class PIT:
-    """The 8254 (``machine.devices["pit"]``)."""
+    """The 8254 (``bus.devices["pit"]``)."""
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
-        self.clock = machine.clock
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.clock = bus.clock
         self.channels = [Channel(0, True), Channel(1, True), Channel(2, False)]
         self.timer = self.clock.new_timer(self._update_irq)
         self.irq_level = 0
         self.irq_edges = 0  # rising edges driven onto IRQ0 (tests, statistics)
-        self.listeners: list = []  # called with the channel index after it is reprogrammed
+        self.listeners: list[Callable[[int], None]] = []  # called with the channel index after it is reprogrammed
         self.reset()
 
     def reset(self) -> None:
@@ -368,7 +374,7 @@ class PIT:
             self.irq_level = level
             if level:
                 self.irq_edges += 1
-            self.machine.set_irq(PIT_IRQ, level)
+            self.bus.set_irq(PIT_IRQ, level)
         when = ch.next_transition_ns(now)
         if when is None:
             self.timer.cancel()
@@ -395,7 +401,7 @@ class PIT:
     # ---- ports ----------------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.machine.mem, port, size)
+            return self.bus.split_read(port, size)
         index = port - 0x40
         if index == 3:
             return 0  # the control word register is write-only (QEMU reads 0)
@@ -405,7 +411,7 @@ class PIT:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:
-            split_write(self.machine.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         value &= 0xFF
         now = self.clock.now()
@@ -432,7 +438,8 @@ class PIT:
         self._changed(sel)
 
 
-def attach(machine, config) -> PIT:
-    pit = PIT(machine)
-    machine.mem.add_port(0x40, 4, pit)
+def attach(bus: Bus, config: PCConfig) -> PIT:
+    pit = PIT(bus)
+    bus.add_port(0x40, 4, pit)
+    bus.add_reset_hook(pit.reset)
     return pit

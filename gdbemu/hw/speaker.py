@@ -20,19 +20,24 @@ port 0x61 bit assignments; Intel 8254 datasheet for channel 2):
 
 from __future__ import annotations
 
-from .pit import PIT_FREQ
-from .uart import split_read, split_write
+from typing import TYPE_CHECKING
+
+from .bus import Bus
+from .pit import PIT, PIT_FREQ
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 REFRESH_NS = 15_085  # one refresh request period (ns)
 MAX_TONES = 1024
 
 
 class Speaker:
-    """Port 0x61 (``machine.devices["speaker"]``); needs the 8254 (``machine.devices["pit"]``)."""
+    """Port 0x61 (``bus.devices["speaker"]``); needs the 8254 (``bus.devices["pit"]``)."""
 
-    def __init__(self, machine, pit) -> None:
-        self.machine = machine
-        self.clock = machine.clock
+    def __init__(self, bus: Bus, pit: PIT) -> None:
+        self.bus = bus
+        self.clock = bus.clock
         self.pit = pit
         self.tones: list[tuple[int, float | None]] = []
         self._last: float | None = None
@@ -72,7 +77,7 @@ class Speaker:
     # ---- port 0x61 --------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.machine.mem, port, size)
+            return self.bus.split_read(port, size)
         now = self.clock.now()
         refresh = (now // REFRESH_NS) & 1
         return (
@@ -85,7 +90,7 @@ class Speaker:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:
-            split_write(self.machine.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         self.checks = value & 0x0C
         self.data_on = bool(value & 2)
@@ -93,10 +98,11 @@ class Speaker:
         self._note()
 
 
-def attach(machine, config) -> Speaker:
-    pit = machine.devices.get("pit")
-    if pit is None:
+def attach(bus: Bus, config: PCConfig) -> Speaker:
+    pit = bus.devices.get("pit")
+    if not isinstance(pit, PIT):
         raise RuntimeError("the speaker port needs the 8254 (gdbemu.hw.pit) attached first")
-    speaker = Speaker(machine, pit)
-    machine.mem.add_port(0x61, 1, speaker)
+    speaker = Speaker(bus, pit)
+    bus.add_port(0x61, 1, speaker)
+    bus.add_reset_hook(speaker.reset)
     return speaker

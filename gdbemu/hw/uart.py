@@ -44,14 +44,19 @@ OUT2 from the IBM PC/AT Asynchronous Communications Adapter manual):
 * Reset state is what a kernel sees on QEMU at entry: LCR 0, divisor 12
   (9600 baud), MCR = OUT2, LSR = THRE|TEMT, MSR = 0xB0, FIFOs off.
 
-Output sinks (``CharSink``) are shared with the 0xE9 debug console.
+Output goes to a ``hw.bus.CharSink``, as the 0xE9 debug console's does.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import deque
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO
+
+from .bus import Bus, CharSink
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 from ..clock import NS_PER_SEC
 
@@ -111,67 +116,6 @@ MSR_CONNECTED = MSR_CTS | MSR_DSR | MSR_DCD
 FIFO_SIZE = 16
 
 
-def split_read(mem, port: int, size: int) -> int:
-    """A wide access to byte-wide ports is a byte access to each port in turn, as the ISA bus
-    (and QEMU's portio) splits it: ``inw 0x70`` reads 0x70 and 0x71."""
-    return sum(mem.io_read(port + i, 1) << (8 * i) for i in range(size))
-
-
-def split_write(mem, port: int, size: int, value: int) -> None:
-    """See ``split_read``: ``outw 0x3D4`` writes the CRTC index, then the data port."""
-    for i in range(size):
-        mem.io_write(port + i, 1, (value >> (8 * i)) & 0xFF)
-
-
-class CharSink:
-    """Where a character device's output goes: "stdio", "null", "file:PATH", or a binary stream.
-
-    The console (stdout) is flushed after every write so a person sees the
-    guest's output as it is produced; files and caller-provided streams are
-    flushed at each newline and by ``flush()``, which keeps a chatty guest
-    from paying a system call per byte.
-    """
-
-    def __init__(self, spec: object) -> None:
-        self.spec = spec
-        self.stream: BinaryIO | None
-        self.interactive = False
-        self.owned = False
-        if spec is None or spec == "null":
-            self.stream = None
-        elif spec == "stdio":
-            self.stream = sys.stdout.buffer
-            self.interactive = True
-        elif isinstance(spec, str) and spec.startswith("file:"):
-            self.stream = open(spec[5:], "wb")  # noqa: SIM115 - lives as long as the machine
-            self.owned = True
-        elif isinstance(spec, str):
-            raise ValueError(f"unknown character device {spec!r} (stdio, null, file:PATH or a stream)")
-        elif hasattr(spec, "write"):
-            self.stream = spec  # type: ignore[assignment]
-        else:
-            raise ValueError(f"not a character device: {spec!r}")
-
-    def write(self, data: bytes) -> None:
-        stream = self.stream
-        if stream is None:
-            return
-        stream.write(data)
-        if self.interactive or b"\n" in data:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.stream is not None and hasattr(self.stream, "flush"):
-            self.stream.flush()
-
-    def close(self) -> None:
-        """Flush, and close a file this sink opened itself."""
-        self.flush()
-        if self.owned and self.stream is not None:
-            self.stream.close()
-            self.stream = None
-
-
 class SerialInput:
     """Bytes on their way from the host to a UART's receiver.
 
@@ -184,7 +128,7 @@ class SerialInput:
     def __init__(self, source: BinaryIO | None = None) -> None:
         self.queue: deque[int] = deque()
         self.source = source
-        self.listeners: list = []  # called when bytes arrive through feed()
+        self.listeners: list[Callable[[], None]] = []  # called when bytes arrive through feed()
 
     def feed(self, data: bytes) -> None:
         self.queue.extend(data)
@@ -212,9 +156,11 @@ class SerialInput:
 class UART16550:
     """One 16550A; ``io_read``/``io_write`` take ports ``base .. base+7``."""
 
-    def __init__(self, machine, base: int, irq: int, sink: CharSink, line, name: str = "") -> None:
-        self.machine = machine
-        self.clock = machine.clock
+    def __init__(
+        self, bus: Bus, base: int, irq: int, sink: CharSink, line: Callable[[UART16550, int], None], name: str = ""
+    ) -> None:
+        self.bus = bus
+        self.clock = bus.clock
         self.base = base
         self.irq = irq
         self.sink = sink
@@ -401,7 +347,7 @@ class UART16550:
     # ---- port interface ---------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.machine.mem, port, size)
+            return self.bus.split_read(port, size)
         off = (port - self.base) & 7
         dlab = self.lcr & LCR_DLAB
         if off == 0:
@@ -436,7 +382,7 @@ class UART16550:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:
-            split_write(self.machine.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         off = (port - self.base) & 7
         value &= 0xFF
@@ -486,17 +432,17 @@ class UART16550:
 
 
 class SerialPorts:
-    """The board's UARTs (``machine.devices["uart"]``); ``ports[0]`` is COM1.
+    """The board's UARTs (``bus.devices["uart"]``); ``ports[0]`` is COM1.
 
     COM1/COM3 and COM2/COM4 share an ISA line; the line carries the OR of
     the UARTs driving it (an ISA line is not really shareable; this only
     keeps two enabled ports from cancelling each other's level).
     """
 
-    def __init__(self, machine, specs: list, input_stream: BinaryIO | None) -> None:
+    def __init__(self, bus: Bus, specs: list[object], input_stream: BinaryIO | None) -> None:
         if len(specs) > len(COM_PORTS):
             raise ValueError(f"at most {len(COM_PORTS)} serial ports (COM1-COM4), got {len(specs)}")
-        self.machine = machine
+        self.bus = bus
         self.levels: dict[int, dict[int, int]] = {}
         self.ports: list[UART16550 | None] = []
         for i, spec in enumerate(specs):
@@ -504,8 +450,8 @@ class SerialPorts:
                 self.ports.append(None)
                 continue
             base, irq = COM_PORTS[i]
-            uart = UART16550(machine, base, irq, CharSink(spec), self._line, name=f"COM{i + 1}")
-            machine.mem.add_port(base, 8, uart)
+            uart = UART16550(bus, base, irq, CharSink(spec), self._line, name=f"COM{i + 1}")
+            bus.add_port(base, 8, uart)
             self.ports.append(uart)
         if input_stream is not None and self.ports and self.ports[0] is not None:
             self.ports[0].input.source = input_stream
@@ -517,7 +463,7 @@ class SerialPorts:
         per_line[uart.base] = level
         new = any(per_line.values())
         if new != old:
-            self.machine.set_irq(uart.irq, int(new))
+            self.bus.set_irq(uart.irq, int(new))
 
     def __getitem__(self, index: int) -> UART16550 | None:
         return self.ports[index]
@@ -548,6 +494,8 @@ class SerialPorts:
                 uart.sink.close()
 
 
-def attach(machine, config) -> SerialPorts:
+def attach(bus: Bus, config: PCConfig) -> SerialPorts:
     """COM ports per ``config.serial``; ``config.serial_input`` feeds COM1's receiver."""
-    return SerialPorts(machine, list(config.serial), config.serial_input)
+    ports = SerialPorts(bus, list(config.serial), config.serial_input)
+    bus.add_reset_hook(ports.reset)
+    return ports

@@ -9,11 +9,11 @@ FreeVGA's "CRT Controller", "Attribute Controller", "Graphics", "Sequencer",
   display learns what changed through the VGA dirty-memory client
   (softmmu/dirty.py): logging is enabled over 0xA0000-0xBFFFF, and
   ``refresh()`` takes the dirty pages of the active window with
-  ``machine.dirty_test_and_clear`` (which re-arms TLB_NOTDIRTY, so the next
+  ``bus.dirty_test_and_clear`` (which re-arms TLB_NOTDIRTY, so the next
   store to a cleaned page goes through the slow path once and marks it
   again).  Only when a page is dirty (or a display register changed) are
   the cells read and compared row by row.  Host writes (``mem.write``, gdb)
-  mark the pages dirty through ``mem.on_phys_write``.
+  mark the pages dirty through ``bus.on_phys_write``.
 * Geometry comes from the CRTC as programmed: columns = horizontal display
   end + 1, the row pitch = 2 x offset (word mode), character height = max
   scan line + 1, rows = (vertical display end + 1) / character height;
@@ -51,11 +51,15 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..softmmu.dirty import DIRTY_MEMORY_VGA
-from .uart import split_read, split_write
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .pc import PCConfig
 
 VGA_LOW = 0xA0000
 VGA_SIZE = 0x20000
@@ -119,7 +123,7 @@ class Font:
         return out
 
 
-def load_psf(path: str | os.PathLike) -> Font:
+def load_psf(path: str | os.PathLike[str]) -> Font:
     """Parse a PSF1 or PSF2 console font (optionally gzip-compressed)."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
@@ -231,7 +235,7 @@ def default_font() -> Font:
     return _FONT_CACHE[key]
 
 
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     """An 8-bit RGB PNG (PNG spec: signature, IHDR, one IDAT of filter-0 rows, IEND)."""
     height, width, _ = rgb.shape
     rows = np.zeros((height, 1 + width * 3), dtype=np.uint8)
@@ -266,22 +270,22 @@ class _PrivateVRAM:
 
 # ---- the device -----------------------------------------------------------------------
 class VGA:
-    """The VGA (``machine.devices["vga"]``)."""
+    """The VGA (``bus.devices["vga"]``)."""
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
-        self.mem = machine.mem
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.mem = bus.memory
         self.private: _PrivateVRAM | None = None
         self._private_dirty = True
-        if self.mem.ram_size < VGA_LOW + VGA_SIZE:
+        if bus.ram_size < VGA_LOW + VGA_SIZE:
             self.private = _PrivateVRAM(self)
-            self.mem.add_mmio(VGA_LOW, VGA_SIZE, self.private, "vga")
+            bus.add_mmio(VGA_LOW, VGA_SIZE, self.private, "vga")
         else:
-            machine.dirty.enable_logging(DIRTY_MEMORY_VGA, VGA_LOW, VGA_SIZE)
-            self.mem.on_phys_write.append(self._phys_written)
+            bus.enable_dirty_logging(DIRTY_MEMORY_VGA, VGA_LOW, VGA_SIZE)
+            bus.on_phys_write(self._phys_written)
         self._shown: np.ndarray | None = None  # the cells as of the last refresh (rows x cols x 2)
-        self._shown_key: tuple | None = None
-        self._shown_cursor: tuple | None = None
+        self._shown_key: tuple[object, ...] | None = None
+        self._shown_cursor: tuple[tuple[int, int], tuple[int, int, bool]] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -356,7 +360,8 @@ class VGA:
         start = self.start_address()
         index = (start + np.arange(rows)[:, None] * pitch + np.arange(cols)[None, :]) % cells
         pairs = window[: cells * 2].reshape(cells, 2)
-        return pairs[index]
+        out: np.ndarray = pairs[index]
+        return out
 
     def cells(self) -> list[list[tuple[int, int]]]:
         """The screen as rows of (character code, attribute) pairs."""
@@ -371,7 +376,7 @@ class VGA:
         if paddr < VGA_LOW + VGA_SIZE and paddr + length > VGA_LOW:
             lo = max(paddr, VGA_LOW)
             hi = min(paddr + length, VGA_LOW + VGA_SIZE)
-            self.machine.dirty.set_dirty_range(lo, hi - lo, clients=1 << DIRTY_MEMORY_VGA)
+            self.bus.set_dirty(lo, hi - lo, clients=1 << DIRTY_MEMORY_VGA)
 
     def refresh(self) -> list[int]:
         """Rows that changed since the last call (content, or the cursor entering/leaving them).
@@ -384,7 +389,7 @@ class VGA:
             dirty = self._private_dirty
             self._private_dirty = False
         else:
-            dirty = bool(self.machine.dirty_test_and_clear(DIRTY_MEMORY_VGA, base, size).any())
+            dirty = bool(self.bus.dirty_test_and_clear(DIRTY_MEMORY_VGA, base, size).any())
         key = (self.geometry(), self.start_address(), self.window())
         cursor_key = (self.cursor(), self.cursor_shape())
         changed: set[int] = set()
@@ -444,9 +449,10 @@ class VGA:
         if visible and 0 <= row < rows and 0 <= col < cols and start <= end:
             mask[row, col, start : min(end, h - 1) + 1, :] = True
         img = np.where(mask[..., None], fg[:, :, None, None, :], bg[:, :, None, None, :])
-        return img.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3).astype(np.uint8)
+        out: np.ndarray = img.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3).astype(np.uint8)
+        return out
 
-    def screenshot(self, path: str | os.PathLike, font: Font | None = None) -> tuple[int, int]:
+    def screenshot(self, path: str | os.PathLike[str], font: Font | None = None) -> tuple[int, int]:
         """Write the screen as a PNG; returns (width, height) in pixels."""
         img = self.render(font)
         write_png(path, img)
@@ -458,12 +464,12 @@ class VGA:
 
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
-            return split_read(self.mem, port, size)
+            return self.bus.split_read(port, size)
         return self._read(port)
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if size > 1:  # e.g. outw(0x3D4, index | data << 8): index port, then data port
-            split_write(self.mem, port, size, value)
+            self.bus.split_write(port, size, value)
             return
         self._write(port, value & 0xFF)
 
@@ -579,10 +585,11 @@ class VGA:
 VGA_PORTS = (0x3B4, 0x3B5, 0x3BA, *range(0x3C0, 0x3D0), 0x3D4, 0x3D5, 0x3DA)
 
 
-def attach(machine, config) -> VGA | None:
+def attach(bus: Bus, config: PCConfig) -> VGA | None:
     if not config.vga:
         return None
-    vga = VGA(machine)
+    vga = VGA(bus)
     for port in VGA_PORTS:
-        machine.mem.add_port(port, 1, vga)
+        bus.add_port(port, 1, vga)
+    bus.add_reset_hook(vga.reset)
     return vga

@@ -1,0 +1,140 @@
+"""The board the command line asks for: the machine, its devices and sinks, the -d log, the kernel.
+
+``build_board(opts)`` does, in order: open the ``-d`` log (``-D FILE`` or
+stderr) and build the ``Machine`` with its trace hooks; attach the PC devices
+(``hw.pc.build_pc``) with a ``PCConfig`` from the options — serial ports and
+the 0xE9 console on their character sinks (``hw.bus.CharSink`` specs: when
+gdb talks over stdio, "stdio" sinks write to stderr instead); apply the
+``-cpu`` model; boot the kernel (the demo kernel when none is given) the way
+``-kernel`` does on QEMU.  Every failure is a ``BoardError`` whose message is
+the one ``gdbemu:`` line to print (exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from typing import TextIO
+
+from ..boot.elf import ELFError
+from ..boot.firmware import apply_cpu_model
+from ..boot.multiboot import MultibootError
+from ..debug.trace import QemuLog
+from ..hw.pc import PCConfig, build_pc
+from ..hw.uart import SerialPorts
+from ..machine import Machine
+from ..rsp.server import parse_endpoint
+from .options import Options
+
+
+class BoardError(Exception):
+    """The board cannot be built or the kernel not booted: one ``gdbemu: ...`` line, exit code 2."""
+
+
+def demo_kernel_path() -> str:
+    return str(resources.files("gdbemu") / "demo" / "demo.elf")
+
+
+def gdb_uses_stdio(opts: Options) -> bool:
+    return opts.gdb is not None and parse_endpoint(opts.gdb).uses_stdio
+
+
+@dataclass
+class Board:
+    machine: Machine
+    config: PCConfig
+    kernel: str
+    demo: bool  # no kernel given: the demo kernel runs
+    log_out: TextIO | None  # the -D file, closed with the board
+
+    def close(self) -> None:
+        """Flush and close the devices' sinks and the log file."""
+        for dev in self.machine.bus.devices.values():
+            close = getattr(dev, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except (OSError, ValueError):
+                    pass
+        if self.log_out is not None:
+            self.log_out.close()
+
+
+def pc_config(opts: Options) -> PCConfig:
+    """The ``PCConfig`` the options ask for."""
+    serial: list[object] = [None if s == "none" else s for s in opts.serial]
+    debugcon: object = "null" if opts.debugcon == "none" else opts.debugcon
+    if gdb_uses_stdio(opts):
+        # stdin/stdout carry gdb's packets: console devices on "stdio" write to
+        # stderr instead, and nothing reads stdin for COM1.
+        serial = ["stderr" if s == "stdio" else s for s in serial]
+        if debugcon == "stdio":
+            debugcon = "stderr"
+    config = PCConfig(
+        ncpus=opts.smp,
+        serial=serial,
+        debugcon=debugcon,
+        no_reboot=opts.no_reboot,
+        vga=opts.vga,
+        debug_exit=opts.debug_exit,
+        cpu_model=opts.cpu,
+    )
+    if opts.rtc_base is not None:
+        config.rtc_base = opts.rtc_base
+    return config
+
+
+def build_board(opts: Options) -> Board:
+    """The machine of the command line with its kernel loaded (module docstring); raises BoardError."""
+    demo = opts.kernel is None
+    kernel = demo_kernel_path() if opts.kernel is None else opts.kernel
+    log_out: TextIO | None = None
+    log: QemuLog | None = None
+    if opts.log_items:
+        if opts.log_file:
+            try:
+                log_out = open(opts.log_file, "w")  # noqa: SIM115 - closed by Board.close
+            except OSError as exc:
+                raise BoardError(f"cannot open log file {opts.log_file!r}: {exc.strerror}") from None
+        log = QemuLog(opts.log_items, log_out if log_out is not None else sys.stderr)
+    try:
+        machine = Machine(
+            ram_size=opts.memory,
+            ncpus=opts.smp,
+            icount_shift=opts.icount_shift,
+            trace=log.hooks() if log is not None else None,
+        )
+    except ValueError as exc:
+        raise BoardError(str(exc)) from None
+    if log is not None and log.needs_tier1:
+        machine.translator.force_tier = 1  # every block entry goes through the exec loop
+    config = pc_config(opts)
+    board = Board(machine, config, kernel, demo, log_out)
+    try:
+        build_pc(machine.bus, config)
+    except (OSError, ValueError) as exc:
+        board.close()
+        raise BoardError(str(exc)) from None
+    apply_cpu_model(machine, opts.cpu)
+    try:
+        machine.load_multiboot(kernel, opts.append, opts.initrd)
+    except FileNotFoundError:
+        board.close()
+        raise BoardError(f"cannot open kernel {kernel!r}: no such file") from None
+    except IsADirectoryError:
+        board.close()
+        raise BoardError(f"cannot open kernel {kernel!r}: it is a directory") from None
+    except (MultibootError, ELFError, ValueError) as exc:
+        board.close()
+        raise BoardError(f"cannot boot {kernel!r}: {exc}") from None
+    return board
+
+
+def feed_serial(machine: Machine, data: bytes) -> bool:
+    """Give ``data`` to COM1's receiver, as if typed on its line; False if there is no COM1."""
+    uart = machine.bus.devices.get("uart")
+    if not isinstance(uart, SerialPorts) or not len(uart) or uart[0] is None:
+        return False
+    uart.feed(data, 0)
+    return True

@@ -3,7 +3,7 @@
 
 Usage: python benchmarks/gdb_bench.py [--quick] [--no-qemu] [--only trips|watchpoints] [--profile]
 
-Two measurements, on the guest tests/guests/gdb_bench.s, for gdbemu
+Two measurements, on the guest tests/support/guests/gdb_bench.s, for gdbemu
 (``python -m gdbemu.cli -gdb tcp::0 -S``) and, when installed, for
 ``qemu-system-i386 -accel tcg -S -gdb tcp:...`` in the same run:
 
@@ -60,8 +60,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import guest_build  # noqa: E402  (tests/ is not a package; the path is set up above)
 from gdbdrive import GDB, QEMU, Emulator, Gdb, mi_quote  # noqa: E402
+from support import build  # noqa: E402  (tests/support is imported from tests/, set up above)
 
 WATCH_BASE = 0x220000  # linear, identity-mapped by lib.inc, never accessed by the loop
 WATCH_STRIDE = 0x400  # four watchpoints per page: 1,000 of them on 250 pages
@@ -597,15 +597,15 @@ def main(argv: list[str] | None = None) -> int:
         print("gdb is not installed", file=sys.stderr)
         return 2
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         print(f"cannot build the benchmark guest: {exc}", file=sys.stderr)
         return 2
     s = QUICK if args.quick else FULL
     which = ["gdbemu"] + ([] if args.no_qemu or QEMU is None else ["qemu"])
     with tempfile.TemporaryDirectory(prefix="gdbemu-gdb-bench-") as tmp:
-        elf = guest_build.build("gdb_bench", Path(tmp))
-        sym = guest_build.symbols(elf)
+        elf = build.build_guest("gdb_bench", Path(tmp))
+        sym = build.symbols(elf)
         results = {name: Results(name) for name in which}
         if args.only in (None, "trips"):
             print(f"round trips on {' and '.join(which)} ...", file=sys.stderr, flush=True)

@@ -15,8 +15,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import guest_build
 import pytest
+from support import build
 
 # QEMU is started with -m 32 when the guests are validated; the core gets
 # the same RAM so a guest sees the same machine in both.
@@ -46,20 +46,20 @@ class GuestRun:
 
 @pytest.fixture(scope="session")
 def build_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Return ``build(name) -> Path`` of tests/guests/NAME.s linked at 1 MiB, cached per session."""
+    """Return ``build(name) -> Path`` of tests/support/guests/NAME.s linked at 1 MiB, cached per session."""
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     out_dir = tmp_path_factory.mktemp("guests")
     built: dict[str, Path] = {}
 
-    def build(name: str) -> Path:
+    def build_one(name: str) -> Path:
         if name not in built:
-            built[name] = guest_build.build(name, out_dir)
+            built[name] = build.build_guest(name, out_dir)
         return built[name]
 
-    return build
+    return build_one
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Drive the real gdb against gdbemu (or QEMU) running as a subprocess.
 
-Used by tests/test_gdb_e2e.py and benchmarks/gdb_bench.py.  Three pieces:
+Used by tests/e2e/test_gdb_e2e.py and benchmarks/gdb_bench.py.  Three pieces:
 
 * :class:`Emulator` starts ``python -m gdbemu.cli ... -gdb tcp::0 -S`` (or
   any command line) and learns the port the server bound from the line it

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "gdbemu" / "demo"
 
 
@@ -431,7 +431,7 @@ def test_log_to_stderr_by_default():
 
 
 def test_append_and_initrd_reach_the_kernel(tmp_path):
-    """-append and -initrd: checked in detail by tests/test_boot.py; here, that the CLI passes them."""
+    """-append and -initrd: checked in detail by tests/guests/test_boot.py; here, that the CLI passes them."""
     mod = tmp_path / "mod.txt"
     mod.write_bytes(b"x")
     proc = run_cli("-append", "console=ttyS0", "-initrd", f"{mod} a b")

@@ -1,10 +1,10 @@
-"""Target-side conditions, agent dprintf and the watch log, end to end (guest: tests/guests/cond.s).
+"""Target-side conditions, agent dprintf and the watch log, end to end (guest: tests/support/guests/cond.s).
 
 Two layers:
 
 * in-process: a Machine behind the real stub (``MachineTarget`` + ``GdbStub``),
   driven with the packets gdb sends (the bytecode is what gdb 13 emitted for
-  these conditions, see tests/test_agent.py), so the mechanisms are checked
+  these conditions, see tests/unit/test_agent.py), so the mechanisms are checked
   exactly and fast; the cost of a false condition is measured and printed;
 * real gdb through pygdbmi (``@pytest.mark.gdb``) against
   ``python -m gdbemu.cli -kernel cond.elf -gdb tcp::0 -S``, with gdb's
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import guest_build
 import pytest
+from support import build
 
 from gdbemu.core import helpers
 from gdbemu.machine import Machine
@@ -42,7 +42,7 @@ QEMU_FALSE_EVAL_US = 770.0  # QEMU's gdbstub: a false condition is a stop, a rou
 @pytest.fixture(scope="module")
 def guest(build_guest: Any) -> tuple[Path, dict[str, int]]:
     elf = build_guest("cond")
-    return elf, guest_build.symbols(elf)
+    return elf, build.symbols(elf)
 
 
 def counter_gt(sym: dict[str, int], n: int) -> str:

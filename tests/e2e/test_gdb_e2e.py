@@ -6,12 +6,12 @@ session goes: gdbemu is started as ``python -m gdbemu.cli -kernel GUEST
 its symbols and attaches with ``target remote``, and the assertions read
 only what gdb reports (MI stop records, register and memory values, the
 text of ``info``/``monitor`` commands) or what the guest itself recorded.
-The Machine-level checks of the same mechanisms are in tests/test_debug.py;
+The Machine-level checks of the same mechanisms are in tests/guests/test_debug.py;
 here the whole chain is exercised: gdb's own logic (when it removes and
 reinserts breakpoints, how it checks watchpoint values, what it reads
 after a stop), the RSP server, the stub, MachineTarget, and the CLI.
 
-Guests (built at test time from tests/guests/): ``gdb_target`` is a
+Guests (built at test time from tests/support/guests/): ``gdb_target`` is a
 sequence of numbered scenes, one per feature; ``gdb_spin`` counts forever
 (interrupts, detach, dropped connections); ``gdb_serial`` prints through
 COM1 (the debugger must not perturb it).  tests/gdbdrive.py holds the
@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import guest_build
 import pytest
 from gdbdrive import GDB, ROOT, DriveError, Emulator, Gdb, mi_quote, port_is_free, shell_pipe, stop_addr
+from support import build
 
 pytest.importorskip("pygdbmi.gdbcontroller", reason="pygdbmi is not installed")
 pytestmark = [pytest.mark.gdb, pytest.mark.skipif(GDB is None, reason="gdb is not installed")]
@@ -43,7 +43,7 @@ class Guest:
 
     def __init__(self, elf: Path) -> None:
         self.elf = elf
-        self.sym = guest_build.symbols(elf)
+        self.sym = build.symbols(elf)
 
     def __getitem__(self, name: str) -> int:
         return self.sym[name]

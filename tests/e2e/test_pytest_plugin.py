@@ -20,7 +20,7 @@ from gdbemu.testing import BuildError, build_kernel, pid_alive
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_FILES = ("conftest.py", "test_stray_write.py", "stray_write.c", "stray_write.ld")
 GDB = shutil.which(os.environ.get("GDBEMU_GDB") or "gdb")

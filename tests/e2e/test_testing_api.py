@@ -34,7 +34,7 @@ from gdbemu.testing import (
     pid_alive,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 GDB = shutil.which(os.environ.get("GDBEMU_GDB") or "gdb")
 needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb is not installed")

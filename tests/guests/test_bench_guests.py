@@ -13,10 +13,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import guest_build
 import pytest
+from support import build
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_bench_run():
@@ -41,8 +41,8 @@ def test_benchmark_guest_completes_on_core(workload: bench_run.Workload, tmp_pat
     """Runs to isa-debug-exit with status 0 and the guest's result check passing."""
     machine_mod = pytest.importorskip("gdbemu.machine", reason="the gdbemu core is not there yet")
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     iters = SMALL_ITERS[workload.name]
     elf = bench_run.build(workload, tmp_path, iters)

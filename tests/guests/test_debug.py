@@ -1,14 +1,14 @@
 """The debugger's machinery at the Machine level: breakpoints as TB marks, watchpoints as TLB flags, steps.
 
-The same mechanisms back gdb's Z packets (tests/test_gdb_*.py drive them through
-gdb); here they are checked directly against the guest tests/guests/debug.s,
+The same mechanisms back gdb's Z packets (tests/e2e/test_gdb_e2e.py drive them through
+gdb); here they are checked directly against the guest tests/support/guests/debug.s,
 including the guest's own DR7 breakpoints and EFLAGS.TF, which share them.
 """
 
 from __future__ import annotations
 
-import guest_build
 import pytest
+from support import build
 
 from gdbemu.machine import Machine
 from gdbemu.softmmu.watchpoint import WATCH_ACCESS, WATCH_READ, WATCH_WRITE
@@ -19,7 +19,7 @@ COUNT = 50
 @pytest.fixture(scope="module")
 def guest(build_guest):
     elf = build_guest("debug")
-    return elf, guest_build.symbols(elf)
+    return elf, build.symbols(elf)
 
 
 def boot(guest) -> tuple[Machine, dict]:

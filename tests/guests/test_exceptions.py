@@ -1,4 +1,4 @@
-"""Exceptions, interrupts and privilege, checked from inside guest kernels (tests/guests/exc_*.s).
+"""Exceptions, interrupts and privilege, checked from inside guest kernels (tests/support/guests/exc_*.s).
 
 Each guest prints one "ok N name" line per check and exits through
 isa-debug-exit; the same ELF runs on gdbemu and on qemu-system-i386 (TCG)
@@ -18,7 +18,7 @@ follows the SDM (the entry cites the passage).  Guests:
 * ``exc_irq`` (gdbemu only: it needs a test interrupt source): hardware
   interrupts against the STI and MOV SS shadows, and through a task gate.
 
-NMI is covered with the local APIC in tests/test_hw_intc.py; #MC cannot be
+NMI is covered with the local APIC in tests/guests/test_hw_intc.py; #MC cannot be
 raised on this machine (no machine-check architecture).
 """
 
@@ -28,10 +28,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import guest_build
 import pytest
 from conftest import GUEST_RAM, GuestRun
-from exc_compare import assert_matches_qemu, assert_passes_on_gdbemu, compare, failures
+from support import build
+from support.exc_compare import assert_matches_qemu, assert_passes_on_gdbemu, compare, failures
 
 # Checks per guest (the plan line "1..N"): a guest that silently loses checks fails.
 CHECKS = {"exc_vectors": 193, "exc_shadow": 12, "exc_iopl": 61, "exc_debug": 38}
@@ -129,7 +129,7 @@ def test_hardware_interrupts_and_shadows(build_guest: Callable[[str], Path]) -> 
     from gdbemu.machine import Machine
 
     elf = build_guest("exc_irq")
-    sym = guest_build.symbols(elf)
+    sym = build.symbols(elf)
     m = Machine(ram_size=GUEST_RAM)
     source = TestIRQSource(m)
     m.load_elf(str(elf))
@@ -166,6 +166,6 @@ def test_sti_shadow_with_a_local_apic_interrupt(build_guest: Callable[[str], Pat
     assert (stop.kind, m.exit_code) == ("exit", 1), out
     assert failures(out) == [] and out.splitlines()[-1] == "1..12", out
     if shutil.which("qemu-system-i386"):
-        status, qemu_out = guest_build.run_qemu(elf)
+        status, qemu_out = build.run_qemu(elf)
         assert compare(out, qemu_out.decode("latin-1"), {}) == []
         assert status == 1

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INVADERS = Path("/boot/invaders.exec")
 BSS_END = 0x105B50  # the multiboot header's bss_end_addr (flag 16 address fields)
 FRAME_DRAWN = 0x100464  # the instruction after the call that copies a frame to 0xB8000

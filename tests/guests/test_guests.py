@@ -1,4 +1,4 @@
-"""Guest programs (tests/guests/*.s) run on the core the way a kernel drives it.
+"""Guest programs (tests/support/guests/*.s) run on the core the way a kernel drives it.
 
 Each guest checks one mechanism from the inside -- paging, PSE/TLB
 invalidation, page faults, page-crossing accesses, self-modifying code, rep
@@ -21,9 +21,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 
-import guest_build
 import pytest
 from conftest import GuestRun
+from support import build
 
 # Check names in transcript order, as the guests print them (verified on QEMU).
 EXPECTED: dict[str, tuple[str, ...]] = {
@@ -607,7 +607,7 @@ def test_guest_passes_on_qemu(build_guest: Callable[[str], object], name: str) -
     """The guests themselves are right: QEMU, the behavioural reference, passes
     every check (comment lines may differ: QEMU flushes global entries on a
     CR3 reload, which is legal)."""
-    status, out = guest_build.run_qemu(build_guest(name))
+    status, out = build.run_qemu(build_guest(name))
     got = [line for line in out.decode("latin-1").splitlines() if not line.startswith("#")]
     assert got == expected_lines(name)
     assert status == 1
@@ -626,7 +626,7 @@ def test_host_write_invalidates_hot_code(build_guest: Callable[[str], object], n
 
     machine_mod = pytest.importorskip("gdbemu.machine", reason="the gdbemu core is not there yet")
     elf = build_guest(name)
-    imm = guest_build.symbols(elf)["hp_imm"]
+    imm = build.symbols(elf)["hp_imm"]
     m = machine_mod.Machine(ram_size=32 << 20)
     m.load_elf(str(elf))
     assert m.run(max_insns=200_000).kind == "limit", m.debug_output

@@ -7,7 +7,7 @@ Three layers, per device:
   ``machine.irq_sinks`` that timestamps every ``set_irq`` on the virtual
   clock; time is advanced by jumping the clock from deadline to deadline
   (``advance``), so the timing assertions are exact, not approximate;
-* guest programs (tests/guests/dev_*.s) that drive the devices the way a
+* guest programs (tests/support/guests/dev_*.s) that drive the devices the way a
   kernel does, through the 8259 where interrupts are involved;
 * the same guests on qemu-system-i386 (the behavioural reference): serial
   transcripts and the RTC/CMOS/fw_cfg report must be identical.
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import guest_build
 import numpy as np
 import pytest
+from support import build
 
 from gdbemu.hw import kbd as kbd_mod
 from gdbemu.hw import vga as vga_mod
@@ -923,13 +923,13 @@ main:
 def test_vga_dirty_logging_sees_guest_stores_between_refreshes(tmp_path: Path) -> None:
     """Each refresh re-arms the pages (TLB_NOTDIRTY) so later fast-path stores are still seen."""
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     src = tmp_path / "vga_rows.s"
     src.write_text(VGA_ROWS_GUEST)
     m, _ = make_pc()
-    m.load_elf(str(guest_build.build(src, tmp_path)))
+    m.load_elf(str(build.build_guest(src, tmp_path)))
     vga = m.devices["vga"]
     vga.refresh()
     seen: list[int] = []

@@ -7,7 +7,7 @@ Two layers:
   programmed through ``mem.io_write`` / MMIO, IRQs come from
   ``machine.set_irq``, vectors are read from ``machine.interrupt_sources``
   (the INTA cycle) and time is moved with the virtual clock;
-* guest programs (tests/guests/intc_*.s) on the full PC board, with IRQ
+* guest programs (tests/support/guests/intc_*.s) on the full PC board, with IRQ
   lines driven by a test device that has the interface of QEMU's
   ``pc-testdev`` (port 0x2000+n: write non-zero to raise ISA IRQ n, zero to
   lower it).  The same ELF runs on qemu-system-i386 ``-device pc-testdev``:
@@ -27,8 +27,8 @@ import re
 import shutil
 from pathlib import Path
 
-import guest_build
 import pytest
+from support import build
 
 from gdbemu.core import helpers
 from gdbemu.core.exec import REQ_HARD, REQ_NMI
@@ -1001,11 +1001,11 @@ def _parse(output: str) -> tuple[dict[str, bool], dict[str, str], list[str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     out = tmp_path_factory.mktemp("intc")
-    return {name: guest_build.build(name, out) for name in GUESTS}
+    return {name: build.build_guest(name, out) for name in GUESTS}
 
 
 @pytest.fixture(scope="module")
@@ -1027,7 +1027,7 @@ def qemu_runs(built: dict[str, Path]) -> dict[str, str]:
         pytest.skip("qemu-system-i386 not installed: no reference runs")
     runs = {}
     for name, elf in built.items():
-        _, out = guest_build.run_qemu(elf, extra=["-device", "pc-testdev", *GUESTS[name][1]])
+        _, out = build.run_qemu(elf, extra=["-device", "pc-testdev", *GUESTS[name][1]])
         runs[name] = out.decode("latin-1")
     return runs
 

@@ -1,6 +1,6 @@
 """Acceptance tests for the PC board (issue 3): a multitasking kernel in C.
 
-The kernel (tests/kernels/, see kernel.c and user.c) uses every piece a
+The kernel (tests/support/kernels/, see kernel.c and user.c) uses every piece a
 small OS needs from the board and the CPU together: GDT/TSS/IDT, the 8259
 remapped, the PIT at 100 Hz preempting ring-3 tasks, interrupt-driven COM1
 output, a page directory per task with demand paging, int 0x80 system calls,
@@ -10,7 +10,7 @@ for byte the committed ``multitask.expected`` on gdbemu and on QEMU alike —
 while one of its steps (task A spinning in ring 3 with no system call until
 task B has run) can only complete if timer preemption works.
 
-Reproduce by hand with ``python tests/kernel_build.py [--qemu]``.
+Reproduce by hand with ``python tests/support/build.py kernel [--qemu]``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-import kernel_build
 import pytest
+from support import build
 
 # The whole run is ~3 million instructions at the default icount shift; the
 # bound only turns a hang (a lost interrupt, a stuck UART) into a failure.
@@ -41,24 +41,24 @@ def _require_pc() -> None:
 def kernel_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The kernel built from source into a tmp dir (skip, with the reason, without gcc/as/ld)."""
     try:
-        kernel_build.toolchain()
-    except kernel_build.ToolchainMissingError as exc:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
-    return kernel_build.build_multitask(tmp_path_factory.mktemp("kernels"))
+    return build.build_multitask(tmp_path_factory.mktemp("kernels"))
 
 
 @pytest.fixture(scope="module")
-def gdbemu_run(kernel_elf: Path) -> kernel_build.KernelRun:
+def gdbemu_run(kernel_elf: Path) -> build.KernelRun:
     """One run on gdbemu, shared by the tests that look at it (a run costs seconds)."""
     _require_pc()
-    return kernel_build.run_gdbemu(kernel_elf, MAX_INSNS)
+    return build.run_gdbemu(kernel_elf, MAX_INSNS)
 
 
 def expected() -> str:
-    return kernel_build.EXPECTED_TRANSCRIPT.read_text()
+    return build.EXPECTED_TRANSCRIPT.read_text()
 
 
-def test_gdbemu_transcript_is_the_expected_one(gdbemu_run: kernel_build.KernelRun, capsys) -> None:
+def test_gdbemu_transcript_is_the_expected_one(gdbemu_run: build.KernelRun, capsys) -> None:
     """The kernel runs to its end on gdbemu, says PASS, and its COM1 output is the committed transcript."""
     with capsys.disabled():
         print(
@@ -70,21 +70,21 @@ def test_gdbemu_transcript_is_the_expected_one(gdbemu_run: kernel_build.KernelRu
     assert gdbemu_run.exit_code == 1, gdbemu_run.describe()  # isa-debug-exit 0: every check passed
 
 
-def test_qemu_transcript_is_the_same(kernel_elf: Path, gdbemu_run: kernel_build.KernelRun) -> None:
+def test_qemu_transcript_is_the_same(kernel_elf: Path, gdbemu_run: build.KernelRun) -> None:
     """QEMU (the reference) prints the same bytes and exits with the same status as gdbemu."""
     if not shutil.which("qemu-system-i386"):
         pytest.skip("qemu-system-i386 not installed (Debian: qemu-system-x86)")
-    status, serial = kernel_build.run_qemu(kernel_elf)
+    status, serial = build.run_qemu(kernel_elf, output="com1")
     assert serial.decode("latin-1") == expected()
     assert status == 1
     assert serial == gdbemu_run.serial
     assert gdbemu_run.exit_code == status
 
 
-def test_gdbemu_runs_are_identical(kernel_elf: Path, gdbemu_run: kernel_build.KernelRun) -> None:
+def test_gdbemu_runs_are_identical(kernel_elf: Path, gdbemu_run: build.KernelRun) -> None:
     """Virtual time comes from the instruction count, so a second run retires exactly as many
     instructions and leaves exactly the same RAM (timer interrupts at the same instructions)."""
-    again = kernel_build.run_gdbemu(kernel_elf, MAX_INSNS)
+    again = build.run_gdbemu(kernel_elf, MAX_INSNS)
     assert again.serial == gdbemu_run.serial
     assert again.icount == gdbemu_run.icount
     assert again.ram_sha256 == gdbemu_run.ram_sha256
@@ -96,7 +96,7 @@ def test_transcript_does_not_depend_on_timer_phase(kernel_elf: Path, shift: int)
     so from ~40k down to ~10k instructions per slice): the schedule changes, the transcript must not.
     This is what makes the comparison with QEMU, whose timer runs on host time, meaningful."""
     _require_pc()
-    run = kernel_build.run_gdbemu(kernel_elf, MAX_INSNS, icount_shift=shift)
+    run = build.run_gdbemu(kernel_elf, MAX_INSNS, icount_shift=shift)
     assert run.stop_kind == "exit", run.describe()
     assert run.serial.decode("latin-1") == expected(), run.describe()
     assert run.exit_code == 1
@@ -107,24 +107,24 @@ def test_pit_square_wave_mode(tmp_path: Path) -> None:
     one IRQ 0 per period all the same, so the same transcript but for the line naming the mode."""
     _require_pc()
     try:
-        elf = kernel_build.build_multitask(tmp_path, {"PIT_MODE": 3})
-    except kernel_build.ToolchainMissingError as exc:
+        elf = build.build_multitask(tmp_path, {"PIT_MODE": 3})
+    except build.ToolchainMissingError as exc:
         pytest.skip(str(exc))
     want = expected().replace("PIT channel 0: mode 2,", "PIT channel 0: mode 3,")
-    run = kernel_build.run_gdbemu(elf, MAX_INSNS)
+    run = build.run_gdbemu(elf, MAX_INSNS)
     assert run.serial.decode("latin-1") == want, run.describe()
     assert run.exit_code == 1
     if shutil.which("qemu-system-i386"):
-        status, serial = kernel_build.run_qemu(elf)
+        status, serial = build.run_qemu(elf, output="com1")
         assert (status, serial) == (1, run.serial)
 
 
 @pytest.mark.parametrize("tier", [1, 2])
-def test_translator_tiers_agree(kernel_elf: Path, gdbemu_run: kernel_build.KernelRun, tier: int) -> None:
+def test_translator_tiers_agree(kernel_elf: Path, gdbemu_run: build.KernelRun, tier: int) -> None:
     """A whole OS run with every block at tier 1 (one function per instruction) or at tier 2 (one
     compiled function per block from the start) ends in exactly the state of the default mixed run:
     same instruction count, same RAM, same transcript.  Interrupts land at block boundaries, so this
     also checks that both tiers end blocks and count instructions alike."""
-    run = kernel_build.run_gdbemu(kernel_elf, MAX_INSNS, force_tier=tier)
+    run = build.run_gdbemu(kernel_elf, MAX_INSNS, force_tier=tier)
     assert run.serial == gdbemu_run.serial, run.describe()
     assert (run.icount, run.ram_sha256) == (gdbemu_run.icount, gdbemu_run.ram_sha256)

@@ -1,6 +1,6 @@
 """Hardware task switching and SYSENTER/SYSEXIT, checked from inside guest kernels.
 
-``exc_task`` (tests/guests/exc_task.s): JMP to a TSS and back, CALL through a
+``exc_task`` (tests/support/guests/exc_task.s): JMP to a TSS and back, CALL through a
 task gate and IRET back (NT, back link and busy bits read from the GDT),
 INT n and an exception with an error code through IDT task gates, the
 double-fault task that rescues an overflowed kernel stack, a 16-bit TSS, a
@@ -10,7 +10,7 @@ chapter 7).  ``exc_sysenter``: the SYSENTER/SYSEXIT round trip from ring 3,
 the flat segments they load without the GDT, and their #GP(0) cases (SDM
 vol. 2).
 
-As in tests/test_exceptions.py, the same ELF runs on qemu-system-i386 and the
+As in tests/guests/test_exceptions.py, the same ELF runs on qemu-system-i386 and the
 transcripts must match except for ``QEMU_DIFFERENCES``, where gdbemu follows
 the SDM.  The unit tests below look at what the guests cannot see: that a
 fault before the commit point leaves memory untouched, and the 16-bit TSS
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GuestRun
-from exc_compare import assert_matches_qemu, assert_passes_on_gdbemu
+from support.exc_compare import assert_matches_qemu, assert_passes_on_gdbemu
 
 from gdbemu.core import helpers as H
 from gdbemu.core import interrupts

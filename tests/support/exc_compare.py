@@ -1,7 +1,7 @@
 """Comparing a guest's transcript on gdbemu with the same ELF's on QEMU, allowing recorded differences.
 
-Used by tests/test_exceptions.py and tests/test_task_sysenter.py for the
-tests/guests/exc_*.s programs.  QEMU (qemu-system-i386, TCG) is the
+Used by tests/guests/test_exceptions.py and tests/guests/test_task_sysenter.py for the
+tests/support/guests/exc_*.s programs.  QEMU (qemu-system-i386, TCG) is the
 behavioural reference; where it departs from the Intel SDM, gdbemu follows
 the SDM and the check is listed, with the SDM passage that decides it, in the
 test module's ``QEMU_DIFFERENCES``.  A listed check must still differ (gdbemu
@@ -60,9 +60,9 @@ def assert_passes_on_gdbemu(run) -> None:
 
 def assert_matches_qemu(run, elf, differences: dict[str, str]) -> None:
     """QEMU's transcript is gdbemu's line for line, but for the recorded SDM-vs-QEMU differences."""
-    import guest_build
+    from support import build
 
-    status, out = guest_build.run_qemu(elf)
+    status, out = build.run_qemu(elf)
     problems = compare(run.output, out.decode("latin-1"), differences)
     assert problems == [], "\n".join(problems)
     assert status == (3 if differences else 1)  # guest status 1 (a check failed) or 0, as (s << 1) | 1

@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from oracle import (
+from support.oracle import (
     AF,
     ARITH_DF,
     CF,

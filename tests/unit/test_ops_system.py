@@ -632,7 +632,7 @@ main:
 
 
 def test_task_switches_and_bad_targets_are_refused(tmp_path: Path) -> None:
-    """Bad task-switch targets fault before the switch (SDM vol. 3, table 7-1); tests/test_task_sysenter.py
+    """Bad task-switch targets fault before the switch (SDM vol. 3, table 7-1); tests/guests/test_task_sysenter.py
     has the switches themselves."""
     check(
         tmp_path,

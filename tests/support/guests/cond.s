@@ -1,5 +1,5 @@
 /*
- * cond.s -- the guest tests/test_conditions_e2e.py debugs with target-side
+ * cond.s -- the guest tests/e2e/test_conditions_e2e.py debugs with target-side
  * conditions, agent-style dprintf and the watch log.  Every value the tests
  * compare is known exactly from this source:
  *

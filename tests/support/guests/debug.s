@@ -1,4 +1,4 @@
-# Guest for tests/test_debug.py: loops, stores, rep strings, self-modifying code,
+# Guest for tests/guests/test_debug.py: loops, stores, rep strings, self-modifying code,
 # and the guest's own debug registers (DR7 breakpoints, data breakpoints, TF).
 # No lib.inc: the test reads symbols and registers directly.
         .code32

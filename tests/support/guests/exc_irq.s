@@ -1,6 +1,6 @@
 /*
  * exc_irq.s -- hardware interrupts against the interrupt shadows, and through
- * an IDT task gate.  Run on gdbemu only (tests/test_exceptions.py), with a
+ * an IDT task gate.  Run on gdbemu only (tests/guests/test_exceptions.py), with a
  * test interrupt source on port 0x510: writing a vector there raises an
  * edge-triggered interrupt with that vector (acknowledged once).  There is no
  * such device on QEMU; the shadow checks that can be made without an
@@ -84,7 +84,7 @@ c1:     nop
         cli
         CHECK_EQ irq_eip, $c1, "iret-no-shadow"
 
-        /* ---- mov ss with IF=1: tests/test_exceptions.py stops at d_movss, executes it,
+        /* ---- mov ss with IF=1: tests/guests/test_exceptions.py stops at d_movss, executes it,
          * raises the interrupt, and lets the guest go on: taken after d1 */
         movl $0, irq_n
         movw %ss, %cx

@@ -11,7 +11,7 @@
  * instruction is reached").  STI's shadow delays maskable interrupts only
  * (SDM vol. 2 STI): a single-step trap after STI is not delayed.  This guest
  * has no interrupt controller to test the interrupt half of the shadows with
- * (tests/test_exceptions.py does that on the core with a fake interrupt
+ * (tests/guests/test_exceptions.py does that on the core with a fake interrupt
  * source); single-step traps show the debug half.
  */
         .include "exc_common.inc"

@@ -1,7 +1,7 @@
 /*
  * gdb_serial.s -- prints through COM1 (polled 16550 at 0x3F8), no debugcon.
  *
- * tests/test_gdb_e2e.py runs it once without gdb and once under gdb,
+ * tests/e2e/test_gdb_e2e.py runs it once without gdb and once under gdb,
  * single-stepping through part of the printing loop: the serial files must
  * be byte-identical (a debugger that perturbs the guest shows up here).
  * LINES lines of "line NN value XXXXXXXX" where the value is a running

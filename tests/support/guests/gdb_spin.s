@@ -1,7 +1,7 @@
 /*
  * gdb_spin.s -- a guest that never ends: it counts in memory forever.
  *
- * For tests/test_gdb_e2e.py's Ctrl-C, detach/reattach and dropped-connection
+ * For tests/e2e/test_gdb_e2e.py's Ctrl-C, detach/reattach and dropped-connection
  * tests: `spin_count` only grows, so a test reading it across gdb sessions
  * sees whether the guest kept its state and kept running while nobody was
  * attached.  `never_run` is code the guest never reaches and `spin_unused`

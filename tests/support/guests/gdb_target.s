@@ -1,5 +1,5 @@
 /*
- * gdb_target.s -- the guest tests/test_gdb_e2e.py debugs with the real gdb.
+ * gdb_target.s -- the guest tests/e2e/test_gdb_e2e.py debugs with the real gdb.
  *
  * One straight-line program, paging on (identity map of 0..4 MiB with 4 KiB
  * pages, and one 4 MiB page at 0x40000000), made of

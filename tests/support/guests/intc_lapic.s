@@ -11,7 +11,7 @@
  * whatever the TPR, and on what the ESR reports.
  *
  * The checks that end in "sdm-..." follow the SDM where QEMU does not
- * (see tests/test_hw_intc.py, QEMU_DIFFERENCES).  The IA32_APIC_BASE
+ * (see tests/guests/test_hw_intc.py, QEMU_DIFFERENCES).  The IA32_APIC_BASE
  * global disable comes last: QEMU cannot enable the APIC again after it.
  */
         .include "lib.inc"

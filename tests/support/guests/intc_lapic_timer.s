@@ -8,7 +8,7 @@
  * initial count of 0 stops the timer; hlt sleeps until the next tick; a
  * tick while IF=0 stays pending (one IRR bit, so ticks coalesce).
  *
- * Lines "# name value" are measurements: tests/test_hw_intc.py compares them
+ * Lines "# name value" are measurements: tests/guests/test_hw_intc.py compares them
  * with QEMU run with -icount shift=3,sleep=off (one instruction = 8 ns, as
  * gdbemu's virtual clock), within the tolerances written there.
  */

@@ -1,6 +1,6 @@
 /*
  * Multiboot entry and the interrupt entry/exit path of the multitasking
- * kernel (tests/kernels/kernel.c).
+ * kernel (tests/support/kernels/kernel.c).
  *
  * Every vector enters through isr_common, which builds a `struct frame`
  * (kernel.h) on the current kernel stack: segment registers, pusha block,

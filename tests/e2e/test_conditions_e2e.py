@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from support import build
 
-from gdbemu.core import helpers
 from gdbemu.machine import Machine
 from gdbemu.rsp.stub import GdbStub
 from gdbemu.target import MachineTarget
@@ -36,7 +35,6 @@ COUNT = 200  # cond.s: loop_top iterations, %ecx = COUNT..1
 DP_COUNT = 10
 BENCH_COUNT = 20000
 GDB_ECX_EQ_7 = "260001162022071327"  # what gdb sends for `if $ecx == 7` (reg 1; ext 32; const8 7; equal; end)
-QEMU_FALSE_EVAL_US = 770.0  # QEMU's gdbstub: a false condition is a stop, a round trip to gdb and a resume
 
 
 @pytest.fixture(scope="module")
@@ -256,63 +254,42 @@ def test_watch_condition_syntax_errors(guest: Any, text: str, why: str) -> None:
     assert s.machine.watchpoints.conditions == {}
 
 
-# ---- the cost of a false condition --------------------------------------------------------------------
+# ---- a false condition: evaluated at every pass, never a stop ------------------------------------------
 
 
-def test_cost_of_a_false_condition(guest: Any) -> None:
-    """Three figures, printed: the compiled condition, the whole TB-prologue check, and per guest iteration."""
+def test_a_false_condition_is_evaluated_every_pass_and_never_stops(guest: Any) -> None:
+    """The compiled hook and the TB-prologue check say "no stop"; the bench loop runs through with the
+    condition evaluated once per iteration.  Their speed is measured by benchmarks/cond_bench.py (inproc)."""
     s = Session(guest)
     bench = s.sym["bench_top"]
     never = "2600011620" + "24deadbeef" + "1327"  # reg 1; ext 32; const32 0xdeadbeef; equal; end: never true
     assert s.packet(b"Z0,%x,1;" % bench + xpacket(never)) == b"OK"
     cpu = s.machine.cpu
-    hook = s.machine.breakpoints.conditions[bench]
-    n = 100_000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        hook(cpu)
-    hook_us = (time.perf_counter() - t0) / n * 1e6
-    check = helpers.bp_check  # what the TB prologue calls: H.bp_check(cpu, linear)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        check(cpu, bench)
-    check_us = (time.perf_counter() - t0) / n * 1e6
-
+    assert not s.machine.breakpoints.conditions[bench](cpu)
     # In the guest: the bench loop (decl %ecx; jnz bench_top) from the same state, with and
-    # without the breakpoint.  Without, its TB loops inside its own function; with, each
-    # iteration leaves it, re-enters through the exec loop and runs the prologue.
+    # without the breakpoint.
     assert s.packet(b"z0,%x,1" % bench) == b"OK"
     assert s.packet(b"Z0,%x,1" % bench) == b"OK"
     assert s.cont().startswith(b"T05") and s.eip == bench  # arrive at the loop
     assert s.packet(b"z0,%x,1" % bench) == b"OK"
     machine = s.machine
 
-    def timed(with_condition: bool) -> float:
+    def run_loop(with_condition: bool) -> None:
         if with_condition:
             s.packet(b"Z0,%x,1;" % bench + xpacket(never))
         else:
             s.packet(b"z0,%x,1" % bench)
         cpu.eip, cpu.regs[1] = bench, BENCH_COUNT
-        t = time.perf_counter()
         stop = machine.run(max_insns=2 * BENCH_COUNT - 2)
-        elapsed = time.perf_counter() - t
         assert stop.kind == "limit" and cpu.eip == bench and cpu.regs[1] == 1
-        return elapsed
 
     evals = s.target.agent.counters[bench][0]
-    cond = min(timed(True) for _ in range(3))
+    for _ in range(3):
+        run_loop(True)
     assert s.target.agent.counters[bench][0] - evals == 3 * (BENCH_COUNT - 1)
-    base = min(timed(False) for _ in range(3))
-    n = BENCH_COUNT - 1
-    with_us, without_us = cond / n * 1e6, base / n * 1e6
-    print(
-        f"\nfalse condition `$ecx == 0xdeadbeef`: compiled hook {hook_us:.2f} us, "
-        f"TB-prologue check (H.bp_check) {check_us:.2f} us; a guest loop iteration {with_us:.2f} us with the "
-        f"breakpoint vs {without_us:.2f} us without; QEMU+gdb ~{QEMU_FALSE_EVAL_US:.0f} us per false hit "
-        f"-> {QEMU_FALSE_EVAL_US / with_us:.0f}x"
-    )
-    assert check_us < QEMU_FALSE_EVAL_US / 100  # the issue's target: >= 100x faster than QEMU's round trip
-    assert with_us < QEMU_FALSE_EVAL_US / 100  # the whole iteration, breakpoint included
+    assert s.target.agent.counters[bench][1] == 0  # never true
+    run_loop(False)
+    assert s.target.agent.counters[bench][0] - evals == 3 * (BENCH_COUNT - 1)  # no breakpoint, no evaluation
 
 
 # ---- real gdb --------------------------------------------------------------------------------------------

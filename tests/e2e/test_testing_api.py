@@ -311,14 +311,12 @@ def test_conditional_breakpoint_and_cont_until(stray_kernel: Path) -> None:
 def test_timeout_interrupts_and_names_what_was_awaited(stray_kernel: Path) -> None:
     """A guest that never stops: cont raises after its timeout, and the session is still usable."""
     with Session.boot(stray_kernel, append="hang", memory=16) as s:
-        t0 = time.monotonic()
         with pytest.raises(
             SessionTimeout,
             match=r"timed out after 1 s waiting for the guest to stop after continue"
             r"; interrupted the guest: SIGINT at 0x[0-9a-f]+ in kmain",
         ) as info:
-            s.cont(timeout=1)
-        assert time.monotonic() - t0 < 10
+            s.cont(timeout=1)  # the message names the 1 s bound that fired (no wall-clock assert)
         assert "hanging as asked" in str(info.value)  # the serial tail is part of the message
         assert s.last_stop is not None and s.last_stop.signal == "SIGINT"
         assert "hang\nhanging as asked\n" in s.serial_output
@@ -352,10 +350,8 @@ def test_a_hung_gdb_is_killed_with_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "hung-gdb"
     fake.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 600\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    t0 = time.monotonic()
     with pytest.raises(SessionTimeout, match=r"timed out after 1\.5 s waiting for gdb to start"):
         Session.boot(kernel, gdb=fake, timeout=1.5)
-    assert time.monotonic() - t0 < 10
     assert_gone(int(pidfile.read_text()))
     assert processes_mentioning(str(kernel)) == []
 

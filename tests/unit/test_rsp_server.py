@@ -180,12 +180,9 @@ def test_session_qsupported_g_m_continue_ctrl_c(start: Callable[..., Running]) -
     assert target.slices == 0  # -S: nothing ran before the first continue
     c.send(b"vCont;c")
     wait_until(lambda: target.slices > 3)
-    t0 = time.perf_counter()
-    c.raw(b"\x03")
+    c.raw(b"\x03")  # how fast the stop comes is measured by benchmarks/gdb_bench.py (interrupt latency)
     reply = c.reply()
-    latency = time.perf_counter() - t0
     assert reply.startswith(b"T02thread:1;")
-    assert latency < 0.5, latency
     assert target.insns > 0
     # the expedited EIP is where the guest is now
     eip = int.from_bytes(bytes.fromhex(re.search(rb"08:([0-9a-f]{8});", reply).group(1).decode()), "little")

@@ -286,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 false evaluations instead of 20,000")
     parser.add_argument("--iterations", type=int, default=None, help="false evaluations before the true one")
-    parser.add_argument(
-        "--only", default="target,host,qemu,inproc", help="comma-separated: target, host, qemu, inproc"
-    )
+    parser.add_argument("--only", default="target,host,qemu,inproc", help="comma-separated: target, host, qemu, inproc")
     parser.add_argument("--no-qemu", action="store_true", help="skip QEMU")
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound of each run, seconds")
     parser.add_argument(

@@ -297,27 +297,27 @@ def test_a_false_condition_is_evaluated_every_pass_and_never_stops(guest: Any) -
 
 @pytest.fixture
 def gdb_session(guest: Any, tmp_path: Path) -> Iterator[tuple[Any, Any, dict[str, int], Path]]:
-    """gdbemu -S under real gdb with a remote log; yields (gdb, emulator, symbols, log path)."""
+    """gdbemu -S under real gdb with a remote log; yields (session, emulator, symbols, log path)."""
     pytest.importorskip("pygdbmi")
-    import gdbdrive
+    from gdbemu.testing import Emulator, GdbNotFoundError, Session, find_gdb
 
-    if gdbdrive.GDB is None:
+    try:
+        find_gdb()
+    except GdbNotFoundError:
         pytest.skip("gdb is not installed")
     elf, sym = guest
     log = tmp_path / "remote.log"
-    emu = gdbdrive.Emulator.gdbemu(elf)
-    gdb = gdbdrive.Gdb(elf)
+    emu = Emulator.gdbemu(elf, wait_ready=False)
     try:
-        gdb.console(f"set remotelogfile {log}")
-        gdb.connect(emu.address)
-        yield gdb, emu, sym, log
+        with Session.connect(emulator=emu, kernel=elf, gdb_setup=[f"set remotelogfile {log}"]) as s:
+            yield s, emu, sym, log
     finally:
-        gdb.close()
         emu.close()
 
 
-def stop_pc(stop: dict[str, Any]) -> int:
-    return int(stop["payload"]["frame"]["addr"], 16)
+def stop_pc(stop: Any) -> int:
+    assert stop.pc is not None, stop
+    return int(stop.pc)
 
 
 def wire(log: Path) -> str:
@@ -332,22 +332,22 @@ def bp_stops(log: Path) -> int:
 @pytest.mark.gdb
 def test_gdb_target_side_conditions(gdb_session: Any) -> None:
     gdb, emu, sym, log = gdb_session
-    gdb.console("set breakpoint condition-evaluation target")
-    gdb.console("break *store_insn if (int)counter > 40")
+    gdb.gdb_command("set breakpoint condition-evaluation target")
+    gdb.gdb_command("break *store_insn if (int)counter > 40")
     stop = gdb.cont()
     assert stop_pc(stop) == sym["store_insn"]
-    assert gdb.u32(sym["counter"]) == 42 and gdb.reg("ecx") == COUNT - 14
-    gdb.console("delete")
-    gdb.console("break *loop_top if $ecx == 7")
+    assert gdb.read_int(f"*(int *){sym['counter']:#x}") == 42 and gdb.read_int("(unsigned int)$ecx") == COUNT - 14
+    gdb.gdb_command("delete")
+    gdb.gdb_command("break *loop_top if $ecx == 7")
     stop = gdb.cont()
-    assert stop_pc(stop) == sym["loop_top"] and gdb.reg("ecx") == 7
-    assert gdb.u32(sym["counter"]) == 3 * (COUNT - 7)
-    assert "(target evals)" in gdb.console("info breakpoints")
-    info = gdb.console("monitor info conditions")
+    assert stop_pc(stop) == sym["loop_top"] and gdb.read_int("(unsigned int)$ecx") == 7
+    assert gdb.read_int(f"*(int *){sym['counter']:#x}") == 3 * (COUNT - 7)
+    assert "(target evals)" in gdb.gdb_command("info breakpoints")
+    info = gdb.gdb_command("monitor info conditions")
     # stopped at store_insn with %ecx = COUNT-14, so loop_top then sees COUNT-15 .. 7
     assert f"{sym['loop_top']:08x} sw" in info and f"{COUNT - 15 - 7 + 1} evaluations, 1 true, 0 errors" in info
-    gdb.console("delete")
-    gdb.console("break *finish")
+    gdb.gdb_command("delete")
+    gdb.gdb_command("break *finish")
     assert stop_pc(gdb.cont()) == sym["finish"]
     text = wire(log)
     assert "ConditionalBreakpoints+" in text
@@ -359,12 +359,12 @@ def test_gdb_target_side_conditions(gdb_session: Any) -> None:
 @pytest.mark.gdb
 def test_gdb_agent_dprintf(gdb_session: Any) -> None:
     gdb, emu, sym, log = gdb_session
-    gdb.console("set dprintf-style agent")
-    gdb.console('dprintf *dp_site,"i=%d s=%s c=%c\\n", $ebx, (char *)$esi, 65 + $ebx')
-    gdb.console("break *w1")
+    gdb.gdb_command("set dprintf-style agent")
+    gdb.gdb_command('dprintf *dp_site,"i=%d s=%s c=%c\\n", $ebx, (char *)$esi, 65 + $ebx')
+    gdb.gdb_command("break *w1")
     assert stop_pc(gdb.cont()) == sym["w1"]  # the first stop is after the dprintf loop
     want = "".join(f"i={i} s=hello c={chr(65 + i)}\n" for i in range(DP_COUNT))
-    assert gdb.console("monitor dprintf log") == want
+    assert gdb.gdb_command("monitor dprintf log") == want
     assert bp_stops(log) == 1
     text = wire(log)
     assert "BreakpointCommands+" in text and re.search(rf"Z0,{sym['dp_site']:x},1;cmds:1,X", text)
@@ -378,15 +378,15 @@ def test_gdb_agent_dprintf(gdb_session: Any) -> None:
 def test_gdb_watch_log_and_watch_condition(gdb_session: Any) -> None:
     gdb, emu, sym, log = gdb_session
     wvar = sym["wvar"]
-    gdb.console(f"watch *(int *){wvar:#x}")
-    gdb.console("monitor watch log on")
-    gdb.console(f'eval "monitor watch cond %p new == 8", (int *){wvar:#x}')
-    gdb.console("break *finish")
+    gdb.gdb_command(f"watch *(int *){wvar:#x}")
+    gdb.gdb_command("monitor watch log on")
+    gdb.gdb_command(f'eval "monitor watch cond %p new == 8", (int *){wvar:#x}')
+    gdb.gdb_command("break *finish")
     stop = gdb.cont()
-    assert stop["payload"]["reason"] == "watchpoint-trigger" and stop_pc(stop) == sym["after_w4"]
-    assert stop["payload"]["value"] == {"old": "17", "new": "8"}  # gdb's own view of the hit
+    assert stop.raw["reason"] == "watchpoint-trigger" and stop_pc(stop) == sym["after_w4"]
+    assert stop.raw["value"] == {"old": "17", "new": "8"}  # gdb's own view of the hit
     assert stop_pc(gdb.cont()) == sym["finish"]
-    doc = json.loads(gdb.console("monitor watch log json"))
+    doc = json.loads(gdb.gdb_command("monitor watch log json"))
     assert log_tuples(doc) == expected_wvar_log(sym, reads=False)
     assert [r["stopped"] for r in doc["records"]] == [False, False, False, True] + [False] * 5
     assert len(re.findall(r"^r .*\$T05[^#]*watch:", wire(log), re.M)) == 1

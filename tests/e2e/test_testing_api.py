@@ -210,6 +210,26 @@ def test_same_stops_every_run_and_over_stdio() -> None:
 
 @pytest.mark.gdb
 @needs_gdb
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 is not installed")
+def test_qemu_as_the_stub_through_the_same_api() -> None:
+    """``Session.qemu``: QEMU's stub, driven like gdbemu's, stops at the same watchpoint hits."""
+    kernel = ROOT / "gdbemu" / "demo" / "demo.elf"
+    traces = []
+    for start in (Session.boot, Session.qemu):
+        with start(kernel, timeout=60) as s:
+            s.watch("*(int *)&prime_count")
+            stops = [s.cont() for _ in range(3)]
+            traces.append([(st.reason, st.pc, st.function, st.old, st.new) for st in stops])
+            assert "Hardware watchpoint 1" in stops[0].console
+            version = s.mi("-gdb-version")  # any MI command, through the same session
+            assert version == {}  # -gdb-version prints on the console stream; its result has no fields
+        assert_gone(s.gdb_pid, s.gdbemu_pid)
+    assert traces[0] == traces[1]
+    assert traces[0][0][0] == "watchpoint" and traces[0][0][2] == "sieve"
+
+
+@pytest.mark.gdb
+@needs_gdb
 def test_errors_are_gdbs_words() -> None:
     with Session.boot() as s:
         with pytest.raises(GdbError, match="No symbol") as info:

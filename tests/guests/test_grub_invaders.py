@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -117,46 +115,23 @@ def screen_dump(rows: list[str]) -> str:
     return "\n".join(f"{i:2d}|{r}|" for i, r in enumerate(rows))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def qemu_frame(n: int, tmp_path: Path) -> bytes:
+def qemu_frame(n: int) -> bytes:
     """The text buffer when QEMU's game has drawn frame ``n``: QEMU's gdbstub stops at FRAME_DRAWN
-    for the n-th time and gdb dumps 0xB8000 (QEMU's monitor cannot stop at an instruction)."""
-    qemu, gdb = shutil.which("qemu-system-i386"), shutil.which("gdb")
-    if not qemu or not gdb:
-        pytest.skip("qemu-system-i386 and gdb are needed for the comparison with QEMU")
-    port = _free_port()
-    out = tmp_path / f"qemu-frame{n}.bin"
-    proc = subprocess.Popen(
-        [qemu, "-kernel", str(INVADERS), "-m", "32", "-display", "none", "-accel", "tcg", "-no-reboot", "-net", "none",
-         "-S", "-gdb", f"tcp:127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    for the n-th time and gdb reads 0xB8000 (QEMU's monitor cannot stop at an instruction)."""
+    from gdbemu.testing import GdbNotFoundError, Session, find_gdb
+
     try:
-        cmds = ["set architecture i386", f"target remote 127.0.0.1:{port}", f"break *{FRAME_DRAWN:#x}"]
-        if n > 1:
-            cmds.append(f"ignore 1 {n - 1}")
-        cmds += ["continue", f"dump binary memory {out} {TEXT_BASE:#x} {TEXT_BASE + FRAME_BYTES:#x}", "kill"]
-        args = [gdb, "-batch", "-nx"]
-        for c in cmds:
-            args += ["-ex", c]
-        for _ in range(50):  # QEMU opens its gdb socket a moment after starting
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        # (that probe connection is dropped by QEMU at once; gdb connects next)
-        proc_gdb = subprocess.run(args, capture_output=True, text=True, timeout=120)
-        assert out.exists(), f"gdb could not dump QEMU's screen:\n{proc_gdb.stdout}{proc_gdb.stderr}"
-        return out.read_bytes()
-    finally:
-        proc.kill()
-        proc.wait()
+        find_gdb()
+    except GdbNotFoundError:
+        pytest.skip("gdb is needed for the comparison with QEMU")
+    if not shutil.which("qemu-system-i386"):
+        pytest.skip("qemu-system-i386 is needed for the comparison with QEMU")
+    with Session.qemu(INVADERS, board="pc", timeout=120) as s:  # an a.out-kludge image: no symbols
+        s.break_at(f"*{FRAME_DRAWN:#x}")
+        for _ in range(n):
+            stop = s.cont()
+            assert stop.pc == FRAME_DRAWN, stop.describe()
+        return s.read_memory(TEXT_BASE, FRAME_BYTES)
 
 
 def rows_of(raw: bytes) -> list[str]:
@@ -184,7 +159,7 @@ def test_first_frames_are_qemus(tmp_path: Path, capsys) -> None:
     with capsys.disabled():
         print(f"\n[grub-invaders on gdbemu: 2 frames in {game.icount} instructions, {game.seconds:.1f} s wall]")
     for n, ours in ((1, first_raw), (2, second_raw)):
-        theirs = qemu_frame(n, tmp_path)
+        theirs = qemu_frame(n)
         assert rows_of(ours) == rows_of(theirs), f"frame {n}: the text differs from QEMU's"
         assert ours == theirs, f"frame {n}: the attributes differ from QEMU's"
 

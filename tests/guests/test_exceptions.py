@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GUEST_RAM, GuestRun
 from support import build
 from support.exc_compare import assert_matches_qemu, assert_passes_on_gdbemu, compare, failures
+from support.fixtures import GUEST_RAM, GuestRun
 
 # Checks per guest (the plan line "1..N"): a guest that silently loses checks fails.
 CHECKS = {"exc_vectors": 193, "exc_shadow": 12, "exc_iopl": 61, "exc_debug": 38}

@@ -22,8 +22,8 @@ import shutil
 from collections.abc import Callable
 
 import pytest
-from conftest import GuestRun
 from support import build
+from support.fixtures import GuestRun
 
 # Check names in transcript order, as the guests print them (verified on QEMU).
 EXPECTED: dict[str, tuple[str, ...]] = {

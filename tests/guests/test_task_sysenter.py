@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GuestRun
 from support.exc_compare import assert_matches_qemu, assert_passes_on_gdbemu
+from support.fixtures import GuestRun
 
 from gdbemu.core import helpers as H
 from gdbemu.core import interrupts

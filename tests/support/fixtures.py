@@ -1,4 +1,4 @@
-"""Shared fixtures: building guest programs and running them on the gdbemu core.
+"""Shared fixtures (re-exported by tests/conftest.py): building guest programs and running them on the core.
 
 Guests are assembled once per session (``as``/``ld`` are the only build
 dependency, and a missing toolchain is a skip with the reason, not an
@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import build
+
+from . import build
 
 # QEMU is started with -m 32 when the guests are validated; the core gets
 # the same RAM so a guest sees the same machine in both.

@@ -529,35 +529,18 @@ def test_real_gdb_session(start: Callable[..., Running]) -> None:
 @pytest.mark.gdb
 @needs_gdb
 def test_real_gdb_ctrl_c_through_pygdbmi(start: Callable[..., Running]) -> None:
-    """gdb's interrupt (0x03 on the wire) stops a running guest with SIGINT."""
-    pygdbmi = pytest.importorskip("pygdbmi.gdbcontroller")
+    """gdb's interrupt (0x03 on the wire) stops a running guest with SIGINT (gdb in async MI mode, driven
+    by gdbemu.testing's session: gdb keeps reading commands while the target runs)."""
+    pytest.importorskip("pygdbmi")
+    from gdbemu.testing import Session
+
     target = FakeTarget()
     r = start(target, wait_for_gdb=True)
     port = r.server.address[1]  # type: ignore[index]
-    gdb = pygdbmi.GdbController(command=[GDB, "-nx", "--interpreter=mi3"])
-    try:
-
-        def until(pred: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                for rec in gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False):
-                    if pred(rec):
-                        return rec
-            raise AssertionError("gdb did not answer in time")
-
-        # Async MI: gdb keeps reading commands while the target runs (sync MI would block on -exec-continue).
-        gdb.write("-gdb-set mi-async on", read_response=False)
-        until(lambda m: m.get("message") == "done")
-        gdb.write(f"-target-select remote 127.0.0.1:{port}", read_response=False)
-        until(lambda m: m.get("message") == "connected")
-        gdb.write("-exec-continue", read_response=False)
-        until(lambda m: m.get("message") == "running")
+    with Session.connect(f"127.0.0.1:{port}", gdb=GDB) as s:  # the demo kernel's symbols: unused here
+        s.cont_nowait()
         wait_until(lambda: target.slices > 3)
-        gdb.write("-exec-interrupt", read_response=False)
-        stopped = until(lambda m: m.get("message") == "stopped")
-        assert stopped["payload"].get("signal-name") == "SIGINT", stopped
-        gdb.write("-target-detach", read_response=False)
-        until(lambda m: m.get("message") == "done" or "detached" in str(m.get("payload", "")))
-    finally:
-        gdb.exit()
+        stopped = s.interrupt(timeout=10)
+        assert stopped.signal == "SIGINT", stopped.raw
+        s.detach()
     wait_until(lambda: target.detached == 1)

@@ -1,4 +1,4 @@
-"""Shared fixtures (re-exported by tests/conftest.py): building guest programs and running them on the core.
+"""Shared fixtures (a plugin: pyproject.toml's addopts load it): building guest programs and running them.
 
 Guests are assembled once per session (``as``/``ld`` are the only build
 dependency, and a missing toolchain is a skip with the reason, not an

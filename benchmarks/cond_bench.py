@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A conditional breakpoint on a hot loop: false N times (20,000 by default), then true.
 
-Usage: python benchmarks/cond_bench.py [--quick] [--iterations N] [--only target,host,qemu] [--no-qemu]
+Usage: python benchmarks/cond_bench.py [--quick] [--iterations N] [--only target,host,qemu,inproc] [--no-qemu]
 
 Every configuration is driven the same way, through gdbemu.testing's
 session API (gdb 13 over MI through pygdbmi): ``break *loop_body if
@@ -15,6 +15,13 @@ timed from the ``-exec-continue`` until gdb reports the stop:
       gdb evaluates and resumes -- N round trips of g/m/z/Z/vCont packets;
   (c) qemu-system-i386 -accel tcg -S (when installed), host-side: QEMU's
       stub has no target-side conditions.
+
+  (inproc) no gdb at all: the stub and the Machine in this process, on the
+      guest tests/support/guests/cond.s: the compiled condition alone, the
+      TB-prologue check (``H.bp_check``) alone, and one iteration of the
+      guest's bench loop with and without the conditional breakpoint
+      (these figures were asserted by tests/e2e/test_conditions_e2e.py once;
+      the test now checks only what the condition does).
 
 The per-evaluation figure is the total divided by the N+1 hits.  The target
 of the target-side work: (a) at least 100x faster than (c).  These are
@@ -35,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from gdbemu.testing import BuildError, Session, SessionError, build_kernel, find_gdb  # noqa: E402
 
@@ -203,6 +211,65 @@ def run_qemu(guest: Path, iterations: int, timeout: float) -> Result:
         return Result(name, seconds, iterations, fixed)
 
 
+def in_process_costs(out_dir: Path, n: int = 100_000, bench_count: int = 20_000) -> str:
+    """The cost of a false condition inside gdbemu (no gdb): one report line."""
+    from support import build as builder
+
+    from gdbemu.core import helpers
+    from gdbemu.debug.target import MachineTarget
+    from gdbemu.machine import Machine
+    from gdbemu.rsp.stub import GdbStub
+
+    elf = builder.build_guest("cond", out_dir)
+    bench = builder.symbols(elf)["bench_top"]
+    machine = Machine(ram_size=32 << 20)
+    machine.load_elf(str(elf))
+    target = MachineTarget(machine)
+    stub = GdbStub(target)
+
+    def packet(payload: bytes) -> bytes:
+        return b"".join(stub.handle_packet(payload).packets)
+
+    never = "2600011620" + "24deadbeef" + "1327"  # reg 1; ext 32; const32 0xdeadbeef; equal; end: never true
+    xnever = b"X%x,%s" % (len(never) // 2, never.encode())
+    packet(b"qSupported:swbreak+;hwbreak+")
+    packet(b"Z0,%x,1;" % bench + xnever)
+    cpu = machine.cpu
+    hook = machine.breakpoints.conditions[bench]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        hook(cpu)
+    hook_us = (time.perf_counter() - t0) / n * 1e6
+    check = helpers.bp_check  # what the TB prologue calls: H.bp_check(cpu, linear)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        check(cpu, bench)
+    check_us = (time.perf_counter() - t0) / n * 1e6
+    # arrive at the loop with an unconditional breakpoint, then time the loop with and without the condition
+    packet(b"z0,%x,1" % bench)
+    packet(b"Z0,%x,1" % bench)
+    packet(b"c")
+    while target.run_slice(100_000) is None:
+        pass
+    packet(b"z0,%x,1" % bench)
+
+    def timed(with_condition: bool) -> float:
+        packet(b"Z0,%x,1;" % bench + xnever if with_condition else b"z0,%x,1" % bench)
+        cpu.eip, cpu.regs[1] = bench, bench_count
+        t = time.perf_counter()
+        machine.run(max_insns=2 * bench_count - 2)
+        return time.perf_counter() - t
+
+    iters = bench_count - 1
+    with_us = min(timed(True) for _ in range(3)) / iters * 1e6
+    without_us = min(timed(False) for _ in range(3)) / iters * 1e6
+    return (
+        f"false condition `$ecx == 0xdeadbeef`, in process: compiled hook {hook_us:.2f} us, "
+        f"TB-prologue check (H.bp_check) {check_us:.2f} us; a guest loop iteration {with_us:.2f} us with the "
+        f"breakpoint vs {without_us:.2f} us without"
+    )
+
+
 def fmt_seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -219,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 false evaluations instead of 20,000")
     parser.add_argument("--iterations", type=int, default=None, help="false evaluations before the true one")
-    parser.add_argument("--only", default="target,host,qemu", help="comma-separated: target, host, qemu")
+    parser.add_argument("--only", default="target,host,qemu,inproc", help="comma-separated: target, host, qemu, inproc")
     parser.add_argument("--no-qemu", action="store_true", help="skip QEMU")
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound of each run, seconds")
     parser.add_argument(
@@ -241,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     version = subprocess.run([gdb, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
     results: list[Result] = []
+    inproc = None
     with tempfile.TemporaryDirectory(prefix="cond-bench-") as tmp:
+        if "inproc" in wanted:
+            print("running: inproc ...", file=sys.stderr, flush=True)
+            inproc = in_process_costs(Path(tmp) / "inproc")
         try:
             guest = build_guest(Path(tmp))
         except BuildError as exc:
@@ -280,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         f"per false eval = (total - 1st-hit stop) / {iterations:,}; 'vs QEMU': this run's QEMU figure; "
         f"'vs ref': QEMU at {args.qemu_reference_ms} ms per false evaluation (measured earlier, quiet machine)"
     )
+    if inproc:
+        print(inproc)
     return 0
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The debugger's costs: gdbemu against QEMU, both driven by the real gdb through pygdbmi.
 
-Usage: python benchmarks/gdb_bench.py [--quick] [--no-qemu] [--only trips|watchpoints] [--profile]
+Usage: python benchmarks/gdb_bench.py [--quick] [--no-qemu] [--only trips|watchpoints|latency] [--profile]
 
-Two measurements, on the guest tests/guests/gdb_bench.s, for gdbemu
-(``python -m gdbemu.cli -gdb tcp::0 -S``) and, when installed, for
+Three measurements, on the guest tests/support/guests/gdb_bench.s (the
+third on gdb_spin.s), for gdbemu (``python -m gdbemu.cli -gdb tcp::0 -S``)
+and, when installed, for
 ``qemu-system-i386 -accel tcg -S -gdb tcp:...`` in the same run:
 
 1. Round trips, the time a user waits: a ``continue`` to a breakpoint hit
@@ -31,6 +32,12 @@ Two measurements, on the guest tests/guests/gdb_bench.s, for gdbemu
    spread of the pairs is shown: it is the noise floor.  For gdbemu the
    slow-path counters of one batch (``monitor stats``: TLB fills, watchpoint
    checks ...) are shown for each k too; they do not depend on load.
+3. Ctrl-C latency: from gdb's ``-exec-interrupt`` to its ``*stopped``, for a
+   guest spinning in a hot loop and for a halted CPU (the tests check that
+   an interrupt stops the guest; this is how fast).
+
+Everything is driven through :mod:`gdbemu.testing` (``Emulator`` starts
+the stubs, ``Session.connect`` attaches gdb).
 
 Targets (issue 4): gdbemu's per-hit and per-step times no worse than
 QEMU's, and at most 2% slowdown even with 1,000 unrelated watchpoints.
@@ -48,6 +55,7 @@ import dataclasses
 import os
 import pstats
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -60,8 +68,15 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import guest_build  # noqa: E402  (tests/ is not a package; the path is set up above)
-from gdbdrive import GDB, QEMU, Emulator, Gdb, mi_quote  # noqa: E402
+from support import build as builder  # noqa: E402  (tests/support, imported from tests/ as set up above)
+
+from gdbemu.testing import Emulator, GdbNotFoundError, Session, find_gdb  # noqa: E402
+
+try:
+    GDB: str | None = find_gdb()
+except GdbNotFoundError:
+    GDB = None
+QEMU = shutil.which("qemu-system-i386")
 
 WATCH_BASE = 0x220000  # linear, identity-mapped by lib.inc, never accessed by the loop
 WATCH_STRIDE = 0x400  # four watchpoints per page: 1,000 of them on 250 pages
@@ -139,7 +154,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_to(g: Gdb, where: str) -> None:
+def mi_quote(text: str) -> str:
+    """A C string for an MI argument."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_to(g: Session, where: str) -> None:
     """Continue to a temporary breakpoint at symbol ``where``.
 
     Both emulators attach at -S before the guest runs, but QEMU's multiboot
@@ -147,10 +167,10 @@ def run_to(g: Gdb, where: str) -> None:
     gdb at attach time would be overwritten.  So the benchmark first runs to
     a point after loading (``paging_ready``) and writes its variables there.
     """
-    g.cmd(f"-break-insert -t *{where}")
-    stop = g.cont(f"the temporary breakpoint at {where}")
-    if stop["payload"].get("reason") != "breakpoint-hit":
-        raise RuntimeError(f"expected to stop at {where}: {stop['payload']}")
+    g.break_at(f"*{where}", temporary=True)
+    stop = g.cont()
+    if stop.raw.get("reason") != "breakpoint-hit":
+        raise RuntimeError(f"expected to stop at {where}: {dict(stop.raw)}")
 
 
 def start(which: str, elf: Path, python_args: tuple[str, ...] = ()) -> Emulator:
@@ -159,8 +179,13 @@ def start(which: str, elf: Path, python_args: tuple[str, ...] = ()) -> Emulator:
     return Emulator.qemu(elf)
 
 
-def set_u32(g: Gdb, addr: int, value: int) -> None:
-    g.console(f"set var *(unsigned int *){addr:#x} = {value}")
+def attach(emu: Emulator, elf: Path, timeout: float = 30.0) -> Session:
+    """gdb attached to ``emu`` (which the caller closes)."""
+    return Session.connect(emulator=emu, kernel=elf, own_emulator=False, timeout=timeout)
+
+
+def set_u32(g: Session, addr: int, value: int) -> None:
+    g.gdb_command(f"set var *(unsigned int *){addr:#x} = {value}")
 
 
 # ---- 1. round trips ----------------------------------------------------------------------------------------
@@ -172,7 +197,7 @@ class Trips:
     def __init__(self, which: str, elf: Path, python_args: tuple[str, ...] = ()) -> None:
         self.which = which
         self.emu = start(which, elf, python_args)
-        self.g = Gdb(elf)
+        self.g = attach(self.emu, elf)
         self.times: dict[str, list[float]] = {}  # op -> wall seconds of each round trip
         self.cpu: dict[str, list[float]] = {}  # op -> [emulator CPU, gdb CPU] seconds, summed
 
@@ -184,18 +209,18 @@ class Trips:
 
         def cont() -> object:
             stop = g.cont()
-            if stop["payload"].get("reason") != reason:
-                raise RuntimeError(f"{self.which}: expected a {reason} stop, got {stop['payload']}")
+            if stop.raw.get("reason") != reason:
+                raise RuntimeError(f"{self.which}: expected a {reason} stop, got {dict(stop.raw)}")
             return stop
 
         return cont
 
     def once(self, name: str, op: Callable[[], object]) -> None:
-        e0, g0 = cpu_seconds(self.emu.proc.pid), cpu_seconds(self.g.proc.pid)
+        e0, g0 = cpu_seconds(self.emu.pid), cpu_seconds(self.g.gdb_pid or 0)
         t0 = time.perf_counter()
         op()
         wall = time.perf_counter() - t0
-        e1, g1 = cpu_seconds(self.emu.proc.pid), cpu_seconds(self.g.proc.pid)
+        e1, g1 = cpu_seconds(self.emu.pid), cpu_seconds(self.g.gdb_pid or 0)
         self.times.setdefault(name, []).append(wall)
         cpu = self.cpu.setdefault(name, [0.0, 0.0])
         cpu[0] += (e1 - e0) if e0 is not None and e1 is not None else float("nan")
@@ -232,7 +257,6 @@ def round_trips(
         for name in which:
             sessions.append(Trips(name, elf, python_args))
         for t in sessions:
-            t.g.connect(t.emu.address or "")
             run_to(t.g, "paging_ready")
             set_u32(t.g, sym["hit_iters"], 0x7FFFFFFF)
         hit_var = f"*(int *){sym['hit_var']:#x}"
@@ -244,7 +268,7 @@ def round_trips(
             ops = []
             for t in sessions:
                 if setup:
-                    t.g.cmd(setup)
+                    t.g.mi(setup)
                 op = t.op(name)
                 for _ in range(s.warmup):
                     op()
@@ -254,10 +278,10 @@ def round_trips(
                     t.once(name, op)
             for t in sessions:
                 results[t.which].trips[name] = t.result(name)
-                t.g.cmd("-break-delete")
+                t.g.delete()
         if python_args:  # profiling: end gdbemu through gdb so cProfile writes its file
             for t in sessions:
-                t.g.console("kill")
+                t.g.gdb_command("kill")
                 t.emu.wait(30)
     finally:
         for t in sessions:
@@ -270,8 +294,8 @@ def round_trips(
 SLOW_PATH = ("slow_hits", "misses", "fills", "watch_checks", "flush_page", "tb_built")
 
 
-def _stats(g: Gdb) -> dict[str, int]:
-    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", g.console("monitor stats"), re.M)}
+def _stats(g: Session) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", g.gdb_command("monitor stats"), re.M)}
 
 
 def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Settings, res: Results) -> None:
@@ -285,24 +309,23 @@ def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Setting
     measures the other processes.  For gdbemu the slow-path counters of a
     batch (``monitor stats``) are compared too: they do not depend on load.
     """
-    with start(which, elf) as emu, Gdb(elf, timeout=300) as g:
-        g.connect(emu.address or "")
-        g.console("set breakpoint always-inserted on")
-        g.console("set can-use-hw-watchpoints 1")
+    with start(which, elf) as emu, attach(emu, elf, timeout=300) as g:
+        g.gdb_command("set breakpoint always-inserted on")
+        g.gdb_command("set can-use-hw-watchpoints 1")
         run_to(g, "paging_ready")
         set_u32(g, sym["hit_iters"], 1)
         set_u32(g, sym["batch_limit"], 0x7FFFFFFF)
-        bp = int(g.cmd("-break-insert *batch_done")["payload"]["bkpt"]["number"])
-        pid = emu.proc.pid
+        bp = g.break_at("*batch_done")
+        pid = emu.pid
 
         def batch(n: int) -> tuple[float, float]:
             """(emulator CPU seconds, wall seconds) of one batch of n iterations, resume to stop."""
             set_u32(g, sym["batch_iters"], n)
             c0, t0 = cpu_seconds(pid), time.perf_counter()
-            stop = g.cont(f"the end of a batch of {n}", timeout=600)
+            stop = g.cont(timeout=600)
             wall, c1 = time.perf_counter() - t0, cpu_seconds(pid)
-            if stop["payload"].get("reason") != "breakpoint-hit":
-                raise RuntimeError(f"{which}: a batch ended with {stop['payload']}")
+            if stop.raw.get("reason") != "breakpoint-hit":
+                raise RuntimeError(f"{which}: a batch ended with {dict(stop.raw)}")
             return (c1 - c0 if c0 is not None and c1 is not None else wall), wall
 
         batch(1)  # translation and TLB warm-up
@@ -323,24 +346,24 @@ def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Setting
         def counters(k: int) -> None:
             """gdbemu: slow-path events in one batch of N, with the first k enabled (k=0: none)."""
             if k:
-                g.console(f"enable {bp + 1}-{bp + k}")
+                g.gdb_command(f"enable {bp + 1}-{bp + k}")
             before = _stats(g)
             batch(n)
             after = _stats(g)
             if k:
-                g.console(f"disable {bp + 1}-{bp + k}")
+                g.gdb_command(f"disable {bp + 1}-{bp + k}")
             res.counters[k] = {key: after.get(key, 0) - before.get(key, 0) for key in SLOW_PATH}
 
         t0 = time.perf_counter()
         for i in range(WATCH_COUNTS[-1]):
             expr = f"*(int *){WATCH_BASE + WATCH_STRIDE * i:#x}"
-            g.cmd(f"-break-watch {mi_quote(expr)}")
+            g.mi(f"-break-watch {mi_quote(expr)}")
             if i + 1 in WATCH_COUNTS:
                 res.insert_seconds[i + 1] = time.perf_counter() - t0
         last = bp + WATCH_COUNTS[-1]
-        g.console(f"disable {bp + 1}-{last}")
+        g.gdb_command(f"disable {bp + 1}-{last}")
         if which == "gdbemu":
-            listed = g.console("monitor info watchpoints")
+            listed = g.gdb_command("monitor info watchpoints")
             if "no watchpoints" not in listed:
                 res.errors.append(f"disabled watchpoints still inserted: {listed.splitlines()[0]}")
             counters(0)
@@ -348,9 +371,9 @@ def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Setting
             with_k: list[tuple[float, float]] = []
             without: list[tuple[float, float]] = []
             for _ in range(s.repeats):
-                g.console(f"enable {bp + 1}-{bp + k}")
+                g.gdb_command(f"enable {bp + 1}-{bp + k}")
                 with_k.append(per_iteration())
-                g.console(f"disable {bp + 1}-{bp + k}")
+                g.gdb_command(f"disable {bp + 1}-{bp + k}")
                 without.append(per_iteration())
             res.samples[k] = [(a[0] / b[0] - 1) * 100 for a, b in zip(with_k, without, strict=True)]
             res.per_iter[k] = statistics.median(c for c, _ in with_k)
@@ -365,13 +388,38 @@ def unrelated_watchpoints(which: str, elf: Path, sym: dict[str, int], s: Setting
                 file=sys.stderr,
             )
         if which == "gdbemu":
-            g.console(f"enable {bp + 1}-{last}")
-            listed = g.console("monitor info watchpoints")
+            g.gdb_command(f"enable {bp + 1}-{last}")
+            listed = g.gdb_command("monitor info watchpoints")
             if not listed.startswith(f"{WATCH_COUNTS[-1]} watchpoints"):
                 res.errors.append(f"expected {WATCH_COUNTS[-1]} watchpoints inserted: {listed.splitlines()[0]}")
 
 
-# ---- 3. profile ----------------------------------------------------------------------------------------------
+# ---- 3. interrupt latency ------------------------------------------------------------------------------------
+
+
+def interrupt_latency(which: str, elf: Path, n: int) -> list[float]:
+    """Seconds from gdb's ``-exec-interrupt`` (0x03 on the wire) to its ``*stopped``, for a guest spinning
+    in a hot loop (gdb_spin.s), n times; the last one with the CPU halted (``cli; hlt``).
+
+    tests/e2e/test_gdb_e2e.py and tests/unit/test_rsp_server.py check that Ctrl-C stops the guest;
+    how fast it does is this figure.
+    """
+    out = []
+    with start(which, elf) as emu, attach(emu, elf) as g:
+        for i in range(n):
+            if i == n - 1:
+                g.gdb_command("set var $pc = halt_forever")
+            g.cont_nowait()
+            time.sleep(0.15)
+            t0 = time.perf_counter()
+            stop = g.interrupt(timeout=30)
+            out.append(time.perf_counter() - t0)
+            if stop.signal != "SIGINT":
+                raise RuntimeError(f"{which}: expected a SIGINT stop, got {dict(stop.raw)}")
+    return out
+
+
+# ---- 4. profile ----------------------------------------------------------------------------------------------
 
 
 def profile(elf: Path, sym: dict[str, int], s: Settings, out: Path) -> None:
@@ -404,9 +452,8 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
     """gdb's packets for one break hit, one watch hit and one step, replayed in-process on the stub.
 
     No sockets, no gdb: what the emulator itself spends per packet (median
-    microseconds), plus the TB translations and breakpoint invalidations
-    behind them, counted by wrapping ``Translator.translate`` and
-    ``Breakpoints.invalidate_linear``.  The sequences are the ones gdb 13
+    microseconds), plus the TB translations and invalidations behind them,
+    from the machine's own counters (``m.stats()``, as ``monitor stats``).  The sequences are the ones gdb 13
     sends (``set debug remote 1``): a continue from a breakpoint steps over
     it with the breakpoint removed, reinserts it, continues, and removes it
     again at the stop; a watchpoint is re-read and reinserted at each resume.
@@ -423,21 +470,7 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
     stub = GdbStub(target)
     stub.handle_packet(b"qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+;xmlRegisters=i386")
     times: dict[str, list[float]] = {}
-    work = {"translate": [0.0, 0], "invalidate_linear": [0.0, 0]}
-
-    def timed_wrapper(fn, key):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                work[key][0] += time.perf_counter() - t0
-                work[key][1] += 1
-
-        return wrapper
-
-    m.translator.translate = timed_wrapper(m.translator.translate, "translate")
-    m.breakpoints.invalidate_linear = timed_wrapper(m.breakpoints.invalidate_linear, "invalidate_linear")
+    counted = ("tb_built", "tb_invalidated")  # m.stats() counters behind the packets (monitor stats)
 
     def packet(payload: bytes, label: str | None = None) -> None:
         t0 = time.perf_counter()
@@ -486,8 +519,7 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
     print(f"\n== gdbemu in-process, per packet (stub + MachineTarget, no sockets): median us over {n} cycles ==")
     for name, seq in cycles.items():
         times.clear()
-        for w in work.values():
-            w[:] = [0.0, 0]
+        before = m.stats()
         for _ in range(n):
             for payload, label in seq:
                 packet(payload, f"{name}: {label}")
@@ -496,7 +528,8 @@ def breakdown(elf: Path, sym: dict[str, int], n: int) -> None:
             med = statistics.median(ts) * 1e6
             total += med * sum(1 for _, lab in seq if f"{name}: {lab}" == label)
             print(f"  {label:34}{med:8.1f}")
-        extra = "; ".join(f"{key}: {c / n:.1f} calls, {t / n * 1e6:.1f} us per {name}" for key, (t, c) in work.items())
+        after = m.stats()
+        extra = "; ".join(f"{key}: {(after[key] - before[key]) / n:.1f} per {name}" for key in counted)
         print(f"  {name + ' in all':34}{total:8.1f}   ({extra})")
 
 
@@ -592,21 +625,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-qemu", action="store_true", help="skip QEMU even if it is installed")
     ap.add_argument("--profile", action="store_true", help="also profile gdbemu's round trips with cProfile")
     ap.add_argument("--profile-out", default="gdbemu-gdb-bench.prof", help="where --profile keeps the profile")
-    ap.add_argument("--only", choices=("trips", "watchpoints"), help="run one of the two measurements")
+    ap.add_argument("--only", choices=("trips", "watchpoints", "latency"), help="run one of the measurements")
     args = ap.parse_args(argv)
     if GDB is None:
         print("gdb is not installed", file=sys.stderr)
         return 2
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        builder.toolchain()
+    except builder.ToolchainMissingError as exc:
         print(f"cannot build the benchmark guest: {exc}", file=sys.stderr)
         return 2
     s = QUICK if args.quick else FULL
     which = ["gdbemu"] + ([] if args.no_qemu or QEMU is None else ["qemu"])
     with tempfile.TemporaryDirectory(prefix="gdbemu-gdb-bench-") as tmp:
-        elf = guest_build.build("gdb_bench", Path(tmp))
-        sym = guest_build.symbols(elf)
+        elf = builder.build_guest("gdb_bench", Path(tmp))
+        sym = builder.symbols(elf)
         results = {name: Results(name) for name in which}
         if args.only in (None, "trips"):
             print(f"round trips on {' and '.join(which)} ...", file=sys.stderr, flush=True)
@@ -621,6 +654,19 @@ def main(argv: list[str] | None = None) -> int:
                     unrelated_watchpoints(name, elf, sym, s, results[name])
                 except Exception as exc:
                     results[name].errors.append(f"watchpoints: {type(exc).__name__}: {str(exc)[:2000]}")
+        if args.only in (None, "latency"):
+            spin = builder.build_guest("gdb_spin", Path(tmp))
+            for name in which:
+                print(f"{name}: interrupt latency ...", file=sys.stderr, flush=True)
+                try:
+                    lat = [x * 1e3 for x in interrupt_latency(name, spin, 5 if args.quick else 20)]
+                    print(
+                        f"\n== {name}: Ctrl-C latency (-exec-interrupt -> *stopped), ms: median "
+                        f"{statistics.median(lat[:-1]):.1f}, max {max(lat[:-1]):.1f} over {len(lat) - 1} "
+                        f"interrupts of a running guest; a halted CPU: {lat[-1]:.1f} =="
+                    )
+                except Exception as exc:
+                    results[name].errors.append(f"latency: {type(exc).__name__}: {str(exc)[:2000]}")
         if "qemu" not in which:
             why = "--no-qemu" if args.no_qemu else "qemu-system-i386 not on PATH"
             print(f"(QEMU comparison skipped: {why})")

@@ -4,7 +4,7 @@
 Usage: python benchmarks/run.py [--quick] [--only NAME ...] [--no-qemu]
 
 Three workloads (sources beside this file, built here with as/ld and
-tests/guests/lib.inc): a register-only loop, a memory loop with paging on,
+tests/support/guests/lib.inc): a register-only loop, a memory loop with paging on,
 and a self-modifying loop. Each runs on gdbemu for a fixed instruction count
 (after a warm-up run that covers the guest's setup and the first
 translations, so the figure is the steady state), and guest MIPS is
@@ -36,7 +36,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import guest_build  # noqa: E402  (tests/ is not a package; the path is set up above)
+from support import build as builder  # noqa: E402  (tests/support, imported from tests/ as set up above)
 
 WARMUP_INSNS = 300_000  # more than any workload's setup (page tables, GDT, IDT)
 
@@ -76,7 +76,7 @@ class Result:
 
 def build(w: Workload, out_dir: Path, iters: int) -> Path:
     """Build a workload with ITERS=iters (0 = 2^32, i.e. run until stopped)."""
-    return guest_build.build(HERE / w.source, out_dir, defsyms={"ITERS": iters}, name=f"{w.source[:-2]}_{iters}")
+    return builder.build_guest(HERE / w.source, out_dir, defsyms={"ITERS": iters}, name=f"{w.source[:-2]}_{iters}")
 
 
 def run_gdbemu(w: Workload, out_dir: Path, insns: int) -> Result:
@@ -115,7 +115,7 @@ def run_gdbemu(w: Workload, out_dir: Path, insns: int) -> Result:
 def _qemu_wall(elf: Path) -> float:
     """Wall seconds of one QEMU boot-run-exit of a guest; raises if the guest's checks failed."""
     t0 = time.perf_counter()
-    status, out = guest_build.run_qemu(elf, timeout=600)
+    status, out = builder.run_qemu(elf, timeout=600)
     seconds = time.perf_counter() - t0
     if status != 1:
         raise RuntimeError(f"guest exited with status {status}: {out.decode('latin-1')[-200:]!r}")
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-qemu", action="store_true", help="skip QEMU even if it is installed")
     args = ap.parse_args(argv)
     try:
-        guest_build.toolchain()
-    except guest_build.ToolchainMissingError as exc:
+        builder.toolchain()
+    except builder.ToolchainMissingError as exc:
         print(f"cannot build the benchmark guests: {exc}", file=sys.stderr)
         return 2
     qemu = not args.no_qemu and shutil.which("qemu-system-i386") is not None

@@ -54,6 +54,17 @@ the kernel (``PR_SET_PDEATHSIG``) to kill it if the test process dies, and gdb
 exits when its stdin (our pipe) closes, so not even a killed pytest leaves
 processes behind.
 
+Stubs started by the test itself: :class:`Emulator` runs a gdbemu with a
+command line of the test's own (``Emulator.gdbemu(kernel, "-gdb",
+"unix:PATH")``), or QEMU (``Emulator.qemu``: the reference stub, for
+comparisons), and :meth:`Session.connect` attaches gdb to it -- owning it, or
+not (``own_emulator=False``: the stub outlives the session, to test detach
+and re-attach).  For what the typed methods do not cover, :meth:`Session.mi`
+sends any MI command, :meth:`Session.cont_nowait` / :meth:`Session.interrupt`
+/ :meth:`Session.wait_stop` drive a running guest, and :attr:`Session.log_output`
+holds gdb's log stream (``set debug remote 1``).  tests/ and benchmarks/ use
+this module as their only gdb driver.
+
 Target-side features are used when this gdbemu has them: gdb evaluates
 breakpoint conditions in the stub by itself when the stub advertises
 ``ConditionalBreakpoints`` (gdb's default ``condition-evaluation auto``);
@@ -74,6 +85,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,6 +100,7 @@ from pygdbmi.IoManager import IoManager
 
 __all__ = [
     "BuildError",
+    "Emulator",
     "Frame",
     "GdbError",
     "GdbNotFoundError",
@@ -192,8 +205,10 @@ class Stop:
     Values (``old``, ``new``, ``value``, ``return_value``) are gdb's text, as
     ``print`` shows them ("303", "0x0", "{a = 1}"): a test compares what a
     person would read.  ``address`` is the watched location (``&expr``, as
-    gdb inserted the watchpoint), for watchpoint stops.  ``raw`` is gdb's MI
-    payload for anything not parsed here.
+    gdb inserted the watchpoint), for watchpoint stops.  ``console`` is what
+    gdb printed between the resume and the stop ("Hardware watchpoint 2: ...
+    Old value = 1 New value = 2"), as a person at the prompt reads it.
+    ``raw`` is gdb's MI payload for anything not parsed here.
     """
 
     reason: StopReason
@@ -212,6 +227,7 @@ class Stop:
     signal: str | None = None
     exit_code: int | None = None
     return_value: str | None = None  # finish: the value returned
+    console: str = dataclasses.field(default="", compare=False, repr=False)  # what gdb printed about the stop
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -486,6 +502,258 @@ def _first_hex(text: str) -> int | None:
     return int(m.group(0), 16) if m else None
 
 
+# ---- a stub process the test starts itself ---------------------------------------------------------
+_READY = re.compile(r"(?:waiting|listening) for gdb on (?P<addr>\S+) \(")
+
+
+class Emulator:
+    """An emulator process with a GDB stub listening (gdbemu or QEMU), for :meth:`Session.connect`.
+
+    :meth:`Session.boot` starts and owns its gdbemu; an ``Emulator`` is for
+    what that does not cover: a stub that outlives several gdb sessions
+    (detach and re-attach), a command line of the test's own (``-gdb
+    unix:PATH``, no ``-gdb`` at all), QEMU as the reference stub
+    (``Session.connect(emulator=Emulator.qemu(elf))``), or a profiler around
+    gdbemu.  Start one with :meth:`gdbemu` or :meth:`qemu`; end it with
+    :meth:`close` (or a ``with`` block, or the finalizer): its process group
+    is killed and reaped.  Its stdout and stderr go to files in a temporary
+    directory (no pipe can fill up), readable while it runs.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        ready: bool,
+        timeout: float = DEFAULT_TIMEOUT,
+        what: str = "the emulator",
+        env: Mapping[str, str] | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Start ``argv`` now.  ``ready``: it prints gdbemu's "waiting for gdb on ADDR (" line
+        (:meth:`wait_ready` waits for it); else ``address`` is where it will listen."""
+        self.argv = list(argv)
+        self.what = what
+        self.timeout = float(timeout)
+        self.address: str | None = None if ready else address
+        self._ready = ready
+        self._dir = Path(tempfile.mkdtemp(prefix="gdbemu-emulator-"))
+        self._stdout_path = self._dir / "stdout"
+        self._stderr_path = self._dir / "stderr"
+        self._reaper = _Reaper()
+        self._finalizer = weakref.finalize(self, _finalize, self._reaper, self._dir, False)
+        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,  # a Ctrl-C meant for gdb or pytest does not reach it
+            )
+        self._reaper.procs.append(self.process)
+
+    @classmethod
+    def gdbemu(
+        cls,
+        kernel: str | os.PathLike[str] | None,
+        *args: str,
+        gdb: str | None = "tcp:127.0.0.1:0",
+        wait: bool = True,
+        serial: str = "null",
+        debugcon: str = "null",
+        timeout: float = DEFAULT_TIMEOUT,
+        python_args: Sequence[str] = (),
+        wait_ready: bool = True,
+    ) -> Emulator:
+        """``gdbemu -kernel KERNEL -gdb GDB -S -display none -serial SERIAL -debugcon DEBUGCON ARGS...``.
+
+        ``gdb``: the ``-gdb`` endpoint (port 0: a free port, read back from
+        gdbemu's stderr, so none is ever guessed; ``unix:PATH``); None: no
+        ``-gdb`` option (with a kernel: nothing listens; :attr:`address` stays
+        None).  ``wait``: ``-S``.  ``python_args`` go before ``-m gdbemu.cli``
+        (``-m cProfile -o FILE`` profiles the run).  ``wait_ready=False``
+        returns at once; call :meth:`wait_ready` (or let
+        :meth:`Session.connect` do it while gdb starts).
+        """
+        cli: list[str] = []
+        if kernel is not None:
+            cli += ["-kernel", str(Path(kernel).resolve())]
+        if gdb:
+            cli += ["-gdb", gdb]
+        if wait:
+            cli.append("-S")
+        cli += ["-display", "none", "-serial", serial, "-debugcon", debugcon, *args]
+        if python_args:
+            argv = [sys.executable, *python_args, "-m", "gdbemu.cli", *cli]
+        else:  # the launcher: gdbemu dies with the test process
+            argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *cli]
+        emu = cls(argv, ready=gdb is not None or kernel is None, timeout=timeout, what="gdbemu", env=_child_env())
+        if wait_ready:
+            try:
+                emu.wait_ready()
+            except BaseException:
+                emu.close()
+                raise
+        return emu
+
+    @classmethod
+    def qemu(
+        cls,
+        kernel: str | os.PathLike[str],
+        *args: str,
+        board: Literal["minimal", "pc"] = "minimal",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Emulator:
+        """``qemu-system-i386 -accel tcg -m 32 -S -gdb tcp:127.0.0.1:PORT -kernel KERNEL ARGS...``, the
+        reference stub for comparisons.
+
+        ``board="minimal"``: ``-nodefaults`` with isa-debug-exit at 0xF4 (as
+        the test guests expect); ``board="pc"``: QEMU's default PC (VGA,
+        serial, no NIC), as a plain ``qemu-system-i386 -kernel`` boots it.
+
+        QEMU cannot report a port it chose, so a free one is picked just
+        before it starts; ready once the port accepts a connection (QEMU drops
+        that probe and accepts gdb next).  GdbNotFoundError's sibling
+        :class:`SessionError` if qemu-system-i386 is not installed.
+        """
+        qemu = shutil.which("qemu-system-i386")
+        if qemu is None:
+            raise SessionError("qemu-system-i386 is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if board == "minimal":
+            devices = ["-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+        else:
+            devices = ["-net", "none"]
+        argv = [
+            qemu,
+            "-accel",
+            "tcg",
+            *devices,
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "32",
+            "-S",
+            "-gdb",
+            f"tcp:127.0.0.1:{port}",
+            "-kernel",
+            str(Path(kernel).resolve()),
+            *args,
+        ]
+        emu = cls(argv, ready=False, timeout=timeout, what="qemu", address=f"127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout
+        while True:  # QEMU prints nothing when it listens: poll the port
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return emu
+            except OSError:
+                if emu.process.poll() is not None or time.monotonic() > deadline:
+                    emu.close()
+                    raise SessionError(f"qemu did not listen on port {port}; stderr:\n{emu.stderr_text()}") from None
+                time.sleep(0.02)
+
+    def wait_ready(self) -> str | None:
+        """Wait for gdbemu's "waiting for gdb on ADDR" line and return ADDR ("127.0.0.1:PORT", "unix:PATH").
+
+        SessionError if the process exits first, SessionTimeout after the
+        emulator's ``timeout``.  None for an emulator that listens nowhere.
+        """
+        if not self._ready or self.address is not None:
+            return self.address
+        deadline = time.monotonic() + self.timeout
+        while True:
+            text = self.stderr_text()
+            m = _READY.search(text)
+            if m:
+                self.address = m.group("addr")
+                return self.address
+            if self.process.poll() is not None:
+                text = self.stderr_text()
+                m = _READY.search(text)
+                if m:
+                    self.address = m.group("addr")
+                    return self.address
+                raise SessionError(
+                    f"{self.what} exited with status {self.process.returncode} before listening for gdb:\n"
+                    f"{text.strip()}"
+                )
+            if time.monotonic() > deadline:
+                raise SessionTimeout(
+                    f"timed out after {self.timeout:g} s waiting for {self.what} to listen for gdb "
+                    f"(its stderr so far: {text.strip()!r})"
+                )
+            time.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        """The TCP port of :attr:`address`."""
+        if self.address is None or ":" not in self.address or self.address.startswith("unix:"):
+            raise SessionError(f"{self.what} does not listen on a TCP port ({self.address})")
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stderr_text(self) -> str:
+        """What the emulator wrote on stderr so far (gdbemu's notes, agent dprintf output, its summary)."""
+        return _read_file(self._stderr_path)
+
+    def stdout_bytes(self) -> bytes:
+        try:
+            return self._stdout_path.read_bytes()
+        except OSError:
+            return b""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to end by itself (the guest exited, gdb killed it); its exit status."""
+        try:
+            return self.process.wait(self.timeout if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            raise SessionTimeout(
+                f"{self.what} did not exit within {self.timeout if timeout is None else timeout:g} s; "
+                f"stderr:\n{self.stderr_text()}"
+            ) from None
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """Kill the process group (if still running) and reap it; the output files stay readable until then."""
+        self._reaper.kill()
+        self._finalizer()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<gdbemu.testing.Emulator {self.what} pid={self.process.pid} at {self.address}>"
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the processes we start: they must import the same gdbemu package as this process."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
 # ---- the session ---------------------------------------------------------------------------------------
 class Session:
     """gdbemu running a kernel, and gdb attached to it with the kernel's symbols.
@@ -509,6 +777,7 @@ class Session:
         transport: Transport = "tcp",
         no_reboot: bool = True,
         keep_files: bool = False,
+        gdb_setup: Sequence[str] = (),
     ) -> None:
         """Configure a session without starting anything; :meth:`boot` is the usual entry point."""
         if kernel is None:
@@ -524,6 +793,7 @@ class Session:
         self.transport: Transport = transport
         self.no_reboot = no_reboot
         self.extra_args = list(extra_args)
+        self.gdb_setup = list(gdb_setup)
         self.keep_files = keep_files
         self.gdb_path = find_gdb(gdb)
         if transport not in ("tcp", "stdio"):
@@ -534,6 +804,8 @@ class Session:
         self.gdb_pid: int | None = None
         self.gdbemu_pid: int | None = None
         self.port: int | None = None
+        self.address: str | None = None  # where gdb connected ("127.0.0.1:PORT", a socket path, "| command")
+        self.log_output = ""  # gdb's log stream (``set debug remote 1`` packets, warnings)
         self._dir = Path(tempfile.mkdtemp(prefix="gdbemu-session-"))
         self.directory = self._dir  # serial, debugcon and stderr files; removed at close unless keep_files
         self.serial_path = Path(serial).resolve() if serial is not None else self._dir / "com1.txt"
@@ -561,6 +833,10 @@ class Session:
         self._final_stderr: str | None = None
         self._monitor_commands: str | None = None
         self._register_names: list[str] | None = None
+        self._emulator: Emulator | None = None  # the stub connect() attached to, if an Emulator
+        self._owned_emulator: Emulator | None = None
+        self._stop_console: list[str] | None = None
+        self._detached = False
 
     # ---- starting ----------------------------------------------------------------------------
     @classmethod
@@ -577,6 +853,7 @@ class Session:
         transport: Transport = "tcp",
         no_reboot: bool = True,
         keep_files: bool = False,
+        gdb_setup: Sequence[str] = (),
     ) -> Session:
         """Start gdbemu on ``kernel`` (the demo kernel if None) held at its entry (-S), and gdb attached to it.
 
@@ -589,7 +866,10 @@ class Session:
         port) or ``"stdio"`` (``target remote | gdbemu -gdb stdio``);
         ``no_reboot``: a triple fault ends the guest (reported as a KILLED
         stop) instead of rebooting it; ``keep_files``: keep the session's
-        temporary directory (serial, stderr logs) after close.
+        temporary directory (serial, stderr logs) after close; ``gdb_setup``:
+        gdb CLI commands run before gdb connects (``set remotelogfile FILE``
+        records the packets, ``set debug remote 1`` shows them in
+        :attr:`log_output`).
         """
         session = cls(
             kernel,
@@ -602,6 +882,7 @@ class Session:
             transport=transport,
             no_reboot=no_reboot,
             keep_files=keep_files,
+            gdb_setup=gdb_setup,
         )
         try:
             session._start()
@@ -635,11 +916,7 @@ class Session:
 
     def _env(self) -> dict[str, str]:
         """The environment of both processes: gdbemu must import the same gdbemu package as this process."""
-        env = dict(os.environ)
-        here = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.pop("PYTHONSTARTUP", None)
-        return env
+        return _child_env()
 
     def _start(self) -> None:
         if self.transport == "tcp":
@@ -657,6 +934,7 @@ class Session:
         self._start_gdb()  # while gdbemu boots: both take a moment to start
         if self.transport == "tcp":
             self.port = self._await_listening()
+            self.address = f"127.0.0.1:{self.port}"
             self._mi(f"-target-select remote 127.0.0.1:{self.port}", what="gdb to connect to gdbemu")
         else:
             pidfile = self._dir / "gdbemu.pid"
@@ -709,41 +987,87 @@ class Session:
             # next).  Debugging by address still works.
             self.symbols_error = exc.message
             self._mi("-gdb-set architecture i386")
+        for command in self.gdb_setup:
+            self._cli(command)
 
     @classmethod
     def connect(
         cls,
-        address: str,
+        address: str | None = None,
         kernel: str | os.PathLike[str] | None = None,
         *,
         process: subprocess.Popen[bytes] | None = None,
+        emulator: Emulator | None = None,
+        own_emulator: bool = True,
         serial: str | os.PathLike[str] | None = None,
         gdb: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         keep_files: bool = False,
+        gdb_setup: Sequence[str] = (),
     ) -> Session:
-        """gdb attached to a stub that already listens at ``address`` ("HOST:PORT"): a gdbemu, QEMU's ``-s``.
+        """gdb attached to a stub that already listens: a gdbemu, QEMU's ``-s``, an :class:`Emulator`.
 
-        ``process``, when given, is the stub's process: the session owns it
-        (kills its process group at close -- start it with
-        ``start_new_session=True``) and takes the guest's exit status from it.
-        ``serial`` names the file the stub writes COM1 to, if any.  For
-        comparisons (benchmarks/cond_bench.py times QEMU this way).
+        ``address``: "HOST:PORT", a unix socket's path, or ``| COMMAND`` (gdb
+        starts COMMAND and speaks RSP over its stdin/stdout, as ``target
+        remote | ...``).  ``emulator``: an :class:`Emulator` (its address is
+        used when ``address`` is None; gdb starts while the emulator finishes
+        starting); the session owns it (closes it at close, takes the guest's
+        exit status from it) unless ``own_emulator=False`` -- for a stub that
+        outlives this session (detach, then another session).  ``process``:
+        a stub process started by the caller (with ``start_new_session=True``),
+        owned the same way.  ``serial`` names the file the stub writes COM1 to,
+        if any.  ``gdb_setup``: gdb CLI commands run before connecting (see
+        :meth:`boot`).  For comparisons (benchmarks/cond_bench.py times QEMU this way).
         """
-        session = cls(kernel, serial=serial, gdb=gdb, timeout=timeout, keep_files=keep_files)
+        session = cls(kernel, serial=serial, gdb=gdb, timeout=timeout, keep_files=keep_files, gdb_setup=gdb_setup)
+        if emulator is not None:
+            session._emulator = emulator
+            session.gdbemu_pid = emulator.pid
+            if own_emulator:
+                process = emulator.process
+                session._owned_emulator = emulator
         if process is not None:
             session._emu = process
             session._reaper.procs.append(process)
             session.gdbemu_pid = process.pid
         try:
             session._start_gdb()
-            session._mi(f"-target-select remote {address}", what=f"gdb to connect to {address}")
+            if address is None:
+                if emulator is None:
+                    raise ValueError("connect needs an address or an emulator")
+                address = emulator.wait_ready()
+                if address is None:
+                    raise SessionError(f"{emulator.what} does not listen for gdb")
+            if address.startswith("|"):  # a pipe to a program: only the CLI spelling takes the whole line
+                session._mi(
+                    f"-interpreter-exec console {_c_string('target remote ' + address)}",
+                    what=f"gdb to start {address[1:].strip()!r} and connect",
+                )
+            else:
+                session._mi(f"-target-select remote {address}", what=f"gdb to connect to {address}")
+            session.address = address
             session._stop_records.clear()
             session._connected = True
         except BaseException:
             session.close()
             raise
         return session
+
+    @classmethod
+    def qemu(
+        cls,
+        kernel: str | os.PathLike[str],
+        *,
+        extra_args: Sequence[str] = (),
+        board: Literal["minimal", "pc"] = "minimal",
+        gdb: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Session:
+        """QEMU (``qemu-system-i386 -accel tcg -S``, see :meth:`Emulator.qemu` for ``board``) running
+        ``kernel``, with gdb attached: the reference stub, driven through the same API as gdbemu for
+        comparisons.  SessionError if QEMU is not installed."""
+        emulator = Emulator.qemu(kernel, *extra_args, board=board, timeout=timeout)
+        return cls.connect(emulator=emulator, kernel=kernel, gdb=gdb, timeout=timeout)
 
     def _await_listening(self) -> int:
         """gdbemu's stderr names the port it listens on: 'gdbemu: waiting for gdb on HOST:PORT'."""
@@ -806,8 +1130,12 @@ class Session:
             self.console_output += text
             if self._capture is not None:
                 self._capture.append(text)
+            if self._stop_console is not None and kind == "console":
+                self._stop_console.append(text)
         elif kind in ("log", "output"):
-            self._log.append(str(rec.get("payload") or ""))
+            text = str(rec.get("payload") or "")
+            self.log_output += text
+            self._log.append(text)
             del self._log[:-200]
 
     def _await(self, what: str, done: Callable[[], bool], timeout: float | None = None) -> None:
@@ -907,6 +1235,8 @@ class Session:
         """gdbemu's stderr so far (its notes, the listening line, the summary at the end)."""
         if self._final_stderr is not None:
             return self._final_stderr
+        if self._emulator is not None:
+            return self._emulator.stderr_text()
         return self._read_text(self._stderr_path)
 
     @property
@@ -1039,6 +1369,7 @@ class Session:
     def _resume(self, command: str, what: str, timeout: float | None) -> Stop:
         self._require_alive()
         self._stop_records.clear()
+        self._stop_console = []
         self._mi(command, what=f"gdb to accept {command}")
         try:
             self._await(what, lambda: bool(self._stop_records), timeout)
@@ -1064,7 +1395,9 @@ class Session:
 
     def _take_stop(self) -> Stop:
         rec = self._stop_records.pop(0)
-        stop = self._parse_stop(rec.get("payload") or {})
+        console = "".join(self._stop_console or [])
+        self._stop_console = None
+        stop = dataclasses.replace(self._parse_stop(rec.get("payload") or {}), console=console)
         self.stops.append(stop)
         if stop.ended:
             self._ended = stop
@@ -1183,6 +1516,27 @@ class Session:
         """Run until the current function returns; ``stop.return_value`` when gdb knows the type."""
         return self._resume("-exec-finish", "the guest to stop after finish", timeout)
 
+    # ---- running in the background -------------------------------------------------------------------
+    def cont_nowait(self) -> None:
+        """Resume the guest (``-exec-continue``) and return while it runs; then :meth:`interrupt` it or
+        :meth:`wait_stop` for it (MI async mode: gdb keeps taking commands meanwhile)."""
+        self._require_alive()
+        self._stop_records.clear()
+        self._stop_console = []
+        self._mi("-exec-continue", what="gdb to accept -exec-continue")
+
+    def wait_stop(self, *, what: str = "the guest to stop", timeout: float | None = None) -> Stop:
+        """The running guest's next stop.  SessionTimeout naming ``what`` after ``timeout`` seconds (the
+        session's by default); unlike :meth:`cont`'s, this timeout leaves the guest running."""
+        self._await(what, lambda: bool(self._stop_records), timeout)
+        return self._take_stop()
+
+    def interrupt(self, *, timeout: float | None = None) -> Stop:
+        """Stop the running guest as Ctrl-C in gdb does (``-exec-interrupt``: 0x03 on the wire); the stop
+        (``reason == "signal"``, ``signal == "SIGINT"``)."""
+        self._mi("-exec-interrupt", what="gdb to accept -exec-interrupt")
+        return self.wait_stop(what="the guest to stop after an interrupt", timeout=timeout)
+
     # ---- inspecting ------------------------------------------------------------------------------------
     def read(self, expr: str) -> str:
         """``print expr`` as gdb formats it (``"303"``, ``"0x100380 <samples>"``, ``"{a = 1, b = 2}"``)."""
@@ -1259,6 +1613,12 @@ class Session:
         """Any gdb CLI command; returns what it printed (for what has no method here)."""
         return self._cli(command)
 
+    def mi(self, command: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Any gdb/MI command (``-break-info 1``, ``-data-list-register-values x``); returns the result
+        record's fields (what follows ``^done,``), GdbError on ``^error``.  For what has no method here;
+        a resume sent this way is not awaited (use :meth:`cont_nowait` and :meth:`wait_stop`)."""
+        return self._mi(command, timeout=timeout)
+
     def symbol(self, pc: int) -> str | None:
         """The function containing ``pc`` (gdb's ``info symbol``), or None."""
         text = self._cli(f"info symbol {pc:#x}").strip()
@@ -1320,6 +1680,30 @@ class Session:
             self.monitor("watch log clear")
         return out
 
+    # ---- leaving -------------------------------------------------------------------------------------------
+    def detach(self) -> None:
+        """Detach gdb from the stub (``-target-detach``): the guest runs on, without breakpoints.
+
+        Close the session next.  An emulator given to :meth:`connect` with
+        ``own_emulator=False`` runs on and takes the next session.
+        """
+        self._require_alive()
+        self._mi("-target-detach", what="gdb to detach")
+        self._detached = True
+
+    def kill_gdb(self) -> None:
+        """SIGKILL gdb, as a debugger that dies without a word: the stub sees the connection drop.
+
+        The session is unusable afterwards; close it (an owned emulator is
+        killed then, one given with ``own_emulator=False`` runs on).
+        """
+        if self._gdb is not None and self._gdb.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._gdb.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._gdb.wait(timeout=10)
+        self._gdb_stuck = True
+
     # ---- teardown ------------------------------------------------------------------------------------------
     def close(self) -> None:
         """End both processes (gently if they listen, by SIGKILL to their process groups if not), reap them.
@@ -1339,7 +1723,9 @@ class Session:
                 if self._exit_code is None and self._emu.returncode is not None and self._emu.returncode >= 0:
                     self._exit_code = self._emu.returncode
             self._final_serial = self._read_text(self.serial_path)
-            self._final_stderr = self._read_text(self._stderr_path)
+            self._final_stderr = self.gdbemu_stderr
+            if self._owned_emulator is not None:
+                self._owned_emulator.close()
             self._finalizer()
 
     def _shutdown_gently(self) -> None:
@@ -1348,7 +1734,7 @@ class Session:
             return
         if self._running and not self._interrupt():
             return
-        if self._ended is None:
+        if self._ended is None and not self._detached:
             with contextlib.suppress(GdbError):
                 self._mi("-interpreter-exec console kill", what="gdb to kill the guest", timeout=3)
         token = next(self._tokens)

@@ -26,7 +26,7 @@ Why this shape:
   "unavailable").
 * ``org.gnu.gdb.i386.sse`` is left out: gdb 13 accepts an i386 description
   without it (xcr0 then means "x87 only"), and the core has no SSE state.
-  ``tests/test_rsp_stub.py`` checks that gdb accepts this description.
+  ``tests/unit/test_rsp_stub.py`` checks that gdb accepts this description.
 * gdb's own ``org.gnu.gdb.i386.segments`` feature (``fs_base``/``gs_base``)
   is *not* used although it exists: gdb 13 dies with an internal error
   (``tdesc_use_registers: Assertion `data->arch_regs.size () <= num_regs'``)

@@ -14,7 +14,7 @@ OK_CODE = bytes.fromhex("b06fe6e9b06be6e9b00ae6e9b021e6f4f4")  # mov al,'o'; out
 def mb_header(flags: int = 0, *fields: int, checksum: int | None = None) -> bytes:
     """A multiboot v1 header; ``fields`` are the a.out-kludge addresses when flags bit 16 is set."""
     cs = (-(MB_MAGIC + flags)) & 0xFFFFFFFF if checksum is None else checksum
-    return struct.pack("<III", MB_MAGIC, flags, cs) + struct.pack(f"<{len(fields)}I", *fields)
+    return struct.pack("<III", MB_MAGIC, flags, cs) + struct.pack(f"<{len(fields)}I", *(f & 0xFFFFFFFF for f in fields))
 
 
 @dataclass

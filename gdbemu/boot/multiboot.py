@@ -17,7 +17,13 @@ implements each the way QEMU (``hw/i386/multiboot.c`` plus its
    load_addr)``) up to ``load_end_addr`` (0: end of file) and zeroes up to
    ``bss_end_addr`` (0: no bss).  Without bit 16 the file must be an ELF and
    its PT_LOAD segments are loaded at their physical addresses (p_paddr),
-   entering at ``e_entry`` as QEMU does.  Bit 2 (video mode) is ignored, as
+   entering at ``e_entry`` translated through the executable segment that
+   holds it (``e_entry - p_vaddr + p_paddr``: a kernel linked high and
+   loaded low starts with paging off), as QEMU's ``load_elf`` does.  The
+   file is untrusted: ``elf.py`` checks every header field against the
+   file, and :func:`plan_boot` checks the kernel's extent against RAM
+   before a byte is copied; only regular files are read (``/dev/zero``
+   would never end), and the kernel is mapped rather than read.  Bit 2 (video mode) is ignored, as
    QEMU ignores it.
 
 2. **The boot information** (section 3.3): QEMU puts everything it creates
@@ -65,11 +71,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import firmware
+from .elf import EM_X86_64, ELFError, Image, parse_elf32
 
 if TYPE_CHECKING:
     from ..core.cpu import CPU
     from .board import BootMachine
-from .elf import EM_X86_64, ELFError, Image, parse_elf32
 
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002

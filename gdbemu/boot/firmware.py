@@ -62,6 +62,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.cpu import CPU
+    from .board import BootMachine
 
 from ..softmmu.ram_layout import check_pc_ram_size
 
@@ -298,17 +303,17 @@ class FirmwareInfo:
     com_ports: tuple[int, ...] = ()
 
 
-def _cpu_leaf1(machine) -> list[tuple[int, int]]:
+def _cpu_leaf1(machine: BootMachine) -> list[tuple[int, int]]:
     from ..core import helpers
 
     out = []
     for cpu in machine.cpus:
-        eax, _ebx, _ecx, edx = helpers.cpuid(cpu, 1, 0)
+        eax, _ebx, _ecx, edx = helpers.cpuid(cpu, 1, 0)  # type: ignore[attr-defined]  # registered by core.ops
         out.append((eax, edx))
     return out
 
 
-def _serial_bases(machine) -> tuple[int, ...]:
+def _serial_bases(machine: BootMachine) -> tuple[int, ...]:
     """I/O bases of the COM ports the board has, in the order the BIOS lists them.
 
     SeaBIOS probes COM1..COM4 and stores the bases of those that answer in
@@ -344,7 +349,7 @@ def build_bda(com_bases: tuple[int, ...], vga: bool) -> bytes:
     return bytes(bda)
 
 
-def program_devices_like_seabios(machine) -> None:
+def program_devices_like_seabios(machine: BootMachine) -> None:
     """Write the 8259 and 8254 setup SeaBIOS performs, through the port bus."""
     io = machine.mem.io_write
     for port, value in (
@@ -365,7 +370,7 @@ def program_devices_like_seabios(machine) -> None:
         io(port, 1, value)
 
 
-def install_firmware(machine, program_devices: bool = True) -> FirmwareInfo:
+def install_firmware(machine: BootMachine, program_devices: bool = True) -> FirmwareInfo:
     """Write the BIOS leftovers into ``machine``'s RAM; returns where the tables are."""
     mem = machine.mem
     ram_size = mem.ram_size
@@ -437,7 +442,7 @@ class CPUModel:
     leaf1_edx: int | None = None
     max_basic: int = 1
 
-    def cpuid(self, cpu, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+    def cpuid(self, cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         """CPUID of this model; leaves above the maximum return the highest basic leaf (Intel SDM)."""
         if leaf == 0:
             vendor = b"GenuineIntel"
@@ -468,7 +473,7 @@ CPU_MODELS: dict[str, CPUModel] = {
 }
 
 
-def apply_cpu_model(machine, name: str) -> CPUModel:
+def apply_cpu_model(machine: BootMachine, name: str) -> CPUModel:
     """Give every vCPU of ``machine`` the CPUID of model ``name`` (KeyError for an unknown name)."""
     model = CPU_MODELS[name]
     for cpu in machine.cpus:

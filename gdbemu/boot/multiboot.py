@@ -17,7 +17,13 @@ implements each the way QEMU (``hw/i386/multiboot.c`` plus its
    load_addr)``) up to ``load_end_addr`` (0: end of file) and zeroes up to
    ``bss_end_addr`` (0: no bss).  Without bit 16 the file must be an ELF and
    its PT_LOAD segments are loaded at their physical addresses (p_paddr),
-   entering at ``e_entry`` as QEMU does.  Bit 2 (video mode) is ignored, as
+   entering at ``e_entry`` translated through the executable segment that
+   holds it (``e_entry - p_vaddr + p_paddr``: a kernel linked high and
+   loaded low starts with paging off), as QEMU's ``load_elf`` does.  The
+   file is untrusted: ``elf.py`` checks every header field against the
+   file, and :func:`plan_boot` checks the kernel's extent against RAM
+   before a byte is copied; only regular files are read (``/dev/zero``
+   would never end), and the kernel is mapped rather than read.  Bit 2 (video mode) is ignored, as
    QEMU ignores it.
 
 2. **The boot information** (section 3.3): QEMU puts everything it creates
@@ -57,11 +63,19 @@ the boot loader would.
 
 from __future__ import annotations
 
+import mmap
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import firmware
-from .elf import ELFError, parse_elf32
+from .elf import EM_X86_64, ELFError, Image, parse_elf32
+
+if TYPE_CHECKING:
+    from ..core.cpu import CPU
+    from .board import BootMachine
 
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002
@@ -99,15 +113,43 @@ class MultibootHeader:
     entry_addr: int = 0
 
 
+@dataclass(frozen=True)
+class Load:
+    """``filesz`` bytes of the file at ``offset`` go to ``paddr``, then zeros up to ``memsz``."""
+
+    paddr: int
+    offset: int
+    filesz: int
+    memsz: int
+
+
 @dataclass
 class KernelImage:
-    """What to write where: (paddr, bytes) chunks, the entry point, the extent [low, high)."""
+    """What to write where, the entry point, the extent [low, high).
 
-    chunks: list[tuple[int, bytes]]
+    Nothing is copied out of the file until :meth:`materialize`, which the
+    caller uses only once the extent is known to fit in RAM (a header may
+    claim gigabytes).
+    """
+
+    data: Image
+    loads: list[Load]
     entry: int
     low: int
     high: int
     header: MultibootHeader
+
+    def materialize(self) -> list[tuple[int, bytes]]:
+        """The (paddr, bytes) chunks: file bytes plus the zeroed tail.  Allocates ``high - low`` at most."""
+        out = []
+        for load in self.loads:
+            body = bytes(self.data[load.offset : load.offset + load.filesz]) if load.filesz else b""
+            out.append((load.paddr, body + bytes(load.memsz - len(body))))
+        return out
+
+    @property
+    def chunks(self) -> list[tuple[int, bytes]]:
+        return self.materialize()
 
 
 @dataclass
@@ -128,7 +170,7 @@ class BootInfo:
     firmware: firmware.FirmwareInfo | None = None
 
 
-def find_header(data: bytes) -> MultibootHeader:
+def find_header(data: Image) -> MultibootHeader:
     """The first header with a valid checksum in the first 8 KiB (spec 3.1.1, 3.1.2)."""
     limit = min(len(data), SEARCH_BYTES) - 12
     bad_checksum_at = None
@@ -156,7 +198,7 @@ def find_header(data: bytes) -> MultibootHeader:
     raise MultibootError("no multiboot header in the first 8 KiB (magic 0x1BADB002 at a 4-byte aligned offset)")
 
 
-def parse_kernel(data: bytes) -> KernelImage:
+def parse_kernel(data: Image) -> KernelImage:
     """Locate the header and compute what the kernel loads where (spec 3.1.4; ELF otherwise)."""
     try:
         header = find_header(data)
@@ -173,21 +215,17 @@ def parse_kernel(data: bytes) -> KernelImage:
             "multiboot header without the address fields (flag 16) and the file is not an "
             "ELF: the loader cannot tell where to load it"
         )
-    if len(data) > 18 and data[4] == 2 and struct.unpack_from("<H", data, 18)[0] == 62:
+    if len(data) >= 20 and struct.unpack_from("<H", data, 18)[0] == EM_X86_64:  # QEMU checks this first
         raise MultibootError("this is an x86-64 ELF; multiboot v1 loads 32-bit kernels (give an i386 ELF)")
     try:
-        entry, segs = parse_elf32(data)
+        elf = parse_elf32(data)
     except ELFError as exc:
         raise MultibootError(str(exc)) from None
-    chunks = []
-    low = min(paddr for paddr, _v, _b, _m in segs)
-    high = max(paddr + memsz for paddr, _v, _b, memsz in segs)
-    for paddr, _vaddr, body, memsz in segs:
-        chunks.append((paddr, bytes(body) + bytes(max(0, memsz - len(body)))))
-    return KernelImage(chunks, entry, low, high, header)
+    loads = [Load(seg.paddr, seg.offset, seg.filesz, seg.memsz) for seg in elf.segments]
+    return KernelImage(data, loads, elf.entry, elf.low, elf.high, header)
 
 
-def _parse_aout_kludge(data: bytes, h: MultibootHeader) -> KernelImage:
+def _parse_aout_kludge(data: Image, h: MultibootHeader) -> KernelImage:
     if h.header_addr < h.load_addr:
         raise MultibootError(
             f"a.out kludge load addresses inconsistent: header_addr {h.header_addr:#x} is "
@@ -223,8 +261,10 @@ def _parse_aout_kludge(data: bytes, h: MultibootHeader) -> KernelImage:
         kernel_size = h.bss_end_addr - h.load_addr
     else:
         kernel_size = load_size
-    image = data[text_offset : text_offset + load_size] + bytes(kernel_size - load_size)
-    return KernelImage([(h.load_addr, image)], h.entry_addr, h.load_addr, h.load_addr + kernel_size, h)
+    if h.load_addr + kernel_size > 1 << 32:
+        raise MultibootError("a.out kludge: the kernel and its bss do not fit in the 32-bit address space")
+    load = Load(h.load_addr, text_offset, load_size, kernel_size)
+    return KernelImage(data, [load], h.entry_addr, h.load_addr, h.load_addr + kernel_size, h)
 
 
 def split_initrd(spec: str) -> list[str]:
@@ -267,16 +307,23 @@ def upper_memory_kib(e820: list[tuple[int, int, int]]) -> int:
 
 
 def plan_boot(
-    data: bytes, kernel_name: str, append: str, modules: list[tuple[str, bytes]], ram_size: int
+    data: Image, kernel_name: str, append: str, modules: list[tuple[str, bytes]], ram_size: int
 ) -> tuple[list[tuple[int, bytes]], BootInfo]:
     """Everything a multiboot boot writes: ([(paddr, bytes)], info).  Pure: no machine needed.
 
-    ``modules`` are (command line, contents) pairs in order.
+    ``modules`` are (command line, contents) pairs in order.  The kernel's
+    bytes are copied out of ``data`` only once its extent is known to fit
+    in RAM.
     """
     kernel = parse_kernel(data)
     e820 = firmware.e820_map(ram_size)
     ram_top = firmware.usable_ram_top(ram_size)
-    writes: list[tuple[int, bytes]] = list(kernel.chunks)
+    if kernel.high > ram_top:
+        raise MultibootError(
+            f"kernel does not fit in {ram_size >> 20} MiB of RAM: it spans {kernel.low:#x}-{kernel.high:#x}, "
+            f"and usable RAM ends at {ram_top:#x}"
+        )
+    writes: list[tuple[int, bytes]] = []
     base = kernel.low
     kernel_size = kernel.high - kernel.low
     mbinfo_off = _page_align(kernel_size)
@@ -313,6 +360,7 @@ def plan_boot(
             f"kernel does not fit in {ram_size >> 20} MiB of RAM: with its modules and boot information it "
             f"spans {kernel.low:#x}-{highest:#x}, and usable RAM ends at {ram_top:#x}"
         )
+    writes[:0] = kernel.materialize()
     # Segments below 1 MiB are loaded as QEMU loads them, over whatever the BIOS left there (a
     # linker that puts the ELF headers in a PT_LOAD at 0xff000 is common and harmless).
 
@@ -354,24 +402,94 @@ def plan_boot(
     return writes, info
 
 
-def read_modules(initrd: str | None) -> list[tuple[str, bytes]]:
-    """Read the -initrd items: (the whole "path args" string, the file's bytes)."""
+def _open_regular(path: str, what: str) -> tuple[int, int]:
+    """Open ``path`` for reading, refusing anything but a regular file: (fd, size).
+
+    ``/dev/zero``, a FIFO or a terminal would be read forever (or block in
+    ``open``): they are refused from ``stat`` before opening, and again from
+    ``fstat`` after (the path may have changed in between).
+    FileNotFoundError and IsADirectoryError propagate (the CLI names them).
+    """
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(21, "Is a directory", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise MultibootError(f"{what} {path!r} is not a regular file ({_file_kind(st.st_mode)})")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise MultibootError(f"{what} {path!r} is not a regular file ({_file_kind(st.st_mode)})")
+    return fd, st.st_size
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def read_kernel(path: str) -> Image:
+    """The kernel file, mapped rather than read: a loader slices only what it loads, so an ELF
+    with gigabytes of debug information costs nothing.  Only regular files are accepted."""
+    try:
+        fd, size = _open_regular(path, "kernel")
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except OSError as exc:
+        raise MultibootError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        if size == 0:
+            return b""
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise MultibootError(f"cannot read {path!r}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_modules(initrd: str | None, ram_size: int | None = None) -> list[tuple[str, bytes]]:
+    """Read the -initrd items: (the whole "path args" string, the file's bytes).
+
+    Only regular files; with ``ram_size``, their sizes are checked against
+    it before anything is read (every module is copied into RAM).
+    """
     if not initrd:
         return []
     out = []
+    total = 0
     for item in split_initrd(initrd):
         path = item.split(" ", 1)[0]
         if not path:
             raise MultibootError(f"empty module name in -initrd {initrd!r}")
         try:
-            with open(path, "rb") as f:
-                out.append((item, f.read()))
+            fd, size = _open_regular(path, "module")
         except OSError as exc:
             raise MultibootError(f"cannot read module {path!r}: {exc.strerror or exc}") from None
+        try:
+            total += size
+            if ram_size is not None and total > ram_size:
+                raise MultibootError(
+                    f"module {path!r} ({size} bytes) does not fit in {ram_size >> 20} MiB of RAM "
+                    f"with the modules before it"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                body = f.read(size)
+        except OSError as exc:
+            raise MultibootError(f"cannot read module {path!r}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        out.append((item, body))
     return out
 
 
-def set_entry_state(cpu, entry: int, mbi_addr: int) -> None:
+def set_entry_state(cpu: CPU, entry: int, mbi_addr: int) -> None:
     """The machine state of spec 3.2, as QEMU's option ROM leaves it."""
     from ..core.cpu import CR0_ET, CR0_PE, EAX, EBX, ESP
 
@@ -390,39 +508,43 @@ def set_entry_state(cpu, entry: int, mbi_addr: int) -> None:
     cpu.compute_hflags()
 
 
+class _MultibootBoot:
+    """The on_reset hook that boots the kernel again (one per machine: a new boot replaces it)."""
+
+    def __init__(self, machine: BootMachine, writes: list[tuple[int, bytes]], info: BootInfo) -> None:
+        self.machine, self.writes, self.info = machine, writes, info
+
+    def __call__(self) -> None:
+        machine, info = self.machine, self.info
+        info.firmware = firmware.install_firmware(machine)
+        for paddr, body in self.writes:
+            machine.mem.write(paddr, body)
+        set_entry_state(machine.cpus[0], info.entry, info.mbi_addr)
+        for cpu in machine.cpus[1:]:
+            cpu.halted = True  # application processors wait for INIT/SIPI
+
+
 def boot_multiboot(
-    machine, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None
+    machine: BootMachine, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None
 ) -> BootInfo:
     """Boot ``path`` on ``machine`` as QEMU's ``-kernel path -append append -initrd initrd``.
 
     Reads the files once; the on_reset hook reuses the bytes, as QEMU keeps
     the kernel in fw_cfg and the option ROM copies it again on every boot.
     """
+    data = read_kernel(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise MultibootError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    modules = read_modules(initrd)
-    name = kernel_name if kernel_name is not None else path
-    writes, info = plan_boot(data, name, append, modules, machine.mem.ram_size)
+        modules = read_modules(initrd, machine.mem.ram_size)
+        name = kernel_name if kernel_name is not None else path
+        writes, info = plan_boot(data, name, append, modules, machine.mem.ram_size)
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
 
-    def boot() -> None:
-        info.firmware = firmware.install_firmware(machine)
-        for paddr, body in writes:
-            machine.mem.write(paddr, body)
-        set_entry_state(machine.cpus[0], info.entry, info.mbi_addr)
-        for cpu in machine.cpus[1:]:
-            cpu.halted = True  # application processors wait for INIT/SIPI
-
+    boot = _MultibootBoot(machine, writes, info)
     boot()
-    # One hook per machine: booting another kernel replaces the previous one.
-    machine.on_reset[:] = [h for h in machine.on_reset if not getattr(h, "_multiboot", False)]
-    boot._multiboot = True  # type: ignore[attr-defined]
+    machine.on_reset[:] = [h for h in machine.on_reset if not isinstance(h, _MultibootBoot)]
     machine.on_reset.append(boot)
-    machine.boot_info = info
     return info
 
 

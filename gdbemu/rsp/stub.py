@@ -32,6 +32,13 @@ Every error is a reply, never an exception out of the stub: a malformed
 packet gets ``E16`` (EINVAL), a :class:`~gdbemu.rsp.target.TargetError` gets
 ``E<errno>``, any other exception from the target is logged with its
 traceback and gets ``E05`` (EIO).
+
+Addresses are checked against the target's width before the target sees
+them (:attr:`GdbStub.max_address`: ``target.address_bits()`` when the target
+has it, else the width of the layout's PC).  Nothing wraps or is truncated:
+a memory access any byte of which lies beyond the top gets ``E0e`` (EFAULT,
+the reply unmapped memory gets; QEMU answers ``E14`` where its range wraps),
+and a breakpoint, watchpoint or resume address beyond it gets ``E16``.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ PACKET_SIZE = 0x4000
 
 E_PARSE = b"E%02x" % errno.EINVAL  # malformed packet
 E_EIO = b"E%02x" % errno.EIO  # the target raised something unexpected
+E_FAULT = b"E%02x" % errno.EFAULT  # memory that cannot be accessed (unmapped, or beyond the address width)
 E_NOENT = b"E01"  # no such thread / register / annex (gdb's "E01 unknown object")
 E_XFER_ANNEX = b"E00"  # qXfer: unknown annex (gdb: "E00 malformed request")
 E_AGENT = b"E%02x" % errno.ENOEXEC  # Z with bytecode the target will not run (gdb: "Cannot insert breakpoint")
@@ -142,6 +150,7 @@ class GdbStub:
         self.log = log or logging.getLogger("gdbemu.rsp")
         self.packet_size = packet_size
         self.layout = target.register_layout()
+        self.max_address = (1 << self._address_bits()) - 1  # the highest address gdb may name
         self.last_stop: StopEvent | None = None  # for `?`; None: never ran (reported as SIGTRAP)
         self.last_stop_thread: int | None = None
         self._handlers: dict[type[Any], Callable[[Any], Reply]] = {
@@ -236,6 +245,18 @@ class GdbStub:
         self.target.interrupt()
 
     # ---- helpers --------------------------------------------------------------------
+    def _address_bits(self) -> int:
+        """The target's address width (target.py rule 9), else the width of the PC register."""
+        getter = getattr(self.target, "address_bits", None)
+        bits = None if getter is None else self._ops_or_none(getter)
+        if not isinstance(bits, int) or bits <= 0:
+            bits = self.layout[self.layout.pc_regnum].bitsize
+        return bits
+
+    def _range_ok(self, addr: int, length: int) -> bool:
+        """``[addr, addr + length)`` lies within the address space (a length of 0 checks ``addr`` only)."""
+        return addr <= self.max_address and addr + max(length, 1) - 1 <= self.max_address
+
     def _thread_ids(self) -> list[int]:
         return [t.tid for t in self.target.threads()]
 
@@ -389,14 +410,18 @@ class GdbStub:
     # ---- handlers: memory -------------------------------------------------------------------
     def handle_m(self, cmd: cmds.ReadMemory) -> Reply:
         length = min(cmd.length, (self.packet_size - 4) // 2)  # a short read is fine for gdb
+        if not self._range_ok(cmd.addr, length):
+            return Reply([E_FAULT])
         if length == 0:
             return Reply([b""])
         data = self.target.read_memory(self._resolve(self.thread_g), cmd.addr, length)
         if not data:
-            return Reply([b"E%02x" % errno.EFAULT])
+            return Reply([E_FAULT])
         return Reply([_to_hex(data[:length])])
 
     def handle_M(self, cmd: cmds.WriteMemory) -> Reply:
+        if not self._range_ok(cmd.addr, len(cmd.data)):
+            return Reply([E_FAULT])
         if cmd.data:  # `X addr,0:` is gdb probing for X support
             self.target.write_memory(self._resolve(self.thread_g), cmd.addr, cmd.data)
         return Reply([b"OK"])
@@ -406,6 +431,8 @@ class GdbStub:
         if self.last_stop is not None and self.last_stop.is_final:
             return Reply([self._format_stop(self.last_stop)])  # nothing left to run
         if not actions:
+            return Reply([E_PARSE])
+        if addr is not None and addr > self.max_address:
             return Reply([E_PARSE])
         if addr is not None:  # "c addr": resume at addr (old gdbs); the PC is a register like any other
             pc = self.layout.encode_register(self.layout.pc_regnum, addr)
@@ -472,6 +499,8 @@ class GdbStub:
         ops = self._point_ops(cmd.type.value)
         if ops is None:
             return Reply([b""])  # gdb falls back (Z0: it writes int3 itself)
+        if cmd.addr > self.max_address:
+            return Reply([E_PARSE])
         hardware = cmd.type is cmds.BreakpointKind.HARDWARE
         cond_ops, command_ops = self._condition_ops(), self._command_ops()
         try:
@@ -511,6 +540,8 @@ class GdbStub:
         ops = self._point_ops(cmd.type.value)
         if ops is None:
             return Reply([b""])
+        if cmd.addr > self.max_address:
+            return Reply([E_PARSE])
         ops.remove(cmd.addr, cmd.kind)
         self._clear_agent(cmd.addr, cmd.kind, cmd.type is cmds.BreakpointKind.HARDWARE)
         point = _Point(cmd.type.value, cmd.addr, cmd.kind)
@@ -522,6 +553,8 @@ class GdbStub:
         ops = self._point_ops(cmd.kind.value)
         if ops is None:
             return Reply([b""])
+        if not self._range_ok(cmd.addr, cmd.length):
+            return Reply([E_PARSE])
         ops.add(cmd.kind, cmd.addr, cmd.length)
         self._points.add(_Point(cmd.kind.value, cmd.addr, cmd.length))
         return Reply([b"OK"])
@@ -530,6 +563,8 @@ class GdbStub:
         ops = self._point_ops(cmd.kind.value)
         if ops is None:
             return Reply([b""])
+        if not self._range_ok(cmd.addr, cmd.length):
+            return Reply([E_PARSE])
         ops.remove(cmd.kind, cmd.addr, cmd.length)
         self._points.discard(_Point(cmd.kind.value, cmd.addr, cmd.length))
         return Reply([b"OK"])

@@ -54,6 +54,13 @@ Rules of the interface
    it removes the breakpoint.  Bytecode the target will not run raises
    :class:`AgentError` (or TargetError): the ``Z`` packet
    is answered with an error and the breakpoint is not inserted.
+9. **Address width.**  ``address_bits()`` (optional, looked up like the
+   abilities of rule 7) is the width of the addresses gdb may name; when a
+   target lacks it or returns None, the stub takes the width of the layout's
+   PC register (32 for i386, 64 for amd64).  The stub refuses any address or
+   range beyond ``2**bits - 1`` before calling the target (memory: ``E0e``;
+   breakpoints, watchpoints, resume addresses: ``E16``), so a target never
+   sees an address it would have to truncate or wrap.
 
 Register data is raw bytes in the layout's order and byte order (see
 :mod:`gdbemu.rsp.arch`): the target encodes with its
@@ -457,4 +464,8 @@ class TargetBase:
         return None
 
     def supports_breakpoint_commands(self) -> BreakpointCommandOps | None:
+        return None
+
+    def address_bits(self) -> int | None:
+        """Rule 9: None means "the width of the PC register"."""
         return None

@@ -19,7 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from loader_files import Elf, Phdr, aout_kernel, mb_header, multiboot_elf
+from support.loader_files import Elf, Phdr, aout_kernel, mb_header, multiboot_elf
 
 from gdbemu.boot.elf import ELFError, load_elf, parse_elf, parse_elf32
 from gdbemu.boot.multiboot import MultibootError, boot_multiboot, parse_kernel, plan_boot, read_modules

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loader_files import OK_CODE, Elf, Phdr, aout_kernel, mb_header, multiboot_elf
+from support.loader_files import OK_CODE, Elf, Phdr, aout_kernel, mb_header, multiboot_elf
 
 from gdbemu.boot.elf import ELFError
 from gdbemu.boot.multiboot import MultibootError, plan_boot

@@ -95,7 +95,7 @@ def test_load_end_addr_past_4g():
 
 def _machine(ram: int = RAM) -> Machine:
     m = Machine(ram_size=ram)
-    build_pc(m, PCConfig(serial=["null"]))
+    build_pc(m.bus, PCConfig(serial=["null"]))
     return m
 
 

@@ -187,7 +187,7 @@ def boot_bounded(data: bytes, tmp: Path, insns: int = 5000) -> None:
     path = tmp / "k.bin"
     path.write_bytes(data)
     machine = Machine(ram_size=RAM)
-    build_pc(machine, PCConfig(serial=["null"]))
+    build_pc(machine.bus, PCConfig(serial=["null"]))
     try:
         machine.load_multiboot(str(path))
     except (MultibootError, ELFError):

@@ -62,7 +62,7 @@ from gdbemu.rsp.target import Signal, StopEvent, TargetError
 try:  # the debug track moves MachineTarget into gdbemu/debug/
     from gdbemu.debug.target import MachineTarget  # type: ignore[import-not-found]
 except ImportError:
-    from gdbemu.target import MachineTarget
+    from gdbemu.debug.target import MachineTarget
 from gdbemu.machine import Machine
 
 MACHINE_RAM = 1 << 20  # a tiny bare machine: cheap to build, all of it fuzzable

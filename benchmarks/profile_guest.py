@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
     icount = m.cpu.icount
     mode = "plain run" if prof is None else "under cProfile"
-    print(
-        f"{args.name}: {icount:,} instructions in {wall:.2f} s = {icount / wall / 1e6:.2f} MIPS ({mode}); stop: {stop.kind}"
-    )
+    mips = icount / wall / 1e6
+    print(f"{args.name}: {icount:,} instructions in {wall:.2f} s = {mips:.2f} MIPS ({mode}); stop: {stop.kind}")
     if prof is not None:
         stats = pstats.Stats(prof)
         raw = stats.stats  # type: ignore[attr-defined]

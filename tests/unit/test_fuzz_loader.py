@@ -229,7 +229,7 @@ def check_cli_outcome(returncode: int, stderr: str, what: str) -> None:
         assert returncode in (0, 1) or returncode & 1, (what, returncode, stderr)  # isa-debug-exit: odd
 
 
-CLI_ARGS = ("-display", "none", "-m", "32", "-max-insns", "20000", "-debugcon", "none", "-serial", "none")
+CLI_ARGS = ("-display", "none", "-m", "32", "-max-insns", "20000", "-debugcon", "none", "-serial", "none", "-no-reboot")
 
 
 @pytest.fixture(scope="module")

@@ -1856,7 +1856,8 @@ def test_alu_hypothesis(
 #  - raw .byte forms and {disp32} branches: their encodings mean other
 #    instructions (or nothing) in 16-bit code.
 _NOT_16 = re.compile(
-    r"\.byte|(jmp|call) dword|\{disp32\}|\[e[bs]p|\b[c-gs]s\b|ljmp|lcall|retf|iret|\bint\b|into|\bl[defgs]s\b|bound|jmp e|call e"
+    r"\.byte|(jmp|call) dword|\{disp32\}|\[e[bs]p|\b[c-gs]s\b"
+    r"|ljmp|lcall|retf|iret|\bint\b|into|\bl[defgs]s\b|bound|jmp e|call e"
 )
 
 FORMS16_EXTRA: list[Form] = []

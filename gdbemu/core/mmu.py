@@ -58,7 +58,11 @@ __all__ = [
     "PG_PS",
     "PG_RW",
     "PG_US",
+    "EFER_LMA",
+    "EFER_NXE",
+    "PG_NX",
     "debug_translate",
+    "mappings",
     "walk",
 ]
 
@@ -316,3 +320,65 @@ def debug_translate(cpu: CPU, vaddr: int) -> int | None:
     """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault, no rights check."""
     res = walk(cpu, vaddr, ACCESS_READ, cpu.mmu_idx, debug=True)
     return None if res is None else res[0]
+
+
+def mappings(cpu: CPU) -> list[tuple[int, int, int, int]]:
+    """Every present leaf mapping, in linear-address order, for ``info mem``: no side effects.
+
+    Returns (linear address, size, physical address, flags) per page or large
+    page; ``flags`` has RW and US as the AND over the levels, PG_NX (bit 63)
+    as their OR when EFER.NXE is set, and A, D and G of the leaf.  Linear
+    addresses of 4-level paging are canonical (bits 63:48 copy bit 47).
+    Empty with paging off.
+    """
+    if not cpu.cr[0] & CR0_PG:
+        return []
+    mem = cpu.mem
+    ram, ram_size = mem.ram, mem.ram_size
+    leaf_bits = PG_A | PG_D | PG_G
+    out: list[tuple[int, int, int, int]] = []
+    if not (cpu.efer & EFER_LMA or cpu.cr[4] & CR4_PAE):
+        pd = cpu.cr[3] & 0xFFFFF000
+        for i in range(1024):
+            pde = _ld32(ram, pd + 4 * i, ram_size)
+            if not pde & PG_P:
+                continue
+            if pde & PG_PS and cpu.cr[4] & CR4_PSE:
+                out.append((i << 22, 1 << 22, pde & 0xFFC00000, pde))
+                continue
+            pt = pde & 0xFFFFF000
+            for j in range(1024):
+                pte = _ld32(ram, pt + 4 * j, ram_size)
+                if pte & PG_P:
+                    out.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, pde & pte | (pte & leaf_bits)))
+        return out
+    nxe = bool(cpu.efer & EFER_NXE)
+    rights = PG_RW | PG_US
+
+    def visit(table: int, shift: int, base: int, acc: int, nx: int) -> None:
+        for k in range(512):
+            e = _ld64(ram, table + 8 * k, ram_size)
+            if not e & PG_P:
+                continue
+            v = base | (k << shift)
+            a = acc & (e | ~rights)
+            x = nx | (e & PG_NX if nxe else 0)
+            if shift == 12 or (e & PG_PS and shift in (21, 30)):
+                out.append((v, 1 << shift, e & ADDR_MASK & ~((1 << shift) - 1), (a & rights) | (e & leaf_bits) | x))
+            else:
+                visit(e & ADDR_MASK, shift - 9, v, a, x)
+
+    if cpu.efer & EFER_LMA:
+        for k in range(512):
+            e = _ld64(ram, (cpu.cr[3] & ADDR_MASK) + 8 * k, ram_size)
+            if e & PG_P:
+                base = k << 39
+                if base & (1 << 47):
+                    base |= 0xFFFF << 48
+                visit(e & ADDR_MASK, 30, base, e | ~rights, e & PG_NX if nxe else 0)
+    else:
+        for k in range(4):
+            e = _ld64(ram, (cpu.cr[3] & 0xFFFFFFE0) + 8 * k, ram_size)
+            if e & PG_P:
+                visit(e & ADDR_MASK, 21, k << 30, ~0, 0)
+    return out

@@ -29,8 +29,10 @@ from gdbemu.core.mmu import (
     PG_RW,
     PG_US,
     debug_translate,
+    mappings,
     walk,
 )
+from gdbemu.debug.target import MachineTarget
 from gdbemu.machine import Machine
 from gdbemu.softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX, PAGE_EXEC, PAGE_WRITE
 
@@ -149,3 +151,22 @@ def test_debug_walk_has_no_side_effects() -> None:
     assert debug_translate(m.cpu, V) == 0x200ABC
     assert debug_translate(m.cpu, V + 0x1000) is None
     assert bytes(m.mem.ram[PML4 : PT + 0x1000]) == before
+
+
+def test_mappings_and_info_mem_show_64_bit_mappings() -> None:
+    m = machine()
+    wr64(m, PD + 3 * 8, 0x400000 | PW | PG_PS | PG_NX)
+    wr64(m, PML4 + idx(V1G, 39) * 8, 0x14000 | PW | PG_US)
+    wr64(m, 0x14000 + idx(V1G, 30) * 8, (1 << 30) | PW | PG_PS | PG_US)
+    rows = mappings(m.cpu)
+    base_1g = V1G & ~((1 << 30) - 1)
+    v2 = (V & ~0x3FFFFF & ~(0x1FF << 21)) | (3 << 21)
+    assert [(v, size, p) for v, size, p, _ in rows] == [
+        (base_1g, 1 << 30, 1 << 30),
+        (V & ~0xFFF, 4096, 0x200000),
+        (v2, 2 << 20, 0x400000),
+    ]
+    assert rows[2][3] & PG_NX and not rows[1][3] & PG_US and rows[0][3] & PG_US
+    text = MachineTarget(m).monitor.handle("info mem")
+    assert f"{base_1g:016x}-{base_1g + (1 << 30):016x} 40000000 -> 40000000 urw 1G" in text
+    assert f"{v2:016x}-{v2 + (2 << 20):016x} 00200000 -> 00400000 -rw NX 2M" in text

@@ -1854,10 +1854,13 @@ def test_alu_hypothesis(
 #    gdbemu raises #GP as protected mode requires, real-mode QEMU does not;
 #    `jmp/call dword ptr [m]` is a far transfer (m16:16) in 16-bit code;
 #  - raw .byte forms and {disp32} branches: their encodings mean other
-#    instructions (or nothing) in 16-bit code.
+#    instructions (or nothing) in 16-bit code;
+#  - the string instructions of the main table: in 16-bit code they address
+#    DS:SI / ES:DI, which with DS = 0 is the code region (a rep store would
+#    overwrite the snippet); FORMS16_EXTRA has them with DS = ES = 0x1000.
 _NOT_16 = re.compile(
     r"\.byte|(jmp|call) dword|\{disp32\}|\[e[bs]p|\b[c-gs]s\b"
-    r"|ljmp|lcall|retf|iret|\bint\b|into|\bl[defgs]s\b|bound|jmp e|call e"
+    r"|ljmp|lcall|retf|iret|\bint\b|into|\bl[defgs]s\b|bound|jmp e|call e|\b(movs|stos|lods|cmps|scas|ins|outs)[bwd]?\b"
 )
 
 FORMS16_EXTRA: list[Form] = []
@@ -1891,6 +1894,20 @@ def _gen16(
         sb.write_int(seg_base + off, size, rand_val(rng, 8 * size))
         for r in regs:
             sb.set_reg(r, rand_val(rng, 8 * R(r).size))
+        return Case(sb.state(), Undefined())
+
+    return gen
+
+
+def _rep16() -> Gen:
+    """A rep string state in 16-bit code: random SI/DI (DS = ES = 0x1000 keeps every offset in the
+    data window, wrap-around included), CX 0..40, DF random; compare data so repe/repne stop early."""
+
+    def gen(rng: random.Random) -> Case:
+        sb = SB(rng)
+        sb.set_reg("cx", rng.randrange(0, 41))
+        sb.set_reg("si", rng.randrange(0, 0x10000))
+        sb.set_reg("di", rng.randrange(0, 0x10000))
         return Case(sb.state(), Undefined())
 
     return gen
@@ -1931,6 +1948,8 @@ def _forms16() -> None:
         _add16(f"scas{s}", _gen16("di", None, 0, 4), 30, data_seg=0x1000)
         _add16(f"movs{s}", _gen16("si", None, 0, 4, regs=("di",)), 30, data_seg=0x1000)
         _add16(f"cmps{s}", _gen16("si", None, 0, 4, regs=("di",)), 30, data_seg=0x1000)
+        for rep, op in (("rep", "movs"), ("rep", "stos"), ("rep", "lods"), ("repe", "cmps"), ("repne", "scas")):
+            _add16(f"{rep} {op}{s}", _rep16(), 30, data_seg=0x1000)
 
 
 _forms16()

@@ -32,6 +32,14 @@ ones (over 45,000; ``test_table_size`` keeps it above 20,000); the ``slow``
 variant (``-m slow``) runs every form with ten times as many states from
 another seed.  Everything is deterministic: a failure reproduces with the
 same seed.
+
+16-bit code (``test_form16``): the same table assembled with ``.code16``, minus
+the forms ``_NOT_16`` leaves out (each kind with its reason), plus forms only
+16-bit code has (16-bit addressing, SP stacks, the size-dependent one-byte
+opcodes, string and rep string forms with DS = ES = 0x1000), run by Unicorn in
+real mode and by gdbemu in a 16-bit code segment (support/oracle.py).  The
+default run takes an eighth of each form's cases (about 5,400 in all, both
+tiers); ``slow`` ten times each form's full count (about 405,000).
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Intel SDM vol. 3, 4.3 (32-bit paging) and 4.6 (access rights):
 
 * CR0.PG=0: linear = physical, all access allowed (still through the TLB).
+* CR4.PAE (4.4): three levels of 64-bit entries (PDPTE by bits 31:30, PDE,
+  PTE), 2 MiB pages; EFER.LMA (4.5): four levels (PML4E by bits 47:39),
+  2 MiB and 1 GiB pages.  Both: NX with EFER.NXE, reserved bits (#PF with
+  RSVD), MAXPHYADDR 36 (``_walk64``).  A 4 MiB PSE page's bits 21:13 are
+  reserved too (no PSE-36, MAXPHYADDR 32 in that format).
 * Two levels: the PDE selected by bits 31..22 of the address, then the PTE
   by bits 21..12; with CR4.PSE a PDE with PS=1 maps a 4 MiB page.
 * A user-mode access (CPL 3, mmu_idx USER) needs U/S=1 at both levels;
@@ -38,7 +43,7 @@ from ..softmmu.tlb import (
     PAGE_READ,
     PAGE_WRITE,
 )
-from .cpu import CPU, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMEP
+from .cpu import CPU, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMEP
 from .exceptions import PF, GuestFault
 
 __all__ = [
@@ -53,7 +58,11 @@ __all__ = [
     "PG_PS",
     "PG_RW",
     "PG_US",
+    "EFER_LMA",
+    "EFER_NXE",
+    "PG_NX",
     "debug_translate",
+    "mappings",
     "walk",
 ]
 
@@ -64,6 +73,14 @@ PG_A = 1 << 5
 PG_D = 1 << 6
 PG_PS = 1 << 7
 PG_G = 1 << 8
+PG_NX = 1 << 63
+PHYS_BITS = 36  # MAXPHYADDR with PAE and no CPUID leaf 0x80000008 (SDM vol. 3, 4.1.4)
+ADDR_MASK = ((1 << PHYS_BITS) - 1) & ~0xFFF
+ADDR_RSVD = ((1 << 52) - 1) & ~((1 << PHYS_BITS) - 1)  # bits 51:M
+PDPTE_PAE_RSVD = 0x1E6 | PG_NX  # a PAE PDPTE: bits 2:1, 8:5 and 63 are reserved
+PSE_RSVD = 0x3FE000  # 4 MiB PDE bits 21:13 (no PSE-36, MAXPHYADDR 32)
+EFER_NXE = 1 << 11
+EFER_LMA = 1 << 10
 
 
 def _ld32(ram: bytearray, paddr: int, ram_size: int) -> int:
@@ -86,31 +103,41 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
 
     ``prot`` carries PAGE_GLOBAL for a global page.  With ``debug`` nothing is
     written and no fault is raised: returns None for an unmapped address (the
-    gdb view, DESIGN.md invariant 3).
+    gdb view, DESIGN.md invariant 3).  The format follows CR4.PAE and
+    EFER.LMA: 32-bit two-level, PAE three-level or 4-level.
     """
-    vaddr &= 0xFFFFFFFF
     cr0 = cpu.cr[0]
     if not cr0 & CR0_PG:
-        return vaddr, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096
+        return vaddr & 0xFFFFFFFF, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096
+    if cpu.efer & EFER_LMA or cpu.cr[4] & CR4_PAE:
+        return _walk64(cpu, vaddr, access, mmu_idx, debug)
+    vaddr &= 0xFFFFFFFF
     mem = cpu.mem
     ram = mem.ram
     ram_size = mem.ram_size
     user = mmu_idx == MMU_USER_IDX
     is_write = access == ACCESS_WRITE
     cr4 = cpu.cr[4]
+    fetch_bit = 0x10 if access == ACCESS_EXEC and cr4 & CR4_SMEP else 0
     pde_addr = (cpu.cr[3] & 0xFFFFF000) + ((vaddr >> 20) & 0xFFC)
     pde = _ld32(ram, pde_addr, ram_size)
 
-    def fault(present: bool, fetch: bool = False) -> None:
+    def fault(present: bool, rsvd: bool = False) -> None:
         if debug:
             return None
-        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | (0x10 if fetch else 0)
+        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | fetch_bit | (8 if rsvd else 0)
         raise GuestFault(PF, code, cr2=vaddr)
 
     if not pde & PG_P:
         fault(False)
         return None
     if pde & PG_PS and cr4 & CR4_PSE:
+        # Bits 20:13 would be physical-address bits 39:32 (PSE-36) and bit 21 is
+        # reserved; with MAXPHYADDR 32 and no PSE-36 all of 21:13 are reserved
+        # (SDM vol. 3, table 4-4).  QEMU faults on bit 21 with RSVD (bit 3).
+        if pde & PSE_RSVD:
+            fault(True, rsvd=True)
+            return None
         rights = pde
         paddr_page = (pde & 0xFFC00000) | (vaddr & 0x3FF000)
         size = 4 << 20
@@ -134,7 +161,7 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
     if not user and rights & PG_US:
         if access == ACCESS_EXEC:
             if cr4 & CR4_SMEP:
-                fault(True, fetch=True)
+                fault(True)
                 return None
         elif mmu_idx == MMU_KSMAP_IDX:
             fault(True)
@@ -166,7 +193,192 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
     return paddr_page | (vaddr & 0xFFF), prot, size
 
 
+def _ld64(ram: bytearray, paddr: int, ram_size: int) -> int:
+    if paddr + 8 > ram_size:
+        return 0
+    return int.from_bytes(ram[paddr : paddr + 8], "little")
+
+
+def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tuple[int, int, int] | None:
+    """PAE (3-level, 32-bit linear addresses) and 4-level (48-bit) walks, with NX and reserved bits.
+
+    Reserved bits (SDM vol. 3, 4.4.2 / 4.5.4): physical-address bits 51:M
+    (M = PHYS_BITS) in every entry; XD (bit 63) unless EFER.NXE; in a PAE
+    PDPTE also bits 2:1, 8:5 and 63; PS in a PML4E; bits 20:13 of a 2 MiB
+    PDE and 29:13 of a 1 GiB PDPTE.  A reserved bit in a present entry is a
+    #PF with P=1 and RSVD (bit 3).  I/D (bit 4) is set for a fetch when
+    EFER.NXE (with PAE) or CR4.SMEP is set, as QEMU does.
+    """
+    cr0 = cpu.cr[0]
+    cr4 = cpu.cr[4]
+    efer = cpu.efer
+    long_mode = bool(efer & EFER_LMA)
+    nxe = bool(efer & EFER_NXE)
+    mem = cpu.mem
+    ram = mem.ram
+    ram_size = mem.ram_size
+    user = mmu_idx == MMU_USER_IDX
+    is_write = access == ACCESS_WRITE
+    fetch = access == ACCESS_EXEC
+    fetch_bit = 0x10 if fetch and (nxe or cr4 & CR4_SMEP) else 0
+    if long_mode:
+        vaddr &= 0xFFFFFFFFFFFFFFFF
+    else:
+        vaddr &= 0xFFFFFFFF
+    rsvd_common = ADDR_RSVD | (0 if nxe else PG_NX)
+
+    def fault(present: bool, rsvd: bool = False) -> None:
+        if debug:
+            return None
+        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | fetch_bit | (8 if rsvd else 0)
+        raise GuestFault(PF, code, cr2=vaddr)
+
+    touched: list[tuple[int, int]] = []  # (address, entry) of the non-leaf entries walked
+    rw = us = True
+    nx = False
+    if long_mode:
+        table = cpu.cr[3] & ADDR_MASK
+        shifts: tuple[int, ...] = (39, 30, 21, 12)
+    else:
+        pdpte_addr = (cpu.cr[3] & 0xFFFFFFE0) + ((vaddr >> 30) & 3) * 8
+        pdpte = _ld64(ram, pdpte_addr, ram_size)
+        if not pdpte & PG_P:
+            fault(False)
+            return None
+        if pdpte & (ADDR_RSVD | PDPTE_PAE_RSVD):
+            fault(True, rsvd=True)
+            return None
+        table = pdpte & ADDR_MASK
+        shifts = (21, 12)
+    size = 4096
+    entry = entry_addr = 0
+    for shift in shifts:
+        entry_addr = table + ((vaddr >> shift) & 0x1FF) * 8
+        entry = _ld64(ram, entry_addr, ram_size)
+        if not entry & PG_P:
+            fault(False)
+            return None
+        rsvd = rsvd_common
+        last = shift == 12
+        large = not last and entry & PG_PS
+        if large:
+            if shift == 39:
+                rsvd |= PG_PS  # no 512 GiB pages
+            else:
+                rsvd |= ((1 << shift) - 1) & ~0x1FFF  # address bits below the page size, above PAT
+        if entry & rsvd:
+            fault(True, rsvd=True)
+            return None
+        rw = rw and bool(entry & PG_RW)
+        us = us and bool(entry & PG_US)
+        nx = nx or (nxe and bool(entry & PG_NX))
+        if last or large:
+            size = 1 << shift
+            break
+        touched.append((entry_addr, entry))
+        table = entry & ADDR_MASK
+    paddr_page = (entry & ADDR_MASK & ~(size - 1)) | (vaddr & (size - 1) & ~0xFFF)
+    if debug:
+        prot = PAGE_READ | (0 if nx else PAGE_EXEC) | (PAGE_WRITE if rw else 0)
+        return paddr_page | (vaddr & 0xFFF), prot, size
+    if fetch and nx:
+        fault(True)
+        return None
+    if not user and us:
+        if fetch:
+            if cr4 & CR4_SMEP:
+                fault(True)
+                return None
+        elif mmu_idx == MMU_KSMAP_IDX:
+            fault(True)
+            return None
+    if user:
+        if not us:
+            fault(True)
+            return None
+        writable = rw
+    else:
+        writable = rw or not cr0 & CR0_WP
+    if is_write and not writable:
+        fault(True)
+        return None
+    for addr, e in touched:
+        if not e & PG_A:
+            _st32(ram, addr, (e | PG_A) & 0xFFFFFFFF, ram_size)
+    new = entry | PG_A | (PG_D if is_write else 0)
+    if new != entry:
+        _st32(ram, entry_addr, new & 0xFFFFFFFF, ram_size)
+    prot = PAGE_READ | (0 if nx else PAGE_EXEC)
+    if writable and new & PG_D:
+        prot |= PAGE_WRITE
+    if entry & PG_G and cr4 & CR4_PGE:
+        prot |= PAGE_GLOBAL
+    return paddr_page | (vaddr & 0xFFF), prot, size
+
+
 def debug_translate(cpu: CPU, vaddr: int) -> int | None:
     """Physical address gdb sees for ``vaddr``: no TLB fill, no A/D bits, no fault, no rights check."""
     res = walk(cpu, vaddr, ACCESS_READ, cpu.mmu_idx, debug=True)
     return None if res is None else res[0]
+
+
+def mappings(cpu: CPU) -> list[tuple[int, int, int, int]]:
+    """Every present leaf mapping, in linear-address order, for ``info mem``: no side effects.
+
+    Returns (linear address, size, physical address, flags) per page or large
+    page; ``flags`` has RW and US as the AND over the levels, PG_NX (bit 63)
+    as their OR when EFER.NXE is set, and A, D and G of the leaf.  Linear
+    addresses of 4-level paging are canonical (bits 63:48 copy bit 47).
+    Empty with paging off.
+    """
+    if not cpu.cr[0] & CR0_PG:
+        return []
+    mem = cpu.mem
+    ram, ram_size = mem.ram, mem.ram_size
+    leaf_bits = PG_A | PG_D | PG_G
+    out: list[tuple[int, int, int, int]] = []
+    if not (cpu.efer & EFER_LMA or cpu.cr[4] & CR4_PAE):
+        pd = cpu.cr[3] & 0xFFFFF000
+        for i in range(1024):
+            pde = _ld32(ram, pd + 4 * i, ram_size)
+            if not pde & PG_P:
+                continue
+            if pde & PG_PS and cpu.cr[4] & CR4_PSE:
+                out.append((i << 22, 1 << 22, pde & 0xFFC00000, pde))
+                continue
+            pt = pde & 0xFFFFF000
+            for j in range(1024):
+                pte = _ld32(ram, pt + 4 * j, ram_size)
+                if pte & PG_P:
+                    out.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, pde & pte | (pte & leaf_bits)))
+        return out
+    nxe = bool(cpu.efer & EFER_NXE)
+    rights = PG_RW | PG_US
+
+    def visit(table: int, shift: int, base: int, acc: int, nx: int) -> None:
+        for k in range(512):
+            e = _ld64(ram, table + 8 * k, ram_size)
+            if not e & PG_P:
+                continue
+            v = base | (k << shift)
+            a = acc & (e | ~rights)
+            x = nx | (e & PG_NX if nxe else 0)
+            if shift == 12 or (e & PG_PS and shift in (21, 30)):
+                out.append((v, 1 << shift, e & ADDR_MASK & ~((1 << shift) - 1), (a & rights) | (e & leaf_bits) | x))
+            else:
+                visit(e & ADDR_MASK, shift - 9, v, a, x)
+
+    if cpu.efer & EFER_LMA:
+        for k in range(512):
+            e = _ld64(ram, (cpu.cr[3] & ADDR_MASK) + 8 * k, ram_size)
+            if e & PG_P:
+                base = k << 39
+                if base & (1 << 47):
+                    base |= 0xFFFF << 48
+                visit(e & ADDR_MASK, 30, base, e | ~rights, e & PG_NX if nxe else 0)
+    else:
+        for k in range(4):
+            e = _ld64(ram, (cpu.cr[3] & 0xFFFFFFE0) + 8 * k, ram_size)
+            if e & PG_P:
+                visit(e & ADDR_MASK, 21, k << 30, ~0, 0)
+    return out

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Protocol
 
-from ..core.mmu import PG_A, PG_D, PG_G, PG_P, PG_PS, PG_RW, PG_US
+from ..core.mmu import EFER_LMA, PG_A, PG_D, PG_G, PG_NX, PG_RW, PG_US, mappings
 from ..machine import Machine
 from ..softmmu.dirty import CLIENT_NAMES
 from ..softmmu.tlb import (
@@ -183,33 +183,20 @@ class Monitor:
         cpu = self.machine.cpu
         if not cpu.cr[0] & (1 << 31):
             return "paging is disabled: linear addresses are physical\n"
-        mem = self.machine.mem
-        pd = cpu.cr[3] & 0xFFFFF000
-        rows = []
 
         def rights(e: int) -> str:
             return (
                 ("u" if e & PG_US else "-")
                 + "r"
                 + ("w" if e & PG_RW else "-")
+                + (" NX" if e & PG_NX else "")
                 + (" G" if e & PG_G else "")
                 + (" A" if e & PG_A else "")
                 + (" D" if e & PG_D else "")
             )
 
-        for i in range(1024):
-            pde = int.from_bytes(mem.read(pd + 4 * i, 4), "little")
-            if not pde & PG_P:
-                continue
-            if pde & PG_PS and cpu.cr[4] & (1 << 4):
-                rows.append((i << 22, 1 << 22, pde & 0xFFC00000, rights(pde) + " 4M"))
-                continue
-            pt = pde & 0xFFFFF000
-            for j in range(1024):
-                pte = int.from_bytes(mem.read(pt + 4 * j, 4), "little")
-                if pte & PG_P:
-                    effective = pde & pte | (pte & (PG_A | PG_D | PG_G))
-                    rows.append(((i << 22) | (j << 12), 4096, pte & 0xFFFFF000, rights(effective)))
+        sizes = {1 << 22: " 4M", 1 << 21: " 2M", 1 << 30: " 1G"}
+        rows = [(v, size, p, rights(f) + sizes.get(size, "")) for v, size, p, f in mappings(cpu)]
         # merge contiguous runs with the same rights
         merged: list[tuple[int, int, int, str]] = []
         for vaddr, size, paddr, r in rows:
@@ -219,7 +206,8 @@ class Monitor:
                     merged[-1] = (v, s + size, p, r)
                     continue
             merged.append((vaddr, size, paddr, r))
-        out = [f"{v:08x}-{v + s:08x} {s:08x} -> {p:08x} {r}" for v, s, p, r in merged]
+        w = 16 if cpu.efer & EFER_LMA else 8
+        out = [f"{v:0{w}x}-{v + s:0{w}x} {s:08x} -> {p:08x} {r}" for v, s, p, r in merged]
         return "\n".join(out) + ("\n" if out else "no mappings\n")
 
     def cmd_info_tbs(self, args: list[str]) -> str:

@@ -58,11 +58,11 @@ def assert_passes_on_gdbemu(run) -> None:
     assert (run.stop_kind, run.exit_code) == ("exit", 1), run.describe()
 
 
-def assert_matches_qemu(run, elf, differences: dict[str, str]) -> None:
+def assert_matches_qemu(run, elf, differences: dict[str, str], extra: list[str] | None = None) -> None:
     """QEMU's transcript is gdbemu's line for line, but for the recorded SDM-vs-QEMU differences."""
     from support import build
 
-    status, out = build.run_qemu(elf)
+    status, out = build.run_qemu(elf, extra=extra)
     problems = compare(run.output, out.decode("latin-1"), differences)
     assert problems == [], "\n".join(problems)
     assert status == (3 if differences else 1)  # guest status 1 (a check failed) or 0, as (s << 1) | 1

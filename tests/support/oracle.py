@@ -20,6 +20,17 @@ Both emulators are reused across cases (building a Machine or a Unicorn
 instance costs far more than one instruction), so :class:`DiffRunner` keeps
 track of what each emulator's memory currently holds and only rewrites the
 pages that differ from the next case's initial image.
+
+16-bit code (``bits=16``): Unicorn runs in real mode (UC_MODE_16) with CS = 0,
+SS = 0x4000 (base 0x40000, so SP near 0x1000 is in the stack region) and
+DS = ES = FS = GS = ``data_seg`` (0: base 0, so the 32-bit-address forms of the
+main table reach the data window; 0x1000: base 0x10000, for 16-bit
+addressing such as ``[bx+si]``).  gdbemu runs the same code in a 16-bit
+protected-mode code segment (CS.D = 0, SS.B = 0) with the same segment bases
+and no IDT, so an exception stops it as a triple fault, as in 32-bit mode.
+Neither checks segment limits here (Unicorn, like QEMU, ignores them in real
+mode; gdbemu's data segments have 4 GiB limits), and both run at CPL 0, so
+the integer semantics compared are those of 16-bit code.
 """
 
 from __future__ import annotations
@@ -28,7 +39,16 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from unicorn import UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_EXCEPTION,
+    UC_ERR_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_16,
+    UC_MODE_32,
+    Uc,
+    UcError,
+)
 from unicorn import x86_const as ux
 
 CODE_REGION = (0x0, 0x10000)
@@ -39,6 +59,7 @@ STACK_BASE = 0x40000
 STACK_SIZE = 0x2000
 PAGE = 0x1000
 RAM_SIZE = 1 << 20
+SS16 = 0x40000  # SS base in 16-bit mode (SS = 0x4000)
 # Regions whose final contents are compared (the code region is not: no
 # snippet writes to it, and leaving it out keeps per-case work small).
 REGIONS: tuple[tuple[int, int], ...] = ((DATA_BASE, DATA_SIZE), (STACK_BASE, STACK_SIZE))
@@ -165,13 +186,18 @@ def _changed_pages(current: bytes | None, wanted: bytes) -> Iterable[tuple[int, 
 class _UnicornSide:
     """One Unicorn instance holding the snippet, reused across cases."""
 
-    def __init__(self, code: bytes, code_addr: int) -> None:
+    def __init__(self, code: bytes, code_addr: int, bits: int = 32, data_seg: int = 0) -> None:
         self.code_addr = code_addr
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_16 if bits == 16 else UC_MODE_32)
         self.uc.mem_map(CODE_REGION[0], CODE_REGION[1] - CODE_REGION[0])
         for base, size in REGIONS:
             self.uc.mem_map(base, size)
         self.uc.mem_write(code_addr, code)
+        if bits == 16:
+            self.uc.reg_write(ux.UC_X86_REG_CS, 0)
+            self.uc.reg_write(ux.UC_X86_REG_SS, SS16 >> 4)
+            for r in (ux.UC_X86_REG_DS, ux.UC_X86_REG_ES, ux.UC_X86_REG_FS, ux.UC_X86_REG_GS):
+                self.uc.reg_write(r, data_seg)
         self.mem: dict[int, bytes | None] = {base: None for base, _ in REGIONS}
         # A reused Unicorn instance keeps QEMU's exception bookkeeping across
         # runs (Unicorn 2.1.4): after one #DE the next fault is escalated to
@@ -225,9 +251,11 @@ class _UnicornSide:
 class _GdbemuSide:
     """One gdbemu Machine holding the snippet, rebuilt only after a fault or crash."""
 
-    def __init__(self, code: bytes, code_addr: int) -> None:
+    def __init__(self, code: bytes, code_addr: int, bits: int = 32, data_seg: int = 0) -> None:
         self.code = code
         self.code_addr = code_addr
+        self.bits = bits
+        self.data_seg = data_seg
         self.m: Any = None
         self.mem: dict[int, bytes | None] = {}
 
@@ -236,6 +264,18 @@ class _GdbemuSide:
 
         m = Machine(ram_size=RAM_SIZE)
         m.cpu.setup_flat32()
+        if self.bits == 16:
+            from gdbemu.core.cpu import CS, DESC_B, SS, SegmentCache
+
+            cpu = m.cpu
+            for i, sc in enumerate(cpu.segs):
+                if i == CS:
+                    cpu.segs[i] = SegmentCache(0, 0, 0xFFFF, sc.flags & ~DESC_B)
+                elif i == SS:
+                    cpu.segs[i] = SegmentCache(SS16 >> 4, SS16, 0xFFFFFFFF, sc.flags & ~DESC_B)
+                else:
+                    cpu.segs[i] = SegmentCache(self.data_seg, self.data_seg << 4, 0xFFFFFFFF, sc.flags)
+            cpu.compute_hflags()
         m.mem.write(self.code_addr, self.code)
         self.mem = {base: None for base, _ in REGIONS}
         return m
@@ -313,6 +353,8 @@ class DiffRunner:
         *,
         branch: bool = False,
         code_addr: int = CODE_ADDR,
+        bits: int = 32,
+        data_seg: int = 0,
     ) -> None:
         for base, size in REGIONS:
             if len(background[base]) != size:
@@ -327,8 +369,8 @@ class DiffRunner:
         self.n_insns = n_insns
         self.branch = branch
         self.background = dict(background)
-        self._uc = _UnicornSide(code, code_addr)
-        self._gd = _GdbemuSide(code, code_addr)
+        self._uc = _UnicornSide(code, code_addr, bits, data_seg)
+        self._gd = _GdbemuSide(code, code_addr, bits, data_seg)
         self._last_images: tuple[State | None, dict[int, bytes]] = (None, {})
 
     def images(self, state: State) -> dict[int, bytes]:

@@ -32,6 +32,14 @@ ones (over 45,000; ``test_table_size`` keeps it above 20,000); the ``slow``
 variant (``-m slow``) runs every form with ten times as many states from
 another seed.  Everything is deterministic: a failure reproduces with the
 same seed.
+
+16-bit code (``test_form16``): the same table assembled with ``.code16``, minus
+the forms ``_NOT_16`` leaves out (each kind with its reason), plus forms only
+16-bit code has (16-bit addressing, SP stacks, the size-dependent one-byte
+opcodes, string and rep string forms with DS = ES = 0x1000), run by Unicorn in
+real mode and by gdbemu in a 16-bit code segment (support/oracle.py).  The
+default run takes an eighth of each form's cases (about 5,400 in all, both
+tiers); ``slow`` ten times each form's full count (about 405,000).
 """
 
 from __future__ import annotations
@@ -403,6 +411,7 @@ class Form:
     code_addr: int = CODE_ADDR  # where the snippet runs (some straddle a page boundary)
     # (k, undefined flags): also run cases stopped after the first k instructions.
     partial: tuple[int, int] | None = None
+    data_seg: int = 0  # 16-bit mode: DS/ES/FS/GS (0, or 0x1000 for 16-bit addressing)
 
     @property
     def n_insns(self) -> int:
@@ -1627,7 +1636,7 @@ CORE_BUGS: dict[str, str] = {
 # --------------------------------------------------------------------------
 
 
-def assemble(forms: Sequence[Form], workdir: Path) -> dict[str, bytes]:
+def assemble(forms: Sequence[Form], workdir: Path, bits: int = 32) -> dict[str, bytes]:
     """Assemble every form in one ``as --32`` run; returns form name -> bytes.
 
     Each form sits between two labels; a form's ``{L}`` is its start label,
@@ -1639,7 +1648,7 @@ def assemble(forms: Sequence[Form], workdir: Path) -> dict[str, bytes]:
     nm = shutil.which("nm")
     if not (as_path and objcopy and nm):
         pytest.skip("GNU binutils (as, objcopy, nm) not found; install binutils")
-    lines = [".intel_syntax noprefix", ".code32", ".text", ".fill 0x1000, 1, 0x90"]
+    lines = [".intel_syntax noprefix", f".code{bits}", ".text", ".fill 0x1000, 1, 0x90"]
     for i, f in enumerate(forms):
         lines.append(f"f{i}_s:")
         lines += [ln.strip().replace("{L}", f"f{i}_s") for ln in f.asm.splitlines() if ln.strip()]
@@ -1699,7 +1708,7 @@ def failure_report(form: Form, runner: DiffRunner, state: State, diffs: list[str
     )
 
 
-def run_form(form: Form, code: bytes, n_cases: int, seed: int) -> tuple[int, int, list[str]]:
+def run_form(form: Form, code: bytes, n_cases: int, seed: int, bits: int = 32) -> tuple[int, int, list[str]]:
     """Run ``n_cases`` random states of a form; returns (failing, run, first reports).
 
     The first half of the cases runs while gdbemu's block for the snippet is
@@ -1709,7 +1718,15 @@ def run_form(form: Form, code: bytes, n_cases: int, seed: int) -> tuple[int, int
     cases stopped by the instruction limit inside the (hot) block.
     """
     rng = random.Random(f"{seed}:{form.name}")
-    runner = DiffRunner(code, form.n_insns, background(rng), branch=form.branch, code_addr=form.code_addr)
+    runner = DiffRunner(
+        code,
+        form.n_insns,
+        background(rng),
+        branch=form.branch,
+        code_addr=form.code_addr,
+        bits=bits,
+        data_seg=form.data_seg,
+    )
     failed = 0
     reports: list[str] = []
     last_ok: State | None = None
@@ -1825,3 +1842,175 @@ def test_alu_hypothesis(
     uc, gd = runner.run(state)
     diffs = compare(state, runner.images(state), uc, gd, _hypo_undef(text, a))
     assert not diffs, f"{text}\n{describe_state(state)}\n" + "\n".join(diffs)
+
+
+# --------------------------------------------------------------------------
+# 16-bit code
+# --------------------------------------------------------------------------
+# The same table assembled with .code16 (so the 32-bit forms carry 66/67
+# prefixes and the 16-bit ones none), run by Unicorn in real mode and by
+# gdbemu in a 16-bit code segment (see support/oracle.py), plus forms that
+# only exist in 16-bit code: 16-bit addressing ([bx+si], [bp+di] on SS),
+# SP-relative stack operations, and the size-dependent one-byte opcodes.
+# Left out of the 16-bit run, each for its reason:
+#  - memory operands based on EBP/ESP: they default to SS, whose base is
+#    0x40000 here (the stack), so a 32-bit data-window address lands outside
+#    the mapped regions;
+#  - forms that load segment registers, far transfers, interrupts: real mode
+#    (Unicorn) and 16-bit protected mode (gdbemu) define those differently;
+#  - indirect branches through 32-bit registers: beyond CS's 64 KiB limit
+#    gdbemu raises #GP as protected mode requires, real-mode QEMU does not;
+#    `jmp/call dword ptr [m]` is a far transfer (m16:16) in 16-bit code;
+#  - raw .byte forms and {disp32} branches: their encodings mean other
+#    instructions (or nothing) in 16-bit code;
+#  - the string instructions of the main table: in 16-bit code they address
+#    DS:SI / ES:DI, which with DS = 0 is the code region (a rep store would
+#    overwrite the snippet); FORMS16_EXTRA has them with DS = ES = 0x1000.
+_NOT_16 = re.compile(
+    r"\.byte|(jmp|call) dword|\{disp32\}|\[e[bs]p|\b[c-gs]s\b"
+    r"|ljmp|lcall|retf|iret|\bint\b|into|\bl[defgs]s\b|bound|jmp e|call e|\b(movs|stos|lods|cmps|scas|ins|outs)[bwd]?\b"
+)
+
+FORMS16_EXTRA: list[Form] = []
+
+
+def _add16(asm: str, gen: Gen, cases: int, **kw: object) -> None:
+    FORMS16_EXTRA.append(Form(asm, gen, cases, name="16:" + _slug(asm), **kw))  # type: ignore[arg-type]
+
+
+def _seg_addr(rng: random.Random, size: int) -> int:
+    """An offset in DS (base 0x10000) for a 16-bit address: 0x0200..0xFE00."""
+    return rng.randrange(0x200, 0xFE00 - size)
+
+
+def _gen16(
+    base: str | None, index: str | None, disp: int, size: int, stack: bool = False, regs: Sequence[str] = ()
+) -> Gen:
+    """Random state with [base+index+disp] (16-bit addressing) pointing at a random operand."""
+
+    def gen(rng: random.Random) -> Case:
+        sb = SB(rng)
+        seg_base = STACK_BASE if stack else DATA_BASE
+        off = rng.randrange(0x100, 0x1E00 - size) if stack else _seg_addr(rng, size)
+        rest = (off - disp) & 0xFFFF
+        if base and index:
+            b = rng.randrange(0, rest + 1)
+            sb.set_reg(base, b)
+            sb.set_reg(index, rest - b)
+        elif base or index:
+            sb.set_reg(base or index or "", rest)
+        sb.write_int(seg_base + off, size, rand_val(rng, 8 * size))
+        for r in regs:
+            sb.set_reg(r, rand_val(rng, 8 * R(r).size))
+        return Case(sb.state(), Undefined())
+
+    return gen
+
+
+def _rep16() -> Gen:
+    """A rep string state in 16-bit code: random SI/DI (DS = ES = 0x1000 keeps every offset in the
+    data window, wrap-around included), CX 0..40, DF random; compare data so repe/repne stop early."""
+
+    def gen(rng: random.Random) -> Case:
+        sb = SB(rng)
+        sb.set_reg("cx", rng.randrange(0, 41))
+        sb.set_reg("si", rng.randrange(0, 0x10000))
+        sb.set_reg("di", rng.randrange(0, 0x10000))
+        return Case(sb.state(), Undefined())
+
+    return gen
+
+
+def _forms16() -> None:
+    modes = (("bx", "si", 0x10), ("bx", "di", -0x20), ("si", None, 0x7F), ("di", None, 0x123), ("bx", None, 0))
+    for base, index, disp in modes:
+        inner = "+".join(x for x in (base, index) if x) + (f"{disp:+#x}" if disp else "")
+        for size, reg in ((1, "dl"), (2, "cx"), (4, "edx")):
+            ptr = _PTR[size]
+            for op in ("add", "sub", "xor", "cmp", "adc", "mov"):
+                _add16(
+                    f"{op} {ptr} ptr [{inner}], {reg}",
+                    _gen16(base, index, disp, size, regs=(reg,)),
+                    12,
+                    data_seg=0x1000,
+                )
+            _add16(f"mov {reg}, {ptr} ptr [{inner}]", _gen16(base, index, disp, size, regs=(reg,)), 12, data_seg=0x1000)
+        _add16(f"lea ax, [{inner}]", _gen16(base, index, disp, 2), 12, data_seg=0x1000)
+        _add16(f"inc word ptr [{inner}]", _gen16(base, index, disp, 2), 12, data_seg=0x1000)
+    # bp-based: SS (base 0x40000)
+    for index, disp in ((None, 0x10), ("si", 4), ("di", -2)):
+        inner = "+".join(x for x in ("bp", index) if x) + f"{disp:+#x}"
+        _add16(
+            f"add word ptr [{inner}], cx", _gen16("bp", index, disp, 2, stack=True, regs=("cx",)), 16, data_seg=0x1000
+        )
+        _add16(f"mov eax, dword ptr [{inner}]", _gen16("bp", index, disp, 4, stack=True), 16, data_seg=0x1000)
+    # size-dependent one-byte opcodes
+    for asm in ("cbw", "cwde", "cwd", "cdq", "pushf\npop ax", "pushfd\npop eax", "pusha\npopa", "pushad\npopad"):
+        _add16(asm, simple([]), 40)
+    _add16("push ax\npop ebx\npop cx", simple([]), 40)
+    _add16("push 0x1234\npush -3\npop eax", simple([]), 40)
+    _add16("xlat", _gen16("bx", None, 0, 1, regs=("al",)), 40, data_seg=0x1000)
+    for s in ("b", "w", "d"):
+        _add16(f"lods{s}", _gen16("si", None, 0, 4), 30, data_seg=0x1000)
+        _add16(f"stos{s}", _gen16("di", None, 0, 4), 30, data_seg=0x1000)
+        _add16(f"scas{s}", _gen16("di", None, 0, 4), 30, data_seg=0x1000)
+        _add16(f"movs{s}", _gen16("si", None, 0, 4, regs=("di",)), 30, data_seg=0x1000)
+        _add16(f"cmps{s}", _gen16("si", None, 0, 4, regs=("di",)), 30, data_seg=0x1000)
+        for rep, op in (("rep", "movs"), ("rep", "stos"), ("rep", "lods"), ("repe", "cmps"), ("repne", "scas")):
+            _add16(f"{rep} {op}{s}", _rep16(), 30, data_seg=0x1000)
+
+
+_forms16()
+
+FORMS16: list[Form] = [f for f in FORMS if not _NOT_16.search(f.asm)] + FORMS16_EXTRA
+FORM16_BY_NAME = {f.name: f for f in FORMS16}
+# Forms whose 16-bit run differs: form name -> reason (xfail, strict).
+CORE_BUGS16: dict[str, str] = {}
+FACTOR16 = 8  # the default run takes every 8th of a form's cases (at least 4); `slow` takes 10x the 32-bit count
+
+_ASSEMBLED16: list[dict[str, bytes] | Exception] = []
+
+
+@pytest.fixture(scope="session")
+def assembled16(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    if not _ASSEMBLED16:
+        try:
+            _ASSEMBLED16.append(assemble(FORMS16, tmp_path_factory.mktemp("differential16"), bits=16))
+        except Exception as exc:
+            _ASSEMBLED16.append(exc)
+    if isinstance(_ASSEMBLED16[0], Exception):
+        raise _ASSEMBLED16[0]
+    return _ASSEMBLED16[0]
+
+
+def _params16(slow: bool) -> list:
+    out = []
+    for f in FORMS16:
+        marks = []
+        if f.name in CORE_BUGS16:
+            marks.append(pytest.mark.xfail(strict=True, reason=f"core bug: {CORE_BUGS16[f.name]}"))
+        if slow:
+            marks.append(pytest.mark.slow)
+        out.append(pytest.param(f.name, marks=marks, id=f.name))
+    return out
+
+
+def _check16(name: str, assembled16: dict[str, bytes], n_cases: int, seed: int) -> None:
+    form = FORM16_BY_NAME[name]
+    failed, total, reports = run_form(form, assembled16[name], n_cases, seed, bits=16)
+    if failed:
+        pytest.fail(
+            f"16-bit code: {failed} of {total} cases differ for {form.asm!r}\n\n" + "\n\n".join(reports),
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize("name", _params16(slow=False))
+def test_form16(name: str, assembled16: dict[str, bytes], core: None) -> None:
+    form = FORM16_BY_NAME[name]
+    _check16(name, assembled16, max(4, form.cases // FACTOR16), DEFAULT_SEED)
+
+
+@pytest.mark.parametrize("name", _params16(slow=True))
+def test_form16_slow(name: str, assembled16: dict[str, bytes], core: None) -> None:
+    _check16(name, assembled16, FORM16_BY_NAME[name].cases * SLOW_FACTOR, SLOW_SEED)

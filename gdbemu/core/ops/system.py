@@ -29,6 +29,7 @@ from ..cpu import (
     CR0_TS,
     CR0_WP,
     CR4_DE,
+    CR4_PAE,
     CR4_PCE,
     CR4_PGE,
     CR4_PSE,
@@ -592,10 +593,10 @@ def mov_system(e: Emitter) -> None:
 
 
 CR0_DEFINED = 0xE005003F  # PE MP EM TS ET NE WP AM NW CD PG; writes to other bits are ignored (SDM 2.5)
-# CR4 bits this CPU supports, matching CPUID (leaf 1 EDX, leaf 7 EBX): VME/PVI, PAE,
+# CR4 bits this CPU supports, matching CPUID (leaf 1 EDX, leaf 7 EBX): VME/PVI,
 # MCE, OSFXSR, OSXMMEXCPT are not advertised, so setting them is #GP like any
-# reserved bit (SDM vol. 2 MOV CR).
-CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_SMEP | CR4_SMAP
+# reserved bit (SDM vol. 2 MOV CR).  PAE selects the 3-level walk (core/mmu.py).
+CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_SMEP | CR4_SMAP
 
 
 @helper
@@ -637,8 +638,8 @@ def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
             raise GuestFault(GP, 0)
         old = cpu.cr[4]
         cpu.cr[4] = value
-        # Cached translations depend on PSE, global pages on PGE, rights on SMEP/SMAP.
-        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_SMEP | CR4_SMAP):
+        # Cached translations depend on PSE/PAE, global pages on PGE, rights on SMEP/SMAP.
+        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_PAE | CR4_SMEP | CR4_SMAP):
             cpu.tlb.flush()
     else:
         raise GuestFault(UD)
@@ -689,15 +690,27 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
 CPUID_MAX_BASIC = 7
 CPUID_MAX_EXT = 0x80000004
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
-# Leaf 1 EDX: DE PSE TSC MSR CX8 APIC SEP MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
-# SIMD are not emulated: they #UD/#NM, ops/fpu.py), no VME, PAE, MCE/MCA, PAT,
+# Leaf 1 EDX: DE PSE TSC MSR PAE CX8 APIC SEP MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
+# SIMD are not emulated: they #UD/#NM, ops/fpu.py), no VME, MCE/MCA, PAT,
 # PSE-36, CLFSH.  SEP: SYSENTER/SYSEXIT and their MSRs exist (signature 0x633
 # is not the Pentium Pro whose SEP bit lied, SDM vol. 2 SYSENTER).  MTRR: the
 # MTRR MSRs exist (storage; an emulator has no caches to steer), and OSes read
 # them only when this bit says they exist.
 CPUID_1_EDX = (
-    (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 15)
+    (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 15)
 )
+# Leaf 0x80000001 EDX: NX (bit 20), honoured by the PAE walk with EFER.NXE.
+CPUID_80000001_EDX = 1 << 20
 # Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
 # 16 KiB L1 I and D, 512 KiB L2.
 CPUID_2 = (0x03020101, 0, 0, 0x0C040843)
@@ -734,7 +747,7 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if leaf == 0x80000000:
         return CPUID_MAX_EXT, 0, 0, 0
     if leaf == 0x80000001:
-        return 0, 0, 0, 0
+        return 0, 0, 0, CPUID_80000001_EDX
     if 0x80000002 <= leaf <= 0x80000004:
         k = leaf - 0x80000002
         return _dwords(BRAND[16 * k : 16 * k + 16])
@@ -807,7 +820,8 @@ MTRR_FIXED = frozenset({0x250, 0x258, 0x259, *range(0x268, 0x270)})
 MTRR_VAR = range(0x200, 0x210)  # PhysBase0, PhysMask0, ... PhysBase7, PhysMask7
 MEM_TYPES = frozenset({0, 1, 4, 5, 6})  # UC WC WT WP WB
 PAT_TYPES = MEM_TYPES | {7}  # and UC-
-PHYS_MASK = 0xFFFFFFFF  # MAXPHYADDR is 32: no PAE/PSE-36 and no leaf 0x80000008
+PHYS_MASK = (1 << 36) - 1  # MAXPHYADDR is 36: PAE and no leaf 0x80000008 (core/mmu.py PHYS_BITS)
+EFER_NXE = 1 << 11
 
 
 def _bytes_ok(value: int, types: frozenset[int]) -> bool:
@@ -850,9 +864,11 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     if index == MSR_IA32_TSC:
         cpu.tsc_offset = value - icount_now(cpu, eip)
     elif index == MSR_EFER:
-        if value:  # no SCE/LME/NXE: every EFER bit is reserved on this CPU
+        if value & ~EFER_NXE:  # no SCE/LME on this CPU (no long mode, no SYSCALL): reserved
             raise GuestFault(GP, 0)
-        cpu.efer = 0
+        if (cpu.efer ^ value) & EFER_NXE:
+            cpu.tlb.flush()  # execute rights of cached PAE translations change
+        cpu.efer = value
     elif index == MSR_IA32_UCODE_REV:
         pass  # writing 0 before CPUID is how software asks for the revision; the value is fixed
     elif index == MSR_IA32_APICBASE:

@@ -2,7 +2,25 @@
 
 Each family module registers emitters with ``@op``: a function taking the
 ``Emitter`` (core/emit.py) whose ``insn`` is the decoded instruction, and
-appending the Python source that executes it.  The decorator also records
+appending the Python source that executes it.
+
+What the names in ``@op(...)`` are: *op keys*, which core/decode.py's
+``op_name`` computes from the encoding alone (prefixes, REX, opcode bytes,
+ModRM.reg, effective operand and address size) with its own opcode tables —
+never a disassembler's mnemonic.  For the integer instructions a key is a
+readable name chosen by opcode *and effective size* where the architecture
+defines different instructions per size: ``cbw``/``cwde``/``cdqe`` (98),
+``cwd``/``cdq``/``cqo`` (99), ``movsb``/``movsw``/``movsd``/``movsq``,
+``pushf``/``pushfd``/``pushfq``, ``iret``/``iretd``/``iretq``,
+``jcxz``/``jecxz``/``jrcxz`` (by address size), ``cmpxchg8b``/``cmpxchg16b``
+(REX.W), ``movsxd`` (63 in 64-bit code).  An emitter whose semantics depend
+on the size in any other way reads ``insn.opsize`` / ``insn.addrsize`` (or
+the Emitter's ``opsize``), never the key's spelling.  Everything outside the
+integer tables is keyed by opcode hex with its mandatory prefix: the x87
+escapes ``"d8"``..``"df"`` (the emitter decodes ``insn.modrm``) and SIMD
+opcodes such as ``"0f58"`` (addps), ``"f30f58"`` (addss), ``"660f58"``
+(addpd), ``"f20f58"`` (addsd), ``"660f3800"`` (pshufb xmm).  An unregistered
+key is #UD.  A key registered twice is an error at import.  The decorator also records
 what the instruction does to the arithmetic flags, which drives dead-flag
 elimination in the translator:
 
@@ -30,7 +48,7 @@ ENDS_TB: set[str] = set()
 def op(
     *names: str, flags: str = "rw", pure: bool = False, end: bool = False
 ) -> Callable[[Callable[[Emitter], None]], Callable[[Emitter], None]]:
-    """Register an emitter for one or more capstone instruction names."""
+    """Register an emitter for one or more op keys (core/decode.py ``op_name``)."""
     reads = "r" in flags
     writes_all = flags == "w"
 

@@ -74,12 +74,6 @@ def xchg(e: Emitter) -> None:
     "sfence",
     "clflush",
     "prefetch",
-    "prefetchw",
-    "prefetcht0",
-    "prefetcht1",
-    "prefetcht2",
-    "prefetchnta",
-    "endbr32",
     flags="",
     pure=True,
 )

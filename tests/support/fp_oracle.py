@@ -22,13 +22,18 @@ model, and the tests therefore do not compare:
 
 from __future__ import annotations
 
+import random
 import struct
 
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn import x86_const as ux
+
+from gdbemu.core import softfloat as sf
 
 CODE = 0x1000
 DATA = 0x8000
 A, B, R, CW, SW = DATA, DATA + 0x10, DATA + 0x20, DATA + 0x30, DATA + 0x34
+OUT = DATA + 0x40  # x87_sequence: ST(0)-ST(2) at OUT, OUT+16, OUT+32
 
 
 def _d(addr: int) -> bytes:
@@ -49,6 +54,64 @@ X87_OPS = {
 SSE_OPS = {"add": 0x58, "mul": 0x59, "sub": 0x5C, "div": 0x5E, "sqrt": 0x51}
 
 
+def x87_sequence(op_bytes: bytes) -> tuple[bytes, int]:
+    """fninit; fldcw CW; fld B; fld A; <op>; fstp OUT; fstp OUT+16; fstp OUT+32; fnstsw SW (bytes, count)."""
+    code = (
+        b"\xdb\xe3"
+        + b"\xd9\x2d" + _d(CW)
+        + b"\xdb\x2d" + _d(B)
+        + b"\xdb\x2d" + _d(A)
+        + op_bytes
+        + b"\xdb\x3d" + _d(OUT)
+        + b"\xdb\x3d" + _d(OUT + 16)
+        + b"\xdb\x3d" + _d(OUT + 32)
+        + b"\xdd\x3d" + _d(SW)
+    )  # fmt: skip
+    return code, 9
+
+
+def x87_results(read: object) -> tuple[int, int, int, int]:
+    """(st0, st1, st2, status word) from a ``read(addr, n) -> bytes`` callable."""
+    rd = read  # type: ignore[assignment]
+    vals = [int.from_bytes(rd(OUT + 16 * k, 10), "little") for k in range(3)]
+    return vals[0], vals[1], vals[2], int.from_bytes(rd(SW, 2), "little")
+
+
+def rand_bits(rng: random.Random, fmt: sf.Format) -> int:
+    """Random ``fmt`` bits from every class: zeros, denormals, infinities, NaNs, extremes, ties."""
+    fb, eb = fmt.frac_bits, fmt.exp_bits
+    top = (1 << eb) - 1
+    sign = rng.getrandbits(1)
+    kind = rng.randrange(10)
+    if kind == 0:
+        exp, frac = 0, 0
+    elif kind == 1:
+        exp, frac = 0, rng.getrandbits(fb - (1 if fmt.explicit else 0)) or 1
+    elif kind == 2:
+        exp, frac = top, (1 << (fb - 1)) if fmt.explicit else 0
+    elif kind == 3:  # NaNs (quiet or signalling)
+        q = rng.getrandbits(1)
+        payload = rng.getrandbits(fb - 2) | (0 if q else 1)
+        qbit = 1 << (fb - 2 if fmt.explicit else fb - 1)
+        frac = payload | (qbit if q else 0) | ((1 << (fb - 1)) if fmt.explicit else 0)
+        exp = top
+    elif kind == 4:  # near the overflow threshold
+        exp = top - 1 - rng.randrange(3)
+        frac = rng.getrandbits(fb)
+    elif kind == 5:  # near the underflow threshold
+        exp = 1 + rng.randrange(3)
+        frac = rng.getrandbits(fb)
+    elif kind == 6:  # short significands: exact cases and ties
+        exp = fmt.bias + rng.randrange(-8, 8)
+        frac = rng.getrandbits(6) << (fb - 6)
+    else:
+        exp = fmt.bias + rng.randrange(-40, 40)
+        frac = rng.getrandbits(fb)
+    if fmt.explicit and 0 < exp < top:
+        frac |= 1 << (fb - 1)  # normal: J set (unsupported encodings tested as vectors)
+    return (sign << (fb + eb)) | (exp << fb) | frac
+
+
 class FPOracle:
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
@@ -57,6 +120,14 @@ class FPOracle:
     def _run(self, code: bytes) -> None:
         self.uc.mem_write(CODE, code)
         self.uc.emu_start(CODE, CODE + len(code))
+
+    def x87_run(self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2) -> tuple[int, int, int, int]:
+        """Run ``x87_sequence(op_bytes)`` on st0=a, st1=b: (st0, st1, st2, status word) after it."""
+        self.uc.mem_write(A, a.to_bytes(10, "little") + b"\0" * 6 + b.to_bytes(10, "little"))
+        self.uc.mem_write(CW, struct.pack("<H", cw))
+        self.uc.reg_write(ux.UC_X86_REG_EFLAGS, eflags)
+        self._run(x87_sequence(op_bytes)[0])
+        return x87_results(lambda addr, n: bytes(self.uc.mem_read(addr, n)))
 
     def x87(self, op: str, a: int, b: int, cw: int) -> tuple[int, int]:
         """(80-bit result, status word) of ``op`` on st0=a, st1=b under control word ``cw``."""
@@ -154,4 +225,4 @@ class FPOracle:
         return int.from_bytes(self.uc.mem_read(R, n), "little"), struct.unpack("<H", self.uc.mem_read(SW, 2))[0]
 
 
-__all__ = ["FPOracle", "X87_OPS", "SSE_OPS"]
+__all__ = ["FPOracle", "rand_bits", "X87_OPS", "SSE_OPS", "x87_sequence", "x87_results", "A", "B", "R", "CW", "SW"]

@@ -16,14 +16,10 @@ import random
 import struct
 
 import pytest
+from support.fp_oracle import FPOracle, rand_bits
 
 from gdbemu.core import softfloat as sf
 from gdbemu.core.softfloat import DE, F32, F64, F80, IE, OE, PE, UE, ZE, Env
-
-try:
-    from support.fp_oracle import FPOracle
-except ImportError:  # pragma: no cover - unicorn missing
-    FPOracle = None  # type: ignore[assignment,misc]
 
 
 def d(x: float) -> int:
@@ -150,45 +146,11 @@ def test_compare() -> None:
 
 
 # ---- random operands --------------------------------------------------------------------------
-def _rand_bits(rng: random.Random, fmt: sf.Format) -> int:
-    fb, eb = fmt.frac_bits, fmt.exp_bits
-    top = (1 << eb) - 1
-    sign = rng.getrandbits(1)
-    kind = rng.randrange(10)
-    if kind == 0:
-        exp, frac = 0, 0
-    elif kind == 1:
-        exp, frac = 0, rng.getrandbits(fb - (1 if fmt.explicit else 0)) or 1
-    elif kind == 2:
-        exp, frac = top, (1 << (fb - 1)) if fmt.explicit else 0
-    elif kind == 3:  # NaNs (quiet or signalling)
-        q = rng.getrandbits(1)
-        payload = rng.getrandbits(fb - 2) | (0 if q else 1)
-        qbit = 1 << (fb - 2 if fmt.explicit else fb - 1)
-        frac = payload | (qbit if q else 0) | ((1 << (fb - 1)) if fmt.explicit else 0)
-        exp = top
-    elif kind == 4:  # near the overflow threshold
-        exp = top - 1 - rng.randrange(3)
-        frac = rng.getrandbits(fb)
-    elif kind == 5:  # near the underflow threshold
-        exp = 1 + rng.randrange(3)
-        frac = rng.getrandbits(fb)
-    elif kind == 6:  # short significands: exact cases and ties
-        exp = fmt.bias + rng.randrange(-8, 8)
-        frac = rng.getrandbits(6) << (fb - 6)
-    else:
-        exp = fmt.bias + rng.randrange(-40, 40)
-        frac = rng.getrandbits(fb)
-    if fmt.explicit and 0 < exp < top:
-        frac |= 1 << (fb - 1)  # normal: J set (unsupported encodings tested as vectors)
-    return (sign << (fb + eb)) | (exp << fb) | frac
-
-
 _FMT_OP = {"add": sf.add, "sub": sf.sub, "mul": sf.mul, "div": sf.div}
 
 
 def _sse_case(o: FPOracle, rng: random.Random, op: str, fmt: sf.Format) -> None:
-    a, b = _rand_bits(rng, fmt), _rand_bits(rng, fmt)
+    a, b = rand_bits(rng, fmt), rand_bits(rng, fmt)
     if sf.is_nan(fmt, a) and sf.is_nan(fmt, b):
         return  # QEMU 5.0 uses the x87 rule here (fp_oracle docstring); covered by vectors
     rc = rng.randrange(4)
@@ -201,7 +163,7 @@ def _sse_case(o: FPOracle, rng: random.Random, op: str, fmt: sf.Format) -> None:
 
 
 def _x87_case(o: FPOracle, rng: random.Random, op: str) -> None:
-    a, b = _rand_bits(rng, F80), _rand_bits(rng, F80)
+    a, b = rand_bits(rng, F80), rand_bits(rng, F80)
     rc, pc = rng.randrange(4), rng.choice((0, 2, 3))
     cw = 0x37F & ~0xF00 | pc << 8 | rc << 10
     env = Env(rc=rc, prec={0: 24, 2: 53, 3: 64}[pc], x87=True)
@@ -220,11 +182,11 @@ def _conversion_cases(o: FPOracle, rng: random.Random) -> None:
     cw = 0x37F & ~0xC00 | rc << 10
     env = Env(rc=rc, x87=True)
     for src, n in ((F32, 4), (F64, 8)):
-        a = _rand_bits(rng, src)
+        a = rand_bits(rng, src)
         if sf.is_snan(src, a):
             continue  # QEMU 5.0 loads it unquieted
         assert o.x87_load_store(n, a, cw)[0] == sf.convert(src, F80, a, env)[0], ("fld", hex(a))
-    a = _rand_bits(rng, F80)
+    a = rand_bits(rng, F80)
     for dst, n in ((F32, 4), (F64, 8)):
         if sf.is_snan(F80, a):
             continue  # QEMU 5.0 stores the SNaN unquieted (fp_oracle docstring); vectors cover it
@@ -236,7 +198,7 @@ def _conversion_cases(o: FPOracle, rng: random.Random) -> None:
     mxcsr = 0x1F80 | rc << 13
     senv = Env(rc=rc)
     for kind, src, dst in (("cvtsd2ss", F64, F32), ("cvtss2sd", F32, F64)):
-        a = _rand_bits(rng, src)
+        a = rand_bits(rng, src)
         if sf.is_snan(src, a):
             continue
         got, want = sf.convert(src, dst, a, senv)[0], o.sse_convert(kind, a, mxcsr)
@@ -247,7 +209,7 @@ def _conversion_cases(o: FPOracle, rng: random.Random) -> None:
         ("cvtss2si", F32, False),
         ("cvttss2si", F32, True),
     ):
-        a = _rand_bits(rng, src)
+        a = rand_bits(rng, src)
         got, want = sf.to_int(src, a, 32, senv, truncate=trunc)[0], o.sse_convert(kind, a, mxcsr)
         assert got == want, (kind, hex(a), hex(mxcsr), hex(got), hex(want))
     v = rng.getrandbits(32)
@@ -269,13 +231,11 @@ def _run_random(n: int, seed: int) -> None:
         _conversion_cases(o, rng)
 
 
-@pytest.mark.skipif(FPOracle is None, reason="unicorn not installed")
 def test_differential_unicorn_sample() -> None:
     _run_random(40, 1)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(FPOracle is None, reason="unicorn not installed")
 @pytest.mark.parametrize("seed", range(8))
 def test_differential_unicorn_bulk(seed: int) -> None:
     _run_random(2500, 100 + seed)

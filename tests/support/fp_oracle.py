@@ -34,6 +34,7 @@ CODE = 0x1000
 DATA = 0x8000
 A, B, R, CW, SW = DATA, DATA + 0x10, DATA + 0x20, DATA + 0x30, DATA + 0x34
 OUT = DATA + 0x40  # x87_sequence: ST(0)-ST(2) at OUT, OUT+16, OUT+32
+MEMOP = DATA + 0x100  # the memory operand of the instruction under test (128 bytes)
 
 
 def _d(addr: int) -> bytes:
@@ -70,11 +71,11 @@ def x87_sequence(op_bytes: bytes) -> tuple[bytes, int]:
     return code, 9
 
 
-def x87_results(read: object) -> tuple[int, int, int, int]:
-    """(st0, st1, st2, status word) from a ``read(addr, n) -> bytes`` callable."""
+def x87_results(read: object) -> tuple[int, int, int, int, int]:
+    """(st0, st1, st2, status word, the 128 bytes at MEMOP) from a ``read(addr, n) -> bytes`` callable."""
     rd = read  # type: ignore[assignment]
     vals = [int.from_bytes(rd(OUT + 16 * k, 10), "little") for k in range(3)]
-    return vals[0], vals[1], vals[2], int.from_bytes(rd(SW, 2), "little")
+    return vals[0], vals[1], vals[2], int.from_bytes(rd(SW, 2), "little"), int.from_bytes(rd(MEMOP, 128), "little")
 
 
 def rand_bits(rng: random.Random, fmt: sf.Format) -> int:
@@ -121,8 +122,11 @@ class FPOracle:
         self.uc.mem_write(CODE, code)
         self.uc.emu_start(CODE, CODE + len(code))
 
-    def x87_run(self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2) -> tuple[int, int, int, int]:
-        """Run ``x87_sequence(op_bytes)`` on st0=a, st1=b: (st0, st1, st2, status word) after it."""
+    def x87_run(
+        self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2, memop: bytes = bytes(128)
+    ) -> tuple[int, int, int, int, int]:
+        """Run ``x87_sequence(op_bytes)`` on st0=a, st1=b, MEMOP's bytes: x87_results after it."""
+        self.uc.mem_write(MEMOP, memop)
         self.uc.mem_write(A, a.to_bytes(10, "little") + b"\0" * 6 + b.to_bytes(10, "little"))
         self.uc.mem_write(CW, struct.pack("<H", cw))
         self.uc.reg_write(ux.UC_X86_REG_EFLAGS, eflags)
@@ -225,4 +229,17 @@ class FPOracle:
         return int.from_bytes(self.uc.mem_read(R, n), "little"), struct.unpack("<H", self.uc.mem_read(SW, 2))[0]
 
 
-__all__ = ["FPOracle", "rand_bits", "X87_OPS", "SSE_OPS", "x87_sequence", "x87_results", "A", "B", "R", "CW", "SW"]
+__all__ = [
+    "FPOracle",
+    "rand_bits",
+    "X87_OPS",
+    "SSE_OPS",
+    "x87_sequence",
+    "x87_results",
+    "MEMOP",
+    "A",
+    "B",
+    "R",
+    "CW",
+    "SW",
+]

@@ -30,9 +30,13 @@ The environment layouts of FSTENV/FNSAVE are the protected-mode ones (14 and
 28 bytes for 16- and 32-bit operand size) in every mode, as QEMU writes them.
 
 Transcendentals (FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X, FYL2XP1)
-are computed by the host's double-precision libm and widened: the result's
-relative error is at most 2**-51 (tests/unit/test_x87.py checks this bound
-against values computed to 200 bits).  Everything else is exact: FPREM,
+use the host's double-precision libm: FSIN/FCOS/FSINCOS/FPTAN on the
+double nearest the operand plus the first-order term of the remainder
+(``_sin_cos``), the others on the operands rounded to double.  The stated
+bound, checked by tests/unit/test_x87.py against 200-bit values on random
+64-bit operands: relative error at most 2**-51 (FYL2X: for x not within 1/16
+of 1, where log2(x) cancels; there the error is absolute, 2**-52 |y|).  The
+hardware's own bound is about 2**-63; this is a known gap.  Everything else is exact: FPREM,
 FPREM1, FSCALE, FXTRACT, FRNDINT and FSQRT are correctly rounded by
 softfloat.  C1 is not set to report rounding up (it is 0 after an inexact
 result), another known gap.
@@ -41,6 +45,7 @@ result), another known gap.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 
 from .. import softfloat as sf
@@ -110,7 +115,8 @@ def _push(fpu: FPUState, value: int) -> None:
         if _stack_overflow(fpu):
             return
         value = INDEF
-    fpu.fsw &= ~FSW_C1
+    else:
+        fpu.fsw &= ~FSW_C1
     fpu.push(value)
 
 
@@ -758,7 +764,7 @@ def _from_float(fpu: FPUState, v: float) -> int:
         return INDEF
     if math.isinf(v):
         return sf.inf(F80, int(v < 0))
-    bits = int.from_bytes(__import__("struct").pack("<d", v), "little")
+    bits = _float_bits(v)
     return sf.convert(sf.F64, F80, bits, fpu.env()._replace(prec=None))[0]
 
 
@@ -816,20 +822,57 @@ def _trig(kind: str) -> RegOp:
                 fpu.push(INDEF)
             return
         exact_zero = v == 0.0
+        if exact_zero:
+            if kind == "cos":
+                fpu.set(0, ONE)
+            elif kind == "sincos":
+                fpu.push(ONE)
+            elif kind == "tan":
+                fpu.push(ONE)
+            return
+        s, c = _sin_cos(fpu, x)
         if kind == "sin":
-            fpu.set(0, x if exact_zero else _from_float(fpu, math.sin(v)))
+            fpu.set(0, s)
         elif kind == "cos":
-            fpu.set(0, _from_float(fpu, math.cos(v)))
+            fpu.set(0, c)
         elif kind == "sincos":
-            fpu.set(0, x if exact_zero else _from_float(fpu, math.sin(v)))
-            fpu.push(_from_float(fpu, math.cos(v)))
+            fpu.set(0, s)
+            fpu.push(c)
         else:
-            fpu.set(0, x if exact_zero else _from_float(fpu, math.tan(v)))
+            fpu.set(0, sf.div(F80, s, c, fpu.env()._replace(prec=None))[0])
             fpu.push(ONE)
-        if not exact_zero or kind == "cos":
-            _flag(fpu, sf.PE if not exact_zero else 0)
+        _flag(fpu, sf.PE)
 
     return run
+
+
+def _to_double_parts(x: int) -> tuple[float, float]:
+    """x = hi + lo exactly (hi the double nearest x, lo the rest, also a double)."""
+    hi = sf.to_float(F80, x)
+    hi_bits = sf.convert(sf.F64, F80, _float_bits(hi), X87_EXACT)[0]
+    lo_bits = sf.sub(F80, x, hi_bits, X87_EXACT)[0]
+    return hi, sf.to_float(F80, lo_bits)
+
+
+def _float_bits(v: float) -> int:
+    return int.from_bytes(struct.pack("<d", v), "little")
+
+
+X87_EXACT = sf.Env(x87=True)
+
+
+def _sin_cos(fpu: FPUState, x: int) -> tuple[int, int]:
+    """sin(x), cos(x) in 80 bits: libm on the double part, the first-order term of the rest added in 80 bits.
+
+    sin(hi + lo) = sin(hi) + cos(hi) * lo + O(lo**2), with |lo| <= 2**-53 |x|: the error is libm's
+    (<= 1 ulp of a double) plus the widening, a relative error below 2**-51.
+    """
+    hi, lo = _to_double_parts(x)
+    sh, ch = math.sin(hi), math.cos(hi)
+    env = fpu.env()._replace(prec=None)
+    s = sf.add(F80, _from_float(fpu, sh), _from_float(fpu, ch * lo), env)[0]
+    c = sf.sub(F80, _from_float(fpu, ch), _from_float(fpu, sh * lo), env)[0]
+    return s, c
 
 
 def _f2xm1(fpu: FPUState, x: int) -> int | None:
@@ -888,9 +931,10 @@ def _fyl2x(fpu: FPUState, x: int, y: int) -> int | None:
     if math.isinf(yv):
         return sf.inf(F80, int((yv < 0) != (xv < 1)))
     _flag(fpu, sf.PE)
-    u = sf.unpack(F80, x)
-    log2x = math.log2(u.m) + u.e  # exact exponent: no overflow of the double
-    return _from_float(fpu, yv * log2x)
+    hi, lo = _to_double_parts(x)
+    env = fpu.env()._replace(prec=None)
+    log2x = sf.add(F80, _from_float(fpu, math.log2(hi)), _from_float(fpu, lo / (hi * math.log(2))), env)[0]
+    return sf.mul(F80, y, log2x, env)[0]
 
 
 def _fyl2xp1(fpu: FPUState, x: int, y: int) -> int | None:

@@ -27,7 +27,10 @@ FSW_TOP_SHIFT = 11
 FSW_CC = FSW_C0 | FSW_C1 | FSW_C2 | FSW_C3
 
 FCW_INIT = 0x037F  # FNINIT: all exceptions masked, 64-bit precision, round to nearest
-FCW_RESET = 0x0040  # power-on/RESET value (SDM vol. 3, table 9-1)
+# The FCW after RESET.  The SDM (vol. 3, table 9-1) gives 0040H (all exceptions unmasked,
+# 24-bit precision); QEMU resets to 037FH, the FNINIT state a BIOS leaves, and a guest
+# started by a loader (multiboot, -kernel) expects that: gdbemu follows QEMU.
+FCW_RESET = 0x037F
 MXCSR_RESET = 0x1F80
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
@@ -63,7 +66,7 @@ class FPUState:
         self.reset()
 
     def reset(self) -> None:
-        """Power-on/RESET (SDM vol. 3, table 9-1): FCW 0040H, registers +0 and empty, MXCSR 1F80H."""
+        """RESET: FCW as FCW_RESET says, registers +0 and empty, MXCSR 1F80H."""
         self.finit()
         self.fcw = FCW_RESET
         self.st = [0] * 8

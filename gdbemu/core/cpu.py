@@ -184,6 +184,8 @@ class CPU:
         self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
         # A named -cpu model's CPUID (boot/firmware.py): (cpu, leaf, subleaf) -> (eax, ebx, ecx, edx).
         self.cpuid_model: Callable[[CPU, int, int], tuple[int, int, int, int]] | None = None
+        # Op keys this CPU model lacks the feature for (core/cpuid.py): the translator emits #UD.
+        self.disabled_ops: frozenset[str] = frozenset()
         self.icount = 0
         self.regs: list[int] = [0] * 8
         self.segs: list[SegmentCache] = []

@@ -106,3 +106,23 @@ def test_cpu_option_spellings() -> None:
     assert any("no KVM" in n for n in opts.notes)
     for name in ("qemu32", "kvm32", "kvm64", "486", "pentium3", "core2duo", "max"):
         assert parse_args(["-cpu", name]).cpu == name
+
+
+def test_task_switch_to_conforming_code_with_dpl_below_rpl() -> None:
+    """SDM vol. 3, 7.3 / QEMU's tss_load_seg: a conforming CS needs DPL <= RPL, not DPL = RPL."""
+    from guests import test_task_sysenter as ts
+
+    from gdbemu.core.cpu import DESC_P
+    from gdbemu.core.helpers import far_jmp  # type: ignore[attr-defined]
+
+    m = ts._board()
+    cpu = m.cpu
+    extra = ts._desc(0, 0xFFFFF, 0x9E, 0xC) + ts._desc(0, 0xFFFFF, 0xF2, 0xC)  # 0x30 conforming DPL0, 0x38 data DPL3
+    m.mem.write(ts.GDT + 0x30, extra)
+    cpu.gdtr_limit = 0x3F
+    for off, value in ((0x4C, 0x33), (0x50, 0x3B), (0x48, 0x3B), (0x54, 0x3B), (0x58, 0x3B), (0x5C, 0x3B)):
+        m.mem.write(ts.NEW_TSS + off, value.to_bytes(4, "little"))
+    far_jmp(cpu, ts.SEL_NEW, 0, 4, 0x9007)
+    assert cpu.segs[1].selector == 0x33 and cpu.eip == 0x5000
+    assert cpu.segs[1].flags & DESC_P and cpu.segs[1].limit == 0xFFFFFFFF  # the descriptor was loaded
+    assert cpu.cpl == 3  # the conforming segment runs at the RPL's privilege

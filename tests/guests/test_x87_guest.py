@@ -173,3 +173,93 @@ def test_x87_exceptions_environment_and_lazy_switching(tmp_path: Path) -> None:
             "overflow_value_hi": 0xFFF80000,  # the indefinite, as a double
         },
     )
+
+
+LAZY = r"""
+/* Two "tasks" share the x87 lazily: a switch only sets CR0.TS; the first x87 instruction of the
+ * next task raises #NM, whose handler (nm_switch) saves the owner's state with FNSAVE, loads the
+ * current task's with FRSTOR, clears TS and retries the instruction. */
+.macro SWITCH_TO task
+        movl $\task, current
+        movl %cr0, %eax
+        orl $8, %eax
+        movl %eax, %cr0
+        movl $nm_switch, resume_eip
+.endm
+main:
+        movl %cr0, %eax
+        andl $~0xc, %eax                /* EM TS clear */
+        orl $0x22, %eax                 /* NE MP */
+        movl %eax, %cr0
+        fninit
+        fnsave area_b                   /* task B starts from the FNINIT state */
+        movl $0, nm_count
+        movl $area_a, owner
+        movl $area_a, current
+        /* task A */
+        fld1
+        fldpi
+        SWITCH_TO area_b
+        /* task B */
+        fldz
+        fld1
+        faddp                           /* B: ST(0) = 1, its stack depth 1 */
+        SWITCH_TO area_a
+        /* task A again: its pi and 1 are back */
+        faddp
+        fstpl result_a
+        SWITCH_TO area_b
+        fstpl result_b
+        fnstsw %ax
+        movzwl %ax, %ebx
+        REPORT b_sw, %ebx
+        movl result_a+4, %ebx
+        REPORT a_hi, %ebx
+        movl result_a, %ebx
+        REPORT a_lo, %ebx
+        movl result_b+4, %ebx
+        REPORT b_hi, %ebx
+        movl nm_count, %ebx
+        REPORT nm_count, %ebx
+        movl $0, resume_eip
+        ret
+
+nm_switch:
+        cmpl $7, last_vec
+        jne unexpected
+        incl nm_count
+        clts
+        movl owner, %eax
+        fnsave (%eax)
+        movl current, %eax
+        frstor (%eax)
+        movl %eax, owner
+        jmp *last_eip                   /* retry the instruction that raised #NM */
+
+        .data
+        .balign 16
+area_a: .fill 108, 1, 0
+area_b: .fill 108, 1, 0
+owner:  .long 0
+current: .long 0
+nm_count: .long 0
+        .balign 8
+result_a: .double 0
+result_b: .double 0
+        .text
+"""
+
+
+def test_lazy_fpu_switching_with_nm(tmp_path: Path) -> None:
+    check(
+        tmp_path,
+        "lazy",
+        LAZY,
+        {
+            "nm_count": 3,
+            "a_hi": 0x401090FD,  # pi + 1 = 4.141592653589793
+            "a_lo": 0xAA22168C,
+            "b_hi": 0x3FF00000,  # 1.0
+            "b_sw": 0,  # B's stack empty again, no exception flags
+        },
+    )

@@ -59,6 +59,9 @@ main:
         TRY stac, stac
         TRY clac, clac
         TRY fninit, fninit
+        TRY fcmov, fcmovb %st(0), %st
+        TRY fcomi, fcomi %st(0), %st
+        fninit
         ret
 """
 
@@ -68,8 +71,16 @@ UD, NONE = 6, 0xFFFFFFFF
 @pytest.mark.parametrize(
     "model, expected",
     [
-        ("pentium", {"sig": 0x543, "cmov": UD, "clflush": UD, "mfence": UD, "sfence": UD, "stac": UD, "fninit": NONE}),
-        ("pentium2", {"sig": 0x652, "cmov": NONE, "clflush": UD, "lfence": UD, "stac": UD, "fninit": NONE}),
+        (
+            "pentium",
+            {"sig": 0x543, "cmov": UD, "clflush": UD, "mfence": UD, "sfence": UD, "stac": UD, "fninit": NONE}
+            | {"fcmov": UD, "fcomi": UD},
+        ),
+        (
+            "pentium2",
+            {"sig": 0x652, "cmov": NONE, "clflush": UD, "lfence": UD, "stac": UD, "fninit": NONE}
+            | {"fcmov": NONE, "fcomi": NONE},
+        ),
         ("qemu32,-cmov", {"sig": 0x663, "cmov": UD, "clac": UD}),
         ("max", {"cmov": NONE, "clflush": NONE, "mfence": NONE, "stac": NONE, "clac": NONE, "fninit": NONE}),
     ],

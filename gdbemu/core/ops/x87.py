@@ -160,10 +160,16 @@ def x87(cpu: CPU, opcode: int, modrm: int, addr: int, offset: int, seg: int, ops
         fn(cpu, fpu, addr, opsize)
         return
     rkey = (opcode, modrm)
+    if (opcode, modrm & 0xF8) in _NEEDS_CMOV and "cmovb" in cpu.disabled_ops:
+        raise GuestFault(UD)  # FCMOVcc, FCOMI, FUCOMI: P6 instructions, CPUID.CMOV (core/cpuid.py)
     if rkey not in _NO_WAIT_REG:
         check_pending(cpu)
         _note(cpu, fpu, opcode, modrm)
     _REG_OPS[(opcode, modrm & 0xF8)](cpu, fpu, modrm & 7, modrm)
+
+
+_NEEDS_CMOV = {(0xDA, r) for r in (0xC0, 0xC8, 0xD0, 0xD8)} | {(0xDB, r) for r in (0xC0, 0xC8, 0xD0, 0xD8)}
+_NEEDS_CMOV |= {(0xDB, 0xE8), (0xDB, 0xF0), (0xDF, 0xE8), (0xDF, 0xF0)}
 
 
 def _note(cpu: CPU, fpu: FPUState, opcode: int, modrm: int) -> None:

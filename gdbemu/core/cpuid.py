@@ -59,6 +59,9 @@ GATED_OPS: dict[str, frozenset[str]] = {
     "smap": frozenset({"stac", "clac"}),
 }
 
+# Not an op key: the translator reads it as "0F 18-0F 1F (hint NOP) is #UD" (pre-P6 models).
+HINT_NOP = "0f18-0f1f"
+
 _I486 = {"fpu", "vme", "pse"}
 _PENTIUM = _I486 | {"de", "tsc", "msr", "mce", "cx8", "mmx", "apic"}
 _PENTIUM2 = _PENTIUM | {"pae", "sep", "mtrr", "pge", "mca", "cmov", "pat", "pse36", "fxsr"}
@@ -247,7 +250,18 @@ def resolve(spec: str) -> ResolvedModel:
         for feat, ops in GATED_OPS.items():
             if feat not in features:
                 disabled |= ops
+        if definition.family < 6:
+            disabled.add(HINT_NOP)  # 0F 18-1F: the P6 family's hint NOPs; #UD before it
     return ResolvedModel(name, definition, features, frozenset(disabled), notes)
 
 
-__all__ = ["FEATURE_BITS", "GATED_OPS", "MODEL_DEFS", "MODEL_NAMES", "ResolvedModel", "implemented", "resolve"]
+__all__ = [
+    "FEATURE_BITS",
+    "GATED_OPS",
+    "HINT_NOP",
+    "MODEL_DEFS",
+    "MODEL_NAMES",
+    "ResolvedModel",
+    "implemented",
+    "resolve",
+]

@@ -347,6 +347,8 @@ class Translator:
         emitter = OPS.get(insn.name)
         if insn.name in self.disabled_ops:
             emitter = None
+        elif insn.name == "nop" and insn.opcode[0] == 0x0F and "0f18-0f1f" in self.disabled_ops:
+            emitter = None  # a hint NOP on a pre-P6 CPU model (core/cpuid.py HINT_NOP)
         if emitter is None or (insn.lock and (insn.name not in LOCKABLE or not any(o.kind == MEM for o in insn.ops))):
             # LOCK is #UD unless the instruction is a read-modify-write of memory (SDM vol. 2, LOCK).
             _ud(e)

@@ -61,6 +61,7 @@ main:
         TRY fninit, fninit
         TRY fcmov, fcmovb %st(0), %st
         TRY fcomi, fcomi %st(0), %st
+        TRY hint_nop, nopl 0(%eax)
         fninit
         ret
 """
@@ -74,12 +75,12 @@ UD, NONE = 6, 0xFFFFFFFF
         (
             "pentium",
             {"sig": 0x543, "cmov": UD, "clflush": UD, "mfence": UD, "sfence": UD, "stac": UD, "fninit": NONE}
-            | {"fcmov": UD, "fcomi": UD},
+            | {"fcmov": UD, "fcomi": UD, "hint_nop": UD},
         ),
         (
             "pentium2",
             {"sig": 0x652, "cmov": NONE, "clflush": UD, "lfence": UD, "stac": UD, "fninit": NONE}
-            | {"fcmov": NONE, "fcomi": NONE},
+            | {"fcmov": NONE, "fcomi": NONE, "hint_nop": NONE},
         ),
         ("qemu32,-cmov", {"sig": 0x663, "cmov": UD, "clac": UD}),
         ("max", {"cmov": NONE, "clflush": NONE, "mfence": NONE, "stac": NONE, "clac": NONE, "fninit": NONE}),

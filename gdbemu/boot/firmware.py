@@ -65,9 +65,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..core.cpu import CPU
     from .board import BootMachine
 
+from ..core import cpuid
 from ..softmmu.ram_layout import check_pc_ram_size
 
 KIB = 1024
@@ -426,56 +426,24 @@ def install_firmware(machine: BootMachine, program_devices: bool = True) -> Firm
 
 
 # ---- named CPU models (-cpu) ------------------------------------------------------------------
-@dataclass(frozen=True)
-class CPUModel:
-    """A CPUID personality: only values the core can honour (no FPU, MMX or SSE bits: x87/SIMD #UD).
-
-    The models differ in what CPUID reports -- signature, the feature bits
-    kernels test (APIC, PGE, CMOV, MTRR ...), the leaves present -- not in
-    what the core executes.  ``None`` as ``leaf1_edx`` means the core's own
-    table (``core/ops/system.py``), which is the default "gdbemu" model.
-    """
-
-    name: str
-    description: str
-    signature: int = 0
-    leaf1_edx: int | None = None
-    max_basic: int = 1
-
-    def cpuid(self, cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
-        """CPUID of this model; leaves above the maximum return the highest basic leaf (Intel SDM)."""
-        if leaf == 0:
-            vendor = b"GenuineIntel"
-            ebx, edx, ecx = (int.from_bytes(vendor[i : i + 4], "little") for i in (0, 4, 8))
-            return self.max_basic, ebx, ecx, edx
-        edx = self.leaf1_edx or 0
-        ebx = (cpu.index & 0xFF) << 24 if edx & (1 << 9) else 0
-        return self.signature, ebx, 0, edx
-
-
-_DE, _PSE, _TSC, _MSR, _CX8, _APIC = 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 8, 1 << 9
-
-CPU_MODELS: dict[str, CPUModel] = {
-    "gdbemu": CPUModel(
-        "gdbemu",
-        "P6-class (family 6 model 3, a Pentium II without FPU/MMX): DE PSE TSC MSR CX8 "
-        "APIC MTRR PGE CMOV, SMEP/SMAP, brand string (the default)",
-    ),
-    "pentium": CPUModel(
-        "pentium",
-        "P54C-class (family 5 model 2 stepping 12) without FPU: DE PSE TSC MSR CX8 APIC; CPUID leaves 0-1 only",
-        0x52C,
-        _DE | _PSE | _TSC | _MSR | _CX8 | _APIC,
-    ),
-    "486": CPUModel(
-        "486", "486SX (family 4 model 2): no FPU, no CPUID feature bits, no local APIC advertised", 0x420, 0
-    ),
+# The models are core/cpuid.py's (QEMU's names and feature sets, reported only where the core
+# executes them).  ``gdbemu`` is the old name of ``max``, kept so existing command lines work.
+CPU_MODELS: dict[str, str] = {
+    "max": "everything gdbemu emulates (the default)",
+    "host": "accepted as max (no KVM here)",
+    "gdbemu": "the same as max",
+    **{name: d.description for name, d in cpuid.MODEL_DEFS.items()},
 }
 
 
-def apply_cpu_model(machine: BootMachine, name: str) -> CPUModel:
-    """Give every vCPU of ``machine`` the CPUID of model ``name`` (KeyError for an unknown name)."""
-    model = CPU_MODELS[name]
+def apply_cpu_model(machine: BootMachine, spec: str) -> cpuid.ResolvedModel:
+    """Give every vCPU of ``machine`` the CPUID and instruction set of ``spec`` (``model[,+feat,-feat]``).
+
+    ValueError for an unknown model; the result's ``notes`` say what was dropped or substituted.
+    """
+    model = cpuid.resolve(spec)
+    plain_max = model.definition is None and model.features == cpuid.implemented()
     for cpu in machine.cpus:
-        cpu.cpuid_model = None if model.leaf1_edx is None else model.cpuid
+        cpu.cpuid_model = None if plain_max else model.cpuid
+        cpu.disabled_ops = model.disabled_ops
     return model

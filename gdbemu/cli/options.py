@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..boot.firmware import CPU_MODELS
+from ..core import cpuid
 from ..debug.trace import LOG_ITEMS
 from ..rsp.server import parse_endpoint
 from ..softmmu.ram_layout import check_pc_ram_size
@@ -393,15 +394,15 @@ def parse_args(argv: list[str]) -> Options:
             if cpus != 1:
                 raise UsageError("only -smp 1 is supported for now")
         elif name == "cpu":
-            model = v.split(",", 1)[0]
-            if model == "help":
+            if v.split(",", 1)[0] == "help":
                 opts.show = "cpu-help"
-            elif model not in CPU_MODELS:
-                raise UsageError(f"-cpu {model!r}: unknown CPU model (available: {', '.join(CPU_MODELS)})")
             else:
-                opts.cpu = model
-                if "," in v:
-                    opts.notes.append(f"-cpu {v}: feature flags ignored (models differ only in CPUID)")
+                try:
+                    resolved = cpuid.resolve(v)  # QEMU's model names and +feat,-feat (core/cpuid.py)
+                except ValueError as exc:
+                    raise UsageError(f"-cpu {v!r}: {exc}") from None
+                opts.cpu = v
+                opts.notes.extend(resolved.notes)
         elif name in ("accel", "enable-kvm"):
             accel = "kvm" if name == "enable-kvm" else _parse_kv(v, first_key="accel").get("accel", "")
             if accel != "tcg":
@@ -480,7 +481,7 @@ def show(what: str) -> int:
             print("gdbemu (not installed)")
     elif what == "cpu-help":
         for name, model in CPU_MODELS.items():
-            print(f"{name:10s} {model.description}")
+            print(f"{name:10s} {model}")
     elif what == "log-help":
         print("Log items (comma separated):")
         for item, text in (

@@ -27,6 +27,7 @@ from . import helpers
 from .breakpoint import Breakpoints
 from .events import MachineEvents
 from .exceptions import GuestFault
+from .fpu_state import FPUState
 from .tb import TB
 from .trace import TraceHooks
 
@@ -164,8 +165,11 @@ class CPU:
         breakpoints: Breakpoints,
         events: MachineEvents[CPU],
         trace: TraceHooks[CPU],
+        fpu: FPUState | None = None,
     ) -> None:
         self.index = index
+        # The x87/SSE registers (core/fpu_state.py); a fresh power-on state unless given.
+        self.fpu = fpu if fpu is not None else FPUState()
         self.mem = mem
         self.tlb = tlb
         self.softmmu = softmmu
@@ -180,6 +184,8 @@ class CPU:
         self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
         # A named -cpu model's CPUID (boot/firmware.py): (cpu, leaf, subleaf) -> (eax, ebx, ecx, edx).
         self.cpuid_model: Callable[[CPU, int, int], tuple[int, int, int, int]] | None = None
+        # Op keys this CPU model lacks the feature for (core/cpuid.py): the translator emits #UD.
+        self.disabled_ops: frozenset[str] = frozenset()
         self.icount = 0
         self.regs: list[int] = [0] * 8
         self.segs: list[SegmentCache] = []
@@ -223,6 +229,7 @@ class CPU:
         binds (regs, seg_base, cr, dr) are updated in place.
         """
         index = self.index
+        self.fpu.reset()
         self.regs[:] = [0] * 8
         self.eip = 0xFFF0
         # EFLAGS minus the six arithmetic flags (those are lazy). Bit 1 is always set.

@@ -343,7 +343,7 @@ def _load_ldt(cpu: CPU, selector: int, ext: int) -> None:
 def _load_task_segment(cpu: CPU, seg: int, selector: int, cpl: int, ext: int) -> None:
     """Check and load one segment register of the new task (SDM vol. 3, table 7-1; QEMU's tss_load_seg).
 
-    CS: a code segment with DPL = RPL (the new CPL); SS: a writable data
+    CS: a code segment with DPL = RPL (the new CPL), or DPL <= RPL if conforming; SS: a writable data
     segment with DPL = RPL = CPL; ES/DS/FS/GS: data or readable code, with
     DPL >= max(CPL, RPL) unless conforming; a null selector is allowed for
     those.  Type and privilege errors are #TS(selector), a segment not
@@ -360,7 +360,8 @@ def _load_task_segment(cpu: CPU, seg: int, selector: int, cpl: int, ext: int) ->
     rpl = selector & 3
     dpl = dpl_of(hi)
     if seg == CS:
-        if not hi & DESC_CS or dpl != rpl:
+        # Conforming: DPL <= RPL suffices (QEMU's tss_load_seg); non-conforming: DPL = RPL.
+        if not hi & DESC_CS or (dpl > rpl if hi & DESC_C else dpl != rpl):
             raise GuestFault(TS, err)
         absent = NP
     elif seg == SS:

@@ -116,6 +116,8 @@ class Translator:
         # Tests set this to 1 or 2 to build every TB in that tier from the
         # start (the differential suite checks both code generators).
         self.force_tier: int | None = None
+        # Set by build() from the CPU: op keys its model lacks the feature for (#UD).
+        self.disabled_ops: frozenset[str] = frozenset()
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
 
     # ---- decoding a block -----------------------------------------------------
@@ -297,6 +299,7 @@ class Translator:
 
     def build(self, cpu: CPU, tb: TB, tier: int) -> None:
         ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
+        self.disabled_ops = cpu.disabled_ops  # the CPU model's missing features (core/cpuid.py)
         if tier == 2:
             tb.fn = self._build_tier2(cpu, tb, ns)
             tb.tier = 2
@@ -342,6 +345,10 @@ class Translator:
             _ud(e)
             return
         emitter = OPS.get(insn.name)
+        if insn.name in self.disabled_ops:
+            emitter = None
+        elif insn.name == "nop" and insn.opcode[0] == 0x0F and "0f18-0f1f" in self.disabled_ops:
+            emitter = None  # a hint NOP on a pre-P6 CPU model (core/cpuid.py HINT_NOP)
         if emitter is None or (insn.lock and (insn.name not in LOCKABLE or not any(o.kind == MEM for o in insn.ops))):
             # LOCK is #UD unless the instruction is a read-modify-write of memory (SDM vol. 2, LOCK).
             _ud(e)

@@ -8,9 +8,11 @@ Writes act as the instruction that would write the register does
 (:func:`set_register`): a segment selector reloads its descriptor cache from
 the GDT/LDT (real and V86 mode: base = selector << 4), a CR0/CR3/CR4 write
 flushes the TLB as ``mov crN`` does, a DR0-3/DR7 write rebuilds the guest's
-own debug breakpoints.  The x87 registers are present (gdb's i386 core
-feature requires them) and read as the FPU's reset state: the core does not
-emulate x87 yet; writes to them are accepted and dropped.
+own debug breakpoints.  The x87 registers are the FPU's (``cpu.fpu``,
+core/fpu_state.py): ``st0``-``st7`` are ST(0)-ST(7), stack-relative as in
+the FSAVE image gdb's i387 code expects; ``fstat`` includes TOP and
+``ftag`` is the full 2-bit-per-register tag word, computed from the
+contents (written: each register's empty/non-empty state).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ SEG_REGS: Final = {"cs": 1, "ss": 2, "ds": 3, "es": 0, "fs": 4, "gs": 5}  # name
 SEG_BASES: Final = {"cs_base": 1, "ss_base": 2, "ds_base": 3, "es_base": 0, "fs_base": 4, "gs_base": 5}
 _CONTROL: Final = ("cr0", "cr2", "cr3", "cr4")
 _TABLES: Final = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")
-_X87_RESET: Final = {"fctrl": 0x37F, "ftag": 0xFFFF}
+_X87_FIELDS: Final = {"fiseg": "fcs", "fioff": "fip", "foseg": "fds", "fooff": "fdp", "fop": "fop"}
 
 
 def register_value(cpu: CPU, name: str) -> int:
@@ -53,7 +55,37 @@ def register_value(cpu: CPU, name: str) -> int:
         return int(getattr(cpu, name))
     if name.startswith("dr"):
         return int(cpu.dr[int(name[2])])
-    return _X87_RESET.get(name, 0)  # x87: the FPU's reset state (not emulated yet)
+    return _x87_value(cpu, name)
+
+
+def _x87_value(cpu: CPU, name: str) -> int:
+    fpu = cpu.fpu
+    if name.startswith("st") and name[2:].isdigit():
+        return fpu.get(int(name[2:]))
+    if name == "fctrl":
+        return fpu.fcw
+    if name == "fstat":
+        return fpu.status_word()
+    if name == "ftag":
+        return fpu.tag_word()
+    if name in _X87_FIELDS:
+        return int(getattr(fpu, _X87_FIELDS[name]))
+    return 0
+
+
+def _set_x87(cpu: CPU, name: str, value: int) -> bool:
+    fpu = cpu.fpu
+    if name.startswith("st") and name[2:].isdigit():
+        fpu.st[fpu.phys(int(name[2:]))] = value & ((1 << 80) - 1)
+    elif name == "fctrl":
+        fpu.fcw = value & 0xFFFF
+    elif name == "fstat":
+        fpu.set_status_word(value)
+    elif name == "ftag":
+        fpu.set_tag_word(value)
+    elif name in _X87_FIELDS:
+        setattr(fpu, _X87_FIELDS[name], value & (0x7FF if name == "fop" else 0xFFFFFFFF))
+    return True  # a register this table does not know: accepted and dropped, as before
 
 
 def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:
@@ -99,7 +131,8 @@ def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:
         cpu.dr[n] = value & 0xFFFFFFFF
         if n != 6:
             machine.update_guest_debug(cpu)
-    # else: x87, accepted, not emulated
+    else:
+        return _set_x87(cpu, name, value)
     return True
 
 

@@ -444,7 +444,7 @@ def test_append_and_initrd_reach_the_kernel(tmp_path):
     "args, message",
     [
         (("-smp", "2"), "only -smp 1 is supported for now"),
-        (("-cpu", "athlon"), "unknown CPU model (available: gdbemu, pentium, 486)"),
+        (("-cpu", "athlon"), "unknown CPU model 'athlon' (available: max, host, qemu32, qemu64"),
         (("-serial", "tcp::4444"), "-serial 'tcp::4444' is not supported"),
         (("-frobnicate",), "unknown option '-frobnicate'"),
         (("-append",), "option '-append' needs a value"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..decode import IMM, MEM, REG, SREG
 from ..emit import MASK, Emitter
+from ..exceptions import UD
 from . import op
 
 
@@ -11,6 +12,10 @@ from . import op
 def mov(e: Emitter) -> None:
     dst, src = e.insn.ops
     if dst.kind == SREG:
+        if dst.reg == 1:  # mov to CS: #UD (SDM vol. 2 MOV; QEMU), not a segment load
+            e.fault(UD)
+            e.ended = True
+            return
         e.sync_call("load_seg", str(dst.reg), e.load(src, size=2))
         if dst.reg == 2:  # mov ss: interrupt shadow; end the TB so hflags are fresh
             e.sync_call("inhibit_irq", reload=False)

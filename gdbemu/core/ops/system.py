@@ -690,14 +690,15 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
 CPUID_MAX_BASIC = 7
 CPUID_MAX_EXT = 0x80000004
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
-# Leaf 1 EDX: DE PSE TSC MSR PAE CX8 APIC SEP MTRR PGE CMOV.  No FPU/MMX/FXSR/SSE (x87 and
-# SIMD are not emulated: they #UD/#NM, ops/fpu.py), no VME, MCE/MCA, PAT,
+# Leaf 1 EDX: FPU DE PSE TSC MSR PAE CX8 APIC SEP MTRR PGE CMOV.  FPU: the x87 (ops/x87.py).
+# No MMX/FXSR/SSE (SIMD is not emulated: #UD, ops/fpu.py), no VME, MCE/MCA, PAT,
 # PSE-36, CLFSH.  SEP: SYSENTER/SYSEXIT and their MSRs exist (signature 0x633
 # is not the Pentium Pro whose SEP bit lied, SDM vol. 2 SYSENTER).  MTRR: the
 # MTRR MSRs exist (storage; an emulator has no caches to steer), and OSes read
 # them only when this bit says they exist.
 CPUID_1_EDX = (
-    (1 << 2)
+    1
+    | (1 << 2)
     | (1 << 3)
     | (1 << 4)
     | (1 << 5)

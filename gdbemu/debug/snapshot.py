@@ -102,7 +102,7 @@ def _device(name: str, dev: object) -> StatefulDevice:
     return dev
 
 
-class SnapshotError(Exception):
+class SnapshotError(ValueError):
     """A snapshot cannot be taken, found, loaded or read; the message says why."""
 
 

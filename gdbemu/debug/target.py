@@ -57,6 +57,7 @@ from .agent import BreakpointAgent
 from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
+from .snapshot import SnapshotStore
 from .watchlog import WatchLog
 
 _FROM_RSP: Final = {
@@ -113,8 +114,10 @@ class MachineTarget(TargetBase):
     # so the server's loop does not spin a core while it waits for gdb or input.
     IDLE_SLEEP = 0.002
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, snapshots: SnapshotStore | None = None) -> None:
         self.machine = machine
+        # savevm/loadvm (debug/snapshot.py): made on first use unless the CLI gave one (-loadvm, -snapshot-file).
+        self.snapshots = snapshots
         self.layout = I386_LAYOUT
         self.actions: dict[int, ResumeAction] = {}
         self._interrupted = False
@@ -131,6 +134,12 @@ class MachineTarget(TargetBase):
         machine.attach_debugger(self.watch_log)
         self.monitor = Monitor(self)
         self.no_reboot = True  # a triple fault ends the session; the CLI sets False unless -no-reboot
+
+    def snapshot_store(self) -> SnapshotStore:
+        """The machine's snapshots (in memory only unless the CLI named a file)."""
+        if self.snapshots is None:
+            self.snapshots = SnapshotStore(self.machine)
+        return self.snapshots
 
     # ---- threads and registers ---------------------------------------------------
     def register_layout(self) -> RegisterLayout:

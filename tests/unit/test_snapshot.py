@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import build
 
 from gdbemu.debug.snapshot import CPU_EXCLUDE, FORMAT_VERSION, SnapshotError, SnapshotStore, capture_cpu, restore_cpu
 from gdbemu.hw.pc import PCConfig, build_pc
 from gdbemu.machine import Machine
 from gdbemu.softmmu.dirty import DIRTY_MEMORY_MIGRATION
-from support import build
 
 RAM = 32 << 20
 

@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+from functools import partial
 
 from ..debug.snapshot import SnapshotError, SnapshotStore
 from ..debug.target import MachineTarget
@@ -52,6 +53,7 @@ class Session:
         self.opts = opts
         self.console = console
         self.snapshots = snapshots  # savevm/loadvm's store (-loadvm, -snapshot-file), given to the gdb target
+        self.target: MachineTarget | None = None  # under gdb: console input is recorded in its history
         self.start = time.perf_counter()
         self.resets = 0
 
@@ -60,7 +62,10 @@ class Session:
         if self.console is not None:
             data = self.console.take()
             if data:
-                feed_serial(self.machine, data)
+                if self.target is not None:
+                    self.target.outside_input(f"serial {data!r}", partial(feed_serial, self.machine, data))
+                else:
+                    feed_serial(self.machine, data)
 
     def summary(self, stop: Stop) -> None:
         wall = time.perf_counter() - self.start
@@ -128,6 +133,7 @@ class Session:
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
         target = MachineTarget(machine, self.snapshots)
+        self.target = target
         target.no_reboot = opts.no_reboot
         log = logging.getLogger("gdbemu.gdb")
         if not log.handlers:

@@ -42,6 +42,7 @@ from . import ax
 from .agent import BreakpointAgent
 from .conditions import compile_watch_condition
 from .memview import peek_linear
+from .replay import History
 from .snapshot import SnapshotStore
 from .watchlog import WatchCondition, WatchLog, WatchLogEntry
 
@@ -72,6 +73,11 @@ class MonitorTarget(Protocol):
     def actions(self) -> Mapping[int, object]: ...
 
     def snapshot_store(self) -> SnapshotStore: ...
+
+    def state_replaced(self) -> None: ...
+
+    @property
+    def history(self) -> History | None: ...
 
 
 class Monitor:
@@ -166,6 +172,7 @@ class Monitor:
         them again.
         """
         snap = self.target.snapshot_store().load(self._snapshot_name(args, "loadvm"))
+        self.target.state_replaced()
         return f"snapshot {snap.name!r} loaded: instruction {snap.icount}\n"
 
     def cmd_delvm(self, args: list[str]) -> str:
@@ -178,6 +185,21 @@ class Monitor:
     def cmd_info_snapshots(self, args: list[str]) -> str:
         """info snapshots: the snapshots: id, name, stored size, date, virtual clock, instruction count."""
         return self.target.snapshot_store().info()
+
+    def cmd_info_history(self, args: list[str]) -> str:
+        """info history: reverse-execution history: segments, position, checkpoint memory, notices."""
+        h = self.target.history
+        return "no history recorded yet\n" if h is None else h.info()
+
+    def cmd_history_limit(self, args: list[str]) -> str:
+        """history limit MIB [INTERVAL]: bound checkpoint memory (oldest dropped first); checkpoint interval."""
+        h = self.target.history
+        if h is None or not 1 <= len(args) <= 2:
+            raise ValueError("usage: history limit MIB [INTERVAL] (after the guest has run)")
+        h.limit_bytes = int(args[0], 0) << 20
+        if len(args) == 2:
+            h.interval = max(1, int(args[1], 0))
+        return h.info()
 
     def cmd_info_status(self, args: list[str]) -> str:
         """info status: running/stopped, instructions executed, guest MIPS since the last stop."""

@@ -64,6 +64,7 @@ from .snapshot import Snapshot, SnapshotStore
 
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
+DEFAULT_SPLIT = 20_000  # a replay longer than this leaves a checkpoint (bounds repeated reverse steps)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class History:
         self.store = store
         self.interval = interval
         self.limit_bytes = limit_bytes
+        self.split = DEFAULT_SPLIT
         self.segments: list[Segment] = []
         self.pos: tuple[int, int] | None = None
         self.present: Snapshot | None = None
@@ -184,6 +186,16 @@ class History:
             f"({dropped} segment(s) and the present) is discarded; execution goes on live from here"
         )
 
+    def reset(self) -> None:
+        """Forget the history (the machine's state was replaced: loadvm)."""
+        for seg in reversed(self.segments):
+            self._drop_snapshot(seg.snap)
+        if self.present is not None:
+            self._drop_snapshot(self.present)
+        self.segments.clear()
+        self.present = None
+        self.pos = None
+
     def _drop_snapshot(self, snap: Snapshot) -> None:
         if snap.id in self.store.snapshots:
             self.store.delete(snap.name, only=snap.id)
@@ -236,10 +248,25 @@ class History:
         self.replayed_insns += n
 
     def goto(self, k: int, icount: int) -> None:
-        """Put the machine at position (segment k, icount) (module docstring)."""
+        """Put the machine at position (segment k, icount) (module docstring).
+
+        A replay longer than ``split`` instructions leaves a checkpoint behind
+        (the segment is cut there: slicing does not change a run), so stepping
+        back again replays at most ``split`` instructions.
+        """
         seg = self.segments[k]
         with self._quiet():
             self._load(seg.snap)
+            if not seg.step and icount - seg.start > self.split:
+                mid = icount - (icount - seg.start) % self.split
+                if mid == icount:
+                    mid -= self.split
+                if mid > seg.start:
+                    self._run_exact(mid - seg.start)
+                    cut = Segment(self._checkpoint(), mid, seg.end)
+                    seg.end = mid
+                    self.segments.insert(k + 1, cut)
+                    k, seg = k + 1, cut
             if icount > seg.start:
                 self._run_exact(icount - seg.start)
         self.pos = (k, icount)

@@ -330,13 +330,14 @@ class SnapshotStore:
     # ---- reporting ---------------------------------------------------------------------
     def info(self) -> str:
         """``info snapshots`` as QEMU lays it out (ID, TAG, VM SIZE, DATE, VM CLOCK, ICOUNT)."""
-        if not self.snapshots:
+        named = [s for s in self.snapshots.values() if not s.name.startswith("#")]
+        if not named:
             return "There is no snapshot available.\n"
         lines = [
             "List of snapshots present on all disks:",
             f"{'ID':<6}{'TAG':<20}{'VM SIZE':>10}  {'DATE':<20}{'VM CLOCK':>18}{'ICOUNT':>14}",
         ]
-        for snap in sorted(self.snapshots.values(), key=lambda s: s.id):
+        for snap in sorted(named, key=lambda s: s.id):  # "#..." are reverse-execution checkpoints
             date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.date))
             ns = snap.vm_ns
             hours, minutes = ns // 3_600_000_000_000, ns // 60_000_000_000 % 60

@@ -60,7 +60,7 @@ from ..core.stop import RunStop, StopKind
 from ..machine import Machine
 from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
-from .snapshot import Snapshot, SnapshotStore
+from .snapshot import Snapshot, SnapshotStore, capture_cpu
 
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
@@ -124,6 +124,9 @@ class History:
         self.log: list[tuple[int, str]] = []  # (icount, what): input from outside
         self.notices: list[str] = []
         self.replayed_insns = 0  # instructions replayed (for benchmarks)
+        # The state is the one ``goto(pos)`` makes (False at the present and at a rebuilt hit,
+        # where an interrupt or exception may have been delivered after the icount was reached).
+        self.canonical = False
         self._names = 0
 
     # ---- recording ----------------------------------------------------------------------
@@ -270,6 +273,7 @@ class History:
             if icount > seg.start:
                 self._run_exact(icount - seg.start)
         self.pos = (k, icount)
+        self.canonical = True
 
     def _ensure_present_saved(self) -> None:
         if self.pos is None:
@@ -298,6 +302,13 @@ class History:
         if seg.step and present:
             self.goto(k, seg.start)
             return ReverseStop("step")
+        if not seg.step and not (self.canonical and not present):
+            # An interrupt or exception delivered at this icount (the handler's first instruction):
+            # the state before the delivery is at the same icount.
+            before = capture_cpu(self.machine.cpu)
+            self.goto(k, icount)
+            if capture_cpu(self.machine.cpu) != before:
+                return ReverseStop("step")
         if not seg.step and icount > seg.start:
             self.goto(k, icount - 1)
             return ReverseStop("step")
@@ -395,6 +406,7 @@ class History:
         finally:
             m.attach_debugger(debugger)
         self.pos = (hit.seg, m.cpu.icount)
+        self.canonical = False
 
     def reverse_continue(self) -> ReverseStop:
         """Back to the latest breakpoint or watchpoint hit before the current position (``bc``)."""
@@ -479,6 +491,7 @@ class History:
             self._drop_snapshot(self.present)
             self.present = None
         self.pos = None
+        self.canonical = False
         return ReverseStop("present")
 
     def info(self) -> str:

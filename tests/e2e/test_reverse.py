@@ -74,6 +74,7 @@ def same_registers(s: Session, m: Machine) -> None:
     assert got == want
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("handler", ["isr14", "isr32"], ids=["page-fault", "timer-irq"])
 def test_reverse_stepi_exact_across_faults_and_interrupts(gdbemu, multitask: Path, handler: str) -> None:
     """Stopped at a handler's first instruction, reverse-stepi gives the states before the delivery, exactly."""
@@ -158,6 +159,7 @@ def test_start_of_history_and_writes_in_the_past(gdbemu, stray: Path) -> None:
     assert stop.reason == "step"
 
 
+@pytest.mark.slow
 def test_savevm_loadvm_over_gdb(gdbemu, multitask: Path, tmp_path: Path) -> None:
     """monitor savevm / loadvm / info snapshots / delvm, as QEMU spells them, and -loadvm at start."""
     snapfile = tmp_path / "mt.snapshots"
@@ -179,3 +181,24 @@ def test_savevm_loadvm_over_gdb(gdbemu, multitask: Path, tmp_path: Path) -> None
     assert icount(s2) == at and s2.registers()["eip"] == regs["eip"]
     s2.monitor("delvm booted")
     assert "no snapshot" in s2.monitor("info snapshots")
+
+
+@pytest.mark.slow
+def test_booted_fixture_restores_the_snapshot(gdbemu_booted, multitask: Path) -> None:
+    """gdbemu_booted: boot once, snapshot, restore per use -- also after the guest ran to its end."""
+    s = gdbemu_booted(multitask, until="schedule")
+    at, regs = icount(s), s.registers()
+    spare = regs["esp"] - 512  # below the stack pointer: written by nothing before the restore checks it
+    word = s.read_memory(spare, 4)
+    s.write_memory(spare, b"\xde\xad\xbe\xef")
+    s.break_at("isr32")
+    s.cont()
+    assert icount(s) > at
+    again = gdbemu_booted(multitask, until="schedule")
+    assert again is s
+    assert icount(s) == at and s.registers() == regs
+    assert s.read_memory(spare, 4) == word
+    assert s.cont().reason == "exited"  # no breakpoint left from before the restore
+    fresh = gdbemu_booted(multitask, until="schedule")  # the guest ended: a new process, from the file
+    assert fresh is not s
+    assert icount(fresh) == at and fresh.registers() == regs

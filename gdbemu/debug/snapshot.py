@@ -173,9 +173,26 @@ class SnapshotStore:
     def _phys_written(self, paddr: int, length: int) -> None:
         self.machine.dirty.set_dirty_range(paddr, length, clients=1 << DIRTY_MEMORY_MIGRATION)
 
-    def _take_dirty(self) -> npt.NDArray[np.int64]:
-        """The pages dirtied since the current snapshot, their bits cleared (TLB_NOTDIRTY re-armed)."""
-        dirty = self.machine.dirty_test_and_clear(DIRTY_MEMORY_MIGRATION, 0, self.machine.mem.ram_size)
+    # Above this many pages, re-arming TLB_NOTDIRTY page by page costs more than refilling the TLBs.
+    REARM_PAGES = 256
+
+    def _take_dirty(self, flushing: bool = False) -> npt.NDArray[np.int64]:
+        """The pages dirtied since the current snapshot, their bits cleared, TLB_NOTDIRTY re-armed.
+
+        Few pages: ``Machine.dirty_test_and_clear`` re-arms their write
+        entries.  Many (or ``flushing``: the caller drops the TLBs anyway):
+        the bits are cleared alone and every TLB is flushed, so each entry
+        is refilled as clean for MIGRATION (QEMU does the same for large ranges).
+        """
+        m = self.machine
+        size = m.mem.ram_size
+        count = m.dirty.count_dirty(DIRTY_MEMORY_MIGRATION)
+        if flushing or count > self.REARM_PAGES:
+            dirty = m.dirty.test_and_clear(DIRTY_MEMORY_MIGRATION, 0, size)
+            if not flushing:
+                m.bus.flush_tlbs()
+        else:
+            dirty = m.dirty_test_and_clear(DIRTY_MEMORY_MIGRATION, 0, size)
         return np.flatnonzero(dirty).astype(np.int64)
 
     # ---- taking ----------------------------------------------------------------------
@@ -249,7 +266,7 @@ class SnapshotStore:
         here = self.chain(self.current)
         common = set(target) & set(here)
         need = np.zeros(self.n_pages, dtype=bool)
-        need[self._take_dirty()] = True
+        need[self._take_dirty(flushing=True)] = True
         for sid in (*target, *here):
             if sid not in common:
                 need[self.snapshots[sid].all_pages()] = True

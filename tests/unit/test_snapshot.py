@@ -191,3 +191,25 @@ def test_file_of_another_version_or_machine_is_refused(kernel: Path, tmp_path: P
     path.write_bytes(b"not a snapshot")
     with pytest.raises(SnapshotError, match="not a gdbemu snapshot file"):
         SnapshotStore(boot(kernel)[0], str(path))
+
+
+def test_cli_loadvm_errors_name_the_problem(kernel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``gdbemu -loadvm NAME``: a missing snapshot or a foreign file is a one-line error, status 2."""
+    from gdbemu.cli.run import main
+
+    path = tmp_path / "vm.snapshots"
+    assert main([str(kernel), "-snapshot-file", str(path), "-loadvm", "nope", "-serial", "null"]) == 2
+    assert "snapshot 'nope' does not exist" in capsys.readouterr().err
+    path.write_bytes(b"junk")
+    assert main([str(kernel), "-snapshot-file", str(path), "-loadvm", "x", "-serial", "null"]) == 2
+    assert "not a gdbemu snapshot file" in capsys.readouterr().err
+    # A good file: the run starts from the snapshot and goes on to the kernel's end.
+    m, _ = boot(kernel)
+    store = SnapshotStore(m, str(path.with_suffix(".good")))
+    m.run(max_insns=1_000_000)
+    store.take("mid")
+    store.save()
+    status = main(
+        [str(kernel), "-m", "32", "-snapshot-file", str(path.with_suffix(".good")), "-loadvm", "mid", "-serial", "null"]
+    )
+    assert status == 1  # the multitask kernel's verdict through isa-debug-exit: all checks passed (QEMU's 1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Snapshots and reverse execution: what they cost.
 
-Usage: python benchmarks/reverse_bench.py [--quick] [--history N] [--back N]
+Usage: python benchmarks/reverse_bench.py [--quick] [--history N] [--interval N]
 
 In-process, on ``debug.target.MachineTarget`` (the object the GDB stub
 drives; gdb's own round trip adds its few milliseconds on top):
@@ -13,7 +13,7 @@ drives; gdb's own round trip adds its few milliseconds on top):
    replays from the last checkpoint, at most one checkpoint interval) and
    the next ones (at most ``History.split`` instructions each).
 3. ``reverse-continue`` with a write watchpoint to the write made at the
-   start of that history (``--back`` instructions back; default 50 M): the
+   start of that history (the whole history back): the
    per-interval dirty page sets skip every interval that did not write the
    watched page.
 4. ``loadvm`` of a booted kernel on a 128 MiB machine with 10 MiB touched
@@ -36,12 +36,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from support import build  # noqa: E402
+
 from gdbemu.debug.snapshot import SnapshotStore  # noqa: E402
 from gdbemu.debug.target import MachineTarget  # noqa: E402
 from gdbemu.hw.pc import PCConfig, build_pc  # noqa: E402
 from gdbemu.machine import Machine  # noqa: E402
 from gdbemu.rsp.target import ResumeAction, WatchKind  # noqa: E402
-from support import build  # noqa: E402
 
 SLICE = 1 << 18
 
@@ -88,7 +89,7 @@ def recording_overhead(kernel: Path, repeat: int) -> None:
     print(f"   history memory: {mem / 1e6:.2f} MB, {mem / (icount / 1e6) / 1e3:.1f} kB per million instructions")
 
 
-def long_history(history: int, back: int, interval: int) -> None:
+def long_history(history: int, interval: int) -> None:
     iters = history // 4
     with tempfile.TemporaryDirectory() as tmp:
         elf = build.build_guest(HERE / "reverse_loop.s", Path(tmp), defsyms={"ITERS": iters})
@@ -98,18 +99,24 @@ def long_history(history: int, back: int, interval: int) -> None:
         h.interval = interval
         secs = run_target(t, until=history)
         m = t.machine
-        print(f"2. reverse-stepi after {m.cpu.icount / 1e6:.1f} M instructions of history "
-              f"(reverse_loop.s, {secs:.1f} s to record, checkpoint interval {interval / 1e6:g} M):")
+        print(
+            f"2. reverse-stepi after {m.cpu.icount / 1e6:.1f} M instructions of history "
+            f"(reverse_loop.s, {secs:.1f} s to record, checkpoint interval {interval / 1e6:g} M):"
+        )
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
             t.reverse_step(1)
             times.append((time.perf_counter() - t0) * 1000)
-        print(f"   first step back {times[0]:.1f} ms (replays up to one interval), "
-              f"then {', '.join(f'{x:.1f}' for x in times[1:])} ms  (target < 50 ms)")
-        print(f"   history memory: {h.stored_bytes() / 1e6:.2f} MB, "
-              f"{h.stored_bytes() / (m.cpu.icount / 1e6) / 1e3:.1f} kB per million instructions, "
-              f"{len(h.segments)} segments")
+        print(
+            f"   first step back {times[0]:.1f} ms (replays up to one interval), "
+            f"then {', '.join(f'{x:.1f}' for x in times[1:])} ms  (target < 50 ms)"
+        )
+        print(
+            f"   history memory: {h.stored_bytes() / 1e6:.2f} MB, "
+            f"{h.stored_bytes() / (m.cpu.icount / 1e6) / 1e3:.1f} kB per million instructions, "
+            f"{len(h.segments)} segments"
+        )
         # 3. reverse-continue to the marker write, `back` instructions before the present.
         h.to_present()
         t.supports_watchpoints().add(WatchKind.WRITE, 0x300000, 4)
@@ -117,9 +124,12 @@ def long_history(history: int, back: int, interval: int) -> None:
         t0 = time.perf_counter()
         ev = t.reverse_continue(1)
         secs = time.perf_counter() - t0
-        print(f"3. reverse-continue with a write watchpoint to a write {m.cpu.icount and history / 1e6:.1f} M instructions back: "
-              f"{secs * 1000:.0f} ms (target < 2 s); stop {ev.reason.value} at eip {m.cpu.eip:#x}, "
-              f"icount {m.cpu.icount}; {(h.replayed_insns - replayed) / 1e6:.2f} M instructions replayed")
+        back_m = (h.segments[-1].end or m.cpu.icount) / 1e6
+        print(
+            f"3. reverse-continue, write watchpoint, to a write {back_m:.1f} M instructions back: "
+            f"{secs * 1000:.0f} ms (target < 2 s); stop {ev.reason.value} at eip {m.cpu.eip:#x}, "
+            f"icount {m.cpu.icount}; {(h.replayed_insns - replayed) / 1e6:.2f} M instructions replayed"
+        )
 
 
 def loadvm(kernel: Path) -> None:
@@ -144,8 +154,10 @@ def loadvm(kernel: Path) -> None:
         store2.load("booted")
         cold = time.perf_counter() - t0
     print(f"4. loadvm of the booted multitask kernel, 128 MiB RAM ({snap.stored_bytes / 1e6:.1f} MB stored):")
-    print(f"   savevm {take * 1000:.0f} ms; loadvm with 10 MiB touched since: {warm * 1000:.1f} ms (target < 50 ms); "
-          f"cold -loadvm (every page): {cold * 1000:.1f} ms")
+    print(
+        f"   savevm {take * 1000:.0f} ms; loadvm with 10 MiB touched since: {warm * 1000:.1f} ms (target < 50 ms); "
+        f"cold -loadvm (every page): {cold * 1000:.1f} ms"
+    )
 
 
 def main() -> int:
@@ -157,7 +169,7 @@ def main() -> int:
     history = 10_000_000 if args.quick else args.history
     kernel = build.build_multitask(Path(tempfile.mkdtemp()) / "k")
     recording_overhead(kernel, 1 if args.quick else 3)
-    long_history(history, history, args.interval)
+    long_history(history, args.interval)
     loadvm(kernel)
     return 0
 

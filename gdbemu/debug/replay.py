@@ -309,6 +309,9 @@ class History:
             self.goto(k, icount)
             if capture_cpu(self.machine.cpu) != before:
                 return ReverseStop("step")
+            assert self.pos is not None
+            k, icount = self.pos  # goto may have cut the segment
+            seg = self.segments[k]
         if not seg.step and icount > seg.start:
             self.goto(k, icount - 1)
             return ReverseStop("step")

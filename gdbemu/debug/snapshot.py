@@ -141,10 +141,11 @@ class Snapshot:
     data: npt.NDArray[np.uint8]  # (len(pages), PAGE_SIZE)
     zero: npt.NDArray[np.int64]
     children: list[int] = field(default_factory=list)
+    state_bytes: int = 0  # the state's size as JSON (counted in the history bound)
 
     @property
     def stored_bytes(self) -> int:
-        return int(self.data.nbytes + self.pages.nbytes + self.zero.nbytes)
+        return int(self.data.nbytes + self.pages.nbytes + self.zero.nbytes) + self.state_bytes
 
     def all_pages(self) -> npt.NDArray[np.int64]:
         return np.concatenate((self.pages, self.zero))
@@ -221,6 +222,7 @@ class SnapshotStore:
             pages=pages[nonzero],
             data=np.ascontiguousarray(data[nonzero]),
             zero=pages[~nonzero],
+            state_bytes=len(json.dumps(state)),
         )
         self._next_id += 1
         old = self.find(name)
@@ -285,6 +287,8 @@ class SnapshotStore:
         for name, dev in m.bus.devices.items():
             _device(name, dev).load_state(devices[name])
         m.clock.load_state(state["clock"])
+        for cpu in m.cpus:
+            m.update_guest_debug(cpu)  # the guest's DR0-DR7 breakpoints and watchpoints, from the restored DRs
         for cpu in m.cpus:
             cpu.tlb.flush()
             cpu.jmp_cache.clear()

@@ -419,13 +419,16 @@ class History:
         watching = any(wp.owner == GDB_OWNER for wp in m.watchpoints.wps)
         only_watch = watching and not m.breakpoints.gdb
         wpages = self._watched_pages() if only_watch else None
+        cr3 = m.cpu.cr[3]
         if not self.segments:
             return ReverseStop("begin")
         j = k
         while j >= 0:
             seg = self.segments[j]
             limit = icount if j == k else self._seg_end(j)
-            if wpages is not None:
+            # Skip an interval that wrote no watched page (translated with today's page tables:
+            # only for intervals that start under the same CR3).
+            if wpages is not None and seg.snap.state["cpus"][0]["cr"][3] == cr3:
                 dirty = self._segment_dirty(j)
                 if dirty is not None and not dirty & wpages:
                     j -= 1

@@ -180,8 +180,8 @@ class SnapshotStore:
     def _take_dirty(self, flushing: bool = False) -> npt.NDArray[np.int64]:
         """The pages dirtied since the current snapshot, their bits cleared, TLB_NOTDIRTY re-armed.
 
-        Few pages: ``Machine.dirty_test_and_clear`` re-arms their write
-        entries.  Many (or ``flushing``: the caller drops the TLBs anyway):
+        Few pages: their write entries are re-armed (``Machine.dirty_test_and_clear``'s
+        work, visiting only the dirty pages).  Many (or ``flushing``: the caller drops the TLBs anyway):
         the bits are cleared alone and every TLB is flushed, so each entry
         is refilled as clean for MIGRATION (QEMU does the same for large ranges).
         """
@@ -192,9 +192,13 @@ class SnapshotStore:
             dirty = m.dirty.test_and_clear(DIRTY_MEMORY_MIGRATION, 0, size)
             if not flushing:
                 m.bus.flush_tlbs()
-        else:
-            dirty = m.dirty_test_and_clear(DIRTY_MEMORY_MIGRATION, 0, size)
-        return np.flatnonzero(dirty).astype(np.int64)
+            return np.flatnonzero(dirty).astype(np.int64)
+        # Machine.dirty_test_and_clear's work, visiting the dirty pages only.
+        pages = np.flatnonzero(m.dirty.test_and_clear(DIRTY_MEMORY_MIGRATION, 0, size)).astype(np.int64)
+        for page in pages.tolist():
+            for cpu in m.cpus:
+                cpu.tlb.protect_code(page << PAGE_BITS)
+        return pages
 
     # ---- taking ----------------------------------------------------------------------
     def machine_state(self) -> State:
@@ -209,8 +213,13 @@ class SnapshotStore:
         """Snapshot the machine now under ``name`` (replacing a snapshot of that name)."""
         state = self.machine_state()
         pages = self._take_dirty()
-        data = self.pages_view[pages] if len(pages) else np.zeros((0, PAGE_SIZE), np.uint8)
-        nonzero = data.any(axis=1) if len(pages) else np.zeros(0, bool)
+        if len(pages) > self.n_pages // 8:  # mostly everything (the first snapshot): no copy of zero pages
+            nonzero = np.asarray(self.pages_view.any(axis=1))[pages]
+            data = self.pages_view[pages[nonzero]]
+        else:
+            data = self.pages_view[pages]
+            nonzero = np.asarray(data.any(axis=1))
+            data = data[nonzero]
         snap = Snapshot(
             name=name,
             id=self._next_id,
@@ -220,7 +229,7 @@ class SnapshotStore:
             date=time.time(),
             state=state,
             pages=pages[nonzero],
-            data=np.ascontiguousarray(data[nonzero]),
+            data=np.ascontiguousarray(data),
             zero=pages[~nonzero],
             state_bytes=len(json.dumps(state)),
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Any
 
 NS_PER_SEC = 1_000_000_000
 
@@ -79,6 +80,8 @@ class VirtualClock:
         self.kick = kick
         # sleep=on: called by skip_to before virtual time jumps (module docstring).
         self.pacer: Callable[[int], bool | None] | None = None
+        # Every timer made by new_timer, in creation order: a snapshot names timers by index.
+        self.timers: list[Timer] = []
 
     def set_pacer(self, pacer: Callable[[int], bool | None] | None) -> None:
         """Pace halts in real time: ``pacer(deadline_ns)`` runs first in every ``skip_to``."""
@@ -93,7 +96,52 @@ class VirtualClock:
         return (self.icount() << self.shift) + self.offset
 
     def new_timer(self, callback: Callable[[], None]) -> Timer:
-        return Timer(self, callback)
+        timer = Timer(self, callback)
+        self.timers.append(timer)
+        return timer
+
+    # ---- snapshots (debug/snapshot.py) ------------------------------------------------
+    def save_state(self) -> dict[str, object]:
+        """Virtual time and the pending timers: (deadline, heap order, timer index), in heap order.
+
+        Timers are named by creation index, so loading re-binds each deadline to
+        the same callback on a machine built the same way.
+        """
+        self._prune()
+        index = {id(t): i for i, t in enumerate(self.timers)}
+        pending = [
+            [deadline, order, index[id(timer)]]
+            for deadline, order, timer, seq in sorted(self.heap, key=lambda e: (e[0], e[1]))
+            if timer.deadline is not None and seq == timer.seq and id(timer) in index
+        ]
+        return {
+            "offset": self.offset,
+            "ids": self._ids,
+            "timers_fired": self.timers_fired,
+            "slice_end": self.slice_end,
+            "ntimers": len(self.timers),
+            "pending": pending,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``save_state`` returned: every timer disarmed, then the saved ones re-armed."""
+        if state["ntimers"] != len(self.timers):
+            raise ValueError(f"the snapshot has {state['ntimers']} timers, this machine {len(self.timers)}")
+        for timer in self.timers:
+            timer.deadline = None
+            timer.seq += 1
+        heap: list[tuple[int, int, Timer, int]] = []
+        for deadline, order, idx in state["pending"]:
+            timer = self.timers[idx]
+            timer.deadline = deadline
+            timer.seq += 1
+            heap.append((deadline, order, timer, timer.seq))
+        heapq.heapify(heap)
+        self.heap = heap
+        self.offset = state["offset"]
+        self._ids = state["ids"]
+        self.timers_fired = state["timers_fired"]
+        self.slice_end = state["slice_end"]
 
     def _prune(self) -> None:
         heap = self.heap

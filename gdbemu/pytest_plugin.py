@@ -46,7 +46,7 @@ import pytest
 
 from .testing import DEFAULT_TIMEOUT, GdbNotFoundError, Session, Stop, stops_summary
 
-__all__ = ["GoldenTrace", "GoldenTraceRecorded", "SessionFactory"]
+__all__ = ["BootedKernels", "GoldenTrace", "GoldenTraceRecorded", "SessionFactory"]
 
 _SESSIONS = pytest.StashKey[list[Session]]()
 SERIAL_TAIL_LINES = 200
@@ -120,6 +120,101 @@ def gdbemu(request: pytest.FixtureRequest) -> Iterator[SessionFactory]:
     finally:
         for session in sessions:
             session.close()
+
+
+class BootedKernels:
+    """Kernels booted once per test session and snapshotted (``monitor savevm``); see ``gdbemu_booted``.
+
+    ``get(kernel, until=None, **boot options)``: the first call for a
+    (kernel, until, options) boots a session, runs it to ``until`` (a
+    location, as ``run_to``; None: the entry point) and saves the snapshot
+    ``pytest-booted`` into a file of the test session's temporary directory.
+    Every call after that puts the same session back in that state
+    (``monitor loadvm``: milliseconds) with no breakpoints, watchpoints or
+    displays left by the test before; a session whose guest ended (gdb
+    disconnects when a guest exits) is replaced by a new process started
+    from the snapshot file (``-loadvm``), which skips the boot.
+    """
+
+    SNAPSHOT = "pytest-booted"
+
+    def __init__(self, tmp_dir: Path, defaults: dict[str, Any]) -> None:
+        self.tmp_dir = tmp_dir
+        self.defaults = defaults
+        self.sessions: dict[str, Session] = {}
+        self.files: dict[str, Path] = {}
+
+    def get(self, kernel: Any, until: str | None = None, **kwargs: Any) -> Session:
+        for key, value in self.defaults.items():
+            kwargs.setdefault(key, value)
+        key = repr((str(kernel), until, sorted(kwargs.items())))
+        session = self.sessions.get(key)
+        if session is not None and session.alive:
+            session.gdb_command("delete")
+            session.gdb_command("delete display")
+            session.monitor(f"loadvm {self.SNAPSHOT}")
+            session.gdb_command("maintenance flush register-cache")
+            return session
+        snapfile = self.files.get(key)
+        if session is not None:
+            session.close()
+        extra = list(kwargs.pop("extra_args", ()))
+        if snapfile is not None:
+            session = Session.boot(
+                kernel, extra_args=[*extra, "-snapshot-file", str(snapfile), "-loadvm", self.SNAPSHOT], **kwargs
+            )
+        else:
+            snapfile = self.tmp_dir / f"booted-{len(self.files)}.snapshots"
+            session = Session.boot(kernel, extra_args=[*extra, "-snapshot-file", str(snapfile)], **kwargs)
+            if until is not None:
+                session.run_to(until)
+                session.gdb_command("delete")
+            session.monitor(f"savevm {self.SNAPSHOT}")
+            self.files[key] = snapfile
+        self.sessions[key] = session
+        return session
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+
+@pytest.fixture(scope="session")
+def _gdbemu_booted_kernels(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BootedKernels]:
+    config = request.config
+    defaults: dict[str, Any] = {}
+    if config.getoption("gdbemu_gdb") is not None:
+        defaults["gdb"] = config.getoption("gdbemu_gdb")
+    if config.getoption("gdbemu_timeout") is not None:
+        defaults["timeout"] = config.getoption("gdbemu_timeout")
+    kernels = BootedKernels(tmp_path_factory.mktemp("gdbemu-booted"), defaults)
+    try:
+        yield kernels
+    finally:
+        kernels.close()
+
+
+@pytest.fixture
+def gdbemu_booted(request: pytest.FixtureRequest, _gdbemu_booted_kernels: BootedKernels) -> SessionFactory:
+    """``gdbemu_booted(kernel, until=None, **Session.boot options) -> Session``: a kernel booted once
+    per test session (to ``until``), snapshotted, and restored for each test (``BootedKernels``).
+
+    The session is shared between tests, so a test must not close it; its
+    failure report has the session's sections like ``gdbemu``'s.
+    """
+    sessions = request.node.stash.setdefault(_SESSIONS, [])
+
+    def factory(kernel: Any = None, **kwargs: Any) -> Session:
+        try:
+            session = _gdbemu_booted_kernels.get(kernel, **kwargs)
+        except GdbNotFoundError as exc:
+            pytest.skip(str(exc))
+        sessions.append(session)
+        return session
+
+    return factory
 
 
 @pytest.hookimpl(hookwrapper=True)

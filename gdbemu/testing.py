@@ -174,6 +174,7 @@ class StopReason(enum.StrEnum):
     SIGNAL = "signal"  # a signal: SIGINT for an interrupt, SIGTRAP for an unexplained trap
     EXITED = "exited"  # the guest exited (isa-debug-exit): exit_code
     KILLED = "killed"  # the guest ended by a signal (a triple fault with -no-reboot: SIGSEGV)
+    NO_HISTORY = "no-history"  # reverse execution reached the start of the recorded history
     STOPPED = "stopped"  # a stop gdb gave no reason for
 
 
@@ -183,6 +184,7 @@ _MI_REASONS = {
     "read-watchpoint-trigger": StopReason.WATCHPOINT,
     "access-watchpoint-trigger": StopReason.WATCHPOINT,
     "watchpoint-scope": StopReason.WATCH_SCOPE,
+    "no-history": StopReason.NO_HISTORY,
     "end-stepping-range": StopReason.STEP,
     "function-finished": StopReason.FINISH,
     "location-reached": StopReason.LOCATION,
@@ -1398,6 +1400,8 @@ class Session:
         console = "".join(self._stop_console or [])
         self._stop_console = None
         stop = dataclasses.replace(self._parse_stop(rec.get("payload") or {}), console=console)
+        if stop.reason == StopReason.STOPPED and "No more reverse-execution history" in console:
+            stop = dataclasses.replace(stop, reason=StopReason.NO_HISTORY)  # gdb's MI gives no reason for it
         self.stops.append(stop)
         if stop.ended:
             self._ended = stop
@@ -1515,6 +1519,29 @@ class Session:
     def finish(self, *, timeout: float | None = None) -> Stop:
         """Run until the current function returns; ``stop.return_value`` when gdb knows the type."""
         return self._resume("-exec-finish", "the guest to stop after finish", timeout)
+
+    # ---- reverse execution (gdbemu records history: debug/replay.py) ---------------------------------
+    def reverse_continue(self, *, timeout: float | None = None) -> Stop:
+        """Run backwards to the previous breakpoint or watchpoint hit (a write watchpoint stops before
+        the write: ``stop.old`` is the later value, ``stop.new`` the earlier); ``StopReason.NO_HISTORY``
+        at the start of the recorded history."""
+        return self._resume("-exec-continue --reverse", "the guest to stop after reverse-continue", timeout)
+
+    def reverse_stepi(self, *, timeout: float | None = None) -> Stop:
+        """Exactly one instruction back (across interrupts and faults: the state before it ran)."""
+        return self._resume("-exec-step-instruction --reverse", "the guest to stop after reverse-stepi", timeout)
+
+    def reverse_step(self, *, timeout: float | None = None) -> Stop:
+        """One source line back, into calls (gdb's ``reverse-step``)."""
+        return self._resume("-exec-step --reverse", "the guest to stop after reverse-step", timeout)
+
+    def reverse_next(self, *, timeout: float | None = None) -> Stop:
+        """One source line back, over calls (gdb's ``reverse-next``)."""
+        return self._resume("-exec-next --reverse", "the guest to stop after reverse-next", timeout)
+
+    def reverse_finish(self, *, timeout: float | None = None) -> Stop:
+        """Back to where the current function was called (gdb's ``reverse-finish``)."""
+        return self._resume("-exec-finish --reverse", "the guest to stop after reverse-finish", timeout)
 
     # ---- running in the background -------------------------------------------------------------------
     def cont_nowait(self) -> None:

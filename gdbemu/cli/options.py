@@ -60,6 +60,8 @@ OPTIONS: dict[str, bool] = {
     "rtc": True,
     "nodefaults": False,
     "max-insns": True,
+    "loadvm": True,
+    "snapshot-file": True,
     "name": True,
     "boot": True,
     "k": True,
@@ -165,6 +167,8 @@ usage: gdbemu [options] [KERNEL]
   -s, -gdb DEV, -S       GDB stub endpoint (tcp::1234), wait for gdb before running
   -vga std|none, -nographic, -display, -monitor, -accel, -machine, -nodefaults   as QEMU
   -max-insns N           stop after N guest instructions
+  -loadvm NAME           start from snapshot NAME (made by `monitor savevm NAME`)
+  -snapshot-file PATH    where savevm/loadvm keep snapshots (default: KERNEL.snapshots)
 """
 
 
@@ -193,6 +197,8 @@ class Options:
     no_gdb: bool = False  # -gdb none: no stub even for the demo kernel
     implicit_gdb: bool = False  # the stub was not asked for (the demo's default listener)
     max_insns: int | None = None
+    loadvm: str | None = None  # -loadvm NAME: start from that snapshot
+    snapshot_file: str | None = None  # -snapshot-file PATH (default: KERNEL.snapshots)
     nographic: bool = False
     nodefaults: bool = False
     notes: list[str] = field(default_factory=list)
@@ -451,6 +457,10 @@ def parse_args(argv: list[str]) -> Options:
             opts.rtc_base = _parse_rtc(v, opts.notes)
         elif name == "nodefaults":
             opts.nodefaults = True
+        elif name == "loadvm":
+            opts.loadvm = v
+        elif name == "snapshot-file":
+            opts.snapshot_file = v
         elif name == "max-insns":
             opts.max_insns = _parse_int(v, "-max-insns")
             if opts.max_insns <= 0:

@@ -32,7 +32,9 @@ import logging
 import os
 import sys
 import time
+from functools import partial
 
+from ..debug.snapshot import SnapshotError, SnapshotStore
 from ..debug.target import MachineTarget
 from ..machine import Machine, Stop
 from ..rsp.server import GdbServer, parse_endpoint
@@ -44,10 +46,14 @@ from .options import Options, UsageError, parse_args, show
 class Session:
     """One run of the board: the slice loop, what happens between slices, the summary line."""
 
-    def __init__(self, machine: Machine, opts: Options, console: ConsoleInput | None) -> None:
+    def __init__(
+        self, machine: Machine, opts: Options, console: ConsoleInput | None, snapshots: SnapshotStore | None = None
+    ) -> None:
         self.machine = machine
         self.opts = opts
         self.console = console
+        self.snapshots = snapshots  # savevm/loadvm's store (-loadvm, -snapshot-file), given to the gdb target
+        self.target: MachineTarget | None = None  # under gdb: console input is recorded in its history
         self.start = time.perf_counter()
         self.resets = 0
 
@@ -56,7 +62,10 @@ class Session:
         if self.console is not None:
             data = self.console.take()
             if data:
-                feed_serial(self.machine, data)
+                if self.target is not None:
+                    self.target.outside_input(f"serial {data!r}", partial(feed_serial, self.machine, data))
+                else:
+                    feed_serial(self.machine, data)
 
     def summary(self, stop: Stop) -> None:
         wall = time.perf_counter() - self.start
@@ -123,7 +132,8 @@ class Session:
         """
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
-        target = MachineTarget(machine)
+        target = MachineTarget(machine, self.snapshots)
+        self.target = target
         target.no_reboot = opts.no_reboot
         log = logging.getLogger("gdbemu.gdb")
         if not log.handlers:
@@ -212,6 +222,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_board(board: Board, opts: Options) -> int:
     machine = board.machine
+    snapshots = None
+    if opts.loadvm is not None or opts.snapshot_file is not None or opts.gdb is not None or opts.wait_for_gdb:
+        path = opts.snapshot_file or (None if board.demo else f"{board.kernel}.snapshots")
+        try:
+            snapshots = SnapshotStore(machine, path)
+            if opts.loadvm is not None:
+                snapshots.load(opts.loadvm)
+        except SnapshotError as exc:
+            if opts.loadvm is not None:
+                print(f"gdbemu: -loadvm {opts.loadvm}: {exc}", file=sys.stderr)
+                board.close()
+                return 2
+            print(f"gdbemu: warning: {exc}; snapshots are kept in memory only", file=sys.stderr)
+            snapshots = SnapshotStore(machine)
     console = None
     restore_tty = None
     fd = stdin_fd()
@@ -223,7 +247,7 @@ def _run_board(board: Board, opts: Options) -> int:
     sleep = opts.icount_sleep if opts.icount_sleep is not None else interactive
     if sleep:
         install_pacer(machine, console)
-    session = Session(machine, opts, console)
+    session = Session(machine, opts, console, snapshots)
     try:
         if opts.gdb is not None or opts.wait_for_gdb:
             return session.serve_gdb()

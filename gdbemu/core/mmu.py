@@ -177,13 +177,16 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         fault(True)
         return None
     # accessed / dirty bits
+    # (The VGA and MIGRATION clients see these stores, as QEMU's x86_stl_phys_notdirty.)
     if not leaf_is_pde and not pde & PG_A:
         _st32(ram, pde_addr, pde | PG_A, ram_size)
+        cpu.softmmu.dirty.set_dirty_range(pde_addr, 4, clients=0b101)
     new = pte | PG_A
     if is_write:
         new |= PG_D
     if new != pte:
         _st32(ram, pte_addr, new, ram_size)
+        cpu.softmmu.dirty.set_dirty_range(pte_addr, 4, clients=0b101)
     prot = PAGE_READ | PAGE_EXEC
     # Without D set, leave the entry read-only so the first write comes back here.
     if writable and new & PG_D:

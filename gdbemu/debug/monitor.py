@@ -42,6 +42,8 @@ from . import ax
 from .agent import BreakpointAgent
 from .conditions import compile_watch_condition
 from .memview import peek_linear
+from .replay import History
+from .snapshot import SnapshotStore
 from .watchlog import WatchCondition, WatchLog, WatchLogEntry
 
 MMU_NAMES = ("user", "kernel", "kernel-smap")
@@ -69,6 +71,13 @@ class MonitorTarget(Protocol):
 
     @property
     def actions(self) -> Mapping[int, object]: ...
+
+    def snapshot_store(self) -> SnapshotStore: ...
+
+    def state_replaced(self) -> None: ...
+
+    @property
+    def history(self) -> History | None: ...
 
 
 class Monitor:
@@ -135,6 +144,62 @@ class Monitor:
             doc = (fn.__doc__ or "").strip().splitlines()[0]
             lines.append(f"  {doc}")
         return "\n".join(lines) + "\n"
+
+    # ---- snapshots (debug/snapshot.py) --------------------------------------------------
+    def _snapshot_name(self, args: list[str], command: str) -> str:
+        if len(args) != 1:
+            raise ValueError(f"usage: {command} NAME")
+        return args[0]
+
+    def cmd_savevm(self, args: list[str]) -> str:
+        """savevm NAME: snapshot the whole machine (CPU, RAM, devices, clock) as NAME.
+
+        RAM is stored incrementally: the pages written since the previous
+        snapshot (the MIGRATION dirty bitmap).  With a snapshot file
+        (``-snapshot-file``, default KERNEL.snapshots) the snapshot is also
+        written there, so ``-loadvm NAME`` can start from it later.
+        """
+        store = self.target.snapshot_store()
+        snap = store.take(self._snapshot_name(args, "savevm"))
+        store.save()
+        return f"snapshot {snap.name!r} saved at instruction {snap.icount} ({len(snap.pages)} pages stored)\n"
+
+    def cmd_loadvm(self, args: list[str]) -> str:
+        """loadvm NAME: put the machine back in the state of snapshot NAME.
+
+        gdb caches registers and memory: after ``monitor loadvm`` run
+        ``maintenance flush register-cache`` (or ``flushregs``) so it reads
+        them again.
+        """
+        snap = self.target.snapshot_store().load(self._snapshot_name(args, "loadvm"))
+        self.target.state_replaced()
+        return f"snapshot {snap.name!r} loaded: instruction {snap.icount}\n"
+
+    def cmd_delvm(self, args: list[str]) -> str:
+        """delvm NAME: delete snapshot NAME (its pages move into the snapshots built on it)."""
+        store = self.target.snapshot_store()
+        store.delete(self._snapshot_name(args, "delvm"))
+        store.save()
+        return ""
+
+    def cmd_info_snapshots(self, args: list[str]) -> str:
+        """info snapshots: the snapshots: id, name, stored size, date, virtual clock, instruction count."""
+        return self.target.snapshot_store().info()
+
+    def cmd_info_history(self, args: list[str]) -> str:
+        """info history: reverse-execution history: segments, position, checkpoint memory, notices."""
+        h = self.target.history
+        return "no history recorded yet\n" if h is None else h.info()
+
+    def cmd_history_limit(self, args: list[str]) -> str:
+        """history limit MIB [INTERVAL]: bound checkpoint memory (oldest dropped first); checkpoint interval."""
+        h = self.target.history
+        if h is None or not 1 <= len(args) <= 2:
+            raise ValueError("usage: history limit MIB [INTERVAL] (after the guest has run)")
+        h.limit_bytes = int(args[0], 0) << 20
+        if len(args) == 2:
+            h.interval = max(1, int(args[1], 0))
+        return h.info()
 
     def cmd_info_status(self, args: list[str]) -> str:
         """info status: running/stopped, instructions executed, guest MIPS since the last stop."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -57,6 +57,8 @@ from .agent import BreakpointAgent
 from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
+from .replay import History, ReverseStop
+from .snapshot import SnapshotStore
 from .watchlog import WatchLog
 
 _FROM_RSP: Final = {
@@ -113,8 +115,10 @@ class MachineTarget(TargetBase):
     # so the server's loop does not spin a core while it waits for gdb or input.
     IDLE_SLEEP = 0.002
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, snapshots: SnapshotStore | None = None) -> None:
         self.machine = machine
+        # savevm/loadvm (debug/snapshot.py): made on first use unless the CLI gave one (-loadvm, -snapshot-file).
+        self.snapshots = snapshots
         self.layout = I386_LAYOUT
         self.actions: dict[int, ResumeAction] = {}
         self._interrupted = False
@@ -130,7 +134,72 @@ class MachineTarget(TargetBase):
         machine.watchpoints.set_tracer(self.watch_log)
         machine.attach_debugger(self.watch_log)
         self.monitor = Monitor(self)
+        # Reverse execution (debug/replay.py): the history, made at the first resume while recording.
+        self.record = True
+        self.history: History | None = None
+        self._replay: str | None = None  # "step"/"cont": a forward operation in the past (run_slice)
         self.no_reboot = True  # a triple fault ends the session; the CLI sets False unless -no-reboot
+
+    def snapshot_store(self) -> SnapshotStore:
+        """The machine's snapshots (in memory only unless the CLI named a file)."""
+        if self.snapshots is None:
+            self.snapshots = SnapshotStore(self.machine)
+        return self.snapshots
+
+    # ---- history (debug/replay.py) ------------------------------------------------------
+    def _history(self) -> History | None:
+        if self.history is None and self.record:
+            self.history = History(self.machine, self.snapshot_store())
+        return self.history
+
+    def outside_input(self, what: str, apply: Callable[[], object]) -> None:
+        """Input from outside the machine (console bytes) arriving now: logged, applied, and
+        the running segment cut so replay starts from a checkpoint that holds it."""
+        h = self.history
+        if h is None:
+            apply()
+            return
+        h.record_input(what)
+        apply()
+        if not h.in_past and h.segments and h.segments[-1].end is None:
+            h.begin(step=False)
+
+    def _gdb_input(self, what: str) -> None:
+        """gdb changes the state (memory, registers): logged; in the past it discards the future."""
+        if self.history is not None:
+            self.history.record_input(what)
+
+    def state_replaced(self) -> None:
+        """The whole state changed (loadvm): the recorded history no longer leads here."""
+        if self.history is not None:
+            self.history.reset()
+        self._replay = None
+
+    def _reverse_event(self, rs: ReverseStop) -> StopEvent:
+        if rs.kind == "begin":
+            return StopEvent.history_begin(1)
+        if rs.kind == "swbreak":
+            return StopEvent.swbreak(1)
+        if rs.kind == "hwbreak":
+            return StopEvent.hwbreak(1)
+        if rs.kind == "watch" and rs.watch_kind is not None:
+            return StopEvent.watch(_TO_RSP[rs.watch_kind], rs.addr, 1)
+        return StopEvent.step_done(1)
+
+    def reverse_step(self, tid: int) -> StopEvent:
+        h = self._history()
+        if h is None:
+            return StopEvent.history_begin(1)
+        return self._stopped(self._reverse_event(h.reverse_step()))
+
+    def reverse_continue(self, tid: int) -> StopEvent:
+        h = self._history()
+        if h is None:
+            return StopEvent.history_begin(1)
+        return self._stopped(self._reverse_event(h.reverse_continue()))
+
+    def supports_reverse(self) -> MachineTarget | None:
+        return self if self.record else None
 
     # ---- threads and registers ---------------------------------------------------
     def register_layout(self) -> RegisterLayout:
@@ -168,6 +237,7 @@ class MachineTarget(TargetBase):
         if len(data) != self.layout.g_size:
             raise TargetError(errno.EINVAL, "wrong register block size")
         cpu = self._cpu(tid)
+        self._gdb_input("registers written (G)")
         # Only registers whose value changes are written: a `G` that carries the
         # unchanged selectors must not reload (and possibly fault on) descriptors.
         for r in self.layout.registers:
@@ -182,6 +252,7 @@ class MachineTarget(TargetBase):
             return False
         cpu = self._cpu(tid)
         r = self.layout[regnum]
+        self._gdb_input(f"register {r.name} written")
         return set_register(self.machine, cpu, r.name, self.layout.decode_register(regnum, data))
 
     # ---- memory ---------------------------------------------------------------------
@@ -192,6 +263,7 @@ class MachineTarget(TargetBase):
         return data
 
     def write_memory(self, tid: int, vaddr: int, data: bytes) -> None:
+        self._gdb_input(f"memory written at {vaddr:#x} ({len(data)} bytes)")
         try:
             write_virtual(self.machine, vaddr, data, self._cpu(tid))
         except UnmappedError as exc:
@@ -201,6 +273,13 @@ class MachineTarget(TargetBase):
     def resume(self, actions: Sequence[ResumeAction]) -> None:
         self.actions = {a.tid: a for a in actions}
         self._interrupted = False
+        h = self._history()
+        if h is not None:
+            step = any(a.step for a in actions)
+            if h.in_past:
+                self._replay = "step" if step else "cont"
+            else:
+                h.begin(step, self.sstep_irq)
         cpu = self.machine.cpu
         linear = (cpu.seg_base[CS] + cpu.eip) & 0xFFFFFFFF
         if linear in self.machine.breakpoints.gdb:
@@ -215,6 +294,15 @@ class MachineTarget(TargetBase):
             self._interrupted = False
             return self._stopped(StopEvent.interrupted(1))
         machine = self.machine
+        if self._replay is not None and self.history is not None:
+            kind, self._replay = self._replay, None
+            h = self.history
+            rs = h.forward_step() if kind == "step" else h.forward_continue()
+            if rs.kind != "present":
+                return self._stopped(self._reverse_event(rs))
+            if kind == "step":
+                return self._stopped(StopEvent.step_done(1))
+            h.begin(step=False)  # the present reached: run on live
         if self.actions and any(a.step for a in self.actions.values()):
             stop = machine.step(irq=self.sstep_irq)
             if stop.kind == StopKind.STEP:
@@ -224,6 +312,8 @@ class MachineTarget(TargetBase):
         self.last_stop = stop
         kind = stop.kind
         if kind in (StopKind.LIMIT, StopKind.STEP):
+            if self.history is not None:
+                self.history.tick()
             return None
         if kind == StopKind.DEBUG:
             tid = stop.cpu + 1
@@ -255,6 +345,8 @@ class MachineTarget(TargetBase):
         if wall > 0:
             self.last_run_mips = (cpu.icount - self.stop_icount) / wall / 1e6
         self.actions = {}
+        if self.history is not None and not self.history.in_past:
+            self.history.stopped()
         return event
 
     def interrupt(self) -> None:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from ..clock import NS_PER_SEC
 from ..softmmu.ram_layout import ram_above_4g, ram_below_4g
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -131,6 +132,17 @@ def memory_nvram(ram_size: int, ncpus: int) -> dict[int, int]:
 
 class RTC:
     """The MC146818 (``bus.devices["cmos"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "clock"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus, rtc_base: int, ncpus: int = 1) -> None:
         self.bus = bus

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .bus import Bus, CharSink
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -63,6 +64,17 @@ class DebugCon:
 
 class DebugPorts:
     """Both devices (``bus.devices["debugport"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "exit", "con"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(
         self, bus: Bus, debug_exit: tuple[int, int] | None = DEFAULT_DEBUG_EXIT, debugcon: object = None

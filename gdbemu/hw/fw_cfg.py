@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..softmmu.ram_layout import ram_above_4g, ram_below_4g
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -68,6 +69,17 @@ def e820_table(ram_size: int) -> bytes:
 
 class FwCfg:
     """The fw_cfg device (``bus.devices["fw_cfg"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"items", "files"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, ram_size: int, ncpus: int, nographic: bool) -> None:
         self.items: dict[int, bytes] = {

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 
 from .bus import Bus
 from .lapic import APICBus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -92,6 +93,17 @@ def irq_to_pin(line: int) -> int | None:
 
 class IOAPIC:
     """One 82093AA: an IRQ sink (``set_irq``) and an EOI listener of the APIC bus."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "apic_bus"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus, apic_bus: APICBus | None, version: int = VERSION_82093AA) -> None:
         self.bus = bus

@@ -58,6 +58,7 @@ from collections import deque
 from typing import TYPE_CHECKING, BinaryIO
 
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -164,6 +165,17 @@ def set1_to_set2(codes: bytes) -> bytes:
 class PS2Keyboard:
     """The MF2 keyboard behind the controller's keyboard port."""
 
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"source"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
+
     def __init__(self) -> None:
         self.host: deque[int] = deque()  # set-1 codes typed by the host, not yet in the keyboard
         self.source: BinaryIO | None = None  # a non-blocking binary stream of ASCII to type (PCConfig.keyboard_input)
@@ -255,6 +267,17 @@ class PS2Keyboard:
 
 class KeyboardController:
     """The 8042 (``bus.devices["kbd"]``), plus ports 0x92 and 0xCF9."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

@@ -88,6 +88,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .bus import Bus, CPUView
 from .pic import PICPair
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -143,6 +144,17 @@ class EOIListener(Protocol):
 
 class LocalAPIC:
     """The local APIC of one CPU: registers, priority logic, LVT, timer."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"apic_bus", "bus", "cpu"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, apic_bus: APICBus, cpu: CPUView) -> None:
         self.apic_bus = apic_bus
@@ -598,6 +610,18 @@ class APICBus:
     The running CPU is ``bus.running_cpu()``: its APIC answers MMIO accesses
     and the CPU's interrupt queries (an APIC is per CPU, its page is not).
     """
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "pic", "ioapics", "mapped"})  # collaborators; mapped follows the APICs
+
+    def save_state(self) -> State:
+        """The local APICs' state for a snapshot (the page mapping follows from their bases)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned and map the APIC pages where the bases now say."""
+        restore(self, state, self.STATE_EXCLUDE)
+        self.remap()
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

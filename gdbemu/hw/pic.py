@@ -63,6 +63,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -85,6 +86,17 @@ FIRMWARE_IMR_SLAVE = 0x8E  # IRQ 8, 12, 13, 14 enabled
 
 class I8259:
     """One 8259A chip: registers, priority resolver and command decoding."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset[str]()  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, master: bool, elcr_mask: int) -> None:
         self.master = master
@@ -246,6 +258,17 @@ class I8259:
 
 class PICPair:
     """Master and slave 8259A wired as on a PC: the ISA IRQ sink and the INTR source."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

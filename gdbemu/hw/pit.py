@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from ..clock import NS_PER_SEC
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -71,6 +72,17 @@ def _to_bcd(value: int) -> int:
 
 class Channel:
     """One counter of the 8254 (all times are virtual ns from ``bus.clock``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset[str]()  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, index: int, gate: bool) -> None:
         self.index = index
@@ -334,6 +346,17 @@ class Channel:
 
 class PIT:
     """The 8254 (``bus.devices["pit"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "clock"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .bus import Bus
 from .pit import PIT, PIT_FREQ
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -34,6 +35,17 @@ MAX_TONES = 1024
 
 class Speaker:
     """Port 0x61 (``bus.devices["speaker"]``); needs the 8254 (``bus.devices["pit"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "clock", "pit"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus, pit: PIT) -> None:
         self.bus = bus

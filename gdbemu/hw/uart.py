@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from .pc import PCConfig
 
 from ..clock import NS_PER_SEC
+from .state import State, capture, restore
 
 UART_CLOCK_BAUD = 115200  # 1.8432 MHz / 16: the baud rate at divisor 1
 
@@ -125,6 +126,17 @@ class SerialInput:
     uses ``feed``.
     """
 
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"source"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
+
     def __init__(self, source: BinaryIO | None = None) -> None:
         self.queue: deque[int] = deque()
         self.source = source
@@ -155,6 +167,19 @@ class SerialInput:
 
 class UART16550:
     """One 16550A; ``io_read``/``io_write`` take ports ``base .. base+7``."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset(
+        {"bus", "clock", "sink", "name", "base", "irq"}
+    )  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(
         self, bus: Bus, base: int, irq: int, sink: CharSink, line: Callable[[UART16550, int], None], name: str = ""
@@ -438,6 +463,17 @@ class SerialPorts:
     the UARTs driving it (an ISA line is not really shareable; this only
     keeps two enabled ports from cancelling each other's level).
     """
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """This device's state for a snapshot (its declared fields minus ``STATE_EXCLUDE``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus, specs: list[object], input_stream: BinaryIO | None) -> None:
         if len(specs) > len(COM_PORTS):

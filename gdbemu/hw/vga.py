@@ -57,6 +57,7 @@ import numpy as np
 
 from ..softmmu.dirty import DIRTY_MEMORY_VGA
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -260,6 +261,17 @@ class _PrivateVRAM:
         self.vga = vga
         self.data = bytearray(VGA_SIZE)
 
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"vga"})  # the owner, not state
+
+    def save_state(self) -> State:
+        """The private VRAM's bytes."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
+
     def mmio_read(self, offset: int, size: int) -> int:
         return int.from_bytes(self.data[offset : offset + size], "little")
 
@@ -287,6 +299,22 @@ class VGA:
         self._shown_key: tuple[object, ...] | None = None
         self._shown_cursor: tuple[tuple[int, int], tuple[int, int, bool]] | None = None
         self.reset()
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    # Collaborators, and the display's cache of what it last drew (redrawn in full after a load).
+    STATE_EXCLUDE = frozenset({"bus", "mem", "_shown", "_shown_key", "_shown_cursor"})
+
+    def save_state(self) -> State:
+        """The VGA's registers (and private VRAM) for a snapshot."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned; the next refresh redraws everything."""
+        restore(self, state, self.STATE_EXCLUDE)
+        self._shown = None
+        self._shown_key = None
+        self._shown_cursor = None
+        self._private_dirty = True
 
     def reset(self) -> None:
         """BIOS mode 3 with a cleared screen."""

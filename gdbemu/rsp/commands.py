@@ -150,6 +150,16 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReverseStep:
+    """``bs``: step the current thread backwards one instruction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReverseContinue:
+    """``bc``: run backwards to the previous breakpoint or watchpoint hit (or the start of history)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class VContQuery:
     """``vCont?``: which vCont actions are supported."""
 
@@ -345,6 +355,8 @@ Command = (
     | WriteMemory
     | Continue
     | Step
+    | ReverseStep
+    | ReverseContinue
     | VContQuery
     | VCont
     | SetThread
@@ -707,6 +719,8 @@ PACKETS: list[tuple[bytes, Callable[[bytes], Command]]] = [
     (b"vCont", parse_vCont),
     (b"vKill", parse_vKill),
     (b"qC", _no_args("qC", CurrentThread)),
+    (b"bs", _no_args("bs", ReverseStep)),
+    (b"bc", _no_args("bc", ReverseContinue)),
     (b"?", _no_args("?", QueryHaltReason)),
     (b"g", _no_args("g", ReadRegisters)),
     (b"G", parse_G),

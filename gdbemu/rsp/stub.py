@@ -163,6 +163,8 @@ class GdbStub:
             cmds.ReadMemory: self.handle_m,
             cmds.WriteMemory: self.handle_M,
             cmds.Continue: self.handle_c,
+            cmds.ReverseStep: self.handle_bs,
+            cmds.ReverseContinue: self.handle_bc,
             cmds.Step: self.handle_s,
             cmds.VContQuery: self.handle_vCont_query,
             cmds.VCont: self.handle_vCont,
@@ -283,6 +285,8 @@ class GdbStub:
             out.append(b"hwbreak:;")
         elif reason in (StopReplyKind.WATCH, StopReplyKind.RWATCH, StopReplyKind.AWATCH):
             out.append(b"%s:%x;" % (reason.value.encode(), event.addr or 0))
+        elif reason is StopReplyKind.HISTORY_BEGIN:
+            out.append(b"replaylog:begin;")
         try:
             for regnum in self.layout.expedite:
                 data = self.target.read_register(tid, regnum)
@@ -318,6 +322,8 @@ class GdbStub:
             features.append(b"ConditionalBreakpoints+")
         if breakpoints and self._command_ops() is not None:
             features.append(b"BreakpointCommands+")
+        if self._ops_or_none(t.supports_reverse) is not None:
+            features += [b"ReverseStep+", b"ReverseContinue+"]
         return Reply([b";".join(features)])
 
     def handle_halt_reason(self, cmd: cmds.QueryHaltReason) -> Reply:
@@ -454,6 +460,23 @@ class GdbStub:
         """Step the Hc thread (the last stopped one for "all"/"any"); the others stay stopped."""
         tid = self._resolve(self.thread_c)
         return self._resume([ResumeAction(tid, True, cmd.signal)], cmd.addr)
+
+    def _reverse(self, step: bool) -> Reply:
+        """``bs``/``bc``: run backwards to completion and reply with the stop (empty: not supported)."""
+        ops = self._ops_or_none(self.target.supports_reverse)
+        if ops is None:
+            return Reply([b""])
+        if self.last_stop is not None and self.last_stop.is_final:
+            return Reply([self._format_stop(self.last_stop)])
+        tid = self._resolve(self.thread_c)
+        event = ops.reverse_step(tid) if step else ops.reverse_continue(tid)
+        return Reply([self.stop_reply(event)])
+
+    def handle_bs(self, cmd: cmds.ReverseStep) -> Reply:
+        return self._reverse(step=True)
+
+    def handle_bc(self, cmd: cmds.ReverseContinue) -> Reply:
+        return self._reverse(step=False)
 
     def handle_vCont_query(self, cmd: cmds.VContQuery) -> Reply:
         return Reply([b"vCont;c;C;s;S"])

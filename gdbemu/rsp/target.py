@@ -158,6 +158,7 @@ class StopReplyKind(enum.Enum):
     AWATCH = "awatch"  # T05 awatch:<addr>: an access watchpoint (Z4)
     EXITED = "exited"  # W<code>: the guest is gone (isa-debug-exit, poweroff)
     TERMINATED = "terminated"  # X<sig>: the guest was killed by a "signal" (e.g. triple fault)
+    HISTORY_BEGIN = "replaylog"  # T05 replaylog:begin: reverse execution reached the start of history
 
 
 _WATCH_REASONS = (StopReplyKind.WATCH, StopReplyKind.RWATCH, StopReplyKind.AWATCH)
@@ -226,6 +227,11 @@ class StopEvent:
     @classmethod
     def terminated(cls, signal: int) -> StopEvent:
         return cls(StopReplyKind.TERMINATED, signal)
+
+    @classmethod
+    def history_begin(cls, thread: int | None = None) -> StopEvent:
+        """Reverse execution reached the start of the recorded history (``replaylog:begin``)."""
+        return cls(StopReplyKind.HISTORY_BEGIN, Signal.SIGTRAP, thread)
 
     @property
     def is_final(self) -> bool:
@@ -435,6 +441,21 @@ class Target(Protocol):
 
     def supports_threads_xfer(self) -> ThreadsXferOps | None: ...
 
+    def supports_reverse(self) -> ReverseOps | None: ...
+
+
+class ReverseOps(Protocol):
+    """``supports_reverse``: reverse execution (``bs``/``bc``; qSupported ReverseStep+/ReverseContinue+).
+
+    Each runs to completion and returns the stop: a step done, a breakpoint or
+    watchpoint hit, or :attr:`StopReplyKind.HISTORY_BEGIN` at the start of
+    the recorded history.
+    """
+
+    def reverse_step(self, tid: int) -> StopEvent: ...
+
+    def reverse_continue(self, tid: int) -> StopEvent: ...
+
 
 class TargetBase:
     """Defaults for the optional part of :class:`Target`: every ability absent.
@@ -458,6 +479,9 @@ class TargetBase:
         return None
 
     def supports_threads_xfer(self) -> ThreadsXferOps | None:
+        return None
+
+    def supports_reverse(self) -> ReverseOps | None:
         return None
 
     def supports_breakpoint_conditions(self) -> BreakpointConditionOps | None:

@@ -1,0 +1,109 @@
+"""Reverse execution in process (debug/replay.py through MachineTarget, as the stub drives it).
+
+Ground truth is the same kernel on a second machine run to the same
+instruction count: gdbemu is deterministic, so the states must be equal.
+The same paths through real gdb are in tests/e2e/test_reverse.py.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from support import build
+
+from gdbemu.debug.snapshot import capture_cpu
+from gdbemu.debug.target import MachineTarget
+from gdbemu.hw.pc import PCConfig, build_pc
+from gdbemu.machine import Machine
+from gdbemu.rsp.target import ResumeAction, StopReplyKind, WatchKind
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        build.toolchain()
+    except build.ToolchainMissingError as exc:
+        pytest.skip(str(exc))
+    return build.build_multitask(tmp_path_factory.mktemp("replaykernel"))
+
+
+def boot(kernel: Path) -> Machine:
+    m = Machine(32 << 20)
+    build_pc(m.bus, PCConfig(serial=[io.BytesIO()], no_reboot=True))
+    m.load_multiboot(str(kernel))
+    return m
+
+
+def run_to(t: MachineTarget, n: int) -> None:
+    m = t.machine
+    t.resume([ResumeAction(1, False, None)])
+    while m.cpu.icount < n:
+        assert t.run_slice(min(100_000, n - m.cpu.icount)) is None
+    t.interrupt()
+    assert t.run_slice(1) is not None
+
+
+def test_reverse_stepi_states_are_exact(kernel: Path) -> None:
+    end, window = 1_300_000, 40
+    truth = boot(kernel)
+    truth.run(max_insns=end - window)
+    want = {}
+    for _ in range(window):
+        want[truth.cpu.icount] = capture_cpu(truth.cpu)
+        truth.run(max_insns=1)
+    t = MachineTarget(boot(kernel))
+    run_to(t, end)
+    assert t.supports_reverse() is t
+    for n in range(1, window + 1):
+        ev = t.reverse_step(1)
+        assert ev.reason is StopReplyKind.SIGNAL
+        assert t.machine.cpu.icount == end - n
+        assert capture_cpu(t.machine.cpu) == want[end - n], f"state {n} steps back differs"
+    # Forward through history, then live again at the present.
+    for _ in range(window):
+        t.resume([ResumeAction(1, True, None)])
+        assert t.run_slice(1000) is not None
+    assert t.history is not None and not t.history.in_past
+    assert t.machine.cpu.icount == end
+
+
+def test_reverse_continue_watch_and_the_history_bound(kernel: Path) -> None:
+    t = MachineTarget(boot(kernel))
+    h = t._history()
+    assert h is not None
+    h.interval = 200_000
+    run_to(t, 1_000_000)
+    assert len(h.segments) >= 5
+    # A write watchpoint on the kernel's stack page: the latest write before now, stopped before it.
+    esp = t.machine.cpu.regs[4]
+    t.supports_watchpoints().add(WatchKind.WRITE, esp & ~3, 4)
+    ev = t.reverse_continue(1)
+    assert ev.reason is StopReplyKind.WATCH
+    assert h.in_past
+    # The bound: the oldest segments go first; reverse-continue then ends at the (new) start.
+    t.supports_watchpoints().remove(WatchKind.WRITE, esp & ~3, 4)
+    h.to_present()
+    h.limit_bytes = 1
+    h._bound()
+    assert len(h.segments) == 2
+    ev = t.reverse_continue(1)
+    assert ev.reason is StopReplyKind.HISTORY_BEGIN
+    assert t.machine.cpu.icount == h.segments[0].start > 0
+
+
+def test_new_input_in_the_past_discards_the_future(kernel: Path) -> None:
+    t = MachineTarget(boot(kernel))
+    run_to(t, 300_000)
+    for _ in range(3):
+        t.reverse_step(1)
+    h = t.history
+    assert h is not None and h.in_past
+    t.write_memory(1, 0x200000, b"\x01\x02")
+    assert not h.in_past
+    assert "discarded" in h.notices[-1]
+    assert t.machine.cpu.icount == 300_000 - 3
+    t.resume([ResumeAction(1, True, None)])
+    assert t.run_slice(1000) is not None
+    assert t.machine.cpu.icount == 300_000 - 2

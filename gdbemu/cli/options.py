@@ -92,6 +92,15 @@ OPTIONS: dict[str, bool] = {
     "help": False,
     "version": False,
 }
+# Disk images: with -kernel they are ignored with a note; without it, the run stops (exit 2) with DISK_BOOT.
+DISK_OPTIONS = ("drive", "hda", "hdb", "cdrom", "fda")
+DISK_BOOT = "gdbemu boots kernels with -kernel FILE (there is no BIOS disk boot); {option} needs -kernel"
+# What gdbemu does for -display names it does not have.
+DISPLAY_INSTEAD = (
+    "gdbemu has no graphical window; it draws the VGA text screen in the terminal "
+    "(-display curses) and writes PNG screendumps (gdb: monitor screendump FILE)"
+)
+
 # Options whose only effect is on things gdbemu does not have: accepted with a note.
 IGNORED = {
     "name": "the VM name only titles windows",
@@ -101,11 +110,6 @@ IGNORED = {
     "net": "there is no network card",
     "netdev": "there is no network card",
     "nic": "there is no network card",
-    "drive": "there are no disks",
-    "hda": "there are no disks",
-    "hdb": "there are no disks",
-    "cdrom": "there are no disks",
-    "fda": "there are no disks",
     "snapshot": "there are no disks",
     "usb": "there is no USB",
     "usbdevice": "there is no USB",
@@ -194,6 +198,9 @@ class Options:
     max_insns: int | None = None
     nographic: bool = False
     nodefaults: bool = False
+    display: str | None = None  # "curses", "none", or None: curses when the terminal and guest allow (cli/display.py)
+    serial_given: bool = False  # -serial was on the command line (the curses display's default rule)
+    disks: list[str] = field(default_factory=list)  # -hda/-cdrom/...: the option names given
     notes: list[str] = field(default_factory=list)
     show: str | None = None  # "help", "version", "cpu-help", "log-help": print and exit 0
 
@@ -419,8 +426,12 @@ def parse_args(argv: list[str]) -> Options:
             if accel != "tcg":
                 opts.notes.append(f"-machine accel={accel}: gdbemu always emulates (like tcg)")
         elif name == "display":
-            if v.split(",", 1)[0] != "none":
-                opts.notes.append(f"-display {v}: there is no graphical display (VGA text is not shown)")
+            kind = v.split(",", 1)[0]
+            if kind in ("none", "curses"):
+                opts.display = kind
+            else:
+                opts.display = "none"
+                opts.notes.append(f"-display {v}: {DISPLAY_INSTEAD}")
         elif name == "monitor":
             if v not in ("none", "null"):
                 opts.notes.append(f"-monitor {v}: there is no monitor")
@@ -454,12 +465,26 @@ def parse_args(argv: list[str]) -> Options:
             opts.max_insns = _parse_int(v, "-max-insns")
             if opts.max_insns <= 0:
                 raise UsageError("-max-insns must be positive")
+        elif name in DISK_OPTIONS:
+            opts.disks.append(name)
         elif name == "chardev":
             raise UsageError("-chardev is not supported (use -serial/-debugcon with stdio, file:PATH or null)")
         elif name in IGNORED:
             opts.notes.append(f"-{name}: ignored ({IGNORED[name]})")
         else:  # pragma: no cover - every table entry is handled above
             raise UsageError(f"option {arg!r} is not handled")
+    if opts.kernel is None:
+        # As QEMU: -append and -initrd only make sense with -kernel.
+        for name, given in (("append", bool(opts.append)), ("initrd", opts.initrd is not None)):
+            if given:
+                raise UsageError(f"-{name} only allowed with -kernel option")
+        if opts.disks and opts.show is None:
+            raise UsageError(DISK_BOOT.format(option="-" + opts.disks[0]))
+    for disk in dict.fromkeys(opts.disks):
+        opts.notes.append(f"-{disk}: ignored (there are no disks; the kernel is booted with -kernel)")
+    if opts.wait_for_gdb and opts.no_gdb:
+        raise UsageError("-S with -gdb none: nothing could start the CPU (there is no monitor); drop one of them")
+    opts.serial_given = serial_given
     if not serial_given:
         opts.serial = [] if opts.nodefaults else ["stdio"]
     if opts.nodefaults and not vga_given:

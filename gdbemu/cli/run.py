@@ -24,12 +24,27 @@ for -icount) a halted CPU waits in real time for its next timer instead of
 jumping to it (``clock.set_pacer``), so an interactive guest's clock does
 not race ahead and an idle guest does not spin the host CPU; ``sleep=off``
 (the default otherwise) jumps, which changes no guest-visible order of events.
+Time while gdb holds the CPU (or while ``-S`` waits for it) is neither run
+nor made up: the pacer's anchor moves forward by the held time
+(``Pacer.hold``, the server's ``on_resume``), as QEMU stops its virtual clock
+while the VM is stopped.
+
+The exit line (``gdbemu: exit: N instructions in S s (M MIPS)``) is printed
+only when stderr is a terminal or ``-d`` is given (QEMU prints nothing).  Its
+seconds are the wall time the guest ran: time slept by the pacer and time
+held by gdb are left out, so the MIPS figure is the emulator's speed.  After
+gdb's ``kill`` it says ``killed``.
+
+The demo (no kernel given, no ``-gdb``/``-s``) waits for gdb as ``-S`` does
+and prints the gdb command to type, kernel file included; its normal finish
+(isa-debug-exit with 0) ends the run with status 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -44,12 +59,15 @@ from .options import Options, UsageError, parse_args, show
 class Session:
     """One run of the board: the slice loop, what happens between slices, the summary line."""
 
-    def __init__(self, machine: Machine, opts: Options, console: ConsoleInput | None) -> None:
+    def __init__(self, machine: Machine, opts: Options, console: ConsoleInput | None, kernel: str = "") -> None:
         self.machine = machine
+        self.kernel = kernel
         self.opts = opts
         self.console = console
         self.start = time.perf_counter()
         self.resets = 0
+        self.pacer: Pacer | None = None
+        self.held = 0.0  # seconds gdb held the CPU (left out of the exit line's figure)
 
     def between_slices(self) -> None:
         """Console input typed since the last slice goes to COM1."""
@@ -59,11 +77,22 @@ class Session:
                 feed_serial(self.machine, data)
 
     def summary(self, stop: Stop) -> None:
+        """The exit line (module docstring): only on a terminal or with -d."""
+        if not (self.opts.log_items or _isatty(sys.stderr)):
+            return
         wall = time.perf_counter() - self.start
+        idle = self.held + (self.pacer.slept if self.pacer is not None else 0.0)
+        busy = max(wall - idle, 0.0)
         icount = self.machine.cpu.icount
-        mips = icount / wall / 1e6 if wall else 0.0
+        mips = icount / busy / 1e6 if busy > 0 else 0.0
         detail = f" ({stop.detail})" if stop.detail else ""
-        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {wall:.2f} s ({mips:.1f} MIPS)", file=sys.stderr)
+        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {busy:.2f} s ({mips:.1f} MIPS)", file=sys.stderr)
+
+    def resumed(self, held: float) -> None:
+        """gdb let the CPU run again after holding it ``held`` seconds: that time is not made up."""
+        self.held += held
+        if self.pacer is not None:
+            self.pacer.hold(held)
 
     def run(self, slice_insns: int) -> int:
         """The run loop without gdb: slices until the guest ends the run; the exit status."""
@@ -123,7 +152,7 @@ class Session:
         """
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
-        target = MachineTarget(machine)
+        target = MachineTarget(machine, exec_file=os.path.abspath(self.kernel) if self.kernel else None)
         target.no_reboot = opts.no_reboot
         log = logging.getLogger("gdbemu.gdb")
         if not log.handlers:
@@ -131,58 +160,105 @@ class Session:
             handler.setFormatter(logging.Formatter("gdbemu: gdb: %(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.WARNING)
-        server = GdbServer(target, endpoint, wait_for_gdb=opts.wait_for_gdb, log=log, on_slice=self.between_slices)
+        server = GdbServer(
+            target,
+            endpoint,
+            wait_for_gdb=opts.wait_for_gdb,
+            log=log,
+            on_slice=self.between_slices,
+            on_resume=self.resumed,
+        )
         try:
             server.listen()
         except OSError as exc:
-            if opts.implicit_gdb:
-                # Only the demo's convenience listener: run the demo anyway.
-                print(
-                    f"gdbemu: note: {endpoint} is busy ({exc.strerror or exc}); running the demo without the GDB "
-                    "stub (choose a port with -gdb tcp::PORT)",
-                    file=sys.stderr,
-                )
-                return self.run(slice_insns=1 << 20)
-            print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            if not opts.implicit_gdb:
+                print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+            # Only the demo's convenience listener: take any free port instead.
+            busy = f"{endpoint} is busy ({exc.strerror or exc})"
+            endpoint = parse_endpoint("tcp:127.0.0.1:0")
+            server.endpoint = endpoint
+            try:
+                server.listen()
+            except OSError as exc2:
+                print(f"gdbemu: cannot listen for gdb: {exc2.strerror or exc2}", file=sys.stderr)
+                return 2
+            print(f"gdbemu: note: {busy}; listening on another port", file=sys.stderr)
         where = server.address
         shown_where = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(endpoint)
         if not endpoint.uses_stdio:
             verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
-            print(f"gdbemu: {verb} on {shown_where} (gdb -ex 'target remote {shown_where}')", file=sys.stderr)
+            gdb_cmd = f"gdb {shlex.quote(self.kernel)} -ex 'target remote {shown_where}'"
+            tail = "; Ctrl-C quits" if opts.implicit_gdb else ""
+            print(f"gdbemu: {verb} on {shown_where}: {gdb_cmd}{tail}", file=sys.stderr, flush=True)
         self.start = time.perf_counter()
         result = server.run()
         self.between_slices()
-        stop = target.last_stop or Stop("limit")
+        if result.reason == "killed":
+            stop = Stop("killed", "by gdb")
+        else:
+            stop = target.last_stop or Stop("limit")
         self.summary(stop)
         if result.reason == "exited":
+            if opts.implicit_gdb and machine.exit_code == 1:
+                return 0  # the demo's normal finish (isa-debug-exit with 0)
             return machine.exit_code if machine.exit_code is not None else 0
         if result.reason == "terminated":
             return 0 if opts.no_reboot else 1
         return 0
 
 
-def install_pacer(machine: Machine, console: ConsoleInput | None) -> None:
-    """sleep=on: a halted CPU waits in real time for its timer, or until console input arrives."""
-    clock = machine.clock
-    start = time.monotonic()
+class Pacer:
+    """sleep=on: a halted CPU waits in real time for its timer, or until console input arrives.
 
-    def pace(deadline_ns: int) -> bool:
-        delay = start + deadline_ns / 1e9 - time.monotonic()
-        if delay > 0:
-            if console is not None:
-                console.wait(delay)
-                if not console.queue.empty():
-                    now_ns = int((time.monotonic() - start) * 1e9)
-                    clock.advance_to(min(deadline_ns, max(now_ns, clock.now())))
-                    feed_serial(machine, console.take())
-                    return True
-            else:
-                time.sleep(delay)
-        clock.advance_to(deadline_ns)
-        return True  # the clock was moved here (clock.skip_to's contract)
+    Virtual time ``v`` is due at wall time ``start + v``; ``hold(seconds)``
+    moves ``start`` forward by time the CPU was held by gdb, so that time is
+    neither run nor made up afterwards.  ``slept`` totals the real waiting.
+    """
 
-    clock.set_pacer(pace)
+    def __init__(self, machine: Machine, console: ConsoleInput | None) -> None:
+        self.machine = machine
+        self.console = console
+        self.start = time.monotonic()
+        self.slept = 0.0
+
+    def hold(self, seconds: float) -> None:
+        self.start += seconds
+
+    def pace(self, deadline_ns: int) -> bool:
+        clock, console = self.machine.clock, self.console
+        t0 = time.monotonic()
+        delay = self.start + deadline_ns / 1e9 - t0
+        try:
+            if delay > 0:
+                if console is not None:
+                    console.wait(delay)
+                    if not console.queue.empty():
+                        now_ns = int((time.monotonic() - self.start) * 1e9)
+                        clock.advance_to(min(deadline_ns, max(now_ns, clock.now())))
+                        feed_serial(self.machine, console.take())
+                        return True
+                else:
+                    time.sleep(delay)
+            clock.advance_to(deadline_ns)
+            return True  # the clock was moved here (clock.skip_to's contract)
+        finally:
+            self.slept += time.monotonic() - t0
+
+
+def install_pacer(machine: Machine, console: ConsoleInput | None) -> Pacer:
+    """sleep=on pacing (``Pacer``), set as the clock's pacer."""
+    pacer = Pacer(machine, console)
+    machine.clock.set_pacer(pacer.pace)
+    return pacer
+
+
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     if board.demo:
         print("gdbemu: no kernel given, booting the demo kernel", file=sys.stderr)
         if opts.gdb is None and not opts.no_gdb:
-            opts.gdb = "tcp::1234"  # the demo is for trying gdb on: listen unless told not to
+            # The demo is for trying gdb on: wait for it (as -S), so the run cannot end before gdb attaches.
+            opts.gdb = "tcp::1234"
             opts.implicit_gdb = True
+            opts.wait_for_gdb = True
     return _run_board(board, opts)
 
 
@@ -221,9 +299,9 @@ def _run_board(board: Board, opts: Options) -> int:
             restore_tty = raw_terminal(fd)
         console = ConsoleInput(fd)
     sleep = opts.icount_sleep if opts.icount_sleep is not None else interactive
+    session = Session(machine, opts, console, board.kernel)
     if sleep:
-        install_pacer(machine, console)
-    session = Session(machine, opts, console)
+        session.pacer = install_pacer(machine, console)
     try:
         if opts.gdb is not None or opts.wait_for_gdb:
             return session.serve_gdb()

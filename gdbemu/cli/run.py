@@ -66,15 +66,18 @@ class Session:
         self.console = console
         self.start = time.perf_counter()
         self.resets = 0
+        self.fed = False  # the last between_slices gave the guest input
         self.pacer: Pacer | None = None
         self.held = 0.0  # seconds gdb held the CPU (left out of the exit line's figure)
 
     def between_slices(self) -> None:
         """Console input typed since the last slice goes to COM1."""
+        self.fed = False
         if self.console is not None:
             data = self.console.take()
             if data:
                 feed_serial(self.machine, data)
+                self.fed = True
 
     def summary(self, stop: Stop) -> None:
         """The exit line (module docstring): only on a terminal or with -d."""
@@ -119,7 +122,8 @@ class Session:
                 if opts.no_reboot:
                     self.summary(stop)
                     print(
-                        "gdbemu: -no-reboot: the guest reset the machine; exiting as QEMU does (status 0)",
+                        f"gdbemu: -no-reboot: the guest reset the machine ({stop.kind}); "
+                        "exiting as QEMU does (status 0)",
                         file=sys.stderr,
                     )
                     return 0
@@ -130,6 +134,8 @@ class Session:
                 continue
             if stop.kind == "idle":
                 # hlt with IF=1 and no timer armed: only console input can wake the guest.
+                if self.fed:
+                    continue  # input just arrived (perhaps with the end of file): let the guest take it
                 if console is not None and not console.eof:
                     console.wait(None)
                     self.between_slices()

@@ -264,8 +264,8 @@ class GdbServer:
     ``on_slice`` is called after every ``run_slice`` (e.g. to copy the guest
     console to the terminal).  ``on_resume(seconds)`` is called when the
     target starts running again after a stop, with the wall-clock seconds it
-    was held (by gdb, or waiting for gdb): a paced clock must not make them up.  ``stdio_fds`` replaces stdin/stdout for the
-    ``stdio`` endpoint (tests use a pair of pipes).
+    was held (by gdb, or waiting for gdb): a paced clock must not make them up.
+    ``stdio_fds`` replaces stdin/stdout for the ``stdio`` endpoint (tests use a pair of pipes).
     """
 
     def __init__(

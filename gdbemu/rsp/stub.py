@@ -47,7 +47,6 @@ import dataclasses
 import enum
 import errno
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape as _xml_escape
@@ -616,7 +615,7 @@ class GdbStub:
                 if exec_ops is None:
                     return Reply([b""])
                 path = exec_ops.exec_file(cmd.annex)
-                doc = os.fsencode(path) if path is not None else None
+                doc = path.encode("utf-8", "surrogateescape") if path is not None else None
             else:
                 ops = self._ops_or_none(self.target.supports_threads_xfer)
                 if ops is None:

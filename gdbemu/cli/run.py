@@ -29,7 +29,7 @@ nor made up: the pacer's anchor moves forward by the held time
 (``Pacer.hold``, the server's ``on_resume``), as QEMU stops its virtual clock
 while the VM is stopped.
 
-The exit line (``gdbemu: exit: N instructions in S s (M MIPS)``) is printed
+The exit line (``gdbemu: exit (DETAIL): N instructions in S s (M MIPS)``) is printed
 only when stderr is a terminal or ``-d`` is given (QEMU prints nothing).  Its
 seconds are the wall time the guest ran: time slept by the pacer and time
 held by gdb are left out, so the MIPS figure is the emulator's speed.  After
@@ -89,7 +89,7 @@ class Session:
         icount = self.machine.cpu.icount
         mips = icount / busy / 1e6 if busy > 0 else 0.0
         detail = f" ({stop.detail})" if stop.detail else ""
-        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {busy:.2f} s ({mips:.1f} MIPS)", file=sys.stderr)
+        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {busy:.2f} s ({mips:.3g} MIPS)", file=sys.stderr)
 
     def resumed(self, held: float) -> None:
         """gdb let the CPU run again after holding it ``held`` seconds: that time is not made up."""
@@ -196,7 +196,7 @@ class Session:
             verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
             gdb_cmd = f"gdb {shlex.quote(self.kernel)} -ex 'target remote {shown_where}'"
             tail = "; Ctrl-C quits" if opts.implicit_gdb else ""
-            print(f"gdbemu: {verb} on {shown_where}: {gdb_cmd}{tail}", file=sys.stderr, flush=True)
+            print(f"gdbemu: {verb} on {shown_where} ({gdb_cmd}){tail}", file=sys.stderr, flush=True)
         self.start = time.perf_counter()
         result = server.run()
         self.between_slices()
@@ -237,7 +237,7 @@ class Pacer:
         delay = self.start + deadline_ns / 1e9 - t0
         try:
             if delay > 0:
-                if console is not None:
+                if console is not None and not console.eof:  # at end of file wait() returns at once
                     console.wait(delay)
                     if not console.queue.empty():
                         now_ns = int((time.monotonic() - self.start) * 1e9)

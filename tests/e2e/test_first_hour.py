@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "gdbemu" / "demo" / "demo.elf"
 GDB = shutil.which("gdb")
 needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb is not installed")
-BANNER = re.compile(r"gdbemu: waiting for gdb on (\S+): (gdb .*?)(; Ctrl-C quits)?$", re.M)
+BANNER = re.compile(r"gdbemu: waiting for gdb on (\S+) \((gdb .*?)\)(; Ctrl-C quits)?$", re.M)
 
 
 def cli(*args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -195,3 +195,41 @@ def test_display_gdbemu_does_not_do_says_what_it_does_instead():
     notes = [line for line in proc.stderr.decode().splitlines() if "-display" in line]
     assert proc.returncode == 1 and len(notes) == 1
     assert "-display curses" in notes[0] and "screendump" in notes[0]
+
+
+# ---- time while stopped -------------------------------------------------------------------------
+@needs_gdb
+def test_time_held_by_gdb_is_not_made_up_with_sleep_on(tmp_path):
+    """-icount sleep=on: after gdb held the CPU for HOLD s, the rest of the guest's seconds still take wall seconds.
+
+    The guest prints once per second of virtual time (PIT at 100 Hz) for 4 s.  gdb stops it after
+    its first second and holds it 2 s.  Were the held time made up, the remaining ~3 virtual
+    seconds would run flat out (well under a second); paced, they take about 3 wall seconds.
+    """
+    from gdbemu.testing import Session
+
+    elf = build.build_guest(build.GUEST_DIR / "fh_ticks.s", tmp_path, defsyms={"TICKS_END": 4})
+    log = tmp_path / "int.log"
+    with Session.boot(elf, extra_args=("-icount", "shift=3,sleep=on", "-d", "int", "-D", str(log))) as s:
+        s.cont_nowait()
+        deadline = time.monotonic() + 60
+        while "tick 1" not in s.serial_output and time.monotonic() < deadline:
+            time.sleep(0.02)
+        s.interrupt()
+        held_at = s.read_int("*(int *)&ticks")
+        time.sleep(2.0)
+        assert s.read_int("*(int *)&ticks") == held_at  # no virtual time ran while held
+        resumed = time.monotonic()
+        s.cont_nowait()
+        stop = s.wait_stop(what="the guest to exit")
+        wall = time.monotonic() - resumed
+        assert s.exit_code == 1  # waits for gdbemu to exit, so its exit line is written
+        stderr = s.gdbemu_stderr
+    assert stop.ended and "tick 4" in s.serial_output
+    virtual = (400 - held_at) / 100  # seconds of guest time still to run at the resume
+    print(f"held at tick {held_at}: {virtual:.2f} s of guest time took {wall:.2f} s of wall time after the hold")
+    assert wall > virtual - 0.5
+    # The exit line (printed with -d) counts only the time the guest ran: not the pacer's sleeps, not the hold.
+    m = re.search(r"gdbemu: exit \(.*?\): (\d+) instructions in ([\d.]+) s \(([\d.]+) MIPS\)", stderr)
+    assert m, stderr
+    assert float(m.group(2)) < 4.0 and float(m.group(3)) > 0.0

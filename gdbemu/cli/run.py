@@ -49,10 +49,16 @@ import sys
 import time
 
 from ..debug.target import MachineTarget
+from ..hw.bus import CharSink
+from ..hw.debugport import DebugPorts
+from ..hw.kbd import KeyboardController
+from ..hw.uart import SerialPorts
+from ..hw.vga import VGA
 from ..machine import Machine, Stop
 from ..rsp.server import GdbServer, parse_endpoint
-from .board import Board, BoardError, build_board, feed_serial
+from .board import Board, BoardError, build_board, feed_serial, gdb_uses_stdio
 from .console import ConsoleInput, raw_terminal, stdin_fd
+from .display import CursesDisplay, curses_wanted
 from .options import Options, UsageError, parse_args, show
 
 
@@ -67,17 +73,25 @@ class Session:
         self.start = time.perf_counter()
         self.resets = 0
         self.fed = False  # the last between_slices gave the guest input
+        self.display: CursesDisplay | None = None
         self.pacer: Pacer | None = None
         self.held = 0.0  # seconds gdb held the CPU (left out of the exit line's figure)
 
+    def deliver(self, data: bytes) -> None:
+        """Typed bytes: to the 8042 while the curses display is open, to COM1 otherwise."""
+        if self.display is None or not self.display.feed(data):
+            feed_serial(self.machine, data)
+
     def between_slices(self) -> None:
-        """Console input typed since the last slice goes to COM1."""
+        """Console input typed since the last slice goes to the guest; the display catches up."""
         self.fed = False
         if self.console is not None:
             data = self.console.take()
             if data:
-                feed_serial(self.machine, data)
+                self.deliver(data)
                 self.fed = True
+        if self.display is not None:
+            self.display.poll()
 
     def summary(self, stop: Stop) -> None:
         """The exit line (module docstring): only on a terminal or with -d."""
@@ -137,6 +151,8 @@ class Session:
                 if self.fed:
                     continue  # input just arrived (perhaps with the end of file): let the guest take it
                 if console is not None and not console.eof:
+                    if self.display is not None:
+                        self.display.poll(force=True)
                     console.wait(None)
                     self.between_slices()
                     continue
@@ -222,9 +238,10 @@ class Pacer:
     neither run nor made up afterwards.  ``slept`` totals the real waiting.
     """
 
-    def __init__(self, machine: Machine, console: ConsoleInput | None) -> None:
+    def __init__(self, machine: Machine, console: ConsoleInput | None, session: Session | None = None) -> None:
         self.machine = machine
         self.console = console
+        self.session = session  # typed input goes through session.deliver; the display is redrawn while waiting
         self.start = time.monotonic()
         self.slept = 0.0
 
@@ -235,14 +252,21 @@ class Pacer:
         clock, console = self.machine.clock, self.console
         t0 = time.monotonic()
         delay = self.start + deadline_ns / 1e9 - t0
+        display = self.session.display if self.session is not None else None
         try:
             if delay > 0:
+                if display is not None:
+                    display.poll()
                 if console is not None and not console.eof:  # at end of file wait() returns at once
                     console.wait(delay)
                     if not console.queue.empty():
                         now_ns = int((time.monotonic() - self.start) * 1e9)
                         clock.advance_to(min(deadline_ns, max(now_ns, clock.now())))
-                        feed_serial(self.machine, console.take())
+                        data = console.take()
+                        if self.session is not None:
+                            self.session.deliver(data)
+                        else:
+                            feed_serial(self.machine, data)
                         return True
                 else:
                     time.sleep(delay)
@@ -252,9 +276,9 @@ class Pacer:
             self.slept += time.monotonic() - t0
 
 
-def install_pacer(machine: Machine, console: ConsoleInput | None) -> Pacer:
+def install_pacer(machine: Machine, console: ConsoleInput | None, session: Session | None = None) -> Pacer:
     """sleep=on pacing (``Pacer``), set as the clock's pacer."""
-    pacer = Pacer(machine, console)
+    pacer = Pacer(machine, console, session)
     machine.clock.set_pacer(pacer.pace)
     return pacer
 
@@ -300,15 +324,19 @@ def _run_board(board: Board, opts: Options) -> int:
     restore_tty = None
     fd = stdin_fd()
     interactive = fd is not None and os.isatty(fd)
-    if fd is not None and board.config.serial and board.config.serial[0] == "stdio":
+    display = make_display(board, opts)
+    if fd is not None and (board.config.serial and board.config.serial[0] == "stdio" or display is not None):
         if interactive:
             restore_tty = raw_terminal(fd)
         console = ConsoleInput(fd)
     sleep = opts.icount_sleep if opts.icount_sleep is not None else interactive
     session = Session(machine, opts, console, board.kernel)
+    session.display = display
     if sleep:
-        session.pacer = install_pacer(machine, console)
+        session.pacer = install_pacer(machine, console, session)
     try:
+        if display is not None and opts.display == "curses":
+            display.open()
         if opts.gdb is not None or opts.wait_for_gdb:
             return session.serve_gdb()
         return session.run(slice_insns=(1 << 16) if console else (1 << 20))
@@ -321,6 +349,40 @@ def _run_board(board: Board, opts: Options) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
+        if display is not None:
+            display.close()
         board.close()
         if restore_tty is not None:
             restore_tty()
+
+
+def make_display(board: Board, opts: Options) -> CursesDisplay | None:
+    """The curses display if ``-display curses`` asks for it or its default rule arms it (cli/display.py)."""
+    devices = board.machine.bus.devices
+    vga = devices.get("vga")
+    want = curses_wanted(
+        opts.display,
+        serial_given_stdio=opts.serial_given and "stdio" in opts.serial,
+        nographic=opts.nographic,
+        vga=isinstance(vga, VGA),
+        gdb_stdio=gdb_uses_stdio(opts),
+    )
+    if want == "no" or not isinstance(vga, VGA):
+        if opts.display == "curses":
+            print("gdbemu: note: -display curses: the board has no VGA (-vga none); no display", file=sys.stderr)
+        return None
+    if want == "open" and not _isatty(sys.stdout):
+        print("gdbemu: note: -display curses: stdout is not a terminal; no display", file=sys.stderr)
+        return None
+    held: list[CharSink] = []
+    uarts = devices.get("uart")
+    if isinstance(uarts, SerialPorts):
+        held += [u.sink for u in uarts.ports if u is not None and u.sink.spec == "stdio"]
+    debugport = devices.get("debugport")
+    if isinstance(debugport, DebugPorts) and debugport.con.sink.spec == "stdio":
+        held.append(debugport.con.sink)
+    kbd = devices.get("kbd")
+    display = CursesDisplay(vga, kbd if isinstance(kbd, KeyboardController) else None, held)
+    if want == "armed":
+        display.arm()
+    return display

@@ -378,6 +378,18 @@ class VGA:
             hi = min(paddr + length, VGA_LOW + VGA_SIZE)
             self.bus.set_dirty(lo, hi - lo, clients=1 << DIRTY_MEMORY_VGA)
 
+    def test_and_clear_written(self) -> bool:
+        """Whether the VGA window (0xA0000-0xBFFFF) was written since the last call (VGA dirty client).
+
+        Used before a display shows anything (the curses display's "the
+        guest uses VGA" rule); once ``refresh`` runs, it owns the bits.
+        """
+        if self.private is not None:
+            dirty = self._private_dirty
+            self._private_dirty = False
+            return dirty
+        return bool(self.bus.dirty_test_and_clear(DIRTY_MEMORY_VGA, VGA_LOW, VGA_SIZE).any())
+
     def refresh(self) -> list[int]:
         """Rows that changed since the last call (content, or the cursor entering/leaving them).
 

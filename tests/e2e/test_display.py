@@ -118,3 +118,68 @@ def test_display_curses_with_serial_stdio_holds_the_serial_output_until_the_end(
     pane.tmux("send-keys", "q")
     assert pane.status() == 3
     pane.wait_for(lambda t: "bye" in t, "COM1's output after the display closed")
+
+
+# ---- screendump -----------------------------------------------------------------------------------
+def read_png(path: Path) -> tuple[int, int, bytes]:
+    """(width, height, RGB bytes) of an 8-bit RGB PNG with filter-0 rows (what gdbemu writes)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert zlib.crc32(tag + body) & 0xFFFFFFFF == struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
+        if tag == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert (depth, colour) == (8, 2)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    assert len(raw) == stride * height and all(raw[y * stride] == 0 for y in range(height))
+    return width, height, b"".join(raw[y * stride + 1 : (y + 1) * stride] for y in range(height))
+
+
+def pixel(image: tuple[int, int, bytes], x: int, y: int) -> tuple[int, int, int]:
+    width, _, rgb = image
+    i = 3 * (y * width + x)
+    return rgb[i], rgb[i + 1], rgb[i + 2]
+
+
+def test_screendump_of_text_mode_13h_and_the_vbe_framebuffer(tmp_path):
+    """gdb's `monitor screendump FILE` (QEMU's spelling) at three points of a guest that draws known pixels."""
+    from gdbemu.testing import Session, find_gdb
+
+    try:
+        find_gdb()
+    except Exception:
+        pytest.skip("gdb is not installed")
+    elf = build.build_guest(build.GUEST_DIR / "fh_gfx.s", tmp_path)
+    text_png, m13_png, vbe_png = tmp_path / "text.png", tmp_path / "m13.png", tmp_path / "vbe.png"
+    with Session.boot(elf) as s:
+        assert "PNG (text)" in s.monitor(f"screendump {text_png}")
+        s.break_at("mode13h_done")
+        s.cont()
+        assert "320x200 PNG (mode13h)" in s.monitor(f"screendump {m13_png}")
+        s.break_at("vbe_done")
+        s.cont()
+        assert "64x48 PNG (vbe)" in s.monitor(f"screendump {vbe_png}")
+        assert "usage" in s.monitor("screendump")
+    text = read_png(text_png)
+    assert text[0] == 720 or text[0] == 640  # 80 columns of 9- or 8-pixel glyphs
+    m13 = read_png(m13_png)
+    assert m13[:2] == (320, 200)
+    assert pixel(m13, 0, 0) == (0, 0, 255)
+    assert pixel(m13, 10, 20) == (255, 0, 0)
+    assert pixel(m13, 319, 199) == (0, 255, 0)
+    assert pixel(m13, 11, 20) == (0, 0, 0)
+    vbe = read_png(vbe_png)
+    assert vbe[:2] == (64, 48)
+    assert pixel(vbe, 5, 7) == (255, 128, 0)
+    assert pixel(vbe, 63, 47) == (0, 0, 255)
+    assert pixel(vbe, 0, 0) == (0, 0, 0)

@@ -88,13 +88,32 @@ OPTIONS: dict[str, bool] = {
     "global": True,
     "object": True,
     "trace": True,
+    "curses": False,
+    "vnc": True,
+    "sdl": False,
+    "echr": True,
+    "msg": True,
+    "no-user-config": False,
+    "nodefconfig": False,
+    "overcommit": True,
+    "sandbox": True,
+    "uuid": True,
+    "smbios": True,
+    "action": True,
+    "watchdog-action": True,
+    "g": True,
+    "fw_cfg": True,
+    "blockdev": True,
+    "mem-prealloc": False,
+    "numa": True,
+    "mon": True,
     "h": False,
     "help": False,
     "version": False,
 }
 # Disk images: with -kernel they are ignored with a note; without it, the run stops (exit 2) with DISK_BOOT.
-DISK_OPTIONS = ("drive", "hda", "hdb", "cdrom", "fda")
-DISK_BOOT = "gdbemu boots kernels with -kernel FILE (there is no BIOS disk boot); {option} needs -kernel"
+DISK_OPTIONS = ("drive", "hda", "hdb", "cdrom", "fda", "blockdev")
+DISK_BOOT = "{option} needs -kernel FILE: gdbemu boots kernels with -kernel (there is no BIOS disk boot)"
 # What gdbemu does for -display names it does not have.
 DISPLAY_INSTEAD = (
     "gdbemu has no graphical window; it draws the VGA text screen in the terminal "
@@ -127,6 +146,21 @@ IGNORED = {
     "object": "QOM objects are not configurable",
     "trace": "QEMU trace events do not exist here (use -d)",
     "no-acpi": "the ACPI tables are always built",
+    "echr": "there is no monitor to escape to",
+    "msg": "messages are gdbemu's own",
+    "no-user-config": "there is no configuration file",
+    "nodefconfig": "there is no configuration file",
+    "overcommit": "memory is committed as the guest touches it",
+    "sandbox": "there is no sandbox",
+    "uuid": "the SMBIOS tables are not built",
+    "smbios": "the SMBIOS tables are not built",
+    "action": "a reset, shutdown or panic ends or reboots the run as -no-reboot says",
+    "watchdog-action": "there is no watchdog",
+    "g": "there is no graphical display to size",
+    "fw_cfg": "fw_cfg files are not configurable",
+    "mem-prealloc": "memory is committed as the guest touches it",
+    "numa": "there is one NUMA node",
+    "mon": "there is no monitor",
 }
 QEMU_LOG_ITEMS_IGNORED = (
     "out_asm",
@@ -257,8 +291,23 @@ def _parse_int(text: str, what: str) -> int:
         raise UsageError(f"{what}: {text!r} is not a number") from None
 
 
+def _parse_chardev_backend(value: str) -> tuple[str, str]:
+    """``-chardev BACKEND,id=ID[,path=P]...`` -> (ID, the -serial spelling of the backend)."""
+    kv = _parse_kv(value, first_key="backend")
+    backend, ident = kv.get("backend", ""), kv.get("id", "")
+    if not ident:
+        raise UsageError(f"-chardev {value!r}: id=... missing")
+    if backend in ("stdio", "null"):
+        return ident, backend
+    if backend == "file" and kv.get("path"):
+        return ident, "file:" + kv["path"]
+    raise UsageError(f"-chardev {value!r}: gdbemu has the stdio, file (path=...) and null backends")
+
+
 def _parse_chardev(value: str, option: str, notes: list[str]) -> str:
-    """-serial / -debugcon: stdio, file:PATH, null, none (mon:stdio and vc accepted)."""
+    """-serial / -debugcon: stdio, file:PATH, null, none (mon:stdio and vc accepted; chardev:ID resolved later)."""
+    if value.startswith("chardev:") and len(value) > 8:
+        return value
     if value in ("stdio", "null", "none") or value.startswith("file:") and len(value) > 5:
         return value
     if value == "mon:stdio":
@@ -310,6 +359,7 @@ def _parse_device(value: str, opts: Options) -> None:
 def parse_args(argv: list[str]) -> Options:
     """Parse a QEMU-style command line (see the module docstring); raises UsageError."""
     opts = Options()
+    chardevs: dict[str, str] = {}  # -chardev id -> the -serial spelling of its backend
     serial_given = False
     vga_given = False
     i = 0
@@ -465,14 +515,30 @@ def parse_args(argv: list[str]) -> Options:
             opts.max_insns = _parse_int(v, "-max-insns")
             if opts.max_insns <= 0:
                 raise UsageError("-max-insns must be positive")
+        elif name == "curses":  # QEMU's old spelling of -display curses
+            opts.display = "curses"
+        elif name in ("vnc", "sdl"):
+            opts.display = "none"
+            opts.notes.append(f"-{name}: {DISPLAY_INSTEAD}")
         elif name in DISK_OPTIONS:
             opts.disks.append(name)
         elif name == "chardev":
-            raise UsageError("-chardev is not supported (use -serial/-debugcon with stdio, file:PATH or null)")
+            ident, backend = _parse_chardev_backend(v)
+            chardevs[ident] = backend
         elif name in IGNORED:
             opts.notes.append(f"-{name}: ignored ({IGNORED[name]})")
         else:  # pragma: no cover - every table entry is handled above
             raise UsageError(f"option {arg!r} is not handled")
+
+    def resolve(spec: str, option: str) -> str:
+        if not spec.startswith("chardev:"):
+            return spec
+        if spec[8:] not in chardevs:
+            raise UsageError(f"{option} {spec}: no -chardev with id={spec[8:]}")
+        return chardevs[spec[8:]]
+
+    opts.serial = [resolve(x, "-serial") for x in opts.serial]
+    opts.debugcon = resolve(opts.debugcon, "-debugcon")
     if opts.kernel is None:
         # As QEMU: -append and -initrd only make sense with -kernel.
         for name, given in (("append", bool(opts.append)), ("initrd", opts.initrd is not None)):

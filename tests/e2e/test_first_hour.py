@@ -233,3 +233,30 @@ def test_time_held_by_gdb_is_not_made_up_with_sleep_on(tmp_path):
     m = re.search(r"gdbemu: exit \(.*?\): (\d+) instructions in ([\d.]+) s \(([\d.]+) MIPS\)", stderr)
     assert m, stderr
     assert float(m.group(2)) < 4.0 and float(m.group(3)) > 0.0
+
+
+# ---- QEMU command lines with only the binary swapped ---------------------------------------------
+QEMU_LINES = [
+    "-kernel {demo} -nographic -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 "
+    "-icount shift=3,sleep=off -m 64M -M pc -accel tcg,thread=single",
+    "-kernel {demo} -chardev stdio,id=c0 -serial chardev:c0 -display none -no-reboot -no-shutdown "
+    "-device isa-debug-exit,iobase=0xf4,iosize=0x04 -icount shift=3,sleep=off -d int,cpu_reset -D {tmp}/log "
+    "-name demo -vga std -rtc base=localtime -echr 0x14 -no-user-config",
+    "-kernel {demo} -serial stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04 "
+    "-icount shift=3,sleep=off -smp 1 -boot order=c -k en-us -usb -net none -machine q35 -global x.y=1",
+]
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
+@pytest.mark.parametrize("binary", ["qemu-system-i386", "qemu-system-x86_64"])
+@pytest.mark.parametrize("line", range(len(QEMU_LINES)))
+def test_qemu_command_lines_run_with_only_the_binary_swapped(binary, line, tmp_path):
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} not installed")
+    args = shlex.split(QEMU_LINES[line].format(demo=DEMO, tmp=tmp_path))
+    qemu = subprocess.run([binary, *args], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    ours = cli(*args)
+    assert b"Traceback" not in ours.stderr
+    qemu_out = re.sub(rb"\x1b(c|\[[?0-9;]*[a-zA-Z])", b"", qemu.stdout)  # -nographic's terminal resets
+    qemu_out = qemu_out[max(qemu_out.find(b"gdbemu demo"), 0) :]  # -nographic: SeaBIOS's banner on COM1 first
+    assert ours.stdout == qemu_out and ours.returncode == qemu.returncode, ours.stderr.decode()

@@ -236,6 +236,7 @@ def test_time_held_by_gdb_is_not_made_up_with_sleep_on(tmp_path):
 
 
 # ---- QEMU command lines with only the binary swapped ---------------------------------------------
+SLOW = pytest.mark.slow
 QEMU_LINES = [
     "-kernel {demo} -nographic -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 "
     "-icount shift=3,sleep=off -m 64M -M pc -accel tcg,thread=single",
@@ -248,8 +249,14 @@ QEMU_LINES = [
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="qemu-system-i386 not installed")
-@pytest.mark.parametrize("binary", ["qemu-system-i386", "qemu-system-x86_64"])
-@pytest.mark.parametrize("line", range(len(QEMU_LINES)))
+@pytest.mark.parametrize(
+    "binary, line",
+    [
+        (binary, line) if (binary, line) == ("qemu-system-x86_64", 1) else pytest.param(binary, line, marks=SLOW)
+        for binary in ("qemu-system-i386", "qemu-system-x86_64")
+        for line in range(len(QEMU_LINES))
+    ],
+)
 def test_qemu_command_lines_run_with_only_the_binary_swapped(binary, line, tmp_path):
     if shutil.which(binary) is None:
         pytest.skip(f"{binary} not installed")

@@ -492,7 +492,8 @@ def test_qemu_options_accepted_with_notes():
         "pentium",
         "-smp",
         "1",
-        "-s",
+        "-gdb",
+        "tcp:127.0.0.1:0",  # a free port: 127.0.0.1:1234 (-s) may be another test's (the no-argument demo's)
         "-name",
         "x",
     )

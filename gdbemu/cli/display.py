@@ -19,7 +19,8 @@ Theory of operation
   glyphs); the attribute's foreground and background go to curses colour
   pairs (16 x 16 on a 256-colour terminal; on an 8-colour one the bright
   foregrounds are bold); blink is ignored.  The hardware cursor (CRTC
-  0x0A-0x0F) is the terminal's cursor.
+  0x0A-0x0F) is the terminal's cursor.  In a graphics mode (mode 13h, VBE)
+  the terminal shows one line naming the mode and ``monitor screendump``.
 * **Keys.**  The console thread (``console.ConsoleInput``) reads the
   terminal's bytes; while the display is open they become set-1 scancodes
   for the 8042 (``KeyboardController.feed_scancodes``): printable ASCII and
@@ -123,6 +124,7 @@ class CursesDisplay:
         self.last = 0.0
         self.first = True
         self.pairs: dict[tuple[int, int], int] = {}
+        self.shown_mode = "text"
         self.colors16 = False
 
     def arm(self) -> None:
@@ -190,11 +192,34 @@ class CursesDisplay:
         if not force and now - self.last < self.INTERVAL:
             return
         self.last = now
+        mode = self.vga.mode()
+        if mode != "text":
+            if mode != self.shown_mode:
+                self.shown_mode = mode
+                self._graphics_notice(mode)
+            return
+        if self.shown_mode != "text":
+            self.shown_mode = "text"
+            self.screen.clear()
+            self.first = True
         rows = self.vga.refresh()
         if self.first:
             rows = list(range(self.vga.geometry()[1]))
             self.first = False
         self._draw(rows)
+
+    def _graphics_notice(self, mode: str) -> None:
+        import curses
+
+        scr = self.screen
+        scr.clear()
+        what = "the Bochs VBE framebuffer" if mode == "vbe" else f"VGA {mode} graphics"
+        try:
+            curses.curs_set(0)
+            scr.addstr(0, 0, f"[gdbemu: the guest shows {what}; see it with gdb's monitor screendump FILE]")
+        except curses.error:
+            pass
+        scr.refresh()
 
     def _pair(self, fg: int, bg: int) -> int:
         import curses

@@ -95,6 +95,8 @@ class Session:
 
     def summary(self, stop: Stop) -> None:
         """The exit line (module docstring): only on a terminal or with -d."""
+        if self.display is not None:
+            self.display.close()  # the run is over: give the terminal back before the last lines
         if not (self.opts.log_items or _isatty(sys.stderr)):
             return
         wall = time.perf_counter() - self.start
@@ -104,6 +106,11 @@ class Session:
         mips = icount / busy / 1e6 if busy > 0 else 0.0
         detail = f" ({stop.detail})" if stop.detail else ""
         print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {busy:.2f} s ({mips:.3g} MIPS)", file=sys.stderr)
+
+    def stopped(self) -> None:
+        """gdb holds the CPU: the display shows the screen as it is now (polls are rate-limited)."""
+        if self.display is not None:
+            self.display.poll(force=True)
 
     def resumed(self, held: float) -> None:
         """gdb let the CPU run again after holding it ``held`` seconds: that time is not made up."""
@@ -189,6 +196,7 @@ class Session:
             log=log,
             on_slice=self.between_slices,
             on_resume=self.resumed,
+            on_stop=self.stopped,
         )
         try:
             server.listen()

@@ -264,7 +264,8 @@ class GdbServer:
     ``on_slice`` is called after every ``run_slice`` (e.g. to copy the guest
     console to the terminal).  ``on_resume(seconds)`` is called when the
     target starts running again after a stop, with the wall-clock seconds it
-    was held (by gdb, or waiting for gdb): a paced clock must not make them up.
+    was held (by gdb, or waiting for gdb): a paced clock must not make them up;
+    ``on_stop()`` when it stops (a display shows the final state).
     ``stdio_fds`` replaces stdin/stdout for the ``stdio`` endpoint (tests use a pair of pipes).
     """
 
@@ -279,6 +280,7 @@ class GdbServer:
         rle: bool = True,
         on_slice: Callable[[], None] | None = None,
         on_resume: Callable[[float], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
         stdio_fds: tuple[int, int] = (0, 1),
     ) -> None:
         self.target = target
@@ -289,6 +291,7 @@ class GdbServer:
         self.rle = rle
         self.on_slice = on_slice
         self.on_resume = on_resume
+        self.on_stop = on_stop
         self.stopped_seconds = 0.0  # wall time the target spent held (not running), in total
         self._stopped_since: float | None = time.monotonic()
         self.stdio_fds = stdio_fds
@@ -316,6 +319,8 @@ class GdbServer:
         now = time.monotonic()
         if not value:
             self._stopped_since = now
+            if self.on_stop is not None:
+                self.on_stop()
             return
         held = now - self._stopped_since if self._stopped_since is not None else 0.0
         self._stopped_since = None

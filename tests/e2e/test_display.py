@@ -183,3 +183,31 @@ def test_screendump_of_text_mode_13h_and_the_vbe_framebuffer(tmp_path):
     assert pixel(vbe, 5, 7) == (255, 128, 0)
     assert pixel(vbe, 63, 47) == (0, 0, 255)
     assert pixel(vbe, 0, 0) == (0, 0, 0)
+
+
+def test_graphics_mode_is_named_on_the_terminal_when_gdb_stops_the_guest(tmp_path, panes):
+    """-display curses -S under gdb: at a breakpoint after the guest enabled VBE, the pane names the mode.
+
+    Also checks that a stop redraws the terminal at once (redraws are otherwise at most 30 a second).
+    """
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        pytest.skip("gdb is not installed")
+    elf = build.build_guest(build.GUEST_DIR / "fh_gfx.s", tmp_path)
+    err = tmp_path / "stderr"
+    cmd = gdbemu_cmd("-kernel", str(elf), "-display", "curses", "-S", "-gdb", "tcp:127.0.0.1:0") + f" 2>{err}"
+    pane = Pane(cmd, tmp_path / "status")
+    panes.append(pane)
+    deadline = time.monotonic() + 60
+    while "waiting for gdb on" not in (err.read_text() if err.exists() else ""):
+        assert time.monotonic() < deadline, "gdbemu did not listen"
+        time.sleep(0.1)
+    where = err.read_text().split("waiting for gdb on ", 1)[1].split()[0]
+    argv = [gdb, "-nx", "-batch", str(elf), "-ex", f"target remote {where}", "-ex", "break vbe_done", "-ex", "c"]
+    argv += ["-ex", "shell sleep 60", "-ex", "kill"]
+    debugger = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pane.wait_for(lambda t: "Bochs VBE framebuffer" in t and "screendump" in t, "the graphics-mode line")
+    finally:
+        debugger.kill()
+        debugger.wait()

@@ -213,10 +213,10 @@ class CursesDisplay:
 
         scr = self.screen
         scr.clear()
-        what = "the Bochs VBE framebuffer" if mode == "vbe" else f"VGA {mode} graphics"
+        what = "VBE framebuffer" if mode == "vbe" else f"VGA {mode}"
         try:
             curses.curs_set(0)
-            scr.addstr(0, 0, f"[gdbemu: the guest shows {what}; see it with gdb's monitor screendump FILE]")
+            scr.addstr(0, 0, f"[gdbemu: {what} graphics; gdb: monitor screendump FILE]")  # fits 80 columns
         except curses.error:
             pass
         scr.refresh()

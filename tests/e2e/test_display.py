@@ -35,7 +35,9 @@ class Pane:
         shell = f"cd {shlex.quote(str(REPO))} && {command}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
         env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color")
         subprocess.run(
-            ["tmux", "-L", self.socket, "new-session", "-d", "-x", "100", "-y", "30", shell], check=True, env=env
+            ["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "30", shell],
+            check=True,
+            env=env,
         )
 
     def tmux(self, *args: str) -> str:
@@ -207,7 +209,7 @@ def test_graphics_mode_is_named_on_the_terminal_when_gdb_stops_the_guest(tmp_pat
     argv += ["-ex", "shell sleep 60", "-ex", "kill"]
     debugger = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        pane.wait_for(lambda t: "Bochs VBE framebuffer" in t and "screendump" in t, "the graphics-mode line")
+        pane.wait_for(lambda t: "VBE framebuffer graphics; gdb: monitor screendump" in t, "the graphics-mode line")
     finally:
         debugger.kill()
         debugger.wait()

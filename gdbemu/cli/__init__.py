@@ -17,9 +17,13 @@ The package, in the order a run goes through it:
   ``PCConfig`` (serial and debug-console sinks), the ``-cpu`` model, the
   kernel booted as ``-kernel`` does (the demo kernel when none is given).
 * ``console.py``: console input for COM1, read by a background thread.
+* ``display.py``: ``-display curses``, the VGA text screen in the terminal
+  (also the default when the terminal and the guest's first VGA write
+  allow), keys typed there going to the 8042.
 * ``run.py``: the one run loop (``Session.run``), the GDB server around it
   (``-s``/``-gdb DEV``/``-S``, and the demo's listener on 127.0.0.1:1234,
-  which ``-gdb none`` turns off), sleep=on pacing, and ``main``.
+  which waits for gdb as ``-S`` does and prints the gdb command to type;
+  ``-gdb none`` turns it off), sleep=on pacing, and ``main``.
 
 Virtual time comes from the instruction count (``-icount shift=N``, default
 3).  ``-d`` logging (``-D FILE`` for a file, stderr otherwise) uses the

@@ -91,10 +91,38 @@ OPTIONS: dict[str, bool] = {
     "global": True,
     "object": True,
     "trace": True,
+    "curses": False,
+    "vnc": True,
+    "sdl": False,
+    "echr": True,
+    "msg": True,
+    "no-user-config": False,
+    "nodefconfig": False,
+    "overcommit": True,
+    "sandbox": True,
+    "uuid": True,
+    "smbios": True,
+    "action": True,
+    "watchdog-action": True,
+    "g": True,
+    "fw_cfg": True,
+    "blockdev": True,
+    "mem-prealloc": False,
+    "numa": True,
+    "mon": True,
     "h": False,
     "help": False,
     "version": False,
 }
+# Disk images: with -kernel they are ignored with a note; without it, the run stops (exit 2) with DISK_BOOT.
+DISK_OPTIONS = ("drive", "hda", "hdb", "cdrom", "fda", "blockdev")
+DISK_BOOT = "{option} needs -kernel FILE: gdbemu boots kernels with -kernel (there is no BIOS disk boot)"
+# What gdbemu does for -display names it does not have.
+DISPLAY_INSTEAD = (
+    "gdbemu has no graphical window; it draws the VGA text screen in the terminal "
+    "(-display curses) and writes PNG screendumps (gdb: monitor screendump FILE)"
+)
+
 # Options whose only effect is on things gdbemu does not have: accepted with a note.
 IGNORED = {
     "name": "the VM name only titles windows",
@@ -104,11 +132,6 @@ IGNORED = {
     "net": "there is no network card",
     "netdev": "there is no network card",
     "nic": "there is no network card",
-    "drive": "there are no disks",
-    "hda": "there are no disks",
-    "hdb": "there are no disks",
-    "cdrom": "there are no disks",
-    "fda": "there are no disks",
     "snapshot": "there are no disks",
     "usb": "there is no USB",
     "usbdevice": "there is no USB",
@@ -126,6 +149,21 @@ IGNORED = {
     "object": "QOM objects are not configurable",
     "trace": "QEMU trace events do not exist here (use -d)",
     "no-acpi": "the ACPI tables are always built",
+    "echr": "there is no monitor to escape to",
+    "msg": "messages are gdbemu's own",
+    "no-user-config": "there is no configuration file",
+    "nodefconfig": "there is no configuration file",
+    "overcommit": "memory is committed as the guest touches it",
+    "sandbox": "there is no sandbox",
+    "uuid": "the SMBIOS tables are not built",
+    "smbios": "the SMBIOS tables are not built",
+    "action": "a reset, shutdown or panic ends or reboots the run as -no-reboot says",
+    "watchdog-action": "there is no watchdog",
+    "g": "there is no graphical display to size",
+    "fw_cfg": "fw_cfg files are not configurable",
+    "mem-prealloc": "memory is committed as the guest touches it",
+    "numa": "there is one NUMA node",
+    "mon": "there is no monitor",
 }
 QEMU_LOG_ITEMS_IGNORED = (
     "out_asm",
@@ -201,6 +239,9 @@ class Options:
     snapshot_file: str | None = None  # -snapshot-file PATH (default: KERNEL.snapshots)
     nographic: bool = False
     nodefaults: bool = False
+    display: str | None = None  # "curses", "none", or None: curses when the terminal and guest allow (cli/display.py)
+    serial_given: bool = False  # -serial was on the command line (the curses display's default rule)
+    disks: list[str] = field(default_factory=list)  # -hda/-cdrom/...: the option names given
     notes: list[str] = field(default_factory=list)
     show: str | None = None  # "help", "version", "cpu-help", "log-help": print and exit 0
 
@@ -257,8 +298,23 @@ def _parse_int(text: str, what: str) -> int:
         raise UsageError(f"{what}: {text!r} is not a number") from None
 
 
+def _parse_chardev_backend(value: str) -> tuple[str, str]:
+    """``-chardev BACKEND,id=ID[,path=P]...`` -> (ID, the -serial spelling of the backend)."""
+    kv = _parse_kv(value, first_key="backend")
+    backend, ident = kv.get("backend", ""), kv.get("id", "")
+    if not ident:
+        raise UsageError(f"-chardev {value!r}: id=... missing")
+    if backend in ("stdio", "null"):
+        return ident, backend
+    if backend == "file" and kv.get("path"):
+        return ident, "file:" + kv["path"]
+    raise UsageError(f"-chardev {value!r}: gdbemu has the stdio, file (path=...) and null backends")
+
+
 def _parse_chardev(value: str, option: str, notes: list[str]) -> str:
-    """-serial / -debugcon: stdio, file:PATH, null, none (mon:stdio and vc accepted)."""
+    """-serial / -debugcon: stdio, file:PATH, null, none (mon:stdio and vc accepted; chardev:ID resolved later)."""
+    if value.startswith("chardev:") and len(value) > 8:
+        return value
     if value in ("stdio", "null", "none") or value.startswith("file:") and len(value) > 5:
         return value
     if value == "mon:stdio":
@@ -310,6 +366,7 @@ def _parse_device(value: str, opts: Options) -> None:
 def parse_args(argv: list[str]) -> Options:
     """Parse a QEMU-style command line (see the module docstring); raises UsageError."""
     opts = Options()
+    chardevs: dict[str, str] = {}  # -chardev id -> the -serial spelling of its backend
     serial_given = False
     vga_given = False
     i = 0
@@ -426,8 +483,12 @@ def parse_args(argv: list[str]) -> Options:
             if accel != "tcg":
                 opts.notes.append(f"-machine accel={accel}: gdbemu always emulates (like tcg)")
         elif name == "display":
-            if v.split(",", 1)[0] != "none":
-                opts.notes.append(f"-display {v}: there is no graphical display (VGA text is not shown)")
+            kind = v.split(",", 1)[0]
+            if kind in ("none", "curses"):
+                opts.display = kind
+            else:
+                opts.display = "none"
+                opts.notes.append(f"-display {v}: {DISPLAY_INSTEAD}")
         elif name == "monitor":
             if v not in ("none", "null"):
                 opts.notes.append(f"-monitor {v}: there is no monitor")
@@ -465,12 +526,42 @@ def parse_args(argv: list[str]) -> Options:
             opts.max_insns = _parse_int(v, "-max-insns")
             if opts.max_insns <= 0:
                 raise UsageError("-max-insns must be positive")
+        elif name == "curses":  # QEMU's old spelling of -display curses
+            opts.display = "curses"
+        elif name in ("vnc", "sdl"):
+            opts.display = "none"
+            opts.notes.append(f"-{name}: {DISPLAY_INSTEAD}")
+        elif name in DISK_OPTIONS:
+            opts.disks.append(name)
         elif name == "chardev":
-            raise UsageError("-chardev is not supported (use -serial/-debugcon with stdio, file:PATH or null)")
+            ident, backend = _parse_chardev_backend(v)
+            chardevs[ident] = backend
         elif name in IGNORED:
             opts.notes.append(f"-{name}: ignored ({IGNORED[name]})")
         else:  # pragma: no cover - every table entry is handled above
             raise UsageError(f"option {arg!r} is not handled")
+
+    def resolve(spec: str, option: str) -> str:
+        if not spec.startswith("chardev:"):
+            return spec
+        if spec[8:] not in chardevs:
+            raise UsageError(f"{option} {spec}: no -chardev with id={spec[8:]}")
+        return chardevs[spec[8:]]
+
+    opts.serial = [resolve(x, "-serial") for x in opts.serial]
+    opts.debugcon = resolve(opts.debugcon, "-debugcon")
+    if opts.kernel is None:
+        # As QEMU: -append and -initrd only make sense with -kernel.
+        for name, given in (("append", bool(opts.append)), ("initrd", opts.initrd is not None)):
+            if given:
+                raise UsageError(f"-{name} only allowed with -kernel option")
+        if opts.disks and opts.show is None:
+            raise UsageError(DISK_BOOT.format(option="-" + opts.disks[0]))
+    for disk in dict.fromkeys(opts.disks):
+        opts.notes.append(f"-{disk}: ignored (there are no disks; the kernel is booted with -kernel)")
+    if opts.wait_for_gdb and opts.no_gdb:
+        raise UsageError("-S with -gdb none: nothing could start the CPU (there is no monitor); drop one of them")
+    opts.serial_given = serial_given
     if not serial_given:
         opts.serial = [] if opts.nodefaults else ["stdio"]
     if opts.nodefaults and not vga_given:

@@ -24,22 +24,43 @@ for -icount) a halted CPU waits in real time for its next timer instead of
 jumping to it (``clock.set_pacer``), so an interactive guest's clock does
 not race ahead and an idle guest does not spin the host CPU; ``sleep=off``
 (the default otherwise) jumps, which changes no guest-visible order of events.
+Time while gdb holds the CPU (or while ``-S`` waits for it) is neither run
+nor made up: the pacer's anchor moves forward by the held time
+(``Pacer.hold``, the server's ``on_resume``), as QEMU stops its virtual clock
+while the VM is stopped.
+
+The exit line (``gdbemu: exit (DETAIL): N instructions in S s (M MIPS)``) is printed
+only when stderr is a terminal or ``-d`` is given (QEMU prints nothing).  Its
+seconds are the wall time the guest ran: time slept by the pacer and time
+held by gdb are left out, so the MIPS figure is the emulator's speed.  After
+gdb's ``kill`` it says ``killed``.
+
+The demo (no kernel given, no ``-gdb``/``-s``) waits for gdb as ``-S`` does
+and prints the gdb command to type, kernel file included; its normal finish
+(isa-debug-exit with 0) ends the run with status 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from functools import partial
 
 from ..debug.snapshot import SnapshotError, SnapshotStore
 from ..debug.target import MachineTarget
+from ..hw.bus import CharSink
+from ..hw.debugport import DebugPorts
+from ..hw.kbd import KeyboardController
+from ..hw.uart import SerialPorts
+from ..hw.vga import VGA
 from ..machine import Machine, Stop
 from ..rsp.server import GdbServer, parse_endpoint
-from .board import Board, BoardError, build_board, feed_serial
+from .board import Board, BoardError, build_board, feed_serial, gdb_uses_stdio
 from .console import ConsoleInput, raw_terminal, stdin_fd
+from .display import CursesDisplay, curses_wanted
 from .options import Options, UsageError, parse_args, show
 
 
@@ -47,32 +68,73 @@ class Session:
     """One run of the board: the slice loop, what happens between slices, the summary line."""
 
     def __init__(
-        self, machine: Machine, opts: Options, console: ConsoleInput | None, snapshots: SnapshotStore | None = None
+        self,
+        machine: Machine,
+        opts: Options,
+        console: ConsoleInput | None,
+        kernel: str = "",
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.machine = machine
+        self.kernel = kernel
         self.opts = opts
         self.console = console
         self.snapshots = snapshots  # savevm/loadvm's store (-loadvm, -snapshot-file), given to the gdb target
         self.target: MachineTarget | None = None  # under gdb: console input is recorded in its history
         self.start = time.perf_counter()
         self.resets = 0
+        self.fed = False  # the last between_slices gave the guest input
+        self.display: CursesDisplay | None = None
+        self.pacer: Pacer | None = None
+        self.held = 0.0  # seconds gdb held the CPU (left out of the exit line's figure)
+
+    def deliver(self, data: bytes) -> None:
+        """Typed bytes: to the 8042 while the curses display is open, to COM1 otherwise.
+
+        Under gdb the input is outside input of the recorded history (debug/replay.py).
+        """
+        if self.display is not None and self.display.feed(data):
+            return
+        if self.target is not None:
+            self.target.outside_input(f"serial {data!r}", partial(feed_serial, self.machine, data))
+        else:
+            feed_serial(self.machine, data)
 
     def between_slices(self) -> None:
-        """Console input typed since the last slice goes to COM1."""
+        """Console input typed since the last slice goes to the guest; the display catches up."""
+        self.fed = False
         if self.console is not None:
             data = self.console.take()
             if data:
-                if self.target is not None:
-                    self.target.outside_input(f"serial {data!r}", partial(feed_serial, self.machine, data))
-                else:
-                    feed_serial(self.machine, data)
+                self.deliver(data)
+                self.fed = True
+        if self.display is not None:
+            self.display.poll()
 
     def summary(self, stop: Stop) -> None:
+        """The exit line (module docstring): only on a terminal or with -d."""
+        if self.display is not None:
+            self.display.close()  # the run is over: give the terminal back before the last lines
+        if not (self.opts.log_items or _isatty(sys.stderr)):
+            return
         wall = time.perf_counter() - self.start
+        idle = self.held + (self.pacer.slept if self.pacer is not None else 0.0)
+        busy = max(wall - idle, 0.0)
         icount = self.machine.cpu.icount
-        mips = icount / wall / 1e6 if wall else 0.0
+        mips = icount / busy / 1e6 if busy > 0 else 0.0
         detail = f" ({stop.detail})" if stop.detail else ""
-        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {wall:.2f} s ({mips:.1f} MIPS)", file=sys.stderr)
+        print(f"gdbemu: {stop.kind}{detail}: {icount} instructions in {busy:.2f} s ({mips:.3g} MIPS)", file=sys.stderr)
+
+    def stopped(self) -> None:
+        """gdb holds the CPU: the display shows the screen as it is now (polls are rate-limited)."""
+        if self.display is not None:
+            self.display.poll(force=True)
+
+    def resumed(self, held: float) -> None:
+        """gdb let the CPU run again after holding it ``held`` seconds: that time is not made up."""
+        self.held += held
+        if self.pacer is not None:
+            self.pacer.hold(held)
 
     def run(self, slice_insns: int) -> int:
         """The run loop without gdb: slices until the guest ends the run; the exit status."""
@@ -99,7 +161,8 @@ class Session:
                 if opts.no_reboot:
                     self.summary(stop)
                     print(
-                        "gdbemu: -no-reboot: the guest reset the machine; exiting as QEMU does (status 0)",
+                        f"gdbemu: -no-reboot: the guest reset the machine ({stop.kind}); "
+                        "exiting as QEMU does (status 0)",
                         file=sys.stderr,
                     )
                     return 0
@@ -110,7 +173,11 @@ class Session:
                 continue
             if stop.kind == "idle":
                 # hlt with IF=1 and no timer armed: only console input can wake the guest.
+                if self.fed:
+                    continue  # input just arrived (perhaps with the end of file): let the guest take it
                 if console is not None and not console.eof:
+                    if self.display is not None:
+                        self.display.poll(force=True)
                     console.wait(None)
                     self.between_slices()
                     continue
@@ -132,7 +199,7 @@ class Session:
         """
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
-        target = MachineTarget(machine, self.snapshots)
+        target = MachineTarget(machine, self.snapshots, exec_file=os.path.abspath(self.kernel) if self.kernel else None)
         self.target = target
         target.no_reboot = opts.no_reboot
         log = logging.getLogger("gdbemu.gdb")
@@ -141,58 +208,114 @@ class Session:
             handler.setFormatter(logging.Formatter("gdbemu: gdb: %(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.WARNING)
-        server = GdbServer(target, endpoint, wait_for_gdb=opts.wait_for_gdb, log=log, on_slice=self.between_slices)
+        server = GdbServer(
+            target,
+            endpoint,
+            wait_for_gdb=opts.wait_for_gdb,
+            log=log,
+            on_slice=self.between_slices,
+            on_resume=self.resumed,
+            on_stop=self.stopped,
+        )
         try:
             server.listen()
         except OSError as exc:
-            if opts.implicit_gdb:
-                # Only the demo's convenience listener: run the demo anyway.
-                print(
-                    f"gdbemu: note: {endpoint} is busy ({exc.strerror or exc}); running the demo without the GDB "
-                    "stub (choose a port with -gdb tcp::PORT)",
-                    file=sys.stderr,
-                )
-                return self.run(slice_insns=1 << 20)
-            print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            if not opts.implicit_gdb:
+                print(f"gdbemu: cannot listen for gdb on {endpoint}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+            # Only the demo's convenience listener: take any free port instead.
+            busy = f"{endpoint} is busy ({exc.strerror or exc})"
+            endpoint = parse_endpoint("tcp:127.0.0.1:0")
+            server.endpoint = endpoint
+            try:
+                server.listen()
+            except OSError as exc2:
+                print(f"gdbemu: cannot listen for gdb: {exc2.strerror or exc2}", file=sys.stderr)
+                return 2
+            print(f"gdbemu: note: {busy}; listening on another port", file=sys.stderr)
         where = server.address
         shown_where = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(endpoint)
         if not endpoint.uses_stdio:
             verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
-            print(f"gdbemu: {verb} on {shown_where} (gdb -ex 'target remote {shown_where}')", file=sys.stderr)
+            gdb_cmd = f"gdb {shlex.quote(self.kernel)} -ex 'target remote {shown_where}'"
+            tail = "; Ctrl-C quits" if opts.implicit_gdb else ""
+            print(f"gdbemu: {verb} on {shown_where} ({gdb_cmd}){tail}", file=sys.stderr, flush=True)
         self.start = time.perf_counter()
         result = server.run()
         self.between_slices()
-        stop = target.last_stop or Stop("limit")
+        if result.reason == "killed":
+            stop = Stop("killed", "by gdb")
+        else:
+            stop = target.last_stop or Stop("limit")
         self.summary(stop)
         if result.reason == "exited":
+            if opts.implicit_gdb and machine.exit_code == 1:
+                return 0  # the demo's normal finish (isa-debug-exit with 0)
             return machine.exit_code if machine.exit_code is not None else 0
         if result.reason == "terminated":
             return 0 if opts.no_reboot else 1
         return 0
 
 
-def install_pacer(machine: Machine, console: ConsoleInput | None) -> None:
-    """sleep=on: a halted CPU waits in real time for its timer, or until console input arrives."""
-    clock = machine.clock
-    start = time.monotonic()
+class Pacer:
+    """sleep=on: a halted CPU waits in real time for its timer, or until console input arrives.
 
-    def pace(deadline_ns: int) -> bool:
-        delay = start + deadline_ns / 1e9 - time.monotonic()
-        if delay > 0:
-            if console is not None:
-                console.wait(delay)
-                if not console.queue.empty():
-                    now_ns = int((time.monotonic() - start) * 1e9)
-                    clock.advance_to(min(deadline_ns, max(now_ns, clock.now())))
-                    feed_serial(machine, console.take())
-                    return True
-            else:
-                time.sleep(delay)
-        clock.advance_to(deadline_ns)
-        return True  # the clock was moved here (clock.skip_to's contract)
+    Virtual time ``v`` is due at wall time ``start + v``; ``hold(seconds)``
+    moves ``start`` forward by time the CPU was held by gdb, so that time is
+    neither run nor made up afterwards.  ``slept`` totals the real waiting.
+    """
 
-    clock.set_pacer(pace)
+    def __init__(self, machine: Machine, console: ConsoleInput | None, session: Session | None = None) -> None:
+        self.machine = machine
+        self.console = console
+        self.session = session  # typed input goes through session.deliver; the display is redrawn while waiting
+        self.start = time.monotonic()
+        self.slept = 0.0
+
+    def hold(self, seconds: float) -> None:
+        self.start += seconds
+
+    def pace(self, deadline_ns: int) -> bool:
+        clock, console = self.machine.clock, self.console
+        t0 = time.monotonic()
+        delay = self.start + deadline_ns / 1e9 - t0
+        display = self.session.display if self.session is not None else None
+        try:
+            if delay > 0:
+                if display is not None:
+                    display.poll()
+                if console is not None and not console.eof:  # at end of file wait() returns at once
+                    console.wait(delay)
+                    if not console.queue.empty():
+                        now_ns = int((time.monotonic() - self.start) * 1e9)
+                        clock.advance_to(min(deadline_ns, max(now_ns, clock.now())))
+                        data = console.take()
+                        if self.session is not None:
+                            self.session.deliver(data)
+                        else:
+                            feed_serial(self.machine, data)
+                        return True
+                else:
+                    time.sleep(delay)
+            clock.advance_to(deadline_ns)
+            return True  # the clock was moved here (clock.skip_to's contract)
+        finally:
+            self.slept += time.monotonic() - t0
+
+
+def install_pacer(machine: Machine, console: ConsoleInput | None, session: Session | None = None) -> Pacer:
+    """sleep=on pacing (``Pacer``), set as the clock's pacer."""
+    pacer = Pacer(machine, console, session)
+    machine.clock.set_pacer(pacer.pace)
+    return pacer
+
+
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     if board.demo:
         print("gdbemu: no kernel given, booting the demo kernel", file=sys.stderr)
         if opts.gdb is None and not opts.no_gdb:
-            opts.gdb = "tcp::1234"  # the demo is for trying gdb on: listen unless told not to
+            # The demo is for trying gdb on: wait for it (as -S), so the run cannot end before gdb attaches.
+            opts.gdb = "tcp::1234"
             opts.implicit_gdb = True
+            opts.wait_for_gdb = True
     return _run_board(board, opts)
 
 
@@ -240,15 +365,19 @@ def _run_board(board: Board, opts: Options) -> int:
     restore_tty = None
     fd = stdin_fd()
     interactive = fd is not None and os.isatty(fd)
-    if fd is not None and board.config.serial and board.config.serial[0] == "stdio":
+    display = make_display(board, opts)
+    if fd is not None and (board.config.serial and board.config.serial[0] == "stdio" or display is not None):
         if interactive:
             restore_tty = raw_terminal(fd)
         console = ConsoleInput(fd)
     sleep = opts.icount_sleep if opts.icount_sleep is not None else interactive
+    session = Session(machine, opts, console, board.kernel, snapshots)
+    session.display = display
     if sleep:
-        install_pacer(machine, console)
-    session = Session(machine, opts, console, snapshots)
+        session.pacer = install_pacer(machine, console, session)
     try:
+        if display is not None and opts.display == "curses":
+            display.open()
         if opts.gdb is not None or opts.wait_for_gdb:
             return session.serve_gdb()
         return session.run(slice_insns=(1 << 16) if console else (1 << 20))
@@ -261,6 +390,40 @@ def _run_board(board: Board, opts: Options) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
+        if display is not None:
+            display.close()
         board.close()
         if restore_tty is not None:
             restore_tty()
+
+
+def make_display(board: Board, opts: Options) -> CursesDisplay | None:
+    """The curses display if ``-display curses`` asks for it or its default rule arms it (cli/display.py)."""
+    devices = board.machine.bus.devices
+    vga = devices.get("vga")
+    want = curses_wanted(
+        opts.display,
+        serial_given_stdio=opts.serial_given and "stdio" in opts.serial,
+        nographic=opts.nographic,
+        vga=isinstance(vga, VGA),
+        gdb_stdio=gdb_uses_stdio(opts),
+    )
+    if want == "no" or not isinstance(vga, VGA):
+        if opts.display == "curses":
+            print("gdbemu: note: -display curses: the board has no VGA (-vga none); no display", file=sys.stderr)
+        return None
+    if want == "open" and not _isatty(sys.stdout):
+        print("gdbemu: note: -display curses: stdout is not a terminal; no display", file=sys.stderr)
+        return None
+    held: list[CharSink] = []
+    uarts = devices.get("uart")
+    if isinstance(uarts, SerialPorts):
+        held += [u.sink for u in uarts.ports if u is not None and u.sink.spec == "stdio"]
+    debugport = devices.get("debugport")
+    if isinstance(debugport, DebugPorts) and debugport.con.sink.spec == "stdio":
+        held.append(debugport.con.sink)
+    kbd = devices.get("kbd")
+    display = CursesDisplay(vga, kbd if isinstance(kbd, KeyboardController) else None, held)
+    if want == "armed":
+        display.arm()
+    return display

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Protocol
 
 from ..core.mmu import EFER_LMA, PG_A, PG_D, PG_G, PG_NX, PG_RW, PG_US, mappings
+from ..hw.vga import VGA
 from ..machine import Machine
 from ..softmmu.dirty import CLIENT_NAMES
 from ..softmmu.tlb import (
@@ -516,6 +517,36 @@ class Monitor:
             ]
             out.append(f"{paddr + i * unit:08x}: " + " ".join(f"{w:0{2 * unit}x}" for w in words))
         return "\n".join(out) + "\n"
+
+    def cmd_screendump(self, args: list[str]) -> str:
+        """screendump FILE [-f png|ppm]: write the screen (VGA text, mode 13h or the VBE framebuffer) as an image.
+
+        QEMU's spelling.  The format is PNG unless ``-f ppm`` is given (QEMU's
+        default is PPM; gdbemu's is PNG, which every viewer opens).  FILE is
+        relative to gdbemu's working directory.
+        """
+        fmt = "png"
+        rest: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "-f" and i + 1 < len(args):
+                fmt = args[i + 1]
+                i += 2
+            elif args[i] == "-d" and i + 1 < len(args):
+                i += 2  # the device: there is one display
+            else:
+                rest.append(args[i])
+                i += 1
+        if len(rest) != 1 or fmt not in ("png", "ppm"):
+            raise ValueError("usage: screendump FILE [-f png|ppm]")
+        vga = self.machine.bus.devices.get("vga")
+        if not isinstance(vga, VGA):
+            raise ValueError("there is no display (-vga none)")
+        try:
+            width, height = vga.screenshot(rest[0], fmt=fmt)
+        except OSError as exc:
+            raise ValueError(f"cannot write {rest[0]!r}: {exc.strerror or exc}") from None
+        return f"screendump: {rest[0]}: {width}x{height} {fmt.upper()} ({vga.mode()})\n"
 
     def cmd_system_reset(self, args: list[str]) -> str:
         """system_reset: reset the machine (the kernel boots again, as after a reset button)."""

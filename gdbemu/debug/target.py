@@ -115,10 +115,11 @@ class MachineTarget(TargetBase):
     # so the server's loop does not spin a core while it waits for gdb or input.
     IDLE_SLEEP = 0.002
 
-    def __init__(self, machine: Machine, snapshots: SnapshotStore | None = None) -> None:
+    def __init__(self, machine: Machine, snapshots: SnapshotStore | None = None, exec_file: str | None = None) -> None:
         self.machine = machine
         # savevm/loadvm (debug/snapshot.py): made on first use unless the CLI gave one (-loadvm, -snapshot-file).
         self.snapshots = snapshots
+        self.exec_file_path = exec_file  # the kernel, for gdb started without a file (qXfer:exec-file:read)
         self.layout = I386_LAYOUT
         self.actions: dict[int, ResumeAction] = {}
         self._interrupted = False
@@ -388,3 +389,9 @@ class MachineTarget(TargetBase):
 
     def supports_threads_xfer(self) -> DefaultThreadsXfer:
         return DefaultThreadsXfer(self)
+
+    def supports_exec_file(self) -> MachineTarget | None:
+        return self if self.exec_file_path is not None else None
+
+    def exec_file(self, annex: str) -> str | None:
+        return self.exec_file_path

@@ -37,10 +37,12 @@ OUT2 from the IBM PC/AT Asynchronous Communications Adapter manual):
   (CTS=RTS, DSR=DTR, RI=OUT1, DCD=OUT2), host input and output are
   disconnected.  Outside loopback the modem inputs read as a connected
   terminal: CTS, DSR and DCD asserted (MSR = 0xB0), as QEMU presents them.
-* The IRQ line: the UART's INTR pin reaches the ISA bus through a buffer
-  enabled by the OUT2 output (MCR bit 3) on PC serial adapters.  In
-  loopback the datasheet forces OUT2 inactive, so no interrupt reaches the
-  PIC then.  (QEMU ignores OUT2; the datasheet and the PC wiring decide.)
+* The IRQ line follows the UART's INTR output whatever MCR holds, as
+  QEMU's serial.c does (``serial_update_irq`` looks at IIR only).  On a real
+  PC serial adapter INTR reaches the ISA bus through a buffer enabled by
+  OUT2 (MCR bit 3), forced off in loopback; we do not gate on it, because
+  kernels written against QEMU (xv6 among them) write 0 to MCR and still
+  expect their receive interrupt.  MSR's DCD still reflects OUT2 in loopback.
 * Reset state is what a kernel sees on QEMU at entry: LCR 0, divisor 12
   (9600 baud), MCR = OUT2, LSR = THRE|TEMT, MSR = 0xB0, FIFOs off.
 
@@ -253,10 +255,8 @@ class UART16550:
         return IIR_NONE
 
     def _update_irq(self) -> None:
-        """INTR gated by OUT2 (forced inactive in loopback) onto the ISA line."""
-        intr = self.interrupt_id() != IIR_NONE
-        gate = self.mcr & MCR_OUT2 and not self.mcr & MCR_LOOP
-        level = 1 if intr and gate else 0
+        """INTR onto the ISA line, not gated by OUT2 or loopback (as QEMU; module docstring)."""
+        level = 1 if self.interrupt_id() != IIR_NONE else 0
         if level != self.irq_level:
             self.irq_level = level
             self.line(self, level)

@@ -34,9 +34,25 @@ FreeVGA's "CRT Controller", "Attribute Controller", "Graphics", "Sequencer",
   attribute bit 7 means blink and only 8 background colours exist.
 * Initial state is BIOS mode 3 (80x25, 16 colours, 8x16 characters) as a
   kernel finds it after SeaBIOS on QEMU, with a cleared screen (0x0720
-  everywhere) and the cursor at the top left.  Graphics modes are stored
-  but not rendered: ``text()``, ``cells()`` and ``screenshot()`` always show
-  the text interpretation of the window.
+  everywhere) and the cursor at the top left.  ``text()`` and ``cells()``
+  always show the text interpretation of the window.
+* Screenshots (``render_screen``/``screenshot``, ``monitor screendump``) draw what
+  the hardware shows: the Bochs VBE framebuffer when it is enabled, VGA
+  mode 13h (attribute mode control bits 0 and 6: graphics, 256 colours;
+  one byte per pixel, chain-4, from the window; width (CR01 + 1) x 4,
+  height from the vertical display end over the scan lines per row) through
+  the DAC, and text otherwise.  The 16-colour planar modes are not drawn
+  (a screenshot shows the text interpretation).
+* The Bochs VBE ("DISPI") interface, as QEMU's ``-vga std``: index port
+  0x1CE, data port 0x1CF (16-bit; 0x1D0 is a data alias), registers ID
+  (0xB0C0-0xB0C5), XRES, YRES, BPP (8, 15, 16, 24, 32), ENABLE (bit 0
+  enabled, bit 1 read the maxima, bit 6 linear framebuffer, bit 7 keep
+  memory), BANK, VIRT_WIDTH/HEIGHT, X/Y_OFFSET, VIDEO_MEMORY_64K.  The
+  linear framebuffer (16 MiB) is at QEMU's address 0xFD000000, fixed here
+  (QEMU places it with PCI BAR 0 of the VGA; gdbemu has no PCI yet: when
+  hw/pci.py lands, the BAR should report this address).  It is an MMIO
+  region backed by a bytearray allocated at the first access; 8 bpp pixels
+  go through the DAC.  The banked window at 0xA0000 is not emulated.
 * Screenshots draw 8-pixel-wide glyphs from a PSF console font found in
   /usr/share/consolefonts (Debian's console-setup-linux or kbd), mapping
   code page 437 through the font's Unicode table; without one a built-in
@@ -280,6 +296,110 @@ class _PrivateVRAM:
         self.vga._private_dirty = True
 
 
+# ---- Bochs VBE ----------------------------------------------------------------------------
+VBE_LFB = 0xFD000000  # QEMU's -vga std framebuffer address (PCI BAR 0); fixed until hw/pci.py places it
+VBE_VRAM = 16 << 20
+VBE_INDEX_PORT = 0x1CE
+VBE_DATA_PORT = 0x1CF
+VBE_ID, VBE_XRES, VBE_YRES, VBE_BPP, VBE_ENABLE, VBE_BANK = range(6)
+VBE_VIRT_WIDTH, VBE_VIRT_HEIGHT, VBE_X_OFFSET, VBE_Y_OFFSET, VBE_VIDEO_MEMORY_64K = range(6, 11)
+VBE_ENABLED = 0x01
+VBE_GETCAPS = 0x02
+VBE_LFB_ENABLED = 0x40
+VBE_NOCLEARMEM = 0x80
+VBE_MAX_XRES, VBE_MAX_YRES, VBE_MAX_BPP = 2560, 1600, 32
+
+
+class BochsVBE:
+    """The DISPI registers and the linear framebuffer (module docstring)."""
+
+    def __init__(self) -> None:
+        self.regs = [0] * 11
+        self.index = 0
+        self.vram: bytearray | None = None
+
+    def reset(self) -> None:
+        self.regs = [0xB0C5, 0, 0, 0, 0, 0, 0, 0, 0, 0, VBE_VRAM >> 16]
+        self.index = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.regs[VBE_ENABLE] & VBE_ENABLED)
+
+    def memory(self) -> bytearray:
+        if self.vram is None:
+            self.vram = bytearray(VBE_VRAM)
+        return self.vram
+
+    # ports
+    def io_read(self, port: int, size: int) -> int:
+        if port == VBE_INDEX_PORT:
+            return self.index
+        i = self.index  # 0x1CF and 0x1D0: the data port
+        if i >= len(self.regs):
+            return 0
+        if self.regs[VBE_ENABLE] & VBE_GETCAPS and i in (VBE_XRES, VBE_YRES, VBE_BPP):
+            return (VBE_MAX_XRES, VBE_MAX_YRES, VBE_MAX_BPP)[i - VBE_XRES]
+        return self.regs[i]
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        if port == VBE_INDEX_PORT:
+            self.index = value & 0xFFFF
+            return
+        i, value = self.index, value & 0xFFFF
+        if i >= len(self.regs) or i == VBE_VIDEO_MEMORY_64K:
+            return
+        if i == VBE_ID:
+            if 0xB0C0 <= value <= 0xB0C5:
+                self.regs[i] = value
+            return
+        if i == VBE_BPP and value not in (0, 4, 8, 15, 16, 24, 32):
+            return
+        if i == VBE_ENABLE and value & VBE_ENABLED and not self.enabled:
+            r = self.regs
+            r[VBE_VIRT_WIDTH], r[VBE_VIRT_HEIGHT] = r[VBE_XRES], r[VBE_YRES]
+            r[VBE_X_OFFSET] = r[VBE_Y_OFFSET] = 0
+            if not value & VBE_NOCLEARMEM and self.vram is not None:
+                self.vram[:] = bytes(len(self.vram))
+        self.regs[i] = value
+
+    # the linear framebuffer (an MMIO region)
+    def mmio_read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.memory()[offset : offset + size], "little")
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        self.memory()[offset : offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def render(self, dac: np.ndarray) -> np.ndarray:
+        """The visible framebuffer as RGB (height x width x 3); ``dac`` is 256 x 3 for 8 bpp."""
+        r = self.regs
+        width, height, bpp = max(r[VBE_XRES], 1), max(r[VBE_YRES], 1), r[VBE_BPP] or 8
+        virt_width = max(r[VBE_VIRT_WIDTH], width)
+        bytes_pp = (bpp + 7) // 8
+        pitch = virt_width * bytes_pp
+        start = r[VBE_Y_OFFSET] * pitch + r[VBE_X_OFFSET] * bytes_pp
+        vram = np.frombuffer(self.memory(), dtype=np.uint8)
+        need = start + (height - 1) * pitch + width * bytes_pp
+        if need > len(vram):
+            return np.zeros((height, width, 3), dtype=np.uint8)
+        rows = np.lib.stride_tricks.as_strided(
+            vram[start:], shape=(height, width * bytes_pp), strides=(pitch, 1)
+        ).reshape(height, width, bytes_pp)
+        if bpp == 8:
+            out: np.ndarray = dac[rows[:, :, 0]]
+            return out
+        if bytes_pp == 2:
+            v = rows[:, :, 0].astype(np.uint32) | (rows[:, :, 1].astype(np.uint32) << 8)
+            if bpp == 15:
+                rgb = [(v >> 10) & 31, (v >> 5) & 31, v & 31]
+                scale = [255 / 31] * 3
+            else:
+                rgb = [(v >> 11) & 31, (v >> 5) & 63, v & 31]
+                scale = [255 / 31, 255 / 63, 255 / 31]
+            return np.stack([(c * k + 0.5).astype(np.uint8) for c, k in zip(rgb, scale, strict=True)], axis=-1)
+        return np.ascontiguousarray(rows[:, :, 2::-1][:, :, :3])  # B, G, R(, X) in memory
+
+
 # ---- the device -----------------------------------------------------------------------
 class VGA:
     """The VGA (``bus.devices["vga"]``)."""
@@ -298,6 +418,7 @@ class VGA:
         self._shown: np.ndarray | None = None  # the cells as of the last refresh (rows x cols x 2)
         self._shown_key: tuple[object, ...] | None = None
         self._shown_cursor: tuple[tuple[int, int], tuple[int, int, bool]] | None = None
+        self.vbe = BochsVBE()
         self.reset()
 
     # ---- snapshots (hw/state.py) -----------------------------------------------------
@@ -318,6 +439,7 @@ class VGA:
 
     def reset(self) -> None:
         """BIOS mode 3 with a cleared screen."""
+        self.vbe.reset()
         self.misc = MODE3_MISC
         self.seq = bytearray(MODE3_SEQ)
         self.gc = bytearray(MODE3_GC)
@@ -406,6 +528,18 @@ class VGA:
             hi = min(paddr + length, VGA_LOW + VGA_SIZE)
             self.bus.set_dirty(lo, hi - lo, clients=1 << DIRTY_MEMORY_VGA)
 
+    def test_and_clear_written(self) -> bool:
+        """Whether the VGA window (0xA0000-0xBFFFF) was written since the last call (VGA dirty client).
+
+        Used before a display shows anything (the curses display's "the
+        guest uses VGA" rule); once ``refresh`` runs, it owns the bits.
+        """
+        if self.private is not None:
+            dirty = self._private_dirty
+            self._private_dirty = False
+            return dirty
+        return bool(self.bus.dirty_test_and_clear(DIRTY_MEMORY_VGA, VGA_LOW, VGA_SIZE).any())
+
     def refresh(self) -> list[int]:
         """Rows that changed since the last call (content, or the cursor entering/leaving them).
 
@@ -480,9 +614,53 @@ class VGA:
         out: np.ndarray = img.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3).astype(np.uint8)
         return out
 
-    def screenshot(self, path: str | os.PathLike[str], font: Font | None = None) -> tuple[int, int]:
-        """Write the screen as a PNG; returns (width, height) in pixels."""
-        img = self.render(font)
+    def dac_rgb(self) -> np.ndarray:
+        """256 x 3 uint8: the DAC entries (through the pixel mask) in 8-bit RGB."""
+        dac = np.array(self.dac, dtype=np.uint32)[np.arange(256) & self.pel_mask]
+        out: np.ndarray = (dac * 255 // 63).astype(np.uint8)
+        return out
+
+    def mode(self) -> str:
+        """What the screen shows: "vbe", "mode13h", "planar" (not drawn) or "text" (module docstring)."""
+        if self.vbe.enabled:
+            return "vbe"
+        if self.attr[0x10] & 0x01 and self.gc[6] & 0x01:
+            return "mode13h" if self.attr[0x10] & 0x40 else "planar"
+        return "text"
+
+    def render_mode13h(self) -> np.ndarray:
+        """Chain-4 256-colour graphics (mode 13h) as RGB."""
+        c = self.crtc
+        width = (c[0x01] + 1) * 4
+        vde = c[0x12] | ((c[0x07] & 0x02) << 7) | ((c[0x07] & 0x40) << 3)
+        lines = (c[0x09] & 0x1F) + 1
+        if c[0x09] & 0x80:
+            lines *= 2
+        height = max(1, (vde + 1) // lines)
+        window = self._window_bytes()
+        start = self.start_address() * 4 if self.seq[4] & 0x08 else self.start_address()
+        pixels = np.zeros(width * height, dtype=np.uint8)
+        avail = window[start : start + width * height]
+        pixels[: len(avail)] = avail
+        out: np.ndarray = self.dac_rgb()[pixels.reshape(height, width)]
+        return out
+
+    def render_screen(self, font: Font | None = None) -> np.ndarray:
+        """The screen in whatever mode it is (module docstring) as RGB."""
+        mode = self.mode()
+        if mode == "vbe":
+            return self.vbe.render(self.dac_rgb())
+        if mode == "mode13h":
+            return self.render_mode13h()
+        return self.render(font)
+
+    def screenshot(self, path: str | os.PathLike[str], font: Font | None = None, fmt: str = "png") -> tuple[int, int]:
+        """Write the screen as a PNG (or a binary PPM), in its current mode; returns (width, height) in pixels."""
+        img = self.render_screen(font)
+        if fmt == "ppm":
+            with open(path, "wb") as f:
+                f.write(b"P6\n%d %d\n255\n" % (img.shape[1], img.shape[0]) + np.ascontiguousarray(img).tobytes())
+            return img.shape[1], img.shape[0]
         write_png(path, img)
         return img.shape[1], img.shape[0]
 
@@ -619,5 +797,7 @@ def attach(bus: Bus, config: PCConfig) -> VGA | None:
     vga = VGA(bus)
     for port in VGA_PORTS:
         bus.add_port(port, 1, vga)
+    bus.add_port(VBE_INDEX_PORT, 3, vga.vbe)  # 0x1CE index, 0x1CF data, 0x1D0 data alias (QEMU)
+    bus.add_mmio(VBE_LFB, VBE_VRAM, vga.vbe, "vbe-lfb")
     bus.add_reset_hook(vga.reset)
     return vga

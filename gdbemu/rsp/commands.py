@@ -242,7 +242,7 @@ class QueryOffsets:
 
 @dataclasses.dataclass(frozen=True)
 class XferRead:
-    """``qXfer:object:read:annex:offset,length`` (``features`` and ``threads``)."""
+    """``qXfer:object:read:annex:offset,length`` (``features``, ``threads`` and ``exec-file``)."""
 
     object: str
     annex: str
@@ -593,6 +593,10 @@ def parse_qXfer_threads_read(args: bytes) -> XferRead:
     return _parse_xfer_read("threads", args)
 
 
+def parse_qXfer_exec_file_read(args: bytes) -> XferRead:
+    return _parse_xfer_read("exec-file", args)
+
+
 def parse_qRcmd(args: bytes) -> QRcmd:
     if not args.startswith(b","):
         raise ParseError("qRcmd: expected ,hex")
@@ -704,6 +708,7 @@ def parse_z(args: bytes) -> Command:
 #     ParseError is malformed (E16 reply).
 
 PACKETS: list[tuple[bytes, Callable[[bytes], Command]]] = [
+    (b"qXfer:exec-file:read", parse_qXfer_exec_file_read),
     (b"qXfer:features:read", parse_qXfer_features_read),
     (b"qXfer:threads:read", parse_qXfer_threads_read),
     (b"qThreadExtraInfo", parse_qThreadExtraInfo),

@@ -112,6 +112,12 @@ class Endpoint:
 DEFAULT_ENDPOINT = Endpoint("tcp", LOOPBACK, DEFAULT_PORT)  # -s
 
 
+# QEMU chardev backends a gdb stub cannot listen on (udp::1234 would otherwise parse as host "udp:").
+_OTHER_CHARDEVS = frozenset(
+    ("udp", "telnet", "websocket", "pty", "file", "pipe", "serial", "tty", "parport", "vc", "null", "mon", "chardev")
+)
+
+
 def parse_endpoint(spec: str) -> Endpoint:
     """A ``-gdb`` argument to an Endpoint; ValueError with a one-line reason if it is not one."""
     text = spec.strip().split(",", 1)[0]  # QEMU chardev options (",server=on,wait=off") do not matter here
@@ -124,6 +130,11 @@ def parse_endpoint(spec: str) -> Endpoint:
         return Endpoint("unix", path=path)
     if text.startswith("tcp:"):
         text = text[4:]
+    else:
+        backend = text.split(":", 1)[0]
+        if backend in _OTHER_CHARDEVS:
+            # QEMU's other character backends: a gdb connection needs a stream socket or stdio.
+            raise ValueError(f"-gdb {spec!r}: the GDB stub listens on tcp::PORT, tcp:HOST:PORT, unix:PATH or stdio")
     if text.isdigit():  # "1234"
         host, port_text = "", text
     else:
@@ -251,8 +262,11 @@ class GdbServer:
     """Serves one target to gdb, one connection at a time, until the guest ends (see the module docstring).
 
     ``on_slice`` is called after every ``run_slice`` (e.g. to copy the guest
-    console to the terminal).  ``stdio_fds`` replaces stdin/stdout for the
-    ``stdio`` endpoint (tests use a pair of pipes).
+    console to the terminal).  ``on_resume(seconds)`` is called when the
+    target starts running again after a stop, with the wall-clock seconds it
+    was held (by gdb, or waiting for gdb): a paced clock must not make them up;
+    ``on_stop()`` when it stops (a display shows the final state).
+    ``stdio_fds`` replaces stdin/stdout for the ``stdio`` endpoint (tests use a pair of pipes).
     """
 
     def __init__(
@@ -265,6 +279,8 @@ class GdbServer:
         slice_seconds: float = 0.002,
         rle: bool = True,
         on_slice: Callable[[], None] | None = None,
+        on_resume: Callable[[float], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
         stdio_fds: tuple[int, int] = (0, 1),
     ) -> None:
         self.target = target
@@ -274,17 +290,43 @@ class GdbServer:
         self.stub = GdbStub(target, self.log, PACKET_SIZE)
         self.rle = rle
         self.on_slice = on_slice
+        self.on_resume = on_resume
+        self.on_stop = on_stop
+        self.stopped_seconds = 0.0  # wall time the target spent held (not running), in total
+        self._stopped_since: float | None = time.monotonic()
         self.stdio_fds = stdio_fds
         self.tuner = _SliceTuner(slice_seconds)
         self.connections = 0  # accepted so far (tests and stats)
         self._listener: socket.socket | None = None
         self._client: _Transport | None = None
         self._conn: Connection | None = None
-        self._running = False  # the target executes (free-running or for gdb)
+        self._is_running = False  # the target executes (free-running or for gdb); see _running
         self._pending: list[bytes] = []  # packets that arrived while running (all-stop: handled after the stop)
         self._result: ServeResult | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._shutdown = False
+
+    @property
+    def _running(self) -> bool:
+        return self._is_running
+
+    @_running.setter
+    def _running(self, value: bool) -> None:
+        """Every start and stop of the target goes through here: the held time is counted."""
+        if value == self._is_running:
+            return
+        self._is_running = value
+        now = time.monotonic()
+        if not value:
+            self._stopped_since = now
+            if self.on_stop is not None:
+                self.on_stop()
+            return
+        held = now - self._stopped_since if self._stopped_since is not None else 0.0
+        self._stopped_since = None
+        self.stopped_seconds += held
+        if self.on_resume is not None:
+            self.on_resume(held)
 
     # ---- public ------------------------------------------------------------------------
     @property

@@ -296,6 +296,11 @@ class GdbStub:
             self.log.exception("reading expedited registers failed")
         return b"".join(out)
 
+    def _exec_file_ops(self) -> Any:
+        """``supports_exec_file`` is optional in the Target protocol (TargetBase has it)."""
+        getter = getattr(self.target, "supports_exec_file", None)
+        return None if getter is None else self._ops_or_none(getter)
+
     def _ops_or_none(self, getter: Callable[[], Any]) -> Any:
         try:
             return getter()
@@ -313,6 +318,8 @@ class GdbStub:
             features.append(b"qXfer:features:read+")
         if self._ops_or_none(t.supports_threads_xfer) is not None:
             features.append(b"qXfer:threads:read+")
+        if self._exec_file_ops() is not None:
+            features.append(b"qXfer:exec-file:read+")
         if self._ops_or_none(t.supports_sw_breakpoints) is not None:
             features.append(b"swbreak+")
         if self._ops_or_none(t.supports_hw_breakpoints) is not None:
@@ -626,6 +633,12 @@ class GdbStub:
                 if ops is None:
                     return Reply([b""])
                 doc = ops.target_xml(cmd.annex)
+            elif cmd.object == "exec-file":
+                exec_ops = self._exec_file_ops()
+                if exec_ops is None:
+                    return Reply([b""])
+                path = exec_ops.exec_file(cmd.annex)
+                doc = path.encode("utf-8", "surrogateescape") if path is not None else None
             else:
                 ops = self._ops_or_none(self.target.supports_threads_xfer)
                 if ops is None:

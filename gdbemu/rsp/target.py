@@ -353,6 +353,17 @@ class ThreadsXferOps(Protocol):
     def threads_xml(self) -> bytes: ...
 
 
+class ExecFileOps(Protocol):
+    """``qXfer:exec-file:read``: the path of the program being debugged (the kernel), or None.
+
+    gdb asks for it when it was started without a file, and loads that
+    file's symbols itself (gdb manual, "qXfer:exec-file:read:annex").
+    ``annex`` is the process id in hex, or empty for the current one.
+    """
+
+    def exec_file(self, annex: str) -> str | None: ...
+
+
 # ---- the target ---------------------------------------------------------------
 
 
@@ -482,6 +493,9 @@ class TargetBase:
         return None
 
     def supports_reverse(self) -> ReverseOps | None:
+        return None
+
+    def supports_exec_file(self) -> ExecFileOps | None:
         return None
 
     def supports_breakpoint_conditions(self) -> BreakpointConditionOps | None:

@@ -34,14 +34,16 @@ def run_cli(
     )
 
 
-def test_demo_kernel_runs_with_no_arguments():
-    proc = run_cli()
+def test_demo_kernel_runs_with_gdb_none():
+    """The demo without its gdb listener runs straight through; the no-argument run waits for gdb
+    (tests/e2e/test_first_hour.py::test_demo_waits_for_gdb_and_its_banner_gives_the_gdb_command)."""
+    proc = run_cli("-gdb", "none")
     out = proc.stdout.decode()
     assert "gdbemu demo kernel" in out
     assert "round 1: 303 primes below 2000, largest 1999" in out
     assert "round 5: 5 primes below 2000" in out  # the demo's deliberate bug, for gdb to find
     assert out.rstrip().endswith("done.")
-    assert proc.returncode == 1  # isa-debug-exit with value 0 -> (0 << 1) | 1
+    assert proc.returncode == 1  # isa-debug-exit with value 0 -> (0 << 1) | 1, without the stub as with -kernel
 
 
 def test_bad_argument_is_one_line_and_exit_2():
@@ -416,7 +418,7 @@ def test_log_int_vectors_match_qemu(guests, tmp_path):
 
 def test_log_in_asm_exec_cpu_mmu(tmp_path):
     log = tmp_path / "all.log"
-    proc = run_cli("-d", "in_asm,exec,cpu,mmu", "-D", str(log))
+    proc = run_cli("-d", "in_asm,exec,cpu,mmu", "-D", str(log), "-gdb", "none")
     assert proc.returncode == 1 and b"done." in proc.stdout
     text = log.read_text()
     assert "IN: \n0x0010000c:  mov esp, 0x10d000" in text or "IN: \n0x0010000c:  mov" in text
@@ -426,7 +428,7 @@ def test_log_in_asm_exec_cpu_mmu(tmp_path):
 
 
 def test_log_to_stderr_by_default():
-    proc = run_cli("-d", "in_asm")
+    proc = run_cli("-d", "in_asm", "-gdb", "none")
     assert b"IN: " in proc.stderr and proc.returncode == 1
 
 
@@ -434,9 +436,10 @@ def test_append_and_initrd_reach_the_kernel(tmp_path):
     """-append and -initrd: checked in detail by tests/guests/test_boot.py; here, that the CLI passes them."""
     mod = tmp_path / "mod.txt"
     mod.write_bytes(b"x")
-    proc = run_cli("-append", "console=ttyS0", "-initrd", f"{mod} a b")
+    demo = str(DEMO / "demo.elf")
+    proc = run_cli("-kernel", demo, "-append", "console=ttyS0", "-initrd", f"{mod} a b")
     assert proc.returncode == 1  # the demo kernel ignores them, but they loaded
-    proc = run_cli("-initrd", str(tmp_path / "missing.bin"))
+    proc = run_cli("-kernel", demo, "-initrd", str(tmp_path / "missing.bin"))
     assert proc.returncode == 2 and b"cannot read module" in proc.stderr
 
 
@@ -489,7 +492,8 @@ def test_qemu_options_accepted_with_notes():
         "pentium",
         "-smp",
         "1",
-        "-s",
+        "-gdb",
+        "tcp:127.0.0.1:0",  # a free port: 127.0.0.1:1234 (-s) may be another test's (the no-argument demo's)
         "-name",
         "x",
     )

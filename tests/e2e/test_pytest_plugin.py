@@ -165,3 +165,51 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*gdbemu sessions*", "*--gdbemu-gdb=PATH*", "*--gdbemu-timeout=SECONDS*", "*--gdbemu-update-golden*"]
     )
+
+
+XDIST_TEST = """
+import os
+import re
+
+
+def _record(gdbemu, name):
+    s = gdbemu()  # the demo kernel
+    s.break_at("round_loop")
+    stop = s.cont()
+    assert stop.function == "round_loop"
+    port = re.search(r"waiting for gdb on [^ ]+:(\\d+)", s.gdbemu_stderr).group(1)
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(f"{name} {os.environ.get('PYTEST_XDIST_WORKER', '-')} {port} {s.directory}\\n")
+
+
+def test_a(gdbemu):
+    _record(gdbemu, "a")
+
+
+def test_b(gdbemu):
+    _record(gdbemu, "b")
+
+
+def test_c(gdbemu):
+    _record(gdbemu, "c")
+
+
+def test_d(gdbemu):
+    _record(gdbemu, "d")
+"""
+
+
+def test_plugin_suite_runs_under_xdist(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pytest -n 2``: each worker's sessions take their own free ports and temporary directories."""
+    pytest.importorskip("xdist")
+    record = pytester.path / "record.txt"
+    monkeypatch.setenv("RECORD_FILE", str(record))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    pytester.makepyfile(test_parallel=XDIST_TEST)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", *plugin_args(), timeout=300)
+    result.assert_outcomes(passed=4)
+    rows = [line.split() for line in record.read_text().splitlines()]
+    assert sorted(r[0] for r in rows) == ["a", "b", "c", "d"]
+    assert {r[1] for r in rows} == {"gw0", "gw1"}
+    assert all(r[2].isdigit() and r[2] != "1234" for r in rows)  # free ports, never a fixed one
+    assert len({r[3] for r in rows}) == 4  # a directory of its own per session

@@ -73,6 +73,7 @@ VALID: list[tuple[bytes, c.Command]] = [
     (b"qXfer:features:read:target.xml:0,ffb", c.XferRead("features", "target.xml", 0, 0xFFB)),
     (b"qXfer:features:read:i386-core.xml:1a,10", c.XferRead("features", "i386-core.xml", 0x1A, 0x10)),
     (b"qXfer:threads:read::0,1000", c.XferRead("threads", "", 0, 0x1000)),
+    (b"qXfer:exec-file:read:2a:10,ff", c.XferRead("exec-file", "2a", 0x10, 0xFF)),
     # monitor
     (b"qRcmd,68656c70", c.QRcmd(b"help")),
     (b"qRcmd,", c.QRcmd(b"")),
@@ -180,6 +181,7 @@ MALFORMED = [
     b"qXfer:features:read:target.xml:0",
     b"qXfer:features:read:target.xml:0,",
     b"qXfer:threads:read::x,1",
+    b"qXfer:exec-file:read:0,10",
     b"qRcmd",
     b"qRcmd,6",
     b"qRcmd,zz",
@@ -228,7 +230,7 @@ def test_table_is_longest_first_and_parsers_are_named_after_packets() -> None:
     assert lengths == sorted(lengths, reverse=True)
     for name, parser in c.PACKETS:
         assert parser.__name__.startswith("parse_"), parser
-        expected = "parse_" + name.decode().replace(":", "_")
+        expected = "parse_" + name.decode().replace(":", "_").replace("-", "_")
         assert parser.__name__ == expected
 
 

@@ -65,6 +65,15 @@ class FPUState:
         self.xmm: list[int] = [0] * 16
         self.reset()
 
+    def save_state(self) -> dict[str, object]:
+        """The whole x87/SSE state as JSON-able values (snapshots: debug/snapshot.py, hw/state.py)."""
+        return {name: list(v) if isinstance(v := getattr(self, name), list) else v for name in self.__slots__}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        for name in self.__slots__:
+            value = state[name]
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+
     def reset(self) -> None:
         """RESET: FCW as FCW_RESET says, registers +0 and empty, MXCSR 1F80H."""
         self.finit()

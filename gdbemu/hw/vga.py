@@ -326,6 +326,14 @@ class BochsVBE:
     def enabled(self) -> bool:
         return bool(self.regs[VBE_ENABLE] & VBE_ENABLED)
 
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    def save_state(self) -> State:
+        """The DISPI registers and, once the guest has touched it, the framebuffer's bytes."""
+        return capture(self, frozenset())
+
+    def load_state(self, state: State) -> None:
+        restore(self, state, frozenset())
+
     def memory(self) -> bytearray:
         if self.vram is None:
             self.vram = bytearray(VBE_VRAM)

@@ -72,7 +72,7 @@ class Machine:
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
         self.breakpoints = Breakpoints(self._invalidate_linear)
-        self.watchpoints = WatchpointList(self._flush_page_all)
+        self.watchpoints = WatchpointList(self._flush_range_all)
         self.translator = Translator(self.mem, self.tbs, self.breakpoints)
         self.trace: TraceHooks[CPU] = trace if trace is not None else TraceHooks()
         # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
@@ -174,9 +174,9 @@ class Machine:
             if start <= linear < start + max(tb.size, 1) and not (start == linear and tb.bp):
                 self.tbs.invalidate(tb)
 
-    def _flush_page_all(self, vpage: int) -> None:
+    def _flush_range_all(self, vaddr: int, length: int) -> None:
         for cpu in self.cpus:
-            cpu.tlb.flush_page(vpage)
+            cpu.tlb.flush_range(vaddr, length)
 
     def _tb_invalidated(self, tb: TB) -> None:
         key = (tb.pc, tb.cs_base, tb.hflags)

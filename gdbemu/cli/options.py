@@ -227,7 +227,7 @@ def parse_size(text: str) -> int:
     if number is None:
         raise UsageError(f"invalid memory size {shown!r} (examples: 128, 128M, 1G, size=64M)")
     whole, frac = number.group(1), number.group(2) or ""
-    value = (int(whole + frac) * unit) // 10 ** len(frac)
+    value: int = (int(whole + frac) * unit) // 10 ** len(frac)
     value &= ~0xFFF
     try:
         check_pc_ram_size(value)

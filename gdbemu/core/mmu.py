@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Literal, overload
 
+from ..softmmu.memory import RAM
 from ..softmmu.tlb import (
     ACCESS_EXEC,
     ACCESS_READ,
@@ -66,13 +67,13 @@ PG_PS = 1 << 7
 PG_G = 1 << 8
 
 
-def _ld32(ram: bytearray, paddr: int, ram_size: int) -> int:
+def _ld32(ram: RAM, paddr: int, ram_size: int) -> int:
     if paddr + 4 > ram_size:
         return 0
     return int.from_bytes(ram[paddr : paddr + 4], "little")
 
 
-def _st32(ram: bytearray, paddr: int, value: int, ram_size: int) -> None:
+def _st32(ram: RAM, paddr: int, value: int, ram_size: int) -> None:
     if paddr + 4 <= ram_size:
         ram[paddr : paddr + 4] = value.to_bytes(4, "little")
 

@@ -51,7 +51,6 @@ from gdbemu.rsp.protocol import (
     Packet,
     PacketDecoder,
     checksum,
-    decode_payload,
     encode_packet,
     escape,
     rle_encode,

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ...softmmu.memory import RAM
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
 from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
@@ -494,7 +495,7 @@ class _Rep:
         return None
 
 
-def _copy(ram: bytearray, slo: int, dlo: int, nb: int, size: int, forward: bool) -> None:
+def _copy(ram: RAM, slo: int, dlo: int, nb: int, size: int, forward: bool) -> None:
     """movs of nb bytes in RAM, both ranges given by their lowest offset; element-exact.
 
     Copying element after element in the direction of travel differs from a

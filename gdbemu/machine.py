@@ -32,7 +32,7 @@ from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX, MSR_IA32_APICBASE, REQ_EXIT, REQ_HARD, REQ_NMI
 from .core.events import DebuggerHooks
 from .core.exceptions import DB, GuestFault, InstructionRestart
-from .core.exec import ExecContext, cpu_exec
+from .core.exec import ExecContext, cpu_exec, watched
 from .core.guest_debug import data_breakpoint_hit, is_guest_watchpoint
 from .core.guest_debug import update_guest_debug as _update_guest_debug
 from .core.stop import RunStop, StopKind
@@ -200,7 +200,7 @@ class Machine:
 
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         """Deliver an exception through the IDT, as the exec loop does (``exec_ctx.deliver_exception``)."""
-        self.exec_ctx.deliver_exception(cpu, fault)
+        watched(self.exec_ctx, cpu, lambda: self.exec_ctx.deliver_exception(cpu, fault))
 
     def _flush_tlbs(self) -> None:
         """The physical memory map changed (an MMIO page moved): every CPU's TLB."""
@@ -238,7 +238,7 @@ class Machine:
         if vector is None:
             return False
         cpu.halted = False
-        interrupts.deliver_external(cpu, vector)
+        watched(self.exec_ctx, cpu, lambda: interrupts.deliver_external(cpu, vector))
         return True
 
     def raise_nmi(self, cpu: CPU) -> None:
@@ -260,7 +260,7 @@ class Machine:
         cpu.nmi_pending = False
         cpu.nmi_blocked = True
         cpu.halted = False
-        interrupts.deliver_external(cpu, 2)
+        watched(self.exec_ctx, cpu, lambda: interrupts.deliver_external(cpu, 2))
 
     def run(self, max_insns: int | None = None) -> RunStop:
         """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire.

@@ -37,7 +37,7 @@ from .tb import TB, TBCache
 from .trace import TraceHooks
 from .translate import MAX_INSNS, SMC_HOT_PAGE, TIER2_THRESHOLD, Translator
 
-__all__ = ["REQ_EXIT", "REQ_HARD", "REQ_NMI", "ExecContext", "cpu_exec", "run_one_uncached", "tb_lookup"]
+__all__ = ["REQ_EXIT", "REQ_HARD", "REQ_NMI", "ExecContext", "cpu_exec", "run_one_uncached", "tb_lookup", "watched"]
 
 
 @dataclass
@@ -136,8 +136,11 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
     """
     tbs = ctx.tbs
     translator = ctx.translator
-    deliver = ctx.deliver_exception
     tb_exec = ctx.trace.tb_exec  # -d exec,cpu: None unless tracing
+
+    def deliver(cpu: CPU, fault: GuestFault) -> None:
+        watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, fault))
+
     end = cpu.icount + max_insns
     cpu.icount_deadline = end
     tb: TB | None = None
@@ -221,7 +224,36 @@ def _single_step_trap(ctx: ExecContext, cpu: CPU) -> None:
     if cpu.icount < cpu.inhibit_debug_until:
         return
     cpu.dr[6] |= 0x4000
-    ctx.deliver_exception(cpu, GuestFault(DB))
+    watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, GuestFault(DB)))
+
+
+def watched(ctx: ExecContext, cpu: CPU, event: Callable[[], None]) -> None:
+    """Run an event that is not an instruction (an exception or interrupt delivery) under the watch replay.
+
+    Its frame pushes go through the softmmu like any store, so a watchpoint
+    can stop them; the check raises ``InstructionRestart`` before the
+    access.  Delivery writes the frame before committing any register (and
+    restarting it rewrites the same bytes), so it is run again from the top
+    with ``watch_replay`` set: the hit is recorded, the delivery completes,
+    and the stop is reported after it, trap-like, with the CPU on the
+    handler's first instruction (the watch replay of ``_replay_one``, for
+    the delivery).
+    """
+    try:
+        event()
+        return
+    except InstructionRestart:
+        pass
+    cpu.watch_replay = True
+    cpu.watch_hit = None
+    try:
+        event()
+    finally:
+        cpu.watch_replay = False
+    hit = cpu.watch_hit
+    cpu.watch_hit = None
+    if hit is not None:
+        ctx.events.watch_stop(cpu, hit)
 
 
 def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
@@ -240,7 +272,7 @@ def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
             cpu.icount += 1
         cpu.watch_replay = False
         cpu.watch_hit = None
-        ctx.deliver_exception(cpu, fault)
+        watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, fault))
         return
     finally:
         cpu.watch_replay = False

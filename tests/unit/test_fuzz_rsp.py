@@ -352,10 +352,11 @@ def wire_packets(draw: st.DrawFn) -> bytes:
     return b"$" + body + b"#%02x" % cs
 
 
-# Exceptions that escape ``run_slice`` of the real target today, in code other tracks own; the
+# Exceptions known to escape ``run_slice`` of the real target, in code other tracks own; the
 # server turns them into a SIGABRT stop.  The driver does the same for these (counting them) and
-# fails on any other; test_known_watch_hit_in_exception_delivery pins each (strict xfail).
-KNOWN_TARGET_BUGS = frozenset({"InstructionRestart"})
+# fails on any other.  None today (InstructionRestart from an exception delivery was one:
+# test_known_watch_hit_in_exception_delivery).
+KNOWN_TARGET_BUGS: frozenset[str] = frozenset()
 
 
 # ---- the driver -------------------------------------------------------------------------------------
@@ -650,13 +651,12 @@ def test_fuzz_stub_slow():
     print(f"\nRSP fuzz: {session.packets} packets in {elapsed:.1f} s ({session.packets / elapsed:.0f}/s)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write watchpoint hit by the frame push of an exception delivered during a single step: "
-    "InstructionRestart escapes Machine.step (core/debug: exception delivery + watch replay)",
-)
 def test_known_watch_hit_in_exception_delivery():
-    """Found by the fuzzer: real mode, ud2 at the reset vector, a watchpoint over the stack, ``s``."""
+    """Found by the fuzzer: real mode, ud2 at the reset vector, a watchpoint over the stack, ``s``.
+
+    The #UD frame push hits the watchpoint: the delivery is replayed under the watch replay
+    (core/exec.watched) and the stop is reported after it, on the handler's first instruction.
+    """
     session = Session(machine_target, measure_memory=False)
     try:
         assert session.send(encode_packet(b"Mffff0,2:0f0b")) == [b"OK"]  # ud2 where the CPU starts
@@ -664,6 +664,11 @@ def test_known_watch_hit_in_exception_delivery():
         stop = session.send(encode_packet(b"s"))
         assert not session.known_bugs, session.known_bugs
         assert stop and stop[0][:1] == b"T"
+        # The IVT's vector 6 (fresh RAM: the reset vector's ROM words, feeb:feeb): the stop is after the
+        # delivery, on the handler, and names the first frame byte written (SS:SP = 0:0 -> 0xfffe).
+        handler = session.send(encode_packet(b"m18,4"))[0]
+        assert b"watch:fffe;" in stop[0]
+        assert b";08:" + handler[:4] + b"0000;" in stop[0], (stop, handler)
     finally:
         session.close()
 

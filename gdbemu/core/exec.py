@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..softmmu.memory import PhysMemory
 from ..softmmu.tlb import PAGE_MASK
@@ -272,7 +273,7 @@ def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
             cpu.icount += 1
         cpu.watch_replay = False
         cpu.watch_hit = None
-        watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, fault))
+        watched(ctx, cpu, partial(ctx.deliver_exception, cpu, fault))
         return
     finally:
         cpu.watch_replay = False

@@ -162,7 +162,7 @@ usage: gdbemu [options] [KERNEL]
   -cpu MODEL             CPUID model: {models}
   -smp 1                 one vCPU (more is not supported yet)
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]   RTC start (default: a fixed date, for determinism)
-  -s, -gdb DEV, -S       GDB stub endpoint (tcp::1234), wait for gdb before running
+  -s, -gdb DEV, -S       GDB stub endpoint (tcp::1234), wait for gdb before running (-S needs -s or -gdb)
   -vga std|none, -nographic, -display, -monitor, -accel, -machine, -nodefaults   as QEMU
   -max-insns N           stop after N guest instructions
 """
@@ -469,6 +469,10 @@ def parse_args(argv: list[str]) -> Options:
             raise UsageError(f"option {arg!r} is not handled")
     if not serial_given:
         opts.serial = [] if opts.nodefaults else ["stdio"]
+    if opts.wait_for_gdb and opts.gdb is None:
+        # QEMU opens nothing without -s/-gdb and waits for its monitor's "cont"; gdbemu has no
+        # monitor, so a -S that nothing could ever end is refused rather than hung.
+        raise UsageError("-S waits for gdb, but no GDB stub was asked for: add -s (tcp::1234) or -gdb DEV")
     if opts.nodefaults and not vga_given:
         opts.vga = False
     return opts

@@ -374,9 +374,11 @@ class Machine:
             return RunStop(StopKind.HALT if not cpu.eflags & _F.IF else StopKind.IDLE)
         saved = cpu.interrupt_request
         cpu.interrupt_request &= ~REQ_HARD  # NOIRQ: a pending INTR must not cut the step short
+        cpu.single_step = True  # a rep string instruction: one iteration (core/ops/string.py)
         try:
             cpu_exec(self.exec_ctx, cpu, 1, single=True)
         finally:
+            cpu.single_step = False
             cpu.interrupt_request = (cpu.interrupt_request & ~REQ_HARD) | (saved & REQ_HARD)
         if cpu.interrupt_request & REQ_EXIT:
             cpu.interrupt_request &= ~REQ_EXIT

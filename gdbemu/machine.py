@@ -308,9 +308,13 @@ class Machine:
                     return RunStop(StopKind.IDLE, "halted; timers fire but no interrupt wakes the CPU")
                 clock.skip_to(deadline)
                 continue
-            cpu_exec(self.exec_ctx, cpu, clock.budget(min(left, self.SLICE)))
+            storm = cpu_exec(self.exec_ctx, cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
+            if storm and max_insns is not None:
+                # Exceptions delivered in a loop, nothing retiring: the hardware would loop forever
+                # too.  A budgeted run ends here (run again to go on); without a budget it loops.
+                return RunStop(StopKind.LIMIT, "exception storm: deliveries with no instruction retired")
 
     # ---- the debugger's view ----------------------------------------------------------
     # The debugger's policy lives in gdbemu/debug (memory view, watch log, conditions,

@@ -128,12 +128,18 @@ def run_one_uncached(ctx: ExecContext, cpu: CPU, max_insns: int = 1) -> None:
         tbs.current = prev
 
 
-def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -> None:
+def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -> bool:
     """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set.
 
     ``single``: the debugger's step — return after the first instruction, or
     right after delivering an exception it raised (the step lands on the
     handler's entry, as on hardware).
+
+    Returns True when the slice ended in an exception storm: ``max_insns``
+    deliveries in a row with no instruction retired (a handler that faults
+    at once, forever, as the hardware would loop).  The budget of a slice
+    bounds its events as well as its instructions, so the caller keeps
+    control (polls gdb, ends the run) whatever the guest does.
     """
     tbs = ctx.tbs
     translator = ctx.translator
@@ -146,14 +152,20 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
     cpu.icount_deadline = end
     tb: TB | None = None
     slot = 2
+    storm = 0  # deliveries since an instruction last retired
+    storm_icount = cpu.icount
     try:
         while True:
             req = cpu.interrupt_request
             if req and (req != REQ_HARD or (cpu.eflags & 0x200 and cpu.icount >= cpu.inhibit_irq_until)):
-                return  # something to act on; a masked or shadowed INTR alone is not
+                return False  # something to act on; a masked or shadowed INTR alone is not
             left = end - cpu.icount
             if left <= 0:
-                return
+                return False
+            if cpu.icount != storm_icount:
+                storm, storm_icount = 0, cpu.icount
+            elif storm >= max_insns:
+                return True
             if req and cpu.eflags & 0x200:
                 # An interrupt waits for the sti / mov ss shadow to end: run the one
                 # shadowed instruction alone, then take it (QEMU's HF_INHIBIT_IRQ TB).
@@ -168,8 +180,9 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                     nxt = tb_lookup(ctx, cpu)
                 except GuestFault as fault:
                     deliver(cpu, fault)
+                    storm += 1
                     if single:
-                        return
+                        return False
                     tb = None
                     slot = 2
                     continue
@@ -197,21 +210,22 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                 if fault.soft:
                     cpu.icount += 1  # int n / int3 / into retire before delivery (traps)
                 deliver(cpu, fault)
+                storm += 1
                 if single:
-                    return
+                    return False
                 tb = None
                 slot = 2
             except (SMCRestart, InstructionRestart):
                 tbs.current = None
                 _replay_one(ctx, cpu)
                 if single or cpu.interrupt_request & REQ_EXIT:
-                    return
+                    return False
                 tb = None
                 slot = 2
             except DebugStop as stop:
                 tbs.current = None
                 ctx.events.debug_stop(cpu, stop.reason, stop.addr)
-                return
+                return False
     finally:
         tbs.current = None
 

@@ -268,7 +268,10 @@ class Machine:
         Between slices: fire expired timers, take a pending interrupt, and
         when halted jump virtual time to the next deadline.  Each slice ends
         exactly at the next timer deadline, so interrupts land on the same
-        instruction in every run.
+        instruction in every run.  A slice that only delivers exceptions (a
+        handler faulting at once, forever) ends after its budget's worth of
+        deliveries: with ``max_insns`` the run returns a "limit" stop naming
+        the exception storm; without, it loops as the hardware would.
         """
         cpu = self.cpu
         clock = self.clock

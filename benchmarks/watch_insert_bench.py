@@ -58,6 +58,8 @@ def bench(which: str, elf: Path, sym: dict[str, int], seconds: float, pairs: int
         g.break_at("*batch_done")
         pid = emu.pid
 
+        inserting: list[float] = []
+
         def batch(n: int, watch: bool) -> float:
             set_u32(g, sym["batch_iters"], n)
             c0 = cpu_seconds(pid)
@@ -67,6 +69,9 @@ def bench(which: str, elf: Path, sym: dict[str, int], seconds: float, pairs: int
                 for i in range(COUNT):
                     payload = g.mi(f"-break-watch {mi_quote(f'*(int *){WATCH_BASE + WATCH_STRIDE * i:#x}')}")
                     numbers.append(int((payload.get("hw-wpt") or payload.get("wpt"))["number"]))
+                mid = cpu_seconds(pid)
+                if mid is not None and c0 is not None:
+                    inserting.append(mid - c0)
             stop = g.cont(timeout=900)
             c1 = cpu_seconds(pid)
             if stop.raw.get("reason") != "breakpoint-hit":
@@ -91,7 +96,12 @@ def bench(which: str, elf: Path, sym: dict[str, int], seconds: float, pairs: int
             with_wp.append(b)
             overhead.append((b / a - 1) * 100)
         print(f"  {which}: batch of {n} iterations; without {[round(x, 3) for x in without]} s, "
-              f"with {COUNT} watchpoints {[round(x, 3) for x in with_wp]} s")  # fmt: skip
+              f"with {COUNT} watchpoints {[round(x, 3) for x in with_wp]} s, "
+              f"of which inserting them {[round(x, 3) for x in inserting]} s")  # fmt: skip
+        runs = [(b - i) / a - 1 for a, b, i in zip(without, with_wp, inserting, strict=False)]
+        if runs:
+            print(f"  {which}: the run alone (insertion's CPU taken out): {statistics.median(runs) * 100:+.1f}% "
+                  f"(pairs {min(runs) * 100:+.1f}..{max(runs) * 100:+.1f}%)")  # fmt: skip
         return overhead, statistics.median(without), statistics.median(with_wp)
 
 

@@ -32,7 +32,7 @@ from .core.breakpoint import Breakpoints
 from .core.cpu import CPU, EAX, EBX, MSR_IA32_APICBASE, REQ_EXIT, REQ_HARD, REQ_NMI
 from .core.events import DebuggerHooks
 from .core.exceptions import DB, GuestFault, InstructionRestart
-from .core.exec import ExecContext, cpu_exec
+from .core.exec import ExecContext, cpu_exec, watched
 from .core.guest_debug import data_breakpoint_hit, is_guest_watchpoint
 from .core.guest_debug import update_guest_debug as _update_guest_debug
 from .core.stop import RunStop, StopKind
@@ -72,7 +72,7 @@ class Machine:
         self.dirty = DirtyMemory(self.mem.n_pages)
         self.tbs = TBCache(self._protect_code, self._unprotect_code)
         self.breakpoints = Breakpoints(self._invalidate_linear)
-        self.watchpoints = WatchpointList(self._flush_page_all)
+        self.watchpoints = WatchpointList(self._flush_range_all)
         self.translator = Translator(self.mem, self.tbs, self.breakpoints)
         self.trace: TraceHooks[CPU] = trace if trace is not None else TraceHooks()
         # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
@@ -174,9 +174,9 @@ class Machine:
             if start <= linear < start + max(tb.size, 1) and not (start == linear and tb.bp):
                 self.tbs.invalidate(tb)
 
-    def _flush_page_all(self, vpage: int) -> None:
+    def _flush_range_all(self, vaddr: int, length: int) -> None:
         for cpu in self.cpus:
-            cpu.tlb.flush_page(vpage)
+            cpu.tlb.flush_range(vaddr, length)
 
     def _tb_invalidated(self, tb: TB) -> None:
         key = (tb.pc, tb.cs_base, tb.hflags)
@@ -200,7 +200,7 @@ class Machine:
 
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         """Deliver an exception through the IDT, as the exec loop does (``exec_ctx.deliver_exception``)."""
-        self.exec_ctx.deliver_exception(cpu, fault)
+        watched(self.exec_ctx, cpu, lambda: self.exec_ctx.deliver_exception(cpu, fault))
 
     def _flush_tlbs(self) -> None:
         """The physical memory map changed (an MMIO page moved): every CPU's TLB."""
@@ -238,7 +238,7 @@ class Machine:
         if vector is None:
             return False
         cpu.halted = False
-        interrupts.deliver_external(cpu, vector)
+        watched(self.exec_ctx, cpu, lambda: interrupts.deliver_external(cpu, vector))
         return True
 
     def raise_nmi(self, cpu: CPU) -> None:
@@ -260,7 +260,7 @@ class Machine:
         cpu.nmi_pending = False
         cpu.nmi_blocked = True
         cpu.halted = False
-        interrupts.deliver_external(cpu, 2)
+        watched(self.exec_ctx, cpu, lambda: interrupts.deliver_external(cpu, 2))
 
     def run(self, max_insns: int | None = None) -> RunStop:
         """Run until the guest exits, halts for good, triple-faults, or ``max_insns`` retire.
@@ -268,7 +268,10 @@ class Machine:
         Between slices: fire expired timers, take a pending interrupt, and
         when halted jump virtual time to the next deadline.  Each slice ends
         exactly at the next timer deadline, so interrupts land on the same
-        instruction in every run.
+        instruction in every run.  A slice that only delivers exceptions (a
+        handler faulting at once, forever) ends after its budget's worth of
+        deliveries: with ``max_insns`` the run returns a "limit" stop naming
+        the exception storm; without, it loops as the hardware would.
         """
         cpu = self.cpu
         clock = self.clock
@@ -308,9 +311,13 @@ class Machine:
                     return RunStop(StopKind.IDLE, "halted; timers fire but no interrupt wakes the CPU")
                 clock.skip_to(deadline)
                 continue
-            cpu_exec(self.exec_ctx, cpu, clock.budget(min(left, self.SLICE)))
+            storm = cpu_exec(self.exec_ctx, cpu, clock.budget(min(left, self.SLICE)))
             if cpu.interrupt_request & REQ_EXIT:
                 cpu.interrupt_request &= ~REQ_EXIT
+            if storm and max_insns is not None:
+                # Exceptions delivered in a loop, nothing retiring: the hardware would loop forever
+                # too.  A budgeted run ends here (run again to go on); without a budget it loops.
+                return RunStop(StopKind.LIMIT, "exception storm: deliveries with no instruction retired")
 
     # ---- the debugger's view ----------------------------------------------------------
     # The debugger's policy lives in gdbemu/debug (memory view, watch log, conditions,
@@ -374,9 +381,11 @@ class Machine:
             return RunStop(StopKind.HALT if not cpu.eflags & _F.IF else StopKind.IDLE)
         saved = cpu.interrupt_request
         cpu.interrupt_request &= ~REQ_HARD  # NOIRQ: a pending INTR must not cut the step short
+        cpu.single_step = True  # a rep string instruction: one iteration (core/ops/string.py)
         try:
             cpu_exec(self.exec_ctx, cpu, 1, single=True)
         finally:
+            cpu.single_step = False
             cpu.interrupt_request = (cpu.interrupt_request & ~REQ_HARD) | (saved & REQ_HARD)
         if cpu.interrupt_request & REQ_EXIT:
             cpu.interrupt_request &= ~REQ_EXIT

@@ -14,6 +14,7 @@ collected in ``Options.notes`` for the caller to print.
 from __future__ import annotations
 
 import calendar
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -202,7 +203,7 @@ usage: gdbemu [options] [KERNEL]
   -cpu MODEL             CPUID model: {models}
   -smp 1                 one vCPU (more is not supported yet)
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]   RTC start (default: a fixed date, for determinism)
-  -s, -gdb DEV, -S       GDB stub endpoint (tcp::1234), wait for gdb before running
+  -s, -gdb DEV, -S       GDB stub endpoint (tcp::1234), wait for gdb before running (-S needs -s or -gdb)
   -vga std|none, -nographic, -display, -monitor, -accel, -machine, -nodefaults   as QEMU
   -max-insns N           stop after N guest instructions
   -loadvm NAME           start from snapshot NAME (made by `monitor savevm NAME`)
@@ -246,9 +247,13 @@ class Options:
     show: str | None = None  # "help", "version", "cpu-help", "log-help": print and exit 0
 
 
+_SIZE_NUMBER = re.compile(r"([0-9]+)(?:\.([0-9]*))?")
+
+
 def parse_size(text: str) -> int:
     """QEMU's -m: a number of MiB, or with a K/M/G/T suffix (an optional trailing B), or size=..."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    shown = text if len(text) <= 40 else text[:37] + "..."  # errors are one short line
     spec = text.strip()
     for part in spec.split(","):
         if part.lower().startswith("size="):
@@ -258,22 +263,24 @@ def parse_size(text: str) -> int:
             spec = part
             break
     else:
-        raise UsageError(f"-m {text!r}: no size given")
+        raise UsageError(f"-m {shown!r}: no size given")
     s = spec.strip().upper()
     if s.endswith("B") and len(s) > 1 and s[-2] in units:
         s = s[:-1]
-    try:
-        if s and s[-1] in units:
-            value = int(float(s[:-1]) * units[s[-1]])
-        else:
-            value = int(float(s) * (1 << 20))
-    except ValueError:
-        raise UsageError(f"invalid memory size {text!r} (examples: 128, 128M, 1G, size=64M)") from None
+    unit = 1 << 20
+    if s and s[-1] in units:
+        s, unit = s[:-1], units[s[-1]]
+    # A plain decimal number, exactly (no float: inf, nan, 1e400 and 5000 digits are not sizes).
+    number = _SIZE_NUMBER.fullmatch(s.strip()) if len(s) <= 40 else None
+    if number is None:
+        raise UsageError(f"invalid memory size {shown!r} (examples: 128, 128M, 1G, size=64M)")
+    whole, frac = number.group(1), number.group(2) or ""
+    value: int = (int(whole + frac) * unit) // 10 ** len(frac)
     value &= ~0xFFF
     try:
         check_pc_ram_size(value)
     except ValueError:
-        raise UsageError(f"memory size {text!r} out of range (2M..3G)") from None
+        raise UsageError(f"memory size {shown!r} out of range (2M..3G)") from None
     return value
 
 
@@ -564,6 +571,10 @@ def parse_args(argv: list[str]) -> Options:
     opts.serial_given = serial_given
     if not serial_given:
         opts.serial = [] if opts.nodefaults else ["stdio"]
+    if opts.wait_for_gdb and opts.gdb is None:
+        # QEMU opens nothing without -s/-gdb and waits for its monitor's "cont"; gdbemu has no
+        # monitor, so a -S that nothing could ever end is refused rather than hung.
+        raise UsageError("-S waits for gdb, but no GDB stub was asked for: add -s (tcp::1234) or -gdb DEV")
     if opts.nodefaults and not vga_given:
         opts.vga = False
     return opts

@@ -268,6 +268,9 @@ class CPU:
         # Watchpoints (softmmu/watchpoint.py): replaying an instruction that hit, and the hit.
         self.watch_replay = False
         self.watch_hit: WatchHit | None = None
+        # The debugger's single step (Machine.step): a rep string instruction runs one
+        # iteration per step, as a TF trap ends it after each iteration (ops/string.py).
+        self.single_step = False
         # NMI (SDM vol. 3, 6.7.1): latched until delivered; blocked from delivery
         # from the NMI's delivery until the next IRET.
         self.nmi_pending = False

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..softmmu.memory import PhysMemory
 from ..softmmu.tlb import PAGE_MASK
@@ -37,7 +38,7 @@ from .tb import TB, TBCache
 from .trace import TraceHooks
 from .translate import MAX_INSNS, SMC_HOT_PAGE, TIER2_THRESHOLD, Translator
 
-__all__ = ["REQ_EXIT", "REQ_HARD", "REQ_NMI", "ExecContext", "cpu_exec", "run_one_uncached", "tb_lookup"]
+__all__ = ["REQ_EXIT", "REQ_HARD", "REQ_NMI", "ExecContext", "cpu_exec", "run_one_uncached", "tb_lookup", "watched"]
 
 
 @dataclass
@@ -127,29 +128,44 @@ def run_one_uncached(ctx: ExecContext, cpu: CPU, max_insns: int = 1) -> None:
         tbs.current = prev
 
 
-def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -> None:
+def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -> bool:
     """Run up to ``max_insns`` instructions, or until ``cpu.interrupt_request`` is set.
 
     ``single``: the debugger's step — return after the first instruction, or
     right after delivering an exception it raised (the step lands on the
     handler's entry, as on hardware).
+
+    Returns True when the slice ended in an exception storm: ``max_insns``
+    deliveries in a row with no instruction retired (a handler that faults
+    at once, forever, as the hardware would loop).  The budget of a slice
+    bounds its events as well as its instructions, so the caller keeps
+    control (polls gdb, ends the run) whatever the guest does.
     """
     tbs = ctx.tbs
     translator = ctx.translator
-    deliver = ctx.deliver_exception
     tb_exec = ctx.trace.tb_exec  # -d exec,cpu: None unless tracing
+
+    def deliver(cpu: CPU, fault: GuestFault) -> None:
+        watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, fault))
+
     end = cpu.icount + max_insns
     cpu.icount_deadline = end
     tb: TB | None = None
     slot = 2
+    storm = 0  # deliveries since an instruction last retired
+    storm_icount = cpu.icount
     try:
         while True:
             req = cpu.interrupt_request
             if req and (req != REQ_HARD or (cpu.eflags & 0x200 and cpu.icount >= cpu.inhibit_irq_until)):
-                return  # something to act on; a masked or shadowed INTR alone is not
+                return False  # something to act on; a masked or shadowed INTR alone is not
             left = end - cpu.icount
             if left <= 0:
-                return
+                return False
+            if cpu.icount != storm_icount:
+                storm, storm_icount = 0, cpu.icount
+            elif storm >= max_insns:
+                return True
             if req and cpu.eflags & 0x200:
                 # An interrupt waits for the sti / mov ss shadow to end: run the one
                 # shadowed instruction alone, then take it (QEMU's HF_INHIBIT_IRQ TB).
@@ -164,8 +180,9 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                     nxt = tb_lookup(ctx, cpu)
                 except GuestFault as fault:
                     deliver(cpu, fault)
+                    storm += 1
                     if single:
-                        return
+                        return False
                     tb = None
                     slot = 2
                     continue
@@ -193,21 +210,22 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                 if fault.soft:
                     cpu.icount += 1  # int n / int3 / into retire before delivery (traps)
                 deliver(cpu, fault)
+                storm += 1
                 if single:
-                    return
+                    return False
                 tb = None
                 slot = 2
             except (SMCRestart, InstructionRestart):
                 tbs.current = None
                 _replay_one(ctx, cpu)
                 if single or cpu.interrupt_request & REQ_EXIT:
-                    return
+                    return False
                 tb = None
                 slot = 2
             except DebugStop as stop:
                 tbs.current = None
                 ctx.events.debug_stop(cpu, stop.reason, stop.addr)
-                return
+                return False
     finally:
         tbs.current = None
 
@@ -221,7 +239,36 @@ def _single_step_trap(ctx: ExecContext, cpu: CPU) -> None:
     if cpu.icount < cpu.inhibit_debug_until:
         return
     cpu.dr[6] |= 0x4000
-    ctx.deliver_exception(cpu, GuestFault(DB))
+    watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, GuestFault(DB)))
+
+
+def watched(ctx: ExecContext, cpu: CPU, event: Callable[[], None]) -> None:
+    """Run an event that is not an instruction (an exception or interrupt delivery) under the watch replay.
+
+    Its frame pushes go through the softmmu like any store, so a watchpoint
+    can stop them; the check raises ``InstructionRestart`` before the
+    access.  Delivery writes the frame before committing any register (and
+    restarting it rewrites the same bytes), so it is run again from the top
+    with ``watch_replay`` set: the hit is recorded, the delivery completes,
+    and the stop is reported after it, trap-like, with the CPU on the
+    handler's first instruction (the watch replay of ``_replay_one``, for
+    the delivery).
+    """
+    try:
+        event()
+        return
+    except InstructionRestart:
+        pass
+    cpu.watch_replay = True
+    cpu.watch_hit = None
+    try:
+        event()
+    finally:
+        cpu.watch_replay = False
+    hit = cpu.watch_hit
+    cpu.watch_hit = None
+    if hit is not None:
+        ctx.events.watch_stop(cpu, hit)
 
 
 def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
@@ -240,7 +287,7 @@ def _replay_one(ctx: ExecContext, cpu: CPU) -> None:
             cpu.icount += 1
         cpu.watch_replay = False
         cpu.watch_hit = None
-        ctx.deliver_exception(cpu, fault)
+        watched(ctx, cpu, partial(ctx.deliver_exception, cpu, fault))
         return
     finally:
         cpu.watch_replay = False

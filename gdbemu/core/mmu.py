@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Literal, overload
 
+from ..softmmu.memory import RAM
 from ..softmmu.tlb import (
     ACCESS_EXEC,
     ACCESS_READ,
@@ -83,13 +84,13 @@ EFER_NXE = 1 << 11
 EFER_LMA = 1 << 10
 
 
-def _ld32(ram: bytearray, paddr: int, ram_size: int) -> int:
+def _ld32(ram: RAM, paddr: int, ram_size: int) -> int:
     if paddr + 4 > ram_size:
         return 0
     return int.from_bytes(ram[paddr : paddr + 4], "little")
 
 
-def _st32(ram: bytearray, paddr: int, value: int, ram_size: int) -> None:
+def _st32(ram: RAM, paddr: int, value: int, ram_size: int) -> None:
     if paddr + 4 <= ram_size:
         ram[paddr : paddr + 4] = value.to_bytes(4, "little")
 

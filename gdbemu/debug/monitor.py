@@ -307,7 +307,7 @@ class Monitor:
         wl = self.machine.watchpoints
         if not wl.wps:
             return "no watchpoints\n"
-        out = [f"{len(wl.wps)} watchpoints on {len(wl.by_page)} pages"]
+        out = [f"{len(wl.wps)} watchpoints"]
         for wp in wl.wps:
             owner = "gdb" if wp.owner == GDB_OWNER else f"guest DR{wp.owner[2]}"  # type: ignore[index]
             out.append(f"  {wp.kind.stop_name:6s} {wp.vaddr:08x} len {wp.length:<6d} {owner:10s} hits {wp.hits}")

@@ -60,6 +60,7 @@ control of a consistent (stopped) guest.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import select
@@ -258,6 +259,24 @@ class _SliceTuner:
 # ---- the server -----------------------------------------------------------------------
 
 
+def _unix_socket_alive(path: str) -> bool:
+    """Whether a process listens on the unix socket at ``path`` (a stale one refuses the connection).
+
+    Only a refusal (or the path gone) says stale: a timeout or a full backlog is someone's live socket.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return True
+
+
 class GdbServer:
     """Serves one target to gdb, one connection at a time, until the guest ends (see the module docstring).
 
@@ -298,6 +317,7 @@ class GdbServer:
         self.tuner = _SliceTuner(slice_seconds)
         self.connections = 0  # accepted so far (tests and stats)
         self._listener: socket.socket | None = None
+        self._unix_inode = -1  # the inode of the unix socket we bound (unlinked on close only if still ours)
         self._client: _Transport | None = None
         self._conn: Connection | None = None
         self._is_running = False  # the target executes (free-running or for gdb); see _running
@@ -350,11 +370,14 @@ class GdbServer:
         if ep.kind == "unix":
             try:
                 if stat.S_ISSOCK(os.stat(ep.path).st_mode):
-                    os.unlink(ep.path)  # a stale socket from a previous run
+                    if _unix_socket_alive(ep.path):
+                        raise OSError(errno.EADDRINUSE, "a live socket of another process is there")
+                    os.unlink(ep.path)  # a stale socket from a previous run: nobody accepts on it
             except FileNotFoundError:
                 pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(ep.path)
+            self._unix_inode = os.stat(ep.path).st_ino
         else:
             family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -566,8 +589,9 @@ class GdbServer:
             self._listener.close()
             self._listener = None
             if self.endpoint.kind == "unix":
-                try:
-                    os.unlink(self.endpoint.path)
+                try:  # only our own socket: the path may have been taken over since
+                    if os.stat(self.endpoint.path).st_ino == self._unix_inode:
+                        os.unlink(self.endpoint.path)
                 except OSError:
                     pass
         self._wake_r.close()

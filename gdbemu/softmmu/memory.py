@@ -1,7 +1,10 @@
 """The guest-physical address space: RAM, ROM, MMIO regions and the port-I/O bus.
 
-RAM is one ``bytearray`` starting at physical address 0, so a RAM frame's
-``ram_offset`` equals its ``paddr``.  Generated TB code reads and writes it
+RAM is one anonymous private ``mmap`` starting at physical address 0, so a
+RAM frame's ``ram_offset`` equals its ``paddr``.  The host commits its pages
+lazily: resident memory grows with the pages the guest (or the loader)
+touches, and ``-m 3G`` costs no more to start than ``-m 32M`` (issue 12).  A
+size the host cannot reserve is a ``ValueError`` with one clear line.  Generated TB code reads and writes it
 through typed ``memoryview`` casts (``m16``, ``m32``, ``m64``), which is the
 fastest per-access path CPython has (DESIGN.md's speed probe); numpy views of
 the same buffer are used for bulk work (string instructions, hashing).
@@ -14,10 +17,13 @@ ones and writes are dropped, as on a PC.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 from .tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE, TLB_DISCARD_WRITE, TLB_MMIO
 
@@ -54,6 +60,21 @@ class _Unassigned:
 UNASSIGNED = Region(0, 0, _Unassigned(), False, "unassigned")
 
 
+RAM = mmap.mmap  # the type of ``PhysMemory.ram`` (slices are bytes; items are ints)
+
+
+def anonymous_ram(size: int) -> RAM:
+    """``size`` bytes of zeroed guest RAM the host commits page by page, as the guest touches them."""
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    try:
+        if flags:
+            return mmap.mmap(-1, max(size, PAGE_SIZE), flags=flags)
+        return mmap.mmap(-1, max(size, PAGE_SIZE))
+    except (OSError, OverflowError, MemoryError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ValueError(f"cannot reserve {size >> 20} MiB of guest RAM on this host: {reason}") from None
+
+
 class PhysMemory:
     """Guest-physical memory.  One per machine; shared by all vCPUs."""
 
@@ -61,11 +82,11 @@ class PhysMemory:
         if ram_size % PAGE_SIZE:
             raise ValueError("RAM size must be a multiple of 4 KiB")
         self.ram_size = ram_size
-        self.ram = bytearray(ram_size)
+        self.ram = anonymous_ram(ram_size)
         self.m16 = memoryview(self.ram).cast("H")
         self.m32 = memoryview(self.ram).cast("I")
         self.m64 = memoryview(self.ram).cast("Q")
-        self.np = np.frombuffer(self.ram, dtype=np.uint8)
+        self._np: npt.NDArray[np.uint8] | None = None
         self.n_pages = ram_size >> PAGE_BITS
         self.regions: dict[int, Region] = {}  # page number -> region
         self.ports: dict[int, PortDevice] = {}
@@ -73,6 +94,15 @@ class PhysMemory:
         # Called as (paddr, length) after a write that did not come from TB
         # code (debugger, DMA, loader): invalidates translated code.
         self.on_phys_write: list[Callable[[int, int], None]] = []
+
+    @property
+    def np(self) -> npt.NDArray[np.uint8]:
+        """A numpy view of RAM for bulk work (made on first use: numpy is not imported before)."""
+        if self._np is None:
+            import numpy
+
+            self._np = numpy.frombuffer(self.ram, dtype=numpy.uint8)
+        return self._np
 
     # ---- regions ------------------------------------------------------------
     def add_mmio(self, start: int, size: int, device: MMIODevice, name: str) -> None:

@@ -355,6 +355,54 @@ class CPUTLB:
         for fn in self.on_flush:
             fn(vpage)
 
+    def flush_range(self, vaddr: int, length: int, mmu_idxmap: int = (1 << NB_MMU_MODES) - 1) -> None:
+        """Drop the entries whose page overlaps [vaddr, vaddr + length) (tlb_flush_range_by_mmuidx).
+
+        Costs the same for one page and for the whole address space: a short
+        range looks at its pages' slots, a long one scans the table (TLB_SIZE
+        slots and the victims).  A large page overlapping the range flushes
+        its mmu_idx, as ``flush_page`` does.  Finding nothing to drop, it
+        tells no one (the CPUs keep their jump caches).
+        """
+        if length <= 0:
+            return
+        first = vaddr & PAGE_MASK
+        last = (vaddr + length - 1) & PAGE_MASK
+        n_pages = ((last - first) >> PAGE_BITS) + 1
+        dropped = False
+        for mmu_idx in range(NB_MMU_MODES):
+            if not mmu_idxmap & (1 << mmu_idx):
+                continue
+            desc = self.d[mmu_idx]
+            if desc.large_page_addr != -1:
+                lp_first = desc.large_page_addr
+                lp_last = lp_first + ((~desc.large_page_mask) & ~(PAGE_SIZE - 1))
+                if lp_first <= last and first <= lp_last:
+                    self._flush_one(desc)
+                    self.stats.flush_large += 1
+                    dropped = True
+                    continue
+            vpages = desc.vpage
+            if n_pages <= TLB_SIZE:
+                slots = (((first >> PAGE_BITS) + k) & TLB_MASK for k in range(n_pages))
+                hits = [i for i in slots if first <= vpages[i] <= last]
+            else:
+                hits = [i for i in range(TLB_SIZE) if vpages[i] != -1 and first <= vpages[i] <= last]
+            for i in hits:
+                self._invalidate_slot(desc, i)
+                dropped = True
+            for v in range(VICTIM_SIZE):
+                if desc.v_vpage[v] != -1 and first <= desc.v_vpage[v] <= last:
+                    desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                    desc.v_vpage[v] = desc.v_paddr[v] = -1
+                    dropped = True
+        if not dropped:
+            self.stats.flush_elided += 1
+            return
+        self.stats.flush_page += 1
+        for fn in self.on_flush:
+            fn(None)
+
     @staticmethod
     def _invalidate_slot(desc: TLBDesc, index: int) -> None:
         desc.read[index] = desc.write[index] = desc.code[index] = INVALID_TAG

@@ -3,11 +3,19 @@
 Theory of operation
 -------------------
 A watchpoint is a linear range and the access kinds it watches (write,
-read, or both).  Pages it overlaps are kept in ``by_page``; when the TLB
-fills an entry it asks ``page_flags(vpage)`` and sets TLB_WATCHPOINT on the
-read and/or write tag, so accesses to those pages (and only those) leave the
-fast path (DESIGN.md invariant 1: a watchpoint on page A never slows page B).
-Adding or removing a watchpoint flushes the pages it covers from every TLB.
+read, or both).  The registry keeps *ranges*, never pages: an interval index
+(the watchpoints sorted by start, with the running maximum of their ends, so
+``bisect`` finds the ones overlapping any range) is rebuilt lazily after an
+insertion or removal, so inserting costs the same for one byte and for the
+whole address space (gdb's ``Z2,0,ffffffffffffffff`` answers at once).  When
+the TLB fills an entry it asks ``page_flags(vpage)`` (does a watched range
+overlap this page?) and sets TLB_WATCHPOINT on the read and/or write tag, so
+accesses to those pages (and only those) leave the fast path (DESIGN.md
+invariant 1: a watchpoint on page A never slows page B).  Adding or removing
+a watchpoint drops, from every TLB, the entries inside its range and nothing
+else (``flush_range``, given at construction: ``CPUTLB.flush_range``, which
+costs nothing where no entry is cached); translated code is never
+invalidated for a watchpoint.
 
 x86 data breakpoints are trap-like: the access completes and the stop is
 reported after the instruction.  The slow path calls ``check`` *before* the
@@ -45,12 +53,14 @@ that hook point; without a tracer (no debugger attached) nothing is called.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Final, Protocol
 
 from .exits import InstructionRestart
-from .tlb import PAGE_MASK, PAGE_SIZE
+from .tlb import PAGE_SIZE
 
 
 class WatchKind(enum.IntFlag):
@@ -104,7 +114,7 @@ class WatchTracer(Protocol):
     def replay_hit(
         self, cpu: Any, hits: Sequence[Watchpoint], first: WatchHit, fresh: bool, vaddr: int, size: int, is_write: bool
     ) -> None:
-        """``hits``: the watchpoints of the page (match them against the access); ``first``: the hit
+        """``hits``: the watchpoints the access overlaps (match them against its kind); ``first``: the hit
         ``cpu.watch_hit`` holds; ``fresh``: this access made it (the first hit of this replay)."""
         ...
 
@@ -119,40 +129,61 @@ class WatchedCPU(Protocol):
 
 
 class WatchpointList:
-    def __init__(self, flush_page: Callable[[int], None]) -> None:
-        self.wps: list[Watchpoint] = []
-        self.by_page: dict[int, list[Watchpoint]] = {}
-        self.flush_page = flush_page  # (vpage) -> None, on every CPU's TLB
+    def __init__(self, flush_range: Callable[[int, int], None]) -> None:
+        self.wps: list[Watchpoint] = []  # insertion order (the order hits are matched in)
+        self.flush_range = flush_range  # (vaddr, length) -> None: every CPU's TLB entries inside the range
         self.tracer: WatchTracer | None = None
         self.checks = 0
         self.replays = 0
+        # The interval index, rebuilt on the first query after a change (module docstring).
+        self._stale = False
+        self._sorted: list[Watchpoint] = []
+        self._starts: list[int] = []
+        self._max_end: list[int] = []  # _max_end[i]: the largest end among _sorted[: i + 1]
 
     def set_tracer(self, tracer: WatchTracer | None) -> None:
         """The debugger's watch log and conditions (gdbemu/debug/watchlog.py), or None."""
         self.tracer = tracer
-
-    def _pages(self, wp: Watchpoint) -> range:
-        return range(wp.vaddr & PAGE_MASK, ((wp.end - 1) & PAGE_MASK) + 1, PAGE_SIZE)
 
     def add(self, vaddr: int, length: int, kind: WatchKind, owner: object = GDB_OWNER) -> Watchpoint:
         if length < 1:
             raise ValueError("a watchpoint covers at least one byte")
         wp = Watchpoint(vaddr & 0xFFFFFFFF, length, WatchKind(kind), owner)
         self.wps.append(wp)
-        for page in self._pages(wp):
-            self.by_page.setdefault(page, []).append(wp)
-            self.flush_page(page)
+        self._stale = True
+        self.flush_range(wp.vaddr, wp.length)
         return wp
 
     def remove(self, wp: Watchpoint) -> None:
         self.wps.remove(wp)
-        for page in self._pages(wp):
-            lst = self.by_page.get(page)
-            if lst is not None:
-                lst.remove(wp)
-                if not lst:
-                    del self.by_page[page]
-            self.flush_page(page)
+        self._stale = True
+        self.flush_range(wp.vaddr, wp.length)
+
+    def _index(self) -> None:
+        order = {id(wp): n for n, wp in enumerate(self.wps)}
+        self._sorted = sorted(self.wps, key=lambda wp: (wp.vaddr, order[id(wp)]))
+        self._starts = [wp.vaddr for wp in self._sorted]
+        self._max_end = list(accumulate((wp.end for wp in self._sorted), max))
+        self._stale = False
+
+    def overlapping(self, start: int, end: int) -> list[Watchpoint]:
+        """The watchpoints overlapping [start, end), in insertion order."""
+        if not self.wps:
+            return []
+        if self._stale:
+            self._index()
+        j = bisect_left(self._starts, end) - 1
+        max_end, srt = self._max_end, self._sorted
+        out: list[Watchpoint] = []
+        while j >= 0 and max_end[j] > start:
+            wp = srt[j]
+            if wp.end > start:
+                out.append(wp)
+            j -= 1
+        if len(out) > 1:
+            position = {id(wp): n for n, wp in enumerate(self.wps)}
+            out.sort(key=lambda wp: position[id(wp)])
+        return out
 
     def find(self, vaddr: int, length: int, kind: WatchKind, owner: object = GDB_OWNER) -> Watchpoint | None:
         for wp in self.wps:
@@ -172,18 +203,17 @@ class WatchpointList:
 
     def page_flags(self, vpage: int) -> tuple[bool, bool]:
         """Fill-time classification: (watch reads, watch writes) for this page."""
-        lst = self.by_page.get(vpage)
-        if not lst:
+        if not self.wps:
             return False, False
         kinds = 0
-        for wp in lst:
+        for wp in self.overlapping(vpage, vpage + PAGE_SIZE):
             kinds |= wp.kind
         return bool(kinds & WATCH_READ), bool(kinds & WATCH_WRITE)
 
     def check(self, cpu: WatchedCPU, vaddr: int, size: int, is_write: bool) -> None:
         """Slow path, before an access to a watched page: restart, or record the hit."""
         self.checks += 1
-        lst = self.by_page.get(vaddr & PAGE_MASK)
+        lst = self.overlapping(vaddr, vaddr + size)
         if not lst:
             return
         want = WATCH_WRITE if is_write else WATCH_READ

@@ -57,9 +57,10 @@ from typing import Any
 
 import numpy as np
 
+from ...softmmu.memory import RAM
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
-from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, REG_NAMES
+from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, HF_TF, REG_NAMES
 from ..decode import MEM, OTHER, Insn
 from ..emit import MASK, Emitter
 from ..exceptions import UD
@@ -475,15 +476,18 @@ class _Rep:
     def run(self, next_eip: int) -> int | None:
         """Run to completion or to a stop; return None, or the EIP the TB must leave to."""
         cpu = self.cpu
+        # Single-stepping (EFLAGS.TF, or the debugger's step): one iteration, then a trap with
+        # EIP still on the instruction while iterations remain (SDM vol. 1, 7.3.9.3; QEMU does so).
+        single = cpu.single_step or cpu.hflags & HF_TF
         try:
             while self.n and not self.done:
                 stop: object
-                if self.chunk():
+                if not single and self.chunk():
                     stop = cpu.interrupt_request
                 else:
                     self.one()
                     # A watchpoint hit by this iteration's access ends the instruction here.
-                    stop = cpu.interrupt_request or cpu.watch_hit
+                    stop = cpu.interrupt_request or cpu.watch_hit or single
                 if stop:
                     if self.n and not self.done:
                         STATS["interrupted"] += 1
@@ -494,7 +498,7 @@ class _Rep:
         return None
 
 
-def _copy(ram: bytearray, slo: int, dlo: int, nb: int, size: int, forward: bool) -> None:
+def _copy(ram: RAM, slo: int, dlo: int, nb: int, size: int, forward: bool) -> None:
     """movs of nb bytes in RAM, both ranges given by their lowest offset; element-exact.
 
     Copying element after element in the direction of travel differs from a

@@ -1,0 +1,160 @@
+"""Random-code guest fuzzer (issue 14): kernels of random bytes never make the emulator raise.
+
+Each case is a kernel in the multiboot entry state (32-bit flat protected
+mode, paging off, EAX=0x2BADB002, loaded at 1 MiB as a multiboot loader
+leaves it): a short prologue of real code, then 4 KiB of random bytes.  With
+an IDT the prologue loads a GDT (flat code 0x08, data 0x10), a stack and an
+IDT whose 256 interrupt gates point into the random bytes, so exceptions are
+delivered and the random code goes on; without one the first exception is a
+triple fault.  Each guest runs to a bounded instruction count; the run must
+end in an architectural state (a ``StopKind``), never a Python exception,
+and must end: a handler that faults at once would make the CPU deliver
+exceptions forever with nothing retiring (the fuzzer found it hanging the
+run); a budgeted run now ends such a slice with a "limit" stop naming the
+exception storm (core/exec.cpu_exec).
+
+The default suite runs a few hundred guests; ``-m slow`` runs 10,000 and
+prints the rate and the stop kinds seen.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import struct
+import time
+
+import pytest
+
+from gdbemu.core.stop import StopKind
+from gdbemu.machine import Machine
+
+BASE = 0x100000  # where the multiboot loader put the kernel
+GDT = 0x8000
+IDT = 0x9000
+RANDOM = BASE + 0x1000
+RANDOM_SIZE = 0x1000
+STACK = 0x180000
+RAM = 2 << 20
+INSNS = 2000
+CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS", "80"))
+SLOW_CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS_SLOW", "10000"))
+
+
+def prologue(with_idt: bool) -> bytes:
+    """lgdt; ljmp 0x08; data segments 0x10; esp; lidt (with_idt); jmp to the random bytes."""
+    code = bytearray()
+    if with_idt:
+        code += b"\x0f\x01\x15" + struct.pack("<I", GDT)  # lgdt [GDT] (the GDTR image is at GDT)
+        here = BASE + len(code) + 7
+        code += b"\xea" + struct.pack("<IH", here, 0x08)  # ljmp 0x08:here
+        code += b"\x66\xb8\x10\x00"  # mov ax, 0x10
+        for sreg in (0xD8, 0xC0, 0xD0, 0xE0, 0xE8):  # mov ds/es/ss/fs/gs, ax
+            code += bytes([0x8E, sreg])
+        code += b"\xbc" + struct.pack("<I", STACK)  # mov esp, STACK
+        code += b"\x0f\x01\x1d" + struct.pack("<I", IDT)  # lidt [IDT]
+    target = RANDOM - (BASE + len(code) + 5)
+    code += b"\xe9" + struct.pack("<i", target)  # jmp RANDOM
+    return bytes(code)
+
+
+def tables(rng: random.Random) -> tuple[bytes, bytes]:
+    """(GDT image with its GDTR at the start, IDT image with its IDTR at the start)."""
+    gdt_base = GDT + 8
+    descriptors = [0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF]  # null, flat code, flat data
+    gdt = struct.pack("<HI", 8 * len(descriptors) - 1, gdt_base).ljust(8, b"\0")
+    gdt += b"".join(struct.pack("<Q", d) for d in descriptors)
+    idt_base = IDT + 8
+    idt = struct.pack("<HI", 256 * 8 - 1, idt_base).ljust(8, b"\0")
+    for _ in range(256):
+        handler = RANDOM + rng.randrange(RANDOM_SIZE)
+        idt += struct.pack("<HHBBH", handler & 0xFFFF, 0x08, 0, 0x8E, handler >> 16)
+    return gdt, idt
+
+
+def run_guest(seed: int, with_idt: bool, insns: int = INSNS) -> StopKind:
+    rng = random.Random(seed)
+    machine = Machine(ram_size=RAM)
+    code = prologue(with_idt)
+    machine.mem.write(BASE, code)
+    machine.mem.write(RANDOM, rng.randbytes(RANDOM_SIZE))
+    if with_idt:
+        gdt, idt = tables(rng)
+        machine.mem.write(GDT, gdt)
+        machine.mem.write(IDT, idt)
+    cpu = machine.cpu
+    cpu.setup_flat32()
+    cpu.eip = BASE
+    cpu.regs[0] = 0x2BADB002
+    cpu.regs[3] = 0x9500  # EBX: a multiboot info pointer (not read by random code, usually)
+    left = insns
+    stop = machine.run(max_insns=left)
+    # A debug-port exit or a halt ends a guest; "limit" is the budget. Nothing else may come out.
+    assert isinstance(stop.kind, StopKind), stop
+    assert stop.kind in (
+        StopKind.LIMIT,
+        StopKind.HALT,
+        StopKind.IDLE,
+        StopKind.EXIT,
+        StopKind.TRIPLE_FAULT,
+        StopKind.RESET,
+    ), stop
+    assert cpu.icount <= insns
+    return stop.kind
+
+
+@pytest.mark.parametrize("with_idt", [False, True], ids=["no-idt", "idt"])
+def test_random_guests(with_idt):
+    kinds: collections.Counter[str] = collections.Counter()
+    for seed in range(CASES // 2):
+        kinds[run_guest(seed * 2 + with_idt, with_idt)] += 1
+    assert sum(kinds.values()) == CASES // 2
+    if with_idt:
+        assert kinds[StopKind.LIMIT] > 0, kinds  # exceptions are delivered and the code runs on
+
+
+def test_exception_storm_ends_a_budgeted_run():
+    """Every gate points at a ud2: #UD forever, nothing retires; run(max_insns) still returns."""
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(BASE, prologue(True))
+    machine.mem.write(RANDOM, b"\x0f\x0b" * (RANDOM_SIZE // 2))
+    gdt, idt = tables(random.Random(2))
+    machine.mem.write(GDT, gdt)
+    machine.mem.write(IDT, idt[:8] + struct.pack("<HHBBH", RANDOM & 0xFFFF, 0x08, 0, 0x8E, RANDOM >> 16) * 256)
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = BASE
+    stop = machine.run(max_insns=500)
+    assert stop.kind == StopKind.LIMIT and "storm" in stop.detail, stop
+    assert machine.cpu.eip == RANDOM
+    stop = machine.run(max_insns=500)  # and on again: the same storm, still bounded
+    assert stop.kind == StopKind.LIMIT, stop
+
+
+def test_prologue_reaches_the_random_bytes_with_its_tables():
+    """The IDT case really installs its tables: a ud2 first is delivered through gate 6."""
+    rng = random.Random(1)
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(BASE, prologue(True))
+    machine.mem.write(RANDOM, b"\x0f\x0b" + b"\xf4" * (RANDOM_SIZE - 2))  # ud2, then hlt everywhere
+    gdt, idt = tables(rng)
+    machine.mem.write(GDT, gdt)
+    machine.mem.write(IDT, idt)
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = BASE
+    stop = machine.run(max_insns=100)
+    assert stop.kind == StopKind.HALT, stop  # through gate 6 to a hlt (IF=0 in an interrupt gate)
+    assert int.from_bytes(machine.mem.read(STACK - 12, 4), "little") == RANDOM  # the #UD frame's EIP
+
+
+@pytest.mark.slow
+def test_random_guests_slow():
+    kinds: collections.Counter[str] = collections.Counter()
+    t0 = time.perf_counter()
+    for seed in range(SLOW_CASES):
+        kinds[run_guest(1_000_000 + seed, bool(seed & 1))] += 1
+    elapsed = time.perf_counter() - t0
+    print(
+        f"\n{SLOW_CASES} random guests ({INSNS} instructions max each) in {elapsed:.1f} s "
+        f"({SLOW_CASES / elapsed:.0f} guests/s): {dict(kinds)}"
+    )

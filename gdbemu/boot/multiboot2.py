@@ -433,10 +433,9 @@ def boot_multiboot2(machine: BootMachine, path: str, append: str = "", initrd: s
             data.close()
     boot = _Multiboot2Boot(machine, writes, info)
     boot()
-    from .multiboot import _MultibootBoot
+    from .linux import replace_boot_hook
 
-    machine.on_reset[:] = [h for h in machine.on_reset if not isinstance(h, (_MultibootBoot, _Multiboot2Boot))]
-    machine.on_reset.append(boot)
+    replace_boot_hook(machine, boot)
     return info
 
 

@@ -93,7 +93,7 @@ HDR_INITRD_ADDR_MAX = 0x22C
 HDR_CMDLINE_SIZE = 0x238
 
 # The Linux boot GDT: null, null, __BOOT_CS (0x10), __BOOT_DS (0x18), flat 4 GiB.
-LINUX_GDT = bytes.fromhex("0000000000000000" "0000000000000000" "ffff0000009bcf00" "ffff00000093cf00")
+LINUX_GDT = bytes.fromhex("00000000000000000000000000000000ffff0000009bcf00ffff00000093cf00")
 
 
 class LinuxBootError(MultibootError):

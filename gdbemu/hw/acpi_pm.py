@@ -95,15 +95,17 @@ class ACPIPM:
         self._arm()
 
     def _update_sci(self) -> None:
-        level = bool(self.pm1_sts & self.pm1_en & TMR_EN) or any(s & e for s, e in zip(self.gpe_sts, self.gpe_en))
+        level = bool(self.pm1_sts & self.pm1_en & TMR_EN) or any(
+            s & e for s, e in zip(self.gpe_sts, self.gpe_en, strict=True)
+        )
         self.bus.set_irq(SCI_IRQ, int(level))
 
     # ---- ports ----------------------------------------------------------------------
     def io_read(self, port: int, size: int) -> int:
         if port >= GPE0_BASE:
-            regs = bytes(self.gpe_sts) + bytes(self.gpe_en)
+            gpe = bytes(self.gpe_sts) + bytes(self.gpe_en)
             off = port - GPE0_BASE
-            return int.from_bytes(regs[off : off + size].ljust(size, b"\xff"), "little")
+            return int.from_bytes(gpe[off : off + size].ljust(size, b"\xff"), "little")
         off = port - PM_BASE
         if off >= 8:  # PM_TMR
             if self.bus.tb_insns() > 1:

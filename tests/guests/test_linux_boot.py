@@ -78,6 +78,16 @@ def test_multiboot2_tags_checked_by_the_kernel(tmp_path, elf64):
     assert m.cpu.icount > 0 and info is not None
 
 
+def test_multiboot2_address_tag_loads_a_flat_image(tmp_path):
+    image = _build(build_mb2check, tmp_path, False, True)
+    assert image.read_bytes()[:4] != b"\x7fELF"
+    m = _machine()
+    m.load_kernel(str(image), _mb2_append(RAM, 0, False) + " elf=0")
+    stop = m.run(max_insns=10_000_000)
+    out = bytes(m.debug_output).decode()
+    assert stop.kind == "exit" and "done fails=0x00000000" in out, out
+
+
 def test_multiboot2_via_the_command_line(tmp_path):
     elf = _build(build_mb2check, tmp_path, False)
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -189,6 +189,10 @@ def test_platform_guest_on_gdbemu(build_guest: Callable[[str], Path]):
     pci, checks = _lines(out)
     assert len(checks) == 10 and all(checks.values()), out.decode()
     assert out.decode().rstrip().endswith("1..poweroff")
+    # The TSC ticks once per instruction and virtual time is icount << shift (3 by default: 8 ns),
+    # so its stated frequency is 10**9 / 2**3 = 125 MHz: 1,250,000 ticks in the PIT's 10 ms.
+    tsc = next(int(line.split()[2], 16) for line in out.decode().splitlines() if line.startswith("info tsc"))
+    assert abs(tsc - 1_250_000) < 1_250_000 // 1000
     assert pci == [
         "pci 0x00000000 0x12378086 0x06000002",
         "pci 0x00000800 0x70008086 0x06010000",

@@ -23,15 +23,21 @@ def _ld(tools: dict[str, str], *args: str) -> None:
     _run([*cmd, *args])
 
 
-def build_mb2check(out_dir: Path, elf64: bool = False) -> Path:
-    """mb2check as an ELF32 (or, with ``elf64``, the same 32-bit code in an ELF64 file)."""
+def build_mb2check(out_dir: Path, elf64: bool = False, flat: bool = False) -> Path:
+    """mb2check as an ELF32 (with ``elf64``, the same 32-bit code in an ELF64 file; with ``flat``,
+    a raw binary that the header's address tag says how to load)."""
     tools = toolchain("gcc", "as", "ld", "objcopy")
     out_dir.mkdir(parents=True, exist_ok=True)
     c_obj, s_obj = out_dir / "mb2check.o", out_dir / "mb2boot.o"
     _run([tools["gcc"], *CFLAGS, "-c", "-o", str(c_obj), str(BOOT_DIR / "mb2check.c")])
-    _run([tools["gcc"], "-m32", "-c", "-o", str(s_obj), str(BOOT_DIR / "mb2boot.S")])
+    defs = ["-DAOUT"] if flat else []
+    _run([tools["gcc"], "-m32", *defs, "-c", "-o", str(s_obj), str(BOOT_DIR / "mb2boot.S")])
     elf = out_dir / "mb2check.elf"
     _ld(tools, "-T", str(BOOT_DIR / "mb2check.ld"), "-o", str(elf), str(s_obj), str(c_obj))
+    if flat:
+        out = out_dir / "mb2check.bin"
+        _run([tools["objcopy"], "-O", "binary", "-j", ".text", "-j", ".rodata", "-j", ".data", str(elf), str(out)])
+        return out
     if not elf64:
         return elf
     out = out_dir / "mb2check64.elf"

@@ -10,6 +10,12 @@ mb2_header:
         .long 8 + 4 * 10
         .long 1, 2, 3, 4, 6, 8, 9, 14, 15, 21
         .balign 8
+#ifdef AOUT
+        .word 2, 0              /* address tag: load the flat file at __kernel_start */
+        .long 24
+        .long mb2_header, __kernel_start, _edata, _end
+        .balign 8
+#endif
         .word 3, 0              /* entry address */
         .long 12
         .long _start

@@ -115,6 +115,16 @@ main:
         movl $37600, %ecx
         call in_range
         CHECK_EQ %eax, $1, "pm-timer-3.58MHz"
+        /* the TSC over the same 10 ms, as Linux's PIT calibration measures it (reported only:
+         * QEMU's TSC follows the host) */
+        rdtsc
+        movl %eax, %esi
+        call pit2_wait
+        rdtsc
+        subl %esi, %eax
+        PRINT "info tsc-ticks-10ms "
+        call put_hex
+        PRINT "\n"
         movw $PM_TMR, %dx
         inl %dx, %eax
         shrl $24, %eax

@@ -27,8 +27,8 @@ reads any of it sees the same facts as on QEMU:
   4.2, table 4-2) with the base table entries of section 4.3: one processor
   entry per vCPU (table 4-4: local APIC id = CPU index, version 0x14, EN, BP on
   CPU 0, the CPUID leaf 1 signature and feature flags), one bus entry "ISA"
-  (table 4-5; no PCI bus entry: no PCI function has an interrupt routed), the I/O APIC (table 4-6: version 0x11, at
-  0xFEC00000), I/O interrupt assignment entries for ISA IRQs 0-15 but 2
+  (table 4-5; no PCI bus entry: no PCI function has an interrupt routed),
+  the I/O APIC (table 4-6: version 0x11, at 0xFEC00000), I/O interrupt assignment entries for ISA IRQs 0-15 but 2
   (table 4-7; IRQ0 is wired to I/O APIC pin 2 as on QEMU, the others 1:1) and
   the local interrupt entries (table 4-8): ExtINT on LINT0, NMI on LINT1.
 * **ACPI tables** (ACPI 1.0b / 2.0, section 5.2): the RSDP (2.0 section
@@ -39,7 +39,8 @@ reads any of it sees the same facts as on QEMU:
   ``\\_PR`` (and, with the ACPI PM device, ``\\_S5`` = {0, 0, 0, 0} as in QEMU's
   DSDT; the FADT then points at its PM1a event/control, PM timer and GPE0
   blocks at 0x600/0x604/0x608/0xAFE0, hw/acpi_pm.py); with the HPET device the
-  RSDT also lists an "HPET" table (IA-PC HPET 1.0a, 3.2.4) for 0xFED00000; the MADT has the local APIC address 0xFEE00000, PCAT_COMPAT, one
+  RSDT also lists an "HPET" table (IA-PC HPET 1.0a, 3.2.4) for 0xFED00000;
+  the MADT has the local APIC address 0xFEE00000, PCAT_COMPAT, one
   Processor Local APIC entry per vCPU, the I/O APIC (GSI base 0), the
   interrupt source overrides QEMU reports (ISA IRQ0 -> GSI 2; IRQ9, the SCI,
   level-triggered active-high) and a Local APIC NMI on LINT1 for all

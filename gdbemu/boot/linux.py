@@ -270,6 +270,7 @@ def kernel_kind(path: str) -> str:
     """
     from .multiboot import HEADER_MAGIC, SEARCH_BYTES
     from .multiboot2 import find_header2
+    from .pvh import find_pvh_entry
 
     data = read_kernel(path)
     try:
@@ -277,13 +278,16 @@ def kernel_kind(path: str) -> str:
             return "linux"
         head = bytes(data[:SEARCH_BYTES])
         for off in range(0, max(len(head) - 11, 0), 4):
-            if struct.unpack_from("<I", head, off)[0] == HEADER_MAGIC:
-                return "multiboot"
+            magic, flags, checksum = struct.unpack_from("<III", head, off)
+            if magic == HEADER_MAGIC and not (magic + flags + checksum) & 0xFFFFFFFF:
+                return "multiboot"  # QEMU's test: the magic with a valid checksum
         if find_header2(data) is not None:
             return "multiboot2"
-        if bytes(data[:4]) == b"\x7fELF":
+        if bytes(data[:4]) == b"\x7fELF" and find_pvh_entry(data) is not None:
             return "pvh"
-        return "multiboot"  # the multiboot loader names what is missing
+        if bytes(data[:4]) == b"\x7fELF" and HEADER_MAGIC.to_bytes(4, "little") not in head:
+            return "pvh"  # pvh.py says the note is missing, with QEMU's line
+        return "multiboot"  # the multiboot loader names what is missing (a bad header, no header)
     finally:
         if isinstance(data, mmap.mmap):
             data.close()

@@ -213,7 +213,7 @@ class _Kernel:
     sections: tuple[int, int, int, bytes] | None  # (num, entsize, shndx, raw section headers)
 
 
-def _load_address_tag(data: Image, h: Header2) -> _Kernel:
+def _load_address_tag(data: Image, h: Header2, ram_top: int) -> _Kernel:
     assert h.address is not None
     header_addr, load_addr, load_end_addr, bss_end_addr = h.address
     if header_addr < load_addr or header_addr - load_addr > h.offset:
@@ -235,6 +235,10 @@ def _load_address_tag(data: Image, h: Header2) -> _Kernel:
         high = bss_end_addr
     if high > 1 << 32:
         raise MultibootError("multiboot2 address tag: the image does not fit in the 32-bit address space")
+    if high > ram_top:  # checked before anything is allocated: a header may claim gigabytes
+        raise MultibootError(
+            f"kernel does not fit in RAM: it spans {load_addr:#x}-{high:#x}, usable RAM ends at {ram_top:#x}"
+        )
     if h.entry is None:
         raise MultibootError("multiboot2 header has an address tag but no entry address tag")
     body = bytes(data[text_offset : text_offset + size])
@@ -281,10 +285,13 @@ def _section_headers(data: Image, bits: int) -> tuple[int, int, int, bytes] | No
     return num, entsize, shndx, bytes(data[shoff : shoff + num * entsize])
 
 
-def _unloaded_sections(data: Image, sections: tuple[int, int, int, bytes], at: int) -> tuple[bytes, bytes]:
+def _unloaded_sections(
+    data: Image, sections: tuple[int, int, int, bytes], at: int, ram_top: int
+) -> tuple[bytes, bytes]:
     """GRUB's treatment of sections with no address: copy them from ``at`` on, patch sh_addr.
 
-    Returns (new section headers, the bytes to write at ``at``).
+    Returns (new section headers, the bytes to write at ``at``).  Refused as soon as the copies
+    would pass ``ram_top`` (before they are made: 65535 headers could ask for gigabytes).
     """
     num, entsize, _shndx, raw = sections
     headers = bytearray(raw)
@@ -300,6 +307,10 @@ def _unloaded_sections(data: Image, sections: tuple[int, int, int, bytes], at: i
             continue
         if sh_offset + sh_size > len(data):
             continue
+        if at + len(blob) + PAGE + sh_size > ram_top:
+            raise MultibootError(
+                f"the ELF's unloaded sections (symbol and string tables) do not fit in RAM below {ram_top:#x}"
+            )
         blob += bytes(-len(blob) % PAGE)
         where = at + len(blob)
         blob += bytes(data[sh_offset : sh_offset + sh_size])
@@ -323,7 +334,7 @@ def plan_boot2(
     ``rsdp`` is (the firmware's ACPI 1.0 RSDP, the addresses of the tables its RSDT lists).
     """
     ram_top = firmware.usable_ram_top(ram_size)
-    kernel = _load_address_tag(data, header) if header.address else _load_elf(data, header, ram_top)
+    kernel = _load_address_tag(data, header, ram_top) if header.address else _load_elf(data, header, ram_top)
     if kernel.high > ram_top:
         raise MultibootError(
             f"kernel does not fit in RAM: it spans {kernel.low:#x}-{kernel.high:#x}, usable RAM ends at {ram_top:#x}"
@@ -355,7 +366,7 @@ def plan_boot2(
     addr, pitch, width, height, bpp, fbtype = EGA_TEXT
     add(MBI_FRAMEBUFFER, struct.pack("<QIIIBBH", addr, pitch, width, height, bpp, fbtype, 0))
     if kernel.sections is not None:
-        headers, blob = _unloaded_sections(data, kernel.sections, cursor)
+        headers, blob = _unloaded_sections(data, kernel.sections, cursor, ram_top)
         if blob:
             writes.append((cursor, blob))
             cursor = _page_align(cursor + len(blob))

@@ -214,3 +214,45 @@ def test_elf_without_pvh_note_or_multiboot_header(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert MISSING_NOTE in proc.stderr.decode()
+
+
+def test_loaders_refuse_mutated_images_with_one_message(tmp_path):
+    """Byte-mutated bzImage, PVH and multiboot2 files: each is booted or refused with a
+    MultibootError (the CLI's one line), never another exception or a runaway allocation."""
+    import random
+
+    from gdbemu.boot.linux import plan_linux
+    from gdbemu.boot.multiboot2 import find_header2, plan_boot2
+    from gdbemu.boot.pvh import plan_pvh
+
+    rng = random.Random(11)
+    bz = _build(build_entrydump, tmp_path / "bz", "bzimage").read_bytes()
+    pvh = _build(build_entrydump, tmp_path / "pvh", "pvh").read_bytes()
+    mb2 = _build(build_mb2check, tmp_path / "mb2", False).read_bytes()
+    rsdp = (b"RSD PTR " + bytes(12), (0xFFF0000,))
+    hot = {  # where the fields live: mutate there most
+        "bz": list(range(0x1F1, 0x270)),
+        "pvh": list(range(0, 0x100)),
+        "mb2": [mb2.find(struct.pack("<I", 0xE85250D6)) + i for i in range(96)] + list(range(0, 0x40)),
+    }
+    outcomes = {"ok": 0, "refused": 0}
+    for kind, image in (("bz", bz), ("pvh", pvh), ("mb2", mb2)):
+        for _ in range(150):
+            data = bytearray(image)
+            for _ in range(rng.randint(1, 6)):
+                at = rng.choice(hot[kind]) if rng.random() < 0.8 else rng.randrange(len(data))
+                data[at] = rng.randrange(256) if rng.random() < 0.7 else rng.choice((0, 0xFF))
+            try:
+                if kind == "bz":
+                    plan_linux(bytes(data), "x", b"initrd", RAM, firmware.RSDP_ADDR, True)
+                elif kind == "pvh":
+                    plan_pvh(bytes(data), "x", b"initrd", RAM, firmware.RSDP_ADDR)
+                else:
+                    header = find_header2(bytes(data))
+                    if header is not None:
+                        plan_boot2(bytes(data), header, "x", [], RAM, rsdp)
+                outcomes["ok"] += 1
+            except MultibootError as exc:
+                assert str(exc) and "\n" not in str(exc)
+                outcomes["refused"] += 1
+    assert outcomes["ok"] and outcomes["refused"]

@@ -256,3 +256,21 @@ def test_loaders_refuse_mutated_images_with_one_message(tmp_path):
                 assert str(exc) and "\n" not in str(exc)
                 outcomes["refused"] += 1
     assert outcomes["ok"] and outcomes["refused"]
+
+
+@pytest.mark.gdb
+def test_real_gdb_on_the_pvh_path(tmp_path):
+    """The ``gdb vmlinux`` workflow on a PVH ELF: gdbemu -S holds the guest at the note's entry,
+    ``break`` on a symbol of the file hits, and gdb reads the PVH entry registers."""
+    from gdbemu.testing import Session, find_gdb
+
+    if find_gdb() is None:
+        pytest.skip("gdb is not installed")
+    elf = _build(build_entrydump, tmp_path, "pvh")
+    with Session.boot(elf, append="console=ttyS0", memory=64, extra_args=["-nographic"]) as s:
+        regs = s.registers()
+        assert regs["eip"] == 0x100000 and regs["ebx"] == 0x10000  # the note's entry, start_info
+        s.break_at("puts_ebx")
+        stop = s.cont()
+        assert stop.function == "puts_ebx", stop
+        assert s.registers()["esp"] != 0

@@ -442,6 +442,17 @@ class Machine:
 
         return boot_multiboot(self, path, append, initrd, kernel_name)
 
+    def load_kernel(
+        self, path: str, append: str = "", initrd: str | None = None, kernel_name: str | None = None
+    ) -> object:
+        """QEMU's ``-kernel path -append append -initrd initrd``: a Linux bzImage, a multiboot v1 or
+        v2 kernel, or an ELF with a PVH entry note (``boot/linux.py``'s ``boot_kernel`` decides, in
+        QEMU's order).  Returns the loader's info; raises ``MultibootError`` (or a subclass) with the
+        one line that says why the file cannot be booted."""
+        from .boot.linux import boot_kernel
+
+        return boot_kernel(self, path, append, initrd, kernel_name)
+
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}
         out.update(self.cpu.tlb.stats.as_dict())

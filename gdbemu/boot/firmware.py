@@ -27,8 +27,8 @@ reads any of it sees the same facts as on QEMU:
   4.2, table 4-2) with the base table entries of section 4.3: one processor
   entry per vCPU (table 4-4: local APIC id = CPU index, version 0x14, EN, BP on
   CPU 0, the CPUID leaf 1 signature and feature flags), one bus entry "ISA"
-  (table 4-5; gdbemu has no PCI), the I/O APIC (table 4-6: version 0x11, at
-  0xFEC00000), I/O interrupt assignment entries for ISA IRQs 0-15 but 2
+  (table 4-5; no PCI bus entry: no PCI function has an interrupt routed),
+  the I/O APIC (table 4-6: version 0x11, at 0xFEC00000), I/O interrupt assignment entries for ISA IRQs 0-15 but 2
   (table 4-7; IRQ0 is wired to I/O APIC pin 2 as on QEMU, the others 1:1) and
   the local interrupt entries (table 4-8): ExtINT on LINT0, NMI on LINT1.
 * **ACPI tables** (ACPI 1.0b / 2.0, section 5.2): the RSDP (2.0 section
@@ -36,7 +36,11 @@ reads any of it sees the same facts as on QEMU:
   (section 5.2.4.1), the RSDT (5.2.7) listing the FADT (5.2.9) and the MADT
   (2.0 section 5.2.11.4, "APIC"); the FADT points at a FACS (5.2.10) and a DSDT
   (5.2.11.1) whose AML declares one ``Processor`` object per vCPU under
-  ``\\_PR``; the MADT has the local APIC address 0xFEE00000, PCAT_COMPAT, one
+  ``\\_PR`` (and, with the ACPI PM device, ``\\_S5`` = {0, 0, 0, 0} as in QEMU's
+  DSDT; the FADT then points at its PM1a event/control, PM timer and GPE0
+  blocks at 0x600/0x604/0x608/0xAFE0, hw/acpi_pm.py); with the HPET device the
+  RSDT also lists an "HPET" table (IA-PC HPET 1.0a, 3.2.4) for 0xFED00000;
+  the MADT has the local APIC address 0xFEE00000, PCAT_COMPAT, one
   Processor Local APIC entry per vCPU, the I/O APIC (GSI base 0), the
   interrupt source overrides QEMU reports (ISA IRQ0 -> GSI 2; IRQ9, the SCI,
   level-triggered active-high) and a Local APIC NMI on LINT1 for all
@@ -228,7 +232,7 @@ def _aml_pkglength(n: int) -> bytes:
     raise ValueError("AML package too long")
 
 
-def build_dsdt(ncpus: int) -> bytes:
+def build_dsdt(ncpus: int, s5: bool = False) -> bytes:
     """DSDT AML: ``Scope (\\_PR) { Processor (CPxx, id, 0, 0) ... }``, one object per vCPU.
 
     ACPI 1.0/2.0 declare processors in the namespace (section 8.4); no P_BLK
@@ -241,7 +245,14 @@ def build_dsdt(ncpus: int) -> bytes:
         body += b"\x5b\x83" + _aml_pkglength(len(contents)) + contents
     scope_contents = b"\\_PR_" + bytes(body)
     aml = b"\x10" + _aml_pkglength(len(scope_contents)) + scope_contents
+    if s5:
+        aml += AML_S5
     return acpi_table(b"DSDT", 1, aml)
+
+
+# ``Name (\_S5, Package (4) { Zero, Zero, Zero, Zero })``: SLP_TYPa/b 0 for S5, as QEMU's DSDT
+# (ACPI 2.0 section 7.3.4.5); hw/acpi_pm.py powers off on SLP_EN with SLP_TYP 0.
+AML_S5 = b"\x08\\_S5_\x12\x06\x04\x00\x00\x00\x00"
 
 
 def build_facs() -> bytes:
@@ -249,10 +260,23 @@ def build_facs() -> bytes:
     return struct.pack("<4sIIIII40x", b"FACS", 64, 0, 0, 0, 0)
 
 
-def build_fadt(facs_addr: int, dsdt_addr: int) -> bytes:
+@dataclass(frozen=True)
+class PMBlocks:
+    """The ACPI fixed-hardware I/O blocks the FADT points at (hw/acpi_pm.py: PIIX4 PM at 0x600, as QEMU)."""
+
+    pm1a_evt: int = 0x600
+    pm1a_cnt: int = 0x604
+    pm_tmr: int = 0x608
+    gpe0: int = 0xAFE0
+    gpe0_len: int = 4
+
+
+def build_fadt(facs_addr: int, dsdt_addr: int, pm: PMBlocks | None = None) -> bytes:
     """FADT revision 1 (116 bytes, ACPI 1.0b section 5.2.5 / 2.0 section 5.2.9).
 
-    No ACPI PM hardware: every PM block address and length is 0; SMI_CMD is 0,
+    Without ``pm`` (no ACPI PM device on the board) every PM block address
+    and length is 0; with it, PM1a_EVT/PM1a_CNT/PM_TMR/GPE0 point at the
+    device's blocks (lengths 4, 2, 4 and ``gpe0_len``).  SMI_CMD is 0,
     which tells the OS that ACPI mode needs no transition (it is always on).
     SCI_INT is 9 as on QEMU.  P_LVL2/3 latencies above 100/1000 say C2/C3 are
     not supported.  Flags: WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (no
@@ -266,8 +290,8 @@ def build_fadt(facs_addr: int, dsdt_addr: int) -> bytes:
         ("H", SCI_IRQ, "SCI_INT"),
         ("I", 0, "SMI_CMD"),
         ("4s", bytes(4), "ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, reserved"),
-        ("32s", bytes(32), "PM1a/b EVT, PM1a/b CNT, PM2 CNT, PM_TMR, GPE0, GPE1 blocks"),
-        ("8s", bytes(8), "PM1_EVT_LEN .. GPE1_BLK_LEN, GPE1_BASE, reserved"),
+        ("32s", _pm_block_addrs(pm), "PM1a/b EVT, PM1a/b CNT, PM2 CNT, PM_TMR, GPE0, GPE1 blocks"),
+        ("8s", _pm_block_lens(pm), "PM1_EVT_LEN .. GPE1_BLK_LEN, GPE1_BASE, reserved"),
         ("H", 101, "P_LVL2_LAT: > 100, no C2"),
         ("H", 1001, "P_LVL3_LAT: > 1000, no C3"),
         ("8s", bytes(8), "FLUSH_SIZE, FLUSH_STRIDE, DUTY_OFFSET, DUTY_WIDTH, DAY_ALRM, MON_ALRM"),
@@ -277,6 +301,29 @@ def build_fadt(facs_addr: int, dsdt_addr: int) -> bytes:
     ]
     body = struct.pack("<" + "".join(f for f, _, _ in fields), *(v for _, v, _ in fields))
     return acpi_table(b"FACP", 1, body)
+
+
+def _pm_block_addrs(pm: PMBlocks | None) -> bytes:
+    if pm is None:
+        return bytes(32)
+    return struct.pack("<8I", pm.pm1a_evt, 0, pm.pm1a_cnt, 0, 0, pm.pm_tmr, pm.gpe0, 0)
+
+
+def _pm_block_lens(pm: PMBlocks | None) -> bytes:
+    if pm is None:
+        return bytes(8)
+    return struct.pack("<8B", 4, 2, 0, 4, pm.gpe0_len, 0, 0, 0)
+
+
+HPET_ADDR = 0xFED00000
+
+
+def build_hpet_table(hpet_id: int) -> bytes:
+    """The "HPET" table (IA-PC HPET specification 1.0a, section 3.2.4): event timer block id (the
+    general capabilities' low 32 bits), the base address as a Generic Address Structure in system
+    memory, HPET number 0, minimum clock tick 0x80 (QEMU's value), no page protection."""
+    gas = struct.pack("<BBBBQ", 0, 64, 0, 0, HPET_ADDR)
+    return acpi_table(b"HPET", 1, struct.pack("<I", hpet_id) + gas + struct.pack("<BHB", 0, 0x80, 0))
 
 
 def build_madt(ncpus: int) -> bytes:
@@ -404,18 +451,29 @@ def install_firmware(machine: BootMachine, program_devices: bool = True) -> Firm
     facs_addr = addr
     facs = build_facs()
     addr += 64
-    dsdt = build_dsdt(ncpus)
+    devices = machine.bus.devices
+    pm = PMBlocks() if "acpi_pm" in devices else None
+    dsdt = build_dsdt(ncpus, s5=pm is not None)
     dsdt_addr = addr
     addr = (addr + len(dsdt) + 15) & ~15
     fadt_addr = addr
-    fadt = build_fadt(facs_addr, dsdt_addr)
+    fadt = build_fadt(facs_addr, dsdt_addr, pm)
     addr = (addr + len(fadt) + 15) & ~15
     madt_addr = addr
     madt = build_madt(ncpus)
     addr = (addr + len(madt) + 15) & ~15
+    listed = [fadt_addr, madt_addr]
+    blobs = [(facs_addr, facs), (dsdt_addr, dsdt), (fadt_addr, fadt), (madt_addr, madt)]
+    hpet = devices.get("hpet")
+    if hpet is not None:
+        hpet_table = build_hpet_table(int(getattr(hpet, "capabilities", 0)) & 0xFFFFFFFF)
+        blobs.append((addr, hpet_table))
+        listed.append(addr)
+        info.tables["hpet"] = addr
+        addr = (addr + len(hpet_table) + 15) & ~15
     rsdt_addr = addr
-    rsdt = acpi_table(b"RSDT", 1, struct.pack("<II", fadt_addr, madt_addr))
-    for where, blob in ((facs_addr, facs), (dsdt_addr, dsdt), (fadt_addr, fadt), (madt_addr, madt), (rsdt_addr, rsdt)):
+    rsdt = acpi_table(b"RSDT", 1, struct.pack(f"<{len(listed)}I", *listed))
+    for where, blob in (*blobs, (rsdt_addr, rsdt)):
         mem.write(where, blob)
     rsdp = _with_checksum(bytearray(struct.pack("<8sB6sBI", b"RSD PTR ", 0, OEM_ID, 0, rsdt_addr)), 8)
     mem.write(RSDP_ADDR, rsdp)

@@ -543,8 +543,9 @@ def boot_multiboot(
 
     boot = _MultibootBoot(machine, writes, info)
     boot()
-    machine.on_reset[:] = [h for h in machine.on_reset if not isinstance(h, _MultibootBoot)]
-    machine.on_reset.append(boot)
+    from .linux import replace_boot_hook
+
+    replace_boot_hook(machine, boot)
     return info
 
 

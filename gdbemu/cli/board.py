@@ -118,7 +118,7 @@ def build_board(opts: Options) -> Board:
         raise BoardError(str(exc)) from None
     apply_cpu_model(machine, opts.cpu)
     try:
-        machine.load_multiboot(kernel, opts.append, opts.initrd)
+        machine.load_kernel(kernel, opts.append, opts.initrd)
     except FileNotFoundError:
         board.close()
         raise BoardError(f"cannot open kernel {kernel!r}: no such file") from None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import cmos, debugport, fw_cfg, ioapic, kbd, lapic, pic, pit, speaker, uart, vga
+from . import acpi_pm, cmos, debugport, fw_cfg, hpet, ioapic, kbd, lapic, pci, pic, pit, speaker, uart, vga
 from .bus import Bus
 
 
@@ -53,6 +53,9 @@ DEVICES: list[tuple[str, Callable[[Bus, PCConfig], object]]] = [
     ("fw_cfg", fw_cfg.attach),
     ("vga", vga.attach),
     ("debugport", debugport.attach),
+    ("acpi_pm", acpi_pm.attach),
+    ("hpet", hpet.attach),
+    ("pci", pci.attach),
 ]
 
 

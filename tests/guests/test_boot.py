@@ -862,10 +862,17 @@ def test_acpi_tables_as_the_guest_finds_them(report):
     addr, rsdp, total = report.dump("rsdp")
     assert total == 0 and rsdp[:8] == b"RSD PTR " and 0xE0000 <= addr < 0x100000
     tables = report.acpi_tables()
-    assert set(tables) == {"RSDT", "FACP", "APIC", "DSDT"}
+    assert set(tables) == {"RSDT", "FACP", "APIC", "DSDT", "HPET"}  # QEMU's pc lists an HPET table too
     assert all(total == 0 for _a, _d, total in tables.values())
     fadt = tables["FACP"][1]
     assert struct.unpack_from("<I", fadt, 40)[0] == tables["DSDT"][0]
+    # PIIX4 PM blocks at QEMU's addresses: PM1a_EVT, PM1a_CNT, PM_TMR, GPE0; lengths 4, 2, 4, 4
+    pm = struct.unpack_from("<8I5B", fadt, 56)
+    assert (pm[0], pm[2], pm[5], pm[6]) == (0x600, 0x604, 0x608, 0xAFE0)
+    assert (pm[8], pm[9], pm[11], pm[12]) == (4, 2, 4, 4)
+    assert b"\\_S5_\x12\x06\x04" in tables["DSDT"][1]
+    hpet = tables["HPET"][1]
+    assert struct.unpack_from("<Q", hpet, 44)[0] == 0xFED00000
     madt = tables["APIC"][1]
     assert struct.unpack_from("<II", madt, 36) == (0xFEE00000, 1)
     entries = madt_entries(madt)

@@ -197,7 +197,7 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
     return paddr_page | (vaddr & 0xFFF), prot, size
 
 
-def _ld64(ram: bytearray, paddr: int, ram_size: int) -> int:
+def _ld64(ram: RAM, paddr: int, ram_size: int) -> int:
     if paddr + 8 > ram_size:
         return 0
     return int.from_bytes(ram[paddr : paddr + 8], "little")

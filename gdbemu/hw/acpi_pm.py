@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -51,6 +52,17 @@ SLP_EN = 1 << 13
 
 class ACPIPM:
     """The PM1a event/control blocks, the PM timer and GPE0 (``bus.devices["acpi_pm"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "clock"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """The PM1 and GPE0 registers (the PM timer is virtual time itself)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

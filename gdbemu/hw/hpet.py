@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -59,6 +60,17 @@ MASK64 = (1 << 64) - 1
 
 
 class HPETTimer:
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"hpet"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """One comparator's registers."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
+
     def __init__(self, hpet: HPET, index: int) -> None:
         self.hpet = hpet
         self.index = index
@@ -120,6 +132,17 @@ class HPET:
     """The event timer block (``bus.devices["hpet"]``)."""
 
     capabilities = CAPABILITIES
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"bus", "clock"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """The general registers and each comparator's (``timers``)."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

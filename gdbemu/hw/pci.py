@@ -31,6 +31,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from .bus import Bus
+from .state import State, capture, restore
 
 if TYPE_CHECKING:
     from .pc import PCConfig
@@ -42,6 +43,17 @@ ENABLE = 1 << 31
 
 class PCIFunction:
     """One function's 256-byte configuration space."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    STATE_EXCLUDE = frozenset({"initial"})  # collaborators and configuration, not state
+
+    def save_state(self) -> State:
+        """The configuration space as the guest left it."""
+        return capture(self, self.STATE_EXCLUDE)
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned."""
+        restore(self, state, self.STATE_EXCLUDE)
 
     def __init__(self, vendor: int, device: int, revision: int, class_code: int, header_type: int = 0) -> None:
         self.space = bytearray(256)
@@ -81,6 +93,18 @@ def pc_functions() -> dict[tuple[int, int, int], PCIFunction]:
 
 class PCIHost:
     """Configuration mechanism #1 over the functions of ``pc_functions`` (``bus.devices["pci"]``)."""
+
+    # ---- snapshots (hw/state.py) -----------------------------------------------------
+    def save_state(self) -> State:
+        """CONFIG_ADDRESS and every function's space, by its bus/device/function address."""
+        spaces = [[list(key), bytes(fn.space).hex()] for key, fn in self.functions.items()]
+        return {"address": self.address, "spaces": spaces}
+
+    def load_state(self, state: State) -> None:
+        """Restore what ``save_state`` returned (each space into its own function)."""
+        self.address = state["address"]
+        for key, space in state["spaces"]:
+            self.functions[(key[0], key[1], key[2])].space[:] = bytes.fromhex(space)
 
     def __init__(self, functions: dict[tuple[int, int, int], PCIFunction]) -> None:
         self.functions = functions

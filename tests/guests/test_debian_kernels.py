@@ -40,7 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 RAM = 256 << 20
 PANIC = "Kernel panic - not syncing: VFS: Unable to mount root fs"
 S5 = "ACPI: PM: Preparing to enter system sleep state S5"
-BUDGET = 8_000_000_000  # instructions: QEMU's kernels reach the panic in well under this
+# Instructions: the 686 kernel needs about 2.5 billion to reach the panic (2.3 billion in its
+# decompressor), 40+ minutes here today, more than CI's slow run can give while these runs are
+# expected to fail (xfail: issues 9/10).  GDBEMU_DEBIAN_BUDGET=8000000000 runs them to the end by hand.
+BUDGET = int(os.environ.get("GDBEMU_DEBIAN_BUDGET", "30000000"))
 NEEDS_X64 = pytest.mark.xfail(strict=False, reason="needs issue 9 (x86-64: long mode, PAE, Linux's required CPUID)")
 NEEDS_FPU = pytest.mark.xfail(strict=False, reason="needs issue 10 (x87: the 686 decompressor's fninit)")
 

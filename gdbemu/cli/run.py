@@ -356,7 +356,7 @@ def _run_board(board: Board, opts: Options) -> int:
                 snapshots.load(opts.loadvm)
         except SnapshotError as exc:
             if opts.loadvm is not None:
-                print(f"gdbemu: -loadvm {opts.loadvm}: {exc}", file=sys.stderr)
+                print(f"gdbemu: -loadvm {opts.loadvm!r}: {exc}", file=sys.stderr)
                 board.close()
                 return 2
             print(f"gdbemu: warning: {exc}; snapshots are kept in memory only", file=sys.stderr)

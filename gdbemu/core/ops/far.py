@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .. import flags as F
 from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, ESP, SS, SegmentCache
-from ..decode import IMM, MEM
+from ..decode import IMM, MEM, REG
 from ..emit import MASK, Emitter
 from ..exceptions import GP, NP, TS, UD, GuestFault
 from ..helpers import helper
@@ -131,11 +131,14 @@ def retf(e: Emitter) -> None:
 
 def _load_pointer(e: Emitter) -> None:
     """LDS/LES/LFS/LGS/LSS r, m16:16/32: offset and selector loaded, then the segment (checked), then r."""
-    dst, src = e.insn.ops
-    if src.kind != MEM:
+    ops = e.insn.ops
+    # The register form (mod=11) is #UD; so is any operand shape other than r, m (in 32-bit code
+    # C4/C5 with mod=11 are VEX prefixes, which capstone decodes as other instructions).
+    if len(ops) != 2 or ops[1].kind != MEM or ops[0].kind != REG:
         e.fault(UD)
         e.ended = True
         return
+    dst, src = ops
     size = dst.size
     a = e.ea(src)
     off = e.load_mem(a, size)

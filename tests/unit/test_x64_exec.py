@@ -258,3 +258,22 @@ def test_leaving_long_mode_truncates_registers() -> None:
     cpu.efer = 0
     cpu.setup_flat32()
     assert cpu.regs[0] == 0x87654321
+
+
+def test_x87_operands_in_the_high_half(tier: int, tmp_path: Path) -> None:
+    """x87 memory operands go through the softmmu with their 64-bit addresses."""
+    code = assemble(
+        f"""
+        movabs rbx, {HIGH + 0x20000:#x}
+        fld qword ptr [rbx]
+        fadd st(0), st(0)
+        fstp qword ptr [rbx+8]
+        hlt
+        """,
+        tmp_path,
+    )
+    r = Run(code, tier)
+    r.m.mem.write(0x20000, (0x3FF8000000000000).to_bytes(8, "little"))  # 1.5
+    r.run()
+    assert not r.faults
+    assert int.from_bytes(r.m.mem.read(0x20008, 8), "little") == 0x4008000000000000  # 3.0

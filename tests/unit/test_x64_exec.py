@@ -277,3 +277,28 @@ def test_x87_operands_in_the_high_half(tier: int, tmp_path: Path) -> None:
     r.run()
     assert not r.faults
     assert int.from_bytes(r.m.mem.read(0x20008, 8), "little") == 0x4008000000000000  # 3.0
+
+
+@pytest.mark.parametrize(("phys_bits", "faults"), [(36, True), (40, False)])
+def test_phys_bits_and_unassigned_memory(phys_bits: int, faults: bool, tmp_path: Path) -> None:
+    """A page at physical 0xF0_0000_0000 (bit 39): a reserved-bit #PF with MAXPHYADDR 36,
+    unassigned memory with 40 as on qemu64 (reads all ones, writes dropped)."""
+    code = assemble(
+        """
+        movabs rbx, 0x40000000
+        mov qword ptr [rbx], 0
+        mov rax, qword ptr [rbx]
+        hlt
+        """,
+        tmp_path,
+    )
+    r = Run(code, 2)
+    r.cpu.phys_bits = phys_bits
+    r.m.mem.write(PT + 0x1000 + 8, (0xF000000000 | 0x83).to_bytes(8, "little"))  # PDPT[1]: 1 GiB page
+    r.cpu.tlb.flush()
+    r.run()
+    if faults:
+        assert [(f[0], f[1]) for f in r.faults] == [(14, 0b1011)]  # #PF: P, W, RSVD
+    else:
+        assert not r.faults
+        assert r.cpu.regs[0] == 0xFFFFFFFFFFFFFFFF

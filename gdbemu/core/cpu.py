@@ -214,6 +214,7 @@ class CPU:
             "LD": self.softmmu.loader(mmu_idx),
             "ST": self.softmmu.storer(mmu_idx),
             "SB": self.seg_base,
+            "X": self.fpu.xmm,
             "Fault": GuestFault,
             "H": helpers,
             "FLAGS": F.compute_all,

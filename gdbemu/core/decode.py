@@ -44,6 +44,7 @@ the operand- and address-size attributes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import capstone
@@ -51,6 +52,7 @@ from capstone import x86 as cx
 
 # Operand kinds
 REG, IMM, MEM, SREG, CREG, DREG, OTHER = range(7)
+XMM, MMX = 7, 8  # vector registers: Operand(kind, size, reg) with reg = xmm0..15 / mm0..7
 
 _GPR = {}
 for _i, _names in enumerate(
@@ -69,6 +71,8 @@ for _i, _names in enumerate(
         _GPR[_n] = (_i, False)
 for _i, _n in enumerate(("ah", "ch", "dh", "bh")):
     _GPR[_n] = (_i, True)
+_XMM_NAME = re.compile(r"xmm\d+")
+_MMX_NAME = re.compile(r"mm\d")
 _SREG = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 
 
@@ -214,6 +218,10 @@ class Decoder:
                     ops.append(Operand(CREG, 4, int(name[2:])))
                 elif name.startswith("dr"):
                     ops.append(Operand(DREG, 4, int(name[2:])))
+                elif _XMM_NAME.fullmatch(name):
+                    ops.append(Operand(XMM, o.size, int(name[3:])))
+                elif _MMX_NAME.fullmatch(name):
+                    ops.append(Operand(MMX, o.size, int(name[2:])))
                 else:
                     ops.append(Operand(OTHER, o.size, o.reg))
             elif t == cx.X86_OP_IMM:

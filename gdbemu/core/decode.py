@@ -481,6 +481,8 @@ def op_name(raw: bytes, bits: int) -> tuple[str, int, int]:
             entry = "cmpxchg16b"
     if not two and b0 == 0x90 and entry == "nop" and mandatory == 0xF3:
         entry = "pause"
+    if two and b0 in (0xBC, 0xBD) and mandatory == 0xF3:
+        entry = "tzcnt" if b0 == 0xBC else "lzcnt"  # BSF/BSR on a CPU without BMI1/ABM (ops/simd_bits.py)
     if not two and b0 == 0xE3:
         return ("jcxz", "jecxz", "jrcxz")[_SIZE_INDEX[addrsize]], opsize, addrsize
     if entry is None:

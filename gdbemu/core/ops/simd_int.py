@@ -27,6 +27,7 @@ from ..emit import Emitter
 from ..helpers import helper
 from . import op
 from .simd_mov import M64, check, mm_write, v_probe_write, vload, vstore, xmm_write
+from .simd_state import amask
 
 Vec = Callable[[int, int, int], int]
 
@@ -672,7 +673,7 @@ def maskmov(e: Emitter) -> None:
     for o in e.insn.ops:
         if o.kind == MEM:
             seg = o.seg
-    off = "edi" if e.addrsize == 4 else "(edi & 0xFFFF)"
+    off = {2: "(edi & 0xFFFF)", 4: "(edi & 0xFFFFFFFF)", 8: "edi"}[e.addrsize]
     a = e.linear(seg, off)
     e.sync_call("v_maskmov", a, sv, mv, str(n))
     if not xmm:
@@ -684,9 +685,10 @@ def v_maskmov(cpu: CPU, addr: int, value: int, mask: int, n: int) -> None:
     v_probe_write(cpu, addr, n)
     store = cpu.softmmu.store
     idx = cpu.mmu_idx
+    m = amask(cpu.hflags)
     for i in range(n):
         if mask >> (8 * i + 7) & 1:
-            store(idx, (addr + i) & 0xFFFFFFFF, 1, (value >> (8 * i)) & 0xFF)
+            store(idx, (addr + i) & m, 1, (value >> (8 * i)) & 0xFF)
 
 
 __all__ = ["binary", "split", "join"]

@@ -318,7 +318,7 @@ def _xsave_checks(cpu: CPU, addr: int) -> None:
 def xsave(cpu: CPU, addr: int, wide: int, edx: int, eax: int) -> None:
     """XSAVE/XSAVEOPT: the components in XCR0 & EDX:EAX, XSTATE_BV's bits for them set."""
     _xsave_checks(cpu, addr)
-    rfbm = ((edx << 32) | eax) & cpu.fpu.xcr0
+    rfbm = ((edx & 0xFFFFFFFF) << 32 | eax & 0xFFFFFFFF) & cpu.fpu.xcr0
     fpu = cpu.fpu
     _probe_write(cpu, addr, XSAVE_SIZE)
     data: dict[int, tuple[int, int]] = {}
@@ -336,7 +336,7 @@ def xrstor(cpu: CPU, addr: int, wide: int, edx: int, eax: int) -> None:
     """XRSTOR (standard form): each requested component from memory, or its initial state."""
     _xsave_checks(cpu, addr)
     fpu = cpu.fpu
-    rfbm = ((edx << 32) | eax) & fpu.xcr0
+    rfbm = ((edx & 0xFFFFFFFF) << 32 | eax & 0xFFFFFFFF) & fpu.xcr0
     bv = _read(cpu, addr, 512, 8)
     if bv >> 63 or bv & ~fpu.xcr0 or _read(cpu, addr, 520, 16):
         raise GuestFault(GP, 0)  # compacted form, a component XCR0 lacks, or a reserved header field
@@ -383,14 +383,14 @@ def xsetbv(cpu: CPU, ecx: int, value: int) -> None:
 @op("xgetbv", flags="", feature="xsave")
 def op_xgetbv(e: Emitter) -> None:
     v = e.tmp("x")
-    e.helper_call("xgetbv", "ecx", result=v)
+    e.helper_call("xgetbv", "ecx & 0xFFFFFFFF", result=v)
     e.write_reg(0, 4, f"{v} & 0xFFFFFFFF")
     e.write_reg(2, 4, f"{v} >> 32")
 
 
 @op("xsetbv", flags="", feature="xsave")
 def op_xsetbv(e: Emitter) -> None:
-    e.helper_call("xsetbv", "ecx", "edx << 32 | eax")
+    e.helper_call("xsetbv", "ecx & 0xFFFFFFFF", "(edx & 0xFFFFFFFF) << 32 | eax & 0xFFFFFFFF")
 
 
 # ---- EMMS ----------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ for each instruction):
 3. SSE only: CR4.OSFXSR = 0: #UD.  (XSAVE family: CR4.OSXSAVE = 0: #UD.)
 4. CR0.TS = 1: #NM (lazy FPU switching).
 5. MMX only: a pending unmasked x87 exception (FSW.ES): #MF with CR0.NE = 1;
-   with NE = 0 the instruction goes on (FERR#/IRQ 13 is not wired, as for
-   the x87: ops/x87.py).
+   with NE = 0 FERR# raises IRQ 13 on a PC (hw/ferr.py) and the instruction
+   goes on, as for the x87 (ops/x87.py).
 6. Memory: the 16-byte alignment #GP(0) of movaps-class operands, then the
    page walk (#PF) and #AC.
 
@@ -115,6 +115,7 @@ def simd_mmx_fault(cpu: CPU) -> None:
     if cpu.fpu.fsw & FSW_ES:
         if cr0 & CR0_NE:
             raise GuestFault(MF)
+        cpu.events.ferr(cpu, True)  # NE = 0: FERR# to IRQ 13 (hw/ferr.py)
 
 
 @helper
@@ -286,7 +287,10 @@ def fxrstor(cpu: CPU, addr: int, wide: int) -> None:
     # Read everything before changing anything (a #PF on the second page is precise).
     xmm = [_read(cpu, addr, 160 + 16 * i, 16) for i in range(_nxmm(cpu))] if sse else []
     _read(cpu, addr, 511, 1)
+    es = fpu.fsw & FSW_ES
     _load_x87(cpu, fpu, addr, bool(wide))
+    if es and not fpu.fsw & FSW_ES:
+        cpu.events.ferr(cpu, False)
     if sse:
         fpu.mxcsr = mxcsr
         fpu.xmm[: len(xmm)] = xmm
@@ -342,12 +346,15 @@ def xrstor(cpu: CPU, addr: int, wide: int, edx: int, eax: int) -> None:
         raise GuestFault(GP, 0)  # compacted form, a component XCR0 lacks, or a reserved header field
     mxcsr = _check_mxcsr(cpu, addr) if rfbm & 2 else fpu.mxcsr
     xmm = [_read(cpu, addr, 160 + 16 * i, 16) for i in range(_nxmm(cpu))] if rfbm & bv & 2 else []
+    es = fpu.fsw & FSW_ES
     if rfbm & 1:
         if bv & 1:
             _load_x87(cpu, fpu, addr, bool(wide))
         else:
             fpu.finit()
             fpu.st[:] = [0] * 8
+    if es and not fpu.fsw & FSW_ES:
+        cpu.events.ferr(cpu, False)
     if rfbm & 2:
         fpu.mxcsr = mxcsr
         if bv & 2:

@@ -1102,7 +1102,7 @@ def test_cpuid(tmp_path: Path) -> None:
             "ebx1": 0,
             # SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT XSAVE (no OSXSAVE: CR4.OSXSAVE is clear)
             "ecx1": 1 | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 26),
-            "ebx7": (1 << 7) | (1 << 20),
+            "ebx7": (1 << 7) | (1 << 20) | (1 << 3) | (1 << 8),  # SMEP SMAP BMI1 BMI2
             "max_ext": 0x80000004,
             "brand0": int.from_bytes(b"gdbe", "little"),
             "brand1": int.from_bytes(b"mu v", "little"),

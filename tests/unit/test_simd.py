@@ -307,6 +307,20 @@ def test_pcmpestri_saturates_int_min_lengths() -> None:
     assert m.cpu.regs[1] == 15
 
 
+def test_bmi_where_the_oracle_differs_from_the_sdm() -> None:
+    """BLSI sets CF when the source is not zero; BZHI with an index >= 32 leaves the source (CF = 1)."""
+    m = _machine()
+    m.cpu.regs[0] = 0x80000010
+    m.cpu.regs[1] = 40
+    _run(m, bytes.fromhex("c4e260f3d8"), 1)  # blsi %eax, %ebx
+    assert m.cpu.regs[3] == 0x10 and m.cpu.get_eflags() & 1
+    _run(m, bytes.fromhex("c4e270f5d8"), 1)  # bzhi %ecx, %eax, %ebx
+    assert m.cpu.regs[3] == 0x80000010 and m.cpu.get_eflags() & 0x81 == 0x81  # CF, SF
+    m.cpu.regs[1] = 31
+    _run(m, bytes.fromhex("c4e270f5d8"), 1)
+    assert m.cpu.regs[3] == 0x10 and not m.cpu.get_eflags() & 1  # index 31: bit 31 cleared, CF = 0
+
+
 # ---- CPU models: CPUID and what executes ------------------------------------------------------------
 GATED = (
     TRY
@@ -337,6 +351,8 @@ main:
         TRY pshufb, pshufb %xmm0, %xmm1
         TRY pminsd, pminsd %xmm0, %xmm1
         TRY popcnt, popcnt %eax, %eax
+        TRY andn, andn %eax, %ecx, %ebx
+        TRY pdep, pdep %eax, %ecx, %ebx
         movl $0x10, %ecx
         lzcnt %ecx, %eax
         REPORT lzcnt_result, %eax
@@ -351,9 +367,12 @@ NONE, UD, GP = 0xFFFFFFFF, 6, 13
 MODELS = {
     "pentium": {"osfxsr": GP, "osxsave": GP, "pxor_mm": NONE, "paddq_mm": UD, "fxsave": UD, "movaps": UD},
     "pentium3": {"osfxsr": NONE, "pxor_mm": NONE, "fxsave": NONE, "movaps": NONE, "paddq_xmm": UD, "pshufb": UD},
-    "qemu64": {"osxsave": GP, "paddq_xmm": NONE, "pshufb": UD, "popcnt": UD, "lzcnt_result": 4, "tzcnt_result": 4},
+    "qemu64": {"osxsave": GP, "paddq_xmm": NONE, "pshufb": UD, "popcnt": UD, "andn": UD, "pdep": UD}
+    | {"lzcnt_result": 4, "tzcnt_result": 4},  # LZCNT runs as BSR without ABM
     "core2duo": {"pshufb": NONE, "pminsd": UD},
-    "max": {"osxsave": NONE, "pminsd": NONE, "popcnt": NONE, "lzcnt_result": 27, "tzcnt_result": 4},
+    "max": {"osxsave": NONE, "pminsd": NONE, "popcnt": NONE, "andn": NONE, "pdep": NONE, "lzcnt_result": 27}
+    | {"tzcnt_result": 4},
+    "max,-bmi1,-abm": {"andn": UD, "pdep": NONE, "lzcnt_result": 4, "tzcnt_result": 4},
 }
 
 

@@ -254,6 +254,26 @@ XMM_FORMS: list[tuple[str, int]] = [
     ("tzcnt %eax, %ebx", CF | ZF),
     ("tzcnt %ax, %bx", CF | ZF),
     ("maskmovdqu %xmm1, %xmm2", 0),
+    # BMI1 / BMI2 (VEX)
+    ("andn %eax, %ecx, %ebx", ZF | SF | CF | OF),
+    ("andn 0x4(%ebp), %ecx, %ebx", ZF | SF | CF | OF),
+    ("bextr %ecx, %eax, %ebx", ZF | CF | OF),
+    ("bextr %edx, 0x4(%ebp), %ebx", ZF | CF | OF),
+    ("blsi %eax, %ebx", ZF | SF | OF),  # CF: QEMU 5 has CF = (src == 0); the SDM (src != 0): test_simd.py
+    ("blsmsk %eax, %ebx", ZF | SF | CF | OF),
+    ("blsr 0x8(%ebp), %ebx", ZF | SF | CF | OF),
+    ("blsr %edx, %edx", ZF | SF | CF | OF),
+    # index < 31: QEMU 5 clamps a larger index to 31 (clearing bit 31) and sets CF for 31; the SDM
+    # leaves the source for an index >= 32 and sets CF only then: test_simd.py
+    ("andl $0x1e, %ecx; bzhi %ecx, %eax, %ebx", ZF | SF | CF | OF),
+    ("pdep %eax, %ecx, %ebx", 0),
+    ("pext 0x4(%ebp), %ecx, %ebx", 0),
+    ("mulx %eax, %ecx, %ebx", 0),
+    ("mulx %eax, %ebx, %ebx", 0),
+    ("rorx $7, %eax, %ebx", 0),
+    ("sarx %ecx, %eax, %ebx", 0),
+    ("shlx %ecx, 0x4(%ebp), %ebx", 0),
+    ("shrx %ecx, %eax, %ebx", 0),
     # MXCSR
     ("stmxcsr 0x4(%ebp)", 0),
     ("andl $0xffff, 0x4(%ebp); ldmxcsr 0x4(%ebp); stmxcsr 0x8(%ebp)", 0),

@@ -205,3 +205,190 @@ def pcmpstr(e: Emitter) -> None:
 
 
 __all__ = ["v_crc32", "v_pcmpstr"]
+
+
+# ---- BMI1 / BMI2 (VEX-encoded general-purpose instructions) -------------------------------------------
+def _vex_bits(raw: bytes) -> tuple[int, int]:
+    """(VEX.L, VEX.vvvv as a register number) of an instruction's VEX prefix."""
+    i = 0
+    while raw[i] not in (0xC4, 0xC5):
+        i += 1
+    b = raw[i + 1] if raw[i] == 0xC5 else raw[i + 2]
+    return (b >> 2) & 1, (~b >> 3) & 0xF
+
+
+def _bmi_prologue(e: Emitter) -> bool:
+    """#UD outside protected mode (VEX is not recognized in real and virtual-8086 mode) or with VEX.L = 1."""
+    from ..cpu import HF_PE, HF_VM
+
+    if not e.hflags & HF_PE or e.hflags & HF_VM or _vex_bits(e.insn.raw)[0]:
+        e.fault(6)
+        e.ended = True
+        return False
+    return True
+
+
+def _szf(size: int, r: str) -> str:
+    return f"(({F.ZF} if not {r} else 0) | ({F.SF} if {r} >> {8 * size - 1} else 0))"
+
+
+@op("v0f38f2", flags="w", pure=True, feature="bmi1")
+def andn(e: Emitter) -> None:
+    """ANDN: dst = ~src1 & src2; SF ZF from the result, CF OF cleared."""
+    if not _bmi_prologue(e):
+        return
+    dst, s1, s2 = e.insn.ops
+    size = e.opsize
+    b = e.load(s2, stable=True, size=size)
+    r = e.tmp("r")
+    e.emit(f"{r} = ~{e.load(s1, size=size)} & {b} & {MASK[size]:#x}")
+    e.write_reg(dst.reg, size, r)
+    e.set_flags_value(_szf(size, r))
+
+
+@op("v0f38f7", flags="w", pure=True, feature="bmi1")
+def bextr(e: Emitter) -> None:
+    """BEXTR: dst = src[start + len - 1 : start] (control in vvvv); ZF from the result, CF OF cleared."""
+    if not _bmi_prologue(e):
+        return
+    dst, src, ctl = e.insn.ops
+    size = e.opsize
+    v = e.load(src, stable=True, size=size)
+    c = e.tmp("c")
+    e.emit(f"{c} = {e.load(ctl, size=size)}")
+    r = e.tmp("r")
+    e.emit(f"{r} = {v} >> ({c} & 0xFF) & ((1 << ({c} >> 8 & 0xFF)) - 1)")
+    e.write_reg(dst.reg, size, r)
+    e.set_flags_value(f"({F.ZF} if not {r} else 0)")
+
+
+_BLS = {1: "blsr", 2: "blsmsk", 3: "blsi"}
+
+
+@op("v0f38f3", flags="w", pure=True, feature="bmi1")
+def bls(e: Emitter) -> None:
+    """BLSR (/1) / BLSMSK (/2) / BLSI (/3) into the vvvv register."""
+    kind = _BLS.get((e.insn.modrm >> 3) & 7)
+    if kind is None or not _bmi_prologue(e):
+        if kind is None:
+            e.fault(6)
+            e.ended = True
+        return
+    dst, src = e.insn.ops
+    size = e.opsize
+    m = MASK[size]
+    v = e.load(src, stable=True, size=size)
+    r = e.tmp("r")
+    if kind == "blsr":
+        e.emit(f"{r} = {v} & ({v} - 1) & {m:#x}")
+        cf = f"(1 if not {v} else 0)"
+    elif kind == "blsmsk":
+        e.emit(f"{r} = ({v} ^ ({v} - 1)) & {m:#x}")
+        cf = f"(1 if not {v} else 0)"
+    else:
+        e.emit(f"{r} = {v} & -{v} & {m:#x}")
+        cf = f"(1 if {v} else 0)"
+    e.write_reg(dst.reg, size, r)
+    e.set_flags_value(f"({_szf(size, r)} | {cf})")
+
+
+@op("v0f38f5", flags="w", pure=True, feature="bmi2")
+def bzhi(e: Emitter) -> None:
+    """BZHI: clear the bits from index vvvv[7:0] up; CF = index beyond the operand; ZF SF from the result."""
+    if not _bmi_prologue(e):
+        return
+    dst, src, idx = e.insn.ops
+    size = e.opsize
+    v = e.load(src, stable=True, size=size)
+    n = e.tmp("n")
+    e.emit(f"{n} = {e.load(idx, size=size)} & 0xFF")
+    r = e.tmp("r")
+    e.emit(f"{r} = {v} & ((1 << {n}) - 1) if {n} < {8 * size} else {v}")
+    e.write_reg(dst.reg, size, r)
+    e.set_flags_value(f"({_szf(size, r)} | (1 if {n} > {8 * size - 1} else 0))")
+
+
+@helper
+def v_pdep(src: int, mask: int) -> int:
+    out = 0
+    k = 0
+    while mask:
+        low = mask & -mask
+        if src >> k & 1:
+            out |= low
+        k += 1
+        mask ^= low
+    return out
+
+
+@helper
+def v_pext(src: int, mask: int) -> int:
+    out = 0
+    k = 0
+    while mask:
+        low = mask & -mask
+        if src & low:
+            out |= 1 << k
+        k += 1
+        mask ^= low
+    return out
+
+
+@op("vf20f38f5", "vf30f38f5", flags="", feature="bmi2")
+def pdep(e: Emitter) -> None:
+    """PDEP (F2) / PEXT (F3): dst, src (vvvv), mask (r/m)."""
+    if not _bmi_prologue(e):
+        return
+    dst, s1, s2 = e.insn.ops
+    size = e.opsize
+    mask = e.load(s2, stable=True, size=size)
+    fn = "v_pdep" if e.insn.name.startswith("vf2") else "v_pext"
+    e.write_reg(dst.reg, size, f"H.{fn}({e.load(s1, size=size)}, {mask})")
+
+
+@op("vf20f38f6", flags="", feature="bmi2")
+def mulx(e: Emitter) -> None:
+    """MULX: hi:lo = EDX * r/m (unsigned, flags untouched); lo to vvvv, then hi to ModRM.reg."""
+    if not _bmi_prologue(e):
+        return
+    hi, lo, src = e.insn.ops
+    size = e.opsize
+    v = e.load(src, stable=True, size=size)
+    p = e.tmp("p")
+    e.emit(f"{p} = {e.reg(2, size)} * {v}")
+    e.write_reg(lo.reg, size, f"{p} & {MASK[size]:#x}")
+    e.write_reg(hi.reg, size, f"{p} >> {8 * size}")
+
+
+@op("vf20f3af0", flags="", feature="bmi2")
+def rorx(e: Emitter) -> None:
+    if not _bmi_prologue(e):
+        return
+    dst, src, imm = e.insn.ops
+    size = e.opsize
+    bits = 8 * size
+    c = imm.imm & (bits - 1)
+    v = e.load(src, stable=True, size=size)
+    e.write_reg(dst.reg, size, f"({v} >> {c} | {v} << {bits - c}) & {MASK[size]:#x}" if c else v)
+
+
+@op("vf30f38f7", "v660f38f7", "vf20f38f7", flags="", feature="bmi2")
+def shiftx(e: Emitter) -> None:
+    """SARX (F3) / SHLX (66) / SHRX (F2): count = vvvv mod the operand size, flags untouched."""
+    if not _bmi_prologue(e):
+        return
+    dst, src, cnt = e.insn.ops
+    size = e.opsize
+    bits = 8 * size
+    v = e.load(src, stable=True, size=size)
+    c = e.tmp("c")
+    e.emit(f"{c} = {e.load(cnt, size=size)} & {bits - 1}")
+    kind = e.insn.name[1:3]
+    if kind == "f3":
+        sign = 1 << (bits - 1)
+        value = f"((({v} ^ {sign:#x}) - {sign:#x}) >> {c}) & {MASK[size]:#x}"
+    elif kind == "66":
+        value = f"{v} << {c} & {MASK[size]:#x}"
+    else:
+        value = f"{v} >> {c}"
+    e.write_reg(dst.reg, size, value)

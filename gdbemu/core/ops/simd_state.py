@@ -57,6 +57,7 @@ CPUID_1_EDX_SIMD = (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26)  # MMX FXSR SSE
 # SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT XSAVE (OSXSAVE, bit 27, mirrors CR4.OSXSAVE: cpuid_dynamic)
 CPUID_1_ECX_SIMD = 1 | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 26)
 CPUID_80000001_ECX_SIMD = 1 << 5  # ABM: LZCNT
+CPUID_7_EBX_SIMD = (1 << 3) | (1 << 8)  # BMI1 BMI2 (ops/simd_bits.py)
 CPUID_OSXSAVE = 1 << 27
 CPUID_XSAVE = 1 << 26
 

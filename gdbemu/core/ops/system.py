@@ -748,7 +748,7 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if leaf == 2:
         return CPUID_2
     if leaf == 7:
-        return (0, CPUID_7_EBX, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
+        return (0, CPUID_7_EBX | simd_state.CPUID_7_EBX_SIMD, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
     if 3 <= leaf <= CPUID_MAX_BASIC:
         return 0, 0, 0, 0
     if leaf == 0x80000000:

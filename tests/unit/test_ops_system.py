@@ -1446,7 +1446,7 @@ def test_lar_lsl_verr_verw_arpl(tmp_path: Path) -> None:
     )
 
 
-# ---- x87 and MMX execute; SSE without CR4.OSFXSR: #UD; #NM by CR0 -------------------------------------------------------------------
+# ---- x87 and MMX execute; SSE without CR4.OSFXSR: #UD; #NM by CR0 ----
 FPU = r"""
 .macro TRY name, insns:vararg
         EXPECT_FAULT .Ltry\@

@@ -20,6 +20,7 @@ Names visible to generated code:
 ``M8 M16 M32 M64`` guest RAM as bytearray / memoryview casts
 ``LD(vaddr, size)``, ``ST(vaddr, size, value)``   the softmmu slow paths
 ``SB``           ``cpu.seg_base``, list indexed by segment number
+``X``            ``cpu.fpu.xmm``, the XMM registers as 128-bit ints (core/ops/simd_*.py)
 ``Fault``        GuestFault(vector, error_code=None)
 ``FLAGS(op, dst, src, src2)``, ``CARRY(...)``, ``COND(cc, op, dst, src, src2)``
 ``H``            namespace of helper functions (``H.cpuid(cpu)`` ...)

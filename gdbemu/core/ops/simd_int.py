@@ -450,7 +450,8 @@ def op_pshufw(e: Emitter) -> None:
     mm_write(e, dst.reg, f"H.v_pshufw({s}, {imm.imm & 0xFF}, 0)")
 
 
-@op("0fd7", "660fd7", flags="", feature="sse")
+@op("660fd7", flags="", feature="sse2")
+@op("0fd7", flags="", feature="sse")
 def pmovmskb(e: Emitter) -> None:
     xmm = check(e)
     dst, src = e.insn.ops
@@ -461,7 +462,8 @@ def pmovmskb(e: Emitter) -> None:
         e.emit("H.mmx_enter(cpu)")
 
 
-@op("0fc4", "660fc4", flags="", feature="sse")
+@op("660fc4", flags="", feature="sse2")
+@op("0fc4", flags="", feature="sse")
 def pinsrw(e: Emitter) -> None:
     xmm = check(e)
     dst, src, imm = e.insn.ops
@@ -475,7 +477,8 @@ def pinsrw(e: Emitter) -> None:
         mm_write(e, dst.reg, f"(cpu.fpu.st[{dst.reg}] & {~mask & M64:#x} | {v} << {sh})")
 
 
-@op("0fc5", "660fc5", flags="", feature="sse")
+@op("660fc5", flags="", feature="sse2")
+@op("0fc5", flags="", feature="sse")
 def pextrw(e: Emitter) -> None:
     insn = e.insn
     if insn.modrm >> 6 != 3:
@@ -657,7 +660,8 @@ def op_mpsadbw(e: Emitter) -> None:
 
 
 # ---- MASKMOVQ / MASKMOVDQU ---------------------------------------------------------------------------
-@op("0ff7", "660ff7", flags="", feature="sse")
+@op("660ff7", flags="", feature="sse2")
+@op("0ff7", flags="", feature="sse")
 def maskmov(e: Emitter) -> None:
     """Store the bytes of the source selected by the mask's sign bits at DS:(E)DI (byte by byte)."""
     xmm = check(e)

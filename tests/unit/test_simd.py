@@ -308,7 +308,8 @@ def test_pcmpestri_saturates_int_min_lengths() -> None:
 
 
 def test_bmi_where_the_oracle_differs_from_the_sdm() -> None:
-    """BLSI sets CF when the source is not zero; BZHI with an index >= 32 leaves the source (CF = 1)."""
+    """BLSI sets CF when the source is not zero; BZHI with an index >= 32 leaves the source (CF = 1);
+    BEXTR with a length >= 32 takes every bit from the start up."""
     m = _machine()
     m.cpu.regs[0] = 0x80000010
     m.cpu.regs[1] = 40
@@ -319,6 +320,10 @@ def test_bmi_where_the_oracle_differs_from_the_sdm() -> None:
     m.cpu.regs[1] = 31
     _run(m, bytes.fromhex("c4e270f5d8"), 1)
     assert m.cpu.regs[3] == 0x10 and not m.cpu.get_eflags() & 1  # index 31: bit 31 cleared, CF = 0
+    m.cpu.regs[0] = 0x80000010
+    m.cpu.regs[1] = 0x2000  # start 0, length 32
+    _run(m, bytes.fromhex("c4e270f7d8"), 1)  # bextr %ecx, %eax, %ebx
+    assert m.cpu.regs[3] == 0x80000010
 
 
 # ---- CPU models: CPUID and what executes ------------------------------------------------------------

@@ -40,11 +40,17 @@ translator asks this module only when it builds a TB.  Records are immutable
 and carry everything the op emitters need, resolved once: GPR numbers
 instead of register names, the effective segment of each memory operand,
 the operand- and address-size attributes.
+
+64-bit code (``Decoder(64)``): GPR numbers run 0..15 (r8..r15 and their
+r8d/r8w/r8b forms are 8..15; spl/bpl/sil/dil are the low bytes of 4..7,
+never ah..bh); a RIP-relative memory operand has ``riprel`` set, no base or
+index, and ``disp`` already the absolute address (next RIP + displacement,
+masked to 64 bits, or to 32 with a 67 prefix), so the emitter treats it as
+a constant.  Vector registers are operands of kind XMM / MMX.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import capstone
@@ -52,7 +58,7 @@ from capstone import x86 as cx
 
 # Operand kinds
 REG, IMM, MEM, SREG, CREG, DREG, OTHER = range(7)
-XMM, MMX = 7, 8  # vector registers: Operand(kind, size, reg) with reg = xmm0..15 / mm0..7
+XMM, MMX = 7, 8  # vector registers: ``reg`` is the number (xmm0..xmm15, mm0..mm7)
 
 _GPR = {}
 for _i, _names in enumerate(
@@ -69,10 +75,13 @@ for _i, _names in enumerate(
 ):
     for _n in _names:
         _GPR[_n] = (_i, False)
+for _i in range(8, 16):
+    for _n in (f"r{_i}", f"r{_i}d", f"r{_i}w", f"r{_i}b"):
+        _GPR[_n] = (_i, False)
 for _i, _n in enumerate(("ah", "ch", "dh", "bh")):
     _GPR[_n] = (_i, True)
-_XMM_NAME = re.compile(r"xmm\d+")
-_MMX_NAME = re.compile(r"mm\d")
+_XMM = {f"xmm{_i}": _i for _i in range(16)}
+_MMX = {f"mm{_i}": _i for _i in range(8)}
 _SREG = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 
 
@@ -84,7 +93,7 @@ class DecodeError(Exception):
 class Operand:
     kind: int
     size: int = 0
-    reg: int = -1  # GPR / segment / CR / DR number
+    reg: int = -1  # GPR (0..15) / segment / CR / DR / XMM / MMX number
     high: bool = False  # ah, ch, dh, bh
     imm: int = 0
     seg: int = 3  # effective segment of a memory operand (DS default)
@@ -93,11 +102,14 @@ class Operand:
     index: int = -1
     scale: int = 1
     disp: int = 0
+    # RIP-relative memory operand: base = index = -1 and ``disp`` is already the
+    # absolute address (next RIP + displacement), masked to 64 bits.
+    riprel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Insn:
-    addr: int  # EIP of the instruction (offset in CS)
+    addr: int  # EIP/RIP of the instruction (offset in CS)
     size: int
     name: str  # op key from op_name(): "mov", "stosd" (by opcode and operand size), "f20f58"
     ops: tuple[Operand, ...]
@@ -117,10 +129,10 @@ class Insn:
 
 
 class Decoder:
-    """Decodes and caches; one per code size (16/32-bit)."""
+    """Decodes and caches; one per code size (16/32/64-bit)."""
 
     def __init__(self, bits: int) -> None:
-        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits]
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
         self.md = capstone.Cs(capstone.CS_ARCH_X86, mode)
         self.md.detail = True
         self.bits = bits
@@ -214,14 +226,14 @@ class Decoder:
                     ops.append(Operand(REG, o.size, r, high))
                 elif name in _SREG:
                     ops.append(Operand(SREG, 2, _SREG[name]))
+                elif name in _XMM:
+                    ops.append(Operand(XMM, o.size, _XMM[name]))
+                elif name in _MMX:
+                    ops.append(Operand(MMX, o.size, _MMX[name]))
                 elif name.startswith("cr"):
                     ops.append(Operand(CREG, 4, int(name[2:])))
                 elif name.startswith("dr"):
                     ops.append(Operand(DREG, 4, int(name[2:])))
-                elif _XMM_NAME.fullmatch(name):
-                    ops.append(Operand(XMM, o.size, int(name[3:])))
-                elif _MMX_NAME.fullmatch(name):
-                    ops.append(Operand(MMX, o.size, int(name[2:])))
                 else:
                     ops.append(Operand(OTHER, o.size, o.reg))
             elif t == cx.X86_OP_IMM:
@@ -231,6 +243,14 @@ class Decoder:
                 base = index = -1
                 bname = ci.reg_name(m.base) if m.base else None
                 iname = ci.reg_name(m.index) if m.index else None
+                disp = m.disp
+                riprel = False
+                if bname in ("rip", "eip"):
+                    # RIP-relative (eip with a 67 prefix: the address is 32-bit)
+                    riprel = True
+                    bmask = 0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF
+                    disp = (addr + ci.size + disp) & bmask
+                    bname = None
                 if bname is not None:
                     if bname not in _GPR:
                         raise DecodeError(f"unsupported base {bname}")
@@ -255,7 +275,8 @@ class Decoder:
                         base=base,
                         index=index,
                         scale=m.scale,
-                        disp=m.disp,
+                        disp=disp,
+                        riprel=riprel,
                     )
                 )
             else:
@@ -284,7 +305,7 @@ def disasm(insn: Insn, bits: int = 32) -> str:
     """Disassembly text of a decoded instruction, for logs and error messages."""
     md = _TEXT_MD.get(bits)
     if md is None:
-        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits]
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
         md = _TEXT_MD[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
     for ci in md.disasm(insn.raw, insn.addr, 1):
         return f"{ci.mnemonic} {ci.op_str}".strip()

@@ -24,7 +24,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from unicorn import UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_EXCEPTION,
+    UC_ERR_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_32,
+    UC_MODE_64,
+    Uc,
+    UcError,
+)
 from unicorn import x86_const as ux
 
 CODE = 0x1000
@@ -43,13 +52,18 @@ _GPRS = (
     ux.UC_X86_REG_EDI,
 )
 _XMMS = tuple(getattr(ux, f"UC_X86_REG_XMM{i}") for i in range(8))
+_GPRS64 = tuple(
+    getattr(ux, f"UC_X86_REG_{n}")
+    for n in ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", *(f"R{i}" for i in range(8, 16)))
+)
+_XMMS64 = tuple(getattr(ux, f"UC_X86_REG_XMM{i}") for i in range(16))
 STATUS = 0x8D5  # CF PF AF ZF SF OF
 
 MMX_PRE = "movq 0x100(%ebp), %mm0; movq 0x108(%ebp), %mm1; movq 0x110(%ebp), %mm2;"
 MMX_POST = "; movq %mm0, 0x180(%ebp); movq %mm1, 0x188(%ebp); movq %mm2, 0x190(%ebp)"
 
 
-def assemble(forms: list[str]) -> list[bytes]:
+def assemble(forms: list[str], bits: int = 32) -> list[bytes]:
     """Machine code of each form (AT&T, ';'-separated instructions allowed)."""
     if not shutil.which("as") or not shutil.which("objcopy"):
         raise RuntimeError("GNU as and objcopy are needed")
@@ -59,7 +73,7 @@ def assemble(forms: list[str]) -> list[bytes]:
     with tempfile.TemporaryDirectory() as d:
         src, obj = Path(d) / "f.s", Path(d) / "f.o"
         src.write_text("\n".join(lines) + "\n")
-        subprocess.run(["as", "--32", "-o", str(obj), str(src)], check=True, capture_output=True)
+        subprocess.run(["as", f"--{bits}", "-o", str(obj), str(src)], check=True, capture_output=True)
         out = {}
         for sec in (".text", ".lens"):
             dst = Path(d) / (sec[1:] + ".bin")
@@ -94,15 +108,16 @@ class State:
     data: bytes
 
 
-def random_state(rng: random.Random) -> State:
-    regs = [rng.getrandbits(32) if rng.random() < 0.7 else rng.choice(EDGE32) for _ in range(8)]
+def random_state(rng: random.Random, bits: int = 32) -> State:
+    nregs = 16 if bits == 64 else 8
+    regs = [rng.getrandbits(bits) if rng.random() < 0.7 else rng.choice(EDGE32) for _ in range(nregs)]
     regs[0] = rng.choice((regs[0], rng.randrange(-20, 20) & 0xFFFFFFFF))  # explicit string lengths
     regs[2] = rng.choice((regs[2], rng.randrange(-20, 20) & 0xFFFFFFFF))
     regs[4] = STACK
     regs[5] = DATA
     regs[7] = DATA + 0x200 + rng.randrange(16)  # maskmov target
     data = bytes(rng.getrandbits(8) for _ in range(0x200)) + bytes(DATA_SIZE - 0x200)
-    return State([random_vec(rng) for _ in range(8)], regs, rng.getrandbits(32) & STATUS, data)
+    return State([random_vec(rng) for _ in range(nregs)], regs, rng.getrandbits(32) & STATUS, data)
 
 
 @dataclass
@@ -116,11 +131,16 @@ class Result:
 
 
 class Runner:
-    def __init__(self) -> None:
+    """Unicorn and gdbemu side by side; ``bits=64``: long mode (gdbemu: ``CPU.setup_long64``), 16 GPRs/XMMs."""
+
+    def __init__(self, bits: int = 32) -> None:
         from gdbemu.core.cpu import CR4_OSFXSR, CR4_OSXMMEXCPT
         from gdbemu.machine import Machine
 
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.bits = bits
+        self.gprs = _GPRS64 if bits == 64 else _GPRS
+        self.xmms = _XMMS64 if bits == 64 else _XMMS
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64 if bits == 64 else UC_MODE_32)
         self.uc.mem_map(0, RAM)
         self.vector: int | None = None
         self.uc.hook_add(UC_HOOK_INTR, self._intr)
@@ -131,7 +151,10 @@ class Runner:
 
     def _fresh(self):  # type: ignore[no-untyped-def]
         m = self.machine_factory()
-        m.cpu.setup_flat32()
+        if self.bits == 64:
+            m.cpu.setup_long64(pt_addr=0x70000)
+        else:
+            m.cpu.setup_flat32()
         m.cpu.cr[4] |= self.cr4
         return m
 
@@ -144,9 +167,9 @@ class Runner:
         uc.context_restore(self.pristine)
         uc.mem_write(CODE, code + b"\xf4")
         uc.mem_write(DATA, s.data)
-        for r, v in zip(_GPRS, s.regs, strict=True):
+        for r, v in zip(self.gprs, s.regs, strict=True):
             uc.reg_write(r, v)
-        for r, v in zip(_XMMS, s.xmm, strict=True):
+        for r, v in zip(self.xmms, s.xmm, strict=True):
             uc.reg_write(r, v)
         uc.reg_write(ux.UC_X86_REG_EFLAGS, s.eflags | 2)
         uc.reg_write(ux.UC_X86_REG_MXCSR, 0x1F80)
@@ -165,9 +188,9 @@ class Runner:
             fault = self.vector
         return Result(
             fault,
-            tuple(uc.reg_read(r) for r in _XMMS),
-            tuple(uc.reg_read(r) for r in _GPRS),
-            uc.reg_read(ux.UC_X86_REG_EIP),
+            tuple(uc.reg_read(r) for r in self.xmms),
+            tuple(uc.reg_read(r) for r in self.gprs),
+            uc.reg_read(ux.UC_X86_REG_RIP if self.bits == 64 else ux.UC_X86_REG_EIP),
             uc.reg_read(ux.UC_X86_REG_EFLAGS),
             bytes(uc.mem_read(DATA, DATA_SIZE)),
         )
@@ -177,8 +200,10 @@ class Runner:
         cpu = m.cpu
         m.mem.write(CODE, code + b"\xf4")
         m.mem.write(DATA, s.data)
-        cpu.regs[:] = s.regs
-        cpu.fpu.xmm[:8] = s.xmm
+        cpu.regs[:] = s.regs[:8]
+        if self.bits == 64:
+            cpu.xregs[:] = s.regs[8:]
+        cpu.fpu.xmm[: len(s.xmm)] = s.xmm
         cpu.fpu.mxcsr = 0x1F80
         cpu.eip = CODE
         cpu.set_eflags(s.eflags | 2)
@@ -191,8 +216,8 @@ class Runner:
             raise AssertionError(f"gdbemu stopped with {stop}")
         return Result(
             fault,
-            tuple(cpu.fpu.xmm[:8]),
-            tuple(cpu.regs),
+            tuple(cpu.fpu.xmm[: len(s.xmm)]),
+            tuple(cpu.regs) + (tuple(cpu.xregs) if self.bits == 64 else ()),
             cpu.eip,
             cpu.get_eflags(),
             bytes(m.mem.read(DATA, DATA_SIZE)),

@@ -42,6 +42,7 @@ from .core.translate import Translator
 from .core.vcpu import make_cpu
 from .hw.bus import Bus
 from .hw.debugport import DebugPorts
+from .hw.ferr import FerrLatch
 from .softmmu.dirty import DIRTY_MEMORY_CODE, DirtyMemory
 from .softmmu.memory import PhysMemory
 from .softmmu.tlb import PAGE_BITS, PAGE_MASK, PAGE_SIZE
@@ -197,6 +198,11 @@ class Machine:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         self.mem.io_write(port, size, value)
+
+    def ferr(self, cpu: CPU, asserted: bool) -> None:
+        latch = self.bus.devices.get("ferr")
+        if isinstance(latch, FerrLatch):  # a PC board (hw/ferr.py); a bare machine has no IRQ 13
+            latch.ferr(asserted)
 
     def deliver_exception(self, cpu: CPU, fault: GuestFault) -> None:
         """Deliver an exception through the IDT, as the exec loop does (``exec_ctx.deliver_exception``)."""

@@ -233,6 +233,7 @@ class CPU:
             "LDS": self.softmmu.loader(mmu_idx, True),
             "STS": self.softmmu.storer(mmu_idx, True),
             "SB": self.seg_base,
+            "X": self.fpu.xmm,
             "Fault": GuestFault,
             "H": helpers,
             "FLAGS": F.compute_all,

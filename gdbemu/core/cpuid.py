@@ -140,6 +140,7 @@ class _Probe:
 
     index = 0
     cpuid_model = None
+    cr = (0, 0, 0, 0, 0)
 
 
 def implemented() -> frozenset[str]:
@@ -172,6 +173,10 @@ class ResolvedModel:
                     regs[reg] |= 1 << bit
                 else:
                     regs[reg] &= ~(1 << bit)
+        if d is not None and (leaf == 1 or (leaf == 0xD and "xsave" in self.features and d.max_basic >= 0xD)):
+            from .ops.simd_state import cpuid_dynamic
+
+            cpuid_dynamic(cpu, leaf, subleaf, regs)
         return regs[0], regs[1], regs[2], regs[3]
 
     def _leaf(self, d: ModelDef, cpu: Any, leaf: int, subleaf: int) -> list[int]:
@@ -246,6 +251,12 @@ def resolve(spec: str) -> ResolvedModel:
         notes.append(f"-cpu {name}: not emulated, so not reported by CPUID: {' '.join(dropped)}")
     features = frozenset(wanted & have)
     disabled: set[str] = set()
+    from .ops import FEATURE_OPS, load_all
+
+    load_all()
+    for feat, keys in FEATURE_OPS.items():  # @op(..., feature=...): every model, max,-sse2 included
+        if feat not in features:
+            disabled |= keys
     if definition is not None:  # max keeps the core's leniency: fences and CLFLUSH run as no-ops
         for feat, ops in GATED_OPS.items():
             if feat not in features:

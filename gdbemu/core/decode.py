@@ -428,6 +428,28 @@ _DEFAULT_64_0F = frozenset({0xA0, 0xA1, 0xA8, 0xA9} | {0x80 + j for j in range(1
 _SIZE_INDEX = {2: 0, 4: 1, 8: 2}
 
 
+_VEX_PP = ("", "66", "f3", "f2")
+_VEX_MAP = {1: "0f", 2: "0f38", 3: "0f3a"}
+
+
+def _vex_name(raw: bytes, i: int, bits: int) -> str:
+    """The key of a VEX-encoded instruction: "v" + the implied prefix (pp) + map + opcode.
+
+    ``c4 e2 70 f2 c3`` (ANDN) is ``v0f38f2``; ``c4 e2 73 f5 c3`` (PDEP) ``vf20f38f5``.
+    C4/C5 are VEX in 64-bit code, elsewhere when the next byte's top bits are 11
+    (LES/LDS need a memory operand).  VEX.L and VEX.W are the emitter's to read.
+    """
+    if raw[i] == 0xC5:
+        pp, vmap, op = raw[i + 1] & 3, 1, raw[i + 2] if i + 2 < len(raw) else 0
+    else:
+        if i + 3 >= len(raw):
+            return ""
+        pp, vmap, op = raw[i + 2] & 3, raw[i + 1] & 0x1F, raw[i + 3]
+    if vmap not in _VEX_MAP:
+        return ""
+    return f"v{_VEX_PP[pp]}{_VEX_MAP[vmap]}{op:02x}"
+
+
 def op_name(raw: bytes, bits: int) -> tuple[str, int, int]:
     """The op key, effective operand size and address size (bytes) of an encoding.
 
@@ -458,6 +480,8 @@ def op_name(raw: bytes, bits: int) -> tuple[str, int, int]:
     if i >= n:
         return "", 4, addrsize
     b0 = raw[i]
+    if b0 in (0xC4, 0xC5) and i + 2 < n and (bits == 64 or raw[i + 1] >> 6 == 3):
+        return _vex_name(raw, i, bits), 8 if bits == 64 and b0 == 0xC4 and raw[i + 2] & 0x80 else 4, addrsize
     two = b0 == 0x0F
     if two:
         i += 1
@@ -502,6 +526,8 @@ def op_name(raw: bytes, bits: int) -> tuple[str, int, int]:
             entry = "cmpxchg16b"
     if not two and b0 == 0x90 and entry == "nop" and mandatory == 0xF3:
         entry = "pause"
+    if two and b0 in (0xBC, 0xBD) and mandatory == 0xF3:
+        entry = "tzcnt" if b0 == 0xBC else "lzcnt"  # BSF/BSR on a CPU without BMI1/ABM (ops/simd_bits.py)
     if not two and b0 == 0xE3:
         return ("jcxz", "jecxz", "jrcxz")[_SIZE_INDEX[addrsize]], opsize, addrsize
     if entry is None:

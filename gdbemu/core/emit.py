@@ -25,6 +25,7 @@ Names visible to generated code:
 ``LD(vaddr, size)``, ``ST(vaddr, size, value)``   the softmmu slow paths
 ``LDS STS``      the same for stack accesses (a non-canonical address is #SS, not #GP)
 ``SB``           ``cpu.seg_base``, list indexed by segment number
+``X``            ``cpu.fpu.xmm``, the XMM registers as 128-bit ints (core/ops/simd_*.py)
 ``Fault``        GuestFault(vector, error_code=None)
 ``FLAGS(op, dst, src, src2)``, ``CARRY(...)``, ``COND(cc, op, dst, src, src2)``
 ``H``            namespace of helper functions (``H.cpuid(cpu)`` ...)

@@ -42,6 +42,9 @@ class MachineEvents(Protocol[CPU_contra]):
     def io_write(self, port: int, size: int, value: int) -> None:
         """Port output (out, outs)."""
 
+    def ferr(self, cpu: CPU_contra, asserted: bool) -> None:
+        """FERR# (CR0.NE = 0): an x87 error pending (True) or FSW.ES cleared (False); hw/ferr.py."""
+
 
 class DebuggerHooks(Protocol[CPU_contra]):
     """What the Machine asks an attached debugger (``Machine.attach_debugger``)."""

@@ -11,6 +11,7 @@ Layout, as the SDM describes the hardware (vol. 1, chapter 8):
 * the last instruction and data pointers ``fip``/``fcs``/``fdp``/``fds``
   and the last opcode ``fop`` (11 bits).
 * ``mxcsr`` and ``xmm`` (16 128-bit ints; 8 are visible outside 64-bit mode).
+* ``xcr0``: XCR0 (XSETBV/XGETBV), the state components XSAVE manages.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FCW_INIT = 0x037F  # FNINIT: all exceptions masked, 64-bit precision, round to n
 # started by a loader (multiboot, -kernel) expects that: gdbemu follows QEMU.
 FCW_RESET = 0x037F
 MXCSR_RESET = 0x1F80
+XCR0_RESET = 1  # XCR0.X87 is always set (SDM vol. 1, 13.3)
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
 
@@ -48,7 +50,7 @@ def tag_of(value: int) -> int:
 
 
 class FPUState:
-    __slots__ = ("st", "empty", "top", "fcw", "fsw", "fip", "fcs", "fdp", "fds", "fop", "mxcsr", "xmm")
+    __slots__ = ("st", "empty", "top", "fcw", "fsw", "fip", "fcs", "fdp", "fds", "fop", "mxcsr", "xmm", "xcr0")
 
     def __init__(self) -> None:
         self.st: list[int] = [0] * 8
@@ -62,7 +64,9 @@ class FPUState:
         self.fds = 0
         self.fop = 0
         self.mxcsr = MXCSR_RESET
+        # Generated code binds this list (the ``X`` of core/emit.py): it is only ever updated in place.
         self.xmm: list[int] = [0] * 16
+        self.xcr0 = XCR0_RESET
         self.reset()
 
     def save_state(self) -> dict[str, object]:
@@ -71,8 +75,11 @@ class FPUState:
 
     def load_state(self, state: dict[str, object]) -> None:
         for name in self.__slots__:
-            value = state[name]
-            setattr(self, name, list(value) if isinstance(value, list) else value)
+            value = state.get(name, XCR0_RESET) if name == "xcr0" else state[name]
+            if name == "xmm":
+                self.xmm[:] = list(value)  # type: ignore[call-overload]
+            else:
+                setattr(self, name, list(value) if isinstance(value, list) else value)
 
     def reset(self) -> None:
         """RESET: FCW as FCW_RESET says, registers +0 and empty, MXCSR 1F80H."""
@@ -80,7 +87,8 @@ class FPUState:
         self.fcw = FCW_RESET
         self.st = [0] * 8
         self.mxcsr = MXCSR_RESET
-        self.xmm = [0] * 16
+        self.xmm[:] = [0] * 16
+        self.xcr0 = XCR0_RESET
 
     def finit(self) -> None:
         """FNINIT: control word 037FH, status 0, every register empty, pointers cleared."""
@@ -152,6 +160,7 @@ __all__ = [
     "FCW_INIT",
     "FCW_RESET",
     "MXCSR_RESET",
+    "XCR0_RESET",
     "FSW_IE",
     "FSW_SF",
     "FSW_ES",

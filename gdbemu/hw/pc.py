@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import acpi_pm, cmos, debugport, fw_cfg, hpet, ioapic, kbd, lapic, pci, pic, pit, speaker, uart, vga
+from . import acpi_pm, cmos, debugport, ferr, fw_cfg, hpet, ioapic, kbd, lapic, pci, pic, pit, speaker, uart, vga
 from .bus import Bus
 
 
@@ -53,6 +53,7 @@ DEVICES: list[tuple[str, Callable[[Bus, PCConfig], object]]] = [
     ("fw_cfg", fw_cfg.attach),
     ("vga", vga.attach),
     ("debugport", debugport.attach),
+    ("ferr", ferr.attach),
     ("acpi_pm", acpi_pm.attach),
     ("hpet", hpet.attach),
     ("pci", pci.attach),

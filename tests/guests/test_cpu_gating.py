@@ -106,7 +106,7 @@ def test_cpu_model_gates_instructions(tmp_path: Path, model: str, expected: dict
     edx = got["edx1"]
     assert bool(edx & (1 << 15)) == ("cmov" in resolved.features)  # CPUID says what executes
     assert edx & 1  # FPU
-    assert not edx & (1 << 25)  # SSE: not emulated, so never reported
+    assert bool(edx & (1 << 25)) == ("sse" in resolved.features)
 
 
 def test_cpu_option_spellings() -> None:

@@ -1094,14 +1094,15 @@ def test_cpuid(tmp_path: Path) -> None:
         "cpuid",
         CPUID,
         {
-            "max_leaf": 7,
+            "max_leaf": 0xD,
             "vendor0": 0x756E6547,
             "vendor1": 0x49656E69,
             "vendor2": 0x6C65746E,
             "sig": 0x633,
             "ebx1": 0,
-            "ecx1": 0,
-            "ebx7": (1 << 7) | (1 << 20),
+            # SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT XSAVE (no OSXSAVE: CR4.OSXSAVE is clear)
+            "ecx1": 1 | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 26),
+            "ebx7": (1 << 7) | (1 << 20) | (1 << 3) | (1 << 8),  # SMEP SMAP BMI1 BMI2
             "max_ext": 0x80000004,
             "brand0": int.from_bytes(b"gdbe", "little"),
             "brand1": int.from_bytes(b"mu v", "little"),
@@ -1110,8 +1111,9 @@ def test_cpuid(tmp_path: Path) -> None:
     edx = got["edx1"]
     for bit in (0, 2, 3, 4, 5, 8, 9, 11, 13, 15):  # FPU DE PSE TSC MSR CX8 APIC SEP PGE CMOV
         assert edx >> bit & 1, bit
-    for bit in (1, 23, 24, 25, 26):  # VME MMX FXSR SSE SSE2: not emulated
-        assert not edx >> bit & 1, bit
+    for bit in (23, 24, 25, 26):  # MMX FXSR SSE SSE2 (ops/simd_*.py)
+        assert edx >> bit & 1, bit
+    assert not edx >> 1 & 1  # VME: not emulated
 
 
 MSRS = r"""
@@ -1444,7 +1446,7 @@ def test_lar_lsl_verr_verw_arpl(tmp_path: Path) -> None:
     )
 
 
-# ---- x87 executes; SSE: #UD; both #NM by CR0 -------------------------------------------------------------------
+# ---- x87 and MMX execute; SSE without CR4.OSFXSR: #UD; #NM by CR0 ----
 FPU = r"""
 .macro TRY name, insns:vararg
         EXPECT_FAULT .Ltry\@
@@ -1500,9 +1502,9 @@ def test_x87_and_sse_raise_ud_or_nm(tmp_path: Path) -> None:
             "wait_plain": 0xFFFFFFFF,
             "fninit_ts": 7,
             "fadd_ts": 7,
-            "movaps_ts": 6,
-            "pxor_ts": 6,
-            "fxsave_ts": 6,
+            "movaps_ts": 6,  # CR4.OSFXSR is clear: #UD comes before #NM (SDM vol. 3, table 13-1)
+            "pxor_ts": 7,  # MMX: no OSFXSR check
+            "fxsave_ts": 7,
             "wait_ts": 0xFFFFFFFF,
             "wait_mp_ts": 7,
             "wait_after_clts": 0xFFFFFFFF,

@@ -78,7 +78,7 @@ from ..seg import probe_lar as _probe_lar
 from ..seg import probe_lsl as _probe_lsl
 from ..seg import probe_verify as _probe_verify
 from ..seg import sys_read
-from . import op
+from . import op, simd_state
 
 
 def _call(e: Emitter, name: str, *args: str, result: str | None = None) -> None:
@@ -597,6 +597,7 @@ CR0_DEFINED = 0xE005003F  # PE MP EM TS ET NE WP AM NW CD PG; writes to other bi
 # MCE, OSFXSR, OSXMMEXCPT are not advertised, so setting them is #GP like any
 # reserved bit (SDM vol. 2 MOV CR).  PAE selects the 3-level walk (core/mmu.py).
 CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_SMEP | CR4_SMAP
+CR4_SUPPORTED |= simd_state.CR4_SIMD  # OSFXSR OSXMMEXCPT OSXSAVE, unless the model lacks the feature
 
 
 @helper
@@ -634,7 +635,7 @@ def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
         if cpu.cr[0] & CR0_PG:
             tlb_flush_nonglobal(cpu)
     elif n == 4:
-        if value & ~CR4_SUPPORTED:
+        if value & ~CR4_SUPPORTED or value & simd_state.cr4_reserved(cpu):
             raise GuestFault(GP, 0)
         old = cpu.cr[4]
         cpu.cr[4] = value
@@ -687,11 +688,11 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
 
 
 # ---- CPUID -----------------------------------------------------------------------------
-CPUID_MAX_BASIC = 7
+CPUID_MAX_BASIC = 0xD  # leaf 0DH: XSAVE (ops/simd_state.py)
 CPUID_MAX_EXT = 0x80000004
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
 # Leaf 1 EDX: FPU DE PSE TSC MSR PAE CX8 APIC SEP MTRR PGE CMOV.  FPU: the x87 (ops/x87.py).
-# No MMX/FXSR/SSE (SIMD is not emulated: #UD, ops/fpu.py), no VME, MCE/MCA, PAT,
+# MMX FXSR SSE SSE2 and leaf 1 ECX: ops/simd_state.py (ORed in by cpuid()).  No VME, MCE/MCA, PAT,
 # PSE-36, CLFSH.  SEP: SYSENTER/SYSEXIT and their MSRs exist (signature 0x633
 # is not the Pentium Pro whose SEP bit lied, SDM vol. 2 SYSENTER).  MTRR: the
 # MTRR MSRs exist (storage; an emulator has no caches to steer), and OSes read
@@ -738,17 +739,22 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         ebx, edx, ecx = _dwords(b"GenuineIntel" + b"\0" * 4)[:3]
         return CPUID_MAX_BASIC, ebx, ecx, edx
     if leaf == 1:
-        return CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, 0, CPUID_1_EDX
+        regs = [CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, simd_state.CPUID_1_ECX_SIMD, CPUID_1_EDX]
+        simd_state.cpuid_dynamic(cpu, 1, 0, regs)
+        return regs[0], regs[1], regs[2], regs[3] | simd_state.CPUID_1_EDX_SIMD
+    if leaf == 0xD:
+        a, b, c, d = simd_state.cpuid_xsave(cpu, subleaf)
+        return a, b, c, d
     if leaf == 2:
         return CPUID_2
     if leaf == 7:
-        return (0, CPUID_7_EBX, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
+        return (0, CPUID_7_EBX | simd_state.CPUID_7_EBX_SIMD, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
     if 3 <= leaf <= CPUID_MAX_BASIC:
         return 0, 0, 0, 0
     if leaf == 0x80000000:
         return CPUID_MAX_EXT, 0, 0, 0
     if leaf == 0x80000001:
-        return 0, 0, 0, CPUID_80000001_EDX
+        return 0, 0, simd_state.CPUID_80000001_ECX_SIMD, CPUID_80000001_EDX
     if 0x80000002 <= leaf <= 0x80000004:
         k = leaf - 0x80000002
         return _dwords(BRAND[16 * k : 16 * k + 16])

@@ -14,8 +14,9 @@ Order of checks in every instruction (SDM vol. 1, 8.6 and vol. 3, 2.5):
 2. A *waiting* instruction (all but FNINIT, FNCLEX, FNSTSW, FNSTCW, FNSTENV,
    FNSAVE) first checks for a pending unmasked exception (FSW.ES): with
    CR0.NE = 1 it raises #MF; with NE = 0 a PC asserts FERR#, routed to
-   IRQ 13.  FERR#/IRQ 13 is not wired here (a known gap): with NE = 0 the
-   instruction proceeds and ES stays set until FNCLEX.
+   IRQ 13 (``MachineEvents.ferr``, hw/ferr.py) and the instruction proceeds,
+   as on QEMU; ES stays set until FNCLEX, whose clearing drops FERR# (and
+   the chipset's IGNNE#).
 3. Stack faults: reading an empty register is invalid (IE|SF, C1 = 0);
    pushing onto a non-empty one is invalid (IE|SF, C1 = 1).  Masked, the
    result is the indefinite QNaN.
@@ -140,6 +141,7 @@ def check_pending(cpu: CPU) -> None:
     if cpu.fpu.fsw & FSW_ES:
         if cpu.cr[0] & CR0_NE:
             raise GuestFault(MF)
+        cpu.events.ferr(cpu, True)  # NE = 0: FERR# to IRQ 13 (hw/ferr.py); the instruction goes on
 
 
 @helper
@@ -158,7 +160,10 @@ def x87(cpu: CPU, opcode: int, modrm: int, addr: int, offset: int, seg: int, ops
             _note(cpu, fpu, opcode, modrm)
             fpu.fdp = offset
             fpu.fds = cpu.segs[seg].selector
+        es = fpu.fsw & FSW_ES
         fn(cpu, fpu, addr, opsize)
+        if es and not fpu.fsw & FSW_ES:
+            cpu.events.ferr(cpu, False)  # FLDENV/FRSTOR/FNSAVE cleared ES: FERR# drops
         return
     rkey = (opcode, modrm)
     if (opcode, modrm & 0xF8) in _NEEDS_CMOV and "cmovb" in cpu.disabled_ops:
@@ -166,7 +171,10 @@ def x87(cpu: CPU, opcode: int, modrm: int, addr: int, offset: int, seg: int, ops
     if rkey not in _NO_WAIT_REG:
         check_pending(cpu)
         _note(cpu, fpu, opcode, modrm)
+    es = fpu.fsw & FSW_ES
     _REG_OPS[(opcode, modrm & 0xF8)](cpu, fpu, modrm & 7, modrm)
+    if es and not fpu.fsw & FSW_ES:
+        cpu.events.ferr(cpu, False)  # FNCLEX/FNINIT: FERR# drops
 
 
 _NEEDS_CMOV = {(0xDA, r) for r in (0xC0, 0xC8, 0xD0, 0xD8)} | {(0xDB, r) for r in (0xC0, 0xC8, 0xD0, 0xD8)}

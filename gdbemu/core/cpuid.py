@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ops.simd_fp import FEATURE_OPS as SSE_FP_OPS
-
 # name -> (leaf, subleaf, register index in (eax, ebx, ecx, edx), bit)
 _L1D = {
     "fpu": 0, "vme": 1, "de": 2, "pse": 3, "tsc": 4, "msr": 5, "pae": 6, "mce": 7, "cx8": 8, "apic": 9,
@@ -60,9 +58,6 @@ GATED_OPS: dict[str, frozenset[str]] = {
     "sse": frozenset({"sfence"}),
     "smap": frozenset({"stac", "clac"}),
 }
-# The SSE floating-point arithmetic (core/ops/simd_fp.py), by feature.
-for _feat, _keys in SSE_FP_OPS.items():
-    GATED_OPS[_feat] = GATED_OPS.get(_feat, frozenset()) | _keys
 
 # Not an op key: the translator reads it as "0F 18-0F 1F (hint NOP) is #UD" (pre-P6 models).
 HINT_NOP = "0f18-0f1f"
@@ -251,6 +246,12 @@ def resolve(spec: str) -> ResolvedModel:
         notes.append(f"-cpu {name}: not emulated, so not reported by CPUID: {' '.join(dropped)}")
     features = frozenset(wanted & have)
     disabled: set[str] = set()
+    from .ops import FEATURE_OPS, load_all
+
+    load_all()
+    for feat, keys in FEATURE_OPS.items():  # @op(..., feature=...): every model, max,-sse2 included
+        if feat not in features:
+            disabled |= keys
     if definition is not None:  # max keeps the core's leniency: fences and CLFLUSH run as no-ops
         for feat, ops in GATED_OPS.items():
             if feat not in features:

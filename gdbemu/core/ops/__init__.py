@@ -32,6 +32,8 @@ elimination in the translator:
                 be dropped if a later instruction overwrites them (a faulting
                 instruction is an exception point where the flags must be exact)
 ``end=True``    always ends the TB (control transfers, mode changes)
+``feature="sse2"`` the CPUID feature (core/cpuid.py's name) the instruction needs: a
+                CPU model without it raises #UD for the key (``FEATURE_OPS``)
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ from ..emit import FLAG_USE, Emitter
 OPS: dict[str, Callable[[Emitter], None]] = {}
 PURE: set[str] = set()
 ENDS_TB: set[str] = set()
+# CPUID feature name -> op keys that need it (read by core/cpuid.py's resolve).
+FEATURE_OPS: dict[str, set[str]] = {}
 
 
 def op(
-    *names: str, flags: str = "rw", pure: bool = False, end: bool = False
+    *names: str, flags: str = "rw", pure: bool = False, end: bool = False, feature: str = ""
 ) -> Callable[[Callable[[Emitter], None]], Callable[[Emitter], None]]:
     """Register an emitter for one or more op keys (core/decode.py ``op_name``)."""
     reads = "r" in flags
@@ -62,6 +66,8 @@ def op(
                 PURE.add(name)
             if end:
                 ENDS_TB.add(name)
+            if feature:
+                FEATURE_OPS.setdefault(feature, set()).add(name)
         return fn
 
     return deco

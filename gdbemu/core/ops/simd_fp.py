@@ -13,9 +13,9 @@ registers ``cpu.fpu.st[i]``.
 
 Order of checks (SDM vol. 3, table 13-1 and vol. 2, "exceptions type 2-5"):
 
-1. CPUID: a model without the feature has the op key in
-   ``cpu.disabled_ops`` (core/cpuid.py ``GATED_OPS``): the translator raises
-   #UD before anything else.
+1. CPUID: every key is registered with its feature (``@op(feature=...)``);
+   a model without it has the key in ``cpu.disabled_ops`` (core/cpuid.py):
+   the translator raises #UD before anything else.
 2. CR0.EM = 1 or CR4.OSFXSR = 0: #UD.
 3. CR0.TS = 1: #NM.
 4. The forms that read or write an MMX register (CVTPI2PS/PD mm,
@@ -82,7 +82,7 @@ _PRE = IE | ZE | DE
 _M32, _M64, _M128 = (1 << 32) - 1, (1 << 64) - 1, (1 << 128) - 1
 _NONE = -1  # "no memory operand" in the helper's address argument
 
-# ---- op keys and the feature each needs (core/cpuid.py GATED_OPS lists the same) -------------
+# ---- op keys by the CPUID feature each needs (``@op(feature=...)``) ----------------------------
 SSE_OPS = (
     "0f51 f30f51 0f52 f30f52 0f53 f30f53 0f58 f30f58 0f59 f30f59 0f5c f30f5c 0f5d f30f5d 0f5e f30f5e "
     "0f5f f30f5f 0fc2 f30fc2 0f2e 0f2f 0f2a f30f2a 0f2c f30f2c 0f2d f30f2d"
@@ -708,14 +708,20 @@ def _rex(insn: Insn) -> int:
     return 0
 
 
-@op(*(k for k in _KEYS if k[-4:] not in ("0f2e", "0f2f")), flags="")
 def sse_fp(e: Emitter) -> None:
     _emit(e)
 
 
-@op("0f2e", "0f2f", "660f2e", "660f2f", flags="w")
 def sse_comis(e: Emitter) -> None:
     _emit(e)
+
+
+# Registration by feature: a CPU model without it has the keys in ``disabled_ops`` (#UD).
+for _feat, _keys in FEATURE_OPS.items():
+    op(*sorted(k for k in _keys if k[-4:] not in ("0f2e", "0f2f")), flags="", feature=_feat)(sse_fp)
+    _comis_keys = sorted(k for k in _keys if k[-4:] in ("0f2e", "0f2f"))
+    if _comis_keys:
+        op(*_comis_keys, flags="w", feature=_feat)(sse_comis)  # ZF PF CF, OF SF AF cleared
 
 
 def _emit(e: Emitter) -> None:

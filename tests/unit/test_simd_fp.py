@@ -33,11 +33,23 @@ from fractions import Fraction
 
 import pytest
 from support.fp_oracle import rand_bits
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_32, Uc
 from unicorn import x86_const as ux
 
 from gdbemu.core import softfloat as sf
-from gdbemu.core.cpu import CR0_EM, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT
+from gdbemu.core.cpu import (
+    CR0_EM,
+    CR0_TS,
+    CR4_OSFXSR,
+    CR4_OSXMMEXCPT,
+    CS,
+    DESC_A,
+    DESC_CS,
+    DESC_P,
+    DESC_R,
+    DESC_S,
+    SegmentCache,
+)
 from gdbemu.core.exceptions import GP, NM, UD, XM
 from gdbemu.machine import Machine
 
@@ -168,17 +180,20 @@ class State:
         self.mxcsr, self.mem = mxcsr, mem
 
 
-def _code(name: str, memform: bool, imm: int) -> bytes:
+def _code(name: str, memform: bool, imm: int, bits: int = 32) -> bytes:
     code, _d, _s, immkind, _n, _o = FORMS[name]
     tail = bytes([imm]) if immkind else b""
     if memform:
+        if bits == 16:
+            return code + b"\x06" + struct.pack("<H", MEMOP) + tail  # [disp16]
         return code + b"\x05" + struct.pack("<I", MEMOP) + tail
     return code + b"\xc1" + tail
 
 
 class Gdbemu:
-    def __init__(self, tier: int | None = None) -> None:
+    def __init__(self, tier: int | None = None, bits: int = 32) -> None:
         self.m = Machine(ram_size=1 << 20)
+        self.bits = bits
         self.m.translator.force_tier = tier  # None: as a guest runs (a one-instruction block stays cold)
         self.vectors: list[int] = []
         self.m.trace.interrupt = lambda cpu, vector, soft, err, next_eip: self.vectors.append(vector)
@@ -186,7 +201,11 @@ class Gdbemu:
     def run(self, code: bytes, st: State, cr0: int = 0, cr4: int = CR4_OSFXSR) -> tuple[int, ...]:
         m, c = self.m, self.m.cpu
         c.reset()
-        c.setup_flat32()
+        if self.bits == 32:
+            c.setup_flat32()
+        else:  # real mode, CS = DS = 0
+            c.segs[CS] = SegmentCache(0, 0, 0xFFFF, DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A)
+            c.compute_hflags()
         c.cr[0] |= cr0
         c.cr[4] |= cr4
         m.mem.write(MEMOP, st.mem)
@@ -211,8 +230,10 @@ class Gdbemu:
 
 
 class Oracle:
-    def __init__(self) -> None:
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    def __init__(self, bits: int = 32) -> None:
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32 if bits == 32 else UC_MODE_16)
+        if bits == 16:
+            self.uc.reg_write(ux.UC_X86_REG_CR4, CR4_OSFXSR)  # Unicorn's 32-bit mode has it set
         self.uc.mem_map(0, 0x10000)
 
     def run(self, code: bytes, st: State) -> tuple[int, ...]:
@@ -320,7 +341,7 @@ def _case(g: Gdbemu, o: Oracle, rng: random.Random, name: str) -> None:
     )
     if _skip(name, xmm0, src, mxcsr, imm):
         return
-    code = _code(name, memform, imm)
+    code = _code(name, memform, imm, g.bits)
     got = g.run(code, st)
     want = o.run(code, st)
     ctx = (
@@ -348,6 +369,24 @@ def _run(n: int, seed: int, tier: int) -> None:
 @pytest.mark.parametrize("tier", [1, 2])
 def test_every_form_against_unicorn_sample(tier: int) -> None:
     _run(8, tier, tier)
+
+
+def test_every_form_in_real_mode_against_unicorn() -> None:
+    """16-bit code: the same forms with 16-bit addressing ([disp16]); the GPR forms stay 32-bit.
+
+    Not the 66-prefixed forms that the installed capstone cannot decode in 16-bit code (gdbemu takes
+    operands from capstone, so they raise #UD there: a known gap of core/decode.py).
+    """
+    g, o = Gdbemu(1, bits=16), Oracle(16)
+    rng = random.Random(16)
+    for _ in range(4):
+        for name in FORMS:
+            if name not in CAPSTONE_16_GAP:
+                _case(g, o, rng, name)
+
+
+CAPSTONE_16_GAP = {"cvttpd2dq", "haddpd", "hsubpd", "addsubpd", "roundps", "roundpd", "roundss", "roundsd"}
+CAPSTONE_16_GAP |= {"dpps", "dppd"}
 
 
 @pytest.mark.slow

@@ -20,6 +20,8 @@ the vectors below instead:
   quiet them);
 * MIN/MAX with DAZ and a denormal operand: QEMU 5.0 returns the operand's
   original bits, the SDM the zero DAZ made of it;
+* DPPS/DPPD where QEMU 5.0's order of additions (the products one by one
+  into +0.0) gives another result than the SDM's (pairwise);
 * RCP/RSQRT outside the rounding mode "nearest" and of denormal operands
   or with tiny results (module docstring of simd_fp: the SDM's special
   cases; the error bound is checked separately).
@@ -291,10 +293,22 @@ def _skip(name: str, a: int, b: int, mxcsr: int, imm: int) -> bool:
         top = (1 << fmt.exp_bits) - 1
         return (mxcsr >> 13) & 3 != 0 or any(_denormal(fmt, x) or (x >> fmt.frac_bits) & top >= top - 2 for x in lb)
     if base == "dp":
-        prods = [
-            sf.mul(fmt, x, y, sf.SSE_ENV)[0] for i, (x, y) in enumerate(zip(la, lb, strict=True)) if imm >> (4 + i) & 1
-        ]
-        return sum(_nan(fmt, p) for p in prods) >= 2
+        env = sf.Env(rc=(mxcsr >> 13) & 3, daz=bool(mxcsr & 0x40))
+        sel = [i for i in range(len(la)) if imm >> (4 + i) & 1]
+        prods = [sf.mul(fmt, la[i], lb[i], env)[0] for i in range(len(la))]
+        if sum(_nan(fmt, prods[i]) for i in sel) >= 2 or any(_nan(fmt, la[i]) and _nan(fmt, lb[i]) for i in sel):
+            return True
+        # QEMU 5.0 sums the products in order from +0.0; the SDM adds them pairwise
+        t = [prods[i] if i in sel else 0 for i in range(len(la))]
+        tree = sf.add(fmt, t[0], t[1], env)[0]
+        if len(t) == 4:
+            tree = sf.add(fmt, tree, sf.add(fmt, t[2], t[3], env)[0], env)[0]
+        seq = 0
+        for i in sel:
+            seq = sf.add(fmt, seq, prods[i], env)[0]
+        if _nan(fmt, tree) and sum(sf.unpack(fmt, prods[i]).kind in (sf.INF, sf.QNAN, sf.SNAN) for i in sel) >= 2:
+            return True  # a NaN from inf - inf meets another NaN: which one wins differs as above
+        return seq != tree
     return False
 
 

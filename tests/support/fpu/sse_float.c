@@ -57,6 +57,7 @@ static void set_mxcsr(unsigned v) { __builtin_ia32_ldmxcsr(v); }
     } while (0)
 
 volatile double va = 1.0, vb = 3.0, vc = -2.5, vtiny = 1e-310, vbig = 1.7e308, vneg = -7.75, vzero = 0.0;
+volatile double vmin = 2.2250738585072014e-308, vthird = 0.3;
 volatile double vhalf = 2.5, vmhalf = -3.5, vlarge = 3e9;
 volatile float fa = 0.1f, fb = 3.0f, ftiny = 1e-40f, fbig = 3e38f;
 volatile int vi = -123456789;
@@ -64,6 +65,7 @@ volatile v4sf pa = {1.0f, -2.5f, 1e-40f, 3e38f}, pb = {3.0f, 0.5f, 2.0f, 10.0f};
 volatile v4sf pc = {0.1f, -0.0f, 7.5f, -1e-30f};
 volatile v2df da = {1.0, -1e-310}, db = {3.0, 0.25};
 volatile v4sf pr = {0.5f, 2.5f, -2.5f, 1.25f};
+volatile v4sf pt = {1.2e-38f, 1e-37f, 0, 0};
 volatile v4si ia = {1, -7, 16777217, 0x7fffffff};
 volatile v4si sink;
 
@@ -154,11 +156,13 @@ static void packed(void) {
     FLAGS("f_de", (v2df){vtiny, 0} + (v2df){va, 1});
     FLAGS("f_exact_tiny", (v2df){vtiny, 0} * (v2df){0.5, 1});
     base = 0x1f80 | 0x8000 | 0x40; /* FTZ and DAZ */
-    FLAGS("ftz_ue", (v2df){2.2250738585072014e-308, 0} * (v2df){0.3, 1});
+    FLAGS("ftz_ue", (v2df){vmin, 0} * (v2df){vthird, 1});
     FLAGS("daz_de", (v2df){vtiny, 0} + (v2df){va, 1});
     FLAGS("daz_ps", a * b);
     base = 0x1f80 | 0x8000; /* FTZ only */
-    FLAGS("ftz_ps", (v4sf){1.2e-38f, 1e-37f, 0, 0} * (v4sf){0.3f, 0.5f, 1, 1});
+    FLAGS("ftz_ps", pt * (v4sf){0.3f, 0.5f, 1, 1});
+    base = 0x1f80; /* the same without FTZ */
+    FLAGS("noftz_ps", pt * (v4sf){0.3f, 0.5f, 1, 1});
 }
 
 int main(void) {

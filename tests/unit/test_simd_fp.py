@@ -35,7 +35,7 @@ from fractions import Fraction
 
 import pytest
 from support.fp_oracle import rand_bits
-from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_32, Uc
+from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_32, UC_MODE_64, Uc
 from unicorn import x86_const as ux
 
 from gdbemu.core import softfloat as sf
@@ -174,6 +174,20 @@ def _rand_float_ints(rng: random.Random, t: str) -> int:
     return v
 
 
+def _code64(name: str, memform: bool, imm: int, wide: bool) -> bytes:
+    """64-bit code: REX.R and REX.B make the operands xmm8/xmm9 (r8/r9; MMX numbers ignore REX);
+    the memory form is RIP-relative."""
+    code, _d, _s, immkind, _n, _o = FORMS[name]
+    i = code.index(0x0F)
+    rex = 0x40 | (8 if wide else 0) | 4 | (0 if memform else 1)
+    body = code[:i] + bytes([rex]) + code[i:]
+    tail = bytes([imm]) if immkind else b""
+    if memform:
+        end = CODE + len(body) + 5 + len(tail)
+        return body + b"\x05" + struct.pack("<i", MEMOP - end) + tail
+    return body + b"\xc1" + tail
+
+
 class State:
     """What one case starts from and what is compared after it."""
 
@@ -193,6 +207,8 @@ def _code(name: str, memform: bool, imm: int, bits: int = 32) -> bytes:
 
 
 class Gdbemu:
+    """A Machine running one instruction; 64-bit: long mode, xmm8/xmm9/r8/r9 in the roles of xmm0/xmm1/eax/ecx."""
+
     def __init__(self, tier: int | None = None, bits: int = 32) -> None:
         self.m = Machine(ram_size=1 << 20)
         self.bits = bits
@@ -205,6 +221,8 @@ class Gdbemu:
         c.reset()
         if self.bits == 32:
             c.setup_flat32()
+        elif self.bits == 64:
+            c.setup_long64(PT64)
         else:  # real mode, CS = DS = 0
             c.segs[CS] = SegmentCache(0, 0, 0xFFFF, DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A)
             c.compute_hflags()
@@ -212,49 +230,58 @@ class Gdbemu:
         c.cr[4] |= cr4
         m.mem.write(MEMOP, st.mem)
         m.mem.write(CODE, code)
-        c.fpu.xmm[0], c.fpu.xmm[1] = st.xmm0, st.xmm1
+        x = 8 if self.bits == 64 else 0
+        c.fpu.xmm[x], c.fpu.xmm[x + 1] = st.xmm0, st.xmm1
         c.fpu.st[0] = 0xFFFF << 64 | st.mm0
         c.fpu.st[1] = 0xFFFF << 64 | st.mm1
         c.fpu.mxcsr = st.mxcsr
-        c.regs[0], c.regs[1] = st.eax, st.ecx
+        c.set_gpr(x, st.eax)
+        c.set_gpr(x + 1, st.ecx)
         c.eip = CODE
         c.set_eflags(2)
         self.vectors.clear()
         m.run(max_insns=1)
         return (
-            c.fpu.xmm[0],
-            c.fpu.xmm[1],
-            c.regs[0],
+            c.fpu.xmm[x],
+            c.fpu.xmm[x + 1],
+            c.get_gpr(x),
             c.fpu.st[0] & ((1 << 64) - 1),
             c.get_eflags() & 0x8D5,
             c.fpu.mxcsr,
         )
 
 
+PT64 = 0x80000  # long mode's page tables (cpu.setup_long64)
+
+
 class Oracle:
     def __init__(self, bits: int = 32) -> None:
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32 if bits == 32 else UC_MODE_16)
+        self.bits = bits
+        self.uc = Uc(UC_ARCH_X86, {16: UC_MODE_16, 32: UC_MODE_32, 64: UC_MODE_64}[bits])
         if bits == 16:
             self.uc.reg_write(ux.UC_X86_REG_CR4, CR4_OSFXSR)  # Unicorn's 32-bit mode has it set
         self.uc.mem_map(0, 0x10000)
 
     def run(self, code: bytes, st: State) -> tuple[int, ...]:
         uc = self.uc
+        wide = self.bits == 64
+        xmm0, xmm1 = (ux.UC_X86_REG_XMM8, ux.UC_X86_REG_XMM9) if wide else (ux.UC_X86_REG_XMM0, ux.UC_X86_REG_XMM1)
+        ax, cx = (ux.UC_X86_REG_R8, ux.UC_X86_REG_R9) if wide else (ux.UC_X86_REG_EAX, ux.UC_X86_REG_ECX)
         uc.mem_write(MEMOP, st.mem)
         uc.mem_write(CODE, code)
-        uc.reg_write(ux.UC_X86_REG_XMM0, st.xmm0)
-        uc.reg_write(ux.UC_X86_REG_XMM1, st.xmm1)
+        uc.reg_write(xmm0, st.xmm0)
+        uc.reg_write(xmm1, st.xmm1)
         uc.reg_write(ux.UC_X86_REG_FP0, (st.mm0, 0xFFFF))  # TOP is 0: ST(i) is MM(i)
         uc.reg_write(ux.UC_X86_REG_FP1, (st.mm1, 0xFFFF))
-        uc.reg_write(ux.UC_X86_REG_EAX, st.eax)
-        uc.reg_write(ux.UC_X86_REG_ECX, st.ecx)
+        uc.reg_write(ax, st.eax)
+        uc.reg_write(cx, st.ecx)
         uc.reg_write(ux.UC_X86_REG_MXCSR, st.mxcsr)
         uc.reg_write(ux.UC_X86_REG_EFLAGS, 2)
         uc.emu_start(CODE, CODE + len(code))
         return (
-            uc.reg_read(ux.UC_X86_REG_XMM0),
-            uc.reg_read(ux.UC_X86_REG_XMM1),
-            uc.reg_read(ux.UC_X86_REG_EAX),
+            uc.reg_read(xmm0),
+            uc.reg_read(xmm1),
+            uc.reg_read(ax),
             uc.reg_read(ux.UC_X86_REG_FP0)[0] & ((1 << 64) - 1),
             uc.reg_read(ux.UC_X86_REG_EFLAGS) & 0x8D5,
         )
@@ -331,8 +358,10 @@ def _case(g: Gdbemu, o: Oracle, rng: random.Random, name: str) -> None:
         src = _rand_float_ints(rng, stype)
     else:
         src = _rand_xmm(rng, stype if stype in ("f32", "f64", "i32") else "x")
+    wide = g.bits == 64 and "gpr" in (stype, dt) and rng.random() < 0.5  # REX.W: r/m64
     if stype == "gpr":
-        src = _rand_int(rng, 32)
+        src = _rand_int(rng, 64 if wide else 32)
+        nbytes = 8 if wide else 4
     if stype == "mm":
         src = _rand_int(rng, 32) | _rand_int(rng, 32) << 32
     imm = {"": 0, "cmp": rng.randrange(8), "round": rng.randrange(16), "dp": rng.getrandbits(8)}[immkind]
@@ -346,8 +375,8 @@ def _case(g: Gdbemu, o: Oracle, rng: random.Random, name: str) -> None:
     st = State(
         xmm0=xmm0,
         xmm1=xmm1,
-        eax=rng.getrandbits(32),
-        ecx=src & 0xFFFFFFFF if stype == "gpr" else rng.getrandbits(32),
+        eax=rng.getrandbits(g.bits if g.bits == 64 else 32),
+        ecx=src if stype == "gpr" else rng.getrandbits(32),
         mm0=rng.getrandbits(64),
         mm1=src if stype == "mm" else rng.getrandbits(64),
         mxcsr=mxcsr,
@@ -355,12 +384,13 @@ def _case(g: Gdbemu, o: Oracle, rng: random.Random, name: str) -> None:
     )
     if _skip(name, xmm0, src, mxcsr, imm):
         return
-    code = _code(name, memform, imm, g.bits)
+    code = _code64(name, memform, imm, wide) if g.bits == 64 else _code(name, memform, imm, g.bits)
     got = g.run(code, st)
     want = o.run(code, st)
     ctx = (
         name,
         "mem" if memform else "reg",
+        "rex.w" if wide else "",
         hex(xmm0),
         hex(src),
         hex(mxcsr),
@@ -397,6 +427,16 @@ def test_every_form_in_real_mode_against_unicorn() -> None:
         for name in FORMS:
             if name not in CAPSTONE_16_GAP:
                 _case(g, o, rng, name)
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_every_form_in_64_bit_mode_against_unicorn(tier: int) -> None:
+    """Long mode: XMM8/XMM9 and R8/R9 through REX.R/REX.B, REX.W's 64-bit integers, RIP-relative memory."""
+    g, o = Gdbemu(tier, bits=64), Oracle(64)
+    rng = random.Random(64 + tier)
+    for _ in range(6 if tier == 1 else 3):
+        for name in FORMS:
+            _case(g, o, rng, name)
 
 
 CAPSTONE_16_GAP = {"cvttpd2dq", "haddpd", "hsubpd", "addsubpd", "roundps", "roundpd", "roundss", "roundsd"}

@@ -55,16 +55,16 @@ ones).  The special cases are the SDM's, not QEMU's: a denormal operand is
 read as a zero (the result is an infinity of its sign) and a tiny result is
 flushed to a zero, whatever DAZ and FTZ say; no flag is ever raised.
 
-Known gaps: XMM8-15 and GPRs 8-15 are reached through REX in 64-bit code
-(the GPR side through ``cpu.get_gpr``/``set_gpr`` of core/cpu.py, present
-once the 64-bit register file is merged); segment limits of the memory
-operand are not checked (as for the x87).
+In 64-bit code REX.R/REX.B extend the register numbers (XMM8-15, R8-R15;
+MMX numbers ignore them) and REX.W selects the 64-bit integer of
+CVTSI2SS/SD and CVT(T)SS2SI/SD2SI.  Known gaps: segment limits of the memory
+operand are not checked (as for the x87), and in 64-bit code a
+non-canonical memory operand through SS raises #GP rather than #SS.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from .. import softfloat as sf
 from ..cpu import CPU, CR0_EM, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT
@@ -216,18 +216,12 @@ def _set_xmm(cpu: CPU, d: int, value: int, keep_mask: int = 0) -> None:
 
 
 def _get_gpr(cpu: CPU, r: int, wide: bool) -> int:
-    if r < 8 and not wide:
-        return cpu.regs[r] & _M32
-    c: Any = cpu  # the 64-bit register file (core/cpu.py get_gpr) lands with x86-64
-    return int(c.get_gpr(r)) & (_M64 if wide else _M32)
+    return cpu.get_gpr(r) & (_M64 if wide else _M32)
 
 
 def _set_gpr(cpu: CPU, r: int, value: int, wide: bool) -> None:
-    if r < 8 and not wide:
-        cpu.regs[r] = value & _M32
-        return
-    c: Any = cpu
-    c.set_gpr(r, value & (_M64 if wide else _M32))
+    """A 32-bit result zero-extends into the 64-bit register (in legacy modes the upper half is 0 anyway)."""
+    cpu.set_gpr(r, value & (_M64 if wide else _M32))
 
 
 # ---- element operations ----------------------------------------------------------------------

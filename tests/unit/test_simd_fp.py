@@ -2,7 +2,9 @@
 
 Each case runs one instruction, register form (``OP xmm0, xmm1``, with
 eax/ecx and mm0/mm1 where the form takes a GPR or an MMX register) or
-memory form (``OP xmm0, [MEMOP]``), in a gdbemu Machine and in Unicorn,
+memory form (``OP xmm0, [MEMOP]``), in 32-bit protected mode (both
+translation tiers), in real mode, and in 64-bit mode (xmm8/xmm9, r8/r9,
+REX.W, RIP-relative operands), in a gdbemu Machine and in Unicorn,
 from the same XMM/MMX/GPR state and MXCSR (rounding mode and DAZ random,
 exceptions masked).  Compared: XMM0-XMM1, EAX, MM0, and EFLAGS' ZF/PF/CF/OF/
 SF/AF for COMIS/UCOMIS.  Operands come from every class (zeros, denormals,
@@ -435,6 +437,16 @@ def test_every_form_in_64_bit_mode_against_unicorn(tier: int) -> None:
     g, o = Gdbemu(tier, bits=64), Oracle(64)
     rng = random.Random(64 + tier)
     for _ in range(6 if tier == 1 else 2):
+        for name in FORMS:
+            _case(g, o, rng, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", [1, 2])
+def test_every_form_in_64_bit_mode_bulk(tier: int) -> None:
+    g, o = Gdbemu(tier, bits=64), Oracle(64)
+    rng = random.Random(6400 + tier)
+    for _ in range(250 if tier == 1 else 25):
         for name in FORMS:
             _case(g, o, rng, name)
 

@@ -595,6 +595,30 @@ def test_unmasked_underflow_raises_on_an_exact_tiny_result_and_ignores_ftz() -> 
 
 
 @pytest.mark.parametrize(
+    ("name", "a", "b", "mask", "flags"),
+    [
+        ("mulss", MAX32, TWO32, OE, OE),  # exact with an unbounded exponent: no PE
+        ("mulss", MAX32, 0x40400000, OE, OE | PE),  # MAX * 3 needs 25 bits
+        ("mulss", 0x00800003, HALF32, UE, UE),  # exact unbounded, inexact as a denormal
+        ("mulss", 0x00800003, HALF32, 0, UE | PE),  # ... masked: the denormal's rounding
+        ("cvtsd2ss", 0, 0x47F0000000000000, OE, OE),  # 2**128
+        ("cvtsd2ss", 0, 0x47F0000000000001, OE, OE | PE),
+        ("cvtsd2ss", 0, 0x3800000020000000, UE, UE),  # 2**-127 * (1 + 2**-23): 24 bits, not a denormal
+        ("cvtsd2ss", 0, 0x3800000020000000, 0, UE | PE),
+        ("addsd", 0x7FEFFFFFFFFFFFFF, 0x7FEFFFFFFFFFFFFF, OE, OE),
+    ],
+)
+def test_unmasked_overflow_and_underflow_report_pe_of_the_unbounded_result(
+    name: str, a: int, b: int, mask: int, flags: int
+) -> None:
+    """SDM vol. 1, 4.9.1.4-5: unmasked, the result is re-biased, so PE is that of the unbounded rounding."""
+    mxcsr = MASKED & ~(mask << 7)
+    got, vectors = _one(name, a, b, mxcsr)
+    assert got[5] == mxcsr | flags
+    assert vectors[:1] == ([XM] if mask else [])
+
+
+@pytest.mark.parametrize(
     ("cr0", "cr4", "vector"),
     [
         (CR0_EM, CR4_OSFXSR, UD),

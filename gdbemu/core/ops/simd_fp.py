@@ -33,7 +33,9 @@ Order of checks (SDM vol. 3, table 13-1 and vol. 2, "exceptions type 2-5"):
    (OE, UE, PE) is reported (SDM vol. 1, 11.5.2.2).  The flags go to MXCSR;
    if one of them is unmasked the destination is left unchanged and the
    instruction raises #XM (CR4.OSXMMEXCPT = 1) or #UD (= 0).  With UE
-   unmasked, a tiny result raises UE even when exact (SDM vol. 1, 4.9.1.5).
+   unmasked, a tiny result raises UE even when exact (SDM vol. 1, 4.9.1.5);
+   with OE or UE unmasked and raised, PE is that of the result rounded with
+   an unbounded exponent (the re-biased value a handler would see).
 
 Which flags each instruction may raise is the SDM's list for it: the
 conversions to integers and ROUND* never report DE, ROUND* with imm8 bit 3
@@ -173,7 +175,7 @@ def _mm_write(cpu: CPU, d: int, value: int) -> None:
 class _Ctx:
     """The MXCSR environment of one instruction and the flags it collects."""
 
-    __slots__ = ("mxcsr", "env", "ue_exact", "flags")
+    __slots__ = ("mxcsr", "env", "ue_exact", "unmasked", "flags")
 
     def __init__(self, cpu: CPU) -> None:
         m = cpu.fpu.mxcsr
@@ -181,15 +183,34 @@ class _Ctx:
         ue_masked = bool(m & (UE << 7))
         self.env = sf.Env(rc=(m >> 13) & 3, daz=bool(m & 0x40), ftz=bool(m & 0x8000) and ue_masked)
         self.ue_exact = not ue_masked  # unmasked UE: a tiny exact result underflows too
+        self.unmasked = ~m >> 7 & 0x3F
         self.flags = 0
 
-    def arith(self, fmt: sf.Format, r_f: tuple[int, int]) -> int:
-        """Record an arithmetic result's flags (with the unmasked-UE rule); return the result."""
+    def arith(self, fmt: sf.Format, r_f: tuple[int, int], redo: Callable[[sf.Env], int]) -> int:
+        """Record an arithmetic result's flags; return the result.
+
+        With UE unmasked a tiny result underflows even when exact.  With OE or
+        UE unmasked and raised, PE says whether the result rounded to the
+        format's precision with an *unbounded* exponent is inexact (the value
+        a handler would see re-biased): ``redo`` computes the flags in
+        ``_WIDE`` formats.
+        """
         r, f = r_f
         if self.ue_exact and _is_denormal(fmt, r):
             f |= UE
+        if f & (OE | UE) & self.unmasked:
+            f = f & ~PE | redo(self.env._replace(ftz=False)) & PE
         self.flags |= f
         return r
+
+
+# The formats' precisions with a 15-bit exponent: no overflow or underflow for any result of
+# two binary32/binary64 operands (``_Ctx.arith``).
+_WIDE = {F32: sf.Format("single, wide exponent", 15, 24, False), F64: sf.Format("double, wide exponent", 15, 53, False)}
+
+
+def _widen(fmt: sf.Format, x: int, env: sf.Env) -> int:
+    return sf.convert(fmt, _WIDE[fmt], x, env)[0]
 
 
 def _is_denormal(fmt: sf.Format, bits: int) -> bool:
@@ -228,25 +249,25 @@ def _set_gpr(cpu: CPU, r: int, value: int, wide: bool) -> None:
 ElemOp = Callable[[sf.Format, int, int, _Ctx], int]
 
 
-def _add(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
-    return ctx.arith(fmt, sf.add(fmt, a, b, ctx.env))
+Binary = Callable[[sf.Format, int, int, sf.Env], tuple[int, int]]
 
 
-def _sub(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
-    return ctx.arith(fmt, sf.sub(fmt, a, b, ctx.env))
+def _binary(fn: Binary) -> ElemOp:
+    def run(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
+        w = _WIDE[fmt]
+        return ctx.arith(
+            fmt, fn(fmt, a, b, ctx.env), lambda env: fn(w, _widen(fmt, a, env), _widen(fmt, b, env), env)[1]
+        )
+
+    return run
 
 
-def _mul(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
-    return ctx.arith(fmt, sf.mul(fmt, a, b, ctx.env))
-
-
-def _div(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
-    return ctx.arith(fmt, sf.div(fmt, a, b, ctx.env))
+_add, _sub, _mul, _div = _binary(sf.add), _binary(sf.sub), _binary(sf.mul), _binary(sf.div)
 
 
 def _sqrt(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
     del a  # SQRT* takes only the source
-    return ctx.arith(fmt, sf.sqrt(fmt, b, ctx.env))
+    return ctx.arith(fmt, sf.sqrt(fmt, b, ctx.env), lambda env: 0)  # a square root neither overflows nor underflows
 
 
 def _daz(fmt: sf.Format, bits: int, ctx: _Ctx) -> int:
@@ -464,7 +485,9 @@ def _dp(double: bool) -> Runner:
 
 # -- conversions --
 def _f2f(src_fmt: sf.Format, dst_fmt: sf.Format, a: int, ctx: _Ctx) -> int:
-    return ctx.arith(dst_fmt, sf.convert(src_fmt, dst_fmt, a, ctx.env))
+    return ctx.arith(
+        dst_fmt, sf.convert(src_fmt, dst_fmt, a, ctx.env), lambda env: sf.convert(src_fmt, _WIDE[dst_fmt], a, env)[1]
+    )
 
 
 def _f2i(fmt: sf.Format, a: int, bits: int, truncate: bool, ctx: _Ctx) -> int:

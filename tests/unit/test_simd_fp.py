@@ -879,3 +879,36 @@ def test_ftz_flushes_exactly_the_tiny_results() -> None:
             assert f == p & (1 << (out.bits - 1)) and ftz[5] & 0x3F == plain[5] & 0x3F | UE | PE, ctx
         else:
             assert (f, ftz[5] & 0x3F) == (p, plain[5] & 0x3F), ctx
+
+
+def test_flags_are_sticky() -> None:
+    """MXCSR's flags only accumulate: an exact operation leaves the earlier ones set."""
+    got, vectors = _one("addss", ONE32, ONE32, MASKED | ZE | UE)
+    assert vectors == [] and got[5] == MASKED | ZE | UE and got[0] & 0xFFFFFFFF == TWO32
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_xm_is_a_fault_at_the_instruction(tier: int) -> None:
+    """#XM reports the EIP of the instruction (a fault), after the two before it ran; the destination is unchanged."""
+    g = Gdbemu(tier)
+    m, c = g.m, g.m.cpu
+    faults: list[tuple[int, int]] = []
+
+    def deliver(cpu: object, fault: object) -> None:
+        faults.append((getattr(fault, "vector", -1), c.eip))
+        c.eip = CODE + 0x100  # a hlt
+
+    m.exec_ctx.deliver_exception = deliver  # type: ignore[method-assign]
+    c.reset()
+    c.setup_flat32()
+    c.cr[4] |= CR4_OSFXSR | CR4_OSXMMEXCPT
+    code = bytes.fromhex("90f30f58c1f30f5ec290")  # nop; addss xmm0, xmm1; divss xmm0, xmm2 (by 0)
+    m.mem.write(CODE, code)
+    m.mem.write(CODE + 0x100, b"\xf4")
+    c.fpu.xmm[0], c.fpu.xmm[1], c.fpu.xmm[2] = ONE32, ONE32, 0
+    c.fpu.mxcsr = MASKED & ~(ZE << 7)
+    c.eip = CODE
+    m.run(max_insns=4)
+    assert faults == [(XM, CODE + 5)]
+    assert c.fpu.xmm[0] == TWO32  # the addss ran, the divss wrote nothing
+    assert c.fpu.mxcsr == MASKED & ~(ZE << 7) | ZE

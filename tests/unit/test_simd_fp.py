@@ -898,7 +898,7 @@ def test_xm_is_a_fault_at_the_instruction(tier: int) -> None:
         faults.append((getattr(fault, "vector", -1), c.eip))
         c.eip = CODE + 0x100  # a hlt
 
-    m.exec_ctx.deliver_exception = deliver  # type: ignore[method-assign]
+    m.exec_ctx.deliver_exception = deliver
     c.reset()
     c.setup_flat32()
     c.cr[4] |= CR4_OSFXSR | CR4_OSXMMEXCPT

@@ -4,10 +4,9 @@ tests/support/fpu/sse_float.c prints the bits of every result and the MXCSR
 each operation leaves on port 0xE9: scalar double/float arithmetic in every
 rounding mode, conversions, comparisons, the packed forms of SSE to SSE4.1,
 the six flags one by one, DAZ and FTZ.  The transcripts must be identical,
-but for MXCSR.DE: QEMU (7.2) raises the denormal-operand flag only when DAZ
-flushes an operand, where the SDM (and gdbemu) raise it for a denormal
-operand that DAZ does *not* flush; DE is checked against the SDM by
-tests/unit/test_simd_fp.py.
+but for MXCSR.DE: QEMU (7.2) leaves the denormal-operand flag clear where
+the SDM (and gdbemu) set it, for a denormal operand that DAZ does not
+flush; DE is checked against the SDM by tests/unit/test_simd_fp.py.
 
 The guest needs the SSE moves and LDMXCSR/STMXCSR (core/ops/simd_mov.py and
 simd_state.py, another branch of this work): without them the test skips.

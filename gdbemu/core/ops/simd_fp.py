@@ -37,6 +37,10 @@ Order of checks (SDM vol. 3, table 13-1 and vol. 2, "exceptions type 2-5"):
    with OE or UE unmasked and raised, PE is that of the result rounded with
    an unbounded exponent (the re-biased value a handler would see).
 
+Speed: in round-to-nearest, ADD/SUB/MUL/DIV/SQRT of normal operands with a
+normal result take a host-float fast path (``_fast``: the host's binary64
+arithmetic, PE from an exactness test); everything else is softfloat's.
+
 Which flags each instruction may raise is the SDM's list for it: the
 conversions to integers and ROUND* never report DE, ROUND* with imm8 bit 3
 set never reports PE, MIN/MAX and comparisons report no post-computation
@@ -66,6 +70,8 @@ non-canonical memory operand through SS raises #GP rather than #SS.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable
 
 from .. import softfloat as sf
@@ -175,7 +181,7 @@ def _mm_write(cpu: CPU, d: int, value: int) -> None:
 class _Ctx:
     """The MXCSR environment of one instruction and the flags it collects."""
 
-    __slots__ = ("mxcsr", "env", "ue_exact", "unmasked", "flags")
+    __slots__ = ("mxcsr", "env", "ue_exact", "unmasked", "flags", "nearest")
 
     def __init__(self, cpu: CPU) -> None:
         m = cpu.fpu.mxcsr
@@ -185,6 +191,7 @@ class _Ctx:
         self.ue_exact = not ue_masked  # unmasked UE: a tiny exact result underflows too
         self.unmasked = ~m >> 7 & 0x3F
         self.flags = 0
+        self.nearest = self.env.rc == sf.RC_NEAREST  # the host-float fast path (_fast) applies
 
     def arith(self, fmt: sf.Format, r_f: tuple[int, int], redo: Callable[[sf.Env], int]) -> int:
         """Record an arithmetic result's flags; return the result.
@@ -252,8 +259,13 @@ ElemOp = Callable[[sf.Format, int, int, _Ctx], int]
 Binary = Callable[[sf.Format, int, int, sf.Env], tuple[int, int]]
 
 
-def _binary(fn: Binary) -> ElemOp:
+def _binary(fn: Binary, kind: int) -> ElemOp:
     def run(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
+        if ctx.nearest:
+            r = _fast(kind, fmt, a, b)
+            if r is not None:
+                ctx.flags |= r >> 64
+                return r & _M64
         w = _WIDE[fmt]
         return ctx.arith(
             fmt, fn(fmt, a, b, ctx.env), lambda env: fn(w, _widen(fmt, a, env), _widen(fmt, b, env), env)[1]
@@ -262,12 +274,99 @@ def _binary(fn: Binary) -> ElemOp:
     return run
 
 
-_add, _sub, _mul, _div = _binary(sf.add), _binary(sf.sub), _binary(sf.mul), _binary(sf.div)
+_ADD, _SUB, _MUL, _DIV, _SQRT = range(5)
+_add, _sub = _binary(sf.add, _ADD), _binary(sf.sub, _SUB)
+_mul, _div = _binary(sf.mul, _MUL), _binary(sf.div, _DIV)
 
 
 def _sqrt(fmt: sf.Format, a: int, b: int, ctx: _Ctx) -> int:
     del a  # SQRT* takes only the source
+    if ctx.nearest:
+        r = _fast(_SQRT, fmt, b, b)
+        if r is not None:
+            ctx.flags |= r >> 64
+            return r & _M64
     return ctx.arith(fmt, sf.sqrt(fmt, b, ctx.env), lambda env: 0)  # a square root neither overflows nor underflows
+
+
+# ---- the host-float fast path --------------------------------------------------------------------
+# In round-to-nearest, with normal operands and a result that is normal and above the smallest normal,
+# the host's binary64 arithmetic gives the IEEE result (binary32 through binary64: double rounding is
+# harmless for + - * / sqrt since 53 >= 2 * 24 + 2), and no flag but PE can arise: DAZ and FTZ change
+# nothing, there is no DE, OE, UE, ZE or IE.  PE comes from an exactness test (TwoSum for sums, the
+# odd parts of the integer significands for products, quotients and square roots).  Anything else
+# (zeros, denormals, infinities, NaNs, results near the thresholds, a negative square root) returns
+# None and takes softfloat's path; tests/unit/test_simd_fp.py compares the two on random operands.
+_D, _Q, _F, _I = struct.Struct("<d"), struct.Struct("<Q"), struct.Struct("<f"), struct.Struct("<I")
+_MIN_NORMAL = {F32: 2.0**-126, F64: 2.0**-1022}
+
+
+def _host(fmt: sf.Format, bits: int) -> float:
+    if fmt is F64:
+        return float(_D.unpack(_Q.pack(bits))[0])
+    return float(_F.unpack(_I.pack(bits))[0])
+
+
+def _sig(fmt: sf.Format, bits: int) -> tuple[int, int]:
+    """(odd part of the significand, exponent of its lowest bit) of a normal number."""
+    fb = fmt.frac_bits
+    m = bits & ((1 << fb) - 1) | 1 << fb
+    tz = (m & -m).bit_length() - 1
+    return m >> tz, (bits >> fb & ((1 << fmt.exp_bits) - 1)) + tz
+
+
+def _fast(kind: int, fmt: sf.Format, a: int, b: int) -> int | None:
+    """The result bits with the flags above bit 64 (only PE), or None (see above)."""
+    fb, top = fmt.frac_bits, (1 << fmt.exp_bits) - 1
+    ea, eb = a >> fb & top, b >> fb & top
+    if not (0 < ea < top and 0 < eb < top):
+        return None
+    x, y = _host(fmt, a), _host(fmt, b)
+    inexact = False
+    if kind == _ADD or kind == _SUB:
+        if kind == _SUB:
+            y = -y
+        r = x + y
+        yy = r - x
+        inexact = (x - (r - yy)) + (y - yy) != 0.0  # TwoSum's error term
+    elif kind == _MUL:
+        r = x * y
+    elif kind == _DIV:
+        r = x / y
+    else:
+        if y < 0.0:
+            return None
+        r = math.sqrt(y)
+    if fmt is F64:
+        if not (_MIN_NORMAL[fmt] < abs(r) < math.inf):
+            return None
+        bits = int(_Q.unpack(_D.pack(r))[0])
+    else:
+        try:
+            packed = _F.pack(r)
+        except OverflowError:
+            return None
+        r32 = float(_F.unpack(packed)[0])
+        if not (_MIN_NORMAL[fmt] < abs(r32) < math.inf):
+            return None
+        if kind != _DIV and kind != _SQRT:
+            inexact = inexact or r32 != r  # sums and products of binary32 values: r is the exact value or TwoSum's
+        bits = int(_I.unpack(packed)[0])
+    if kind == _MUL and fmt is F64:
+        oa, _ = _sig(fmt, a)
+        ob, _ = _sig(fmt, b)
+        inexact = (oa * ob).bit_length() > fmt.W
+    elif kind == _DIV:
+        oa, _ = _sig(fmt, a)
+        ob, _ = _sig(fmt, b)
+        q, rem = divmod(oa, ob)
+        inexact = rem != 0 or q.bit_length() > fmt.W
+    elif kind == _SQRT:
+        orr, er = _sig(fmt, bits)
+        ob, e = _sig(fmt, b)
+        # x = odd(x) * 2**(e(x) - bias - frac_bits): r * r == b iff the odd parts and the exponents agree
+        inexact = orr * orr != ob or 2 * er - fmt.bias - fmt.frac_bits != e
+    return bits | (PE << 64 if inexact else 0)
 
 
 def _daz(fmt: sf.Format, bits: int, ctx: _Ctx) -> int:

@@ -192,6 +192,54 @@ def test_prologue_reaches_the_random_bytes_with_its_tables():
     assert int.from_bytes(machine.mem.read(STACK - 12, 4), "little") == RANDOM  # the #UD frame's EIP
 
 
+def test_guest_1002719_call_across_the_4gib_wrap():
+    """The slow run's second finding: a ``call [eax]`` at EIP 0xFFFFFFFF pushed 0x100000001."""
+    assert run_watched(1_002_719, True) in (StopKind.LIMIT, StopKind.HALT, StopKind.TRIPLE_FAULT)
+
+
+def _run_code(code: bytes, at: int = BASE, insns: int = 10) -> Machine:
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(at, code)
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = at
+    machine.cpu.regs[4] = STACK
+    machine.run(max_insns=insns)
+    return machine
+
+
+def test_call_across_the_4gib_wrap_pushes_a_32_bit_return_address():
+    """EIP wraps at 4 GiB: ``ff 10`` (call [eax]) at 0xFFFFFFFF returns to 0x00000001.
+
+    The first byte is unassigned memory (reads 0xFF), the second is at address 0.
+    A push first makes the stack page's TLB entry hot, so the store takes the
+    fast path (which requires an in-range value).
+    """
+    target = BASE + 0x100
+    code = b"\x50" + b"\xb8" + struct.pack("<I", BASE + 0x80) + b"\xbb\xff\xff\xff\xff\xff\xe3"
+    # push eax; mov eax, BASE+0x80; mov ebx, 0xFFFFFFFF; jmp ebx
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(BASE, code)
+    machine.mem.write(BASE + 0x80, struct.pack("<I", target))
+    machine.mem.write(target, b"\xf4")
+    machine.mem.write(0, b"\x10")
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = BASE
+    machine.cpu.regs[4] = STACK
+    stop = machine.run(max_insns=10)
+    assert stop.kind == StopKind.HALT, stop
+    assert machine.cpu.eip == target + 1
+    assert machine.cpu.regs[4] == STACK - 8
+    assert int.from_bytes(machine.mem.read(STACK - 8, 4), "little") == 1
+
+
+def test_call_rel16_in_32_bit_code_pushes_ip():
+    """``66 e8 rel16`` pushes the 16-bit IP and clears EIP's upper half (SDM CALL), on the fast path too."""
+    machine = _run_code(b"\x50\x66\xe8\x00\x00", insns=2)  # push eax; call rel16 +0
+    assert machine.cpu.eip == (BASE + 5) & 0xFFFF
+    assert machine.cpu.regs[4] == STACK - 6
+    assert int.from_bytes(machine.mem.read(STACK - 6, 2), "little") == (BASE + 5) & 0xFFFF
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,

@@ -16,14 +16,11 @@ exception storm (core/exec.cpu_exec).
 The default suite runs a few hundred guests; ``-m slow`` runs 3,000 and
 prints the rate and the stop kinds seen.
 
-Known bug, pinned (KNOWN_HANG): a rep string instruction whose pages cannot
-be handled in bulk (a page holding translated code, a watched or MMIO page)
-runs all its iterations inside one call, and that call is not bounded by the
-instruction budget (a rep counts as one instruction): with ECX near 2**32 the
-run does not end in reasonable time.  The fix is issue 12's "count each rep
-iteration as QEMU does" (or a bulk path for code pages).  Each guest runs
-under a watchdog; a guest caught by it inside ``_Rep.run`` is counted as this
-known hang, any other overrun fails.
+Each guest runs under a watchdog (any overrun fails).  It caught a rep
+string instruction whose pages could not be handled in bulk (a page holding
+translated code, a watched or MMIO page) running all its ~2**32 iterations
+in one call; each rep iteration now counts as one instruction of the budget,
+as QEMU counts them (core/ops/string.py), so such a rep ends with the slice.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ RAM = 2 << 20
 INSNS = 2000
 CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS", "80"))
 SLOW_CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS_SLOW", "3000"))
-WATCHDOG_S = 6  # a guest of INSNS instructions takes well under a second; see KNOWN_HANG
-KNOWN_HANG = "known hang: unbounded rep"
+WATCHDOG_S = 6  # a guest of INSNS instructions takes well under a second
 
 
 class _WatchdogError(Exception):
@@ -63,19 +59,15 @@ def _alarm(signum: int, frame: object) -> None:
     raise _WatchdogError()
 
 
-def run_watched(seed: int, with_idt: bool) -> str:
-    """run_guest under the watchdog: its stop kind, or KNOWN_HANG for the pinned rep bug."""
+def run_watched(seed: int, with_idt: bool) -> StopKind:
+    """run_guest under the watchdog: its stop kind; an overrun fails with where it was."""
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(WATCHDOG_S)
     try:
         return run_guest(seed, with_idt)
     except _WatchdogError as exc:
         frames = [(f.name, f.filename) for f in traceback.extract_tb(exc.__traceback__)]
-        if any(name == "run" and filename.endswith("core/ops/string.py") for name, filename in frames):
-            return KNOWN_HANG
-        raise AssertionError(
-            f"guest {seed} (idt={with_idt}) overran {WATCHDOG_S} s outside a rep: {frames[-3:]}"
-        ) from exc
+        raise AssertionError(f"guest {seed} (idt={with_idt}) overran {WATCHDOG_S} s: {frames[-3:]}") from exc
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -153,10 +145,9 @@ def test_random_guests(with_idt):
         assert kinds[StopKind.LIMIT] > 0, kinds  # exceptions are delivered and the code runs on
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a rep whose pages cannot go in bulk is not bounded by the budget")
-def test_known_hang_rep_bounded_by_the_budget():
-    """Seed 15 (with an IDT) reaches a rep stos with ECX near 2**32 over a page holding code."""
-    assert run_watched(15, True) != KNOWN_HANG
+def test_rep_over_a_code_page_is_bounded_by_the_budget():
+    """Seed 15 (with an IDT) reaches a rep stos with ECX near 2**32 over a page holding code (it hung)."""
+    assert run_watched(15, True) == StopKind.LIMIT
 
 
 def test_exception_storm_ends_a_budgeted_run():

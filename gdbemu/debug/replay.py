@@ -65,6 +65,7 @@ from .snapshot import Snapshot, SnapshotStore, capture_cpu
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
 DEFAULT_SPLIT = 20_000  # a replay longer than this leaves a checkpoint (bounds repeated reverse steps)
+DEFAULT_TAIL = 250_000  # the newest checkpoint of a live run trails it by at most this (the first step back)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Segment:
     end: int | None  # None while it runs (the present's segment)
     step: bool = False
     irq: bool = False
+    tail: bool = False  # a checkpoint that only trails a live run: replaced by the next one (History.tick)
 
     @property
     def empty(self) -> bool:
@@ -118,6 +120,7 @@ class History:
         self.interval = interval
         self.limit_bytes = limit_bytes
         self.split = DEFAULT_SPLIT
+        self.tail = DEFAULT_TAIL
         self.segments: list[Segment] = []
         self.pos: tuple[int, int] | None = None
         self.present: Snapshot | None = None
@@ -148,16 +151,44 @@ class History:
         self._bound()
 
     def tick(self) -> None:
-        """Between slices of a live run: start a new segment past ``interval`` instructions."""
-        if self.segments:
-            seg = self.segments[-1]
-            if seg.end is None and not seg.step and self.machine.cpu.icount - seg.start >= self.interval:
-                self.begin(step=False)
+        """Between slices of a live run: a checkpoint every ``interval`` instructions, and tails.
+
+        Tail checkpoints trail the run every ``tail`` instructions, so the
+        first step back after a long run replays about that much, not up to
+        an interval.  The two newest tails are kept (a stop may fall right on
+        the newest: the step back then starts from the one before); an older
+        tail goes, its pages merging into the next checkpoint as when the
+        oldest segments are dropped, so history keeps about one checkpoint per
+        interval and its memory does not grow.
+        """
+        if not self.segments:
+            return
+        seg = self.segments[-1]
+        if seg.end is not None or seg.step:
+            return
+        icount = self.machine.cpu.icount
+        anchor = next(s for s in reversed(self.segments) if not s.tail or s is self.segments[0])
+        if icount - anchor.start >= self.interval:
+            self.begin(step=False)
+        elif icount - seg.start >= self.tail:
+            self.begin(step=False)
+            self.segments[-1].tail = True
+        else:
+            return
+        segs = self.segments
+        i = len(segs) - 3  # segs[-1] is new, segs[-2] the previous one: kept
+        while i > 0 and segs[i].tail:
+            old = segs.pop(i)
+            self._drop_snapshot(old.snap)
+            segs[i - 1].end = segs[i].start
+            i -= 1
 
     def stopped(self) -> None:
-        """The live operation stopped: its segment ends here."""
+        """The live operation stopped: its segment ends here (a tail's checkpoint is kept from now on)."""
         if self.segments and self.segments[-1].end is None:
             self.segments[-1].end = self.machine.cpu.icount
+            for seg in self.segments:
+                seg.tail = False
 
     def record_input(self, what: str) -> None:
         """Outside input at this point (gdb's writes, console bytes, monitor commands)."""

@@ -309,7 +309,7 @@ class MachineTarget(TargetBase):
             if stop.kind == StopKind.STEP:
                 return self._stopped(StopEvent.step_done(1))
         else:
-            stop = machine.run(max_insns=max_insns)
+            stop = self._run_recorded(max_insns)
         self.last_stop = stop
         kind = stop.kind
         if kind in (StopKind.LIMIT, StopKind.STEP):
@@ -339,6 +339,19 @@ class MachineTarget(TargetBase):
             time.sleep(self.IDLE_SLEEP)
             return None
         return None
+
+    def _run_recorded(self, max_insns: int) -> RunStop:
+        """``machine.run``, in pieces of at most ``History.tail`` while recording (a checkpoint may follow each)."""
+        machine = self.machine
+        h = self.history
+        if h is None or h.in_past:
+            return machine.run(max_insns=max_insns)
+        end = machine.cpu.icount + max_insns
+        while True:
+            stop = machine.run(max_insns=min(end - machine.cpu.icount, h.tail))
+            if stop.kind != StopKind.LIMIT or machine.cpu.icount >= end:
+                return stop
+            h.tick()
 
     def _stopped(self, event: StopEvent) -> StopEvent:
         cpu = self.machine.cpu

@@ -107,3 +107,23 @@ def test_new_input_in_the_past_discards_the_future(kernel: Path) -> None:
     t.resume([ResumeAction(1, True, None)])
     assert t.run_slice(1000) is not None
     assert t.machine.cpu.icount == 300_000 - 2
+
+
+def test_the_newest_checkpoint_trails_a_live_run(kernel: Path) -> None:
+    """A tail checkpoint at most ``tail`` behind the run, replaced as it goes: the first step back is short."""
+    t = MachineTarget(boot(kernel))
+    h = t._history()
+    assert h is not None
+    h.interval, h.tail = 400_000, 50_000
+    run_to(t, 1_000_000)
+    starts = [seg.start for seg in h.segments]
+    assert 1_000_000 - starts[-2] <= 2 * h.tail
+    # One checkpoint per interval and two tails: the older tails are gone, their snapshots too.
+    assert sum(1 for seg in h.segments if 1_000_000 - seg.start < h.interval) <= 3, starts
+    assert len(h.segments) <= 1_000_000 // h.interval + 3, starts
+    assert len([s for s in h.store.snapshots.values() if s.name.startswith("#h")]) == len(h.segments)
+    assert all(a.end == b.start for a, b in zip(h.segments, h.segments[1:], strict=False))
+    replayed = h.replayed_insns
+    t.reverse_step(1)
+    assert h.replayed_insns - replayed <= 2 * h.tail + h.split
+    assert t.machine.cpu.icount == 1_000_000 - 1

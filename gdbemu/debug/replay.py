@@ -50,11 +50,11 @@ next checkpoint, which keeps it loadable).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..core.cpu import CS
+from ..core.cpu import CPU, CS, REQ_EXIT
 from ..core.mmu import debug_translate
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
@@ -65,6 +65,7 @@ from .snapshot import Snapshot, SnapshotStore, capture_cpu
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
 DEFAULT_SPLIT = 20_000  # a replay longer than this leaves a checkpoint (bounds repeated reverse steps)
+SCAN_CHUNK = 200_000  # a replay that searches (bc, c in the past) yields this often: Ctrl-C ends it there
 DEFAULT_TAIL = 250_000  # the newest checkpoint of a live run trails it by at most this (the first step back)
 
 
@@ -76,6 +77,7 @@ class Segment:
     step: bool = False
     irq: bool = False
     tail: bool = False  # a checkpoint that only trails a live run: replaced by the next one (History.tick)
+    at_limit: bool = False  # starts where a budgeted run stopped (a slice, a cut): phase 0, no delivery yet
 
     @property
     def empty(self) -> bool:
@@ -130,6 +132,9 @@ class History:
         # The state is the one ``goto(pos)`` makes (False at the present and at a rebuilt hit,
         # where an interrupt or exception may have been delivered after the icount was reached).
         self.canonical = False
+        # Deliveries (interrupts, exceptions) done at the position's icount: the position is
+        # (segment, icount, phase); phase 0 is the state a run stopped by its budget has there.
+        self.phase = 0
         self._names = 0
 
     # ---- recording ----------------------------------------------------------------------
@@ -175,6 +180,7 @@ class History:
             self.segments[-1].tail = True
         else:
             return
+        self.segments[-1].at_limit = True
         segs = self.segments
         i = len(segs) - 3  # segs[-1] is new, segs[-2] the previous one: kept
         while i > 0 and segs[i].tail:
@@ -281,8 +287,8 @@ class History:
                 break
         self.replayed_insns += n
 
-    def goto(self, k: int, icount: int) -> None:
-        """Put the machine at position (segment k, icount) (module docstring).
+    def goto(self, k: int, icount: int, phase: int = 0) -> None:
+        """Put the machine at position (segment k, icount, phase) (module docstring).
 
         A replay longer than ``split`` instructions leaves a checkpoint behind
         (the segment is cut there: slicing does not change a run), so stepping
@@ -297,14 +303,78 @@ class History:
                     mid -= self.split
                 if mid > seg.start:
                     self._run_exact(mid - seg.start)
-                    cut = Segment(self._checkpoint(), mid, seg.end)
+                    cut = Segment(self._checkpoint(), mid, seg.end, at_limit=True)
                     seg.end = mid
                     self.segments.insert(k + 1, cut)
                     k, seg = k + 1, cut
             if icount > seg.start:
                 self._run_exact(icount - seg.start)
+        for _ in range(phase):
+            self._event()
         self.pos = (k, icount)
+        self.phase = phase
         self.canonical = True
+
+    # ---- deliveries: several states at one instruction count ------------------------------
+    MAX_PHASES = 16  # deliveries looked for at one instruction count
+
+    def _event(self) -> bool:
+        """One step of the recorded run: a delivery (True: the icount stays) or an instruction (False).
+
+        The run stops right after a delivery: the ``interrupt`` trace hook
+        (called as one starts) asks for a stop, which the run loop honours
+        once the delivery is done.  Slicing does not change a run, so going
+        on from there is the recorded run.  Software interrupts (INT n, INT3,
+        INTO) and #DB traps are part of the instruction that retired (a
+        budgeted run's stop includes them), not deliveries of their own.
+        """
+        m = self.machine
+        hooks = m.trace
+        previous = hooks.interrupt
+        before = m.cpu.icount
+
+        def on_delivery(cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+            if previous is not None:
+                previous(cpu, vector, soft, error_code, next_eip)
+            if not soft and vector != 1:
+                m.request_stop(RunStop(StopKind.LIMIT, "replay: a delivery"))
+
+        hooks.interrupt = on_delivery
+        try:
+            with self._quiet():
+                m.run(max_insns=1)
+        finally:
+            hooks.interrupt = previous
+            for cpu in m.cpus:
+                cpu.interrupt_request &= ~REQ_EXIT
+        return m.cpu.icount == before
+
+    def _phase_of(self, k: int, icount: int, want: object) -> int | None:
+        """The phase at which segment k's run has CPU state ``want`` at ``icount`` (the machine is left
+        there), or None: it has not (the machine is then at (k, icount, 0))."""
+        self.goto(k, icount)
+        cpu = self.machine.cpu
+        for phase in range(self.MAX_PHASES + 1):
+            if capture_cpu(cpu) == want:
+                self.phase = phase
+                return phase
+            if phase == self.MAX_PHASES or not self._event():
+                break
+        self.goto(k, icount)
+        return None
+
+    def _goto_last(self, k: int, icount: int) -> None:
+        """The last state at ``icount`` in segment k's run: after every delivery done there."""
+        self.goto(k, icount)
+        phases = 0
+        while phases < self.MAX_PHASES and self._event():
+            phases += 1
+        self.goto(k, icount, phases)
+
+    def _state_after(self, k: int) -> object | None:
+        """The CPU state the run of segment k reaches at its end: the next checkpoint's, or the present's."""
+        snap = self.segments[k + 1].snap if k + 1 < len(self.segments) else self.present
+        return None if snap is None else snap.state["cpus"][0]
 
     def _ensure_present_saved(self) -> None:
         if self.pos is None:
@@ -323,7 +393,13 @@ class History:
 
     # ---- reverse step -------------------------------------------------------------------
     def reverse_step(self) -> ReverseStop:
-        """One instruction back (``bs``)."""
+        """One step back (``bs``): one instruction, or one delivery (interrupt, exception) made between two.
+
+        The states at one icount are its phases: 0 before the deliveries made
+        there, then one after each (the last is the handler's first instruction,
+        before it runs).  Stepping back from phase p > 0 goes to phase p - 1; from
+        phase 0, to the last phase of the previous icount.
+        """
         if not self.segments:
             return ReverseStop("begin")
         present = self.pos is None
@@ -334,17 +410,18 @@ class History:
             self.goto(k, seg.start)
             return ReverseStop("step")
         if not seg.step and not (self.canonical and not present):
-            # An interrupt or exception delivered at this icount (the handler's first instruction):
-            # the state before the delivery is at the same icount.
-            before = capture_cpu(self.machine.cpu)
-            self.goto(k, icount)
-            if capture_cpu(self.machine.cpu) != before:
-                return ReverseStop("step")
+            # Which phase is this state (the present, a breakpoint hit)?  Replay and compare.
+            phase = self._phase_of(k, icount, capture_cpu(self.machine.cpu)) or 0
             assert self.pos is not None
             k, icount = self.pos  # goto may have cut the segment
             seg = self.segments[k]
+        else:
+            phase = self.phase
+        if phase > 0:
+            self.goto(k, icount, phase - 1)
+            return ReverseStop("step")
         if not seg.step and icount > seg.start:
-            self.goto(k, icount - 1)
+            self._goto_last(k, icount - 1)
             return ReverseStop("step")
         for j in range(k - 1, -1, -1):
             prev = self.segments[j]
@@ -353,7 +430,13 @@ class History:
                 self.goto(j, prev.start)
                 return ReverseStop("step")
             if end > prev.start:
-                self.goto(j, end - 1)
+                # The next segment may start after deliveries made at ``end`` in this one's run.
+                want = None if self.segments[j + 1].at_limit else self._state_after(j)
+                q = self._phase_of(j, end, want) if want is not None else None
+                if q:
+                    self.goto(j, end, q - 1)
+                else:
+                    self._goto_last(j, end - 1)
                 return ReverseStop("step")
         self.goto(0, self.segments[0].start)
         return ReverseStop("begin")
@@ -380,8 +463,12 @@ class History:
             return None
         return set(nxt.all_pages().tolist())
 
-    def _scan(self, k: int, limit: int) -> list[_Hit]:
-        """Replay segment k from its start to icount ``limit`` with gdb's stops armed; every hit."""
+    def _scan(self, k: int, limit: int) -> Generator[None, None, list[_Hit]]:
+        """Replay segment k from its start to icount ``limit`` with gdb's stops armed; every hit.
+
+        Yields every ``SCAN_CHUNK`` instructions.  Closed there (Ctrl-C), it
+        leaves the machine at that point of the replay, as the position.
+        """
         m = self.machine
         seg = self.segments[k]
         hits: list[_Hit] = []
@@ -402,8 +489,18 @@ class History:
                 return hits
             while m.cpu.icount < limit:
                 before = m.cpu.icount
-                stop = m.run(max_insns=limit - m.cpu.icount)
+                stop = m.run(max_insns=min(limit - m.cpu.icount, SCAN_CHUNK))
                 self.replayed_insns += m.cpu.icount - before
+                if stop.kind == StopKind.LIMIT and m.cpu.icount < limit:
+                    try:
+                        yield
+                    except GeneratorExit:
+                        # Interrupted: the replay's point is the position (a run stopped by its budget).
+                        self.pos = (k, m.cpu.icount)
+                        self.canonical = True
+                        m.breakpoints.skip_once = None
+                        raise
+                    continue
                 if stop.kind != StopKind.DEBUG:
                     break
                 ordinal += 1
@@ -444,6 +541,10 @@ class History:
 
     def reverse_continue(self) -> ReverseStop:
         """Back to the latest breakpoint or watchpoint hit before the current position (``bc``)."""
+        return drain(self.reverse_continue_iter())
+
+    def reverse_continue_iter(self) -> Generator[None, None, ReverseStop]:
+        """``reverse_continue`` as a generator: it yields while it replays (see ``_scan``)."""
         k, icount = self._position()
         self._ensure_present_saved()
         m = self.machine
@@ -464,7 +565,7 @@ class History:
                 if dirty is not None and not dirty & wpages:
                     j -= 1
                     continue
-            hits = [h for h in self._scan(j, limit) if self._before(h, j, k, icount)]
+            hits = [h for h in (yield from self._scan(j, limit)) if self._before(h, j, k, icount)]
             if hits:
                 hit = hits[-1]
                 if hit.kind == "watch":
@@ -487,26 +588,50 @@ class History:
 
     # ---- forward in the past ---------------------------------------------------------------
     def forward_step(self) -> ReverseStop:
-        """One instruction forward in recorded history (gdb's stepi in the past)."""
+        """One step forward in recorded history (gdb's stepi in the past): an instruction, or a
+        delivery the recorded run made before the next one (``reverse_step``'s phases)."""
         assert self.pos is not None
         k, icount = self.pos
         seg = self.segments[k]
-        end = self._seg_end(k)
-        if not seg.step and icount + 1 < end:
-            self.goto(k, icount + 1)
-            return ReverseStop("step")
-        if k + 1 < len(self.segments):
-            self.goto(k + 1, self.segments[k + 1].start)
-            return ReverseStop("step")
-        return self.to_present()
+        if seg.step:
+            if k + 1 < len(self.segments):
+                self.goto(k + 1, self.segments[k + 1].start)
+                return ReverseStop("step")
+            return self.to_present()
+        if not self.canonical:
+            phase = self._phase_of(k, icount, capture_cpu(self.machine.cpu))
+            assert self.pos is not None
+            k, icount = self.pos
+            if phase is None:
+                self.phase = 0
+        if self._event():
+            self.phase += 1
+        else:
+            icount += 1
+            self.phase = 0
+        self.pos = (k, icount)
+        self.canonical = True
+        if icount >= self._seg_end(k):
+            # The end of this segment's run: the next segment (or the present) once its state is reached.
+            want = self._state_after(k)
+            if want is None or capture_cpu(self.machine.cpu) == want or icount > self._seg_end(k):
+                if k + 1 < len(self.segments):
+                    self.goto(k + 1, self.segments[k + 1].start)
+                    return ReverseStop("step")
+                return self.to_present()
+        return ReverseStop("step")
 
     def forward_continue(self) -> ReverseStop:
         """Forward through recorded history to the next breakpoint/watchpoint hit, else the present."""
+        return drain(self.forward_continue_iter())
+
+    def forward_continue_iter(self) -> Generator[None, None, ReverseStop]:
+        """``forward_continue`` as a generator: it yields while it replays (see ``_scan``)."""
         assert self.pos is not None
         k, icount = self.pos
         for j in range(k, len(self.segments)):
             seg = self.segments[j]
-            hits = self._scan(j, self._seg_end(j))
+            hits = yield from self._scan(j, self._seg_end(j))
             later = [h for h in hits if j > k or h.icount > icount or (h.kind == "watch" and h.icount > icount)]
             if later:
                 hit = later[0]
@@ -529,6 +654,7 @@ class History:
             self.present = None
         self.pos = None
         self.canonical = False
+        self.phase = 0
         return ReverseStop("present")
 
     def info(self) -> str:
@@ -542,3 +668,13 @@ class History:
         ]
         lines += self.notices[-5:]
         return "\n".join(lines) + "\n"
+
+
+def drain(gen: Generator[None, None, ReverseStop]) -> ReverseStop:
+    """Run a History generator to its end; its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            result: ReverseStop = done.value
+            return result

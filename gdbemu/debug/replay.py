@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..core.cpu import CPU, CS, REQ_EXIT
 from ..core.mmu import debug_translate
@@ -61,6 +62,8 @@ from ..machine import Machine
 from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
 from .snapshot import Snapshot, SnapshotStore, capture_cpu
+
+T = TypeVar("T")
 
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
@@ -278,17 +281,32 @@ class History:
         self.store.load_snapshot(snap)
         self.machine.breakpoints.skip_once = None
 
-    def _run_exact(self, n: int) -> None:
+    def _run_exact(self, k: int, n: int) -> Generator[None, None, None]:
+        """Replay n instructions of segment k, yielding every ``SCAN_CHUNK``; closed there (Ctrl-C),
+        the replay's point becomes the position."""
         m = self.machine
         target = m.cpu.icount + n
         while m.cpu.icount < target:
-            stop = m.run(max_insns=target - m.cpu.icount)
+            before = m.cpu.icount
+            stop = m.run(max_insns=min(target - m.cpu.icount, SCAN_CHUNK))
+            self.replayed_insns += m.cpu.icount - before
             if stop.kind != StopKind.LIMIT:
                 break
-        self.replayed_insns += n
+            if m.cpu.icount < target:
+                try:
+                    yield
+                except GeneratorExit:
+                    self.pos = (k, m.cpu.icount)
+                    self.phase = 0
+                    self.canonical = True
+                    raise
 
     def goto(self, k: int, icount: int, phase: int = 0) -> None:
-        """Put the machine at position (segment k, icount, phase) (module docstring).
+        """Put the machine at position (segment k, icount, phase) (module docstring)."""
+        drain(self._goto(k, icount, phase))
+
+    def _goto(self, k: int, icount: int, phase: int = 0) -> Generator[None, None, None]:
+        """``goto`` as a generator (it yields while it replays: ``_run_exact``).
 
         A replay longer than ``split`` instructions leaves a checkpoint behind
         (the segment is cut there: slicing does not change a run), so stepping
@@ -302,13 +320,13 @@ class History:
                 if mid == icount:
                     mid -= self.split
                 if mid > seg.start:
-                    self._run_exact(mid - seg.start)
+                    yield from self._run_exact(k, mid - seg.start)
                     cut = Segment(self._checkpoint(), mid, seg.end, at_limit=True)
                     seg.end = mid
                     self.segments.insert(k + 1, cut)
                     k, seg = k + 1, cut
             if icount > seg.start:
-                self._run_exact(icount - seg.start)
+                yield from self._run_exact(k, icount - seg.start)
         for _ in range(phase):
             self._event()
         self.pos = (k, icount)
@@ -349,10 +367,11 @@ class History:
                 cpu.interrupt_request &= ~REQ_EXIT
         return m.cpu.icount == before
 
-    def _phase_of(self, k: int, icount: int, want: object) -> int | None:
+    def _phase_of(self, k: int, icount: int, want: object) -> Generator[None, None, int | None]:
         """The phase at which segment k's run has CPU state ``want`` at ``icount`` (the machine is left
         there), or None: it has not (the machine is then at (k, icount, 0))."""
-        self.goto(k, icount)
+        yield from self._goto(k, icount)
+        k = self.pos[0] if self.pos is not None else k  # the replay may have cut the segment
         cpu = self.machine.cpu
         for phase in range(self.MAX_PHASES + 1):
             if capture_cpu(cpu) == want:
@@ -360,16 +379,17 @@ class History:
                 return phase
             if phase == self.MAX_PHASES or not self._event():
                 break
-        self.goto(k, icount)
+        yield from self._goto(k, icount)
         return None
 
-    def _goto_last(self, k: int, icount: int) -> None:
+    def _goto_last(self, k: int, icount: int) -> Generator[None, None, None]:
         """The last state at ``icount`` in segment k's run: after every delivery done there."""
-        self.goto(k, icount)
+        yield from self._goto(k, icount)
+        k = self.pos[0] if self.pos is not None else k
         phases = 0
         while phases < self.MAX_PHASES and self._event():
             phases += 1
-        self.goto(k, icount, phases)
+        yield from self._goto(k, icount, phases)
 
     def _state_after(self, k: int) -> object | None:
         """The CPU state the run of segment k reaches at its end: the next checkpoint's, or the present's."""
@@ -393,6 +413,10 @@ class History:
 
     # ---- reverse step -------------------------------------------------------------------
     def reverse_step(self) -> ReverseStop:
+        """One step back (``bs``); see ``reverse_step_iter``."""
+        return drain(self.reverse_step_iter())
+
+    def reverse_step_iter(self) -> Generator[None, None, ReverseStop]:
         """One step back (``bs``): one instruction, or one delivery (interrupt, exception) made between two.
 
         The states at one icount are its phases: 0 before the deliveries made
@@ -407,38 +431,38 @@ class History:
         seg = self.segments[k]
         self._ensure_present_saved()
         if seg.step and present:
-            self.goto(k, seg.start)
+            yield from self._goto(k, seg.start)
             return ReverseStop("step")
         if not seg.step and not (self.canonical and not present):
             # Which phase is this state (the present, a breakpoint hit)?  Replay and compare.
-            phase = self._phase_of(k, icount, capture_cpu(self.machine.cpu)) or 0
+            phase = (yield from self._phase_of(k, icount, capture_cpu(self.machine.cpu))) or 0
             assert self.pos is not None
             k, icount = self.pos  # goto may have cut the segment
             seg = self.segments[k]
         else:
             phase = self.phase
         if phase > 0:
-            self.goto(k, icount, phase - 1)
+            yield from self._goto(k, icount, phase - 1)
             return ReverseStop("step")
         if not seg.step and icount > seg.start:
-            self._goto_last(k, icount - 1)
+            yield from self._goto_last(k, icount - 1)
             return ReverseStop("step")
         for j in range(k - 1, -1, -1):
             prev = self.segments[j]
             end = self._seg_end(j)
             if prev.step:
-                self.goto(j, prev.start)
+                yield from self._goto(j, prev.start)
                 return ReverseStop("step")
             if end > prev.start:
                 # The next segment may start after deliveries made at ``end`` in this one's run.
                 want = None if self.segments[j + 1].at_limit else self._state_after(j)
-                q = self._phase_of(j, end, want) if want is not None else None
+                q = (yield from self._phase_of(j, end, want)) if want is not None else None
                 if q:
-                    self.goto(j, end, q - 1)
+                    yield from self._goto(j, end, q - 1)
                 else:
-                    self._goto_last(j, end - 1)
+                    yield from self._goto_last(j, end - 1)
                 return ReverseStop("step")
-        self.goto(0, self.segments[0].start)
+        yield from self._goto(0, self.segments[0].start)
         return ReverseStop("begin")
 
     # ---- reverse continue ----------------------------------------------------------------
@@ -570,16 +594,16 @@ class History:
                 hit = hits[-1]
                 if hit.kind == "watch":
                     # Before the writing instruction: the write undone (module docstring).
-                    self.goto(j, hit.icount - 1)
+                    yield from self._goto(j, hit.icount - 1)
                     return ReverseStop("watch", hit.addr, hit.watch_kind)
                 if seg.step:
-                    self.goto(j, seg.start)
+                    yield from self._goto(j, seg.start)
                 else:
                     self._replay_to_hit(hit)
                 return ReverseStop(hit.kind, hit.addr)
             j -= 1
         if self.segments:
-            self.goto(0, self.segments[0].start)
+            yield from self._goto(0, self.segments[0].start)
         return ReverseStop("begin")
 
     @staticmethod
@@ -599,7 +623,7 @@ class History:
                 return ReverseStop("step")
             return self.to_present()
         if not self.canonical:
-            phase = self._phase_of(k, icount, capture_cpu(self.machine.cpu))
+            phase = drain(self._phase_of(k, icount, capture_cpu(self.machine.cpu)))
             assert self.pos is not None
             k, icount = self.pos
             if phase is None:
@@ -636,10 +660,10 @@ class History:
             if later:
                 hit = later[0]
                 if hit.kind == "watch":
-                    self.goto(j, hit.icount)  # forward: after the write, as a live watchpoint
+                    yield from self._goto(j, hit.icount)  # forward: after the write, as a live watchpoint
                     return ReverseStop("watch", hit.addr, hit.watch_kind)
                 if seg.step:
-                    self.goto(j, seg.start)
+                    yield from self._goto(j, seg.start)
                 else:
                     self._replay_to_hit(hit)
                 return ReverseStop(hit.kind, hit.addr)
@@ -670,11 +694,11 @@ class History:
         return "\n".join(lines) + "\n"
 
 
-def drain(gen: Generator[None, None, ReverseStop]) -> ReverseStop:
+def drain(gen: Generator[None, None, T]) -> T:
     """Run a History generator to its end; its result."""
     while True:
         try:
             next(gen)
         except StopIteration as done:
-            result: ReverseStop = done.value
+            result: T = done.value
             return result

@@ -190,23 +190,27 @@ class MachineTarget(TargetBase):
             return StopEvent.watch(_TO_RSP[rs.watch_kind], rs.addr, 1)
         return StopEvent.step_done(1)
 
-    def reverse_step(self, tid: int) -> StopEvent:
-        """``bs``: one instruction back; it replays at most about ``History.tail`` instructions."""
+    def reverse_step(self, tid: int) -> StopEvent | None:
+        """``bs``: started, the stop comes from ``run_slice`` (a replay Ctrl-C can interrupt)."""
         h = self._history()
         if h is None:
             return StopEvent.history_begin(1)
-        return self._stopped(self._reverse_event(h.reverse_step()))
+        self._start_job(h.reverse_step_iter())
+        return None
 
     def reverse_continue(self, tid: int) -> StopEvent | None:
         """``bc``: started, the stop comes from ``run_slice`` (a search Ctrl-C can interrupt)."""
         h = self._history()
         if h is None:
             return StopEvent.history_begin(1)
+        self._start_job(h.reverse_continue_iter())
+        return None
+
+    def _start_job(self, job: Generator[None, None, ReverseStop]) -> None:
         self._interrupted = False
-        self._job = h.reverse_continue_iter()
+        self._job = job
         self.stop_time = time.perf_counter()
         self.stop_icount = self.machine.cpu.icount
-        return None
 
     def _run_job(self) -> StopEvent | None:
         """Advance the search under way by one piece: None while it goes on, else its stop."""

@@ -53,6 +53,14 @@ def reverse_continue(t: MachineTarget) -> StopEvent:
     return ev
 
 
+def reverse_step(t: MachineTarget) -> StopEvent:
+    """``bs`` as the server drives it."""
+    ev = t.reverse_step(1)
+    while ev is None:
+        ev = t.run_slice(100_000)
+    return ev
+
+
 def test_reverse_stepi_states_are_exact(kernel: Path) -> None:
     end, window = 1_300_000, 40
     truth = boot(kernel)
@@ -65,7 +73,7 @@ def test_reverse_stepi_states_are_exact(kernel: Path) -> None:
     run_to(t, end)
     assert t.supports_reverse() is t
     for n in range(1, window + 1):
-        ev = t.reverse_step(1)
+        ev = reverse_step(t)
         assert ev.reason is StopReplyKind.SIGNAL
         assert t.machine.cpu.icount == end - n
         assert capture_cpu(t.machine.cpu) == want[end - n], f"state {n} steps back differs"
@@ -105,7 +113,7 @@ def test_new_input_in_the_past_discards_the_future(kernel: Path) -> None:
     t = MachineTarget(boot(kernel))
     run_to(t, 300_000)
     for _ in range(3):
-        t.reverse_step(1)
+        reverse_step(t)
     h = t.history
     assert h is not None and h.in_past
     t.write_memory(1, 0x200000, b"\x01\x02")
@@ -132,7 +140,7 @@ def test_the_newest_checkpoint_trails_a_live_run(kernel: Path) -> None:
     assert len([s for s in h.store.snapshots.values() if s.name.startswith("#h")]) == len(h.segments)
     assert all(a.end == b.start for a, b in zip(h.segments, h.segments[1:], strict=False))
     replayed = h.replayed_insns
-    t.reverse_step(1)
+    reverse_step(t)
     assert h.replayed_insns - replayed <= 2 * h.tail + 3 * h.split
     assert t.machine.cpu.icount == 1_000_000 - 1
 
@@ -201,10 +209,35 @@ def test_stepping_across_an_interrupt_delivery_both_ways(kernel: Path) -> None:
     run_to(t, at + after)
     assert capture_cpu(t.machine.cpu) == states[-1]
     for want in reversed(states[:-1]):
-        assert t.reverse_step(1).reason is StopReplyKind.SIGNAL
+        assert reverse_step(t).reason is StopReplyKind.SIGNAL
         assert capture_cpu(t.machine.cpu) == want, (t.machine.cpu.icount, at)
     for want in states[1:]:
         t.resume([ResumeAction(1, True, None)])
         assert t.run_slice(1000) is not None
         assert capture_cpu(t.machine.cpu) == want, (t.machine.cpu.icount, at)
     assert t.history is not None and not t.history.in_past
+
+
+def test_ctrl_c_ends_a_long_reverse_step(kernel: Path) -> None:
+    """``bs`` whose replay is long (no checkpoint near) stops cleanly on an interrupt, at an exact state."""
+    t = MachineTarget(boot(kernel))
+    h = t._history()
+    assert h is not None
+    h.interval = h.tail = 10**9  # one checkpoint, at the start
+    run_to(t, 900_000)
+    assert t.reverse_step(1) is None  # started
+    assert t.run_slice(1000) is None
+    t.interrupt()
+    ev = t.run_slice(1000)
+    assert ev is not None and ev.reason is StopReplyKind.SIGNAL and ev.signal == 2
+    at = t.machine.cpu.icount
+    assert h.in_past and 0 < at < 900_000
+    truth = boot(kernel)
+    truth.run(max_insns=at)
+    assert capture_cpu(t.machine.cpu) == capture_cpu(truth.cpu)
+    # And stepping back from there is exact too.
+    reverse_step(t)
+    truth = boot(kernel)
+    truth.run(max_insns=at - 1)
+    assert t.machine.cpu.icount == at - 1
+    assert capture_cpu(t.machine.cpu) == capture_cpu(truth.cpu)

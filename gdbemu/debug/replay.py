@@ -12,7 +12,9 @@ count; timers cut slices exactly).  So history needs only:
   ``irq`` setting), a *run* segment is ``Machine.run`` from its checkpoint to
   its end icount.  A long run is cut into segments of at most ``interval``
   instructions (checkpoints between slices), which bounds the replay
-  distance of any position.  The pages each checkpoint stores are the pages
+  distance of any position; the newest checkpoints also trail a live run
+  every ``tail`` instructions (only the two newest tails are kept), so the
+  first step back after a long run replays about ``tail`` instructions.  The pages each checkpoint stores are the pages
   the previous segment dirtied: a reverse watch skips every segment whose
   dirty set does not hold a watched page.
 * **Outside input** (gdb's writes to memory and registers, console bytes,
@@ -21,16 +23,23 @@ count; timers cut slices exactly).  So history needs only:
   a segment never needs it.  ``log`` keeps each input with its instruction
   count (what, where, when).
 * **Positions.**  ``pos`` is None at the present (live execution), else
-  ``(segment, icount)``: the state at ``icount`` inside that segment, made by
-  loading the segment's checkpoint and running ``icount - start``
-  instructions with gdb's breakpoints and watchpoints suspended.  ``present``
-  is a checkpoint of the present, taken when gdb first goes back.
+  ``(segment, icount)`` and ``phase``: the state at ``icount`` inside that
+  segment, made by loading the segment's checkpoint and running ``icount -
+  start`` instructions with gdb's breakpoints and watchpoints suspended, then
+  ``phase`` deliveries (hardware interrupts and exceptions the recorded run
+  made before its next instruction: ``_event``).  Phase 0 is the state a
+  budgeted run stops at; the last phase is the handler's first instruction
+  before it runs.  ``present`` is a checkpoint of the present, taken when
+  gdb first goes back; a state reached otherwise (the present, a breakpoint
+  hit) gets its phase by replaying and comparing the CPU state.
 
-Reverse step (``bs``): the position one instruction earlier (the start of a
-step segment whose instruction faulted or took an interrupt: the state
-before it).  Reverse continue (``bc``): segments are replayed from the
-newest back, with gdb's breakpoints and watchpoints armed, collecting hits
-before the current position; the latest wins.  A breakpoint stops at the
+Reverse step (``bs``): the position one step earlier -- one delivery back
+when the phase is above 0, else the last phase of the previous icount (the
+start of a step segment whose instruction faulted or took an interrupt: the
+state before it).  Stepping forward in the past takes the same steps.
+Reverse continue (``bc``): segments are replayed from the newest back, with
+gdb's breakpoints and watchpoints armed, collecting hits before the current
+position; the latest wins.  A breakpoint stops at the
 instruction; a write watchpoint stops *before* the writing instruction (the
 write undone, as rr reports it, so gdb's "Old value" is the later value and
 "New value" the earlier).  Nothing found: the start of history
@@ -38,7 +47,14 @@ write undone, as rr reports it, so gdb's "Old value" is the later value and
 
 Going forward from a past position replays history (breakpoints and
 watchpoints hit as they did) until the present, where live execution
-resumes.  New input at a past position (gdb writes memory or a register)
+resumes.
+
+Every operation that replays is also a generator (``reverse_step_iter``,
+``reverse_continue_iter``, ``forward_continue_iter``) that yields every
+``SCAN_CHUNK`` replayed instructions: ``MachineTarget`` advances it from
+``run_slice`` as it would run the guest, so gdb's Ctrl-C ends it (the
+generator is closed) with the machine at the point its replay had reached,
+an exact past position.  New input at a past position (gdb writes memory or a register)
 discards the future: the present becomes this position, and ``notices``
 says so (the target prints it to gdb's console as ``O`` output is not
 possible inside a stop; it is logged and shown by ``monitor info history``).

@@ -45,7 +45,7 @@ from gdbemu.debug.snapshot import SnapshotStore  # noqa: E402
 from gdbemu.debug.target import MachineTarget  # noqa: E402
 from gdbemu.hw.pc import PCConfig, build_pc  # noqa: E402
 from gdbemu.machine import Machine  # noqa: E402
-from gdbemu.rsp.target import ResumeAction, WatchKind  # noqa: E402
+from gdbemu.rsp.target import ResumeAction, StopEvent, WatchKind  # noqa: E402
 
 SLICE = 1 << 18
 
@@ -72,6 +72,13 @@ def run_target(t: MachineTarget, until: int | None = None) -> float:
         if ev is not None:
             break
     return time.process_time() - t0
+
+
+def drive(t: MachineTarget, ev: StopEvent | None) -> StopEvent:
+    """A reverse operation as the server drives it: started, then run_slice until its stop."""
+    while ev is None:
+        ev = t.run_slice(SLICE)
+    return ev
 
 
 def recording_overhead(kernel: Path, repeat: int) -> None:
@@ -109,7 +116,7 @@ def long_history(history: int, interval: int) -> None:
         times = []
         for _ in range(5):
             t0 = time.process_time()
-            t.reverse_step(1)
+            drive(t, t.reverse_step(1))
             times.append((time.process_time() - t0) * 1000)
         print(
             f"   first step back {times[0]:.1f} ms (replays up to History.tail), "
@@ -125,7 +132,7 @@ def long_history(history: int, interval: int) -> None:
         t.supports_watchpoints().add(WatchKind.WRITE, 0x300000, 4)
         replayed = h.replayed_insns
         t0 = time.process_time()
-        ev = t.reverse_continue(1)
+        ev = drive(t, t.reverse_continue(1))
         secs = time.process_time() - t0
         back_m = (h.segments[-1].end or m.cpu.icount) / 1e6
         print(

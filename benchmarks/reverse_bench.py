@@ -10,9 +10,9 @@ drives; gdb's own round trip adds its few milliseconds on top):
    its exit through ``run_slice`` with recording on, against recording off.
 2. ``reverse-stepi`` after N instructions of history (``--history``,
    default 100 M; benchmarks/reverse_loop.s): the first step back (it
-   replays from the last checkpoint, which trails a live run by at most
-   ``History.tail`` instructions) and
-   the next ones (at most ``History.split`` instructions each).
+   replays from the newest tail checkpoint, which trails a live run by
+   about ``History.tail_seconds`` of running) and the next ones (at most
+   ``History.split`` instructions each).
 3. ``reverse-continue`` with a write watchpoint to the write made at the
    start of that history (the whole history back): the
    per-interval dirty page sets skip every interval that did not write the
@@ -119,7 +119,7 @@ def long_history(history: int, interval: int) -> None:
             drive(t, t.reverse_step(1))
             times.append((time.process_time() - t0) * 1000)
         print(
-            f"   first step back {times[0]:.1f} ms (replays up to History.tail), "
+            f"   first step back {times[0]:.1f} ms (replays from the newest tail checkpoint), "
             f"then {', '.join(f'{x:.1f}' for x in times[1:])} ms  (target < 50 ms)"
         )
         print(

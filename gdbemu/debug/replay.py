@@ -13,8 +13,8 @@ count; timers cut slices exactly).  So history needs only:
   its end icount.  A long run is cut into segments of at most ``interval``
   instructions (checkpoints between slices), which bounds the replay
   distance of any position; the newest checkpoints also trail a live run
-  every ``tail`` instructions (only the two newest tails are kept), so the
-  first step back after a long run replays about ``tail`` instructions.  The pages each checkpoint stores are the pages
+  (``tick``: tails, ``tail_seconds`` of running apart, the two newest kept),
+  so the first step back after a long run replays about that long.  The pages each checkpoint stores are the pages
   the previous segment dirtied: a reverse watch skips every segment whose
   dirty set does not hold a watched page.
 * **Outside input** (gdb's writes to memory and registers, console bytes,
@@ -66,6 +66,7 @@ next checkpoint, which keeps it loadable).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,7 +86,13 @@ DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
 DEFAULT_SPLIT = 20_000  # a replay longer than this leaves a checkpoint (bounds repeated reverse steps)
 SCAN_CHUNK = 200_000  # a replay that searches (bc, c in the past) yields this often: Ctrl-C ends it there
-DEFAULT_TAIL = 250_000  # the newest checkpoint of a live run trails it by at most this (the first step back)
+# Tail checkpoints (the first step back after a long run replays from the newest): one after at least
+# DEFAULT_TAIL instructions and DEFAULT_TAIL_SECONDS of CPU time run since the newest checkpoint, looked
+# at every TAIL_CHUNK instructions.  The time rule bounds their cost (a checkpoint takes about a
+# millisecond: a few percent) and the replay's length (replay runs as fast as the run did).
+DEFAULT_TAIL = 20_000
+DEFAULT_TAIL_SECONDS = 0.04
+TAIL_CHUNK = 50_000
 
 
 @dataclass
@@ -142,6 +149,8 @@ class History:
         self.limit_bytes = limit_bytes
         self.split = DEFAULT_SPLIT
         self.tail = DEFAULT_TAIL
+        self.tail_seconds = DEFAULT_TAIL_SECONDS
+        self._checkpoint_time = 0.0  # process CPU time of the newest checkpoint
         self.segments: list[Segment] = []
         self.pos: tuple[int, int] | None = None
         self.present: Snapshot | None = None
@@ -159,7 +168,9 @@ class History:
     # ---- recording ----------------------------------------------------------------------
     def _checkpoint(self) -> Snapshot:
         self._names += 1
-        return self.store.take(f"#h{self._names}")
+        snap = self.store.take(f"#h{self._names}")
+        self._checkpoint_time = time.process_time()
+        return snap
 
     @property
     def in_past(self) -> bool:
@@ -174,16 +185,19 @@ class History:
         self.segments.append(seg)
         self._bound()
 
-    def tick(self) -> None:
-        """Between slices of a live run: a checkpoint every ``interval`` instructions, and tails.
+    def tick(self, tails: bool = False) -> None:
+        """Between slices of a live run: a checkpoint every ``interval`` instructions, and (``tails``)
+        tail checkpoints.
 
-        Tail checkpoints trail the run every ``tail`` instructions, so the
-        first step back after a long run replays about that much, not up to
-        an interval.  The two newest tails are kept (a stop may fall right on
-        the newest: the step back then starts from the one before); an older
-        tail goes, its pages merging into the next checkpoint as when the
-        oldest segments are dropped, so history keeps about one checkpoint per
-        interval and its memory does not grow.
+        Tails trail the run (at least ``tail`` instructions and
+        ``tail_seconds`` of CPU time apart), so the first step back after a
+        long run replays about that much, not up to an interval.  They are
+        taken inside a slice (``MachineTarget`` passes ``tails`` between the
+        pieces of a slice), not at its end, where gdb's Ctrl-C stops a run:
+        the newest tail then lies before the stop.  The two newest are kept;
+        an older tail goes, its pages merging into the next checkpoint as
+        when the oldest segments are dropped, so history keeps about one
+        checkpoint per interval and its memory does not grow.
         """
         if not self.segments:
             return
@@ -194,7 +208,11 @@ class History:
         anchor = next(s for s in reversed(self.segments) if not s.tail or s is self.segments[0])
         if icount - anchor.start >= self.interval:
             self.begin(step=False)
-        elif icount - seg.start >= self.tail:
+        elif (
+            tails
+            and icount - seg.start >= self.tail
+            and time.process_time() - self._checkpoint_time >= self.tail_seconds
+        ):
             self.begin(step=False)
             self.segments[-1].tail = True
         else:

@@ -57,7 +57,7 @@ from .agent import BreakpointAgent
 from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
-from .replay import History, ReverseStop
+from .replay import TAIL_CHUNK, History, ReverseStop
 from .snapshot import SnapshotStore
 from .watchlog import WatchLog
 
@@ -376,17 +376,18 @@ class MachineTarget(TargetBase):
         return None
 
     def _run_recorded(self, max_insns: int) -> RunStop:
-        """``machine.run``, in pieces of at most ``History.tail`` while recording (a checkpoint may follow each)."""
+        """``machine.run``, in pieces of ``replay.TAIL_CHUNK`` while recording (a tail checkpoint may
+        follow each: ``History.tick``)."""
         machine = self.machine
         h = self.history
         if h is None or h.in_past:
             return machine.run(max_insns=max_insns)
         end = machine.cpu.icount + max_insns
         while True:
-            stop = machine.run(max_insns=min(end - machine.cpu.icount, h.tail))
+            stop = machine.run(max_insns=min(end - machine.cpu.icount, TAIL_CHUNK))
             if stop.kind != StopKind.LIMIT or machine.cpu.icount >= end:
                 return stop
-            h.tick()
+            h.tick(tails=True)
 
     def _stopped(self, event: StopEvent) -> StopEvent:
         cpu = self.machine.cpu

@@ -371,7 +371,8 @@ class History:
     MAX_PHASES = 16  # deliveries looked for at one instruction count
 
     def _event(self) -> bool:
-        """One step of the recorded run: a delivery (True: the icount stays) or an instruction (False).
+        """One step of the recorded run: a delivery (True: the icount stays) or an instruction (False;
+        also when nothing can happen: a CPU halted for good).
 
         The run stops right after a delivery: the ``interrupt`` trace hook
         (called as one starts) asks for a stop, which the run loop honours
@@ -384,11 +385,14 @@ class History:
         hooks = m.trace
         previous = hooks.interrupt
         before = m.cpu.icount
+        delivered = False
 
         def on_delivery(cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+            nonlocal delivered
             if previous is not None:
                 previous(cpu, vector, soft, error_code, next_eip)
             if not soft and vector != 1:
+                delivered = True
                 m.request_stop(RunStop(StopKind.LIMIT, "replay: a delivery"))
 
         hooks.interrupt = on_delivery
@@ -399,7 +403,7 @@ class History:
             hooks.interrupt = previous
             for cpu in m.cpus:
                 cpu.interrupt_request &= ~REQ_EXIT
-        return m.cpu.icount == before
+        return delivered and m.cpu.icount == before
 
     def _phase_of(self, k: int, icount: int, want: object) -> Generator[None, None, int | None]:
         """The phase at which segment k's run has CPU state ``want`` at ``icount`` (the machine is left
@@ -665,7 +669,7 @@ class History:
         if self._event():
             self.phase += 1
         else:
-            icount += 1
+            icount = self.machine.cpu.icount  # one more (the same: halted for good)
             self.phase = 0
         self.pos = (k, icount)
         self.canonical = True

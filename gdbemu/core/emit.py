@@ -56,7 +56,7 @@ from contextlib import contextmanager
 
 from ..softmmu.tlb import PAGE_BITS, TLB_MASK, align_mask
 from . import flags as F
-from .cpu import GPR_NAMES, HF_ADDSEG, HF_CS64, HF_LMA, HF_SS32, REG_NAMES, XREG_NAMES
+from .cpu import GPR_NAMES, HF_ADDSEG, HF_CS32, HF_CS64, HF_LMA, HF_SS32, REG_NAMES, XREG_NAMES
 from .decode import CREG, DREG, IMM, MEM, REG, SREG, Insn, Operand
 
 MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF, 16: (1 << 128) - 1}
@@ -71,6 +71,13 @@ _SHIFT = {1: "", 2: " >> 1", 4: " >> 2", 8: " >> 3"}
 _TAGMASK = {size: align_mask(size) for size in (1, 2, 4, 8)}
 # The TLB slot of a vaddr, as generated code computes it: (vaddr >> PAGE_BITS) & TLB_MASK
 _SLOT = f">> {PAGE_BITS} & {TLB_MASK}"
+
+
+def code_mask(hflags: int) -> int:
+    """EIP's width in code running under ``hflags``: an instruction at the top wraps to 0 (SDM 3.5)."""
+    if hflags & HF_CS64:
+        return MASK[8]
+    return 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
 
 
 class Exit:
@@ -159,8 +166,13 @@ class Emitter:
             return 8
         return 4 if self.hflags & HF_SS32 else 2
 
-    def next_eip(self) -> str:
-        return self.const(self.insn.next)
+    def next_eip(self, size: int | None = None) -> str:
+        """The EIP after this instruction, wrapped as the code size wraps it (0xFFFFFFFF + 2 -> 1).
+
+        ``size``: also truncate to an operand size (the IP ``call rel16`` pushes in 32-bit code).
+        """
+        value = self.insn.next & code_mask(self.hflags)
+        return self.const(value if size is None else value & MASK[size])
 
     def this_eip(self) -> str:
         return self.const(self.insn.addr)

@@ -41,7 +41,7 @@ from . import ops as ops_pkg
 from .breakpoint import Breakpoints
 from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespace
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
-from .emit import FLAG_USE, Emitter, Exit
+from .emit import FLAG_USE, Emitter, Exit, code_mask
 from .exceptions import PF, UD, GuestFault
 from .tb import TB, TBCache
 
@@ -270,7 +270,7 @@ class Translator:
         ud_eip = self._ud_eip if self._ud_eip is not None else eip
         tb.eips = tuple(i.addr if i is not None else ud_eip for i in insns)
         last = insns[-1]
-        tb.next_eip = last.next if last is not None else ud_eip
+        tb.next_eip = last.next & code_mask(hflags) if last is not None else ud_eip
         tb.size = sum(i.size for i in insns if i is not None)
         tb.vpages = tuple(vpages)
         tb.insn_paddrs = tuple(self._insn_paddrs)

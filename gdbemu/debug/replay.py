@@ -12,7 +12,9 @@ count; timers cut slices exactly).  So history needs only:
   ``irq`` setting), a *run* segment is ``Machine.run`` from its checkpoint to
   its end icount.  A long run is cut into segments of at most ``interval``
   instructions (checkpoints between slices), which bounds the replay
-  distance of any position.  The pages each checkpoint stores are the pages
+  distance of any position; the newest checkpoints also trail a live run
+  (``tick``: tails, ``tail_seconds`` of running apart, the two newest kept),
+  so the first step back after a long run replays about that long.  The pages each checkpoint stores are the pages
   the previous segment dirtied: a reverse watch skips every segment whose
   dirty set does not hold a watched page.
 * **Outside input** (gdb's writes to memory and registers, console bytes,
@@ -21,16 +23,23 @@ count; timers cut slices exactly).  So history needs only:
   a segment never needs it.  ``log`` keeps each input with its instruction
   count (what, where, when).
 * **Positions.**  ``pos`` is None at the present (live execution), else
-  ``(segment, icount)``: the state at ``icount`` inside that segment, made by
-  loading the segment's checkpoint and running ``icount - start``
-  instructions with gdb's breakpoints and watchpoints suspended.  ``present``
-  is a checkpoint of the present, taken when gdb first goes back.
+  ``(segment, icount)`` and ``phase``: the state at ``icount`` inside that
+  segment, made by loading the segment's checkpoint and running ``icount -
+  start`` instructions with gdb's breakpoints and watchpoints suspended, then
+  ``phase`` deliveries (hardware interrupts and exceptions the recorded run
+  made before its next instruction: ``_event``).  Phase 0 is the state a
+  budgeted run stops at; the last phase is the handler's first instruction
+  before it runs.  ``present`` is a checkpoint of the present, taken when
+  gdb first goes back; a state reached otherwise (the present, a breakpoint
+  hit) gets its phase by replaying and comparing the CPU state.
 
-Reverse step (``bs``): the position one instruction earlier (the start of a
-step segment whose instruction faulted or took an interrupt: the state
-before it).  Reverse continue (``bc``): segments are replayed from the
-newest back, with gdb's breakpoints and watchpoints armed, collecting hits
-before the current position; the latest wins.  A breakpoint stops at the
+Reverse step (``bs``): the position one step earlier -- one delivery back
+when the phase is above 0, else the last phase of the previous icount (the
+start of a step segment whose instruction faulted or took an interrupt: the
+state before it).  Stepping forward in the past takes the same steps.
+Reverse continue (``bc``): segments are replayed from the newest back, with
+gdb's breakpoints and watchpoints armed, collecting hits before the current
+position; the latest wins.  A breakpoint stops at the
 instruction; a write watchpoint stops *before* the writing instruction (the
 write undone, as rr reports it, so gdb's "Old value" is the later value and
 "New value" the earlier).  Nothing found: the start of history
@@ -38,7 +47,14 @@ write undone, as rr reports it, so gdb's "Old value" is the later value and
 
 Going forward from a past position replays history (breakpoints and
 watchpoints hit as they did) until the present, where live execution
-resumes.  New input at a past position (gdb writes memory or a register)
+resumes.
+
+Every operation that replays is also a generator (``reverse_step_iter``,
+``reverse_continue_iter``, ``forward_continue_iter``) that yields every
+``SCAN_CHUNK`` replayed instructions: ``MachineTarget`` advances it from
+``run_slice`` as it would run the guest, so gdb's Ctrl-C ends it (the
+generator is closed) with the machine at the point its replay had reached,
+an exact past position.  New input at a past position (gdb writes memory or a register)
 discards the future: the present becomes this position, and ``notices``
 says so (the target prints it to gdb's console as ``O`` output is not
 possible inside a stop; it is logged and shown by ``monitor info history``).
@@ -50,11 +66,13 @@ next checkpoint, which keeps it loadable).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
-from ..core.cpu import CS
+from ..core.cpu import CPU, CS, REQ_EXIT
 from ..core.mmu import debug_translate
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
@@ -62,9 +80,19 @@ from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
 from .snapshot import Snapshot, SnapshotStore, capture_cpu
 
+T = TypeVar("T")
+
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
 DEFAULT_LIMIT = 512 << 20  # bytes of checkpoint pages kept
 DEFAULT_SPLIT = 20_000  # a replay longer than this leaves a checkpoint (bounds repeated reverse steps)
+SCAN_CHUNK = 200_000  # a replay that searches (bc, c in the past) yields this often: Ctrl-C ends it there
+# Tail checkpoints (the first step back after a long run replays from the newest): one after at least
+# DEFAULT_TAIL instructions and DEFAULT_TAIL_SECONDS of CPU time run since the newest checkpoint, looked
+# at every TAIL_CHUNK instructions.  The time rule bounds their cost (a checkpoint takes about a
+# millisecond: a few percent) and the replay's length (replay runs as fast as the run did).
+DEFAULT_TAIL = 20_000
+DEFAULT_TAIL_SECONDS = 0.04
+TAIL_CHUNK = 50_000
 
 
 @dataclass
@@ -74,6 +102,8 @@ class Segment:
     end: int | None  # None while it runs (the present's segment)
     step: bool = False
     irq: bool = False
+    tail: bool = False  # a checkpoint that only trails a live run: replaced by the next one (History.tick)
+    at_limit: bool = False  # starts where a budgeted run stopped (a slice, a cut): phase 0, no delivery yet
 
     @property
     def empty(self) -> bool:
@@ -118,6 +148,9 @@ class History:
         self.interval = interval
         self.limit_bytes = limit_bytes
         self.split = DEFAULT_SPLIT
+        self.tail = DEFAULT_TAIL
+        self.tail_seconds = DEFAULT_TAIL_SECONDS
+        self._checkpoint_time = 0.0  # process CPU time of the newest checkpoint
         self.segments: list[Segment] = []
         self.pos: tuple[int, int] | None = None
         self.present: Snapshot | None = None
@@ -127,12 +160,17 @@ class History:
         # The state is the one ``goto(pos)`` makes (False at the present and at a rebuilt hit,
         # where an interrupt or exception may have been delivered after the icount was reached).
         self.canonical = False
+        # Deliveries (interrupts, exceptions) done at the position's icount: the position is
+        # (segment, icount, phase); phase 0 is the state a run stopped by its budget has there.
+        self.phase = 0
         self._names = 0
 
     # ---- recording ----------------------------------------------------------------------
     def _checkpoint(self) -> Snapshot:
         self._names += 1
-        return self.store.take(f"#h{self._names}")
+        snap = self.store.take(f"#h{self._names}")
+        self._checkpoint_time = time.process_time()
+        return snap
 
     @property
     def in_past(self) -> bool:
@@ -147,17 +185,53 @@ class History:
         self.segments.append(seg)
         self._bound()
 
-    def tick(self) -> None:
-        """Between slices of a live run: start a new segment past ``interval`` instructions."""
-        if self.segments:
-            seg = self.segments[-1]
-            if seg.end is None and not seg.step and self.machine.cpu.icount - seg.start >= self.interval:
-                self.begin(step=False)
+    def tick(self, tails: bool = False) -> None:
+        """Between slices of a live run: a checkpoint every ``interval`` instructions, and (``tails``)
+        tail checkpoints.
+
+        Tails trail the run (at least ``tail`` instructions and
+        ``tail_seconds`` of CPU time apart), so the first step back after a
+        long run replays about that much, not up to an interval.  They are
+        taken inside a slice (``MachineTarget`` passes ``tails`` between the
+        pieces of a slice), not at its end, where gdb's Ctrl-C stops a run:
+        the newest tail then lies before the stop.  The two newest are kept;
+        an older tail goes, its pages merging into the next checkpoint as
+        when the oldest segments are dropped, so history keeps about one
+        checkpoint per interval and its memory does not grow.
+        """
+        if not self.segments:
+            return
+        seg = self.segments[-1]
+        if seg.end is not None or seg.step:
+            return
+        icount = self.machine.cpu.icount
+        anchor = next(s for s in reversed(self.segments) if not s.tail or s is self.segments[0])
+        if icount - anchor.start >= self.interval:
+            self.begin(step=False)
+        elif (
+            tails
+            and icount - seg.start >= self.tail
+            and time.process_time() - self._checkpoint_time >= self.tail_seconds
+        ):
+            self.begin(step=False)
+            self.segments[-1].tail = True
+        else:
+            return
+        self.segments[-1].at_limit = True
+        segs = self.segments
+        i = len(segs) - 3  # segs[-1] is new, segs[-2] the previous one: kept
+        while i > 0 and segs[i].tail:
+            old = segs.pop(i)
+            self._drop_snapshot(old.snap)
+            segs[i - 1].end = segs[i].start
+            i -= 1
 
     def stopped(self) -> None:
-        """The live operation stopped: its segment ends here."""
+        """The live operation stopped: its segment ends here (a tail's checkpoint is kept from now on)."""
         if self.segments and self.segments[-1].end is None:
             self.segments[-1].end = self.machine.cpu.icount
+            for seg in self.segments:
+                seg.tail = False
 
     def record_input(self, what: str) -> None:
         """Outside input at this point (gdb's writes, console bytes, monitor commands)."""
@@ -241,17 +315,32 @@ class History:
         self.store.load_snapshot(snap)
         self.machine.breakpoints.skip_once = None
 
-    def _run_exact(self, n: int) -> None:
+    def _run_exact(self, k: int, n: int) -> Generator[None, None, None]:
+        """Replay n instructions of segment k, yielding every ``SCAN_CHUNK``; closed there (Ctrl-C),
+        the replay's point becomes the position."""
         m = self.machine
         target = m.cpu.icount + n
         while m.cpu.icount < target:
-            stop = m.run(max_insns=target - m.cpu.icount)
+            before = m.cpu.icount
+            stop = m.run(max_insns=min(target - m.cpu.icount, SCAN_CHUNK))
+            self.replayed_insns += m.cpu.icount - before
             if stop.kind != StopKind.LIMIT:
                 break
-        self.replayed_insns += n
+            if m.cpu.icount < target:
+                try:
+                    yield
+                except GeneratorExit:
+                    self.pos = (k, m.cpu.icount)
+                    self.phase = 0
+                    self.canonical = True
+                    raise
 
-    def goto(self, k: int, icount: int) -> None:
-        """Put the machine at position (segment k, icount) (module docstring).
+    def goto(self, k: int, icount: int, phase: int = 0) -> None:
+        """Put the machine at position (segment k, icount, phase) (module docstring)."""
+        drain(self._goto(k, icount, phase))
+
+    def _goto(self, k: int, icount: int, phase: int = 0) -> Generator[None, None, None]:
+        """``goto`` as a generator (it yields while it replays: ``_run_exact``).
 
         A replay longer than ``split`` instructions leaves a checkpoint behind
         (the segment is cut there: slicing does not change a run), so stepping
@@ -265,15 +354,85 @@ class History:
                 if mid == icount:
                     mid -= self.split
                 if mid > seg.start:
-                    self._run_exact(mid - seg.start)
-                    cut = Segment(self._checkpoint(), mid, seg.end)
+                    yield from self._run_exact(k, mid - seg.start)
+                    cut = Segment(self._checkpoint(), mid, seg.end, at_limit=True)
                     seg.end = mid
                     self.segments.insert(k + 1, cut)
                     k, seg = k + 1, cut
             if icount > seg.start:
-                self._run_exact(icount - seg.start)
+                yield from self._run_exact(k, icount - seg.start)
+        for _ in range(phase):
+            self._event()
         self.pos = (k, icount)
+        self.phase = phase
         self.canonical = True
+
+    # ---- deliveries: several states at one instruction count ------------------------------
+    MAX_PHASES = 16  # deliveries looked for at one instruction count
+
+    def _event(self) -> bool:
+        """One step of the recorded run: a delivery (True: the icount stays) or an instruction (False;
+        also when nothing can happen: a CPU halted for good).
+
+        The run stops right after a delivery: the ``interrupt`` trace hook
+        (called as one starts) asks for a stop, which the run loop honours
+        once the delivery is done.  Slicing does not change a run, so going
+        on from there is the recorded run.  Software interrupts (INT n, INT3,
+        INTO) and #DB traps are part of the instruction that retired (a
+        budgeted run's stop includes them), not deliveries of their own.
+        """
+        m = self.machine
+        hooks = m.trace
+        previous = hooks.interrupt
+        before = m.cpu.icount
+        delivered = False
+
+        def on_delivery(cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int) -> None:
+            nonlocal delivered
+            if previous is not None:
+                previous(cpu, vector, soft, error_code, next_eip)
+            if not soft and vector != 1:
+                delivered = True
+                m.request_stop(RunStop(StopKind.LIMIT, "replay: a delivery"))
+
+        hooks.interrupt = on_delivery
+        try:
+            with self._quiet():
+                m.run(max_insns=1)
+        finally:
+            hooks.interrupt = previous
+            for cpu in m.cpus:
+                cpu.interrupt_request &= ~REQ_EXIT
+        return delivered and m.cpu.icount == before
+
+    def _phase_of(self, k: int, icount: int, want: object) -> Generator[None, None, int | None]:
+        """The phase at which segment k's run has CPU state ``want`` at ``icount`` (the machine is left
+        there), or None: it has not (the machine is then at (k, icount, 0))."""
+        yield from self._goto(k, icount)
+        k = self.pos[0] if self.pos is not None else k  # the replay may have cut the segment
+        cpu = self.machine.cpu
+        for phase in range(self.MAX_PHASES + 1):
+            if capture_cpu(cpu) == want:
+                self.phase = phase
+                return phase
+            if phase == self.MAX_PHASES or not self._event():
+                break
+        yield from self._goto(k, icount)
+        return None
+
+    def _goto_last(self, k: int, icount: int) -> Generator[None, None, None]:
+        """The last state at ``icount`` in segment k's run: after every delivery done there."""
+        yield from self._goto(k, icount)
+        k = self.pos[0] if self.pos is not None else k
+        phases = 0
+        while phases < self.MAX_PHASES and self._event():
+            phases += 1
+        yield from self._goto(k, icount, phases)
+
+    def _state_after(self, k: int) -> object | None:
+        """The CPU state the run of segment k reaches at its end: the next checkpoint's, or the present's."""
+        snap = self.segments[k + 1].snap if k + 1 < len(self.segments) else self.present
+        return None if snap is None else snap.state["cpus"][0]
 
     def _ensure_present_saved(self) -> None:
         if self.pos is None:
@@ -292,7 +451,17 @@ class History:
 
     # ---- reverse step -------------------------------------------------------------------
     def reverse_step(self) -> ReverseStop:
-        """One instruction back (``bs``)."""
+        """One step back (``bs``); see ``reverse_step_iter``."""
+        return drain(self.reverse_step_iter())
+
+    def reverse_step_iter(self) -> Generator[None, None, ReverseStop]:
+        """One step back (``bs``): one instruction, or one delivery (interrupt, exception) made between two.
+
+        The states at one icount are its phases: 0 before the deliveries made
+        there, then one after each (the last is the handler's first instruction,
+        before it runs).  Stepping back from phase p > 0 goes to phase p - 1; from
+        phase 0, to the last phase of the previous icount.
+        """
         if not self.segments:
             return ReverseStop("begin")
         present = self.pos is None
@@ -300,31 +469,38 @@ class History:
         seg = self.segments[k]
         self._ensure_present_saved()
         if seg.step and present:
-            self.goto(k, seg.start)
+            yield from self._goto(k, seg.start)
             return ReverseStop("step")
         if not seg.step and not (self.canonical and not present):
-            # An interrupt or exception delivered at this icount (the handler's first instruction):
-            # the state before the delivery is at the same icount.
-            before = capture_cpu(self.machine.cpu)
-            self.goto(k, icount)
-            if capture_cpu(self.machine.cpu) != before:
-                return ReverseStop("step")
+            # Which phase is this state (the present, a breakpoint hit)?  Replay and compare.
+            phase = (yield from self._phase_of(k, icount, capture_cpu(self.machine.cpu))) or 0
             assert self.pos is not None
             k, icount = self.pos  # goto may have cut the segment
             seg = self.segments[k]
+        else:
+            phase = self.phase
+        if phase > 0:
+            yield from self._goto(k, icount, phase - 1)
+            return ReverseStop("step")
         if not seg.step and icount > seg.start:
-            self.goto(k, icount - 1)
+            yield from self._goto_last(k, icount - 1)
             return ReverseStop("step")
         for j in range(k - 1, -1, -1):
             prev = self.segments[j]
             end = self._seg_end(j)
             if prev.step:
-                self.goto(j, prev.start)
+                yield from self._goto(j, prev.start)
                 return ReverseStop("step")
             if end > prev.start:
-                self.goto(j, end - 1)
+                # The next segment may start after deliveries made at ``end`` in this one's run.
+                want = None if self.segments[j + 1].at_limit else self._state_after(j)
+                q = (yield from self._phase_of(j, end, want)) if want is not None else None
+                if q:
+                    yield from self._goto(j, end, q - 1)
+                else:
+                    yield from self._goto_last(j, end - 1)
                 return ReverseStop("step")
-        self.goto(0, self.segments[0].start)
+        yield from self._goto(0, self.segments[0].start)
         return ReverseStop("begin")
 
     # ---- reverse continue ----------------------------------------------------------------
@@ -349,8 +525,12 @@ class History:
             return None
         return set(nxt.all_pages().tolist())
 
-    def _scan(self, k: int, limit: int) -> list[_Hit]:
-        """Replay segment k from its start to icount ``limit`` with gdb's stops armed; every hit."""
+    def _scan(self, k: int, limit: int) -> Generator[None, None, list[_Hit]]:
+        """Replay segment k from its start to icount ``limit`` with gdb's stops armed; every hit.
+
+        Yields every ``SCAN_CHUNK`` instructions.  Closed there (Ctrl-C), it
+        leaves the machine at that point of the replay, as the position.
+        """
         m = self.machine
         seg = self.segments[k]
         hits: list[_Hit] = []
@@ -371,8 +551,18 @@ class History:
                 return hits
             while m.cpu.icount < limit:
                 before = m.cpu.icount
-                stop = m.run(max_insns=limit - m.cpu.icount)
+                stop = m.run(max_insns=min(limit - m.cpu.icount, SCAN_CHUNK))
                 self.replayed_insns += m.cpu.icount - before
+                if stop.kind == StopKind.LIMIT and m.cpu.icount < limit:
+                    try:
+                        yield
+                    except GeneratorExit:
+                        # Interrupted: the replay's point is the position (a run stopped by its budget).
+                        self.pos = (k, m.cpu.icount)
+                        self.canonical = True
+                        m.breakpoints.skip_once = None
+                        raise
+                    continue
                 if stop.kind != StopKind.DEBUG:
                     break
                 ordinal += 1
@@ -413,6 +603,10 @@ class History:
 
     def reverse_continue(self) -> ReverseStop:
         """Back to the latest breakpoint or watchpoint hit before the current position (``bc``)."""
+        return drain(self.reverse_continue_iter())
+
+    def reverse_continue_iter(self) -> Generator[None, None, ReverseStop]:
+        """``reverse_continue`` as a generator: it yields while it replays (see ``_scan``)."""
         k, icount = self._position()
         self._ensure_present_saved()
         m = self.machine
@@ -433,21 +627,21 @@ class History:
                 if dirty is not None and not dirty & wpages:
                     j -= 1
                     continue
-            hits = [h for h in self._scan(j, limit) if self._before(h, j, k, icount)]
+            hits = [h for h in (yield from self._scan(j, limit)) if self._before(h, j, k, icount)]
             if hits:
                 hit = hits[-1]
                 if hit.kind == "watch":
                     # Before the writing instruction: the write undone (module docstring).
-                    self.goto(j, hit.icount - 1)
+                    yield from self._goto(j, hit.icount - 1)
                     return ReverseStop("watch", hit.addr, hit.watch_kind)
                 if seg.step:
-                    self.goto(j, seg.start)
+                    yield from self._goto(j, seg.start)
                 else:
                     self._replay_to_hit(hit)
                 return ReverseStop(hit.kind, hit.addr)
             j -= 1
         if self.segments:
-            self.goto(0, self.segments[0].start)
+            yield from self._goto(0, self.segments[0].start)
         return ReverseStop("begin")
 
     @staticmethod
@@ -456,34 +650,58 @@ class History:
 
     # ---- forward in the past ---------------------------------------------------------------
     def forward_step(self) -> ReverseStop:
-        """One instruction forward in recorded history (gdb's stepi in the past)."""
+        """One step forward in recorded history (gdb's stepi in the past): an instruction, or a
+        delivery the recorded run made before the next one (``reverse_step``'s phases)."""
         assert self.pos is not None
         k, icount = self.pos
         seg = self.segments[k]
-        end = self._seg_end(k)
-        if not seg.step and icount + 1 < end:
-            self.goto(k, icount + 1)
-            return ReverseStop("step")
-        if k + 1 < len(self.segments):
-            self.goto(k + 1, self.segments[k + 1].start)
-            return ReverseStop("step")
-        return self.to_present()
+        if seg.step:
+            if k + 1 < len(self.segments):
+                self.goto(k + 1, self.segments[k + 1].start)
+                return ReverseStop("step")
+            return self.to_present()
+        if not self.canonical:
+            phase = drain(self._phase_of(k, icount, capture_cpu(self.machine.cpu)))
+            assert self.pos is not None
+            k, icount = self.pos
+            if phase is None:
+                self.phase = 0
+        if self._event():
+            self.phase += 1
+        else:
+            icount = self.machine.cpu.icount  # one more (the same: halted for good)
+            self.phase = 0
+        self.pos = (k, icount)
+        self.canonical = True
+        if icount >= self._seg_end(k):
+            # The end of this segment's run: the next segment (or the present) once its state is reached.
+            want = self._state_after(k)
+            if want is None or capture_cpu(self.machine.cpu) == want or icount > self._seg_end(k):
+                if k + 1 < len(self.segments):
+                    self.goto(k + 1, self.segments[k + 1].start)
+                    return ReverseStop("step")
+                return self.to_present()
+        return ReverseStop("step")
 
     def forward_continue(self) -> ReverseStop:
         """Forward through recorded history to the next breakpoint/watchpoint hit, else the present."""
+        return drain(self.forward_continue_iter())
+
+    def forward_continue_iter(self) -> Generator[None, None, ReverseStop]:
+        """``forward_continue`` as a generator: it yields while it replays (see ``_scan``)."""
         assert self.pos is not None
         k, icount = self.pos
         for j in range(k, len(self.segments)):
             seg = self.segments[j]
-            hits = self._scan(j, self._seg_end(j))
+            hits = yield from self._scan(j, self._seg_end(j))
             later = [h for h in hits if j > k or h.icount > icount or (h.kind == "watch" and h.icount > icount)]
             if later:
                 hit = later[0]
                 if hit.kind == "watch":
-                    self.goto(j, hit.icount)  # forward: after the write, as a live watchpoint
+                    yield from self._goto(j, hit.icount)  # forward: after the write, as a live watchpoint
                     return ReverseStop("watch", hit.addr, hit.watch_kind)
                 if seg.step:
-                    self.goto(j, seg.start)
+                    yield from self._goto(j, seg.start)
                 else:
                     self._replay_to_hit(hit)
                 return ReverseStop(hit.kind, hit.addr)
@@ -498,6 +716,7 @@ class History:
             self.present = None
         self.pos = None
         self.canonical = False
+        self.phase = 0
         return ReverseStop("present")
 
     def info(self) -> str:
@@ -511,3 +730,13 @@ class History:
         ]
         lines += self.notices[-5:]
         return "\n".join(lines) + "\n"
+
+
+def drain(gen: Generator[None, None, T]) -> T:
+    """Run a History generator to its end; its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            result: T = done.value
+            return result

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from typing import Final
 
@@ -57,7 +57,7 @@ from .agent import BreakpointAgent
 from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
-from .replay import History, ReverseStop
+from .replay import TAIL_CHUNK, History, ReverseStop
 from .snapshot import SnapshotStore
 from .watchlog import WatchLog
 
@@ -139,6 +139,8 @@ class MachineTarget(TargetBase):
         self.record = True
         self.history: History | None = None
         self._replay: str | None = None  # "step"/"cont": a forward operation in the past (run_slice)
+        # A reverse or past-forward search under way, advanced by run_slice so Ctrl-C can end it.
+        self._job: Generator[None, None, ReverseStop] | None = None
         self.no_reboot = True  # a triple fault ends the session; the CLI sets False unless -no-reboot
 
     def snapshot_store(self) -> SnapshotStore:
@@ -175,6 +177,7 @@ class MachineTarget(TargetBase):
         if self.history is not None:
             self.history.reset()
         self._replay = None
+        self._job = None
 
     def _reverse_event(self, rs: ReverseStop) -> StopEvent:
         if rs.kind == "begin":
@@ -187,17 +190,43 @@ class MachineTarget(TargetBase):
             return StopEvent.watch(_TO_RSP[rs.watch_kind], rs.addr, 1)
         return StopEvent.step_done(1)
 
-    def reverse_step(self, tid: int) -> StopEvent:
+    def reverse_step(self, tid: int) -> StopEvent | None:
+        """``bs``: started, the stop comes from ``run_slice`` (a replay Ctrl-C can interrupt)."""
         h = self._history()
         if h is None:
             return StopEvent.history_begin(1)
-        return self._stopped(self._reverse_event(h.reverse_step()))
+        self._start_job(h.reverse_step_iter())
+        return None
 
-    def reverse_continue(self, tid: int) -> StopEvent:
+    def reverse_continue(self, tid: int) -> StopEvent | None:
+        """``bc``: started, the stop comes from ``run_slice`` (a search Ctrl-C can interrupt)."""
         h = self._history()
         if h is None:
             return StopEvent.history_begin(1)
-        return self._stopped(self._reverse_event(h.reverse_continue()))
+        self._start_job(h.reverse_continue_iter())
+        return None
+
+    def _start_job(self, job: Generator[None, None, ReverseStop]) -> None:
+        self._interrupted = False
+        self._job = job
+        self.stop_time = time.perf_counter()
+        self.stop_icount = self.machine.cpu.icount
+
+    def _run_job(self) -> StopEvent | None:
+        """Advance the search under way by one piece: None while it goes on, else its stop."""
+        job = self._job
+        assert job is not None
+        try:
+            next(job)
+            return None
+        except StopIteration as done:
+            rs: ReverseStop = done.value
+        self._job = None
+        if rs.kind != "present":
+            return self._stopped(self._reverse_event(rs))
+        assert self.history is not None
+        self.history.begin(step=False)  # forward through the past reached the present: run on live
+        return None
 
     def supports_reverse(self) -> MachineTarget | None:
         return self if self.record else None
@@ -274,6 +303,7 @@ class MachineTarget(TargetBase):
     def resume(self, actions: Sequence[ResumeAction]) -> None:
         self.actions = {a.tid: a for a in actions}
         self._interrupted = False
+        self._job = None
         h = self._history()
         if h is not None:
             step = any(a.step for a in actions)
@@ -293,23 +323,28 @@ class MachineTarget(TargetBase):
             return self.final
         if self._interrupted:
             self._interrupted = False
+            if self._job is not None:
+                self._job.close()  # the search stops where its replay is (History._scan)
+                self._job = None
             return self._stopped(StopEvent.interrupted(1))
         machine = self.machine
         if self._replay is not None and self.history is not None:
             kind, self._replay = self._replay, None
             h = self.history
-            rs = h.forward_step() if kind == "step" else h.forward_continue()
-            if rs.kind != "present":
-                return self._stopped(self._reverse_event(rs))
             if kind == "step":
+                rs = h.forward_step()
+                if rs.kind != "present":
+                    return self._stopped(self._reverse_event(rs))
                 return self._stopped(StopEvent.step_done(1))
-            h.begin(step=False)  # the present reached: run on live
+            self._job = h.forward_continue_iter()
+        if self._job is not None:
+            return self._run_job()
         if self.actions and any(a.step for a in self.actions.values()):
             stop = machine.step(irq=self.sstep_irq)
             if stop.kind == StopKind.STEP:
                 return self._stopped(StopEvent.step_done(1))
         else:
-            stop = machine.run(max_insns=max_insns)
+            stop = self._run_recorded(max_insns)
         self.last_stop = stop
         kind = stop.kind
         if kind in (StopKind.LIMIT, StopKind.STEP):
@@ -339,6 +374,20 @@ class MachineTarget(TargetBase):
             time.sleep(self.IDLE_SLEEP)
             return None
         return None
+
+    def _run_recorded(self, max_insns: int) -> RunStop:
+        """``machine.run``, in pieces of ``replay.TAIL_CHUNK`` while recording (a tail checkpoint may
+        follow each: ``History.tick``)."""
+        machine = self.machine
+        h = self.history
+        if h is None or h.in_past:
+            return machine.run(max_insns=max_insns)
+        end = machine.cpu.icount + max_insns
+        while True:
+            stop = machine.run(max_insns=min(end - machine.cpu.icount, TAIL_CHUNK))
+            if stop.kind != StopKind.LIMIT or machine.cpu.icount >= end:
+                return stop
+            h.tick(tails=True)
 
     def _stopped(self, event: StopEvent) -> StopEvent:
         cpu = self.machine.cpu

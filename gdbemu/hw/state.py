@@ -55,6 +55,8 @@ def encode(value: object, where: str = "value") -> Any:
     if isinstance(value, (bytes, bytearray)):
         return {"b": bytes(value).hex()}
     if isinstance(value, list):
+        if all(type(v) is int for v in value):  # registers, palettes: the common case, as they are
+            return value[:]
         return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, tuple):
         return {"t": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}

@@ -469,7 +469,7 @@ class GdbStub:
         return self._resume([ResumeAction(tid, True, cmd.signal)], cmd.addr)
 
     def _reverse(self, step: bool) -> Reply:
-        """``bs``/``bc``: run backwards to completion and reply with the stop (empty: not supported)."""
+        """``bs``/``bc``: the stop now, or (the target started it) later, as after a resume (empty: not supported)."""
         ops = self._ops_or_none(self.target.supports_reverse)
         if ops is None:
             return Reply([b""])
@@ -477,6 +477,8 @@ class GdbStub:
             return Reply([self._format_stop(self.last_stop)])
         tid = self._resolve(self.thread_c)
         event = ops.reverse_step(tid) if step else ops.reverse_continue(tid)
+        if event is None:
+            return Reply([], Action.RESUME)
         return Reply([self.stop_reply(event)])
 
     def handle_bs(self, cmd: cmds.ReverseStep) -> Reply:

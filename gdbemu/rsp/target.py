@@ -458,14 +458,16 @@ class Target(Protocol):
 class ReverseOps(Protocol):
     """``supports_reverse``: reverse execution (``bs``/``bc``; qSupported ReverseStep+/ReverseContinue+).
 
-    Each runs to completion and returns the stop: a step done, a breakpoint or
-    watchpoint hit, or :attr:`StopReplyKind.HISTORY_BEGIN` at the start of
-    the recorded history.
+    Each returns the stop: a step done, a breakpoint or watchpoint hit, or
+    :attr:`StopReplyKind.HISTORY_BEGIN` at the start of the recorded history
+    -- or None: the operation has started and runs like a resume, through
+    :meth:`Target.run_slice`, which returns its stop (and :meth:`Target.interrupt`,
+    gdb's Ctrl-C, ends it with a SIGINT stop where it has got to).
     """
 
-    def reverse_step(self, tid: int) -> StopEvent: ...
+    def reverse_step(self, tid: int) -> StopEvent | None: ...
 
-    def reverse_continue(self, tid: int) -> StopEvent: ...
+    def reverse_continue(self, tid: int) -> StopEvent | None: ...
 
 
 class TargetBase:

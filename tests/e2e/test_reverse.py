@@ -18,7 +18,7 @@ from gdbemu.cli.board import build_board
 from gdbemu.cli.options import parse_args
 from gdbemu.core.cpu import REG_NAMES
 from gdbemu.machine import Machine
-from gdbemu.testing import BuildError, Session, build_kernel
+from gdbemu.testing import BuildError, Session, SessionTimeout, build_kernel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.gdb
@@ -96,10 +96,56 @@ def test_reverse_stepi_exact_across_faults_and_interrupts(gdbemu, multitask: Pat
         s.reverse_stepi()
         assert icount(s) == at - n
         same_registers(s, truth(multitask, at - n))
-    # And forward again through the recorded history to the handler.
+    # And forward again through the recorded history: the instruction, then the delivery, a step of
+    # its own as going back (the handler's first instruction, at the same icount).
     for _ in range(5):
         s.stepi()
     assert icount(s) == at
+    same_registers(s, m)
+    s.stepi()
+    assert icount(s) == at and s.registers()["eip"] == stop.pc
+
+
+LOOP_GUEST = """
+        .include "lib.inc"
+        .text
+main:
+        movl $ITERS, %ecx
+1:      addl $1, %eax
+        decl %ecx
+        jnz 1b
+        .globl done
+done:   nop
+        ret
+        .globl never
+never:  nop
+        ret
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_reverse_continue(gdbemu, tmp_path: Path) -> None:
+    """gdb's Ctrl-C during a long reverse-continue: a clean SIGINT stop at an exact past state."""
+    src = tmp_path / "loop.s"
+    src.write_text(LOOP_GUEST)
+    try:
+        elf = build.build_guest(src, tmp_path, defsyms={"ITERS": 8_000_000})
+    except build.ToolchainMissingError as exc:
+        pytest.skip(str(exc))
+    s = gdbemu(elf)
+    s.break_at("done")
+    s.cont(timeout=120)
+    end = icount(s)
+    s.gdb_command("delete")
+    s.break_at("never")  # never reached: the search goes through the whole history
+    with pytest.raises(SessionTimeout, match="interrupted"):
+        s.reverse_continue(timeout=0.5)
+    assert s.stops[-1].signal == "SIGINT", s.stops[-1].describe()
+    at = icount(s)
+    assert 0 < at < end
+    same_registers(s, truth(elf, at))
+    assert s.reverse_stepi().reason == "step"  # and the session goes on from there
+    assert icount(s) == at - 1
 
 
 def test_watch_reverse_continue_finds_the_stray_write(gdbemu, stray: Path) -> None:

@@ -251,11 +251,18 @@ class _UnicornSide:
 class _GdbemuSide:
     """One gdbemu Machine holding the snippet, rebuilt only after a fault or crash."""
 
-    def __init__(self, code: bytes, code_addr: int, bits: int = 32, data_seg: int = 0) -> None:
+    # A rep string instruction counts one instruction per iteration (as Unicorn counts them):
+    # such a snippet runs to a breakpoint at its end, within this many extra instructions.
+    REP_ALLOWANCE = 1 << 16
+
+    def __init__(
+        self, code: bytes, code_addr: int, bits: int = 32, data_seg: int = 0, stop_at: int | None = None
+    ) -> None:
         self.code = code
         self.code_addr = code_addr
         self.bits = bits
         self.data_seg = data_seg
+        self.stop_at = stop_at
         self.m: Any = None
         self.mem: dict[int, bytes | None] = {}
 
@@ -277,10 +284,13 @@ class _GdbemuSide:
                     cpu.segs[i] = SegmentCache(self.data_seg, self.data_seg << 4, 0xFFFFFFFF, sc.flags)
             cpu.compute_hflags()
         m.mem.write(self.code_addr, self.code)
+        if self.stop_at is not None:
+            m.breakpoints.add(self.stop_at)
         self.mem = {base: None for base, _ in REGIONS}
         return m
 
-    def run(self, state: State, images: Mapping[int, bytes], n_insns: int) -> Outcome:
+    def run(self, state: State, images: Mapping[int, bytes], n_insns: int, to_end: bool = False) -> Outcome:
+        """``to_end``: the whole snippet, its rep iterations included (see REP_ALLOWANCE)."""
         if self.m is None:
             self.m = self._fresh()
         m = self.m
@@ -297,8 +307,10 @@ class _GdbemuSide:
         error = None
         detail = ""
         try:
-            stop = m.run(max_insns=n_insns)
+            stop = m.run(max_insns=n_insns + self.REP_ALLOWANCE if to_end and self.stop_at is not None else n_insns)
             kind = getattr(stop, "kind", stop)
+            if kind == "debug" and cpu.eip == self.stop_at:
+                kind = "limit"  # the snippet's end
             if kind == "triple_fault":
                 faulted = True
                 detail = str(getattr(stop, "detail", ""))
@@ -370,7 +382,8 @@ class DiffRunner:
         self.branch = branch
         self.background = dict(background)
         self._uc = _UnicornSide(code, code_addr, bits, data_seg)
-        self._gd = _GdbemuSide(code, code_addr, bits, data_seg)
+        has_rep = not branch and any(b in (0xF2, 0xF3) for b in code)  # (a superset of the rep forms)
+        self._gd = _GdbemuSide(code, code_addr, bits, data_seg, code_addr + len(code) if has_rep else None)
         self._last_images: tuple[State | None, dict[int, bytes]] = (None, {})
 
     def images(self, state: State) -> dict[int, bytes]:
@@ -393,7 +406,7 @@ class DiffRunner:
             gd = self._gd.run(state, images, n_insns)
             return uc, gd
         uc = self._uc.run(state, images, self.code_addr + len(self.code), self.n_insns if self.branch else 0)
-        gd = self._gd.run(state, images, self.n_insns)
+        gd = self._gd.run(state, images, self.n_insns, to_end=True)
         return uc, gd
 
     def block_tier(self) -> str:
@@ -424,11 +437,11 @@ class DiffRunner:
         images = self.images(state)
         gd = self._gd
         if gd.m is None:
-            gd.run(state, images, self.n_insns)
+            gd.run(state, images, self.n_insns, to_end=True)
         for _ in range(max_runs):
             if gd.m is None or self.block_tier() != "cold":
                 break
-            if gd.run(state, images, self.n_insns).faulted:
+            if gd.run(state, images, self.n_insns, to_end=True).faulted:
                 return False
         return self.block_tier() == "hot"
 

@@ -123,7 +123,11 @@ class _Unicorn:
 
 
 class _Gdbemu:
-    def __init__(self, code: bytes, tier: int) -> None:
+    # A rep string instruction counts one instruction per iteration (as Unicorn counts them):
+    # a snippet with one runs to a breakpoint at its end, within this many extra instructions.
+    REP_ALLOWANCE = 1 << 16
+
+    def __init__(self, code: bytes, tier: int, stop_at: int | None = None) -> None:
         from gdbemu.machine import Machine
 
         m = Machine(ram_size=RAM_SIZE)
@@ -139,6 +143,9 @@ class _Gdbemu:
         cpu.idtr_limit = 0
         m.mem.write(CODE_ADDR, code)
         m.mem.write(HLT_ADDR, b"\xf4")
+        self.stop_at = stop_at
+        if stop_at is not None:
+            m.breakpoints.add(stop_at)
         self.m = m
         self.fault: tuple[int, tuple[int, ...], int, int] | None = None
         m.exec_ctx.deliver_exception = self._deliver
@@ -149,7 +156,8 @@ class _Gdbemu:
             self.fault = (fault.vector, regs, cpu.eip, cpu.get_eflags())
         cpu.eip = HLT_ADDR
 
-    def run(self, st: State, n_insns: int) -> Outcome:
+    def run(self, st: State, n_insns: int, to_end: bool = False) -> Outcome:
+        """``to_end``: the whole snippet, its rep iterations included (see REP_ALLOWANCE)."""
         m = self.m
         cpu = m.cpu
         m.mem.write(DATA_LO, st.data)
@@ -162,8 +170,11 @@ class _Gdbemu:
         cpu.halted = False  # parked on the hlt by the last fault
         error = None
         try:
-            stop = m.run(max_insns=n_insns)
+            to_bp = to_end and self.stop_at is not None
+            stop = m.run(max_insns=n_insns + self.REP_ALLOWANCE if to_bp else n_insns)
             kind = str(getattr(stop, "kind", stop))
+            if to_bp and "debug" in kind.lower() and cpu.eip == self.stop_at:
+                kind = "limit"  # the snippet's end
             if self.fault is None and "limit" not in kind.lower():
                 error = f"gdbemu: run() stopped with {stop!r}"
         except Exception as exc:  # a crash of the core is a finding
@@ -191,7 +202,9 @@ class Runner:
         self.branch = branch
         self.data_base = DATA_HI if high else DATA_LO
         self.uc = _Unicorn(code, self.data_base)
-        self.gd = {1: _Gdbemu(code, 1), 2: _Gdbemu(code, 2)}
+        has_rep = not branch and any(b in (0xF2, 0xF3) for b in code)  # (a superset of the rep forms)
+        stop_at = CODE_ADDR + len(code) if has_rep else None
+        self.gd = {1: _Gdbemu(code, 1, stop_at), 2: _Gdbemu(code, 2, stop_at)}
 
     def run(self, st: State, tier: int, stop_after: int | None = None) -> tuple[Outcome, Outcome]:
         """Run ``st`` in Unicorn and in gdbemu's ``tier``; ``stop_after`` (fewer instructions
@@ -199,7 +212,7 @@ class Runner:
         if stop_after is not None:
             return self.uc.run(st, 0, stop_after), self.gd[tier].run(st, stop_after)
         uc = self.uc.run(st, CODE_ADDR + len(self.code), self.n_insns if self.branch else 0)
-        gd = self.gd[tier].run(st, self.n_insns)
+        gd = self.gd[tier].run(st, self.n_insns, to_end=True)
         return uc, gd
 
 

@@ -13,17 +13,15 @@ exceptions forever with nothing retiring (the fuzzer found it hanging the
 run); a budgeted run now ends such a slice with a "limit" stop naming the
 exception storm (core/exec.cpu_exec).
 
-The default suite runs a few hundred guests; ``-m slow`` runs 3,000 and
-prints the rate and the stop kinds seen.
+The default suite runs 80 guests (``GDBEMU_FUZZ_GUESTS``); ``-m slow`` runs
+10,000 (``GDBEMU_FUZZ_GUESTS_SLOW``) in ten shards that ``-n`` workers share,
+and prints the rate and the stop kinds seen.
 
-Known bug, pinned (KNOWN_HANG): a rep string instruction whose pages cannot
-be handled in bulk (a page holding translated code, a watched or MMIO page)
-runs all its iterations inside one call, and that call is not bounded by the
-instruction budget (a rep counts as one instruction): with ECX near 2**32 the
-run does not end in reasonable time.  The fix is issue 12's "count each rep
-iteration as QEMU does" (or a bulk path for code pages).  Each guest runs
-under a watchdog; a guest caught by it inside ``_Rep.run`` is counted as this
-known hang, any other overrun fails.
+Each guest runs under a watchdog (any overrun fails).  It caught a rep
+string instruction whose pages could not be handled in bulk (a page holding
+translated code, a watched or MMIO page) running all its ~2**32 iterations
+in one call; each rep iteration now counts as one instruction of the budget,
+as QEMU counts them (core/ops/string.py), so such a rep ends with the slice.
 """
 
 from __future__ import annotations
@@ -50,9 +48,9 @@ STACK = 0x180000
 RAM = 2 << 20
 INSNS = 2000
 CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS", "80"))
-SLOW_CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS_SLOW", "3000"))
-WATCHDOG_S = 6  # a guest of INSNS instructions takes well under a second; see KNOWN_HANG
-KNOWN_HANG = "known hang: unbounded rep"
+SLOW_CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS_SLOW", "10000"))
+SLOW_SHARDS = 10
+WATCHDOG_S = 6  # a guest of INSNS instructions takes well under a second
 
 
 class _WatchdogError(Exception):
@@ -63,19 +61,15 @@ def _alarm(signum: int, frame: object) -> None:
     raise _WatchdogError()
 
 
-def run_watched(seed: int, with_idt: bool) -> str:
-    """run_guest under the watchdog: its stop kind, or KNOWN_HANG for the pinned rep bug."""
+def run_watched(seed: int, with_idt: bool) -> StopKind:
+    """run_guest under the watchdog: its stop kind; an overrun fails with where it was."""
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(WATCHDOG_S)
     try:
         return run_guest(seed, with_idt)
     except _WatchdogError as exc:
         frames = [(f.name, f.filename) for f in traceback.extract_tb(exc.__traceback__)]
-        if any(name == "run" and filename.endswith("core/ops/string.py") for name, filename in frames):
-            return KNOWN_HANG
-        raise AssertionError(
-            f"guest {seed} (idt={with_idt}) overran {WATCHDOG_S} s outside a rep: {frames[-3:]}"
-        ) from exc
+        raise AssertionError(f"guest {seed} (idt={with_idt}) overran {WATCHDOG_S} s: {frames[-3:]}") from exc
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -153,10 +147,9 @@ def test_random_guests(with_idt):
         assert kinds[StopKind.LIMIT] > 0, kinds  # exceptions are delivered and the code runs on
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a rep whose pages cannot go in bulk is not bounded by the budget")
-def test_known_hang_rep_bounded_by_the_budget():
-    """Seed 15 (with an IDT) reaches a rep stos with ECX near 2**32 over a page holding code."""
-    assert run_watched(15, True) != KNOWN_HANG
+def test_rep_over_a_code_page_is_bounded_by_the_budget():
+    """Seed 15 (with an IDT) reaches a rep stos with ECX near 2**32 over a page holding code (it hung)."""
+    assert run_watched(15, True) == StopKind.LIMIT
 
 
 def test_exception_storm_ends_a_budgeted_run():
@@ -192,20 +185,66 @@ def test_prologue_reaches_the_random_bytes_with_its_tables():
     assert int.from_bytes(machine.mem.read(STACK - 12, 4), "little") == RANDOM  # the #UD frame's EIP
 
 
+def test_guest_1002719_call_across_the_4gib_wrap():
+    """The slow run's second finding: a ``call [eax]`` at EIP 0xFFFFFFFF pushed 0x100000001."""
+    assert run_watched(1_002_719, True) in (StopKind.LIMIT, StopKind.HALT, StopKind.TRIPLE_FAULT)
+
+
+def _run_code(code: bytes, at: int = BASE, insns: int = 10) -> Machine:
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(at, code)
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = at
+    machine.cpu.regs[4] = STACK
+    machine.run(max_insns=insns)
+    return machine
+
+
+def test_call_across_the_4gib_wrap_pushes_a_32_bit_return_address():
+    """EIP wraps at 4 GiB: ``ff 10`` (call [eax]) at 0xFFFFFFFF returns to 0x00000001.
+
+    The first byte is unassigned memory (reads 0xFF), the second is at address 0.
+    A push first makes the stack page's TLB entry hot, so the store takes the
+    fast path (which requires an in-range value).
+    """
+    target = BASE + 0x100
+    code = b"\x50" + b"\xb8" + struct.pack("<I", BASE + 0x80) + b"\xbb\xff\xff\xff\xff\xff\xe3"
+    # push eax; mov eax, BASE+0x80; mov ebx, 0xFFFFFFFF; jmp ebx
+    machine = Machine(ram_size=RAM)
+    machine.mem.write(BASE, code)
+    machine.mem.write(BASE + 0x80, struct.pack("<I", target))
+    machine.mem.write(target, b"\xf4")
+    machine.mem.write(0, b"\x10")
+    machine.cpu.setup_flat32()
+    machine.cpu.eip = BASE
+    machine.cpu.regs[4] = STACK
+    stop = machine.run(max_insns=10)
+    assert stop.kind == StopKind.HALT, stop
+    assert machine.cpu.eip == target + 1
+    assert machine.cpu.regs[4] == STACK - 8
+    assert int.from_bytes(machine.mem.read(STACK - 8, 4), "little") == 1
+
+
+def test_call_rel16_in_32_bit_code_pushes_ip():
+    """``66 e8 rel16`` pushes the 16-bit IP and clears EIP's upper half (SDM CALL), on the fast path too."""
+    machine = _run_code(b"\x50\x66\xe8\x00\x00", insns=2)  # push eax; call rel16 +0
+    assert machine.cpu.eip == (BASE + 5) & 0xFFFF
+    assert machine.cpu.regs[4] == STACK - 6
+    assert int.from_bytes(machine.mem.read(STACK - 6, 2), "little") == (BASE + 5) & 0xFFFF
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="found this session, not fixed: guest 1002719 (with an IDT) makes generated code store an "
-    "out-of-range value into RAM ('memoryview: invalid value for format I') instead of running on",
-)
-def test_random_guests_slow():
+@pytest.mark.parametrize("shard", range(SLOW_SHARDS))
+def test_random_guests_slow(shard: int) -> None:
+    """SLOW_CASES guests in SLOW_SHARDS shards, so ``-n`` workers share them."""
     kinds: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()
-    for seed in range(SLOW_CASES):
+    seeds = range(shard, SLOW_CASES, SLOW_SHARDS)
+    for seed in seeds:
         kinds[run_watched(1_000_000 + seed, bool(seed & 1))] += 1
     elapsed = time.perf_counter() - t0
+    assert sum(kinds.values()) == len(seeds)
     print(
-        f"\n{SLOW_CASES} random guests ({INSNS} instructions max each) in {elapsed:.1f} s "
-        f"({SLOW_CASES / elapsed:.0f} guests/s): {dict(kinds)}"
+        f"\nshard {shard}: {len(seeds)} of {SLOW_CASES} random guests ({INSNS} instructions max each) "
+        f"in {elapsed:.1f} s ({len(seeds) / elapsed:.0f} guests/s): {dict(kinds)}"
     )

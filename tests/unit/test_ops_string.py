@@ -14,7 +14,8 @@ with the element-by-element result computed here.  Why these cases:
   not use the bulk path: TBs are invalidated and devices see every access;
 * a #PF in iteration k leaves the state after k-1 iterations (demand paging
   restarts the instruction), including the flags of completed comparisons;
-* a rep instruction is one retired instruction, and a large one is fast.
+* each rep iteration is one instruction of the budget (QEMU's -icount),
+  and a large rep is fast.
 
 Tier 2 is forced by setting the exec loop's threshold to 1, so each TB is
 compiled as a whole function the first time it runs.
@@ -143,7 +144,7 @@ def test_rep_movs(asm, tier, insn: str, size: int, df: bool, src: int, dst: int,
     assert m.mem.ram[DST : DST + 0x8000] == want[DST : DST + 0x8000]
     regs = m.cpu.regs
     assert (regs[ECX], regs[ESI], regs[EDI]) == (0, src + count * step, dst + count * step)
-    assert m.cpu.icount == 2  # the rep instruction and the exit: one retired instruction each
+    assert m.cpu.icount == count + 1  # one per iteration, as QEMU's -icount, and the exit
 
 
 def test_movs_single_and_count_zero(asm, tier) -> None:
@@ -528,7 +529,55 @@ def test_loop_of_reps_in_one_tb(asm, tier) -> None:
     m = machine(elf, {}, {SRC: b"abc"})
     run(m)
     assert m.mem.ram[DST + 1 : DST + 103] == b"ab" + b"c" * 100  # each copy one byte lower
-    assert m.cpu.icount == 2 + 100 * 7
+    assert m.cpu.icount == 2 + 100 * (6 + 3)  # the rep movsb counts its 3 iterations
+
+
+@pytest.mark.parametrize("where", ["data", "code"])
+def test_rep_is_bounded_by_the_budget(asm, tier, where: str) -> None:
+    """Each iteration is one instruction of the budget, as QEMU counts them under -icount.
+
+    A slice ends between two iterations (EIP on the rep, ECX/EDI of the
+    completed ones) and the next one carries on.  "code": the destination is
+    the rep's own code page, whose stores take the element-by-element path
+    (the random guest fuzzer's hang: that path ran every iteration in one
+    call, unbounded).
+    """
+    elf = asm("    rep stosb")
+    dst = TEXT + 0x800 if where == "code" else DST
+    m = machine(elf, {EDI: dst, ECX: 1000, EAX: 0x5A})
+    slow = string_ops.STATS["slow_elements"]
+    stop = m.run(max_insns=300)
+    assert stop.kind == "limit", stop
+    assert (m.cpu.icount, m.cpu.eip) == (300, TEXT)
+    assert (m.cpu.regs[ECX], m.cpu.regs[EDI]) == (700, dst + 300)
+    assert m.mem.ram[dst : dst + 301] == b"\x5a" * 300 + b"\0"
+    if where == "code":
+        assert string_ops.STATS["slow_elements"] > slow
+    run(m)
+    assert m.cpu.icount == 1000 + 1  # the iterations and the exit
+    assert (m.cpu.regs[ECX], m.cpu.regs[EDI]) == (0, dst + 1000)
+    assert m.mem.ram[dst : dst + 1001] == b"\x5a" * 1000 + b"\0"
+
+
+def test_rep_with_ecx_zero_counts_one(asm, tier) -> None:
+    elf = asm("    rep stosb\n    rep movsb")
+    m = machine(elf, {EDI: DST, ESI: SRC, ECX: 0})
+    run(m)
+    assert m.cpu.icount == 3
+
+
+def test_rep_in_a_tb_ends_it_exactly_at_the_budget(asm, tier) -> None:
+    """Instructions after a rep in the same TB (or a tier-2 loop around it) do not overrun the budget."""
+    elf = asm(
+        "    mov $50, %ebx\n1:\n    mov $0x300000, %edi\n    mov $7, %ecx\n    rep stosb\n    dec %ebx\n    jnz 1b"
+    )
+    for budget in (1, 5, 17, 100, 333):
+        m = machine(elf)
+        stop = m.run(max_insns=budget)
+        assert stop.kind == "limit" and m.cpu.icount == budget, (budget, stop, m.cpu.icount)
+    m = machine(elf)
+    run(m)
+    assert m.cpu.icount == 1 + 50 * (4 + 7) + 1
 
 
 # ---- speed ----------------------------------------------------------------------------------

@@ -69,11 +69,11 @@ def call(e: Emitter) -> None:
         return
     size = e.opsize
     if dst.kind == IMM:
-        e.push([e.next_eip()], size)
+        e.push([e.next_eip(size)], size)
         e.jump(_target(e), 0)
     else:
         v = e.load(dst, size=size, stable=True)
-        e.push([e.next_eip()], size)
+        e.push([e.next_eip(size)], size)
         e.jump_indirect(v)
     e.ended = True
 

@@ -44,11 +44,14 @@ element-by-element one, including overlapping movs (a forward movsb with
 destination = source + 1 replicates the first byte, which a memmove would
 not do).
 
-The instruction counts as one retired instruction however many iterations
-it runs.  It stops early, with EIP still on it and the registers describing
-the completed iterations, when ``cpu.interrupt_request`` becomes set (a
-device, the debugger) or ``cpu.watch_hit`` is set by a watchpoint; the
-helper then returns the EIP to resume at and the emitted code leaves the TB.
+Each iteration counts as one instruction (``cpu.icount``), as QEMU counts
+them under ``-icount``: a rep is bounded by the slice's instruction budget
+like any loop, and a deadline can fall between two iterations; a rep with
+ECX = 0 counts one.  The instruction stops early, with EIP still on it and
+the registers describing the completed iterations, when the budget is spent,
+when ``cpu.interrupt_request`` becomes set (a device, the debugger) or when
+``cpu.watch_hit`` is set by a watchpoint; the helper then returns the EIP to
+resume at and the emitted code leaves the TB (see ``_Rep.run``).
 """
 
 from __future__ import annotations
@@ -245,6 +248,7 @@ class _Rep:
         "amask",
         "mode",
         "n",
+        "cap",
         "si",
         "di",
         "step",
@@ -270,6 +274,7 @@ class _Rep:
         self.mode = mode
         self.n = regs[ECX] & self.amask if mode else 1
         self.ran = self.n != 0  # with a zero count no register is written (not even zero-extended)
+        self.cap = self.n  # iterations this call may still do (run() bounds it by the budget)
         self.si = regs[ESI] & self.amask
         self.di = regs[EDI] & self.amask
         self.step = -size if cpu.eflags & F.DF else size
@@ -310,6 +315,7 @@ class _Rep:
 
     def advance(self, k: int, src: bool, dst: bool) -> None:
         self.n -= k
+        self.cap -= k
         delta = k * self.step
         if src:
             self.si = (self.si + delta) & self.amask
@@ -370,7 +376,7 @@ class _Rep:
         if kind == MOVS:
             ls, ks = self.room(self.sbase, self.si)
             ld, kd = self.room(self.dbase, self.di)
-            k = min(self.n, ks, kd)
+            k = min(self.cap, ks, kd)
             if not k:
                 return False
             rs = self.page(ls, ACCESS_READ)
@@ -381,7 +387,7 @@ class _Rep:
             self.advance(k, True, True)
         elif kind == STOS:
             ld, k = self.room(self.dbase, self.di)
-            k = min(self.n, k)
+            k = min(self.cap, k)
             if not k:
                 return False
             rd = self.page(ld, ACCESS_WRITE)
@@ -393,7 +399,7 @@ class _Rep:
             self.advance(k, False, True)
         elif kind == LODS:
             ls, k = self.room(self.sbase, self.si)
-            k = min(self.n, k)
+            k = min(self.cap, k)
             if not k:
                 return False
             rs = self.page(ls, ACCESS_READ)
@@ -404,7 +410,7 @@ class _Rep:
             self.advance(k, True, False)
         elif kind == SCAS:
             ld, k = self.room(self.dbase, self.di)
-            k = min(self.n, k)
+            k = min(self.cap, k)
             if not k:
                 return False
             rd = self.page(ld, ACCESS_READ)
@@ -418,7 +424,7 @@ class _Rep:
         elif kind == CMPS:
             ld, kd = self.room(self.dbase, self.di)
             ls, ks = self.room(self.sbase, self.si)
-            k = min(self.n, kd, ks)
+            k = min(self.cap, kd, ks)
             if not k:
                 return False
             rd = self.page(ld, ACCESS_READ)  # ES:EDI first, as the single-step path
@@ -492,13 +498,31 @@ class _Rep:
 
     # ---- the loop ---------------------------------------------------------------
     def run(self, next_eip: int) -> int | None:
-        """Run to completion or to a stop; return None, or the EIP the TB must leave to."""
+        """Run to completion or to a stop; return None, or the EIP the TB must leave to.
+
+        Each iteration is one instruction of the budget, as under QEMU's
+        ``-icount`` (a rep iteration there is one execution of the
+        instruction): the call does at most what is left of the slice
+        (``cpu.icount_deadline - cpu.icount``; at least one iteration) and
+        counts every iteration in ``cpu.icount``, the TB counting the last
+        one as it counts any instruction.  Iterations remaining past the
+        budget stay for the next slice (EIP on the instruction, ECX/ESI/EDI
+        describing the completed ones), so interrupts and timer deadlines
+        land between iterations at the same place every run.  A call that
+        counted more than one instruction leaves the TB: its remaining
+        instructions (or its tier-2 loop) were sized for the budget before
+        the extra count.
+        """
         cpu = self.cpu
         # Single-stepping (EFLAGS.TF, or the debugger's step): one iteration, then a trap with
         # EIP still on the instruction while iterations remain (SDM vol. 1, 7.3.9.3; QEMU does so).
         single = cpu.single_step or cpu.hflags & HF_TF
+        start = self.n
+        self.cap = min(start, max(1, cpu.icount_deadline - cpu.icount))
+        stopped = False
+        raised = True  # left by an exception: the TB does not count this instruction
         try:
-            while self.n and not self.done:
+            while self.cap and not self.done:
                 stop: object
                 if not single and self.chunk():
                     stop = cpu.interrupt_request
@@ -507,12 +531,18 @@ class _Rep:
                     # A watchpoint hit by this iteration's access ends the instruction here.
                     stop = cpu.interrupt_request or cpu.watch_hit or single
                 if stop:
-                    if self.n and not self.done:
-                        STATS["interrupted"] += 1
-                        return cpu.eip  # still on this instruction (set by sync_call)
-                    return next_eip
+                    stopped = True
+                    break
+            raised = False
         finally:
             self.commit()
+            done = start - self.n
+            cpu.icount += done if raised else max(done - 1, 0)
+        if self.n and not self.done:
+            STATS["interrupted"] += 1
+            return cpu.eip  # still on this instruction (set by sync_call)
+        if stopped or done > 1:
+            return next_eip
         return None
 
 

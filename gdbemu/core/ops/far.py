@@ -46,7 +46,7 @@ REX.W pops 8-byte slots and, returning outward to CPL 0-2, accepts a null SS.
 from __future__ import annotations
 
 from .. import flags as F
-from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_L, DESC_P, EFER_LMA, ESP, SS, SegmentCache
+from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_L, DESC_P, EFER_LMA, ESP, HF_CS64, SS, SegmentCache
 from ..decode import IMM, MEM, REG
 from ..emit import MASK, Emitter
 from ..exceptions import GP, NP, TS, UD, GuestFault
@@ -100,9 +100,14 @@ def _far_pointer(e: Emitter) -> tuple[str, str] | None:
     a = e.ea(ops[0])
     off = e.load_mem(a, size)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + {size} & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + {size} & {_amask(e):#x}")
     sel = e.load_mem(a2, 2)
     return sel, off
+
+
+def _amask(e: Emitter) -> int:
+    """The address width of the code being translated: 64 bits in 64-bit mode."""
+    return MASK64 if e.hflags & HF_CS64 else 0xFFFFFFFF
 
 
 def _far_transfer(e: Emitter, kind: str) -> None:
@@ -158,7 +163,7 @@ def _load_pointer(e: Emitter) -> None:
     a = e.ea(src)
     off = e.load_mem(a, size)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + {size} & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + {size} & {_amask(e):#x}")
     sel = e.load_mem(a2, 2)
     seg = _SEGS[e.insn.name]
     e.sync_call("load_seg", str(seg), sel)

@@ -56,6 +56,7 @@ from ..cpu import (
     ESP,
     FS,
     GS,
+    HF_CS64,
     HF_PE,
     HF_VM,
     MSR_CSTAR,
@@ -516,31 +517,45 @@ def ud2(e: Emitter) -> None:
 
 
 # ---- descriptor-table registers ----------------------------------------------------
+def _amask(e: Emitter) -> int:
+    """The address width of the code being translated: 64 bits in 64-bit mode."""
+    return 0xFFFFFFFFFFFFFFFF if e.hflags & HF_CS64 else 0xFFFFFFFF
+
+
 @op("lgdt", "lidt", flags="")
 def lgdt(e: Emitter) -> None:
-    """LGDT/LIDT m16&32: 16-bit limit, then the base (24 bits with a 16-bit operand size)."""
+    """LGDT/LIDT m16&32 (m16&64 in 64-bit mode, whatever the operand size): 16-bit limit, then
+    the base (24 bits with a 16-bit operand size outside 64-bit mode)."""
     if _mem_only(e) or _cpl0(e):
         return
     a = e.ea(e.insn.ops[0])
     limit = e.load_mem(a, 2)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
-    base = e.load_mem(a2, 4)
+    e.emit(f"{a2} = {a} + 2 & {_amask(e):#x}")
     table = "gdtr" if e.insn.name == "lgdt" else "idtr"
+    if e.hflags & HF_CS64:
+        base = e.load_mem(a2, 8)
+        e.emit(f"cpu.{table}_limit, cpu.{table}_base = {limit}, {base}")
+        return
+    base = e.load_mem(a2, 4)
     mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
     e.emit(f"cpu.{table}_limit, cpu.{table}_base = {limit}, {base} & {mask:#x}")
 
 
 @op("sgdt", "sidt", flags="")
 def sgdt(e: Emitter) -> None:
-    """SGDT/SIDT m: limit and base; a 16-bit operand size stores the base's top byte as 0 (QEMU)."""
+    """SGDT/SIDT m: limit and base (8 bytes in 64-bit mode); a 16-bit operand size stores the
+    base's top byte as 0 (QEMU)."""
     if _mem_only(e):
         return
     table = "gdtr" if e.insn.name == "sgdt" else "idtr"
     a = e.ea(e.insn.ops[0])
     e.store_mem(a, 2, f"cpu.{table}_limit & 0xFFFF")
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + 2 & {_amask(e):#x}")
+    if e.hflags & HF_CS64:
+        e.store_mem(a2, 8, f"cpu.{table}_base")
+        return
     mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
     e.store_mem(a2, 4, f"cpu.{table}_base & {mask:#x}")
 

@@ -236,6 +236,8 @@ class CPU:
             "M64": mem.m64,
             "LD": self.softmmu.loader(mmu_idx),
             "ST": self.softmmu.storer(mmu_idx),
+            "LDS": self.softmmu.loader(mmu_idx, True),
+            "STS": self.softmmu.storer(mmu_idx, True),
             "SB": self.seg_base,
             "Fault": GuestFault,
             "H": helpers,
@@ -369,7 +371,11 @@ class CPU:
         hf |= mmu << HF_MMU_SHIFT
         self.mmu_idx = mmu
         self.hflags = hf
-        self.seg_base[:] = [s.base for s in segs]
+        if hf & HF_CS64:
+            # 64-bit code: the CS, DS, ES and SS bases are treated as 0 (SDM vol. 3, 3.2.4).
+            self.seg_base[:] = [0, 0, 0, 0, segs[FS].base, segs[GS].base]
+        else:
+            self.seg_base[:] = [s.base for s in segs]
 
     def setup_flat32(self) -> None:
         """The state a multiboot loader leaves: flat 32-bit protected mode, CPL 0, paging off."""

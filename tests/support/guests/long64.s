@@ -706,6 +706,8 @@ syscall64:
         swapgs
         movq %rsp, %gs:8
         movq %gs:0, %rsp
+        pushfq                          /* RFLAGS after SFMASK, before anything here changes it */
+        popq %r8
         pushq %rcx
         pushq %r11
         movw %cs, %dx
@@ -714,11 +716,9 @@ syscall64:
         movw %ss, %dx
         movzwl %dx, %edx
         movq %rdx, sys_ss(%rip)
-        pushfq
-        popq %rdx
-        movq %rdx, sys_flags(%rip)
         testq %rax, %rax
         jz syscall_exit
+        movq %r8, sys_flags(%rip)
         movq %rdi, sys_arg(%rip)
         movq %r11, sys_r11(%rip)
         leaq user_after_syscall(%rip), %rdx

@@ -435,3 +435,23 @@ def test_64_bit_call_gate_inward_from_ring3() -> None:
     with pytest.raises(GuestFault) as exc:
         far.far_call(cpu, GATE | 3, 0, 8, 0)
     assert (exc.value.vector, exc.value.error_code) == (GP, GATE)
+
+
+def test_sysenter_and_sysexit_in_long_mode() -> None:
+    m, cpu = _long_cpu()
+    system.wrmsr(cpu, 0x174, K64, 0)  # SYSENTER_CS: 0x08 (+8 SS, +32/+40 the 64-bit ring-3 pair)
+    system.wrmsr(cpu, 0x175, 0xFFFF800000002000, 0)
+    system.wrmsr(cpu, 0x176, 0xFFFFFFFF81000000, 0)
+    _to_ring3(cpu)
+    system.sysenter(cpu)  # the default CPU is an Intel: allowed in 64-bit code
+    assert cpu.cpl == 0 and cpu.hflags & HF_CS64 and cpu.eip == 0xFFFFFFFF81000000
+    assert cpu.regs[4] == 0xFFFF800000002000 and cpu.segs[SS].selector == KDATA
+    cpu.set_gpr(1, 0x7FFF0000)
+    cpu.set_gpr(2, 0x401000)
+    system.sysexit(cpu, 8)
+    assert cpu.cpl == 3 and cpu.hflags & HF_CS64 and cpu.segs[CS].selector == K64 + 32 | 3
+    assert (cpu.eip, cpu.regs[4]) == (0x401000, 0x7FFF0000)
+    cpu.cpuid_model = resolve("qemu64").cpuid  # an AMD: SYSENTER is #UD in 64-bit mode
+    with pytest.raises(GuestFault) as exc:
+        system.sysenter(cpu)
+    assert exc.value.vector == UD

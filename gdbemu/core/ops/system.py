@@ -356,12 +356,16 @@ def iret(cpu: CPU, opsize: int, next_eip: int) -> None:
 # read/write accessed.
 _SYS_CODE = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_B | DESC_G
 _SYS_DATA = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
+_SYS_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G  # IA-32e mode: L=1, D=0
 
 
 @op("sysenter", "sysexit", flags="", end=True)
 def op_sysenter(e: Emitter) -> None:
     """SYSENTER / SYSEXIT: the fast system call pair; the helpers load CS, SS, ESP and EIP."""
-    e.sync_call(e.insn.name)
+    if e.insn.name == "sysexit":
+        e.sync_call("sysexit", str(e.opsize))
+    else:
+        e.sync_call("sysenter")
     e.exit(2, "cpu.eip")
     e.ended = True
 
@@ -372,41 +376,57 @@ def sysenter(cpu: CPU) -> None:
 
     #GP(0) in real mode or when SYSENTER_CS[15:2] is 0.  Clears VM, IF and
     RF; the new CS and SS caches are flat ring-0 segments whatever the GDT
-    holds.  Allowed at any CPL and from virtual-8086 mode.
+    holds.  Allowed at any CPL and from virtual-8086 mode.  In IA-32e mode
+    CS is a 64-bit segment and RSP/RIP take all 64 bits of the MSRs; from
+    64-bit code only on an Intel CPU (#UD on AMD's, as QEMU checks the vendor).
     """
     cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
+    lma = bool(cpu.efer & EFER_LMA)
+    if lma and code64(cpu) and not _intel(cpu):
+        raise GuestFault(UD)
     if not cpu.cr[0] & CR0_PE or not cs & 0xFFFC:
         raise GuestFault(GP, 0)
     cpu.eflags &= ~(F.VM | F.IF | F.RF)
-    cpu.segs[CS] = SegmentCache(cs & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE)
+    cpu.segs[CS] = SegmentCache(cs & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE64 if lma else _SYS_CODE)
     cpu.segs[SS] = SegmentCache((cs & 0xFFFC) + 8, 0, 0xFFFFFFFF, _SYS_DATA)
-    cpu.regs[ESP] = cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0) & 0xFFFFFFFF
-    cpu.eip = cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0) & 0xFFFFFFFF
+    width = 0xFFFFFFFFFFFFFFFF if lma else 0xFFFFFFFF
+    cpu.regs[ESP] = cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0) & width
+    cpu.eip = cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0) & width
     cpu.compute_hflags()
 
 
+def _intel(cpu: CPU) -> bool:
+    """Is the CPUID vendor GenuineIntel (leaf 0 EBX = "Genu")?"""
+    return cpuid(cpu, 0, 0)[1] == 0x756E6547
+
+
 @helper
-def sysexit(cpu: CPU) -> None:  # noqa: F811
+def sysexit(cpu: CPU, opsize: int = 4) -> None:  # noqa: F811
     """SYSEXIT (SDM vol. 2): to CPL 3 at SYSENTER_CS+16:EDX with SYSENTER_CS+24:ECX (RPL 3).
 
     #GP(0) in real mode, at CPL > 0, or when SYSENTER_CS[15:2] is 0.  EFLAGS
-    is not changed; CS and SS become flat ring-3 segments.
+    is not changed; CS and SS become flat ring-3 segments.  With REX.W (64-bit
+    mode): a 64-bit CS at SYSENTER_CS+32, SS at +40, RIP = RDX, RSP = RCX.
     """
     cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
     if not cpu.cr[0] & CR0_PE or cpu.cpl != 0 or not cs & 0xFFFC or cpu.eflags & F.VM:
         raise GuestFault(GP, 0)
     dpl3 = 3 << DESC_DPL_SHIFT
-    cpu.segs[CS] = SegmentCache(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE | dpl3)
-    cpu.segs[SS] = SegmentCache(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
-    cpu.regs[ESP] = cpu.regs[ECX]
-    cpu.eip = cpu.regs[EDX]
+    if opsize == 8:
+        cpu.segs[CS] = SegmentCache(((cs + 32) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE64 | dpl3)
+        cpu.segs[SS] = SegmentCache(((cs + 40) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
+        cpu.regs[ESP] = cpu.regs[ECX]
+        cpu.eip = cpu.regs[EDX]
+    else:
+        cpu.segs[CS] = SegmentCache(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE | dpl3)
+        cpu.segs[SS] = SegmentCache(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
+        cpu.regs[ESP] = cpu.regs[ECX] & 0xFFFFFFFF
+        cpu.eip = cpu.regs[EDX] & 0xFFFFFFFF
     cpu.compute_hflags()
 
 
 # ---- syscall / sysret / swapgs (AMD64 APM vol. 3; SDM vol. 2 SYSCALL, SYSRET, SWAPGS) ----------------
-# The flat segments SYSCALL/SYSRET load without reading the GDT: a 64-bit code segment (L=1)
-# or the 32-bit ones of SYSENTER above.
-_SYS_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G
+# SYSCALL/SYSRET load flat segments without reading the GDT, as SYSENTER/SYSEXIT do.
 _DPL3 = 3 << DESC_DPL_SHIFT
 # SYSRET's RFLAGS <- R11 & 3C7FD7H | 2 (SDM vol. 2 SYSRET): RF and VM are cleared.
 _SYSRET_FLAGS = 0x3C7FD7

@@ -420,6 +420,18 @@ paging_checks:
         movq $0x3c3c3c3c, ALIAS_1G + DATA_FRAME + 8
         movq DATA_FRAME + 8, %rdx
         CHECK64 %rdx, $0x3c3c3c3c, "1g-page-write"
+        /* code runs through the 1 GiB page and through the higher half (same frames, other pages) */
+        leaq rip_probe(%rip), %rbx
+        leaq ALIAS_1G(%rbx), %rax
+        call *%rax
+        leaq ALIAS_1G + 7(%rbx), %rdx
+        CHECK64 %rax, %rdx, "1g-page-code"
+        movq %rbx, %rax
+        orq $-0x80000000, %rax
+        call *%rax
+        leaq 7(%rbx), %rdx
+        orq $-0x80000000, %rdx
+        CHECK64 %rax, %rdx, "higher-half-code"
         /* accessed and dirty in the 2 MiB and the 1 GiB leaves */
         movq PD0 + 2 * 8, %rax
         andq $0x60, %rax
@@ -469,6 +481,11 @@ paging_checks:
         movq (%rax), %rbx
 4:      CHECK64 exc_vec(%rip), $13, "non-canonical-gp"
         CHECK64 exc_err(%rip), $0, "non-canonical-gp-error-code"
+        ret
+
+/* rip_probe: rax = the address of the instruction after the lea (where this code runs) */
+rip_probe:
+        leaq 0(%rip), %rax
         ret
 
 /* ------------------------------------------------------------------ system registers */

@@ -455,3 +455,53 @@ def test_sysenter_and_sysexit_in_long_mode() -> None:
     with pytest.raises(GuestFault) as exc:
         system.sysenter(cpu)
     assert exc.value.vector == UD
+
+
+# ---- the emitters in 64-bit code -------------------------------------------------------------------
+def _run64(code: str, max_insns: int = 100) -> tuple[Machine, CPU, object]:
+    """Assemble-free: run raw 64-bit code bytes (hex) at 0x1000 on a long-mode CPU; hlt ends it."""
+    m, cpu = _long_cpu()
+    m.mem.write(0x1000, bytes.fromhex(code) + b"\xf4")
+    cpu.eip = 0x1000
+    cpu.regs[4] = 0x9000
+    stop = m.run(max_insns=max_insns)
+    return m, cpu, stop
+
+
+def test_wrmsr_rdmsr_cpuid_use_the_low_halves_of_64_bit_registers() -> None:
+    # mov rax, -1 ; mov edx, 0 ; mov ecx, TSC_AUX | 1 << 32 via rcx ; wrmsr ; xor eax,eax ; rdmsr ; cpuid probe
+    code = (
+        "48c7c0ffffffff"  # mov rax, -1
+        "48c7c2ffffffff"  # mov rdx, -1 (EDX reserved bits set: only EDX:EAX counts)
+        "48b9030100c001000000"  # mov rcx, 0x1_c0000103 (TSC_AUX with garbage above)
+        "31d2"  # xor edx, edx
+        "0f30"  # wrmsr
+        "31c0"  # xor eax, eax
+        "0f32"  # rdmsr
+        "4889c3"  # mov rbx, rax
+    )
+    m, cpu, stop = _run64(code)
+    assert str(getattr(stop, "kind", "")) == "halt", stop
+    assert cpu.regs[3] == 0xFFFFFFFF and cpu.msr[MSR_TSC_AUX] == 0xFFFFFFFF
+
+
+def test_lgdt_sgdt_10_byte_forms_and_mov_cr_at_64_bits() -> None:
+    code = (
+        "0f011425"
+        + (0x5000).to_bytes(4, "little").hex()  # lgdt [0x5000]
+        + "0f010425"
+        + (0x5010).to_bytes(4, "little").hex()  # sgdt [0x5010]
+        + "0f20d8"  # mov rax, cr3
+        + "4989c0"  # mov r8, rax
+        + "0f20e1"  # mov rcx, cr4
+    )
+    m, cpu = _long_cpu()
+    m.mem.write(0x5000, (0x1FF).to_bytes(2, "little") + (0xFFFF800012345000).to_bytes(8, "little"))
+    m.mem.write(0x1000, bytes.fromhex(code) + b"\xf4")
+    cpu.eip = 0x1000
+    cpu.regs[4] = 0x9000
+    stop = m.run(max_insns=20)
+    assert str(stop.kind) == "halt", stop
+    assert (cpu.gdtr_base, cpu.gdtr_limit) == (0xFFFF800012345000, 0x1FF)
+    assert m.mem.read(0x5010, 10) == m.mem.read(0x5000, 10)
+    assert cpu.xregs[0] == cpu.cr[3] and cpu.regs[1] == cpu.cr[4]

@@ -874,6 +874,8 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     n = _dr_index(cpu, n)
+    if n in (6, 7) and value >> 32:
+        raise GuestFault(GP, 0)  # 64-bit mode: bits 63:32 of DR6/DR7 must be 0 (SDM vol. 2 MOV DR)
     if n == 6:
         value = (value & 0x1E00F) | 0xFFFF0FF0
     elif n == 7:
@@ -982,7 +984,7 @@ def has_feature(cpu: CPU, name: str) -> bool:
 @op("cpuid", flags="", pure=True)
 def cpuid_op(e: Emitter) -> None:
     t = e.tmp("c")
-    e.emit(f"{t} = H.cpuid(cpu, eax, ecx)")
+    e.emit(f"{t} = H.cpuid(cpu, eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF)")  # (64-bit locals in long mode)
     for i, r in enumerate((0, 3, 1, 2)):  # EAX EBX ECX EDX
         e.write_reg(r, 4, f"{t}[{i}]")
 
@@ -1233,7 +1235,7 @@ def rdmsr_op(e: Emitter) -> None:
     if _cpl0(e):
         return
     t = e.tmp("m")
-    _call(e, "rdmsr", "ecx", e.this_eip(), result=t)
+    _call(e, "rdmsr", "ecx & 0xFFFFFFFF", e.this_eip(), result=t)
     e.write_reg(0, 4, f"{t} & 0xFFFFFFFF")
     e.write_reg(2, 4, f"{t} >> 32 & 0xFFFFFFFF")
     e.end()
@@ -1243,7 +1245,8 @@ def rdmsr_op(e: Emitter) -> None:
 def wrmsr_op(e: Emitter) -> None:
     if _cpl0(e):
         return
-    _call(e, "wrmsr", "ecx", "edx << 32 | eax", e.this_eip())
+    # EDX:EAX and ECX: the low halves only (the locals hold 64-bit values in long mode).
+    _call(e, "wrmsr", "ecx & 0xFFFFFFFF", "(edx & 0xFFFFFFFF) << 32 | eax & 0xFFFFFFFF", e.this_eip())
     e.end()
 
 

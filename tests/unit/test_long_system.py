@@ -505,3 +505,18 @@ def test_lgdt_sgdt_10_byte_forms_and_mov_cr_at_64_bits() -> None:
     assert (cpu.gdtr_base, cpu.gdtr_limit) == (0xFFFF800012345000, 0x1FF)
     assert m.mem.read(0x5010, 10) == m.mem.read(0x5000, 10)
     assert cpu.xregs[0] == cpu.cr[3] and cpu.regs[1] == cpu.cr[4]
+
+
+def test_1g_pages_need_cpuid_page1gb() -> None:
+    """setup_long64 maps with 1 GiB pages: on qemu64 (no Page1GB) their PS bit is reserved (#PF, RSVD)."""
+    from gdbemu.core.mmu import walk
+    from gdbemu.softmmu.tlb import ACCESS_READ, MMU_KNOSMAP_IDX
+
+    m, cpu = _long_cpu()
+    assert walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)[0] == 0x1234
+    cpu.cpuid_model = resolve("qemu64").cpuid
+    with pytest.raises(GuestFault) as exc:
+        walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)
+    assert (exc.value.vector, exc.value.error_code) == (14, 0x9)
+    cpu.cpuid_model = resolve("qemu64,+pdpe1gb").cpuid
+    assert walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)[2] == 1 << 30

@@ -387,6 +387,8 @@ long64:
         movq %rax, tss + 4(%rip)
         leaq ist1_top(%rip), %rax
         movq %rax, tss + 0x24(%rip)
+        leaq ist2_top(%rip), %rax
+        movq %rax, tss + 0x2c(%rip)
         movw $SEL_TSS, %ax
         ltr %ax
         str %ax
@@ -566,6 +568,19 @@ system_checks:
         CHECK64 %rsp, %r12, "ist-iretq-restores-rsp"
         leaq ist1_top - 40(%rip), %rax
         CHECK64 ist_rsp(%rip), %rax, "ist-stack-used"
+        /* #DF on IST2: a #PF whose gate is not present raises #NP, contributory after a #PF: #DF */
+        leaq idt + 14 * 16 + 5(%rip), %rbx
+        andb $0x7f, (%rbx)
+        EXPECT 5f
+        movq %rsp, %r12
+6:      movq NX_PAGE + 0x1000, %rax
+5:      movq %r12, %rsp
+        orb $0x80, (%rbx)
+        CHECK64 exc_vec(%rip), $8, "df-vector"
+        CHECK64 exc_err(%rip), $0, "df-error-code"
+        leaq 6b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "df-rip-is-the-faulting-instruction"
+        CHECK64 df_on_ist2(%rip), $1, "df-on-ist2"
         /* int $0x80 at CPL 0: a same-level frame, SS:RSP pushed too */
         int $0x80
         CHECK64 int80_cs(%rip), $SEL_KCODE64, "int80-ring0-cs"
@@ -907,7 +922,10 @@ idt_init:
 2:      cmpl $0x21, %ecx
         jne 3f
         movl $0x8e01, %edx              /* slot 33 is vector 0x81: IST1 */
-3:      movl %ecx, %ebx
+3:      cmpl $8, %ecx
+        jne 5f
+        movl $0x8e02, %edx              /* #DF: IST2 */
+5:      movl %ecx, %ebx
         cmpl $0x20, %ebx
         jb 4f
         addl $(0x80 - 0x20), %ebx
@@ -1011,6 +1029,18 @@ isr_common:
         movq %rax, exc_rip(%rip)
         movq %cr2, %rax
         movq %rax, exc_cr2(%rip)
+        cmpq $8, FR_VEC(%rsp)           /* #DF: is it on the IST2 stack? */
+        jne 3f
+        leaq ist2_top - 0x1000(%rip), %rax
+        xorl %ecx, %ecx
+        cmpq %rax, %rsp
+        jb 4f
+        leaq ist2_top(%rip), %rax
+        cmpq %rax, %rsp
+        jae 4f
+        incl %ecx
+4:      movq %rcx, df_on_ist2(%rip)
+3:
         testb $3, FR_CS(%rsp)
         jz 1f
         /* from ring 3: record the frame for the user checks */
@@ -1150,6 +1180,7 @@ compat_cs:  .quad 0
 compat_pop: .quad 0
 legacy_probe: .quad 0
 ist_rsp:    .quad 0
+df_on_ist2: .quad 0
 int80_cs:   .quad 0
 int80_ss:   .quad 0
 int80_handler_ss: .quad 0
@@ -1192,6 +1223,8 @@ stack_top:
 rsp0_top:
             .skip 0x1000
 ist1_top:
+            .skip 0x1000
+ist2_top:
             .skip 0x1000
 syscall_stack_top:
             .skip 0x1000

@@ -520,3 +520,29 @@ def test_1g_pages_need_cpuid_page1gb() -> None:
     assert (exc.value.vector, exc.value.error_code) == (14, 0x9)
     cpu.cpuid_model = resolve("qemu64,+pdpe1gb").cpuid
     assert walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)[2] == 1 << 30
+
+
+# QEMU 7.2 (qemu-system-x86_64 -m 32, SeaBIOS) after a multiboot -kernel boot: MTRRdefType, the fixed
+# ranges 0x250/0x258/0x259/0x268-0x26F and PhysBase0; PhysMask0 is 0xFF80000800 there (40 physical
+# address bits) and follows CPUID 0x80000008 here.
+QEMU_MTRRS = [0xC06, 0x0606060606060606, 0x0606060606060606, 0] + [0x0505050505050505] * 8 + [0x80000000]
+
+
+def test_firmware_programs_the_mtrrs_as_seabios(tmp_path) -> None:
+    from gdbemu.boot.firmware import apply_cpu_model, install_firmware
+    from gdbemu.core.mmu import PHYS_BITS
+    from gdbemu.hw.pc import PCConfig, build_pc
+
+    m = Machine(ram_size=32 << 20)
+    build_pc(m.bus, PCConfig(serial=["null"]))
+    install_firmware(m)
+    msr = m.cpu.msr
+    got = [msr.get(i, 0) for i in (0x2FF, 0x250, 0x258, 0x259, *range(0x268, 0x270), 0x200)]
+    assert got == QEMU_MTRRS
+    assert msr[0x201] == ((1 << PHYS_BITS) - 0x80000000) | 0x800
+    assert system.rdmsr(m.cpu, 0x2FF, 0) == 0xC06
+    m2 = Machine(ram_size=32 << 20)
+    build_pc(m2.bus, PCConfig(serial=["null"]))
+    apply_cpu_model(m2, "qemu32")  # no MTRR in CPUID: SeaBIOS leaves them alone
+    install_firmware(m2)
+    assert m2.cpu.msr.get(0x2FF, 0) == 0

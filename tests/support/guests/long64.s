@@ -485,6 +485,15 @@ paging_checks:
         CHECK64 exc_err(%rip), $0, "non-canonical-gp-error-code"
         ret
 
+/* rdmsr64(ecx): rax = the whole MSR */
+rdmsr64:
+        pushq %rdx
+        rdmsr
+        shlq $32, %rdx
+        orq %rdx, %rax
+        popq %rdx
+        ret
+
 /* rip_probe: rax = the address of the instruction after the lea (where this code runs) */
 rip_probe:
         leaq 0(%rip), %rax
@@ -545,6 +554,24 @@ system_checks:
         movl $0xc0001234, %ecx
         rdmsr
 2:      CHECK64 exc_vec(%rip), $13, "rdmsr-unknown-gp"
+        /* the MSRs a 64-bit kernel reads at boot, as QEMU's qemu64 has them after its firmware */
+        movl $0x277, %ecx
+        call rdmsr64
+        movabsq $0x0007040600070406, %rdx
+        CHECK64 %rax, %rdx, "msr-pat"
+        movl $0xfe, %ecx
+        call rdmsr64
+        CHECK64 %rax, $0x508, "msr-mtrrcap"
+        movl $0x2ff, %ecx
+        call rdmsr64
+        CHECK64 %rax, $0xc06, "msr-mtrr-def-type"
+        movl $0x1a0, %ecx
+        call rdmsr64
+        CHECK64 %rax, $1, "msr-misc-enable"
+        movl $0x1b, %ecx
+        call rdmsr64
+        movl $0xfee00900, %edx
+        CHECK64 %rax, %rdx, "msr-apic-base"
         /* rdtscp: ECX = TSC_AUX, the counter moves forward */
         movl $MSR_TSC_AUX, %ecx
         movl $0x1234, %eax

@@ -528,7 +528,7 @@ def test_1g_pages_need_cpuid_page1gb() -> None:
 QEMU_MTRRS = [0xC06, 0x0606060606060606, 0x0606060606060606, 0] + [0x0505050505050505] * 8 + [0x80000000]
 
 
-def test_firmware_programs_the_mtrrs_as_seabios(tmp_path) -> None:
+def test_firmware_programs_the_mtrrs_as_seabios() -> None:
     from gdbemu.boot.firmware import apply_cpu_model, install_firmware
     from gdbemu.core.mmu import PHYS_BITS
     from gdbemu.hw.pc import PCConfig, build_pc
@@ -546,3 +546,14 @@ def test_firmware_programs_the_mtrrs_as_seabios(tmp_path) -> None:
     apply_cpu_model(m2, "qemu32")  # no MTRR in CPUID: SeaBIOS leaves them alone
     install_firmware(m2)
     assert m2.cpu.msr.get(0x2FF, 0) == 0
+
+
+def test_lar_lsl_system_types_in_long_mode() -> None:
+    from gdbemu.core.seg import probe_lar, probe_lsl
+
+    m, cpu = _long_cpu()
+    assert probe_lar(cpu, TSS_SEL) == 0x00008900 and probe_lsl(cpu, TSS_SEL) == 0x67
+    m.mem.write(GDT + GATE, _gate16(K64, 0x1000, 0xEC))
+    assert probe_lar(cpu, GATE) == 0x0000EC00 and probe_lsl(cpu, GATE) is None
+    m.mem.write(GDT + TSS_SEL + 5, bytes([0x81]))  # a 16-bit TSS type: invalid in IA-32e mode
+    assert probe_lar(cpu, TSS_SEL) is None and probe_lsl(cpu, TSS_SEL) is None

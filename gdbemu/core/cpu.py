@@ -206,6 +206,9 @@ class CPU:
         # Op keys this CPU model lacks the feature for (core/cpuid.py): the translator emits #UD.
         self.disabled_ops: frozenset[str] = frozenset()
         self.icount = 0
+        # MAXPHYADDR (the page walk's reserved address bits): 36 as a CPU without
+        # CPUID leaf 0x80000008; a model sets its own (qemu64: 40).
+        self.phys_bits = 36
         self.regs: list[int] = [0] * 8
         # R8..R15: always present, zero outside long mode.  Values are full 64-bit in
         # long mode (as are ``regs``); in legacy modes the upper 32 bits are 0.
@@ -370,6 +373,10 @@ class CPU:
             mmu = MMU_KNOSMAP_IDX
         hf |= mmu << HF_MMU_SHIFT
         self.mmu_idx = mmu
+        if self.hflags & HF_LMA and not hf & HF_LMA:
+            # Leaving long mode: legacy-mode TBs keep 32-bit register values (the
+            # upper halves are undefined by the SDM; zero here).
+            self.regs[:] = [r & 0xFFFFFFFF for r in self.regs]
         self.hflags = hf
         if hf & HF_CS64:
             # 64-bit code: the CS, DS, ES and SS bases are treated as 0 (SDM vol. 3, 3.2.4).

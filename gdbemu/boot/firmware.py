@@ -552,4 +552,6 @@ def apply_cpu_model(machine: BootMachine, spec: str) -> cpuid.ResolvedModel:
     for cpu in machine.cpus:
         cpu.cpuid_model = None if plain_max else model.cpuid
         cpu.disabled_ops = model.disabled_ops
+        # MAXPHYADDR as QEMU's TCG gives it: 40 bits with long mode, else 36 (PAE).
+        cpu.phys_bits = 40 if "lm" in model.features else 36
     return model

@@ -530,7 +530,6 @@ QEMU_MTRRS = [0xC06, 0x0606060606060606, 0x0606060606060606, 0] + [0x05050505050
 
 def test_firmware_programs_the_mtrrs_as_seabios() -> None:
     from gdbemu.boot.firmware import apply_cpu_model, install_firmware
-    from gdbemu.core.mmu import PHYS_BITS
     from gdbemu.hw.pc import PCConfig, build_pc
 
     m = Machine(ram_size=32 << 20)
@@ -539,7 +538,7 @@ def test_firmware_programs_the_mtrrs_as_seabios() -> None:
     msr = m.cpu.msr
     got = [msr.get(i, 0) for i in (0x2FF, 0x250, 0x258, 0x259, *range(0x268, 0x270), 0x200)]
     assert got == QEMU_MTRRS
-    assert msr[0x201] == ((1 << PHYS_BITS) - 0x80000000) | 0x800
+    assert msr[0x201] == ((1 << m.cpu.phys_bits) - 0x80000000) | 0x800
     assert system.rdmsr(m.cpu, 0x2FF, 0) == 0xC06
     m2 = Machine(ram_size=32 << 20)
     build_pc(m2.bus, PCConfig(serial=["null"]))
@@ -557,3 +556,18 @@ def test_lar_lsl_system_types_in_long_mode() -> None:
     assert probe_lar(cpu, GATE) == 0x0000EC00 and probe_lsl(cpu, GATE) is None
     m.mem.write(GDT + TSS_SEL + 5, bytes([0x81]))  # a 16-bit TSS type: invalid in IA-32e mode
     assert probe_lar(cpu, TSS_SEL) is None and probe_lsl(cpu, TSS_SEL) is None
+
+
+@pytest.mark.parametrize(("model", "bits"), [("qemu64", 40), ("max", 40), ("qemu32", 36), ("kvm32", 36)])
+def test_models_set_maxphyaddr_and_report_it(model: str, bits: int) -> None:
+    from gdbemu.boot.firmware import apply_cpu_model
+
+    m = Machine(ram_size=1 << 20)
+    apply_cpu_model(m, model)
+    assert m.cpu.phys_bits == bits
+    if system.cpuid(m.cpu, 0x80000000, 0)[0] >= 0x80000008:
+        assert system.cpuid(m.cpu, 0x80000008, 0)[0] & 0xFF == bits
+    # an MTRR PhysMask with a bit at MAXPHYADDR is #GP(0)
+    with pytest.raises(GuestFault):
+        system.wrmsr(m.cpu, 0x201, 1 << bits, 0)
+    system.wrmsr(m.cpu, 0x201, (1 << bits) - 0x1000, 0)

@@ -88,7 +88,6 @@ from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
 from ..interrupts import iret as _iret
-from ..mmu import PHYS_BITS
 from ..seg import canonical, code64, sys_read
 from ..seg import lldt as _lldt
 from ..seg import load_seg as _load_seg
@@ -817,7 +816,7 @@ def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
     elif n == 2:
         cpu.cr[2] = value
     elif n == 3:
-        if cpu.efer & EFER_LMA and value & ~PHYS_MASK:
+        if cpu.efer & EFER_LMA and value >> cpu.phys_bits:
             raise GuestFault(GP, 0)
         cpu.cr[3] = value
         if cpu.cr[0] & CR0_PG:
@@ -928,15 +927,14 @@ CPUID_7_EBX = (1 << 7) | (1 << 20)
 BRAND = b"gdbemu virtual CPU".ljust(48, b"\0")
 
 
-def address_sizes(long_mode: bool, pse36: bool = True) -> int:
+def address_sizes(cpu: CPU, long_mode: bool) -> int:
     """Leaf 0x80000008 EAX: linear-address bits (15:8) and MAXPHYADDR (7:0), as QEMU reports them.
 
     48-bit linear addresses with long mode, else 32; MAXPHYADDR is the page
-    walk's (core/mmu.py PHYS_BITS), or 36/32 for a 32-bit CPU with/without PSE-36/PAE.
+    walk's, ``cpu.phys_bits`` (a model with long mode has 40, as QEMU's; see
+    boot/firmware.apply_cpu_model).
     """
-    if long_mode:
-        return (48 << 8) | PHYS_BITS
-    return (32 << 8) | (36 if pse36 else 32)
+    return ((48 if long_mode else 32) << 8) | cpu.phys_bits
 
 
 def _dwords(data: bytes) -> tuple[int, int, int, int]:
@@ -971,7 +969,7 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if 0x80000005 <= leaf <= 0x80000007:
         return 0, 0, 0, 0
     if leaf == 0x80000008:
-        return address_sizes(True), 0, 0, 0
+        return address_sizes(cpu, True), 0, 0, 0
     return cpuid(cpu, CPUID_MAX_BASIC, subleaf)
 
 
@@ -1065,7 +1063,6 @@ MTRR_FIXED = frozenset({0x250, 0x258, 0x259, *range(0x268, 0x270)})
 MTRR_VAR = range(0x200, 0x210)  # PhysBase0, PhysMask0, ... PhysBase7, PhysMask7
 MEM_TYPES = frozenset({0, 1, 4, 5, 6})  # UC WC WT WP WB
 PAT_TYPES = MEM_TYPES | {7}  # and UC-
-PHYS_MASK = (1 << PHYS_BITS) - 1  # MAXPHYADDR (core/mmu.py PHYS_BITS, CPUID leaf 0x80000008)
 # The MSRs of long mode and SYSCALL exist when CPUID reports their feature
 # (AMD64 APM vol. 2, appendix A.2; SDM vol. 4, table 2-2): else #GP(0) as any unknown MSR.
 _LONG_MSRS = frozenset({MSR_LSTAR, MSR_CSTAR, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE})
@@ -1172,7 +1169,8 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     elif index == MSR_IA32_APICBASE:
         # bits 0-7, 9, 10 (x2APIC: not supported) and those above MAXPHYADDR are reserved;
         # BSP (bit 8) is read-only.
-        if value & ~(PHYS_MASK & ~0x7FF | (1 << 11) | (1 << 8)):
+        phys_mask = (1 << cpu.phys_bits) - 1  # MAXPHYADDR (CPUID leaf 0x80000008)
+        if value & ~(phys_mask & ~0x7FF | (1 << 11) | (1 << 8)):
             raise GuestFault(GP, 0)
         old = msr.get(index, 0)
         msr[index] = (value & ~(1 << 8)) | (old & (1 << 8))
@@ -1204,9 +1202,9 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
         msr[index] = value
     elif index in MTRR_VAR:
         if index & 1:  # PhysMask: bits 0-10 and above MAXPHYADDR reserved, bit 11 valid
-            if value & ~(PHYS_MASK & ~0x7FF):
+            if value & ~(((1 << cpu.phys_bits) - 1) & ~0x7FF):
                 raise GuestFault(GP, 0)
-        elif value & ~(PHYS_MASK & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
+        elif value & ~(((1 << cpu.phys_bits) - 1) & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
             raise GuestFault(GP, 0)
         msr[index] = value
     elif index in (MSR_STAR, MSR_FMASK):

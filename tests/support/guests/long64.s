@@ -565,6 +565,10 @@ system_checks:
         movl $0x2ff, %ecx
         call rdmsr64
         CHECK64 %rax, $0xc06, "msr-mtrr-def-type"
+        movl $0x201, %ecx
+        call rdmsr64
+        movabsq $0xff80000800, %rdx     /* UC from 2 GiB to 4 GiB, MAXPHYADDR 40 */
+        CHECK64 %rax, %rdx, "msr-mtrr-physmask0"
         movl $0x1a0, %ecx
         call rdmsr64
         CHECK64 %rax, $1, "msr-misc-enable"

@@ -311,6 +311,10 @@ user32_entry:
         movw %cs, %ax
         movzwl %ax, %eax
         movl %eax, user32_cs
+        int $0x80                       /* a 64-bit handler; iretq back into compatibility mode */
+        movw %cs, %ax
+        movzwl %ax, %eax
+        movl %eax, user32_cs_after_int
         movl $0x32, %edi
 user32_syscall:
         syscall
@@ -612,6 +616,33 @@ system_checks:
         leaq 6b(%rip), %rax
         CHECK64 exc_rip(%rip), %rax, "df-rip-is-the-faulting-instruction"
         CHECK64 df_on_ist2(%rip), $1, "df-on-ist2"
+        /* a hardware interrupt in long mode: the PIT through the 8259 at vector 0x20 */
+        movb $0x11, %al
+        outb %al, $0x20
+        outb %al, $0xa0
+        movb $0x20, %al
+        outb %al, $0x21
+        movb $0x28, %al
+        outb %al, $0xa1
+        movb $0x04, %al
+        outb %al, $0x21
+        movb $0x02, %al
+        outb %al, $0xa1
+        movb $0x01, %al
+        outb %al, $0x21
+        outb %al, $0xa1
+        movb $0xfe, %al                 /* only IRQ0 */
+        outb %al, $0x21
+        movb $0xff, %al
+        outb %al, $0xa1
+        sti
+        hlt
+7:      cli
+        movb $0xff, %al
+        outb %al, $0x21
+        CHECK64 irq_count(%rip), $1, "irq0-delivered-in-long-mode"
+        leaq 7b(%rip), %rax
+        CHECK64 irq_rip(%rip), %rax, "irq0-frame-rip-after-hlt"
         /* int $0x80 at CPL 0: a same-level frame, SS:RSP pushed too */
         int $0x80
         CHECK64 int80_cs(%rip), $SEL_KCODE64, "int80-ring0-cs"
@@ -720,6 +751,9 @@ user_done:                              /* syscall 0 lands here, at CPL 0, on th
         sysretl
 user32_done:
         CHECK64 user32_cs(%rip), $SEL_UCODE32, "sysretl-compat-cs"
+        CHECK64 int80_cs(%rip), $SEL_UCODE32, "int80-from-compat-frame-cs"
+        CHECK64 int80_ss(%rip), $SEL_UDATA, "int80-from-compat-frame-ss"
+        CHECK64 user32_cs_after_int(%rip), $SEL_UCODE32, "iretq-to-compat-ring3"
         leaq user32_syscall + 2(%rip), %rax
         CHECK64 sys32_rcx(%rip), %rax, "cstar-syscall-rcx"
         CHECK64 sys32_arg(%rip), $0x32, "cstar-syscall-argument"
@@ -960,6 +994,9 @@ idt_init:
         cmpl $0x20, %ebx
         jb 4f
         addl $(0x80 - 0x20), %ebx
+        cmpl $0x22, %ecx                /* slot 34 is vector 0x20 */
+        jne 4f
+        movl $0x20, %ebx
 4:      shlq $4, %rbx
         addq %rdi, %rbx
         movw %ax, (%rbx)
@@ -971,7 +1008,7 @@ idt_init:
         movl %eax, 8(%rbx)
         movl $0, 12(%rbx)
         incl %ecx
-        cmpl $34, %ecx
+        cmpl $35, %ecx
         jb 1b
         ret
 
@@ -1027,6 +1064,17 @@ isr_int80:
         movw %ss, %ax
         movzwl %ax, %eax
         movq %rax, int80_handler_ss(%rip)
+        popq %rax
+        iretq
+
+/* IRQ0 (vector 0x20, slot 34): count it, note where it interrupted, EOI */
+isr_irq0:
+        pushq %rax
+        incq irq_count(%rip)
+        movq 8(%rsp), %rax
+        movq %rax, irq_rip(%rip)
+        movb $0x20, %al
+        outb %al, $0x20
         popq %rax
         iretq
 
@@ -1178,7 +1226,7 @@ isr_table:
         .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
         .long isr\n, 0
         .endr
-        .long isr_int80, 0, isr_int81, 0
+        .long isr_int80, 0, isr_int81, 0, isr_irq0, 0
 
 percpu:                                 /* GS:0 kernel stack top, GS:8 the user RSP */
         .long syscall_stack_top, 0
@@ -1239,6 +1287,9 @@ gate_frame_ss: .quad 0
 gate_back:  .quad 0
 swapgs3_vec: .quad 0
 user32_cs:  .quad 0
+user32_cs_after_int: .quad 0
+irq_count:  .quad 0
+irq_rip:    .quad 0
 sys32_rcx:  .quad 0
 sys32_arg:  .quad 0
 

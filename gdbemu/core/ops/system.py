@@ -973,8 +973,26 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     return cpuid(cpu, CPUID_MAX_BASIC, subleaf)
 
 
+_core_features: frozenset[str] | None = None
+
+
 def has_feature(cpu: CPU, name: str) -> bool:
-    """Does this CPU's CPUID (its model's, or the core table) report feature ``name`` (core/cpuid.py names)?"""
+    """Does this CPU's CPUID (its model's, or the core table) report feature ``name`` (core/cpuid.py names)?
+
+    Cheap enough for the page walk (1 GiB pages): a set lookup in the model's
+    resolved features, or in the core table's (computed once).
+    """
+    global _core_features
+    model = cpu.cpuid_model
+    if model is None:
+        if _core_features is None:
+            from ..cpuid import implemented
+
+            _core_features = implemented()
+        return name in _core_features
+    features = getattr(getattr(model, "__self__", None), "features", None)
+    if isinstance(features, frozenset):
+        return name in features
     leaf, subleaf, reg, bit = FEATURE_BITS[name]
     return bool(cpuid(cpu, leaf, subleaf)[reg] >> bit & 1)
 

@@ -571,3 +571,14 @@ def test_models_set_maxphyaddr_and_report_it(model: str, bits: int) -> None:
     with pytest.raises(GuestFault):
         system.wrmsr(m.cpu, 0x201, 1 << bits, 0)
     system.wrmsr(m.cpu, 0x201, (1 << bits) - 0x1000, 0)
+
+
+def test_amd_models_read_syscfg_and_hwcr_as_zero() -> None:
+    """Linux's MTRR code reads SYSCFG unchecked on an AMD CPU; QEMU's qemu64 (AuthenticAMD) reads 0."""
+    cpu = Machine(ram_size=1 << 20).cpu
+    with pytest.raises(GuestFault):  # the default CPU is an Intel
+        system.rdmsr(cpu, 0xC0010010, 0)
+    cpu.cpuid_model = resolve("qemu64").cpuid
+    for index in (0xC0010010, 0xC0010015):
+        system.wrmsr(cpu, index, 0x1234, 0)
+        assert system.rdmsr(cpu, index, 0) == 0

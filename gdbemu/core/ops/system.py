@@ -1101,6 +1101,17 @@ _PLAIN_MSRS = frozenset(
 )
 
 
+# AMD family 0Fh MSRs an OS reads without rdmsr_safe on an AuthenticAMD CPU (Linux's MTRR code
+# reads SYSCFG): SYSCFG, HWCR, TOP_MEM, TOP_MEM2, DE_CFG.  QEMU's TCG reads them as 0 and drops
+# writes (its default for MSRs it does not model); so do AMD models here.  Intel models #GP.
+_AMD_ZERO_MSRS = frozenset({0xC0010010, 0xC0010015, 0xC001001A, 0xC001001D, 0xC0011029})
+_AUTHENTIC_AMD_EBX = 0x68747541  # "Auth"
+
+
+def _amd(cpu: CPU) -> bool:
+    return cpuid(cpu, 0, 0)[1] == _AUTHENTIC_AMD_EBX
+
+
 def _bytes_ok(value: int, types: frozenset[int]) -> bool:
     return all((value >> (8 * i)) & 0xFF in types for i in range(8))
 
@@ -1170,6 +1181,8 @@ def rdmsr(cpu: CPU, index: int, eip: int) -> int:
         return cpu.kernel_gs_base
     if index in _PLAIN_MSRS or index in _LONG_MSRS or index in _SYSCALL_MSRS or index == MSR_TSC_AUX:
         return cpu.msr.get(index, 0)
+    if index in _AMD_ZERO_MSRS and _amd(cpu):
+        return 0
     raise GuestFault(GP, 0)
 
 
@@ -1242,6 +1255,8 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
         if value >> 32:  # bits 63:32 reserved (SDM vol. 4)
             raise GuestFault(GP, 0)
         msr[index] = value
+    elif index in _AMD_ZERO_MSRS and _amd(cpu):
+        pass
     else:
         raise GuestFault(GP, 0)
 

@@ -94,6 +94,7 @@ def _sig(family: int, model: int, stepping: int) -> int:
 
 
 _INTEL, _AMD = b"GenuineIntel", b"AuthenticAMD"
+_AMD_ALIASES = 0x0183F3FF  # FPU..APIC, MTRR..PSE36, MMX, FXSR: leaf 1 EDX bits AMD repeats in 0x80000001
 MODEL_DEFS: dict[str, ModelDef] = {
     m.name: m
     for m in (
@@ -170,7 +171,12 @@ class ResolvedModel:
         if leaf not in (4, 7, 0xB, 0xD):
             subleaf = 0  # ECX is an input of the indexed leaves only
         d = self.definition
+        if d is None and 0x40000000 <= leaf <= 0x400000FF and "hypervisor" not in self.features:
+            leaf = _default_cpuid(0, 0)[0]  # no hypervisor leaves: the highest basic leaf (Intel)
         regs = list(_default_cpuid(leaf, subleaf)) if d is None else self._leaf(d, cpu, leaf, subleaf)
+        if leaf == 0x80000001 and d is not None and d.vendor == _AMD:
+            # AMD CPUs repeat leaf 1's EDX bits in 0x80000001 EDX (QEMU's CPUID_EXT2_AMD_ALIASES).
+            regs[3] |= self.cpuid(cpu, 1, 0)[3] & _AMD_ALIASES
         if leaf == 0x80000008 and regs[0]:
             regs[0] = (regs[0] & ~0xFF) | cpu.phys_bits  # MAXPHYADDR: the CPU's own
         for name, (fleaf, fsub, reg, bit) in FEATURE_BITS.items():
@@ -198,6 +204,10 @@ class ResolvedModel:
                 return [int.from_bytes(chunk[i : i + 4], "little") for i in range(0, 16, 4)]
             else:
                 return [0, 0, 0, 0]
+        if 0x40000000 <= leaf <= 0x400000FF and "hypervisor" in self.features:
+            from .ops.system import hypervisor_leaf
+
+            return list(hypervisor_leaf(leaf))
         if leaf > d.max_basic:
             leaf = d.max_basic
         if leaf == 0:
@@ -228,7 +238,7 @@ def resolve(spec: str) -> ResolvedModel:
         wanted = set(have)
     elif name in MODEL_DEFS:
         definition = MODEL_DEFS[name]
-        wanted = set(definition.features)
+        wanted = set(definition.features) | {"hypervisor"}  # QEMU's TCG sets it on every model
     else:
         raise ValueError(f"unknown CPU model {name!r} (available: {', '.join(MODEL_NAMES)})")
     for item in items:

@@ -582,3 +582,35 @@ def test_amd_models_read_syscfg_and_hwcr_as_zero() -> None:
     for index in (0xC0010010, 0xC0010015):
         system.wrmsr(cpu, index, 0x1234, 0)
         assert system.rdmsr(cpu, index, 0) == 0
+
+
+@pytest.mark.parametrize("model", ["max", "qemu64", "qemu32", "core2duo", "486"])
+def test_hypervisor_bit_and_leaf_as_qemu_tcg(model: str) -> None:
+    cpu = Machine(ram_size=1 << 20).cpu
+    cpu.cpuid_model = resolve(model).cpuid
+    assert system.cpuid(cpu, 1, 0)[2] >> 31 & 1
+    eax, ebx, ecx, edx = system.cpuid(cpu, 0x40000000, 0)
+    assert eax == 0x40000001
+    assert b"".join(r.to_bytes(4, "little") for r in (ebx, ecx, edx)) == b"GDBEMUGDBEMU"
+    cpu.cpuid_model = resolve(model + ",-hypervisor").cpuid
+    assert not system.cpuid(cpu, 1, 0)[2] >> 31 & 1
+    assert system.cpuid(cpu, 0x40000000, 0)[0] != 0x40000001
+
+
+def test_pat_reported_where_the_model_has_it() -> None:
+    cpu = Machine(ram_size=1 << 20).cpu
+    assert system.cpuid(cpu, 1, 0)[3] >> 16 & 1
+    cpu.cpuid_model = resolve("qemu64").cpuid
+    assert system.cpuid(cpu, 1, 0)[3] >> 16 & 1
+    cpu.cpuid_model = resolve("486").cpuid
+    assert not system.cpuid(cpu, 1, 0)[3] >> 16 & 1
+
+
+def test_amd_models_repeat_leaf1_edx_in_80000001() -> None:
+    cpu = Machine(ram_size=1 << 20).cpu
+    cpu.cpuid_model = resolve("qemu64").cpuid  # AuthenticAMD
+    leaf1 = system.cpuid(cpu, 1, 0)[3]
+    ext = system.cpuid(cpu, 0x80000001, 0)[3]
+    assert ext & 0x0183F3FF == leaf1 & 0x0183F3FF and ext >> 6 & 1  # PAE among them
+    cpu.cpuid_model = resolve("core2duo").cpuid  # GenuineIntel: only the extended bits
+    assert system.cpuid(cpu, 0x80000001, 0)[3] & 0x0183F3FF == 0

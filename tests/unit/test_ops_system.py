@@ -1100,7 +1100,7 @@ def test_cpuid(tmp_path: Path) -> None:
             "vendor2": 0x6C65746E,
             "sig": 0x633,
             "ebx1": 0,
-            "ecx1": 0,
+            "ecx1": 1 << 31,  # the hypervisor bit, as QEMU's TCG
             "ebx7": (1 << 7) | (1 << 20),
             "max_ext": 0x80000008,  # leaf 0x80000008: address sizes (long mode)
             "brand0": int.from_bytes(b"gdbe", "little"),

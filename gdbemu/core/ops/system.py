@@ -909,7 +909,14 @@ CPUID_1_EDX = (
     | (1 << 12)
     | (1 << 13)
     | (1 << 15)
+    | (1 << 16)
 )
+# PAT (bit 16): IA32_PAT exists and the walks take bit 7 of a PTE and bit 12 of a large page as
+# the PAT index (memory types have no effect here), so reporting it is consistent with them.
+# Leaf 1 ECX bit 31: running under a hypervisor, as QEMU's TCG reports on every model (Linux then
+# leaves the PMU alone); leaf 0x40000000 names it ("GDBEMUGDBEMU", max leaf 0x40000001, as TCG).
+CPUID_1_ECX = 1 << 31
+HYPERVISOR_SIGNATURE = b"GDBEMUGDBEMU"
 # Leaf 0x80000001 EDX: SYSCALL (11: SYSCALL/SYSRET, EFER.SCE, STAR/LSTAR/CSTAR/SFMASK),
 # NX (20: the PAE/4-level walks honour it with EFER.NXE), Page1GB (26: 1 GiB pages in
 # 4-level paging), RDTSCP (27: RDTSCP and IA32_TSC_AUX), LM (29: long mode, EFER.LME,
@@ -937,6 +944,15 @@ def address_sizes(cpu: CPU, long_mode: bool) -> int:
     return ((48 if long_mode else 32) << 8) | cpu.phys_bits
 
 
+def hypervisor_leaf(leaf: int) -> tuple[int, int, int, int]:
+    """Leaves 0x40000000-0x400000FF of a CPU that reports the hypervisor bit (as QEMU's TCG)."""
+    if leaf == 0x40000000:
+        sig = HYPERVISOR_SIGNATURE
+        ebx, ecx, edx = (int.from_bytes(sig[i : i + 4], "little") for i in (0, 4, 8))
+        return 0x40000001, ebx, ecx, edx
+    return 0, 0, 0, 0
+
+
 def _dwords(data: bytes) -> tuple[int, int, int, int]:
     a, b, c, d = (int.from_bytes(data[i : i + 4], "little") for i in range(0, 16, 4))
     return a, b, c, d
@@ -952,13 +968,15 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         ebx, edx, ecx = _dwords(b"GenuineIntel" + b"\0" * 4)[:3]
         return CPUID_MAX_BASIC, ebx, ecx, edx
     if leaf == 1:
-        return CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, 0, CPUID_1_EDX
+        return CPUID_SIGNATURE, (cpu.index & 0xFF) << 24, CPUID_1_ECX, CPUID_1_EDX
     if leaf == 2:
         return CPUID_2
     if leaf == 7:
         return (0, CPUID_7_EBX, 0, 0) if subleaf == 0 else (0, 0, 0, 0)
     if 3 <= leaf <= CPUID_MAX_BASIC:
         return 0, 0, 0, 0
+    if 0x40000000 <= leaf <= 0x400000FF:
+        return hypervisor_leaf(leaf)
     if leaf == 0x80000000:
         return CPUID_MAX_EXT, 0, 0, 0
     if leaf == 0x80000001:
@@ -1101,10 +1119,11 @@ _PLAIN_MSRS = frozenset(
 )
 
 
-# AMD family 0Fh MSRs an OS reads without rdmsr_safe on an AuthenticAMD CPU (Linux's MTRR code
-# reads SYSCFG): SYSCFG, HWCR, TOP_MEM, TOP_MEM2, DE_CFG.  QEMU's TCG reads them as 0 and drops
-# writes (its default for MSRs it does not model); so do AMD models here.  Intel models #GP.
-_AMD_ZERO_MSRS = frozenset({0xC0010010, 0xC0010015, 0xC001001A, 0xC001001D, 0xC0011029})
+# AMD family 0Fh MSRs an OS reads without rdmsr_safe on an AuthenticAMD CPU (Linux: SYSCFG in its
+# MTRR code, INT_PENDING_MSG in its idle setup): SYSCFG, HWCR, TOP_MEM, TOP_MEM2, INT_PENDING_MSG,
+# DE_CFG.  QEMU's TCG reads them as 0 and drops writes (its default for MSRs it does not model);
+# so do AMD models here.  Intel models #GP.
+_AMD_ZERO_MSRS = frozenset({0xC0010010, 0xC0010015, 0xC001001A, 0xC001001D, 0xC0010055, 0xC0011029})
 _AUTHENTIC_AMD_EBX = 0x68747541  # "Auth"
 
 

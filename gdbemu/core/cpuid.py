@@ -63,6 +63,9 @@ GATED_OPS: dict[str, frozenset[str]] = {
 
 # Not an op key: the translator reads it as "0F 18-0F 1F (hint NOP) is #UD" (pre-P6 models).
 HINT_NOP = "0f18-0f1f"
+# Not an op key either: "LAHF/SAHF are #UD in 64-bit mode" (a model without LAHF-SAHF, CPUID
+# 0x80000001 ECX bit 0; SDM vol. 2 LAHF); legacy and compatibility modes keep them.
+LAHF64 = "lahf64"
 
 _I486 = {"fpu", "vme", "pse"}
 _PENTIUM = _I486 | {"de", "tsc", "msr", "mce", "cx8", "mmx", "apic"}
@@ -273,6 +276,8 @@ def resolve(spec: str) -> ResolvedModel:
                 disabled |= ops
         if definition.family < 6:
             disabled.add(HINT_NOP)  # 0F 18-1F: the P6 family's hint NOPs; #UD before it
+        if "lahf_lm" not in features:
+            disabled.add(LAHF64)
     return ResolvedModel(name, definition, features, frozenset(disabled), notes)
 
 
@@ -280,6 +285,7 @@ __all__ = [
     "FEATURE_BITS",
     "GATED_OPS",
     "HINT_NOP",
+    "LAHF64",
     "MODEL_DEFS",
     "MODEL_NAMES",
     "ResolvedModel",

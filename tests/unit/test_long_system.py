@@ -614,3 +614,25 @@ def test_amd_models_repeat_leaf1_edx_in_80000001() -> None:
     assert ext & 0x0183F3FF == leaf1 & 0x0183F3FF and ext >> 6 & 1  # PAE among them
     cpu.cpuid_model = resolve("core2duo").cpuid  # GenuineIntel: only the extended bits
     assert system.cpuid(cpu, 0x80000001, 0)[3] & 0x0183F3FF == 0
+
+
+@pytest.mark.parametrize(("model", "ud"), [("qemu64,+pdpe1gb", False), ("kvm64,+pdpe1gb", True), ("max", False)])
+def test_lahf_in_64_bit_mode_follows_cpuid(model: str, ud: bool) -> None:
+    m, cpu = _long_cpu()
+    resolved = resolve(model)  # (+pdpe1gb: setup_long64 maps with 1 GiB pages)
+    cpu.cpuid_model, cpu.disabled_ops = resolved.cpuid, resolved.disabled_ops
+    m.mem.write(0x1000, bytes.fromhex("9f") + b"\xf4")  # lahf; hlt
+    m.mem.write(0x2000, bytes.fromhex("9f") + b"\xf4")
+    cpu.eip = 0x1000
+    cpu.regs[4] = 0x9000
+    stop = m.run(max_insns=10)
+    assert str(stop.kind) == ("triple_fault" if ud else "halt"), stop  # no IDT: #UD ends the run
+    if ud:
+        assert cpu.eip == 0x1000 and cpu.icount == 0  # LAHF itself faulted
+    # compatibility mode keeps LAHF whatever the model
+    m2, cpu2 = _long_cpu()
+    cpu2.cpuid_model, cpu2.disabled_ops = resolved.cpuid, resolved.disabled_ops
+    far.far_jmp(cpu2, K32, 0x2000, 4, 0)
+    m2.mem.write(0x2000, bytes.fromhex("9f") + b"\xf4")
+    cpu2.regs[4] = 0x9000
+    assert str(m2.run(max_insns=10).kind) == "halt"

@@ -75,6 +75,8 @@ class Form:
     branch: int = 0  # a control transfer: stop both after this many instructions
     high: bool = False  # pointer registers aim at DATA_HI
     df: bool = False  # random DF (string forms)
+    # (rng, regs, data, data_base): adjust registers to the data window's contents
+    fix: Callable[[random.Random, list[int], bytes, int], None] | None = None
 
     @property
     def n_insns(self) -> int:
@@ -224,15 +226,30 @@ for size in (1, 2, 4, 8):
     add(f"lock xadd {m(size, 0)}, {PAIRS[size][1][0]}", cases=6)
 
 
-def _cx8_setup(rng: random.Random, regs: list[int], base: int) -> None:
-    if rng.random() < 0.5:  # make the compare succeed: load rdx:rax from the operand
-        regs[RBX] = base + 0x1000
-        regs[RAX] = regs[RDX] = -1 & M64
+def _cx_fix(width: int) -> Callable[[random.Random, list[int], bytes, int], None]:
+    """Aim R13 at an aligned operand most of the time and, half of the time, load
+    RDX:RAX (EDX:EAX) with its contents so that the compare succeeds."""
+
+    def fix(rng: random.Random, regs: list[int], data: bytes, base: int) -> None:
+        if rng.random() < 0.8:
+            regs[R13] &= ~(2 * width - 1)
+        if rng.random() < 0.5:
+            off = regs[R13] - base
+            lo = int.from_bytes(data[off : off + width], "little")
+            hi = int.from_bytes(data[off + width : off + 2 * width], "little")
+            keep = ~((1 << 8 * width) - 1) & M64
+            regs[RAX] = regs[RAX] & keep | lo if width == 4 and rng.random() < 0.5 else lo
+            regs[RDX] = regs[RDX] & keep | hi if width == 4 and rng.random() < 0.5 else hi
+
+    return fix
 
 
-add("cmpxchg8b qword ptr [r13]", cases=16, setup=_cx8_setup)
-add("cmpxchg16b xmmword ptr [r13]", cases=16, setup=_cx8_setup)
-add("lock cmpxchg16b xmmword ptr [r13]", cases=8, setup=_cx8_setup)
+add("cmpxchg8b qword ptr [r13]", cases=24, fix=_cx_fix(4))
+add("cmpxchg16b xmmword ptr [r13]", cases=24, fix=_cx_fix(8))
+add("lock cmpxchg16b xmmword ptr [r13]", cases=12, fix=_cx_fix(8))
+add(".byte 0x44, 0x63, 0xc9", cases=8)  # movsxd r9d, ecx: without REX.W a 32-bit move
+add(".byte 0x48, 0x90", cases=4)  # rex.w nop
+add(".byte 0x49, 0x90", cases=4)  # xchg r8, rax
 
 # shifts and rotates (6-bit counts at 64 bits)
 SHIFTS = ("rol", "ror", "rcl", "rcr", "shl", "shr", "sar")
@@ -555,6 +572,8 @@ def make_state(form: Form, rng: random.Random, data: bytes, stack: bytes) -> Sta
     regs[RSP] = STACK_BASE + STACK_SIZE // 2 + rng.randrange(-0x20, 0x20) * 8
     if form.setup is not None:
         form.setup(rng, regs, base)
+    if form.fix is not None:
+        form.fix(rng, regs, data, base)
     flags = rng.getrandbits(12) & STATUS
     if form.df and rng.random() < 0.5:
         flags |= 0x400

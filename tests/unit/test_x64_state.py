@@ -53,3 +53,25 @@ def test_decoder64_registers_riprel_and_vector_kinds() -> None:
     assert i.ops[0].kind == MMX and i.ops[1].reg == 1
     assert _dec("4898").name == "cdqe" and _dec("98").name == "cwde" and _dec("6698").name == "cbw"
     assert _dec("4863c1").name == "movsxd"
+
+
+def test_snapshot_keeps_the_64bit_state_in_place() -> None:
+    """R8-R15 and 64-bit values survive a capture/restore, and the lists generated code
+    binds (R, RX) stay the same objects."""
+    from gdbemu.debug.snapshot import capture_cpu, restore_cpu
+
+    cpu = Machine(ram_size=1 << 20).cpu
+    cpu.setup_long64()
+    xregs, regs = cpu.xregs, cpu.regs
+    for i in range(16):
+        cpu.set_gpr(i, 0xFEDCBA9876543210 ^ i)
+    cpu.eip = 0xFFFFFFFF80001234
+    state = capture_cpu(cpu)
+    for i in range(16):
+        cpu.set_gpr(i, 0)
+    cpu.eip = 0
+    restore_cpu(cpu, state)
+    assert cpu.xregs is xregs and cpu.regs is regs
+    assert cpu.namespaces[0]["RX"] is xregs
+    assert [cpu.get_gpr(i) for i in range(16)] == [0xFEDCBA9876543210 ^ i for i in range(16)]
+    assert cpu.eip == 0xFFFFFFFF80001234

@@ -32,7 +32,7 @@ from gdbemu.boot.firmware import apply_cpu_model
 from gdbemu.hw.pc import PCConfig, build_pc
 from gdbemu.machine import Machine
 
-CHECKS = 92
+CHECKS = 102
 MODEL = "qemu64,+pdpe1gb,+rdtscp"
 QEMU_DIFFERENCES = {
     "wrmsr-non-canonical-gp": (

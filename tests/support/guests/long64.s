@@ -403,6 +403,7 @@ long64:
 
         call paging_checks
         call system_checks
+        call vector_checks
         call compat_checks
         call user_checks
 
@@ -647,6 +648,51 @@ system_checks:
         int $0x80
         CHECK64 int80_cs(%rip), $SEL_KCODE64, "int80-ring0-cs"
         CHECK64 int80_ss(%rip), $SEL_KDATA, "int80-ring0-ss"
+        ret
+
+/* ------------------------------------------------------------------ exception classes */
+vector_checks:
+        /* #DE: a fault, the frame's RIP is the DIV */
+        EXPECT 1f
+        xorl %ecx, %ecx
+        movl $1, %eax
+        xorl %edx, %edx
+2:      divl %ecx
+1:      CHECK64 exc_vec(%rip), $0, "de-vector"
+        leaq 2b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "de-rip-is-the-div"
+        /* #BP: a trap, RIP after the INT3 */
+        EXPECT 3f
+        int3
+3:      CHECK64 exc_vec(%rip), $3, "bp-vector"
+        leaq 3b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "bp-rip-after-int3"
+        /* INTO does not exist in 64-bit mode: #UD */
+        EXPECT 5f
+6:      .byte 0xce
+5:      CHECK64 exc_vec(%rip), $6, "into-is-ud-in-64-bit"
+        leaq 6b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "into-ud-rip"
+        /* single-step: POPFQ sets TF, the instruction after it traps (the handler clears TF) */
+        EXPECT 7f
+        pushfq
+        orq $0x100, (%rsp)
+        popfq
+        nop
+8:      nop
+7:      CHECK64 exc_vec(%rip), $1, "db-single-step-vector"
+        leaq 8b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "db-single-step-rip"
+        /* #NM: an x87 instruction with CR0.TS */
+        movq %cr0, %rax
+        orq $8, %rax
+        movq %rax, %cr0
+        EXPECT 9f
+10:     fnop
+9:      clts
+        CHECK64 exc_vec(%rip), $7, "nm-with-cr0-ts"
+        leaq 10b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "nm-rip"
         ret
 
 /* ------------------------------------------------------------------ compatibility mode */
@@ -1088,6 +1134,7 @@ isr_int81:
         .set FR_ERR, 80
         .set FR_RIP, 88
         .set FR_CS, 96
+        .set FR_RFLAGS, 104
         .set FR_RSP, 112
         .set FR_SS, 120
 isr_common:
@@ -1108,6 +1155,7 @@ isr_common:
         movq %rax, exc_rip(%rip)
         movq %cr2, %rax
         movq %rax, exc_cr2(%rip)
+        andq $~0x100, FR_RFLAGS(%rsp)   /* TF off: a single-step trap is taken once */
         cmpq $8, FR_VEC(%rsp)           /* #DF: is it on the IST2 stack? */
         jne 3f
         leaq ist2_top - 0x1000(%rip), %rax

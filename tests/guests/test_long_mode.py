@@ -8,8 +8,10 @@ lgdt/sgdt forms, 16-byte IDT gates with IST, the 64-bit TSS, NX and
 non-canonical faults, CR8, the FS/GS/KERNEL_GS bases and swapgs, rdtscp,
 a far return into compatibility mode, ring 3 by iretq and sysret (64-bit and
 compatibility code), syscall through LSTAR and CSTAR, int 0x80 and a 64-bit
-call gate from ring 3, ring-3 faults on the RSP0 stack; then it leaves long
-mode again.  Its transcript goes to COM1.
+call gate from ring 3, ring-3 faults on the RSP0 stack, #DF on an IST stack,
+the exception classes (fault and trap RIPs, INTO's #UD, single-step, #NM), a
+PIT interrupt through the 8259, the boot MSRs (PAT, MTRRs, MISC_ENABLE,
+APIC_BASE); then it leaves long mode again.  Its transcript goes to COM1.
 
 Both machines run the same CPU model, ``qemu64`` with 1 GiB pages and RDTSCP
 added (QEMU's default x86-64 model lacks them).  The transcripts must be

@@ -10,7 +10,7 @@ a far return into compatibility mode, ring 3 by iretq and sysret (64-bit and
 compatibility code), syscall through LSTAR and CSTAR, int 0x80 and a 64-bit
 call gate from ring 3, ring-3 faults on the RSP0 stack, #DF on an IST stack,
 the exception classes (fault and trap RIPs, INTO's #UD, single-step, #NM), a
-PIT interrupt through the 8259, the boot MSRs (PAT, MTRRs, MISC_ENABLE,
+PIT interrupt through the 8259, two self-IPI NMIs on an IST stack, the boot MSRs (PAT, MTRRs, MISC_ENABLE,
 APIC_BASE); then it leaves long mode again.  Its transcript goes to COM1.
 
 Both machines run the same CPU model, ``qemu64`` with 1 GiB pages and RDTSCP
@@ -34,7 +34,7 @@ from gdbemu.boot.firmware import apply_cpu_model
 from gdbemu.hw.pc import PCConfig, build_pc
 from gdbemu.machine import Machine
 
-CHECKS = 102
+CHECKS = 104
 MODEL = "qemu64,+pdpe1gb,+rdtscp"
 QEMU_DIFFERENCES = {
     "wrmsr-non-canonical-gp": (

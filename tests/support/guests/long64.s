@@ -617,6 +617,30 @@ system_checks:
         leaq 6b(%rip), %rax
         CHECK64 exc_rip(%rip), %rax, "df-rip-is-the-faulting-instruction"
         CHECK64 df_on_ist2(%rip), $1, "df-on-ist2"
+        /* NMIs by a self IPI (local APIC ICR), on IST3; IRET ends NMI blocking, so a second one comes */
+        leaq isr_nmi(%rip), %rax
+        leaq idt + 2 * 16(%rip), %rbx
+        movw %ax, (%rbx)
+        movw $0x8e03, 4(%rbx)           /* interrupt gate, IST3 */
+        shrq $16, %rax
+        movw %ax, 6(%rbx)
+        shrq $16, %rax
+        movl %eax, 8(%rbx)
+        leaq ist3_top(%rip), %rax
+        movq %rax, tss + 0x34(%rip)
+        movl $0xfee00300, %ebx
+        movl $0x00044400, (%rbx)        /* ICR: NMI, destination shorthand self */
+        movl $1000, %ecx
+1:      cmpq $1, nmi_count(%rip)
+        je 2f
+        loop 1b
+2:      movl $0x00044400, (%rbx)
+        movl $1000, %ecx
+3:      cmpq $2, nmi_count(%rip)
+        je 4f
+        loop 3b
+4:      CHECK64 nmi_count(%rip), $2, "nmi-self-ipi-twice"
+        CHECK64 nmi_on_ist3(%rip), $1, "nmi-on-ist3"
         /* a hardware interrupt in long mode: the PIT through the 8259 at vector 0x20 */
         movb $0x11, %al
         outb %al, $0x20
@@ -1113,6 +1137,24 @@ isr_int80:
         popq %rax
         iretq
 
+/* NMI (IST3): count it, check the stack */
+isr_nmi:
+        pushq %rax
+        pushq %rcx
+        incq nmi_count(%rip)
+        xorl %ecx, %ecx
+        leaq ist3_top - 0x1000(%rip), %rax
+        cmpq %rax, %rsp
+        jb 1f
+        leaq ist3_top(%rip), %rax
+        cmpq %rax, %rsp
+        jae 1f
+        incl %ecx
+1:      movq %rcx, nmi_on_ist3(%rip)
+        popq %rcx
+        popq %rax
+        iretq
+
 /* IRQ0 (vector 0x20, slot 34): count it, note where it interrupted, EOI */
 isr_irq0:
         pushq %rax
@@ -1337,6 +1379,8 @@ swapgs3_vec: .quad 0
 user32_cs:  .quad 0
 user32_cs_after_int: .quad 0
 irq_count:  .quad 0
+nmi_count:  .quad 0
+nmi_on_ist3: .quad 0
 irq_rip:    .quad 0
 sys32_rcx:  .quad 0
 sys32_arg:  .quad 0
@@ -1355,6 +1399,8 @@ rsp0_top:
 ist1_top:
             .skip 0x1000
 ist2_top:
+            .skip 0x1000
+ist3_top:
             .skip 0x1000
 syscall_stack_top:
             .skip 0x1000

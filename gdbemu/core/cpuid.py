@@ -39,7 +39,7 @@ _L1C = {
 }  # fmt: skip
 _L7B = {"fsgsbase": 0, "bmi1": 3, "avx2": 5, "smep": 7, "bmi2": 8, "erms": 9, "rdseed": 18, "smap": 20}
 _L7C = {"umip": 2}
-_E1D = {"syscall": 11, "nx": 20, "lm": 29}
+_E1D = {"syscall": 11, "nx": 20, "pdpe1gb": 26, "rdtscp": 27, "lm": 29}
 _E1C = {"lahf_lm": 0, "svm": 2, "abm": 5, "sse4a": 6}
 FEATURE_BITS: dict[str, tuple[int, int, int, int]] = {}
 for _table, _leaf, _reg in ((_L1D, 1, 3), (_L1C, 1, 2), (_L7B, 7, 1), (_L7C, 7, 2), (_E1D, 0x80000001, 3)):
@@ -57,10 +57,15 @@ GATED_OPS: dict[str, frozenset[str]] = {
     "sse2": frozenset({"lfence", "mfence"}),
     "sse": frozenset({"sfence"}),
     "smap": frozenset({"stac", "clac"}),
+    "syscall": frozenset({"syscall", "sysret"}),
+    "rdtscp": frozenset({"rdtscp"}),
 }
 
 # Not an op key: the translator reads it as "0F 18-0F 1F (hint NOP) is #UD" (pre-P6 models).
 HINT_NOP = "0f18-0f1f"
+# Not an op key either: "LAHF/SAHF are #UD in 64-bit mode" (a model without LAHF-SAHF, CPUID
+# 0x80000001 ECX bit 0; SDM vol. 2 LAHF); legacy and compatibility modes keep them.
+LAHF64 = "lahf64"
 
 _I486 = {"fpu", "vme", "pse"}
 _PENTIUM = _I486 | {"de", "tsc", "msr", "mce", "cx8", "mmx", "apic"}
@@ -92,12 +97,13 @@ def _sig(family: int, model: int, stepping: int) -> int:
 
 
 _INTEL, _AMD = b"GenuineIntel", b"AuthenticAMD"
+_AMD_ALIASES = 0x0183F3FF  # FPU..APIC, MTRR..PSE36, MMX, FXSR: leaf 1 EDX bits AMD repeats in 0x80000001
 MODEL_DEFS: dict[str, ModelDef] = {
     m.name: m
     for m in (
         ModelDef("qemu32", "QEMU Virtual CPU version 2.5+ (32-bit)", _INTEL, 6, 6, 3, frozenset(_PPRO | {"sse3"})),
         ModelDef("qemu64", "QEMU Virtual CPU version 2.5+", _AMD, 15, 107, 1, frozenset(_QEMU64), 0xD, 0x8000000A),
-        ModelDef("kvm32", "Common 32-bit KVM processor", _INTEL, 15, 6, 1, frozenset(_PPRO | {"sse3"}), 5),
+        ModelDef("kvm32", "Common 32-bit KVM processor", _INTEL, 15, 6, 1, frozenset(_PPRO | {"sse3"}), 5, 0x80000008),
         ModelDef(
             "kvm64",
             "Common KVM processor",
@@ -107,6 +113,7 @@ MODEL_DEFS: dict[str, ModelDef] = {
             1,
             frozenset(_PPRO | {"mtrr", "clflush", "mca", "pse36", "sse3", "cx16", "lm", "syscall", "nx"}),
             0xD,
+            0x80000008,
         ),
         ModelDef("486", "Intel 486 (family 4 model 8)", _INTEL, 4, 8, 0, frozenset(_I486), 1),
         ModelDef("pentium", "Intel Pentium (P54C, family 5 model 4)", _INTEL, 5, 4, 3, frozenset(_PENTIUM), 1),
@@ -122,6 +129,7 @@ MODEL_DEFS: dict[str, ModelDef] = {
             frozenset(_PPRO | {"mtrr", "clflush", "mca", "pse36", "ss", "sse3", "monitor", "ssse3", "cx16"})
             | {"lm", "syscall", "nx", "lahf_lm"},
             10,
+            0x80000008,
         ),
     )
 }
@@ -141,6 +149,7 @@ class _Probe:
     index = 0
     cpuid_model = None
     cr = (0, 0, 0, 0, 0)
+    phys_bits = 36  # leaf 0x80000008 is completed with the real CPU's (ResolvedModel.cpuid)
 
 
 def implemented() -> frozenset[str]:
@@ -166,7 +175,14 @@ class ResolvedModel:
         if leaf not in (4, 7, 0xB, 0xD):
             subleaf = 0  # ECX is an input of the indexed leaves only
         d = self.definition
+        if d is None and 0x40000000 <= leaf <= 0x400000FF and "hypervisor" not in self.features:
+            leaf = _default_cpuid(0, 0)[0]  # no hypervisor leaves: the highest basic leaf (Intel)
         regs = list(_default_cpuid(leaf, subleaf)) if d is None else self._leaf(d, cpu, leaf, subleaf)
+        if leaf == 0x80000001 and d is not None and d.vendor == _AMD:
+            # AMD CPUs repeat leaf 1's EDX bits in 0x80000001 EDX (QEMU's CPUID_EXT2_AMD_ALIASES).
+            regs[3] |= self.cpuid(cpu, 1, 0)[3] & _AMD_ALIASES
+        if leaf == 0x80000008 and regs[0]:
+            regs[0] = (regs[0] & ~0xFF) | cpu.phys_bits  # MAXPHYADDR: the CPU's own
         for name, (fleaf, fsub, reg, bit) in FEATURE_BITS.items():
             if fleaf == leaf and fsub == subleaf:
                 if name in self.features:
@@ -185,6 +201,10 @@ class ResolvedModel:
                 leaf, subleaf = d.max_basic, subleaf
             elif leaf == 0x80000000:
                 return [d.max_ext, *_vendor_regs(d.vendor)]
+            elif leaf == 0x80000008:
+                from .ops.system import address_sizes
+
+                return [address_sizes(cpu, "lm" in self.features), 0, 0, 0]
             elif 0x80000002 <= leaf <= 0x80000004:
                 k = leaf - 0x80000002
                 text = (d.model_id or d.description.encode()).ljust(48, b"\0")[:47] + b"\0"
@@ -192,6 +212,10 @@ class ResolvedModel:
                 return [int.from_bytes(chunk[i : i + 4], "little") for i in range(0, 16, 4)]
             else:
                 return [0, 0, 0, 0]
+        if 0x40000000 <= leaf <= 0x400000FF and "hypervisor" in self.features:
+            from .ops.system import hypervisor_leaf
+
+            return list(hypervisor_leaf(leaf))
         if leaf > d.max_basic:
             leaf = d.max_basic
         if leaf == 0:
@@ -222,7 +246,7 @@ def resolve(spec: str) -> ResolvedModel:
         wanted = set(have)
     elif name in MODEL_DEFS:
         definition = MODEL_DEFS[name]
-        wanted = set(definition.features)
+        wanted = set(definition.features) | {"hypervisor"}  # QEMU's TCG sets it on every model
     else:
         raise ValueError(f"unknown CPU model {name!r} (available: {', '.join(MODEL_NAMES)})")
     for item in items:
@@ -263,6 +287,8 @@ def resolve(spec: str) -> ResolvedModel:
                 disabled |= ops
         if definition.family < 6:
             disabled.add(HINT_NOP)  # 0F 18-1F: the P6 family's hint NOPs; #UD before it
+        if "lahf_lm" not in features:
+            disabled.add(LAHF64)
     return ResolvedModel(name, definition, features, frozenset(disabled), notes)
 
 
@@ -270,6 +296,7 @@ __all__ = [
     "FEATURE_BITS",
     "GATED_OPS",
     "HINT_NOP",
+    "LAHF64",
     "MODEL_DEFS",
     "MODEL_NAMES",
     "ResolvedModel",

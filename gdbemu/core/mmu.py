@@ -44,7 +44,7 @@ from ..softmmu.tlb import (
     PAGE_READ,
     PAGE_WRITE,
 )
-from .cpu import CPU, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMEP
+from .cpu import CPU, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMEP, EFER_LMA, EFER_NXE
 from .exceptions import PF, GuestFault
 
 __all__ = [
@@ -80,8 +80,6 @@ ADDR_MASK = ((1 << PHYS_BITS) - 1) & ~0xFFF
 ADDR_RSVD = ((1 << 52) - 1) & ~((1 << PHYS_BITS) - 1)  # bits 51:M
 PDPTE_PAE_RSVD = 0x1E6 | PG_NX  # a PAE PDPTE: bits 2:1, 8:5 and 63 are reserved
 PSE_RSVD = 0x3FE000  # 4 MiB PDE bits 21:13 (no PSE-36, MAXPHYADDR 32)
-EFER_NXE = 1 << 11
-EFER_LMA = 1 << 10
 
 
 def _ld32(ram: RAM, paddr: int, ram_size: int) -> int:
@@ -273,8 +271,8 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         last = shift == 12
         large = not last and entry & PG_PS
         if large:
-            if shift == 39:
-                rsvd |= PG_PS  # no 512 GiB pages
+            if shift == 39 or (shift == 30 and not _has_1g_pages(cpu)):
+                rsvd |= PG_PS  # no 512 GiB pages; 1 GiB pages only with CPUID Page1GB (as QEMU)
             else:
                 rsvd |= ((1 << shift) - 1) & ~0x1FFF  # address bits below the page size, above PAT
         if entry & rsvd:
@@ -325,6 +323,13 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     if entry & PG_G and cr4 & CR4_PGE:
         prot |= PAGE_GLOBAL
     return paddr_page | (vaddr & 0xFFF), prot, size
+
+
+def _has_1g_pages(cpu: CPU) -> bool:
+    """CPUID 0x80000001 EDX bit 26 (Page1GB) of this CPU's model: without it a PDPTE's PS bit is reserved."""
+    from .ops.system import has_feature
+
+    return has_feature(cpu, "pdpe1gb")
 
 
 def debug_translate(cpu: CPU, vaddr: int) -> int | None:

@@ -376,6 +376,8 @@ class Translator:
             emitter = None
         elif insn.name == "nop" and insn.opcode[0] == 0x0F and "0f18-0f1f" in self.disabled_ops:
             emitter = None  # a hint NOP on a pre-P6 CPU model (core/cpuid.py HINT_NOP)
+        elif insn.name in ("lahf", "sahf") and e.hflags & HF_CS64 and "lahf64" in self.disabled_ops:
+            emitter = None  # 64-bit mode without CPUID LAHF-SAHF (core/cpuid.py LAHF64)
         if emitter is None or (insn.lock and (insn.name not in LOCKABLE or not any(o.kind == MEM for o in insn.ops))):
             # LOCK is #UD unless the instruction is a read-modify-write of memory (SDM vol. 2, LOCK).
             _ud(e)

@@ -1100,10 +1100,11 @@ def test_cpuid(tmp_path: Path) -> None:
             "vendor2": 0x6C65746E,
             "sig": 0x633,
             "ebx1": 0,
-            # SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT XSAVE (no OSXSAVE: CR4.OSXSAVE is clear)
-            "ecx1": 1 | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 26),
+            # SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT XSAVE (no OSXSAVE: CR4.OSXSAVE is clear), and the
+            # hypervisor bit, as QEMU's TCG
+            "ecx1": 1 | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 26) | (1 << 31),
             "ebx7": (1 << 7) | (1 << 20) | (1 << 3) | (1 << 8),  # SMEP SMAP BMI1 BMI2
-            "max_ext": 0x80000004,
+            "max_ext": 0x80000008,  # leaf 0x80000008: address sizes (long mode)
             "brand0": int.from_bytes(b"gdbe", "little"),
             "brand1": int.from_bytes(b"mu v", "little"),
         },

@@ -272,7 +272,9 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         large = not last and entry & PG_PS
         if large:
             if shift == 39 or (shift == 30 and not _has_1g_pages(cpu)):
-                rsvd |= PG_PS  # no 512 GiB pages; 1 GiB pages only with CPUID Page1GB (as QEMU)
+                # no 512 GiB pages; 1 GiB pages only with CPUID Page1GB (SDM vol. 3, 4.5.4: else PS
+                # is reserved; QEMU 7.2 maps them anyway)
+                rsvd |= PG_PS
             else:
                 rsvd |= ((1 << shift) - 1) & ~0x1FFF  # address bits below the page size, above PAT
         if entry & rsvd:

@@ -508,7 +508,8 @@ def test_lgdt_sgdt_10_byte_forms_and_mov_cr_at_64_bits() -> None:
 
 
 def test_1g_pages_need_cpuid_page1gb() -> None:
-    """setup_long64 maps with 1 GiB pages: on qemu64 (no Page1GB) their PS bit is reserved (#PF, RSVD)."""
+    """setup_long64 maps with 1 GiB pages: on qemu64 (no Page1GB) their PS bit is reserved (#PF, RSVD;
+    SDM vol. 3, 4.5.4 -- QEMU 7.2 maps them anyway)."""
     from gdbemu.core.mmu import walk
     from gdbemu.softmmu.tlb import ACCESS_READ, MMU_KNOSMAP_IDX
 

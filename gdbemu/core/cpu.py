@@ -33,6 +33,9 @@ from .trace import TraceHooks
 
 EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
 REG_NAMES = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"]
+# R8..R15 live in ``cpu.xregs`` (namespace name ``RX`` in generated code).
+XREG_NAMES = ["r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
+GPR_NAMES = REG_NAMES + XREG_NAMES  # the locals of generated code, by GPR number 0..15
 
 ES, CS, SS, DS, FS, GS = range(6)
 SEG_NAMES = ["es", "cs", "ss", "ds", "fs", "gs"]
@@ -92,6 +95,13 @@ HF_VM = 1 << 6
 HF_TF = 1 << 7  # single-step: TBs of one instruction
 HF_MMU_SHIFT = 8  # two bits: mmu_idx
 HF_PG = 1 << 10
+HF_LMA = 1 << 11  # EFER.LMA: long mode active (64-bit or compatibility mode)
+HF_CS64 = 1 << 12  # LMA and CS.L: 64-bit code (HF_CS32 and HF_SS32 set too, HF_ADDSEG clear)
+
+EFER_SCE = 1 << 0
+EFER_LME = 1 << 8
+EFER_LMA = 1 << 10
+EFER_NXE = 1 << 11
 
 
 @dataclass
@@ -188,6 +198,9 @@ class CPU:
         self.disabled_ops: frozenset[str] = frozenset()
         self.icount = 0
         self.regs: list[int] = [0] * 8
+        # R8..R15: always present, zero outside long mode.  Values are full 64-bit in
+        # long mode (as are ``regs``); in legacy modes the upper 32 bits are 0.
+        self.xregs: list[int] = [0] * 8
         self.segs: list[SegmentCache] = []
         self.seg_base: list[int] = [0] * 6  # mirror of the segment bases read by generated code
         self.cr: list[int] = [0] * 5
@@ -204,6 +217,7 @@ class CPU:
         return {
             "cpu": self,
             "R": self.regs,
+            "RX": self.xregs,
             "RT": d.read,
             "WT": d.write,
             "AD": d.addend,
@@ -231,6 +245,7 @@ class CPU:
         index = self.index
         self.fpu.reset()
         self.regs[:] = [0] * 8
+        self.xregs[:] = [0] * 8
         self.eip = 0xFFF0
         # EFLAGS minus the six arithmetic flags (those are lazy). Bit 1 is always set.
         self.eflags = 0x2
@@ -277,6 +292,18 @@ class CPU:
         self.nmi_blocked = False
         self.compute_hflags()
 
+    # ---- registers -------------------------------------------------------------
+    def get_gpr(self, i: int) -> int:
+        """GPR ``i`` (0..15: RAX..RDI, R8..R15), its full value."""
+        return self.regs[i] if i < 8 else self.xregs[i - 8]
+
+    def set_gpr(self, i: int, value: int) -> None:
+        """Write GPR ``i`` (0..15) whole; the caller masks to the mode's width."""
+        if i < 8:
+            self.regs[i] = value & 0xFFFFFFFFFFFFFFFF
+        else:
+            self.xregs[i - 8] = value & 0xFFFFFFFFFFFFFFFF
+
     # ---- flags ----------------------------------------------------------------
     def get_eflags(self) -> int:
         return (self.eflags & ~F.ARITH) | F.compute_all(self.cc_op, self.cc_dst, self.cc_src, self.cc_src2) | 2
@@ -311,7 +338,12 @@ class CPU:
                 hf |= HF_CS32
             if segs[SS].flags & DESC_B and not self.eflags & F.VM:
                 hf |= HF_SS32
-        if not (hf & HF_CS32) or segs[DS].base or segs[ES].base or segs[SS].base:
+            if self.efer & EFER_LMA:
+                hf |= HF_LMA
+                if segs[CS].flags & DESC_L:
+                    # 64-bit code: as QEMU, CS32 and SS32 set, only the FS/GS bases count.
+                    hf |= HF_CS64 | HF_CS32 | HF_SS32
+        if not (hf & HF_CS64) and (not (hf & HF_CS32) or segs[DS].base or segs[ES].base or segs[SS].base):
             hf |= HF_ADDSEG
         if cr0 & CR0_PG:
             hf |= HF_PG
@@ -338,6 +370,37 @@ class CPU:
         for seg in (ES, SS, DS, FS, GS):
             self.segs[seg] = SegmentCache(0x10, 0, 0xFFFFFFFF, data)
         self.eflags = 0x2
+        self.compute_hflags()
+
+    def setup_long64(self, pt_addr: int = 0x70000, map_gib: int = 1) -> None:
+        """The state a long-mode test needs: 64-bit code at CPL 0, identity paging.
+
+        Writes 4-level page tables at ``pt_addr`` (two 4 KiB pages in guest
+        RAM: a PML4 and a PDPT of 1 GiB pages identity-mapping the first
+        ``map_gib`` GiB, writable and executable), then sets CR3, CR4.PAE,
+        EFER.LME/LMA, CR0.PE/PG, a 64-bit code segment (CS.L) and flat data
+        segments, and recomputes hflags.  Callers load RIP/RSP themselves.
+        """
+        ram = self.mem
+        pml4 = pt_addr
+        pdpt = pt_addr + 0x1000
+        ram.write(pml4, bytes(4096))
+        ram.write(pdpt, bytes(4096))
+        ram.write(pml4, (pdpt | 0x7).to_bytes(8, "little"))
+        for g in range(map_gib):
+            ram.write(pdpt + 8 * g, ((g << 30) | 0x87).to_bytes(8, "little"))  # P RW US PS
+        self.cr[3] = pml4
+        self.cr[4] |= CR4_PAE
+        self.efer |= EFER_LME | EFER_LMA
+        self.cr[0] |= CR0_PE | CR0_PG
+        code = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G
+        data = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
+        self.segs[CS] = SegmentCache(0x08, 0, 0xFFFFFFFF, code)
+        for seg in (ES, SS, DS, FS, GS):
+            self.segs[seg] = SegmentCache(0x10, 0, 0xFFFFFFFF, data)
+        self.eflags = 0x2
+        self.tlb.flush()
+        self.jmp_cache.clear()
         self.compute_hflags()
 
     def tsc(self) -> int:

@@ -51,6 +51,7 @@ from capstone import x86 as cx
 
 # Operand kinds
 REG, IMM, MEM, SREG, CREG, DREG, OTHER = range(7)
+XMM, MMX = 7, 8  # vector registers: ``reg`` is the number (xmm0..xmm15, mm0..mm7)
 
 _GPR = {}
 for _i, _names in enumerate(
@@ -67,8 +68,13 @@ for _i, _names in enumerate(
 ):
     for _n in _names:
         _GPR[_n] = (_i, False)
+for _i in range(8, 16):
+    for _n in (f"r{_i}", f"r{_i}d", f"r{_i}w", f"r{_i}b"):
+        _GPR[_n] = (_i, False)
 for _i, _n in enumerate(("ah", "ch", "dh", "bh")):
     _GPR[_n] = (_i, True)
+_XMM = {f"xmm{_i}": _i for _i in range(16)}
+_MMX = {f"mm{_i}": _i for _i in range(8)}
 _SREG = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 
 
@@ -80,7 +86,7 @@ class DecodeError(Exception):
 class Operand:
     kind: int
     size: int = 0
-    reg: int = -1  # GPR / segment / CR / DR number
+    reg: int = -1  # GPR (0..15) / segment / CR / DR / XMM / MMX number
     high: bool = False  # ah, ch, dh, bh
     imm: int = 0
     seg: int = 3  # effective segment of a memory operand (DS default)
@@ -89,11 +95,14 @@ class Operand:
     index: int = -1
     scale: int = 1
     disp: int = 0
+    # RIP-relative memory operand: base = index = -1 and ``disp`` is already the
+    # absolute address (next RIP + displacement), masked to 64 bits.
+    riprel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Insn:
-    addr: int  # EIP of the instruction (offset in CS)
+    addr: int  # EIP/RIP of the instruction (offset in CS)
     size: int
     name: str  # op key from op_name(): "mov", "stosd" (by opcode and operand size), "f20f58"
     ops: tuple[Operand, ...]
@@ -113,10 +122,10 @@ class Insn:
 
 
 class Decoder:
-    """Decodes and caches; one per code size (16/32-bit)."""
+    """Decodes and caches; one per code size (16/32/64-bit)."""
 
     def __init__(self, bits: int) -> None:
-        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits]
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
         self.md = capstone.Cs(capstone.CS_ARCH_X86, mode)
         self.md.detail = True
         self.bits = bits
@@ -210,6 +219,10 @@ class Decoder:
                     ops.append(Operand(REG, o.size, r, high))
                 elif name in _SREG:
                     ops.append(Operand(SREG, 2, _SREG[name]))
+                elif name in _XMM:
+                    ops.append(Operand(XMM, o.size, _XMM[name]))
+                elif name in _MMX:
+                    ops.append(Operand(MMX, o.size, _MMX[name]))
                 elif name.startswith("cr"):
                     ops.append(Operand(CREG, 4, int(name[2:])))
                 elif name.startswith("dr"):
@@ -223,6 +236,14 @@ class Decoder:
                 base = index = -1
                 bname = ci.reg_name(m.base) if m.base else None
                 iname = ci.reg_name(m.index) if m.index else None
+                disp = m.disp
+                riprel = False
+                if bname in ("rip", "eip"):
+                    # RIP-relative (eip with a 67 prefix: the address is 32-bit)
+                    riprel = True
+                    bmask = 0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF
+                    disp = (addr + ci.size + disp) & bmask
+                    bname = None
                 if bname is not None:
                     if bname not in _GPR:
                         raise DecodeError(f"unsupported base {bname}")
@@ -247,7 +268,8 @@ class Decoder:
                         base=base,
                         index=index,
                         scale=m.scale,
-                        disp=m.disp,
+                        disp=disp,
+                        riprel=riprel,
                     )
                 )
             else:
@@ -276,7 +298,7 @@ def disasm(insn: Insn, bits: int = 32) -> str:
     """Disassembly text of a decoded instruction, for logs and error messages."""
     md = _TEXT_MD.get(bits)
     if md is None:
-        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}[bits]
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
         md = _TEXT_MD[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
     for ci in md.disasm(insn.raw, insn.addr, 1):
         return f"{ci.mnemonic} {ci.op_str}".strip()

@@ -61,7 +61,7 @@ from ...softmmu.memory import RAM
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
 from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, HF_TF, REG_NAMES
-from ..decode import MEM, OTHER, Insn
+from ..decode import MEM, MMX, OTHER, XMM, Insn
 from ..emit import MASK, Emitter
 from ..exceptions import UD
 from ..helpers import helper
@@ -161,7 +161,7 @@ def _call_helper(e: Emitter, kind: int, size: int, seg: int, mode: int) -> None:
 def _string(e: Emitter) -> None:
     """Emitter shared by the whole family; dispatches on the capstone name."""
     insn = e.insn
-    if any(o.kind == OTHER for o in insn.ops):
+    if any(o.kind in (OTHER, XMM, MMX) for o in insn.ops):
         # capstone also names SSE2 movsd/cmpsd (xmm operands) this way: no SSE here.
         e.fault(UD)
         e.ended = True

@@ -133,13 +133,24 @@ def test_wide_breakpoint_and_watchpoint_addresses_are_refused(make):
     assert one(stub, b"Z0,100000011,1") == E_INVAL  # used to say OK and never hit
     assert one(stub, b"Z1,100000011,1") == E_INVAL
     assert one(stub, b"z0,100000011,1") == E_INVAL
-    assert one(stub, b"Z2,100000000,4") == E_INVAL
-    assert one(stub, b"Z3,fffffffe,4") == E_INVAL  # runs past the top
-    assert one(stub, b"Z4,0,ffffffffffffffff") == E_INVAL  # longer than the address space
-    assert one(stub, b"z2,fffffffe,4") == E_INVAL
+    assert one(stub, b"Z2,100000000,4") == E_INVAL  # starts beyond the top
+    assert one(stub, b"Z2,0," + b"1" + b"0" * 17) == E_INVAL  # longer than any address space (2**68)
     assert stub.inserted_points == frozenset()
     assert one(stub, b"Z2,fffffffc,4") == b"OK"  # the last 4 bytes are fine
     assert one(stub, b"z2,fffffffc,4") == b"OK"
+
+
+@pytest.mark.parametrize("make", [_fake_stub, _machine_stub], ids=["fake", "machine"])
+def test_watch_lengths_past_the_top_are_accepted_as_qemu_does(make):
+    """qemu-system-i386 and -x86_64 answer OK to ``Z2,0,ffffffffffffffff`` (gdb: watch everything) and to a
+    range running past the top; the range is clipped to the address space, nothing wraps to address 0."""
+    stub, _ = make()
+    assert one(stub, b"Z4,0,ffffffffffffffff") == b"OK"
+    assert one(stub, b"Z3,fffffffe,4") == b"OK"
+    assert stub.inserted_points == {(4, 0, 1 << 32), (3, 0xFFFFFFFE, 2)}
+    assert one(stub, b"z4,0,ffffffffffffffff") == b"OK"
+    assert one(stub, b"z3,fffffffe,4") == b"OK"
+    assert stub.inserted_points == frozenset()
 
 
 @pytest.mark.parametrize("make", [_fake_stub, _machine_stub], ids=["fake", "machine"])

@@ -339,8 +339,7 @@ class Monitor:
                     continue
             merged.append((vaddr, size, paddr, r))
         w = 16 if cpu.efer & EFER_LMA else 8
-        pw = 10 if w == 16 else 8  # physical addresses: up to 40 bits in long mode
-        out = [f"{v:0{w}x}-{v + s:0{w}x} {s:0{pw}x} -> {p:0{pw}x} {r}" for v, s, p, r in merged]
+        out = [f"{v:0{w}x}-{v + s:0{w}x} {s:08x} -> {p:08x} {r}" for v, s, p, r in merged]
         return "\n".join(out) + ("\n" if out else "no mappings\n")
 
     def cmd_info_tbs(self, args: list[str]) -> str:

@@ -1,0 +1,164 @@
+"""End to end: one real gdb session from a kernel's 32-bit entry through its switch into 64-bit code.
+
+Issue 9's gdb acceptance test.  ``gdb_long`` (tests/support/guests/gdb_long.s)
+is a multiboot v1 kernel that starts in 32-bit protected mode, builds 4-level
+tables, enables long mode itself and runs 64-bit code, first at its identity
+address, then at an alias in the kernel half (0xffffffff80000000 + ...).
+gdbemu runs it as a 64-bit machine (``-cpu qemu64``): gdb gets the amd64
+description from the first instruction and keeps it (no "Remote 'g' packet
+reply is too long" at the switch), and the top-level ``gdbinit`` makes the
+disassembly follow the CPU's mode (``monitor cpumode``).  On both sides of the
+switch: breakpoints, watchpoints, stepping, registers as the guest sees them,
+memory at 64-bit addresses.  The same ELF on qemu-system-x86_64 exits with the
+same status (it checks its own counter), so the guest is a valid reference.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import build
+
+from gdbemu.testing import GdbNotFoundError, Session, find_gdb
+
+try:
+    GDB: str | None = find_gdb()
+except GdbNotFoundError:
+    GDB = None
+
+pytestmark = [pytest.mark.gdb, pytest.mark.skipif(GDB is None, reason="gdb is not installed")]
+
+GDBINIT = Path(__file__).resolve().parents[2] / "gdbinit"
+KERNEL_HALF = 0xFFFFFFFF80000000
+MAGIC64 = 0x1122334455667788
+R8_R15 = [
+    0x8888888888888888,
+    0x9999999999999999,
+    0xAAAAAAAAAAAAAAAA,
+    0xBBBBBBBBBBBBBBBB,
+    0xCCCCCCCCCCCCCCCC,
+    0xDDDDDDDDDDDDDDDD,
+    0xEEEEEEEEEEEEEEEE,
+    0xFFFFFFFFFFFFFF0F,
+]
+
+
+@pytest.fixture(scope="module")
+def guest(build_guest: Callable[[str], Path]) -> tuple[Path, dict[str, int]]:
+    elf = build_guest("gdb_long")
+    return elf, build.symbols(elf)
+
+
+@pytest.fixture
+def session(guest: tuple[Path, dict[str, int]]) -> Iterator[Session]:
+    s = Session.boot(guest[0], extra_args=["-cpu", "qemu64"], gdb_setup=[f"source {GDBINIT}"], timeout=60)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _x_i(s: Session, where: str, n: int = 1) -> str:
+    return s.gdb_command(f"x/{n}i {where}")
+
+
+def test_from_32_bit_entry_into_long_mode(session: Session, guest: tuple[Path, dict[str, int]]) -> None:
+    s, sym = session, guest[1]
+
+    # ---- 32-bit side: amd64 registers from the first instruction --------------------------------------
+    assert s.monitor("cpumode").strip() == "prot32"
+    regs = s.registers()
+    assert regs["rip"] == sym["_start"] and regs["rax"] == 0x2BADB002  # the multiboot magic
+    assert regs["r8"] == 0 and regs["efer"] == 0 and regs["cs"] == 0x08
+    assert "x86-64" in s.gdb_command("show architecture")
+
+    s.break_at(f"*{sym['entry32_bp']:#x}")
+    stop = s.cont()
+    assert stop.reason == "breakpoint" and stop.pc == sym["entry32_bp"]
+    phase_watch = s.watch(f"*(int *){sym['phase']:#x}")
+    stop = s.cont()
+    assert stop.reason == "watchpoint" and stop.new == "1" and stop.pc == sym["mode32_insns"]
+    s.delete(phase_watch)
+
+    # 0x40 0x48 are inc/dec in 32-bit code (REX prefixes in 64-bit code): the disassembly follows the mode
+    text = _x_i(s, "$pc", 2)
+    assert "inc    %eax" in text and "dec    %eax" in text, text
+    assert s.stepi().pc == sym["mode32_insns"] + 1
+    assert s.stepi().pc == sym["mode32_insns"] + 2
+    assert s.registers()["rax"] == 0x2BADB002
+
+    # ---- the switch: compatibility mode for one instruction, then 64-bit code -----------------------------
+    s.break_at(f"*{sym['before_ljmp']:#x}")
+    stop = s.cont()
+    assert stop.pc == sym["before_ljmp"]
+    assert s.monitor("cpumode").strip() == "compat32"
+    regs = s.registers()
+    assert regs["efer"] & 0x500 == 0x500 and regs["cr0"] & 0x80000001 == 0x80000001 and regs["cr4"] & 0x20
+    assert "ljmp" in _x_i(s, "$pc")
+    stop = s.stepi()
+    assert stop.pc == sym["long_entry"]
+    assert s.monitor("cpumode").strip() == "long"
+    assert "mov    $0x10,%eax" in _x_i(s, "$pc")
+
+    # ---- 64-bit side ---------------------------------------------------------------------------------------------
+    s.break_at(f"*{sym['long_bp']:#x}")
+    stop = s.cont()
+    assert stop.reason == "breakpoint" and stop.pc == sym["long_bp"]
+    regs = s.registers()
+    assert regs["rax"] == MAGIC64 and regs["cs"] == 0x08
+    assert [regs[f"r{i}"] for i in range(8, 16)] == R8_R15
+    assert "mov    %rax,(%rbx)" in _x_i(s, "$pc")
+    info = s.gdb_command("info registers r15 rip")
+    assert "0xffffffffffffff0f" in info and hex(sym["long_bp"]) in info
+
+    counter_watch = s.watch(f"*(unsigned long long *){sym['counter64']:#x}")
+    stop = s.cont()
+    assert stop.reason == "watchpoint" and int(stop.new or "0", 0) == MAGIC64 and stop.pc == sym["after_store"]
+
+    high_bp = KERNEL_HALF + sym["high_bp"]
+    s.break_at(f"*{high_bp:#x}")
+    stop = s.cont()
+    assert stop.reason == "breakpoint" and stop.pc == high_bp
+    assert s.registers()["rip"] == high_bp
+    assert "incq   (%rbx)" in _x_i(s, "$pc")
+    # memory at a 64-bit address: the kernel-half alias reads the same bytes as the identity mapping
+    alias = KERNEL_HALF + sym["counter64"]
+    assert s.read_memory(alias, 8) == s.read_memory(sym["counter64"], 8) == MAGIC64.to_bytes(8, "little")
+    stop = s.stepi()  # incq stores: gdb reports the watchpoint of the step
+    assert stop.pc == high_bp + 3
+    assert int.from_bytes(s.read_memory(alias, 8), "little") == MAGIC64 + 1
+    # non-canonical memory is an error, not a wrapped read
+    assert "Cannot access memory" in s.gdb_command("x/gx 0x800000000000")
+    mem = s.monitor("info mem")
+    assert f"{KERNEL_HALF:016x}-" in mem and "0000000000000000-" in mem
+
+    s.delete(counter_watch)
+    s.gdb_command("delete")
+    stops = s.cont_to_exit()
+    assert stops[-1].reason == "exited"
+    assert s.exit_code == 1  # isa-debug-exit: (status 0 << 1) | 1, the guest's own check passed
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed")
+def test_the_guest_passes_its_own_check_on_qemu(guest: tuple[Path, dict[str, int]]) -> None:
+    proc = subprocess.run(
+        [
+            "qemu-system-x86_64",
+            "-kernel",
+            str(guest[0]),
+            "-display",
+            "none",
+            "-m",
+            "32",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr

@@ -144,6 +144,15 @@ MSR_IA32_PAT = 0x277
 MSR_MTRRcap = 0xFE
 MSR_MTRRdefType = 0x2FF
 MSR_EFER = 0xC0000080
+# ... and the long-mode ones (AMD64 APM vol. 2, appendix A; SDM vol. 4, table 2-2)
+MSR_STAR = 0xC0000081  # SYSCALL/SYSRET selectors (47:32 / 63:48), legacy-mode SYSCALL EIP (31:0)
+MSR_LSTAR = 0xC0000082  # SYSCALL RIP from 64-bit code
+MSR_CSTAR = 0xC0000083  # SYSCALL RIP from compatibility mode
+MSR_FMASK = 0xC0000084  # SFMASK: RFLAGS bits SYSCALL clears
+MSR_FS_BASE = 0xC0000100
+MSR_GS_BASE = 0xC0000101
+MSR_KERNEL_GS_BASE = 0xC0000102  # swapped with GS.base by SWAPGS
+MSR_TSC_AUX = 0xC0000103  # ECX of RDTSCP
 
 
 # ``cpu.interrupt_request`` bits (set by devices and the machine, read by the exec loop)
@@ -227,6 +236,8 @@ class CPU:
             "M64": mem.m64,
             "LD": self.softmmu.loader(mmu_idx),
             "ST": self.softmmu.storer(mmu_idx),
+            "LDS": self.softmmu.loader(mmu_idx, True),
+            "STS": self.softmmu.storer(mmu_idx, True),
             "SB": self.seg_base,
             "Fault": GuestFault,
             "H": helpers,
@@ -265,6 +276,7 @@ class CPU:
         self.cr[:] = [CR0_ET | CR0_CD | CR0_NW, 0, 0, 0, 0]
         self.dr[:] = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400]
         self.efer = 0
+        self.kernel_gs_base = 0  # IA32_KERNEL_GS_BASE (the FS/GS bases live in segs[FS/GS].base)
         self.msr: dict[int, int] = {
             MSR_IA32_APICBASE: 0xFEE00000 | (1 << 11) | ((1 << 8) if index == 0 else 0),
             MSR_IA32_PAT: 0x0007040600070406,
@@ -359,7 +371,11 @@ class CPU:
         hf |= mmu << HF_MMU_SHIFT
         self.mmu_idx = mmu
         self.hflags = hf
-        self.seg_base[:] = [s.base for s in segs]
+        if hf & HF_CS64:
+            # 64-bit code: the CS, DS, ES and SS bases are treated as 0 (SDM vol. 3, 3.2.4).
+            self.seg_base[:] = [0, 0, 0, 0, segs[FS].base, segs[GS].base]
+        else:
+            self.seg_base[:] = [s.base for s in segs]
 
     def setup_flat32(self) -> None:
         """The state a multiboot loader leaves: flat 32-bit protected mode, CPL 0, paging off."""

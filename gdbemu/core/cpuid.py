@@ -39,7 +39,7 @@ _L1C = {
 }  # fmt: skip
 _L7B = {"fsgsbase": 0, "bmi1": 3, "avx2": 5, "smep": 7, "bmi2": 8, "erms": 9, "rdseed": 18, "smap": 20}
 _L7C = {"umip": 2}
-_E1D = {"syscall": 11, "nx": 20, "lm": 29}
+_E1D = {"syscall": 11, "nx": 20, "pdpe1gb": 26, "rdtscp": 27, "lm": 29}
 _E1C = {"lahf_lm": 0, "svm": 2, "abm": 5, "sse4a": 6}
 FEATURE_BITS: dict[str, tuple[int, int, int, int]] = {}
 for _table, _leaf, _reg in ((_L1D, 1, 3), (_L1C, 1, 2), (_L7B, 7, 1), (_L7C, 7, 2), (_E1D, 0x80000001, 3)):
@@ -57,6 +57,8 @@ GATED_OPS: dict[str, frozenset[str]] = {
     "sse2": frozenset({"lfence", "mfence"}),
     "sse": frozenset({"sfence"}),
     "smap": frozenset({"stac", "clac"}),
+    "syscall": frozenset({"syscall", "sysret"}),
+    "rdtscp": frozenset({"rdtscp"}),
 }
 
 # Not an op key: the translator reads it as "0F 18-0F 1F (hint NOP) is #UD" (pre-P6 models).
@@ -97,7 +99,7 @@ MODEL_DEFS: dict[str, ModelDef] = {
     for m in (
         ModelDef("qemu32", "QEMU Virtual CPU version 2.5+ (32-bit)", _INTEL, 6, 6, 3, frozenset(_PPRO | {"sse3"})),
         ModelDef("qemu64", "QEMU Virtual CPU version 2.5+", _AMD, 15, 107, 1, frozenset(_QEMU64), 0xD, 0x8000000A),
-        ModelDef("kvm32", "Common 32-bit KVM processor", _INTEL, 15, 6, 1, frozenset(_PPRO | {"sse3"}), 5),
+        ModelDef("kvm32", "Common 32-bit KVM processor", _INTEL, 15, 6, 1, frozenset(_PPRO | {"sse3"}), 5, 0x80000008),
         ModelDef(
             "kvm64",
             "Common KVM processor",
@@ -107,6 +109,7 @@ MODEL_DEFS: dict[str, ModelDef] = {
             1,
             frozenset(_PPRO | {"mtrr", "clflush", "mca", "pse36", "sse3", "cx16", "lm", "syscall", "nx"}),
             0xD,
+            0x80000008,
         ),
         ModelDef("486", "Intel 486 (family 4 model 8)", _INTEL, 4, 8, 0, frozenset(_I486), 1),
         ModelDef("pentium", "Intel Pentium (P54C, family 5 model 4)", _INTEL, 5, 4, 3, frozenset(_PENTIUM), 1),
@@ -122,6 +125,7 @@ MODEL_DEFS: dict[str, ModelDef] = {
             frozenset(_PPRO | {"mtrr", "clflush", "mca", "pse36", "ss", "sse3", "monitor", "ssse3", "cx16"})
             | {"lm", "syscall", "nx", "lahf_lm"},
             10,
+            0x80000008,
         ),
     )
 }
@@ -180,6 +184,10 @@ class ResolvedModel:
                 leaf, subleaf = d.max_basic, subleaf
             elif leaf == 0x80000000:
                 return [d.max_ext, *_vendor_regs(d.vendor)]
+            elif leaf == 0x80000008:
+                from .ops.system import address_sizes
+
+                return [address_sizes("lm" in self.features, bool({"pse36", "pae"} & self.features)), 0, 0, 0]
             elif 0x80000002 <= leaf <= 0x80000004:
                 k = leaf - 0x80000002
                 text = (d.model_id or d.description.encode()).ljust(48, b"\0")[:47] + b"\0"

@@ -11,14 +11,19 @@ its text (tier 1, see translate.py) — the same emitters serve both.
 Names visible to generated code:
 
 ``eax ecx edx ebx esp ebp esi edi``
-    guest GPRs, Python locals for the TB's duration (always 32-bit values)
+    guest GPRs, Python locals for the TB's duration: always 32-bit values in
+    legacy-mode TBs; in long-mode TBs (HF_LMA: 64-bit and compatibility
+    mode) the full 64-bit values, so 32-bit reads mask them (``reg``)
+``r8 .. r15``    R8..R15, locals of 64-bit TBs only (from ``RX`` = ``cpu.xregs``)
 ``cc_op cc_dst cc_src cc_src2``
     the lazy flags (core/flags.py), also locals
+``R RX``         ``cpu.regs`` and ``cpu.xregs`` (RX only in 64-bit TBs)
 ``cpu``          the CPU object (``cpu.eflags`` holds DF, IF, TF ..., not the
                  arithmetic flags)
 ``RT WT AD``     TLB read tags, write tags, addends of this TB's mmu_idx
 ``M8 M16 M32 M64`` guest RAM as bytearray / memoryview casts
 ``LD(vaddr, size)``, ``ST(vaddr, size, value)``   the softmmu slow paths
+``LDS STS``      the same for stack accesses (a non-canonical address is #SS, not #GP)
 ``SB``           ``cpu.seg_base``, list indexed by segment number
 ``Fault``        GuestFault(vector, error_code=None)
 ``FLAGS(op, dst, src, src2)``, ``CARRY(...)``, ``COND(cc, op, dst, src, src2)``
@@ -50,11 +55,15 @@ from contextlib import contextmanager
 
 from ..softmmu.tlb import PAGE_BITS, TLB_MASK, align_mask
 from . import flags as F
-from .cpu import HF_ADDSEG, REG_NAMES
+from .cpu import GPR_NAMES, HF_ADDSEG, HF_CS64, HF_LMA, HF_SS32, REG_NAMES, XREG_NAMES
 from .decode import CREG, DREG, IMM, MEM, REG, SREG, Insn, Operand
 
-MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
-SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000, 8: 0x8000000000000000}
+MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF, 16: (1 << 128) - 1}
+SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000, 8: 0x8000000000000000, 16: 1 << 127}
+MASK64 = MASK[8]
+# The GPR files as generated code loads and stores them.
+REGS_LIST = ", ".join(REG_NAMES)
+XREGS_LIST = ", ".join(XREG_NAMES)
 _VIEW = {1: "M8", 2: "M16", 4: "M32", 8: "M64"}
 _SHIFT = {1: "", 2: " >> 1", 4: " >> 2", 8: " >> 3"}
 # vaddr & _TAGMASK[size] keeps the page bits and the alignment bits (tlb.align_mask)
@@ -81,6 +90,11 @@ class Emitter:
     def __init__(self, hflags: int, tier1: bool) -> None:
         self.hflags = hflags
         self.addseg = bool(hflags & HF_ADDSEG)
+        # Long mode (64-bit or compatibility code): register locals may hold 64-bit values.
+        self.wide = bool(hflags & HF_LMA)
+        # 64-bit code: r8..r15 exist, linear addresses are 64-bit, only FS/GS bases count.
+        self.long = bool(hflags & HF_CS64)
+        self.lin_mask = MASK64 if self.long else 0xFFFFFFFF
         self.tier1 = tier1
         self.lines: list[str | Exit] = []
         self.indent_level = 1
@@ -140,8 +154,8 @@ class Emitter:
 
     @property
     def stack_size(self) -> int:
-        from .cpu import HF_SS32
-
+        if self.long:
+            return 8
         return 4 if self.hflags & HF_SS32 else 2
 
     def next_eip(self) -> str:
@@ -152,9 +166,12 @@ class Emitter:
 
     # ---- registers ----------------------------------------------------------
     def reg(self, r: int, size: int = 4, high: bool = False) -> str:
-        name = REG_NAMES[r]
-        if size == 4:
+        """Expression for GPR ``r`` (0..15) read at ``size`` bytes."""
+        name = GPR_NAMES[r]
+        if size == 8:
             return name
+        if size == 4:
+            return f"({name} & 0xFFFFFFFF)" if self.wide else name
         if size == 2:
             return f"({name} & 0xFFFF)"
         if high:
@@ -162,51 +179,55 @@ class Emitter:
         return f"({name} & 0xFF)"
 
     def write_reg(self, r: int, size: int, value: str, high: bool = False) -> None:
-        """Assign a register (value already masked to ``size``)."""
-        name = REG_NAMES[r]
+        """Assign a register (value already masked to ``size``).
+
+        A 32-bit write replaces the whole register (zero-extends in 64-bit
+        mode); 8/16-bit writes keep the rest.
+        """
+        name = GPR_NAMES[r]
         self.written.add(r)
-        if size == 4:
+        keep = MASK64 if self.wide else 0xFFFFFFFF
+        if size >= 4:
             self.emit(f"{name} = {value}")
         elif size == 2:
-            self.emit(f"{name} = {name} & 0xFFFF0000 | ({value})")
+            self.emit(f"{name} = {name} & {keep & ~0xFFFF:#x} | ({value})")
         elif high:
-            self.emit(f"{name} = {name} & 0xFFFF00FF | ({value}) << 8")
+            self.emit(f"{name} = {name} & {keep & ~0xFF00:#x} | ({value}) << 8")
         else:
-            self.emit(f"{name} = {name} & 0xFFFFFF00 | ({value})")
+            self.emit(f"{name} = {name} & {keep & ~0xFF:#x} | ({value})")
 
     # ---- addresses and memory -------------------------------------------------
     def seg_base(self, seg: int, force: bool = False) -> str | None:
-        """Expression for a segment base, or None when it is known to be zero."""
-        if seg >= 4 or self.addseg or force:
+        """Expression for a segment base, or None when it is known to be zero.
+
+        In 64-bit code only the FS and GS bases count (``force`` included).
+        """
+        if seg >= 4 or (not self.long and (self.addseg or force)):
             return f"SB[{seg}]"
         return None
 
     def offset(self, op: Operand) -> str:
         """The effective address (offset within the segment), masked to the address size."""
+        if op.riprel:
+            # RIP-relative: the decoder resolved it (next RIP + disp) to a constant.
+            return self.const(op.disp & MASK[self.addrsize])
         parts = []
         if op.base >= 0:
-            parts.append(REG_NAMES[op.base])
+            parts.append(GPR_NAMES[op.base])
         if op.index >= 0:
-            idx = REG_NAMES[op.index]
+            idx = GPR_NAMES[op.index]
             parts.append(idx if op.scale == 1 else f"{idx} * {op.scale}")
         if op.disp:
             parts.append(self.const(op.disp & MASK[self.addrsize]))
         if not parts:
             return "0"
-        if len(parts) == 1 and op.base >= 0 and self.addrsize == 4:
+        if len(parts) == 1 and op.base >= 0 and self.addrsize == (8 if self.wide else 4):
             return parts[0]
         return f"({' + '.join(parts)}) & {MASK[self.addrsize]:#x}"
 
     def ea(self, op: Operand) -> str:
         """Emit the linear address of a memory operand into a temporary; return its name."""
-        off = self.offset(op)
-        base = self.seg_base(op.seg)
-        name = self.tmp("a")
-        if base is None:
-            self.emit(f"{name} = {off}")
-        else:
-            self.emit(f"{name} = {base} + ({off}) & 0xFFFFFFFF")
-        return name
+        return self.linear(op.seg, self.offset(op))
 
     def linear(self, seg: int, off_expr: str) -> str:
         """Linear address of ``seg:off`` (off already masked to the address size)."""
@@ -215,29 +236,34 @@ class Emitter:
         if base is None:
             self.emit(f"{name} = {off_expr}")
         else:
-            self.emit(f"{name} = {base} + ({off_expr}) & 0xFFFFFFFF")
+            self.emit(f"{name} = {base} + ({off_expr}) & {self.lin_mask:#x}")
         return name
 
-    def load_mem(self, addr: str, size: int) -> str:
-        """Load ``size`` bytes at linear address ``addr`` (a name): inline TLB fast path."""
+    def load_mem(self, addr: str, size: int, stack: bool = False) -> str:
+        """Load ``size`` bytes at linear address ``addr`` (a name): inline TLB fast path.
+
+        ``stack``: an SS access (in 64-bit code a non-canonical address is #SS).
+        """
         self.may_fault = True
         v = self.tmp("v")
         view = _VIEW[size]
+        ld = "LDS" if stack and self.long else "LD"
         self.emit(
             f"{v} = {view}[{addr} + AD[_p]{_SHIFT[size]}] "
-            f"if RT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]} else LD({addr}, {size})"
+            f"if RT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]} else {ld}({addr}, {size})"
         )
         return v
 
-    def store_mem(self, addr: str, size: int, value: str) -> None:
+    def store_mem(self, addr: str, size: int, value: str, stack: bool = False) -> None:
         """Store ``value`` (masked) at linear address ``addr`` (a name)."""
         self.may_fault = True
         view = _VIEW[size]
+        st = "STS" if stack and self.long else "ST"
         self.emit(
             f"if WT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]}: "
             f"{view}[{addr} + AD[_p]{_SHIFT[size]}] = {value}"
         )
-        self.emit(f"else: ST({addr}, {size}, {value})")
+        self.emit(f"else: {st}({addr}, {size}, {value})")
 
     # ---- generic operands ---------------------------------------------------
     def load(self, op: Operand, stable: bool = False, size: int | None = None, addr: str | None = None) -> str:
@@ -256,7 +282,7 @@ class Emitter:
             return self.const(op.imm & MASK[size])
         if op.kind == MEM:
             a = addr if addr is not None else self.ea(op)
-            return self.load_mem(a, size)
+            return self.load_mem(a, size, op.seg == 2)
         if op.kind == SREG:
             return f"cpu.segs[{op.reg}].selector"
         raise NotImplementedError(f"operand kind {op.kind}")
@@ -280,7 +306,7 @@ class Emitter:
             self.write_reg(op.reg, size, value, op.high)
         elif op.kind == MEM:
             a = addr if addr is not None else self.ea(op)
-            self.store_mem(a, size, value)
+            self.store_mem(a, size, value, op.seg == 2)
         else:
             raise NotImplementedError(f"store to operand kind {op.kind}")
 
@@ -289,23 +315,20 @@ class Emitter:
         """Push values in order; memory first, ESP last (a fault leaves ESP unchanged)."""
         ss = self.stack_size
         sp = self.tmp("sp")
-        if ss == 4:
-            self.emit(f"{sp} = esp")
-        else:
-            self.emit(f"{sp} = esp & 0xFFFF")
+        self.emit(f"{sp} = {self.reg(4, ss)}")
         for val in values:
             self.emit(f"{sp} = {sp} - {size} & {MASK[ss]:#x}")
             a = self.linear(2, sp)
-            self.store_mem(a, size, val)
+            self.store_mem(a, size, val, True)
         self.write_reg(4, ss, sp)
 
     def pop(self, size: int, commit: bool = True) -> tuple[str, str]:
         """Pop one value; returns (value, new_sp).  ESP is written only if ``commit``."""
         ss = self.stack_size
         sp = self.tmp("sp")
-        self.emit(f"{sp} = esp" if ss == 4 else f"{sp} = esp & 0xFFFF")
+        self.emit(f"{sp} = {self.reg(4, ss)}")
         a = self.linear(2, sp)
-        v = self.load_mem(a, size)
+        v = self.load_mem(a, size, True)
         self.emit(f"{sp} = {sp} + {size} & {MASK[ss]:#x}")
         if commit:
             self.write_reg(4, ss, sp)
@@ -432,15 +455,23 @@ class Emitter:
         del reload
         self.may_fault = True
         self.synced = True
-        self.emit("R[:] = eax, ecx, edx, ebx, esp, ebp, esi, edi")
+        self.emit(f"R[:] = {REGS_LIST}")
+        if self.long:
+            self.emit(f"RX[:] = {XREGS_LIST}")
         self.emit("cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         self.emit(f"cpu.eip = {self.this_eip()}")
         self.helper_call(helper, *args, result=result)
-        self.emit("eax, ecx, edx, ebx, esp, ebp, esi, edi = R")
+        self.reload_regs()
         self.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
-        self.written.update(range(8))
+        self.written.update(range(16 if self.long else 8))
         self.cc_written = True
         self.cc_static = None
+
+    def reload_regs(self) -> None:
+        """Emit the reload of the register locals from the CPU (after a helper changed them)."""
+        self.emit(f"{REGS_LIST} = R")
+        if self.long:
+            self.emit(f"{XREGS_LIST} = RX")
 
     def helper_call(self, helper: str, *args: str, result: str | None = None) -> None:
         """Emit ``H.<helper>(cpu, *args)`` with ``cpu.icount`` exact for its duration.

@@ -21,6 +21,17 @@ A fault after the switch committed belongs to the new task (``in_new_task``);
 it still counts as a fault during delivery for the double-fault rules, as
 in QEMU.  Real mode uses the IVT.
 
+IA-32e mode (EFER.LMA; SDM vol. 3, 6.14) has its own path
+(``_interrupt_long``): 16-byte interrupt and trap gates only (a task gate
+or a 16-bit gate is #GP), a 64-bit target code segment (L=1, D=0), the
+frame always SS:RSP, RFLAGS, CS:RIP (+ error code) in 8-byte slots on a
+stack aligned down to 16 bytes, the stack from the 64-bit TSS (RSPn when
+the privilege changes, ISTn whenever the gate names one) and, on a
+privilege change, a null SS whose RPL is the new CPL.  ``iretq`` (and IRET
+of any size in IA-32e mode, ``_iret_long``) always pops SS:RSP when it
+leaves 64-bit code, and may return to compatibility mode; NT=1 is #GP(0)
+(no task switches in IA-32e mode).
+
 The EFLAGS image pushed for a fault-class exception has RF=1 (SDM vol. 3,
 17.3.1.1: "for any fault-class exception except a debug exception
 generated in response to an instruction breakpoint, the value pushed for
@@ -38,7 +49,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import flags as F
-from .cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, DESC_S, DS, ES, ESP, FS, GS, SS, SegmentCache
+from .cpu import (
+    CPU,
+    CR0_PE,
+    CS,
+    DESC_B,
+    DESC_C,
+    DESC_L,
+    DESC_P,
+    DESC_S,
+    DS,
+    EFER_LMA,
+    ES,
+    ESP,
+    FS,
+    GS,
+    SS,
+    SegmentCache,
+)
 from .exceptions import AC, BR, DB, DE, DF, GP, MF, NM, NP, PF, TS, UD, VECTORS_WITH_ERROR_CODE, XM, GuestFault
 from .exceptions import SS as SS_FAULT
 from .seg import (
@@ -47,12 +75,14 @@ from .seg import (
     SYS_TASK_GATE,
     SYS_TRAP_GATE16,
     SYS_TRAP_GATE32,
+    canonical,
     check_code_descriptor,
     check_eip,
     dpl_of,
     invalidate_outer_segments,
     is_code,
     load_code_cache,
+    null_stack,
     read_descriptor,
     set_accessed,
     stack_cache,
@@ -62,6 +92,7 @@ from .seg import (
     sys_type,
     sys_write,
     tss_inner_stack,
+    tss_rsp,
 )
 from .stop import RunStop, StopKind
 from .task import (
@@ -156,7 +187,9 @@ def do_interrupt(
     trace = cpu.trace.interrupt  # -d int; None unless logging
     if trace is not None:
         trace(cpu, vector, soft, error_code, next_eip)
-    if cpu.cr[0] & CR0_PE:
+    if cpu.efer & EFER_LMA:
+        _interrupt_long(cpu, vector, soft, error_code, next_eip, push_rf)
+    elif cpu.cr[0] & CR0_PE:
         _interrupt_protected(cpu, vector, soft, error_code, next_eip, push_rf)
     else:
         _interrupt_real(cpu, vector, next_eip)
@@ -268,6 +301,84 @@ def _interrupt_protected(
     cpu.compute_hflags()
 
 
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _interrupt_long(
+    cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
+) -> None:
+    """IA-32e mode delivery (SDM vol. 3, 6.14; vol. 2 INT n: IA-32e-MODE).
+
+    Checked in this order, as QEMU's do_interrupt64: the gate within the
+    IDT limit (#GP(vector*8+2+EXT)), its type (64-bit interrupt or trap
+    gate), the DPL of a software interrupt, the gate present (#NP), the
+    target selector (non-null, a present 64-bit code segment with DPL <=
+    CPL), then the stack.  Everything that can fault happens before the
+    state changes (the frame is written first).
+    """
+    ext = 0 if soft else 1
+    idt_err = vector * 8 + 2 + ext
+    if vector * 16 + 15 > cpu.idtr_limit:
+        raise GuestFault(GP, idt_err)
+    entry = cpu.idtr_base + vector * 16
+    lo = sys_read(cpu, entry, 4)
+    hi = sys_read(cpu, entry + 4, 4)
+    upper = sys_read(cpu, entry + 8, 4)
+    gtype = (hi >> 8) & 0x1F  # S (bit 12) included: it must be 0
+    if gtype not in (SYS_INT_GATE32, SYS_TRAP_GATE32):
+        raise GuestFault(GP, idt_err)
+    cpl = cpu.cpl
+    if soft and dpl_of(hi) < cpl:
+        raise GuestFault(GP, vector * 8 + 2)
+    if not hi & DESC_P:
+        raise GuestFault(NP, idt_err)
+    selector = lo >> 16
+    offset = (upper << 32) | (hi & 0xFFFF0000) | (lo & 0xFFFF)
+    ist = hi & 7
+    if not selector & 0xFFFC:
+        raise GuestFault(GP, ext)
+    clo, chi = read_descriptor(cpu, selector, GP, ext)
+    err = (selector & 0xFFFC) | ext
+    if not is_code(chi) or dpl_of(chi) > cpl:
+        raise GuestFault(GP, err)
+    if not chi & DESC_P:
+        raise GuestFault(NP, err)
+    if not chi & DESC_L or chi & DESC_B:
+        raise GuestFault(GP, err)
+    new_cpl = cpl if chi & DESC_C else dpl_of(chi)
+    if not canonical(offset):
+        raise GuestFault(GP, ext)
+    old_rsp = cpu.regs[ESP]
+    if ist:
+        rsp = tss_rsp(cpu, ist + 3, ext)
+    elif new_cpl < cpl:
+        rsp = tss_rsp(cpu, new_cpl, ext)
+    else:
+        rsp = old_rsp
+    rsp &= ~0xF & MASK64
+    eflags = cpu.get_eflags()
+    if push_rf:
+        eflags |= F.RF
+    values = [cpu.segs[SS].selector, old_rsp, eflags, cpu.segs[CS].selector, next_eip]
+    if error_code is not None:
+        values.append(error_code)
+    for value in values:
+        rsp = (rsp - 8) & MASK64
+        stack_write(cpu, rsp, 8, value & MASK64, new_cpl)
+    set_accessed(cpu, selector, chi)
+    if new_cpl < cpl:
+        # A privilege change loads a null SS whose RPL is the new CPL (6.14.4).  An IST
+        # switch at the same level keeps SS (SDM INT n: INTRA-PRIVILEGE-LEVEL-INTERRUPT).
+        cpu.segs[SS] = null_stack(new_cpl, new_cpl)
+    cpu.regs[ESP] = rsp
+    load_code_cache(cpu, selector, clo, chi, new_cpl)
+    cpu.eip = offset
+    cpu.eflags &= ~(F.TF | F.NT | F.RF | F.VM)
+    if not gtype & 1:
+        cpu.eflags &= ~F.IF
+    cpu.compute_hflags()
+
+
 def _interrupt_task_gate(cpu: CPU, gate_lo: int, ext: int, error_code: int | None, next_eip: int) -> None:
     """An event through an IDT task gate (SDM vol. 2 INT n: TASK-GATE; vol. 3, 6.12.2).
 
@@ -326,6 +437,9 @@ def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
     if not cpu.cr[0] & CR0_PE or cpu.eflags & F.VM:
         _iret_real(cpu, opsize, pop, lambda: sp)
         return
+    if cpu.efer & EFER_LMA:
+        _iret_long(cpu, opsize)
+        return
     if cpu.eflags & F.NT:
         task_return(cpu, next_eip)
         return
@@ -383,6 +497,91 @@ def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
         cpu.regs[ESP] = (cpu.regs[ESP] & 0xFFFF0000) | (new_esp & 0xFFFF)
     cpu.eip = new_eip
     invalidate_outer_segments(cpu, rpl)
+    cpu.set_eflags(new_flags, mask)  # recomputes hflags with the new CS/SS
+
+
+def _iret_long(cpu: CPU, opsize: int) -> None:
+    """IRET/IRETD/IRETQ in IA-32e mode (SDM vol. 2 IRET: IA-32e-MODE; QEMU's helper_ret_protected).
+
+    Pops RIP, CS, RFLAGS in ``opsize`` slots; from 64-bit code (or to an outer
+    level) SS:RSP too.  The new CS may be 64-bit or compatibility code; a
+    null SS is accepted when returning to CPL 0-2 in IA-32e mode.  NT=1 is
+    #GP(0).  Every check and stack read happens before the state changes.
+    """
+    if cpu.eflags & F.NT:
+        raise GuestFault(GP, 0)
+    cpl = cpu.cpl
+    in64 = bool(cpu.segs[CS].flags & DESC_L)
+    ss = cpu.segs[SS]
+    sp_mask = MASK64 if in64 else (0xFFFFFFFF if ss.big else 0xFFFF)
+    sp = cpu.regs[ESP] & sp_mask
+    base = 0 if in64 else ss.base
+
+    def pop() -> int:
+        nonlocal sp
+        v = stack_read(cpu, base + sp, opsize, cpl)
+        sp = (sp + opsize) & sp_mask
+        return v
+
+    new_rip = pop()
+    new_cs = pop() & 0xFFFF
+    new_flags = pop()
+    if opsize == 2:
+        new_flags = (cpu.get_eflags() & 0xFFFF0000) | new_flags
+    if not new_cs & 0xFFFC:
+        raise GuestFault(GP, 0)
+    rpl = new_cs & 3
+    if rpl < cpl:
+        raise GuestFault(GP, new_cs & 0xFFFC)
+    clo, chi = read_descriptor(cpu, new_cs)
+    if not is_code(chi):
+        raise GuestFault(GP, new_cs & 0xFFFC)
+    cdpl = dpl_of(chi)
+    if (chi & DESC_C and cdpl > rpl) or (not chi & DESC_C and cdpl != rpl):
+        raise GuestFault(GP, new_cs & 0xFFFC)
+    if not chi & DESC_P:
+        raise GuestFault(NP, new_cs & 0xFFFC)
+    if opsize == 2:
+        new_rip &= 0xFFFF
+    elif opsize == 4:
+        new_rip &= 0xFFFFFFFF
+    mask = F.ARITH | F.TF | F.DF | F.NT | F.RF | F.AC | F.ID
+    if cpl == 0:
+        mask |= F.IOPL | F.VIF | F.VIP
+    if cpl <= (cpu.eflags >> 12) & 3:
+        mask |= F.IF
+    if opsize == 2:
+        mask &= 0xFFFF
+    if rpl == cpl and not in64:
+        # Compatibility mode, same level: no stack switch (as the legacy IRET).
+        check_eip(new_rip, clo, chi, lma=True)
+        set_accessed(cpu, new_cs, chi)
+        cpu.regs[ESP] = (cpu.regs[ESP] & ~sp_mask) | sp
+        load_code_cache(cpu, new_cs, clo, chi, cpl)
+        cpu.eip = new_rip
+        cpu.set_eflags(new_flags, mask)
+        return
+    new_rsp = pop()
+    new_ss = pop() & 0xFFFF
+    if not new_ss & 0xFFFC:
+        if rpl == 3:  # a null SS is only for CPL 0-2 (as QEMU: its RPL is not checked)
+            raise GuestFault(GP, 0)
+        ss_cache = null_stack(new_ss, rpl)
+    else:
+        ss_cache = stack_cache(cpu, new_ss, rpl, GP)
+    check_eip(new_rip, clo, chi, lma=True)
+    set_accessed(cpu, new_cs, chi)
+    load_code_cache(cpu, new_cs, clo, chi, rpl)
+    cpu.segs[SS] = ss_cache
+    if chi & DESC_L:
+        cpu.regs[ESP] = new_rsp & MASK64
+    elif ss_cache.big:
+        cpu.regs[ESP] = new_rsp & 0xFFFFFFFF
+    else:
+        cpu.regs[ESP] = (cpu.regs[ESP] & 0xFFFF0000) | (new_rsp & 0xFFFF)
+    cpu.eip = new_rip
+    if rpl > cpl:
+        invalidate_outer_segments(cpu, rpl)
     cpu.set_eflags(new_flags, mask)  # recomputes hflags with the new CS/SS
 
 

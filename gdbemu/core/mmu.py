@@ -44,7 +44,7 @@ from ..softmmu.tlb import (
     PAGE_READ,
     PAGE_WRITE,
 )
-from .cpu import CPU, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMEP
+from .cpu import CPU, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMEP, EFER_LMA, EFER_NXE
 from .exceptions import PF, GuestFault
 
 __all__ = [
@@ -80,8 +80,6 @@ ADDR_MASK = ((1 << PHYS_BITS) - 1) & ~0xFFF
 ADDR_RSVD = ((1 << 52) - 1) & ~((1 << PHYS_BITS) - 1)  # bits 51:M
 PDPTE_PAE_RSVD = 0x1E6 | PG_NX  # a PAE PDPTE: bits 2:1, 8:5 and 63 are reserved
 PSE_RSVD = 0x3FE000  # 4 MiB PDE bits 21:13 (no PSE-36, MAXPHYADDR 32)
-EFER_NXE = 1 << 11
-EFER_LMA = 1 << 10
 
 
 def _ld32(ram: RAM, paddr: int, ram_size: int) -> int:

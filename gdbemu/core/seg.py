@@ -12,7 +12,16 @@ that changes state checks everything that can fault first.
 
 The CPL is not stored: ``cpu.cpl`` is derived from SS.DPL by
 ``CPU.compute_hflags`` (as QEMU does), so every transition that changes the
-privilege level installs a stack segment whose DPL is the new CPL.
+privilege level installs a stack segment whose DPL is the new CPL.  In long
+mode that includes the null SS an inward transfer loads (SDM vol. 3,
+6.14.4: "the new SS is set to NULL"): its cache carries DPL = the new CPL.
+
+Long mode (EFER.LMA, SDM vol. 3, 3.5.2 and 5.8.3.1): system descriptors in
+the GDT/LDT (LDT, TSS, call gates) are 16 bytes; the third dword holds bits
+63:32 of the base or offset and the fourth dword's type field must be 0
+(``read_system_descriptor``).  The 64-bit TSS holds RSP0-2 and IST1-7
+(``tss_rsp``).  Linear addresses of descriptor-table and stack accesses are
+64 bits wide (``linear_mask``).
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from .cpu import (
     DESC_CS,
     DESC_DPL_SHIFT,
     DESC_G,
+    DESC_L,
     DESC_P,
     DESC_R,
     DESC_S,
     DESC_TYPE_SHIFT,
     DESC_W,
     DS,
+    EFER_LMA,
     ES,
     FS,
     GS,
@@ -60,14 +71,38 @@ SYS_TRAP_GATE32 = 15
 TSS_BUSY_BIT = 1 << 9  # type bit 1 of an available TSS, in the high dword
 
 
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def long_mode(cpu: CPU) -> bool:
+    """EFER.LMA: IA-32e mode (64-bit or compatibility code)."""
+    return bool(cpu.efer & EFER_LMA)
+
+
+def code64(cpu: CPU) -> bool:
+    """64-bit mode: EFER.LMA and CS.L (SDM vol. 3, 5.2.1)."""
+    return bool(cpu.efer & EFER_LMA and cpu.segs[CS].flags & DESC_L)
+
+
+def linear_mask(cpu: CPU) -> int:
+    """Linear addresses are 64 bits wide in IA-32e mode, 32 bits otherwise."""
+    return MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF
+
+
+def canonical(vaddr: int) -> bool:
+    """Bits 63:47 all equal (48-bit linear addresses, SDM vol. 1, 3.3.7.1)."""
+    top = (vaddr & MASK64) >> 47
+    return top == 0 or top == 0x1FFFF
+
+
 def sys_read(cpu: CPU, vaddr: int, size: int) -> int:
     """A supervisor read (descriptor tables, TSS, interrupt frames): may raise #PF."""
-    return cpu.softmmu.load(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
+    return cpu.softmmu.load(MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size)
 
 
 def sys_write(cpu: CPU, vaddr: int, size: int, value: int) -> None:
     """A supervisor write; may raise #PF (and SMCRestart, which only restarts the instruction)."""
-    cpu.softmmu.store(MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
+    cpu.softmmu.store(MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size, value)
 
 
 def stack_read(cpu: CPU, vaddr: int, size: int, cpl: int) -> int:
@@ -77,11 +112,11 @@ def stack_read(cpu: CPU, vaddr: int, size: int, cpl: int) -> int:
     the stack belongs to (SDM vol. 3, 4.6: accesses at CPL 3 are user-mode
     accesses; the inner stack of an inward transfer is supervisor).
     """
-    return cpu.softmmu.load(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size)
+    return cpu.softmmu.load(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size)
 
 
 def stack_write(cpu: CPU, vaddr: int, size: int, value: int, cpl: int) -> None:
-    cpu.softmmu.store(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & 0xFFFFFFFF, size, value)
+    cpu.softmmu.store(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size, value)
 
 
 def dpl_of(hi: int) -> int:
@@ -132,6 +167,30 @@ def try_read_descriptor(cpu: CPU, selector: int) -> tuple[int, int] | None:
         if fault.vector == GP:
             return None
         raise
+
+
+def read_system_descriptor(cpu: CPU, selector: int, exc: int = GP, ext: int = 0) -> tuple[int, int, int]:
+    """A system descriptor: (low dword, high dword, bits 63:32 of its base/offset).
+
+    Outside long mode the third value is 0 and the descriptor is 8 bytes.
+    In long mode it is 16 bytes (SDM vol. 3, figure 7-4, figure 5-9): the
+    whole 16 bytes must be within the table limit (else ``exc``) and the
+    type field of the fourth dword must be 0 (else #GP with the selector).
+    """
+    lo, hi = read_descriptor(cpu, selector, exc, ext)
+    if not cpu.efer & EFER_LMA:
+        return lo, hi, 0
+    if selector & 4:
+        limit = cpu.ldtr.limit
+    else:
+        limit = cpu.gdtr_limit
+    if (selector & ~7 & 0xFFFF) + 15 > limit:
+        raise GuestFault(exc, (selector & 0xFFFC) | ext)
+    addr = descriptor_address(cpu, selector)
+    upper = sys_read(cpu, addr + 8, 4)
+    if (sys_read(cpu, addr + 12, 4) >> DESC_TYPE_SHIFT) & 0x1F:
+        raise GuestFault(GP, (selector & 0xFFFC) | ext)
+    return lo, hi, upper
 
 
 def descriptor_address(cpu: CPU, selector: int) -> int:
@@ -188,7 +247,11 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
     rpl = selector & 3
     if selector & 0xFFFC == 0:
         if seg == SS:
-            raise GuestFault(GP, 0)
+            # 64-bit mode allows a null SS at CPL 0-2 with RPL = CPL (SDM vol. 2 MOV, POP).
+            if not code64(cpu) or cpl == 3 or rpl != cpl:
+                raise GuestFault(GP, 0)
+            load_cache(cpu, SS, null_stack(selector, cpl))
+            return
         # A null selector loads an unusable segment (a later access #GPs on hardware).
         load_cache(cpu, seg, SegmentCache(selector, 0, 0, 0))
         return
@@ -214,6 +277,15 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
     load_cache(cpu, seg, cache_from(selector, lo, hi | DESC_A))
 
 
+def null_stack(selector: int, cpl: int) -> SegmentCache:
+    """The null SS of IA-32e mode (inward interrupts and call gates, SYSRET-less returns at CPL < 3).
+
+    Its cache keeps the DPL of the level it belongs to, which is how the CPL
+    is derived (module docstring); a 64-bit stack ignores base and limit.
+    """
+    return SegmentCache(selector & 0xFFFF, 0, 0xFFFFFFFF, DESC_B | (cpl << DESC_DPL_SHIFT))
+
+
 # ---- code and stack segments of control transfers ---------------------------------
 def load_code_cache(cpu: CPU, selector: int, lo: int, hi: int, cpl: int) -> None:
     """Install CS with RPL = the new CPL (far transfers, interrupts, iret).
@@ -233,9 +305,16 @@ def check_code_descriptor(cpu: CPU, selector: int, lo: int, hi: int, ext: int = 
         raise GuestFault(NP, (selector & 0xFFFC) | ext)
 
 
-def check_eip(offset: int, lo: int, hi: int) -> None:
-    """A new EIP beyond the new code segment's limit is #GP(0) (SDM JMP/CALL/RET/IRET)."""
-    if offset > desc_limit(lo, hi):
+def check_eip(offset: int, lo: int, hi: int, lma: bool = False) -> None:
+    """A new EIP beyond the new code segment's limit is #GP(0) (SDM JMP/CALL/RET/IRET).
+
+    With ``lma`` (IA-32e mode) a 64-bit target (L=1) has no limit but its RIP
+    must be canonical.
+    """
+    if lma and hi & DESC_L:
+        if not canonical(offset):
+            raise GuestFault(GP, 0)
+    elif offset > desc_limit(lo, hi):
         raise GuestFault(GP, 0)
 
 
@@ -278,6 +357,18 @@ def tss_inner_stack(cpu: CPU, dpl: int, ext: int = 0) -> tuple[int, int]:
     return ss, esp
 
 
+def tss_rsp(cpu: CPU, index: int, ext: int = 0) -> int:
+    """The 64-bit TSS's stack pointer ``index``: RSP0-2 for 0-2, IST1-7 for 4-10 (SDM vol. 3, figure 7-11).
+
+    The 8 bytes at 4 + 8 * index; beyond the TSS limit: #TS(TSS selector).
+    """
+    off = 4 + 8 * index
+    tr = cpu.tr
+    if off + 7 > tr.limit:
+        raise GuestFault(TS, (tr.selector & 0xFFFC) | ext)
+    return sys_read(cpu, tr.base + off, 8)
+
+
 def invalidate_outer_segments(cpu: CPU, cpl: int) -> None:
     """After a return to an outer level: null ES/DS/FS/GS the new CPL may not use.
 
@@ -303,28 +394,40 @@ def lldt(cpu: CPU, selector: int) -> None:
         return
     if selector & 4:
         raise GuestFault(GP, selector & 0xFFFC)
-    lo, hi = read_descriptor(cpu, selector)
+    lo, hi, upper = read_system_descriptor(cpu, selector)
     if hi & DESC_S or sys_type(hi) != SYS_LDT:
         raise GuestFault(GP, selector & 0xFFFC)
     if not hi & DESC_P:
         raise GuestFault(NP, selector & 0xFFFC)
-    cpu.ldtr = cache_from(selector, lo, hi)
+    cache = cache_from(selector, lo, hi)
+    cache.base |= upper << 32
+    if not canonical(cache.base):
+        raise GuestFault(GP, selector & 0xFFFC)
+    cpu.ldtr = cache
 
 
 def ltr(cpu: CPU, selector: int) -> None:
-    """LTR (SDM vol. 2): load TR from an available TSS descriptor in the GDT and mark it busy."""
+    """LTR (SDM vol. 2): load TR from an available TSS descriptor in the GDT and mark it busy.
+
+    In long mode only the 64-bit TSS (type 9, 16 bytes, 64-bit base) is valid.
+    """
     selector &= 0xFFFF
     if not selector & 0xFFFC:
         raise GuestFault(GP, 0)
     if selector & 4:
         raise GuestFault(GP, selector & 0xFFFC)
-    lo, hi = read_descriptor(cpu, selector)
-    if hi & DESC_S or sys_type(hi) not in (SYS_TSS16_AVAIL, SYS_TSS32_AVAIL):
+    lo, hi, upper = read_system_descriptor(cpu, selector)
+    valid = (SYS_TSS32_AVAIL,) if long_mode(cpu) else (SYS_TSS16_AVAIL, SYS_TSS32_AVAIL)
+    if hi & DESC_S or sys_type(hi) not in valid:
         raise GuestFault(GP, selector & 0xFFFC)
     if not hi & DESC_P:
         raise GuestFault(NP, selector & 0xFFFC)
+    cache = cache_from(selector, lo, hi | TSS_BUSY_BIT)
+    cache.base |= upper << 32
+    if not canonical(cache.base):
+        raise GuestFault(GP, selector & 0xFFFC)
     sys_write(cpu, descriptor_address(cpu, selector) + 4, 4, hi | TSS_BUSY_BIT)
-    cpu.tr = cache_from(selector, lo, hi | TSS_BUSY_BIT)
+    cpu.tr = cache
 
 
 # ---- LAR, LSL, VERR, VERW: probes that never fault on a bad selector ---------------------
@@ -394,6 +497,14 @@ def probe_verify(cpu: CPU, selector: int, write: bool) -> bool:
 
 
 __all__ = [
+    "MASK64",
+    "canonical",
+    "code64",
+    "linear_mask",
+    "long_mode",
+    "null_stack",
+    "read_system_descriptor",
+    "tss_rsp",
     "read_descriptor",
     "try_read_descriptor",
     "desc_base",

@@ -24,6 +24,8 @@ from ..softmmu.tlb import PAGE_MASK
 from .decode import Insn
 from .exceptions import SMCRestart
 
+_HF_CS64 = 1 << 12  # core.cpu.HF_CS64 (64-bit code: 64-bit linear addresses); cpu.py imports this module
+
 SMC_BITMAP_USE_THRESHOLD = 10
 
 
@@ -133,7 +135,7 @@ class TBCache:
 
     @staticmethod
     def _vpages(tb: TB) -> tuple[int, ...]:
-        start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
+        start = (tb.cs_base + tb.pc) & (0xFFFFFFFFFFFFFFFF if tb.hflags & _HF_CS64 else 0xFFFFFFFF)
         first = start & PAGE_MASK
         last = (start + max(tb.size, 1) - 1) & PAGE_MASK
         return (first,) if first == last else (first, last)

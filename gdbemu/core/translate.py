@@ -38,7 +38,7 @@ from ..softmmu.tlb import PAGE_MASK
 from . import flags as F
 from . import ops as ops_pkg
 from .breakpoint import Breakpoints
-from .cpu import CPU, HF_CS32, HF_MMU_SHIFT, HF_TF, Namespace
+from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespace
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit
 from .exceptions import PF, UD, GuestFault
@@ -58,7 +58,7 @@ SMC_HOT_PAGE = 4
 DYN_IMM_OPS = frozenset({"mov", "add", "sub", "and", "or", "xor", "cmp", "test", "adc", "sbb", "push"})
 
 _REGS = "eax, ecx, edx, ebx, esp, ebp, esi, edi"
-_REG_NAMES = _REGS.split(", ")
+_XREGS = "r8, r9, r10, r11, r12, r13, r14, r15"
 
 ops_pkg.load_all()
 OPS = ops_pkg.OPS
@@ -76,6 +76,7 @@ LOCKABLE = frozenset(
         "bts",
         "cmpxchg",
         "cmpxchg8b",
+        "cmpxchg16b",
         "dec",
         "inc",
         "neg",
@@ -106,7 +107,7 @@ class Translator:
         self.mem = mem
         self.tbs = tbs
         self.breakpoints = breakpoints
-        self.decoders = {16: Decoder(16), 32: Decoder(32)}
+        self.decoders = {16: Decoder(16), 32: Decoder(32), 64: Decoder(64)}
         self.shape_code: dict[str, types.CodeType] = {}  # source text -> code object
         self.shape_fn: dict[tuple[int, str], types.FunctionType] = {}  # (id(ns), text) -> function
         # (id(insn), id(ns), hflags, cc_static in) -> (insn, (fn, K), cc_static out, jump targets):
@@ -130,14 +131,16 @@ class Translator:
         later unfetchable instructions just end the block before them.
         """
         mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
-        decoder = self.decoders[32 if hflags & HF_CS32 else 16]
+        long = bool(hflags & HF_CS64)
+        decoder = self.decoders[64 if long else 32 if hflags & HF_CS32 else 16]
         mmu = cpu.softmmu
         ram = self.mem
         insns: list[Insn | None] = []
         pages: list[int] = []
         ranges: dict[int, list[tuple[int, int]]] = {}
         vpages: list[int] = []
-        addr_mask = 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
+        addr_mask = 0xFFFFFFFFFFFFFFFF if long else 0xFFFFFFFF if hflags & HF_CS32 else 0xFFFF
+        lin_mask = 0xFFFFFFFFFFFFFFFF if long else 0xFFFFFFFF
         if hflags & HF_TF:
             max_insns = 1
         marks = self.breakpoints.marks
@@ -146,7 +149,7 @@ class Translator:
         insn_paddrs: list[int] = []
         ud_eips: list[int] = []
         while len(insns) < max_insns:
-            linear = (cs_base + eip) & 0xFFFFFFFF
+            linear = (cs_base + eip) & lin_mask
             vpage = linear & PAGE_MASK
             if vpage != cur_vpage:
                 try:
@@ -168,7 +171,7 @@ class Translator:
             second: int | GuestFault | None = None
             if avail < 15:
                 try:
-                    p2 = mmu.code_paddr(mmu_idx, (linear + avail) & 0xFFFFFFFF)
+                    p2 = mmu.code_paddr(mmu_idx, (linear + avail) & lin_mask)
                     second = p2
                     window += ram.read(p2, 15 - avail)
                 except GuestFault as fault:
@@ -208,7 +211,7 @@ class Translator:
             if insn.name in ENDS_TB or insn.name not in OPS:
                 break
             eip = (eip + insn.size) & addr_mask
-            if marks and ((cs_base + eip) & 0xFFFFFFFF) in marks:
+            if marks and ((cs_base + eip) & lin_mask) in marks:
                 break  # a breakpoint starts its own TB
         self.stats["decoded"] += len(insns)
         merged: list[tuple[int, int]] = []
@@ -234,7 +237,7 @@ class Translator:
         insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
         tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
         # A replay of an instruction already past its breakpoint check does not check again.
-        tb.bp = check_bp and ((cs_base + eip) & 0xFFFFFFFF) in self.breakpoints.marks
+        tb.bp = check_bp and ((cs_base + eip) & _lin_mask(hflags)) in self.breakpoints.marks
         tb.pages = pages
         tb.ranges = ranges
         tb.insns = insns
@@ -401,12 +404,18 @@ class Translator:
 
     def _writeback(self, e: Emitter, indent: str) -> list[str]:
         out = []
-        written = sorted(e.written)
+        written = sorted(r for r in e.written if r < 8)
         if len(written) > 3:
             out.append(f"{indent}R[:] = {_REGS}")
         else:
             for r in written:
-                out.append(f"{indent}R[{r}] = {_REG_NAMES[r]}")
+                out.append(f"{indent}R[{r}] = {GPR_NAMES[r]}")
+        xwritten = sorted(r for r in e.written if r >= 8)
+        if len(xwritten) > 3:
+            out.append(f"{indent}RX[:] = {_XREGS}")
+        else:
+            for r in xwritten:
+                out.append(f"{indent}RX[{r - 8}] = {GPR_NAMES[r]}")
         if e.cc_written:
             out.append(f"{indent}cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         return out
@@ -420,9 +429,11 @@ class Translator:
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
             "    _i = 0",
         ]
+        if e.long:
+            out.insert(2, f"    {_XREGS} = RX")
         if tb.bp:
             # A breakpoint mark: checked before anything runs (state is exactly the TB entry's).
-            out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & 0xFFFFFFFF})")
+            out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & _lin_mask(tb.hflags)})")
         if loops:
             out.append("    _ic = 0")
             out.append("    _dl = cpu.icount_deadline - cpu.icount")
@@ -453,6 +464,8 @@ class Translator:
                 out.append(pad + line)
         out.append("    except BaseException:")
         out.append(f"        R[:] = {_REGS}")
+        if e.long:
+            out.append(f"        RX[:] = {_XREGS}")
         out.append("        cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         out.append(f"        cpu.eip = {tb.eips!r}[_i]")
         out.append(f"        cpu.icount += {ic}_i")
@@ -491,7 +504,7 @@ class Translator:
         self._chainable(tb, targets)
         if tb.insns and tb.insns[-1] is not None and tb.insns[-1].name not in ENDS_TB:
             tb.chain[0] = ((tb.cs_base + tb.next_eip) & PAGE_MASK) in {(tb.cs_base + x) & PAGE_MASK for x in tb.eips}
-        return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & 0xFFFFFFFF) if tb.bp else None)
+        return _tier1_runner(cpu, tb, fns, ((tb.cs_base + tb.pc) & _lin_mask(tb.hflags)) if tb.bp else None)
 
     def _shape(self, e: Emitter, ns: Namespace) -> Shape:
         lines = [
@@ -499,6 +512,8 @@ class Translator:
             f"    {_REGS} = R",
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
         ]
+        if e.long:
+            lines.insert(2, f"    {_XREGS} = RX")
         for line in e.lines:
             if isinstance(line, Exit):
                 ind = "    " * line.indent
@@ -523,6 +538,11 @@ class Translator:
             fn.source = src  # type: ignore[attr-defined]
             self.shape_fn[key] = fn
         return fn, tuple(e.consts)
+
+
+def _lin_mask(hflags: int) -> int:
+    """The linear-address mask of code with these hflags (64-bit code: 64 bits)."""
+    return 0xFFFFFFFFFFFFFFFF if hflags & HF_CS64 else 0xFFFFFFFF
 
 
 def _tier1_runner(cpu: CPU, tb: TB, fns: list[Shape], bp_linear: int | None = None) -> Callable[[], int]:

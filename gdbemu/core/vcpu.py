@@ -15,9 +15,9 @@ from ..softmmu.memory import PhysMemory
 from ..softmmu.tlb import CPUTLB
 from ..softmmu.watchpoint import WatchpointList
 from .breakpoint import Breakpoints
-from .cpu import CPU
+from .cpu import CPU, EFER_LMA
 from .events import MachineEvents
-from .exceptions import AC, GuestFault
+from .exceptions import AC, GP, SS, GuestFault
 from .mmu import walk
 from .trace import TraceHooks
 
@@ -53,6 +53,15 @@ def make_cpu(
         if hook is not None:
             hook(cpu, vaddr, access, mmu_idx, paddr, fault if isinstance(fault, GuestFault) else None)
 
+    def wide_address(vaddr: int, stack: bool) -> int:
+        # SDM vol. 3, 3.3.7.1: in long mode a non-canonical address is #GP(0), #SS(0) for SS.
+        if cpu.efer & EFER_LMA:
+            vaddr &= 0xFFFFFFFFFFFFFFFF
+            if ((vaddr + (1 << 47)) & 0xFFFFFFFFFFFFFFFF) >> 48:
+                raise GuestFault(SS if stack else GP, 0)
+            return vaddr
+        return vaddr & 0xFFFFFFFF
+
     softmmu = SoftMMU(
         tlb,
         mem,
@@ -63,6 +72,7 @@ def make_cpu(
         watch_check,
         alignment_fault,
         on_fill,
+        wide_address,
     )
     cpu = CPU(index, mem, tlb, softmmu, breakpoints, events, trace)
     return cpu

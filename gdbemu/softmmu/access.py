@@ -55,7 +55,11 @@ class SoftMMU:
     SMCRestart); ``watch_check(vaddr, size, is_write)`` (the watchpoint
     check, which may raise InstructionRestart); ``alignment_fault()`` the
     #AC exception to raise for an unaligned user access, or None when
-    CR0.AM/EFLAGS.AC do not enable it; ``on_fill`` the ``-d mmu`` hook.
+    CR0.AM/EFLAGS.AC do not enable it; ``on_fill`` the ``-d mmu`` hook;
+    ``wide_address(vaddr, stack)`` for an address at or above 4 GiB: the
+    address to use (long mode: canonical, 64 bits; else wrapped to 32 bits),
+    or it raises the CPU's fault for a non-canonical one (#SS for a stack
+    access, else #GP).  Addresses below 4 GiB never reach it.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class SoftMMU:
         watch_check: Callable[[int, int, bool], None],
         alignment_fault: Callable[[], BaseException | None],
         on_fill: FillHook | None = None,
+        wide_address: Callable[[int, bool], int] | None = None,
     ) -> None:
         self.tlb = tlb
         self.mem = mem
@@ -77,6 +82,7 @@ class SoftMMU:
         self.invalidate_code = invalidate_code
         self.watch_check = watch_check
         self.alignment_fault = alignment_fault
+        self.wide_address = wide_address if wide_address is not None else _wrap32
         self.stats = tlb.stats
 
     def fill(self, vaddr: int, access: int, mmu_idx: int) -> int:
@@ -102,8 +108,9 @@ class SoftMMU:
         return self.fill(vaddr, access, mmu_idx)
 
     # ---- loads ----------------------------------------------------------------
-    def load(self, mmu_idx: int, vaddr: int, size: int) -> int:
-        vaddr &= 0xFFFFFFFF
+    def load(self, mmu_idx: int, vaddr: int, size: int, stack: bool = False) -> int:
+        if vaddr >> 32:
+            vaddr = self.wide_address(vaddr, stack)
         if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
             self._alignment_check(vaddr, size, ACCESS_READ)
         off = vaddr & (PAGE_SIZE - 1)
@@ -111,10 +118,13 @@ class SoftMMU:
             self.stats.page_cross += 1
             n1 = PAGE_SIZE - off
             # Look both pages up before reading (a fault on the second is precise).
+            v2 = vaddr + n1
+            if v2 >> 32:
+                v2 = self.wide_address(v2, stack)
             self.lookup(mmu_idx, vaddr, ACCESS_READ)
-            self.lookup(mmu_idx, (vaddr + n1) & 0xFFFFFFFF, ACCESS_READ)
+            self.lookup(mmu_idx, v2, ACCESS_READ)
             lo = self._load_one(mmu_idx, vaddr, n1)
-            hi = self._load_one(mmu_idx, (vaddr + n1) & 0xFFFFFFFF, size - n1)
+            hi = self._load_one(mmu_idx, v2, size - n1)
             return lo | (hi << (8 * n1))
         return self._load_one(mmu_idx, vaddr, size)
 
@@ -134,15 +144,18 @@ class SoftMMU:
         return int.from_bytes(self.mem.ram[ram_offset : ram_offset + size], "little")
 
     # ---- stores ---------------------------------------------------------------
-    def store(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
-        vaddr &= 0xFFFFFFFF
+    def store(self, mmu_idx: int, vaddr: int, size: int, value: int, stack: bool = False) -> None:
+        if vaddr >> 32:
+            vaddr = self.wide_address(vaddr, stack)
         if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
             self._alignment_check(vaddr, size, ACCESS_WRITE)
         off = vaddr & (PAGE_SIZE - 1)
         if off + size > PAGE_SIZE:
             self.stats.page_cross += 1
             n1 = PAGE_SIZE - off
-            v2 = (vaddr + n1) & 0xFFFFFFFF
+            v2 = vaddr + n1
+            if v2 >> 32:
+                v2 = self.wide_address(v2, stack)
             self.lookup(mmu_idx, vaddr, ACCESS_WRITE)
             self.lookup(mmu_idx, v2, ACCESS_WRITE)
             # The first lookup may have been evicted by the second (same slot):
@@ -188,7 +201,8 @@ class SoftMMU:
         if fault is None:
             return
         self.lookup(MMU_USER_IDX, vaddr, access)
-        self.lookup(MMU_USER_IDX, (vaddr + size - 1) & 0xFFFFFFFF, access)
+        last = vaddr + size - 1
+        self.lookup(MMU_USER_IDX, self.wide_address(last, False) if last >> 32 else last, access)
         raise fault
 
     def notdirty_write(self, paddr: int, size: int, vaddr: int) -> None:
@@ -208,25 +222,31 @@ class SoftMMU:
             self.tlb.set_dirty(vaddr)
 
     # ---- bindings for generated code ------------------------------------------
-    def loader(self, mmu_idx: int) -> Callable[[int, int], int]:
+    def loader(self, mmu_idx: int, stack: bool = False) -> Callable[[int, int], int]:
         load = self.load
 
         def LD(vaddr: int, size: int) -> int:  # noqa: N802 - the name generated code uses
-            return load(mmu_idx, vaddr, size)
+            return load(mmu_idx, vaddr, size, stack)
 
         return LD
 
-    def storer(self, mmu_idx: int) -> Callable[[int, int, int], None]:
+    def storer(self, mmu_idx: int, stack: bool = False) -> Callable[[int, int, int], None]:
         store = self.store
 
         def ST(vaddr: int, size: int, value: int) -> None:  # noqa: N802
-            store(mmu_idx, vaddr, size, value)
+            store(mmu_idx, vaddr, size, value, stack)
 
         return ST
 
     # ---- code fetch -----------------------------------------------------------
     def code_paddr(self, mmu_idx: int, vaddr: int) -> int:
-        """Physical address of an instruction byte, filling the TLB for execute (may #PF)."""
-        vaddr &= 0xFFFFFFFF
+        """Physical address of an instruction byte, filling the TLB for execute (may #PF, #GP)."""
+        if vaddr >> 32:
+            vaddr = self.wide_address(vaddr, False)
         index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
         return self.tlb.d[mmu_idx].paddr[index] | (vaddr & 0xFFF)
+
+
+def _wrap32(vaddr: int, stack: bool) -> int:
+    """The default ``wide_address``: a 32-bit CPU's addresses wrap at 4 GiB."""
+    return vaddr & 0xFFFFFFFF

@@ -1102,7 +1102,7 @@ def test_cpuid(tmp_path: Path) -> None:
             "ebx1": 0,
             "ecx1": 0,
             "ebx7": (1 << 7) | (1 << 20),
-            "max_ext": 0x80000004,
+            "max_ext": 0x80000008,  # leaf 0x80000008: address sizes (long mode)
             "brand0": int.from_bytes(b"gdbe", "little"),
             "brand1": int.from_bytes(b"mu v", "little"),
         },

@@ -109,12 +109,15 @@ def _setcc(e: Emitter) -> None:
 def _cmovcc(e: Emitter) -> None:
     """CMOVcc r, r/m: the source is always read; the destination written only if cc holds.
 
-    In 32-bit code a false condition leaves a 32-bit destination unchanged
-    (the zero-extension of 64-bit mode does not apply).
+    In 32-bit code a false condition leaves a 32-bit destination unchanged;
+    in 64-bit code a 32-bit destination is zero-extended either way.
     """
     dst, src = e.insn.ops
     cc = _CC[e.insn.name[4:]]
     v = e.load(src)
+    if e.wide and dst.size == 4:
+        e.write_reg(dst.reg, 4, f"{v} if {_cond(e, cc)} else {e.reg(dst.reg, 4)}")
+        return
     with e.block(f"if {_cond(e, cc)}:"):
         e.write_reg(dst.reg, dst.size, v)
 

@@ -1,4 +1,7 @@
-"""Near control transfers: jmp, jcc, call, ret, loop/loope/loopne, jecxz/jcxz.
+"""Near control transfers: jmp, jcc, call, ret, loop/loope/loopne, jcxz/jecxz/jrcxz.
+
+In 64-bit code near branches have a 64-bit operand size (a 66 prefix makes
+it 16 on AMD and in QEMU, which we follow), the targets are 64-bit RIPs.
 
 Direct jumps exit through slot 0 (taken) / 1 (fall-through) so the exec loop
 can chain TBs; a jump back to the TB's own start loops inside a tier-2 TB.
@@ -82,7 +85,7 @@ def ret(e: Emitter) -> None:
     if e.insn.ops:
         e.emit(f"{sp} = {sp} + {e.const(e.insn.ops[0].imm & 0xFFFF)} & {MASK[e.stack_size]:#x}")
     e.write_reg(4, e.stack_size, sp)
-    e.jump_indirect(v if size == 4 else f"{v} & 0xFFFF")
+    e.jump_indirect(v if size >= 4 else f"{v} & 0xFFFF")
     e.ended = True
 
 
@@ -108,9 +111,9 @@ def loop(e: Emitter) -> None:
     e.ended = True
 
 
-@op("jecxz", "jcxz", flags="", end=True)
+@op("jrcxz", "jecxz", "jcxz", flags="", end=True)
 def jecxz(e: Emitter) -> None:
-    size = 4 if e.insn.name == "jecxz" else 2
+    size = e.addrsize  # the key says the same: jcxz/jecxz/jrcxz by address size
     with e.block(f"if not {e.reg(1, size)}:"):
         e.jump(_target(e), 0)
     e.jump(e.insn.next & MASK[e.opsize], 1)

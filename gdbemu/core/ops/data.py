@@ -40,11 +40,15 @@ def movzx(e: Emitter) -> None:
     e.store(dst, e.load(src))
 
 
-@op("movsx", flags="", pure=True)
+@op("movsx", "movsxd", flags="", pure=True)
 def movsx(e: Emitter) -> None:
+    """movsx, and movsxd (63 in 64-bit code; without REX.W a plain 32-bit move)."""
     dst, src = e.insn.ops
-    v = e.load(src)
-    s = src.size
+    s = min(src.size, dst.size)
+    v = e.load(src, size=s)
+    if s == dst.size:
+        e.store(dst, v)
+        return
     sign = 1 << (8 * s - 1)
     e.store(dst, f"(({v} ^ {sign:#x}) - {sign:#x}) & {MASK[dst.size]:#x}")
 
@@ -120,7 +124,8 @@ def pop(e: Emitter) -> None:
     v, sp = e.pop(size, commit=False)
     t = e.tmp("sv")
     e.emit(f"{t} = esp")
-    e.emit(f"esp = {sp} if {e.stack_size} == 4 else esp & 0xFFFF0000 | {sp}")
+    ss = e.stack_size
+    e.emit(f"esp = {sp}" if ss >= 4 else f"esp = esp & {(MASK[8] if e.wide else MASK[4]) & ~0xFFFF:#x} | {sp}")
     e.emit("try:")
     e.indent_level += 1
     addr = e.ea(dst)
@@ -180,12 +185,22 @@ def cdq(e: Emitter) -> None:
     e.write_reg(2, 4, "0xFFFFFFFF if eax & 0x80000000 else 0")
 
 
+@op("cdqe", flags="", pure=True)
+def cdqe(e: Emitter) -> None:
+    e.write_reg(0, 8, "((eax & 0xFFFFFFFF ^ 0x80000000) - 0x80000000) & 0xFFFFFFFFFFFFFFFF")
+
+
+@op("cqo", flags="", pure=True)
+def cqo(e: Emitter) -> None:
+    e.write_reg(2, 8, "0xFFFFFFFFFFFFFFFF if eax >> 63 else 0")
+
+
 @op("bswap", flags="", pure=True)
 def bswap(e: Emitter) -> None:
     (dst,) = e.insn.ops
     v = e.load(dst)
-    if dst.size == 4:
-        e.store(dst, f"int.from_bytes({v}.to_bytes(4, 'little'), 'big')")
+    if dst.size >= 4:
+        e.store(dst, f"int.from_bytes({v}.to_bytes({dst.size}, 'little'), 'big')")
     else:  # bswap r16 is undefined; hardware (and QEMU) give 0
         e.store(dst, "0", size=2)
 

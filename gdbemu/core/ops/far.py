@@ -29,6 +29,15 @@ Protected mode:
 Real mode and virtual-8086 mode: CS is loaded as in real mode (selector,
 base = selector << 4), no checks.
 
+IA-32e mode (EFER.LMA; SDM vol. 3, 5.8.3.1, 5.8.6): a target code segment
+may be 64-bit (L=1: no limit, a canonical RIP) or compatibility code; the
+only call gate is the 16-byte 64-bit one (type 12), whose target must be
+64-bit code (L=1, D=0) and which copies no parameters: an inward CALL
+takes RSPn from the 64-bit TSS, loads a null SS with RPL = the new CPL and
+pushes SS, RSP, CS, RIP in 8-byte slots; TSS descriptors and task gates
+are #GP(selector).  From 64-bit code the stack is 64 bits wide; RETF with
+REX.W pops 8-byte slots and, returning outward to CPL 0-2, accepts a null SS.
+
 ``jmp``/``call`` with an m16:16/32 operand (FF /5, FF /3) are named
 "jmp"/"call" by capstone in some modes: the control family hands them to
 ``far_indirect``.
@@ -37,7 +46,7 @@ base = selector << 4), no checks.
 from __future__ import annotations
 
 from .. import flags as F
-from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_P, ESP, SS, SegmentCache
+from ..cpu import CPU, CR0_PE, CS, DESC_B, DESC_C, DESC_L, DESC_P, EFER_LMA, ESP, HF_CS64, SS, SegmentCache
 from ..decode import IMM, MEM, REG
 from ..emit import MASK, Emitter
 from ..exceptions import GP, NP, TS, UD, GuestFault
@@ -52,19 +61,25 @@ from ..seg import (
     SYS_TSS32_AVAIL,
     SYS_TSS32_BUSY,
     check_eip,
+    code64,
     dpl_of,
     invalidate_outer_segments,
     is_code,
     load_code_cache,
+    null_stack,
     read_descriptor,
+    read_system_descriptor,
     set_accessed,
     stack_cache,
     stack_read,
     stack_write,
     sys_type,
     tss_inner_stack,
+    tss_rsp,
 )
 from . import op
+
+MASK64 = 0xFFFFFFFFFFFFFFFF
 
 # Descriptors a far JMP/CALL switches tasks through (a busy TSS is refused by the switch: #GP).
 _TASK_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY, SYS_TASK_GATE})
@@ -85,9 +100,14 @@ def _far_pointer(e: Emitter) -> tuple[str, str] | None:
     a = e.ea(ops[0])
     off = e.load_mem(a, size)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + {size} & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + {size} & {_amask(e):#x}")
     sel = e.load_mem(a2, 2)
     return sel, off
+
+
+def _amask(e: Emitter) -> int:
+    """The address width of the code being translated: 64 bits in 64-bit mode."""
+    return MASK64 if e.hflags & HF_CS64 else 0xFFFFFFFF
 
 
 def _far_transfer(e: Emitter, kind: str) -> None:
@@ -143,7 +163,7 @@ def _load_pointer(e: Emitter) -> None:
     a = e.ea(src)
     off = e.load_mem(a, size)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + {size} & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + {size} & {_amask(e):#x}")
     sel = e.load_mem(a2, 2)
     seg = _SEGS[e.insn.name]
     e.sync_call("load_seg", str(seg), sel)
@@ -178,10 +198,11 @@ def _load_real_cs(cpu: CPU, selector: int) -> None:
 class _Stack:
     """Pushes/pops on a stack segment, written to memory now, committed to ESP later."""
 
-    def __init__(self, cpu: CPU, cache: SegmentCache, sp: int, cpl: int) -> None:
+    def __init__(self, cpu: CPU, cache: SegmentCache, sp: int, cpl: int, wide: bool = False) -> None:
+        """``wide``: a 64-bit stack (64-bit code, or the inner stack of a 64-bit call gate)."""
         self.cpu = cpu
-        self.base = cache.base
-        self.mask = 0xFFFFFFFF if cache.flags & DESC_B else 0xFFFF
+        self.base = 0 if wide else cache.base
+        self.mask = MASK64 if wide else 0xFFFFFFFF if cache.flags & DESC_B else 0xFFFF
         self.sp = sp & self.mask
         self.cpl = cpl
 
@@ -216,7 +237,11 @@ def _check_code_target(cpu: CPU, selector: int, hi: int, cpl: int) -> None:
 
 
 def _gate_target(cpu: CPU, selector: int, lo: int, hi: int, cpl: int) -> tuple[int, int, int, int, int]:
-    """Check a call gate and its target code segment: (target selector, offset, lo, hi, target DPL)."""
+    """Check a call gate and its target code segment: (target selector, offset, lo, hi, target DPL).
+
+    In IA-32e mode the gate is 16 bytes (offset bits 63:32 in its third
+    dword, the fourth dword's type 0) and the target 64-bit code.
+    """
     err = selector & 0xFFFC
     gdpl = dpl_of(hi)
     if gdpl < cpl or gdpl < selector & 3:
@@ -227,15 +252,31 @@ def _gate_target(cpu: CPU, selector: int, lo: int, hi: int, cpl: int) -> tuple[i
     offset = lo & 0xFFFF
     if sys_type(hi) == SYS_CALL_GATE32:
         offset |= hi & 0xFFFF0000
+    lma = bool(cpu.efer & EFER_LMA)
+    if lma:
+        offset |= read_system_descriptor(cpu, selector)[2] << 32
     if not target & 0xFFFC:
         raise GuestFault(GP, 0)
     clo, chi = read_descriptor(cpu, target)
     cdpl = dpl_of(chi)
     if not is_code(chi) or cdpl > cpl:
         raise GuestFault(GP, target & 0xFFFC)
+    if lma and (not chi & DESC_L or chi & DESC_B):
+        raise GuestFault(GP, target & 0xFFFC)
     if not chi & DESC_P:
         raise GuestFault(NP, target & 0xFFFC)
     return target, offset, clo, chi, cdpl
+
+
+def _gate_types(cpu: CPU) -> tuple[int, ...]:
+    """The call gates of the mode: only the 64-bit one (type 12) in IA-32e mode."""
+    return (SYS_CALL_GATE32,) if cpu.efer & EFER_LMA else (SYS_CALL_GATE16, SYS_CALL_GATE32)
+
+
+def _refuse_task(cpu: CPU, selector: int) -> None:
+    """No task switches in IA-32e mode (SDM vol. 3, 7.7): a TSS or task gate target is #GP(selector)."""
+    if cpu.efer & EFER_LMA:
+        raise GuestFault(GP, selector & 0xFFFC)
 
 
 def _refuse_system(selector: int) -> None:
@@ -257,22 +298,24 @@ def far_jmp(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) ->
         raise GuestFault(GP, 0)
     lo, hi = read_descriptor(cpu, selector)
     cpl = cpu.cpl
+    lma = bool(cpu.efer & EFER_LMA)
     if hi & (1 << 12):
         _check_code_target(cpu, selector, hi, cpl)
-        check_eip(offset, lo, hi)
+        check_eip(offset, lo, hi, lma)
         set_accessed(cpu, selector, hi)
         load_code_cache(cpu, selector, lo, hi, cpl)
         cpu.eip = offset
-    elif sys_type(hi) in (SYS_CALL_GATE16, SYS_CALL_GATE32):
+    elif sys_type(hi) in _gate_types(cpu):
         target, offset, clo, chi, cdpl = _gate_target(cpu, selector, lo, hi, cpl)
         # A jump never changes privilege: non-conforming targets must be at CPL.
         if not chi & DESC_C and cdpl != cpl:
             raise GuestFault(GP, target & 0xFFFC)
-        check_eip(offset, clo, chi)
+        check_eip(offset, clo, chi, lma)
         set_accessed(cpu, target, chi)
         load_code_cache(cpu, target, clo, chi, cpl)
         cpu.eip = offset
     elif sys_type(hi) in _TASK_TYPES:
+        _refuse_task(cpu, selector)
         far_task_switch(cpu, selector, lo, hi, False, next_eip)
         return
     else:
@@ -299,11 +342,13 @@ def far_call(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) -
         raise GuestFault(GP, 0)
     lo, hi = read_descriptor(cpu, selector)
     cpl = cpu.cpl
+    lma = bool(cpu.efer & EFER_LMA)
+    wide = code64(cpu)
     if hi & (1 << 12):
         _check_code_target(cpu, selector, hi, cpl)
-        check_eip(offset, lo, hi)
+        check_eip(offset, lo, hi, lma)
         set_accessed(cpu, selector, hi)
-        st = _Stack(cpu, cpu.segs[SS], old_esp, cpl)
+        st = _Stack(cpu, cpu.segs[SS], old_esp, cpl, wide)
         st.push(old_cs, opsize)
         st.push(next_eip, opsize)
         st.commit(old_esp)
@@ -312,12 +357,16 @@ def far_call(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) -
         cpu.compute_hflags()
         return
     if sys_type(hi) in _TASK_TYPES:
+        _refuse_task(cpu, selector)
         far_task_switch(cpu, selector, lo, hi, True, next_eip)
         return
-    if sys_type(hi) not in (SYS_CALL_GATE16, SYS_CALL_GATE32):
+    if sys_type(hi) not in _gate_types(cpu):
         _refuse_system(selector)
     target, offset, clo, chi, cdpl = _gate_target(cpu, selector, lo, hi, cpl)
     set_accessed(cpu, target, chi)
+    if lma:
+        _call_gate_long(cpu, target, offset, clo, chi, cdpl, next_eip, wide)
+        return
     size = 4 if sys_type(hi) == SYS_CALL_GATE32 else 2
     if not chi & DESC_C and cdpl < cpl:
         # More privileged: the stack of level cdpl from the TSS, then the caller's
@@ -351,12 +400,47 @@ def far_call(cpu: CPU, selector: int, offset: int, opsize: int, next_eip: int) -
     cpu.compute_hflags()
 
 
+def _call_gate_long(
+    cpu: CPU, target: int, offset: int, clo: int, chi: int, cdpl: int, next_eip: int, wide: bool
+) -> None:
+    """CALL through a 64-bit call gate (SDM vol. 3, 5.8.6): 8-byte slots, no parameters copied.
+
+    Inward (non-conforming, DPL < CPL): RSP from the TSS's RSPn, a null SS
+    with RPL = the new CPL, and the caller's SS and RSP pushed first.
+    """
+    cpl = cpu.cpl
+    old_esp = cpu.regs[ESP]
+    old_cs = cpu.segs[CS].selector
+    check_eip(offset, clo, chi, True)
+    if not chi & DESC_C and cdpl < cpl:
+        rsp = tss_rsp(cpu, cdpl)
+        st = _Stack(cpu, cpu.segs[SS], rsp, cdpl, wide=True)
+        st.push(cpu.segs[SS].selector, 8)
+        st.push(old_esp, 8)
+        st.push(old_cs, 8)
+        st.push(next_eip, 8)
+        cpu.segs[SS] = null_stack(cdpl, cdpl)
+        cpu.regs[ESP] = st.sp
+        load_code_cache(cpu, target, clo, chi, cdpl)
+    else:
+        if not chi & DESC_C and cdpl != cpl:
+            raise GuestFault(GP, target & 0xFFFC)
+        st = _Stack(cpu, cpu.segs[SS], old_esp, cpl, wide)
+        st.push(old_cs, 8)
+        st.push(next_eip, 8)
+        st.commit(old_esp)
+        load_code_cache(cpu, target, clo, chi, cpl)
+    cpu.eip = offset
+    cpu.compute_hflags()
+
+
 @helper
 def far_ret(cpu: CPU, opsize: int, imm: int) -> None:
     """RETF [imm16] (SDM vol. 2 RET: far returns, same and outer privilege level)."""
     old_esp = cpu.regs[ESP]
     cpl = cpu.cpl
-    st = _Stack(cpu, cpu.segs[SS], old_esp, cpl)
+    lma = bool(cpu.efer & EFER_LMA)
+    st = _Stack(cpu, cpu.segs[SS], old_esp, cpl, code64(cpu))
     new_eip = st.pop(opsize)
     new_cs = st.pop(opsize) & 0xFFFF
     if _real_mode(cpu):
@@ -382,7 +466,7 @@ def far_ret(cpu: CPU, opsize: int, imm: int) -> None:
     st.sp = (st.sp + imm) & st.mask
     set_accessed(cpu, new_cs, chi)
     if rpl == cpl:
-        check_eip(new_eip, clo, chi)
+        check_eip(new_eip, clo, chi, lma)
         st.commit(old_esp)
         load_code_cache(cpu, new_cs, clo, chi, cpl)
         cpu.eip = new_eip
@@ -391,11 +475,14 @@ def far_ret(cpu: CPU, opsize: int, imm: int) -> None:
     # Outer level: the caller's SS:ESP follow, then imm16 more bytes of its stack are released.
     new_esp = st.pop(opsize)
     new_ss = st.pop(opsize) & 0xFFFF
-    ss_cache = stack_cache(cpu, new_ss, rpl, GP)
-    check_eip(new_eip, clo, chi)
+    if lma and not new_ss & 0xFFFC and rpl != 3:
+        ss_cache = null_stack(new_ss, rpl)  # IA-32e mode: a null SS for CPL 0-2 (as QEMU)
+    else:
+        ss_cache = stack_cache(cpu, new_ss, rpl, GP)
+    check_eip(new_eip, clo, chi, lma)
     load_code_cache(cpu, new_cs, clo, chi, rpl)
     cpu.segs[SS] = ss_cache
-    outer = _Stack(cpu, ss_cache, new_esp, rpl)
+    outer = _Stack(cpu, ss_cache, new_esp, rpl, lma and bool(chi & DESC_L))
     outer.sp = (outer.sp + imm) & outer.mask
     outer.commit(old_esp)
     cpu.eip = new_eip

@@ -9,7 +9,7 @@ order of core/emit.py: loads and stores first, register and flag writes last.
 from __future__ import annotations
 
 from .. import flags as F  # noqa: N812 - the project-wide name for the flags module
-from ..cpu import CPU, EAX, EBP, EDX, ESP, HF_VM
+from ..cpu import CPU, EAX, EBP, EBX, ECX, EDX, ESP, HF_VM
 from ..decode import MEM
 from ..emit import MASK, SIGN, Emitter
 from ..exceptions import BR, GP, UD
@@ -87,10 +87,45 @@ def cmpxchg8b(e: Emitter) -> None:
     addr = e.ea(dst)
     v = e.load_mem(addr, 8)
     eq = e.tmp("eq")
-    e.emit(f"{eq} = {v} == (edx << 32 | eax)")
-    e.store_mem(addr, 8, f"((ecx << 32 | ebx) if {eq} else {v})")
-    e.write_reg(EAX, 4, f"{v} & 0xFFFFFFFF")
-    e.write_reg(EDX, 4, f"{v} >> 32")
+    e.emit(f"{eq} = {v} == ({e.reg(EDX)} << 32 | {e.reg(EAX)})")
+    e.store_mem(addr, 8, f"(({e.reg(ECX)} << 32 | {e.reg(EBX)}) if {eq} else {v})")
+    if e.wide:
+        # 64-bit mode: EDX:EAX are written (zero-extending) only when the compare fails.
+        with e.block(f"if not {eq}:"):
+            e.write_reg(EAX, 4, f"{v} & 0xFFFFFFFF")
+            e.write_reg(EDX, 4, f"{v} >> 32")
+    else:
+        e.write_reg(EAX, 4, f"{v} & 0xFFFFFFFF")
+        e.write_reg(EDX, 4, f"{v} >> 32")
+    e.set_flags_value(f"{e.eflags_arith()} & {~F.ZF & F.ARITH:#x} | ({F.ZF:#x} if {eq} else 0)")
+
+
+@op("cmpxchg16b", flags="rw")
+def cmpxchg16b(e: Emitter) -> None:
+    """CMPXCHG16B m128: as cmpxchg8b with RDX:RAX and RCX:RBX; #GP(0) unless 16-byte aligned.
+
+    Both quadwords are read before either is written, so a fault on the
+    second leaves memory and registers unchanged.
+    """
+    (dst,) = e.insn.ops
+    if dst.kind != MEM:
+        e.fault(UD)
+        e.ended = True
+        return
+    addr = e.ea(dst)
+    with e.block(f"if {addr} & 15:"):
+        e.fault(GP, 0)
+    hi_addr = e.tmp("a")
+    e.emit(f"{hi_addr} = {addr} + 8 & 0xFFFFFFFFFFFFFFFF")
+    lo = e.load_mem(addr, 8)
+    hi = e.load_mem(hi_addr, 8)
+    eq = e.tmp("eq")
+    e.emit(f"{eq} = {lo} == {e.reg(EAX, 8)} and {hi} == {e.reg(EDX, 8)}")
+    e.store_mem(addr, 8, f"({e.reg(EBX, 8)} if {eq} else {lo})")
+    e.store_mem(hi_addr, 8, f"({e.reg(ECX, 8)} if {eq} else {hi})")
+    with e.block(f"if not {eq}:"):
+        e.write_reg(EAX, 8, lo)
+        e.write_reg(EDX, 8, hi)
     e.set_flags_value(f"{e.eflags_arith()} & {~F.ZF & F.ARITH:#x} | ({F.ZF:#x} if {eq} else 0)")
 
 
@@ -115,23 +150,25 @@ def enter(e: Emitter) -> None:
     sm = f"{MASK[ss]:#x}"
     level = level_op.imm & 0x1F
     sp = e.tmp("sp")
-    e.emit(f"{sp} = esp" if ss == 4 else f"{sp} = esp & {sm}")
+    e.emit(f"{sp} = {e.reg(ESP, ss)}")
     e.emit(f"{sp} = {sp} - {size} & {sm}")
-    e.store_mem(e.linear(2, sp), size, e.reg(EBP, size))
+    e.store_mem(e.linear(2, sp), size, e.reg(EBP, size), True)
     frame = e.tmp("ft")
-    e.emit(f"{frame} = {sp}" if ss == 4 else f"{frame} = esp & {~MASK[ss] & 0xFFFFFFFF:#x} | {sp}")
+    full = MASK[8] if e.wide else MASK[4]
+    e.emit(f"{frame} = {sp}" if ss >= 4 else f"{frame} = esp & {~MASK[ss] & full:#x} | {sp}")
+    # (with size == ss >= 4 the frame pointer is exactly sp: no mask needed)
     if level:
         bp = e.tmp("bp")
         e.emit(f"{bp} = ebp & {sm}")
         for _ in range(level - 1):
             e.emit(f"{bp} = {bp} - {size} & {sm}")
-            val = e.load_mem(e.linear(2, bp), size)
+            val = e.load_mem(e.linear(2, bp), size, True)
             e.emit(f"{sp} = {sp} - {size} & {sm}")
-            e.store_mem(e.linear(2, sp), size, val)
+            e.store_mem(e.linear(2, sp), size, val, True)
         e.emit(f"{sp} = {sp} - {size} & {sm}")
-        e.store_mem(e.linear(2, sp), size, f"{frame} & {MASK[size]:#x}" if size < 4 else frame)
+        e.store_mem(e.linear(2, sp), size, frame if size == ss >= 4 else f"{frame} & {MASK[size]:#x}", True)
     e.emit(f"{sp} = {sp} - {e.const(alloc_op.imm & 0xFFFF)} & {sm}")
-    e.write_reg(EBP, size, f"{frame} & {MASK[size]:#x}" if size < 4 else frame)
+    e.write_reg(EBP, size, frame if size == ss >= 4 else f"{frame} & {MASK[size]:#x}")
     e.write_reg(ESP, ss, sp)
 
 
@@ -142,8 +179,8 @@ def leave(e: Emitter) -> None:
     ss = e.stack_size
     sm = f"{MASK[ss]:#x}"
     sp = e.tmp("sp")
-    e.emit(f"{sp} = ebp" if ss == 4 else f"{sp} = ebp & {sm}")
-    val = e.load_mem(e.linear(2, sp), size)
+    e.emit(f"{sp} = {e.reg(EBP, ss)}")
+    val = e.load_mem(e.linear(2, sp), size, True)
     e.emit(f"{sp} = {sp} + {size} & {sm}")
     e.write_reg(ESP, ss, sp)
     e.write_reg(EBP, size, val)
@@ -156,7 +193,7 @@ def _vm86_iopl_check(e: Emitter) -> None:
             e.fault(GP, 0)
 
 
-@op("pushfd", "pushf", flags="r")
+@op("pushfq", "pushfd", "pushf", flags="r")
 def pushf(e: Emitter) -> None:
     """PUSHF/PUSHFD: push EFLAGS (its low word for 16-bit operands) with VM and RF cleared (SDM)."""
     _vm86_iopl_check(e)
@@ -164,7 +201,7 @@ def pushf(e: Emitter) -> None:
     e.push([f"{e.eflags()} & {~(F.RF | F.VM) & MASK[size]:#x}"], size)
 
 
-@op("popfd", "popf", flags="w", end=True)
+@op("popfq", "popfd", "popf", flags="w", end=True)
 def popf(e: Emitter) -> None:
     """POPF/POPFD: pop into EFLAGS under the privilege masks of ``popf_write``.
 

@@ -1,7 +1,8 @@
 """Shifts and rotates: shl/sal, shr, sar, rol, ror, rcl, rcr, shld, shrd.
 
-The count (an immediate, or CL) is masked to 5 bits (Intel SDM vol. 2,
-SAL/SAR/SHL/SHR: "The count is masked to 5 bits"); a masked count of 0 changes
+The count (an immediate, or CL) is masked to 5 bits, 6 for 64-bit operands
+(Intel SDM vol. 2, SAL/SAR/SHL/SHR: "The count is masked to 5 bits (or 6
+bits if in 64-bit mode and REX.W is used)"); a masked count of 0 changes
 neither the destination nor any flag.  With an immediate count that is known
 when the instruction is translated; with CL it is a run-time test, so the
 destination write and the flag update sit inside ``if count:`` and the
@@ -35,25 +36,29 @@ from . import op
 _CF_OF = F.CF | F.OF
 
 
-def _static_count(e: Emitter, count_op: Operand) -> int | None:
+def _count_mask(size: int) -> int:
+    return 0x3F if size == 8 else 0x1F
+
+
+def _static_count(e: Emitter, count_op: Operand, size: int) -> int | None:
     """The masked count when it is an immediate fixed at translation time, else None.
 
     An immediate the translator reads from guest RAM at run time (SMC-hot
     pages, ``Emitter.dyn_imm``) is not static: it goes through the CL path.
     """
     if count_op.kind == IMM and e.dyn_imm is None:
-        return int(count_op.imm) & 0x1F
+        return int(count_op.imm) & _count_mask(size)
     return None
 
 
-def _runtime_count(e: Emitter, count_op: Operand, modulo: int = 0) -> str:
+def _runtime_count(e: Emitter, count_op: Operand, size: int, modulo: int = 0) -> str:
     """Emit the run-time masked count (of CL or a run-time immediate) into a temporary."""
     c = e.tmp("c")
     if count_op.kind == REG and not count_op.high:
-        src = e.reg(count_op.reg)  # CL: the low 5 bits of ECX are the low 5 bits of CL
+        src = e.reg(count_op.reg, 8 if e.wide else 4)  # CL: the low 5 bits of ECX are the low 5 bits of CL
     else:
         src = e.load(count_op, size=1)
-    expr = f"{src} & 0x1F"
+    expr = f"{src} & {_count_mask(size):#x}"
     if modulo:
         expr = f"({expr}) % {modulo}"
     e.emit(f"{c} = {expr}")
@@ -75,22 +80,33 @@ def shift(e: Emitter) -> None:
     size = dst.size
     addr = e.ea(dst) if dst.kind == MEM else None
     modulo = _rot_modulo(name, size)
-    c = _static_count(e, count_op)
+    c = _static_count(e, count_op, size)
     if c is not None:
         if modulo:
             c %= modulo
         v = e.load(dst, addr=addr)
         if c == 0:
-            return  # nothing changes (the memory operand was still read)
+            _zero_count(e, dst)
+            return  # nothing else changes (the memory operand was still read)
         cnt = e.const(c)
         cnt1 = e.const(c - 1)
         _body(e, name, dst, addr, v, cnt, cnt1)
         return
-    cnt = _runtime_count(e, count_op, modulo)
+    cnt = _runtime_count(e, count_op, size, modulo)
     v = e.load(dst, addr=addr)
     with e.block(f"if {cnt}:"):
         _body(e, name, dst, addr, v, cnt, f"{cnt} - 1")
+    if e.wide and dst.kind == REG and dst.size == 4:
+        with e.block("else:"):
+            _zero_count(e, dst)
     e.flags_unknown()
+
+
+def _zero_count(e: Emitter, dst: Operand) -> None:
+    """A count of 0 changes nothing, but in 64-bit mode a 32-bit register is still
+    written, so its upper half is cleared (as QEMU does, hence Unicorn)."""
+    if e.wide and dst.kind == REG and dst.size == 4:
+        e.write_reg(dst.reg, 4, e.reg(dst.reg, 4))
 
 
 def _body(e: Emitter, name: str, dst: Operand, addr: str | None, v: str, cnt: str, cnt1: str) -> None:
@@ -168,17 +184,21 @@ def shld_shrd(e: Emitter) -> None:
     name = e.insn.name
     dst, src, count_op = e.insn.ops
     addr = e.ea(dst) if dst.kind == MEM else None
-    c = _static_count(e, count_op)
+    c = _static_count(e, count_op, dst.size)
     if c is not None:
         v = e.load(dst, addr=addr)
         if c == 0:
+            _zero_count(e, dst)
             return
         _shld_body(e, name, dst, addr, v, e.load(src), e.const(c), e.const(c - 1))
         return
-    cnt = _runtime_count(e, count_op)
+    cnt = _runtime_count(e, count_op, dst.size)
     v = e.load(dst, addr=addr)
     with e.block(f"if {cnt}:"):
         _shld_body(e, name, dst, addr, v, e.load(src), cnt, f"{cnt} - 1")
+    if e.wide and dst.kind == REG and dst.size == 4:
+        with e.block("else:"):
+            _zero_count(e, dst)
     e.flags_unknown()
 
 

@@ -60,7 +60,7 @@ import numpy as np
 from ...softmmu.memory import RAM
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
 from .. import flags as F  # noqa: N812 - the project-wide alias
-from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, HF_TF, REG_NAMES
+from ..cpu import CPU, EAX, ECX, EDI, EDX, ES, ESI, HF_CS64, HF_TF
 from ..decode import MEM, MMX, OTHER, XMM, Insn
 from ..emit import MASK, Emitter
 from ..exceptions import UD
@@ -71,14 +71,18 @@ from .system import check_io
 # Kinds of string instruction, passed to the helper as literals.
 MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS = range(7)
 _KIND = {"movs": MOVS, "stos": STOS, "lods": LODS, "cmps": CMPS, "scas": SCAS, "ins": INS, "outs": OUTS}
-_ELEM = {"b": 1, "w": 2, "d": 4}
-_DTYPE: dict[int, np.dtype[np.unsignedinteger[Any]]] = {1: np.dtype(np.uint8), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+_ELEM = {"b": 1, "w": 2, "d": 4, "q": 8}
+_DTYPE: dict[int, np.dtype[np.unsignedinteger[Any]]] = {
+    1: np.dtype(np.uint8),
+    2: np.dtype("<u2"),
+    4: np.dtype("<u4"),
+    8: np.dtype("<u8"),
+}
 
 # Repeat modes passed to the helper: none (single ins/outs), rep/repe (F3), repne (F2).
 MODE_NONE, MODE_REPE, MODE_REPNE = 0, 1, 2
 
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
-_REGS = ", ".join(REG_NAMES)
 
 # Which path the rep helper took, for tests and `monitor info` style reports.
 STATS = {"rep_calls": 0, "bulk_chunks": 0, "bulk_bytes": 0, "slow_elements": 0, "interrupted": 0}
@@ -115,11 +119,10 @@ def _src_seg(insn: Insn) -> tuple[int, bool]:
 # ---- emitters ---------------------------------------------------------------------
 def _addr(e: Emitter, seg: int, reg: int, force: bool = False) -> str:
     """Emit the linear address seg:(E)SI / seg:(E)DI into a temporary."""
-    name = REG_NAMES[reg]
-    off = name if e.addrsize == 4 else f"({name} & 0xFFFF)"
+    off = e.reg(reg, e.addrsize)
     base = e.seg_base(seg, force)
     a = e.tmp("a")
-    e.emit(f"{a} = {off}" if base is None else f"{a} = {base} + {off} & 0xFFFFFFFF")
+    e.emit(f"{a} = {off}" if base is None else f"{a} = {base} + {off} & {e.lin_mask:#x}")
     return a
 
 
@@ -133,7 +136,7 @@ def _delta(e: Emitter, size: int) -> str:
 def _advance(e: Emitter, reg: int, delta: str) -> None:
     """Step (E)SI or (E)DI; a 16-bit address size wraps SI/DI and keeps the high half."""
     m = MASK[e.addrsize]
-    e.write_reg(reg, e.addrsize, f"({REG_NAMES[reg]} + {delta} & {m:#x})")
+    e.write_reg(reg, e.addrsize, f"({e.reg(reg, 8 if e.wide else 4)} + {delta} & {m:#x})")
 
 
 def _call_helper(e: Emitter, kind: int, size: int, seg: int, mode: int) -> None:
@@ -151,7 +154,7 @@ def _call_helper(e: Emitter, kind: int, size: int, seg: int, mode: int) -> None:
     with e.block("try:"):
         e.sync_call("str_op", str(kind), str(size), str(e.addrsize), str(seg), str(mode), e.next_eip(), result=r)
     with e.block("except BaseException:"):
-        e.emit(f"{_REGS} = R")
+        e.reload_regs()
         e.emit("cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2")
         e.emit("raise")
     with e.block(f"if {r} is not None:"):
@@ -216,10 +219,12 @@ def _string(e: Emitter) -> None:
 # rep form with ECX = 0 leaves them unchanged, hence "rw" (conservative for
 # dead-flag elimination).  They all have a memory operand, so none is "pure"
 # in the translator's sense (every one is an exception point).
-op("movsb", "movsw", "movsd", "stosb", "stosw", "stosd", "lodsb", "lodsw", "lodsd", "insb", "insw", "insd", flags="")(
-    _string
-)
-op("cmpsb", "cmpsw", "cmpsd", "scasb", "scasw", "scasd", flags="rw")(_string)
+op(
+    *("movsb", "movsw", "movsd", "movsq", "stosb", "stosw", "stosd", "stosq"),
+    *("lodsb", "lodsw", "lodsd", "lodsq", "insb", "insw", "insd"),
+    flags="",
+)(_string)
+op("cmpsb", "cmpsw", "cmpsd", "cmpsq", "scasb", "scasw", "scasd", "scasq", flags="rw")(_string)
 op("outsb", "outsw", "outsd", flags="", end=True)(_string)
 
 
@@ -252,6 +257,8 @@ class _Rep:
         "val",
         "cc",
         "done",
+        "lmask",
+        "ran",
     )
 
     def __init__(self, cpu: CPU, kind: int, size: int, addrsize: int, seg: int, mode: int) -> None:
@@ -262,12 +269,15 @@ class _Rep:
         self.amask = MASK[addrsize]
         self.mode = mode
         self.n = regs[ECX] & self.amask if mode else 1
+        self.ran = self.n != 0  # with a zero count no register is written (not even zero-extended)
         self.si = regs[ESI] & self.amask
         self.di = regs[EDI] & self.amask
         self.step = -size if cpu.eflags & F.DF else size
-        # The helper always adds the bases: without HF_ADDSEG those of DS/ES/SS are zero.
+        # The helper always adds the bases: without HF_ADDSEG those of DS/ES/SS are zero
+        # (in 64-bit code compute_hflags mirrors them as zero).
         self.sbase = cpu.seg_base[seg]
         self.dbase = cpu.seg_base[ES]
+        self.lmask = 0xFFFFFFFFFFFFFFFF if cpu.hflags & HF_CS64 else 0xFFFFFFFF
         self.mmu = cpu.mmu_idx
         self.desc = cpu.tlb.d[self.mmu]
         self.soft = cpu.softmmu
@@ -281,13 +291,19 @@ class _Rep:
         """Write the completed iterations' state to the CPU (also on the way out of a fault)."""
         cpu = self.cpu
         regs = cpu.regs
-        keep = ~self.amask & 0xFFFFFFFF
-        if self.mode:
-            regs[ECX] = regs[ECX] & keep | self.n
-        regs[ESI] = regs[ESI] & keep | self.si
-        regs[EDI] = regs[EDI] & keep | self.di
+        # A 16-bit address size keeps the rest of the register; 32-bit writes zero-extend
+        # (64-bit mode), so only the registers the instruction steps are written.
+        keep = 0xFFFFFFFFFFFF0000 if self.amask == 0xFFFF else 0
+        kind = self.kind
+        if self.ran:
+            if self.mode:
+                regs[ECX] = regs[ECX] & keep | self.n
+            if kind in (MOVS, LODS, CMPS, OUTS):
+                regs[ESI] = regs[ESI] & keep | self.si
+            if kind in (MOVS, STOS, CMPS, SCAS, INS):
+                regs[EDI] = regs[EDI] & keep | self.di
         if self.val is not None:
-            regs[EAX] = regs[EAX] & ~MASK[self.size] & 0xFFFFFFFF | self.val
+            regs[EAX] = self.val if self.size >= 4 else regs[EAX] & ~MASK[self.size] | self.val
         if self.cc is not None:
             cpu.cc_op, cpu.cc_dst, cpu.cc_src = self.cc
             cpu.cc_src2 = 0
@@ -315,10 +331,12 @@ class _Rep:
         offset wrap: that one goes through the slow path, which handles both.
         """
         size = self.size
-        lin = (base + off) & 0xFFFFFFFF
+        lin = (base + off) & self.lmask
         po = lin & (PAGE_SIZE - 1)
         if po + size > PAGE_SIZE or off + size - 1 > self.amask:
             return lin, 0
+        if lin >> 47 and lin >> 47 != 0x1FFFF and self.lmask >> 32:
+            return lin, 0  # non-canonical: the slow path raises the fault
         if self.step > 0:
             return lin, min((PAGE_SIZE - po) // size, (self.amask + 1 - off) // size)
         return lin, min(po // size + 1, off // size + 1)
@@ -438,8 +456,8 @@ class _Rep:
         size = self.size
         soft = self.soft
         mmu = self.mmu
-        ls = (self.sbase + self.si) & 0xFFFFFFFF
-        ld = (self.dbase + self.di) & 0xFFFFFFFF
+        ls = (self.sbase + self.si) & self.lmask
+        ld = (self.dbase + self.di) & self.lmask
         if kind == MOVS:
             soft.store(mmu, ld, size, soft.load(mmu, ls, size))
             self.advance(1, True, True)
@@ -463,7 +481,7 @@ class _Rep:
             # read has side effects and must not be repeated by the restart).
             soft.lookup(mmu, ld, ACCESS_WRITE)
             if (ld & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
-                soft.lookup(mmu, (ld + size - 1) & 0xFFFFFFFF, ACCESS_WRITE)
+                soft.lookup(mmu, (ld + size - 1) & self.lmask, ACCESS_WRITE)
             value = self.cpu.events.io_read(self.cpu.regs[EDX] & 0xFFFF, size) & MASK[size]
             soft.store(mmu, ld, size, value)
             self.advance(1, False, True)

@@ -42,16 +42,28 @@ from ..cpu import (
     DESC_CS,
     DESC_DPL_SHIFT,
     DESC_G,
+    DESC_L,
     DESC_P,
     DESC_R,
     DESC_S,
     DESC_W,
     ECX,
     EDX,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
+    EFER_SCE,
     ESP,
+    FS,
+    GS,
+    HF_CS64,
     HF_PE,
     HF_VM,
+    MSR_CSTAR,
     MSR_EFER,
+    MSR_FMASK,
+    MSR_FS_BASE,
+    MSR_GS_BASE,
     MSR_IA32_APICBASE,
     MSR_IA32_MISC_ENABLE,
     MSR_IA32_PAT,
@@ -59,6 +71,10 @@ from ..cpu import (
     MSR_IA32_SYSENTER_EIP,
     MSR_IA32_SYSENTER_ESP,
     MSR_IA32_TSC,
+    MSR_KERNEL_GS_BASE,
+    MSR_LSTAR,
+    MSR_STAR,
+    MSR_TSC_AUX,
     REQ_EXIT,
     REQ_NMI,
     SS,
@@ -66,18 +82,20 @@ from ..cpu import (
     MSR_MTRRdefType,
     SegmentCache,
 )
+from ..cpuid import FEATURE_BITS
 from ..decode import CREG, DREG, IMM, MEM, Operand
 from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
 from ..interrupts import iret as _iret
+from ..mmu import PHYS_BITS
+from ..seg import canonical, code64, sys_read
 from ..seg import lldt as _lldt
 from ..seg import load_seg as _load_seg
 from ..seg import ltr as _ltr
 from ..seg import probe_lar as _probe_lar
 from ..seg import probe_lsl as _probe_lsl
 from ..seg import probe_verify as _probe_verify
-from ..seg import sys_read
 from . import op
 
 
@@ -313,7 +331,7 @@ def int_(e: Emitter) -> None:
     e.ended = True
 
 
-@op("iretd", "iret", flags="", end=True)
+@op("iretq", "iretd", "iret", flags="", end=True)
 def op_iret(e: Emitter) -> None:
     # reload: the helper changes ESP and the flags, which the exit writes back from the locals.
     # The next EIP is what a task return (NT=1) saves in the abandoned TSS.
@@ -385,6 +403,113 @@ def sysexit(cpu: CPU) -> None:  # noqa: F811
     cpu.compute_hflags()
 
 
+# ---- syscall / sysret / swapgs (AMD64 APM vol. 3; SDM vol. 2 SYSCALL, SYSRET, SWAPGS) ----------------
+# The flat segments SYSCALL/SYSRET load without reading the GDT: a 64-bit code segment (L=1)
+# or the 32-bit ones of SYSENTER above.
+_SYS_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G
+_DPL3 = 3 << DESC_DPL_SHIFT
+# SYSRET's RFLAGS <- R11 & 3C7FD7H | 2 (SDM vol. 2 SYSRET): RF and VM are cleared.
+_SYSRET_FLAGS = 0x3C7FD7
+
+
+@op("syscall", "sysret", flags="", end=True)
+def op_syscall(e: Emitter) -> None:
+    """SYSCALL / SYSRET: helpers load CS, SS, RIP (and RCX, R11, RFLAGS); every check is at run time."""
+    if e.insn.name == "syscall":
+        e.sync_call("syscall", e.next_eip())
+    else:
+        e.sync_call("sysret", str(e.opsize))
+    e.exit(2, "cpu.eip")
+    e.ended = True
+
+
+@helper
+def syscall(cpu: CPU, next_eip: int) -> None:
+    """SYSCALL (as QEMU's helper_syscall, which follows AMD: also allowed outside 64-bit mode).
+
+    #UD without EFER.SCE.  In IA-32e mode: RCX = the next RIP, R11 = RFLAGS
+    (RF clear), RFLAGS &= ~(SFMASK | RF), CS = STAR[47:32] (64-bit, DPL 0),
+    SS = STAR[47:32] + 8, RIP = LSTAR from 64-bit code, CSTAR from
+    compatibility mode.  Legacy mode: ECX = the next EIP, IF/RF/VM cleared,
+    32-bit flat CS/SS, EIP = STAR[31:0].
+    """
+    if not cpu.efer & EFER_SCE:
+        raise GuestFault(UD)
+    star = cpu.msr.get(MSR_STAR, 0)
+    selector = (star >> 32) & 0xFFFF
+    if cpu.efer & EFER_LMA:
+        in64 = code64(cpu)
+        cpu.set_gpr(ECX, next_eip)
+        rflags = cpu.get_eflags() & ~F.RF
+        cpu.set_gpr(11, rflags)
+        cpu.set_eflags(rflags & ~(cpu.msr.get(MSR_FMASK, 0) | F.RF))
+        cpu.segs[CS] = SegmentCache(selector & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE64)
+        cpu.segs[SS] = SegmentCache((selector + 8) & 0xFFFC, 0, 0xFFFFFFFF, _SYS_DATA)
+        cpu.eip = cpu.msr.get(MSR_LSTAR if in64 else MSR_CSTAR, 0)
+    else:
+        cpu.regs[ECX] = next_eip & 0xFFFFFFFF
+        cpu.eflags &= ~(F.IF | F.RF | F.VM)
+        cpu.segs[CS] = SegmentCache(selector & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE)
+        cpu.segs[SS] = SegmentCache((selector + 8) & 0xFFFC, 0, 0xFFFFFFFF, _SYS_DATA)
+        cpu.eip = star & 0xFFFFFFFF
+    cpu.compute_hflags()
+
+
+@helper
+def sysret(cpu: CPU, opsize: int) -> None:
+    """SYSRET: back to CPL 3.  #UD without EFER.SCE; #GP(0) outside protected mode or at CPL > 0.
+
+    In IA-32e mode with REX.W: CS = STAR[63:48] + 16 (64-bit), RIP = RCX, which
+    must be canonical (#GP(0), the Intel behaviour that keeps the fault in
+    ring 0); without REX.W: CS = STAR[63:48] (32-bit), EIP = ECX.  SS =
+    STAR[63:48] + 8, RPL 3; RFLAGS from R11.  Legacy mode (AMD): IF is set.
+    """
+    if not cpu.efer & EFER_SCE:
+        raise GuestFault(UD)
+    if not cpu.cr[0] & CR0_PE or cpu.cpl != 0:
+        raise GuestFault(GP, 0)
+    selector = (cpu.msr.get(MSR_STAR, 0) >> 48) & 0xFFFF
+    rcx = cpu.get_gpr(ECX)
+    if cpu.efer & EFER_LMA:
+        if opsize == 8:
+            if not canonical(rcx):
+                raise GuestFault(GP, 0)
+            cs = SegmentCache(((selector + 16) & 0xFFFF) | 3, 0, 0xFFFFFFFF, _SYS_CODE64 | _DPL3)
+            rip = rcx
+        else:
+            cs = SegmentCache(selector | 3, 0, 0xFFFFFFFF, _SYS_CODE | _DPL3)
+            rip = rcx & 0xFFFFFFFF
+        cpu.segs[CS] = cs
+        cpu.segs[SS] = SegmentCache(((selector + 8) & 0xFFFF) | 3, 0, 0xFFFFFFFF, _SYS_DATA | _DPL3)
+        cpu.eip = rip
+        cpu.set_eflags((cpu.get_gpr(11) & _SYSRET_FLAGS) | 2)
+        return
+    cpu.eflags |= F.IF
+    cpu.segs[CS] = SegmentCache(selector | 3, 0, 0xFFFFFFFF, _SYS_CODE | _DPL3)
+    cpu.segs[SS] = SegmentCache(((selector + 8) & 0xFFFF) | 3, 0, 0xFFFFFFFF, _SYS_DATA | _DPL3)
+    cpu.eip = rcx & 0xFFFFFFFF
+    cpu.compute_hflags()
+
+
+@op("swapgs", flags="")
+def op_swapgs(e: Emitter) -> None:
+    """SWAPGS: exchange GS.base and IA32_KERNEL_GS_BASE.  GS-relative accesses read the base
+    at run time (``SB[5]``), so the TB goes on."""
+    _call(e, "swapgs")
+
+
+@helper
+def swapgs(cpu: CPU) -> None:
+    """SWAPGS: #UD outside 64-bit mode, #GP(0) at CPL > 0 (SDM vol. 2 SWAPGS)."""
+    if not code64(cpu):
+        raise GuestFault(UD)
+    if cpu.cpl != 0:
+        raise GuestFault(GP, 0)
+    base = cpu.segs[GS].base
+    set_seg_base(cpu, GS, cpu.kernel_gs_base)
+    cpu.kernel_gs_base = base
+
+
 @op("ud2", flags="", end=True)
 def ud2(e: Emitter) -> None:
     e.fault(UD)
@@ -392,31 +517,45 @@ def ud2(e: Emitter) -> None:
 
 
 # ---- descriptor-table registers ----------------------------------------------------
+def _amask(e: Emitter) -> int:
+    """The address width of the code being translated: 64 bits in 64-bit mode."""
+    return 0xFFFFFFFFFFFFFFFF if e.hflags & HF_CS64 else 0xFFFFFFFF
+
+
 @op("lgdt", "lidt", flags="")
 def lgdt(e: Emitter) -> None:
-    """LGDT/LIDT m16&32: 16-bit limit, then the base (24 bits with a 16-bit operand size)."""
+    """LGDT/LIDT m16&32 (m16&64 in 64-bit mode, whatever the operand size): 16-bit limit, then
+    the base (24 bits with a 16-bit operand size outside 64-bit mode)."""
     if _mem_only(e) or _cpl0(e):
         return
     a = e.ea(e.insn.ops[0])
     limit = e.load_mem(a, 2)
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
-    base = e.load_mem(a2, 4)
+    e.emit(f"{a2} = {a} + 2 & {_amask(e):#x}")
     table = "gdtr" if e.insn.name == "lgdt" else "idtr"
+    if e.hflags & HF_CS64:
+        base = e.load_mem(a2, 8)
+        e.emit(f"cpu.{table}_limit, cpu.{table}_base = {limit}, {base}")
+        return
+    base = e.load_mem(a2, 4)
     mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
     e.emit(f"cpu.{table}_limit, cpu.{table}_base = {limit}, {base} & {mask:#x}")
 
 
 @op("sgdt", "sidt", flags="")
 def sgdt(e: Emitter) -> None:
-    """SGDT/SIDT m: limit and base; a 16-bit operand size stores the base's top byte as 0 (QEMU)."""
+    """SGDT/SIDT m: limit and base (8 bytes in 64-bit mode); a 16-bit operand size stores the
+    base's top byte as 0 (QEMU)."""
     if _mem_only(e):
         return
     table = "gdtr" if e.insn.name == "sgdt" else "idtr"
     a = e.ea(e.insn.ops[0])
     e.store_mem(a, 2, f"cpu.{table}_limit & 0xFFFF")
     a2 = e.tmp("a")
-    e.emit(f"{a2} = {a} + 2 & 0xFFFFFFFF")
+    e.emit(f"{a2} = {a} + 2 & {_amask(e):#x}")
+    if e.hflags & HF_CS64:
+        e.store_mem(a2, 8, f"cpu.{table}_base")
+        return
     mask = 0xFFFFFF if e.opsize == 2 else 0xFFFFFFFF
     e.store_mem(a2, 4, f"cpu.{table}_base & {mask:#x}")
 
@@ -581,15 +720,18 @@ def smsw(e: Emitter) -> None:
 def mov_system(e: Emitter) -> None:
     """mov to/from CRn / DRn (called from the data family's mov)."""
     dst, src = e.insn.ops
+    # The GPR is 64-bit in 64-bit mode, 32-bit elsewhere (the operand size prefixes are ignored).
     if dst.kind in (CREG, DREG):
         kind = "cr" if dst.kind == CREG else "dr"
-        e.sync_call(f"mov_to_{kind}", str(dst.reg), e.reg(src.reg, 4), reload=False)
+        size = 8 if src.size == 8 else 4
+        e.sync_call(f"mov_to_{kind}", str(dst.reg), e.reg(src.reg, size), reload=False)
         e.end()
         return
     kind = "cr" if src.kind == CREG else "dr"
+    size = 8 if dst.size == 8 else 4
     v = e.tmp("v")
     e.sync_call(f"mov_from_{kind}", str(src.reg), result=v)
-    e.write_reg(dst.reg, 4, v)
+    e.write_reg(dst.reg, size, v if size == 8 else f"{v} & 0xFFFFFFFF")
 
 
 CR0_DEFINED = 0xE005003F  # PE MP EM TS ET NE WP AM NW CD PG; writes to other bits are ignored (SDM 2.5)
@@ -601,21 +743,42 @@ CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_S
 
 @helper
 def mov_from_cr(cpu: CPU, n: int) -> int:
+    """MOV r, CRn: 64-bit values in 64-bit mode; CR8 is the local APIC's TPR[7:4] (0 without an APIC)."""
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
+    if n == 8:
+        if not code64(cpu):
+            raise GuestFault(UD)
+        return (cpu.apic.tpr >> 4) & 0xF if cpu.apic is not None else 0
     if n not in (0, 2, 3, 4):
         raise GuestFault(UD)
-    return cpu.cr[n] & 0xFFFFFFFF
+    return cpu.cr[n] if code64(cpu) else cpu.cr[n] & 0xFFFFFFFF
 
 
 def write_cr0(cpu: CPU, value: int) -> None:
-    """MOV CR0 / LMSW: #GP(0) for PG without PE or NW without CD; flush the TLB on PE/PG/WP changes."""
+    """MOV CR0 / LMSW: #GP(0) for PG without PE or NW without CD; flush the TLB on PE/PG/WP changes.
+
+    Long mode (SDM vol. 3, 10.8.5, and vol. 2 MOV CR): setting PG with
+    EFER.LME activates IA-32e mode (EFER.LMA), which needs CR4.PAE (#GP(0)
+    otherwise); clearing PG deactivates it, which 64-bit code may not do
+    (#GP(0): only compatibility mode can leave long mode).
+    """
     value = (value & CR0_DEFINED) | CR0_ET  # ET is hardwired to 1
     if value & CR0_PG and not value & CR0_PE:
         raise GuestFault(GP, 0)
     if value & CR0_NW and not value & CR0_CD:
         raise GuestFault(GP, 0)
     old = cpu.cr[0]
+    efer = cpu.efer
+    if value & CR0_PG and not old & CR0_PG and efer & EFER_LME:
+        if not cpu.cr[4] & CR4_PAE:
+            raise GuestFault(GP, 0)
+        cpu.efer = efer | EFER_LMA
+    elif old & CR0_PG and not value & CR0_PG and efer & EFER_LMA:
+        if code64(cpu):
+            raise GuestFault(GP, 0)
+        cpu.efer = efer & ~EFER_LMA
+        cpu.eip &= 0xFFFFFFFF
     cpu.cr[0] = value
     if (old ^ value) & (CR0_PG | CR0_WP | CR0_PE):
         cpu.tlb.flush()
@@ -623,24 +786,40 @@ def write_cr0(cpu: CPU, value: int) -> None:
 
 @helper
 def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
+    """MOV CRn, r.  In 64-bit mode the upper 32 bits of CR0/CR4 and CR3 bits above MAXPHYADDR are
+    reserved (#GP(0)); CR4.PAE may not be cleared while IA-32e mode is active; CR8 writes TPR[7:4]."""
     if cpu.cpl != 0:
+        raise GuestFault(GP, 0)
+    if n in (0, 4) and value >> 32:
         raise GuestFault(GP, 0)
     if n == 0:
         write_cr0(cpu, value)
     elif n == 2:
         cpu.cr[2] = value
     elif n == 3:
+        if cpu.efer & EFER_LMA and value & ~PHYS_MASK:
+            raise GuestFault(GP, 0)
         cpu.cr[3] = value
         if cpu.cr[0] & CR0_PG:
             tlb_flush_nonglobal(cpu)
     elif n == 4:
         if value & ~CR4_SUPPORTED:
             raise GuestFault(GP, 0)
+        if cpu.efer & EFER_LMA and not value & CR4_PAE:
+            raise GuestFault(GP, 0)
         old = cpu.cr[4]
         cpu.cr[4] = value
         # Cached translations depend on PSE/PAE, global pages on PGE, rights on SMEP/SMAP.
         if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_PAE | CR4_SMEP | CR4_SMAP):
             cpu.tlb.flush()
+    elif n == 8:
+        if not code64(cpu):
+            raise GuestFault(UD)
+        if value & ~0xF:
+            raise GuestFault(GP, 0)
+        if cpu.apic is not None:
+            # Only TPR[7:4] (SDM vol. 3, 10.8.6.1); the TB ends, so a now-unmasked interrupt is taken next.
+            cpu.apic.tpr = value << 4
     else:
         raise GuestFault(UD)
     cpu.compute_hflags()
@@ -688,7 +867,7 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
 
 # ---- CPUID -----------------------------------------------------------------------------
 CPUID_MAX_BASIC = 7
-CPUID_MAX_EXT = 0x80000004
+CPUID_MAX_EXT = 0x80000008
 CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3  # family 6, model 3, stepping 3 (a Pentium II)
 # Leaf 1 EDX: FPU DE PSE TSC MSR PAE CX8 APIC SEP MTRR PGE CMOV.  FPU: the x87 (ops/x87.py).
 # No MMX/FXSR/SSE (SIMD is not emulated: #UD, ops/fpu.py), no VME, MCE/MCA, PAT,
@@ -710,8 +889,12 @@ CPUID_1_EDX = (
     | (1 << 13)
     | (1 << 15)
 )
-# Leaf 0x80000001 EDX: NX (bit 20), honoured by the PAE walk with EFER.NXE.
-CPUID_80000001_EDX = 1 << 20
+# Leaf 0x80000001 EDX: SYSCALL (11: SYSCALL/SYSRET, EFER.SCE, STAR/LSTAR/CSTAR/SFMASK),
+# NX (20: the PAE/4-level walks honour it with EFER.NXE), Page1GB (26: 1 GiB pages in
+# 4-level paging), RDTSCP (27: RDTSCP and IA32_TSC_AUX), LM (29: long mode, EFER.LME,
+# FS/GS_BASE, KERNEL_GS_BASE, SWAPGS).  ECX: LAHF-SAHF (0: LAHF/SAHF in 64-bit mode).
+CPUID_80000001_EDX = (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29)
+CPUID_80000001_ECX = 1
 # Leaf 2 cache/TLB descriptors of a Pentium II: AL=1 (one call), ITLB 4K/4M, DTLB 4K/4M,
 # 16 KiB L1 I and D, 512 KiB L2.
 CPUID_2 = (0x03020101, 0, 0, 0x0C040843)
@@ -721,6 +904,17 @@ CPUID_2 = (0x03020101, 0, 0, 0x0C040843)
 # caches), no MONITOR/MWAIT, no thermal/power features.
 CPUID_7_EBX = (1 << 7) | (1 << 20)
 BRAND = b"gdbemu virtual CPU".ljust(48, b"\0")
+
+
+def address_sizes(long_mode: bool, pse36: bool = True) -> int:
+    """Leaf 0x80000008 EAX: linear-address bits (15:8) and MAXPHYADDR (7:0), as QEMU reports them.
+
+    48-bit linear addresses with long mode, else 32; MAXPHYADDR is the page
+    walk's (core/mmu.py PHYS_BITS), or 36/32 for a 32-bit CPU with/without PSE-36/PAE.
+    """
+    if long_mode:
+        return (48 << 8) | PHYS_BITS
+    return (32 << 8) | (36 if pse36 else 32)
 
 
 def _dwords(data: bytes) -> tuple[int, int, int, int]:
@@ -748,11 +942,21 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if leaf == 0x80000000:
         return CPUID_MAX_EXT, 0, 0, 0
     if leaf == 0x80000001:
-        return 0, 0, 0, CPUID_80000001_EDX
+        return 0, 0, CPUID_80000001_ECX, CPUID_80000001_EDX
     if 0x80000002 <= leaf <= 0x80000004:
         k = leaf - 0x80000002
         return _dwords(BRAND[16 * k : 16 * k + 16])
+    if 0x80000005 <= leaf <= 0x80000007:
+        return 0, 0, 0, 0
+    if leaf == 0x80000008:
+        return address_sizes(True), 0, 0, 0
     return cpuid(cpu, CPUID_MAX_BASIC, subleaf)
+
+
+def has_feature(cpu: CPU, name: str) -> bool:
+    """Does this CPU's CPUID (its model's, or the core table) report feature ``name`` (core/cpuid.py names)?"""
+    leaf, subleaf, reg, bit = FEATURE_BITS[name]
+    return bool(cpuid(cpu, leaf, subleaf)[reg] >> bit & 1)
 
 
 @op("cpuid", flags="", pure=True)
@@ -815,45 +1019,119 @@ def rdtsc(cpu: CPU, eip: int) -> int:
     return read_tsc(cpu, eip)
 
 
+@op("rdtscp", flags="", end=True)
+def op_rdtscp(e: Emitter) -> None:
+    """RDTSCP: EDX:EAX = TSC and ECX = IA32_TSC_AUX[31:0]; CR4.TSD as RDTSC."""
+    t = e.tmp("t")
+    _call(e, "rdtscp", e.this_eip(), result=t)
+    e.write_reg(0, 4, f"{t}[0] & 0xFFFFFFFF")
+    e.write_reg(2, 4, f"{t}[0] >> 32")
+    e.write_reg(1, 4, f"{t}[1]")
+    e.end()
+
+
+@helper
+def rdtscp(cpu: CPU, eip: int) -> tuple[int, int]:
+    if cpu.cr[4] & CR4_TSD and cpu.cpl > 0:
+        raise GuestFault(GP, 0)
+    return read_tsc(cpu, eip), cpu.msr.get(MSR_TSC_AUX, 0) & 0xFFFFFFFF
+
+
 MSR_IA32_UCODE_REV = 0x8B
 MTRR_CAP_VALUE = 0x508  # 8 variable ranges, fixed ranges (bit 8), write-combining (bit 10)
 MTRR_FIXED = frozenset({0x250, 0x258, 0x259, *range(0x268, 0x270)})
 MTRR_VAR = range(0x200, 0x210)  # PhysBase0, PhysMask0, ... PhysBase7, PhysMask7
 MEM_TYPES = frozenset({0, 1, 4, 5, 6})  # UC WC WT WP WB
 PAT_TYPES = MEM_TYPES | {7}  # and UC-
-PHYS_MASK = (1 << 36) - 1  # MAXPHYADDR is 36: PAE and no leaf 0x80000008 (core/mmu.py PHYS_BITS)
-EFER_NXE = 1 << 11
+PHYS_MASK = (1 << PHYS_BITS) - 1  # MAXPHYADDR (core/mmu.py PHYS_BITS, CPUID leaf 0x80000008)
+# The MSRs of long mode and SYSCALL exist when CPUID reports their feature
+# (AMD64 APM vol. 2, appendix A.2; SDM vol. 4, table 2-2): else #GP(0) as any unknown MSR.
+_LONG_MSRS = frozenset({MSR_LSTAR, MSR_CSTAR, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE})
+_SYSCALL_MSRS = frozenset({MSR_STAR, MSR_FMASK})
+_PLAIN_MSRS = frozenset(
+    {
+        MSR_IA32_APICBASE,
+        MSR_IA32_PAT,
+        MSR_IA32_MISC_ENABLE,
+        MSR_IA32_SYSENTER_CS,
+        MSR_IA32_SYSENTER_ESP,
+        MSR_IA32_SYSENTER_EIP,
+        MSR_MTRRdefType,
+        MSR_IA32_UCODE_REV,
+        *MTRR_FIXED,
+        *MTRR_VAR,
+    }
+)
 
 
 def _bytes_ok(value: int, types: frozenset[int]) -> bool:
     return all((value >> (8 * i)) & 0xFF in types for i in range(8))
 
 
+def _check_msr_exists(cpu: CPU, index: int) -> None:
+    """#GP(0) for the MSRs of a feature this CPU model does not report."""
+    if index in _LONG_MSRS and not has_feature(cpu, "lm"):
+        raise GuestFault(GP, 0)
+    if index in _SYSCALL_MSRS and not has_feature(cpu, "syscall"):
+        raise GuestFault(GP, 0)
+    if index == MSR_TSC_AUX and not has_feature(cpu, "rdtscp"):
+        raise GuestFault(GP, 0)
+
+
+def efer_writable(cpu: CPU) -> int:
+    """The EFER bits this CPU has, by its CPUID (SCE: SYSCALL, LME/LMA: LM, NXE: NX)."""
+    bits = 0
+    if has_feature(cpu, "syscall"):
+        bits |= EFER_SCE
+    if has_feature(cpu, "lm"):
+        bits |= EFER_LME | EFER_LMA
+    if has_feature(cpu, "nx"):
+        bits |= EFER_NXE
+    return bits
+
+
+def write_efer(cpu: CPU, value: int) -> None:
+    """WRMSR to EFER (SDM vol. 4, table 2-2; vol. 3, 10.8.5).
+
+    A bit the CPU lacks is reserved (#GP(0)); LME may not change while paging
+    is on (#GP(0)); LMA is read-only (the value written is ignored: CR0.PG
+    sets it).  NXE changes the execute rights of cached translations.
+    """
+    if value & ~efer_writable(cpu):
+        raise GuestFault(GP, 0)
+    old = cpu.efer
+    if (old ^ value) & EFER_LME and cpu.cr[0] & CR0_PG:
+        raise GuestFault(GP, 0)
+    new = (value & ~EFER_LMA) | (old & EFER_LMA)
+    if (old ^ new) & EFER_NXE:
+        cpu.tlb.flush()
+    cpu.efer = new
+
+
+def set_seg_base(cpu: CPU, seg: int, base: int) -> None:
+    """FS.base / GS.base written directly (WRMSR, SWAPGS): the cache and generated code's mirror."""
+    old = cpu.segs[seg]
+    cpu.segs[seg] = SegmentCache(old.selector, base, old.limit, old.flags)
+    cpu.seg_base[seg] = base
+
+
 @helper
 def rdmsr(cpu: CPU, index: int, eip: int) -> int:
     """RDMSR: the 64-bit value of MSR ``index``; an MSR this CPU does not have is #GP(0)."""
+    _check_msr_exists(cpu, index)
     if index == MSR_IA32_TSC:
         return read_tsc(cpu, eip)
     if index == MSR_EFER:
         return cpu.efer
     if index == MSR_MTRRcap:
         return MTRR_CAP_VALUE
-    if index == MSR_IA32_UCODE_REV:
-        return cpu.msr.get(index, 0)
-    if (
-        index
-        in (
-            MSR_IA32_APICBASE,
-            MSR_IA32_PAT,
-            MSR_IA32_MISC_ENABLE,
-            MSR_IA32_SYSENTER_CS,
-            MSR_IA32_SYSENTER_ESP,
-            MSR_IA32_SYSENTER_EIP,
-            MSR_MTRRdefType,
-        )
-        or index in MTRR_FIXED
-        or index in MTRR_VAR
-    ):
+    if index == MSR_FS_BASE:
+        return cpu.segs[FS].base
+    if index == MSR_GS_BASE:
+        return cpu.segs[GS].base
+    if index == MSR_KERNEL_GS_BASE:
+        return cpu.kernel_gs_base
+    if index in _PLAIN_MSRS or index in _LONG_MSRS or index in _SYSCALL_MSRS or index == MSR_TSC_AUX:
         return cpu.msr.get(index, 0)
     raise GuestFault(GP, 0)
 
@@ -861,15 +1139,12 @@ def rdmsr(cpu: CPU, index: int, eip: int) -> int:
 @helper
 def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     """WRMSR: validate like the hardware (reserved bits, memory types) before storing; else #GP(0)."""
+    _check_msr_exists(cpu, index)
     msr = cpu.msr
     if index == MSR_IA32_TSC:
         cpu.tsc_offset = value - icount_now(cpu, eip)
     elif index == MSR_EFER:
-        if value & ~EFER_NXE:  # no SCE/LME on this CPU (no long mode, no SYSCALL): reserved
-            raise GuestFault(GP, 0)
-        if (cpu.efer ^ value) & EFER_NXE:
-            cpu.tlb.flush()  # execute rights of cached PAE translations change
-        cpu.efer = value
+        write_efer(cpu, value)
     elif index == MSR_IA32_UCODE_REV:
         pass  # writing 0 before CPUID is how software asks for the revision; the value is fixed
     elif index == MSR_IA32_APICBASE:
@@ -890,7 +1165,13 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     elif index == MSR_IA32_SYSENTER_CS:
         msr[index] = value & 0xFFFF
     elif index in (MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP):
-        msr[index] = value & 0xFFFFFFFF
+        # Canonical addresses with long mode (SDM vol. 4), 32 bits without.
+        if has_feature(cpu, "lm"):
+            if not canonical(value):
+                raise GuestFault(GP, 0)
+            msr[index] = value
+        else:
+            msr[index] = value & 0xFFFFFFFF
     elif index == MSR_MTRRdefType:
         if value & ~0xCFF or value & 0xFF not in MEM_TYPES:
             raise GuestFault(GP, 0)
@@ -904,6 +1185,23 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
             if value & ~(PHYS_MASK & ~0x7FF):
                 raise GuestFault(GP, 0)
         elif value & ~(PHYS_MASK & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
+            raise GuestFault(GP, 0)
+        msr[index] = value
+    elif index in (MSR_STAR, MSR_FMASK):
+        msr[index] = value  # any value (QEMU keeps all 64 bits of both)
+    elif index in _LONG_MSRS:
+        if not canonical(value):  # LSTAR, CSTAR and the bases hold linear addresses
+            raise GuestFault(GP, 0)
+        if index == MSR_FS_BASE:
+            set_seg_base(cpu, FS, value)
+        elif index == MSR_GS_BASE:
+            set_seg_base(cpu, GS, value)
+        elif index == MSR_KERNEL_GS_BASE:
+            cpu.kernel_gs_base = value
+        else:
+            msr[index] = value
+    elif index == MSR_TSC_AUX:
+        if value >> 32:  # bits 63:32 reserved (SDM vol. 4)
             raise GuestFault(GP, 0)
         msr[index] = value
     else:

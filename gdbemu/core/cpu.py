@@ -370,6 +370,10 @@ class CPU:
             mmu = MMU_KNOSMAP_IDX
         hf |= mmu << HF_MMU_SHIFT
         self.mmu_idx = mmu
+        if self.hflags & HF_LMA and not hf & HF_LMA:
+            # Leaving long mode: legacy-mode TBs keep 32-bit register values (the
+            # upper halves are undefined by the SDM; zero here).
+            self.regs[:] = [r & 0xFFFFFFFF for r in self.regs]
         self.hflags = hf
         if hf & HF_CS64:
             # 64-bit code: the CS, DS, ES and SS bases are treated as 0 (SDM vol. 3, 3.2.4).

@@ -937,6 +937,10 @@ class Session:
         if self.transport == "tcp":
             self.port = self._await_listening()
             self.address = f"127.0.0.1:{self.port}"
+            if "set architecture i386:x86-64" in self._read_text(self._stderr_path):
+                # gdbemu runs a 64-bit machine (its hint line says so): gdb must expect x86-64 before
+                # connecting, or a 32-bit kernel file makes it refuse the amd64 description.
+                self._mi("-gdb-set architecture i386:x86-64")
             self._mi(f"-target-select remote 127.0.0.1:{self.port}", what="gdb to connect to gdbemu")
         else:
             pidfile = self._dir / "gdbemu.pid"

@@ -243,7 +243,10 @@ class Session:
         shown_where = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(endpoint)
         if not endpoint.uses_stdio:
             verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
-            gdb_cmd = f"gdb {shlex.quote(self.kernel)} -ex 'target remote {shown_where}'"
+            # A 64-bit machine: gdb must expect x86-64 before it connects, or an i386 kernel file
+            # (a multiboot kernel that enters long mode itself) makes it refuse the description.
+            arch = "-ex 'set architecture i386:x86-64' " if self.long_mode else ""
+            gdb_cmd = f"gdb {shlex.quote(self.kernel)} {arch}-ex 'target remote {shown_where}'"
             tail = "; Ctrl-C quits" if opts.implicit_gdb else ""
             print(f"gdbemu: {verb} on {shown_where} ({gdb_cmd}){tail}", file=sys.stderr, flush=True)
         self.start = time.perf_counter()

@@ -291,7 +291,7 @@ class Monitor:
         out.append(f"CR0={cpu.cr[0]:08x} CR2={cpu.cr[2]:016x} CR3={cpu.cr[3]:016x} CR4={cpu.cr[4]:08x}")
         out.append(" ".join(f"DR{i}={cpu.dr[i]:016x}" for i in range(4)))
         out.append(f"DR6={cpu.dr[6]:016x} DR7={cpu.dr[7]:016x}")
-        kgs = int(getattr(cpu, "kernel_gs_base", 0))
+        kgs = cpu.kernel_gs_base
         out.append(f"EFER={cpu.efer:016x} KERNEL_GS_BASE={kgs:016x} TSC={cpu.tsc()} icount={cpu.icount}")
         return "\n".join(out) + "\n"
 

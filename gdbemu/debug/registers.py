@@ -67,7 +67,7 @@ def register_value(cpu: CPU, name: str) -> int:
     if name == "efer":
         return int(cpu.efer)
     if name == "k_gs_base":
-        return int(getattr(cpu, "kernel_gs_base", 0))  # x64sys's field (SPEC3 interface 3)
+        return int(cpu.kernel_gs_base)
     if name == "cr8":
         return cr8_value(cpu)
     if name in _TABLES:
@@ -162,7 +162,7 @@ def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:
         cpu.compute_hflags()
         cpu.tlb.flush()  # NXE and LMA change what the page walk gives
     elif name == "k_gs_base":
-        setattr(cpu, "kernel_gs_base", value & _M64)  # noqa: B010 (x64sys's field)
+        cpu.kernel_gs_base = value & _M64
     elif name == "cr8":
         if cpu.apic is not None:
             cpu.apic.write_register(R_TPR, (value & 0xF) << 4)  # as mov cr8 (TPR bits 3:0 cleared)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from support import build
 
-from gdbemu.testing import GdbNotFoundError, Session, find_gdb
+from gdbemu.testing import GdbError, GdbNotFoundError, Session, find_gdb
 
 try:
     GDB: str | None = find_gdb()
@@ -132,14 +132,15 @@ def test_from_32_bit_entry_into_long_mode(session: Session, guest: tuple[Path, d
     assert stop.pc == high_bp + 3
     assert int.from_bytes(s.read_memory(alias, 8), "little") == MAGIC64 + 1
     # non-canonical memory is an error, not a wrapped read
-    assert "Cannot access memory" in s.gdb_command("x/gx 0x800000000000")
+    with pytest.raises(GdbError, match="Cannot access memory at address 0x800000000000"):
+        s.gdb_command("x/gx 0x800000000000")
     mem = s.monitor("info mem")
     assert f"{KERNEL_HALF:016x}-" in mem and "0000000000000000-" in mem
 
     s.delete(counter_watch)
     s.gdb_command("delete")
-    stops = s.cont_to_exit()
-    assert stops[-1].reason == "exited"
+    assert s.cont_to_exit() == []  # nothing left to stop at
+    assert s.last_stop is not None and s.last_stop.reason == "exited"
     assert s.exit_code == 1  # isa-debug-exit: (status 0 << 1) | 1, the guest's own check passed
 
 

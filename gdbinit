@@ -18,19 +18,49 @@
 # The stub is in Python: give slow replies (a large memory read) time.
 set remotetimeout 10
 
-define gdbemu-connect
-  if $argc == 0
-    target remote localhost:1234
-  else
-    target remote localhost:$arg0
-  end
-end
-document gdbemu-connect
-Connect to a gdbemu listening on this machine: gdbemu-connect [PORT].
+python
+import gdb
+
+
+class _GdbemuConnect(gdb.Command):
+    """Connect to a gdbemu listening on this machine: gdbemu-connect [PORT | HOST:PORT].
 PORT defaults to 1234, the port of `gdbemu -s` (and of gdbemu with no kernel,
 which boots its demo kernel).  Start gdbemu with -S to have it wait at the
 kernel's first instruction.  gdbemu prints the port it listens on:
   gdbemu: waiting for gdb on 127.0.0.1:1234 (gdb -ex 'target remote 127.0.0.1:1234')
+The architecture is the one gdbemu's description names (i386, or i386:x86-64
+for a 64-bit machine), even when the kernel file gdb loaded is a 32-bit ELF."""
+
+    def __init__(self):
+        super().__init__("gdbemu-connect", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        where = arg.strip() or "1234"
+        if ":" not in where:
+            where = "localhost:" + where
+        # gdb picks the architecture from a loaded kernel file before it reads gdbemu's target
+        # description, and refuses an x86-64 description after an i386 file (a multiboot kernel
+        # that enters long mode itself).  So connect with no file, the description deciding
+        # (i386 or i386:x86-64), and load the file's symbols again afterwards.
+        path = gdb.current_progspace().filename
+        confirm = gdb.parameter("confirm")
+        if path:
+            gdb.execute("set confirm off")
+            try:
+                gdb.execute("file", to_string=True)
+            finally:
+                gdb.execute("set confirm " + ("on" if confirm else "off"))
+        try:
+            gdb.execute("target remote " + where, from_tty)
+        finally:
+            if path:
+                try:
+                    gdb.execute("file " + path, to_string=True)
+                except gdb.error:
+                    pass  # "Architecture of file not recognized": an i386 file under x86-64; symbols load
+
+
+_GdbemuConnect()
 end
 
 define tlb

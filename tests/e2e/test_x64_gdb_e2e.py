@@ -15,15 +15,18 @@ same status (it checks its own counter), so the guest is a valid reference.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support import build
 
-from gdbemu.testing import GdbError, GdbNotFoundError, Session, find_gdb
+from gdbemu.testing import Emulator, GdbError, GdbNotFoundError, Session, find_gdb
 
 try:
     GDB: str | None = find_gdb()
@@ -32,7 +35,8 @@ except GdbNotFoundError:
 
 pytestmark = [pytest.mark.gdb, pytest.mark.skipif(GDB is None, reason="gdb is not installed")]
 
-GDBINIT = Path(__file__).resolve().parents[2] / "gdbinit"
+ROOT = Path(__file__).resolve().parents[2]
+GDBINIT = ROOT / "gdbinit"
 KERNEL_HALF = 0xFFFFFFFF80000000
 MAGIC64 = 0x1122334455667788
 R8_R15 = [
@@ -144,6 +148,22 @@ def test_from_32_bit_entry_into_long_mode(session: Session, guest: tuple[Path, d
     assert s.exit_code == 1  # isa-debug-exit: (status 0 << 1) | 1, the guest's own check passed
 
 
+@pytest.mark.parametrize("system", ["qemu-system-x86_64", "qemu-system-i386"])
+def test_the_spelling_chooses_the_machine_as_qemu_does(guest: tuple[Path, dict[str, int]], system: str) -> None:
+    """``gdbemu qemu-system-x86_64 -kernel K``: a 64-bit machine (qemu64), the kernel enters long mode and
+    passes its check (status 1: isa-debug-exit's (0 << 1) | 1); spelled as qemu-system-i386 the CPU has no
+    long mode, the EFER.LME write faults and the machine resets (-no-reboot: status 0), as on QEMU."""
+    argv = [sys.executable, "-m", "gdbemu.cli", system, "-kernel", str(guest[0]), "-display", "none"]
+    argv += ["-serial", "null", "-debugcon", "null", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ours = subprocess.run(argv, capture_output=True, timeout=120, env=env).returncode
+    assert ours == (1 if system.endswith("x86_64") else 0)
+    if shutil.which(system) is not None:
+        qemu = [system, "-kernel", str(guest[0]), "-display", "none", "-m", "32", "-no-reboot"]
+        qemu += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+        assert subprocess.run(qemu, capture_output=True, timeout=60).returncode == ours
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed")
 def test_the_guest_passes_its_own_check_on_qemu(guest: tuple[Path, dict[str, int]]) -> None:
     proc = subprocess.run(
@@ -163,3 +183,36 @@ def test_the_guest_passes_its_own_check_on_qemu(guest: tuple[Path, dict[str, int
         timeout=60,
     )
     assert proc.returncode == 1, proc.stderr
+
+
+def test_gdbinit_session_with_the_32_bit_kernel_file_loaded(guest: tuple[Path, dict[str, int]]) -> None:
+    """A person's session: ``gdb -x gdbinit KERNEL`` (an i386 ELF), ``gdbemu-connect PORT`` to a
+    gdbemu running it as a 64-bit machine.  gdb takes the x86-64 description anyway, and the
+    disassembly follows the CPU: 32-bit before the switch, 64-bit after it."""
+    elf, sym = guest
+    with Emulator.gdbemu(elf, "-cpu", "qemu64") as emu:
+        commands = [
+            f"gdbemu-connect {emu.port}",
+            "show architecture",
+            f"break *{sym['mode32_insns']:#x}",
+            f"break *{sym['long_bp']:#x}",
+            "continue",
+            "gdbemu-mode",
+            "x/2i $pc",
+            "continue",
+            "gdbemu-mode",
+            "x/1i $pc",
+            "info registers r8 rip",
+            "kill",
+        ]
+        argv = [GDB or "gdb", "-nx", "-batch", "-x", str(GDBINIT), str(elf)]
+        for c in commands:
+            argv += ["-ex", c]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert '(currently "i386:x86-64")' in text, text
+    assert "too long" not in text and "badly formatted" not in text, text
+    assert re.search(r"^prot32$", text, re.M) and re.search(r"^long$", text, re.M), text
+    assert re.search(r"<mode32_insns>:\s+inc\s+%eax", text) and re.search(r"dec\s+%eax", text), text
+    assert re.search(r"<long_bp>:\s+mov\s+%rax,\(%rbx\)", text), text
+    assert re.search(r"^r8\s+0x8888888888888888", text, re.M), text

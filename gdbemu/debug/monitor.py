@@ -457,10 +457,11 @@ class Monitor:
         EXPR: integers (123, 0x7b, 0b1111011), the names
           new, value  the accessed bytes after the access (= old for a read)
           old         the accessed bytes before the access
-          pc          EIP of the accessing instruction
+          pc          the linear address of the accessing instruction
           addr, size  the access;  write, read  1 if it is one
           icount      instructions retired before the access
           eax ecx edx ebx esp ebp esi edi eip eflags  (read after the access)
+          rax ... rdi r8 ... r15 rip  (the same at 64 bits)
         the functions mem8(A) mem16(A) mem32(A) mem64(A) (guest memory, linear,
         debug view) and s8(X) s16(X) s32(X) (sign-extend), the operators
           or || and && not !   == != < <= > >=   | ^ &   << >>   + -   * / %   unary - ~

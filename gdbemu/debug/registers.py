@@ -128,6 +128,8 @@ def set_register(machine: Machine, cpu: CPU, name: str, value: int) -> bool:
     elif name in GPR64:
         cpu.set_gpr(GPR64[name], value & wide)
     elif name in ("eip", "rip"):
+        if wide == _M64 and not (value < 1 << 47 or value >= _M64 + 1 - (1 << 47)):
+            return False  # RIP never holds a non-canonical address (a jump there faults first)
         cpu.eip = value & wide
     elif name == "eflags":
         cpu.set_eflags(value | 2)

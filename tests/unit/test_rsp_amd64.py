@@ -322,3 +322,79 @@ def test_the_default_model_follows_the_spelling_and_the_kernel(tmp_path: Path) -
     assert cpu_model_for(parse_args(["-kernel", k64, "-cpu", "qemu32"]), k64) == "qemu32"
     model32 = cpu_model_for(parse_args(["-kernel", k32]), k32)
     assert model32.startswith("gdbemu") and "qemu64" not in model32
+
+
+# ---- 64-bit code under the stub -----------------------------------------------------------------------------
+HIGH = 0xFFFF800000000000  # PML4 slot 256, aliased onto the identity tables below
+LOW_CODE = bytes.fromhex("48b8001100000080ffffffe0")  # movabs $HIGH+0x1100,%rax; jmp *%rax
+HIGH_CODE = bytes.fromhex(
+    "48bb00200000"
+    "0080ffff"  # 0x1100: movabs $HIGH+0x2000,%rbx
+    "41b807000000"  # 0x110a: mov $7,%r8d
+    "48c7032a000000"  # 0x1110: movq $42,(%rbx)
+    "90"  # 0x1117: nop
+    "f4"  # 0x1118: hlt
+)
+
+
+def _long_machine() -> tuple[GdbStub, MachineTarget, Machine]:
+    machine = Machine(ram_size=4 << 20)
+    target = MachineTarget(machine, long_mode=True)
+    stub = GdbStub(target)
+    stub.handle_packet(b"qSupported:swbreak+;hwbreak+")
+    cpu = machine.cpu
+    cpu.setup_long64()
+    machine.mem.write(cpu.cr[3] + 256 * 8, (cpu.cr[3] + 0x1000 | 7).to_bytes(8, "little"))  # HIGH -> phys 0
+    machine.mem.write(0x1000, LOW_CODE)
+    machine.mem.write(0x1100, HIGH_CODE)
+    cpu.eip = 0x1000
+    cpu.set_gpr(4, 0x8000)
+    return stub, target, machine
+
+
+def _run(stub: GdbStub, target: MachineTarget, packet: bytes = b"c") -> bytes:
+    assert stub.handle_packet(packet).packets == []
+    for _ in range(200):
+        event = target.run_slice(10_000)
+        if event is not None:
+            return stub.stop_reply(event)
+    raise AssertionError("the guest did not stop")
+
+
+def test_breakpoint_and_watchpoint_in_the_upper_half() -> None:
+    stub, target, m = _long_machine()
+    assert one(stub, b"Z0,%x,1" % (HIGH + 0x1110)) == b"OK"
+    assert one(stub, b"Z2,%x,8" % (HIGH + 0x2000)) == b"OK"
+    reply = _run(stub, target)
+    assert reply.startswith(b"T05") and b"swbreak" in reply
+    assert _reg(stub, "rip") == HIGH + 0x1110 and _reg(stub, "r8") == 7
+    assert target.monitor.handle("cpumode") == "long\n"
+    reply = _run(stub, target)  # resuming from the breakpoint runs the store: the watchpoint reports it
+    assert b"watch:%x;" % (HIGH + 0x2000) in reply
+    assert _reg(stub, "rip") == HIGH + 0x1117
+    assert one(stub, b"m%x,8" % (HIGH + 0x2000)) == (42).to_bytes(8, "little").hex().encode()
+    assert "hits 1" in target.monitor.handle("info watchpoints")
+    tlb = target.monitor.handle("info tlb")
+    assert re.search(r"ffff800000001000 -> 0000001000 .*code:", tlb), tlb
+
+
+def test_watch_log_and_conditions_at_64_bit_addresses() -> None:
+    stub, target, m = _long_machine()
+    mon = target.monitor
+    assert one(stub, b"Z2,%x,8" % (HIGH + 0x2000)) == b"OK"
+    mon.handle("watch log on")
+    assert "r8 == 7" in mon.handle(f"watch cond {HIGH + 0x2000:#x} r8 == 7 and rip == {HIGH + 0x1117:#x}")
+    reply = _run(stub, target)  # the condition holds: the logged hit stops
+    assert b"watch:%x;" % (HIGH + 0x2000) in reply
+    log = mon.handle("watch log show")
+    assert f"{HIGH + 0x1110:016x} w   {HIGH + 0x2000:016x}  8" in log, log
+    assert f"watch {HIGH + 0x2000:016x}/8" in log
+
+
+def test_a_non_canonical_pc_is_refused() -> None:
+    stub, target, m = _long_machine()
+    pc = _reg(stub, "rip")
+    bad = (0x800000000000).to_bytes(8, "little").hex().encode()
+    assert one(stub, b"P%x=%s" % (RIP, bad)).startswith(b"E")
+    assert stub.handle_packet(b"c800000000000").packets[0].startswith(b"E")  # resume there: refused, not run
+    assert _reg(stub, "rip") == pc == 0x1000

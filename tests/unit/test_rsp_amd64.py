@@ -398,3 +398,20 @@ def test_a_non_canonical_pc_is_refused() -> None:
     assert one(stub, b"P%x=%s" % (RIP, bad)).startswith(b"E")
     assert stub.handle_packet(b"c800000000000").packets[0].startswith(b"E")  # resume there: refused, not run
     assert _reg(stub, "rip") == pc == 0x1000
+
+
+def test_agent_expressions_read_amd64_registers() -> None:
+    """Target-side conditions (``reg N`` in gdb's bytecode) by the amd64 numbering."""
+    from gdbemu.debug.registers import register_source
+
+    src = {
+        name: register_source(AMD64_LAYOUT, AMD64_LAYOUT.regnum(name)) for name in ("rax", "rbx", "rsp", "r9", "rip")
+    }
+    assert src == {
+        "rax": "cpu.regs[0]",
+        "rbx": "cpu.regs[3]",
+        "rsp": "cpu.regs[4]",
+        "r9": "cpu.xregs[1]",
+        "rip": "cpu.eip",
+    }
+    assert register_source(AMD64_LAYOUT, AMD64_LAYOUT.regnum("st0")) is None  # 80 bits: not on a 64-bit stack

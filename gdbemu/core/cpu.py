@@ -206,6 +206,9 @@ class CPU:
         # Op keys this CPU model lacks the feature for (core/cpuid.py): the translator emits #UD.
         self.disabled_ops: frozenset[str] = frozenset()
         self.icount = 0
+        # MAXPHYADDR (the page walk's reserved address bits): 36 as a CPU without
+        # CPUID leaf 0x80000008; a model sets its own (qemu64: 40).
+        self.phys_bits = 36
         self.regs: list[int] = [0] * 8
         # R8..R15: always present, zero outside long mode.  Values are full 64-bit in
         # long mode (as are ``regs``); in legacy modes the upper 32 bits are 0.

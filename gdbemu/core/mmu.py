@@ -205,7 +205,8 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     """PAE (3-level, 32-bit linear addresses) and 4-level (48-bit) walks, with NX and reserved bits.
 
     Reserved bits (SDM vol. 3, 4.4.2 / 4.5.4): physical-address bits 51:M
-    (M = PHYS_BITS) in every entry; XD (bit 63) unless EFER.NXE; in a PAE
+    (M = ``cpu.phys_bits``, MAXPHYADDR: PHYS_BITS unless the CPU model says
+    otherwise, 40 on qemu64) in every entry; XD (bit 63) unless EFER.NXE; in a PAE
     PDPTE also bits 2:1, 8:5 and 63; PS in a PML4E; bits 20:13 of a 2 MiB
     PDE and 29:13 of a 1 GiB PDPTE.  A reserved bit in a present entry is a
     #PF with P=1 and RSVD (bit 3).  I/D (bit 4) is set for a fetch when
@@ -227,7 +228,13 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         vaddr &= 0xFFFFFFFFFFFFFFFF
     else:
         vaddr &= 0xFFFFFFFF
-    rsvd_common = ADDR_RSVD | (0 if nxe else PG_NX)
+    phys_bits = cpu.phys_bits
+    if phys_bits == PHYS_BITS:
+        addr_mask, addr_rsvd = ADDR_MASK, ADDR_RSVD
+    else:
+        addr_mask = ((1 << phys_bits) - 1) & ~0xFFF
+        addr_rsvd = ((1 << 52) - 1) & ~((1 << phys_bits) - 1)
+    rsvd_common = addr_rsvd | (0 if nxe else PG_NX)
 
     def fault(present: bool, rsvd: bool = False) -> None:
         if debug:
@@ -239,7 +246,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     rw = us = True
     nx = False
     if long_mode:
-        table = cpu.cr[3] & ADDR_MASK
+        table = cpu.cr[3] & addr_mask
         shifts: tuple[int, ...] = (39, 30, 21, 12)
     else:
         pdpte_addr = (cpu.cr[3] & 0xFFFFFFE0) + ((vaddr >> 30) & 3) * 8
@@ -247,10 +254,10 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         if not pdpte & PG_P:
             fault(False)
             return None
-        if pdpte & (ADDR_RSVD | PDPTE_PAE_RSVD):
+        if pdpte & (addr_rsvd | PDPTE_PAE_RSVD):
             fault(True, rsvd=True)
             return None
-        table = pdpte & ADDR_MASK
+        table = pdpte & addr_mask
         shifts = (21, 12)
     size = 4096
     entry = entry_addr = 0
@@ -278,8 +285,8 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
             size = 1 << shift
             break
         touched.append((entry_addr, entry))
-        table = entry & ADDR_MASK
-    paddr_page = (entry & ADDR_MASK & ~(size - 1)) | (vaddr & (size - 1) & ~0xFFF)
+        table = entry & addr_mask
+    paddr_page = (entry & addr_mask & ~(size - 1)) | (vaddr & (size - 1) & ~0xFFF)
     if debug:
         prot = PAGE_READ | (0 if nx else PAGE_EXEC) | (PAGE_WRITE if rw else 0)
         return paddr_page | (vaddr & 0xFFF), prot, size
@@ -356,6 +363,7 @@ def mappings(cpu: CPU) -> list[tuple[int, int, int, int]]:
         return out
     nxe = bool(cpu.efer & EFER_NXE)
     rights = PG_RW | PG_US
+    amask = ((1 << cpu.phys_bits) - 1) & ~0xFFF
 
     def visit(table: int, shift: int, base: int, acc: int, nx: int) -> None:
         for k in range(512):
@@ -366,21 +374,21 @@ def mappings(cpu: CPU) -> list[tuple[int, int, int, int]]:
             a = acc & (e | ~rights)
             x = nx | (e & PG_NX if nxe else 0)
             if shift == 12 or (e & PG_PS and shift in (21, 30)):
-                out.append((v, 1 << shift, e & ADDR_MASK & ~((1 << shift) - 1), (a & rights) | (e & leaf_bits) | x))
+                out.append((v, 1 << shift, e & amask & ~((1 << shift) - 1), (a & rights) | (e & leaf_bits) | x))
             else:
-                visit(e & ADDR_MASK, shift - 9, v, a, x)
+                visit(e & amask, shift - 9, v, a, x)
 
     if cpu.efer & EFER_LMA:
         for k in range(512):
-            e = _ld64(ram, (cpu.cr[3] & ADDR_MASK) + 8 * k, ram_size)
+            e = _ld64(ram, (cpu.cr[3] & amask) + 8 * k, ram_size)
             if e & PG_P:
                 base = k << 39
                 if base & (1 << 47):
                     base |= 0xFFFF << 48
-                visit(e & ADDR_MASK, 30, base, e | ~rights, e & PG_NX if nxe else 0)
+                visit(e & amask, 30, base, e | ~rights, e & PG_NX if nxe else 0)
     else:
         for k in range(4):
             e = _ld64(ram, (cpu.cr[3] & 0xFFFFFFE0) + 8 * k, ram_size)
             if e & PG_P:
-                visit(e & ADDR_MASK, 21, k << 30, ~0, 0)
+                visit(e & amask, 21, k << 30, ~0, 0)
     return out

@@ -29,6 +29,7 @@ which hold exactly that because op emitters write registers last).
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,29 @@ DYN_IMM_OPS = frozenset({"mov", "add", "sub", "and", "or", "xor", "cmp", "test",
 
 _REGS = "eax, ecx, edx, ebx, esp, ebp, esi, edi"
 _XREGS = "r8, r9, r10, r11, r12, r13, r14, r15"
+_XREG_RE = re.compile(r"\br(8|9|1[0-5])\b")
+
+
+def _xregs_used(lines: list[Any]) -> list[int]:
+    """R8..R15 (as 8..15) named in a 64-bit TB's code: only those are loaded from RX."""
+    found: set[int] = set()
+    for line in lines:
+        if isinstance(line, str) and "r" in line:
+            found.update(int(n) for n in _XREG_RE.findall(line))
+    return sorted(found)
+
+
+def _xload(used: list[int], indent: str) -> str:
+    if len(used) == 8:
+        return f"{indent}{_XREGS} = RX"
+    return f"{indent}{', '.join(f'r{r}' for r in used)}, = {', '.join(f'RX[{r - 8}]' for r in used)},"
+
+
+def _xstore(used: list[int], indent: str) -> str:
+    if len(used) == 8:
+        return f"{indent}RX[:] = {_XREGS}"
+    return f"{indent}{', '.join(f'RX[{r - 8}]' for r in used)}, = {', '.join(f'r{r}' for r in used)},"
+
 
 ops_pkg.load_all()
 OPS = ops_pkg.OPS
@@ -412,7 +436,7 @@ class Translator:
                 out.append(f"{indent}R[{r}] = {GPR_NAMES[r]}")
         xwritten = sorted(r for r in e.written if r >= 8)
         if len(xwritten) > 3:
-            out.append(f"{indent}RX[:] = {_XREGS}")
+            out.append(_xstore(xwritten, indent))  # only the loaded ones are locals
         else:
             for r in xwritten:
                 out.append(f"{indent}RX[{r - 8}] = {GPR_NAMES[r]}")
@@ -429,8 +453,9 @@ class Translator:
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
             "    _i = 0",
         ]
-        if e.long:
-            out.insert(2, f"    {_XREGS} = RX")
+        xused = _xregs_used(body) if e.long else []
+        if xused:
+            out.insert(2, _xload(xused, "    "))
         if tb.bp:
             # A breakpoint mark: checked before anything runs (state is exactly the TB entry's).
             out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & _lin_mask(tb.hflags)})")
@@ -464,8 +489,8 @@ class Translator:
                 out.append(pad + line)
         out.append("    except BaseException:")
         out.append(f"        R[:] = {_REGS}")
-        if e.long:
-            out.append(f"        RX[:] = {_XREGS}")
+        if xused:
+            out.append(_xstore(xused, "        "))
         out.append("        cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2 = cc_op, cc_dst, cc_src, cc_src2")
         out.append(f"        cpu.eip = {tb.eips!r}[_i]")
         out.append(f"        cpu.icount += {ic}_i")
@@ -512,8 +537,9 @@ class Translator:
             f"    {_REGS} = R",
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
         ]
-        if e.long:
-            lines.insert(2, f"    {_XREGS} = RX")
+        xused = _xregs_used(e.lines) if e.long else []
+        if xused:
+            lines.insert(2, _xload(xused, "    "))
         for line in e.lines:
             if isinstance(line, Exit):
                 ind = "    " * line.indent

@@ -54,7 +54,7 @@ class QemuLog:
     def tb_built(self, cpu: CPU, tb: TB) -> None:
         from ..core.decode import disasm
 
-        bits = 32 if tb.hflags & 4 else 16
+        bits = 64 if tb.hflags & (1 << 12) else 32 if tb.hflags & 4 else 16  # HF_CS64, HF_CS32
         lines = ["----------------", "IN: "]
         for insn in tb.insns:
             if insn is not None:

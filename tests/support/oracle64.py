@@ -193,7 +193,11 @@ class Runner:
         self.uc = _Unicorn(code, self.data_base)
         self.gd = {1: _Gdbemu(code, 1), 2: _Gdbemu(code, 2)}
 
-    def run(self, st: State, tier: int) -> tuple[Outcome, Outcome]:
+    def run(self, st: State, tier: int, stop_after: int | None = None) -> tuple[Outcome, Outcome]:
+        """Run ``st`` in Unicorn and in gdbemu's ``tier``; ``stop_after`` (fewer instructions
+        than the snippet has, no rep forms) stops both early by count, inside gdbemu's block."""
+        if stop_after is not None:
+            return self.uc.run(st, 0, stop_after), self.gd[tier].run(st, stop_after)
         uc = self.uc.run(st, CODE_ADDR + len(self.code), self.n_insns if self.branch else 0)
         gd = self.gd[tier].run(st, self.n_insns)
         return uc, gd

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gdbemu.core.cpu import DS, ES, FS, GS, HF_LMA, SS
+from gdbemu.core.cpu import CS, DESC_B, DESC_L, DS, ES, FS, GS, HF_CS64, HF_LMA, SS
 from gdbemu.core.exceptions import GP, GuestFault
 from gdbemu.core.exceptions import SS as SS_FAULT
 from gdbemu.machine import Machine
@@ -258,3 +258,80 @@ def test_leaving_long_mode_truncates_registers() -> None:
     cpu.efer = 0
     cpu.setup_flat32()
     assert cpu.regs[0] == 0x87654321
+
+
+def test_x87_operands_in_the_high_half(tier: int, tmp_path: Path) -> None:
+    """x87 memory operands go through the softmmu with their 64-bit addresses."""
+    code = assemble(
+        f"""
+        movabs rbx, {HIGH + 0x20000:#x}
+        fld qword ptr [rbx]
+        fadd st(0), st(0)
+        fstp qword ptr [rbx+8]
+        hlt
+        """,
+        tmp_path,
+    )
+    r = Run(code, tier)
+    r.m.mem.write(0x20000, (0x3FF8000000000000).to_bytes(8, "little"))  # 1.5
+    r.run()
+    assert not r.faults
+    assert int.from_bytes(r.m.mem.read(0x20008, 8), "little") == 0x4008000000000000  # 3.0
+
+
+@pytest.mark.parametrize(("phys_bits", "faults"), [(36, True), (40, False)])
+def test_phys_bits_and_unassigned_memory(phys_bits: int, faults: bool, tmp_path: Path) -> None:
+    """A page at physical 0xF0_0000_0000 (bit 39): a reserved-bit #PF with MAXPHYADDR 36,
+    unassigned memory with 40 as on qemu64 (reads all ones, writes dropped)."""
+    code = assemble(
+        """
+        movabs rbx, 0x40000000
+        mov qword ptr [rbx], 0
+        mov rax, qword ptr [rbx]
+        hlt
+        """,
+        tmp_path,
+    )
+    r = Run(code, 2)
+    r.cpu.phys_bits = phys_bits
+    r.m.mem.write(PT + 0x1000 + 8, (0xF000000000 | 0x83).to_bytes(8, "little"))  # PDPT[1]: 1 GiB page
+    r.cpu.tlb.flush()
+    r.run()
+    if faults:
+        assert [(f[0], f[1]) for f in r.faults] == [(14, 0b1011)]  # #PF: P, W, RSVD
+    else:
+        assert not r.faults
+        assert r.cpu.regs[0] == 0xFFFFFFFFFFFFFFFF
+
+
+def test_compatibility_mode_32bit_code(tier: int, tmp_path: Path) -> None:
+    """32-bit code under long mode (CS.L = 0, CS.D = 1): the register locals hold 64-bit
+    values, so 32-bit reads see the low halves and 32-bit writes zero-extend; addresses
+    are 32-bit; R8-R15 are left alone."""
+    s = tmp_path / "c.s"
+    s.write_text(
+        ".intel_syntax noprefix\n.code32\n"
+        "mov eax, ebx\nadd ecx, 1\npush eax\npop edx\nlea esi, [ebx+ecx+4]\nmov edi, dword ptr [esi]\n"
+        "mov bx, 0x1234\nhlt\n"
+    )
+    subprocess.run(["as", "--32", "-o", str(tmp_path / "c.o"), str(s)], check=True)
+    subprocess.run(
+        ["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "c.o"), str(tmp_path / "c.bin")], check=True
+    )
+    r = Run((tmp_path / "c.bin").read_bytes(), tier)
+    cpu = r.cpu
+    cpu.segs[CS].flags = cpu.segs[CS].flags & ~DESC_L | DESC_B
+    cpu.compute_hflags()
+    assert cpu.hflags & HF_LMA and not cpu.hflags & HF_CS64
+    cpu.regs[:] = [0x5555, 0xFFFFFFFFFFFFFFFF, 7, 0xAAAABBBB00010000, 0x40000, 0, 0, 0]
+    cpu.xregs[:] = [0x8888888888888888] * 8
+    r.m.mem.write(0x10004, (0xCAFEF00D).to_bytes(4, "little"))
+    r.run()
+    assert not r.faults
+    assert cpu.regs[0] == 0x10000  # mov eax, ebx: zero-extended
+    assert cpu.regs[1] == 0  # add ecx, 1 (0xFFFFFFFF + 1): the upper half is gone too
+    assert cpu.regs[2] == 0x10000
+    assert cpu.regs[3] == 0xAAAABBBB00011234  # a 16-bit write keeps the rest
+    assert cpu.regs[6] == 0x10004 and cpu.regs[7] == 0xCAFEF00D
+    assert cpu.regs[4] == 0x40000
+    assert cpu.xregs == [0x8888888888888888] * 8

@@ -962,7 +962,7 @@ def has_feature(cpu: CPU, name: str) -> bool:
 @op("cpuid", flags="", pure=True)
 def cpuid_op(e: Emitter) -> None:
     t = e.tmp("c")
-    e.emit(f"{t} = H.cpuid(cpu, eax, ecx)")
+    e.emit(f"{t} = H.cpuid(cpu, {e.reg(0)}, {e.reg(1)})")
     for i, r in enumerate((0, 3, 1, 2)):  # EAX EBX ECX EDX
         e.write_reg(r, 4, f"{t}[{i}]")
 
@@ -1213,7 +1213,7 @@ def rdmsr_op(e: Emitter) -> None:
     if _cpl0(e):
         return
     t = e.tmp("m")
-    _call(e, "rdmsr", "ecx", e.this_eip(), result=t)
+    _call(e, "rdmsr", e.reg(1), e.this_eip(), result=t)
     e.write_reg(0, 4, f"{t} & 0xFFFFFFFF")
     e.write_reg(2, 4, f"{t} >> 32 & 0xFFFFFFFF")
     e.end()
@@ -1223,7 +1223,7 @@ def rdmsr_op(e: Emitter) -> None:
 def wrmsr_op(e: Emitter) -> None:
     if _cpl0(e):
         return
-    _call(e, "wrmsr", "ecx", "edx << 32 | eax", e.this_eip())
+    _call(e, "wrmsr", e.reg(1), f"{e.reg(2)} << 32 | {e.reg(0)}", e.this_eip())
     e.end()
 
 

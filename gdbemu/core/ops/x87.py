@@ -66,23 +66,24 @@ _ZF, _PF, _CF = 0x40, 0x04, 0x01
 
 
 # ---- memory (through the softmmu slow path: x87 operands are not the fast path) -----------------
+# Addresses past 4 GiB wrap there in legacy modes and are 64-bit (canonical-checked) in long mode.
 def _read(cpu: CPU, addr: int, n: int) -> int:
     value = 0
     done = 0
     while done < n:
         k = 8 if n - done >= 8 else 4 if n - done >= 4 else 2 if n - done >= 2 else 1
-        value |= cpu.softmmu.load(cpu.mmu_idx, (addr + done) & 0xFFFFFFFF, k) << (8 * done)
+        value |= cpu.softmmu.load(cpu.mmu_idx, addr + done, k) << (8 * done)
         done += k
     return value
 
 
 def _write(cpu: CPU, addr: int, n: int, value: int) -> None:
     # Probe the last byte first so a fault on the second page comes before any write.
-    cpu.softmmu.load(cpu.mmu_idx, (addr + n - 1) & 0xFFFFFFFF, 1)
+    cpu.softmmu.load(cpu.mmu_idx, addr + n - 1, 1)
     done = 0
     while done < n:
         k = 8 if n - done >= 8 else 4 if n - done >= 4 else 2 if n - done >= 2 else 1
-        cpu.softmmu.store(cpu.mmu_idx, (addr + done) & 0xFFFFFFFF, k, (value >> (8 * done)) & ((1 << (8 * k)) - 1))
+        cpu.softmmu.store(cpu.mmu_idx, addr + done, k, (value >> (8 * done)) & ((1 << (8 * k)) - 1))
         done += k
 
 

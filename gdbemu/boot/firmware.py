@@ -417,6 +417,53 @@ def program_devices_like_seabios(machine: BootMachine) -> None:
         io(port, 1, value)
 
 
+# The MTRRs SeaBIOS programs (src/fw/mtrr.c, mtrr_setup), as read back on QEMU after a -kernel boot.
+MSR_MTRR_FIX64K_00000 = 0x250
+MSR_MTRR_FIX16K_80000 = 0x258
+MSR_MTRR_FIX16K_A0000 = 0x259
+MSR_MTRR_FIX4K_C0000 = 0x268  # .. 0x26F
+MSR_MTRR_PHYSBASE0 = 0x200
+MTRR_WB, MTRR_WP, MTRR_UC = 6, 5, 0
+
+
+def setup_mtrrs_like_seabios(machine: BootMachine) -> None:
+    """Program every vCPU's MTRRs as SeaBIOS does when CPUID reports MTRR and MSR.
+
+    Fixed ranges: 0-0x9FFFF write-back, the VGA window 0xA0000-0xBFFFF
+    uncacheable, the ROM area 0xC0000-0xFFFFF write-protected; variable range
+    0: uncacheable from the PCI hole (2 GiB, or the top of RAM below 4 GiB if
+    higher) to 4 GiB, its mask computed with CPUID 0x80000008's physical
+    address width (36 without that leaf); default type write-back, fixed and
+    variable ranges enabled (MTRRdefType 0xC06).  Linux's MTRR and PAT setup
+    then sees what it sees on QEMU.
+    """
+    from ..core.ops import system
+
+    below_4g = min(machine.mem.ram_size, 0xE0000000)
+    base = max(0x80000000, below_4g)
+    for cpu in machine.cpus:
+        edx = system.cpuid(cpu, 1, 0)[3]
+        if not (edx >> 12 & 1 and edx >> 5 & 1):  # MTRR and MSR
+            continue
+        phys_bits = 36
+        if system.cpuid(cpu, 0x80000000, 0)[0] >= 0x80000008:
+            phys_bits = system.cpuid(cpu, 0x80000008, 0)[0] & 0xFF
+        phys_mask = (1 << phys_bits) - 1
+        writes = [
+            (0x2FF, 0),
+            (MSR_MTRR_FIX64K_00000, int.from_bytes(bytes([MTRR_WB] * 8), "little")),
+            (MSR_MTRR_FIX16K_80000, int.from_bytes(bytes([MTRR_WB] * 8), "little")),
+            (MSR_MTRR_FIX16K_A0000, 0),
+            *((MSR_MTRR_FIX4K_C0000 + i, int.from_bytes(bytes([MTRR_WP] * 8), "little")) for i in range(8)),
+            *((MSR_MTRR_PHYSBASE0 + i, 0) for i in range(16)),
+            (MSR_MTRR_PHYSBASE0, base | MTRR_UC),
+            (MSR_MTRR_PHYSBASE0 + 1, (-(0x100000000 - base) & phys_mask) | 0x800),
+            (0x2FF, 0xC00 | MTRR_WB),
+        ]
+        for index, value in writes:
+            system.wrmsr(cpu, index, value, 0)
+
+
 def install_firmware(machine: BootMachine, program_devices: bool = True) -> FirmwareInfo:
     """Write the BIOS leftovers into ``machine``'s RAM; returns where the tables are."""
     mem = machine.mem
@@ -478,6 +525,7 @@ def install_firmware(machine: BootMachine, program_devices: bool = True) -> Firm
     rsdp = _with_checksum(bytearray(struct.pack("<8sB6sBI", b"RSD PTR ", 0, OEM_ID, 0, rsdt_addr)), 8)
     mem.write(RSDP_ADDR, rsdp)
     info.tables.update(rsdp=RSDP_ADDR, rsdt=rsdt_addr, fadt=fadt_addr, madt=madt_addr, dsdt=dsdt_addr, facs=facs_addr)
+    setup_mtrrs_like_seabios(machine)
     if program_devices:
         program_devices_like_seabios(machine)
     return info
@@ -504,4 +552,6 @@ def apply_cpu_model(machine: BootMachine, spec: str) -> cpuid.ResolvedModel:
     for cpu in machine.cpus:
         cpu.cpuid_model = None if plain_max else model.cpuid
         cpu.disabled_ops = model.disabled_ops
+        # MAXPHYADDR as QEMU's TCG gives it: 40 bits with long mode, else 36 (PAE).
+        cpu.phys_bits = 40 if "lm" in model.features else 36
     return model

@@ -144,6 +144,7 @@ class _Probe:
 
     index = 0
     cpuid_model = None
+    phys_bits = 36  # leaf 0x80000008 is completed with the real CPU's (ResolvedModel.cpuid)
 
 
 def implemented() -> frozenset[str]:
@@ -170,6 +171,8 @@ class ResolvedModel:
             subleaf = 0  # ECX is an input of the indexed leaves only
         d = self.definition
         regs = list(_default_cpuid(leaf, subleaf)) if d is None else self._leaf(d, cpu, leaf, subleaf)
+        if leaf == 0x80000008 and regs[0]:
+            regs[0] = (regs[0] & ~0xFF) | cpu.phys_bits  # MAXPHYADDR: the CPU's own
         for name, (fleaf, fsub, reg, bit) in FEATURE_BITS.items():
             if fleaf == leaf and fsub == subleaf:
                 if name in self.features:
@@ -187,7 +190,7 @@ class ResolvedModel:
             elif leaf == 0x80000008:
                 from .ops.system import address_sizes
 
-                return [address_sizes("lm" in self.features, bool({"pse36", "pae"} & self.features)), 0, 0, 0]
+                return [address_sizes(cpu, "lm" in self.features), 0, 0, 0]
             elif 0x80000002 <= leaf <= 0x80000004:
                 k = leaf - 0x80000002
                 text = (d.model_id or d.description.encode()).ljust(48, b"\0")[:47] + b"\0"

@@ -271,8 +271,8 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         last = shift == 12
         large = not last and entry & PG_PS
         if large:
-            if shift == 39:
-                rsvd |= PG_PS  # no 512 GiB pages
+            if shift == 39 or (shift == 30 and not _has_1g_pages(cpu)):
+                rsvd |= PG_PS  # no 512 GiB pages; 1 GiB pages only with CPUID Page1GB (as QEMU)
             else:
                 rsvd |= ((1 << shift) - 1) & ~0x1FFF  # address bits below the page size, above PAT
         if entry & rsvd:
@@ -323,6 +323,13 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     if entry & PG_G and cr4 & CR4_PGE:
         prot |= PAGE_GLOBAL
     return paddr_page | (vaddr & 0xFFF), prot, size
+
+
+def _has_1g_pages(cpu: CPU) -> bool:
+    """CPUID 0x80000001 EDX bit 26 (Page1GB) of this CPU's model: without it a PDPTE's PS bit is reserved."""
+    from .ops.system import has_feature
+
+    return has_feature(cpu, "pdpe1gb")
 
 
 def debug_translate(cpu: CPU, vaddr: int) -> int | None:

@@ -444,6 +444,9 @@ _LAR_SYS_TYPES = frozenset(
     }
 )
 _LSL_SYS_TYPES = frozenset({SYS_TSS16_AVAIL, SYS_LDT, SYS_TSS16_BUSY, SYS_TSS32_AVAIL, SYS_TSS32_BUSY})
+# IA-32e mode (SDM vol. 2 LAR, LSL): the 16-bit TSS, 16-bit call gate and task gate types are invalid.
+_LAR_SYS_TYPES_LONG = frozenset({SYS_LDT, SYS_TSS32_AVAIL, SYS_TSS32_BUSY, SYS_CALL_GATE32})
+_LSL_SYS_TYPES_LONG = frozenset({SYS_LDT, SYS_TSS32_AVAIL, SYS_TSS32_BUSY})
 
 
 def _visible(cpu: CPU, selector: int, hi: int) -> bool:
@@ -460,7 +463,8 @@ def probe_lar(cpu: CPU, selector: int) -> int | None:
     if desc is None:
         return None
     hi = desc[1]
-    if not hi & DESC_S and sys_type(hi) not in _LAR_SYS_TYPES:
+    valid = _LAR_SYS_TYPES_LONG if long_mode(cpu) else _LAR_SYS_TYPES
+    if not hi & DESC_S and sys_type(hi) not in valid:
         return None
     if not _visible(cpu, selector, hi):
         return None
@@ -473,7 +477,8 @@ def probe_lsl(cpu: CPU, selector: int) -> int | None:
     if desc is None:
         return None
     lo, hi = desc
-    if not hi & DESC_S and sys_type(hi) not in _LSL_SYS_TYPES:
+    valid = _LSL_SYS_TYPES_LONG if long_mode(cpu) else _LSL_SYS_TYPES
+    if not hi & DESC_S and sys_type(hi) not in valid:
         return None
     if not _visible(cpu, selector, hi):
         return None

@@ -196,8 +196,12 @@ def run_qemu(
     accel: str = "tcg",
     output: Literal["debugcon", "com1"] = "debugcon",
     ram_mb: int = 32,
+    binary: str = "qemu-system-i386",
 ) -> tuple[int, bytes]:
     """Boot ``elf`` on qemu-system-i386 (the behavioural reference); returns (exit status, output bytes).
+
+    ``binary`` names another QEMU system emulator (``qemu-system-x86_64`` for
+    the long-mode guests: the same multiboot loader, a CPU that has long mode).
 
     ``output="debugcon"`` (the guests): a machine with no default devices,
     port 0xE9 captured.  ``output="com1"`` (the C kernel): the default PC
@@ -208,9 +212,9 @@ def run_qemu(
     pick KVM where /dev/kvm happens to exist (the benchmark compares
     emulators, and a nested KVM may not even run the guests).
     """
-    qemu = shutil.which("qemu-system-i386")
+    qemu = shutil.which(binary)
     if not qemu:
-        raise FileNotFoundError("qemu-system-i386 not on PATH")
+        raise FileNotFoundError(f"{binary} not on PATH")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{output}.txt"
         if output == "debugcon":

@@ -435,3 +435,139 @@ def test_64_bit_call_gate_inward_from_ring3() -> None:
     with pytest.raises(GuestFault) as exc:
         far.far_call(cpu, GATE | 3, 0, 8, 0)
     assert (exc.value.vector, exc.value.error_code) == (GP, GATE)
+
+
+def test_sysenter_and_sysexit_in_long_mode() -> None:
+    m, cpu = _long_cpu()
+    system.wrmsr(cpu, 0x174, K64, 0)  # SYSENTER_CS: 0x08 (+8 SS, +32/+40 the 64-bit ring-3 pair)
+    system.wrmsr(cpu, 0x175, 0xFFFF800000002000, 0)
+    system.wrmsr(cpu, 0x176, 0xFFFFFFFF81000000, 0)
+    _to_ring3(cpu)
+    system.sysenter(cpu)  # the default CPU is an Intel: allowed in 64-bit code
+    assert cpu.cpl == 0 and cpu.hflags & HF_CS64 and cpu.eip == 0xFFFFFFFF81000000
+    assert cpu.regs[4] == 0xFFFF800000002000 and cpu.segs[SS].selector == KDATA
+    cpu.set_gpr(1, 0x7FFF0000)
+    cpu.set_gpr(2, 0x401000)
+    system.sysexit(cpu, 8)
+    assert cpu.cpl == 3 and cpu.hflags & HF_CS64 and cpu.segs[CS].selector == K64 + 32 | 3
+    assert (cpu.eip, cpu.regs[4]) == (0x401000, 0x7FFF0000)
+    cpu.cpuid_model = resolve("qemu64").cpuid  # an AMD: SYSENTER is #UD in 64-bit mode
+    with pytest.raises(GuestFault) as exc:
+        system.sysenter(cpu)
+    assert exc.value.vector == UD
+
+
+# ---- the emitters in 64-bit code -------------------------------------------------------------------
+def _run64(code: str, max_insns: int = 100) -> tuple[Machine, CPU, object]:
+    """Assemble-free: run raw 64-bit code bytes (hex) at 0x1000 on a long-mode CPU; hlt ends it."""
+    m, cpu = _long_cpu()
+    m.mem.write(0x1000, bytes.fromhex(code) + b"\xf4")
+    cpu.eip = 0x1000
+    cpu.regs[4] = 0x9000
+    stop = m.run(max_insns=max_insns)
+    return m, cpu, stop
+
+
+def test_wrmsr_rdmsr_cpuid_use_the_low_halves_of_64_bit_registers() -> None:
+    # mov rax, -1 ; mov edx, 0 ; mov ecx, TSC_AUX | 1 << 32 via rcx ; wrmsr ; xor eax,eax ; rdmsr ; cpuid probe
+    code = (
+        "48c7c0ffffffff"  # mov rax, -1
+        "48c7c2ffffffff"  # mov rdx, -1 (EDX reserved bits set: only EDX:EAX counts)
+        "48b9030100c001000000"  # mov rcx, 0x1_c0000103 (TSC_AUX with garbage above)
+        "31d2"  # xor edx, edx
+        "0f30"  # wrmsr
+        "31c0"  # xor eax, eax
+        "0f32"  # rdmsr
+        "4889c3"  # mov rbx, rax
+    )
+    m, cpu, stop = _run64(code)
+    assert str(getattr(stop, "kind", "")) == "halt", stop
+    assert cpu.regs[3] == 0xFFFFFFFF and cpu.msr[MSR_TSC_AUX] == 0xFFFFFFFF
+
+
+def test_lgdt_sgdt_10_byte_forms_and_mov_cr_at_64_bits() -> None:
+    code = (
+        "0f011425"
+        + (0x5000).to_bytes(4, "little").hex()  # lgdt [0x5000]
+        + "0f010425"
+        + (0x5010).to_bytes(4, "little").hex()  # sgdt [0x5010]
+        + "0f20d8"  # mov rax, cr3
+        + "4989c0"  # mov r8, rax
+        + "0f20e1"  # mov rcx, cr4
+    )
+    m, cpu = _long_cpu()
+    m.mem.write(0x5000, (0x1FF).to_bytes(2, "little") + (0xFFFF800012345000).to_bytes(8, "little"))
+    m.mem.write(0x1000, bytes.fromhex(code) + b"\xf4")
+    cpu.eip = 0x1000
+    cpu.regs[4] = 0x9000
+    stop = m.run(max_insns=20)
+    assert str(stop.kind) == "halt", stop
+    assert (cpu.gdtr_base, cpu.gdtr_limit) == (0xFFFF800012345000, 0x1FF)
+    assert m.mem.read(0x5010, 10) == m.mem.read(0x5000, 10)
+    assert cpu.xregs[0] == cpu.cr[3] and cpu.regs[1] == cpu.cr[4]
+
+
+def test_1g_pages_need_cpuid_page1gb() -> None:
+    """setup_long64 maps with 1 GiB pages: on qemu64 (no Page1GB) their PS bit is reserved (#PF, RSVD)."""
+    from gdbemu.core.mmu import walk
+    from gdbemu.softmmu.tlb import ACCESS_READ, MMU_KNOSMAP_IDX
+
+    m, cpu = _long_cpu()
+    assert walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)[0] == 0x1234
+    cpu.cpuid_model = resolve("qemu64").cpuid
+    with pytest.raises(GuestFault) as exc:
+        walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)
+    assert (exc.value.vector, exc.value.error_code) == (14, 0x9)
+    cpu.cpuid_model = resolve("qemu64,+pdpe1gb").cpuid
+    assert walk(cpu, 0x1234, ACCESS_READ, MMU_KNOSMAP_IDX)[2] == 1 << 30
+
+
+# QEMU 7.2 (qemu-system-x86_64 -m 32, SeaBIOS) after a multiboot -kernel boot: MTRRdefType, the fixed
+# ranges 0x250/0x258/0x259/0x268-0x26F and PhysBase0; PhysMask0 is 0xFF80000800 there (40 physical
+# address bits) and follows CPUID 0x80000008 here.
+QEMU_MTRRS = [0xC06, 0x0606060606060606, 0x0606060606060606, 0] + [0x0505050505050505] * 8 + [0x80000000]
+
+
+def test_firmware_programs_the_mtrrs_as_seabios() -> None:
+    from gdbemu.boot.firmware import apply_cpu_model, install_firmware
+    from gdbemu.hw.pc import PCConfig, build_pc
+
+    m = Machine(ram_size=32 << 20)
+    build_pc(m.bus, PCConfig(serial=["null"]))
+    install_firmware(m)
+    msr = m.cpu.msr
+    got = [msr.get(i, 0) for i in (0x2FF, 0x250, 0x258, 0x259, *range(0x268, 0x270), 0x200)]
+    assert got == QEMU_MTRRS
+    assert msr[0x201] == ((1 << m.cpu.phys_bits) - 0x80000000) | 0x800
+    assert system.rdmsr(m.cpu, 0x2FF, 0) == 0xC06
+    m2 = Machine(ram_size=32 << 20)
+    build_pc(m2.bus, PCConfig(serial=["null"]))
+    apply_cpu_model(m2, "qemu32")  # no MTRR in CPUID: SeaBIOS leaves them alone
+    install_firmware(m2)
+    assert m2.cpu.msr.get(0x2FF, 0) == 0
+
+
+def test_lar_lsl_system_types_in_long_mode() -> None:
+    from gdbemu.core.seg import probe_lar, probe_lsl
+
+    m, cpu = _long_cpu()
+    assert probe_lar(cpu, TSS_SEL) == 0x00008900 and probe_lsl(cpu, TSS_SEL) == 0x67
+    m.mem.write(GDT + GATE, _gate16(K64, 0x1000, 0xEC))
+    assert probe_lar(cpu, GATE) == 0x0000EC00 and probe_lsl(cpu, GATE) is None
+    m.mem.write(GDT + TSS_SEL + 5, bytes([0x81]))  # a 16-bit TSS type: invalid in IA-32e mode
+    assert probe_lar(cpu, TSS_SEL) is None and probe_lsl(cpu, TSS_SEL) is None
+
+
+@pytest.mark.parametrize(("model", "bits"), [("qemu64", 40), ("max", 40), ("qemu32", 36), ("kvm32", 36)])
+def test_models_set_maxphyaddr_and_report_it(model: str, bits: int) -> None:
+    from gdbemu.boot.firmware import apply_cpu_model
+
+    m = Machine(ram_size=1 << 20)
+    apply_cpu_model(m, model)
+    assert m.cpu.phys_bits == bits
+    if system.cpuid(m.cpu, 0x80000000, 0)[0] >= 0x80000008:
+        assert system.cpuid(m.cpu, 0x80000008, 0)[0] & 0xFF == bits
+    # an MTRR PhysMask with a bit at MAXPHYADDR is #GP(0)
+    with pytest.raises(GuestFault):
+        system.wrmsr(m.cpu, 0x201, 1 << bits, 0)
+    system.wrmsr(m.cpu, 0x201, (1 << bits) - 0x1000, 0)

@@ -88,7 +88,6 @@ from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
 from ..interrupts import iret as _iret
-from ..mmu import PHYS_BITS
 from ..seg import canonical, code64, sys_read
 from ..seg import lldt as _lldt
 from ..seg import load_seg as _load_seg
@@ -356,12 +355,16 @@ def iret(cpu: CPU, opsize: int, next_eip: int) -> None:
 # read/write accessed.
 _SYS_CODE = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_B | DESC_G
 _SYS_DATA = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B | DESC_G
+_SYS_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G  # IA-32e mode: L=1, D=0
 
 
 @op("sysenter", "sysexit", flags="", end=True)
 def op_sysenter(e: Emitter) -> None:
     """SYSENTER / SYSEXIT: the fast system call pair; the helpers load CS, SS, ESP and EIP."""
-    e.sync_call(e.insn.name)
+    if e.insn.name == "sysexit":
+        e.sync_call("sysexit", str(e.opsize))
+    else:
+        e.sync_call("sysenter")
     e.exit(2, "cpu.eip")
     e.ended = True
 
@@ -372,41 +375,57 @@ def sysenter(cpu: CPU) -> None:
 
     #GP(0) in real mode or when SYSENTER_CS[15:2] is 0.  Clears VM, IF and
     RF; the new CS and SS caches are flat ring-0 segments whatever the GDT
-    holds.  Allowed at any CPL and from virtual-8086 mode.
+    holds.  Allowed at any CPL and from virtual-8086 mode.  In IA-32e mode
+    CS is a 64-bit segment and RSP/RIP take all 64 bits of the MSRs; from
+    64-bit code only on an Intel CPU (#UD on AMD's, as QEMU checks the vendor).
     """
     cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
+    lma = bool(cpu.efer & EFER_LMA)
+    if lma and code64(cpu) and not _intel(cpu):
+        raise GuestFault(UD)
     if not cpu.cr[0] & CR0_PE or not cs & 0xFFFC:
         raise GuestFault(GP, 0)
     cpu.eflags &= ~(F.VM | F.IF | F.RF)
-    cpu.segs[CS] = SegmentCache(cs & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE)
+    cpu.segs[CS] = SegmentCache(cs & 0xFFFC, 0, 0xFFFFFFFF, _SYS_CODE64 if lma else _SYS_CODE)
     cpu.segs[SS] = SegmentCache((cs & 0xFFFC) + 8, 0, 0xFFFFFFFF, _SYS_DATA)
-    cpu.regs[ESP] = cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0) & 0xFFFFFFFF
-    cpu.eip = cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0) & 0xFFFFFFFF
+    width = 0xFFFFFFFFFFFFFFFF if lma else 0xFFFFFFFF
+    cpu.regs[ESP] = cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0) & width
+    cpu.eip = cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0) & width
     cpu.compute_hflags()
 
 
+def _intel(cpu: CPU) -> bool:
+    """Is the CPUID vendor GenuineIntel (leaf 0 EBX = "Genu")?"""
+    return cpuid(cpu, 0, 0)[1] == 0x756E6547
+
+
 @helper
-def sysexit(cpu: CPU) -> None:  # noqa: F811
+def sysexit(cpu: CPU, opsize: int = 4) -> None:  # noqa: F811
     """SYSEXIT (SDM vol. 2): to CPL 3 at SYSENTER_CS+16:EDX with SYSENTER_CS+24:ECX (RPL 3).
 
     #GP(0) in real mode, at CPL > 0, or when SYSENTER_CS[15:2] is 0.  EFLAGS
-    is not changed; CS and SS become flat ring-3 segments.
+    is not changed; CS and SS become flat ring-3 segments.  With REX.W (64-bit
+    mode): a 64-bit CS at SYSENTER_CS+32, SS at +40, RIP = RDX, RSP = RCX.
     """
     cs = cpu.msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFF
     if not cpu.cr[0] & CR0_PE or cpu.cpl != 0 or not cs & 0xFFFC or cpu.eflags & F.VM:
         raise GuestFault(GP, 0)
     dpl3 = 3 << DESC_DPL_SHIFT
-    cpu.segs[CS] = SegmentCache(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE | dpl3)
-    cpu.segs[SS] = SegmentCache(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
-    cpu.regs[ESP] = cpu.regs[ECX]
-    cpu.eip = cpu.regs[EDX]
+    if opsize == 8:
+        cpu.segs[CS] = SegmentCache(((cs + 32) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE64 | dpl3)
+        cpu.segs[SS] = SegmentCache(((cs + 40) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
+        cpu.regs[ESP] = cpu.regs[ECX]
+        cpu.eip = cpu.regs[EDX]
+    else:
+        cpu.segs[CS] = SegmentCache(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_CODE | dpl3)
+        cpu.segs[SS] = SegmentCache(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, _SYS_DATA | dpl3)
+        cpu.regs[ESP] = cpu.regs[ECX] & 0xFFFFFFFF
+        cpu.eip = cpu.regs[EDX] & 0xFFFFFFFF
     cpu.compute_hflags()
 
 
 # ---- syscall / sysret / swapgs (AMD64 APM vol. 3; SDM vol. 2 SYSCALL, SYSRET, SWAPGS) ----------------
-# The flat segments SYSCALL/SYSRET load without reading the GDT: a 64-bit code segment (L=1)
-# or the 32-bit ones of SYSENTER above.
-_SYS_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L | DESC_G
+# SYSCALL/SYSRET load flat segments without reading the GDT, as SYSENTER/SYSEXIT do.
 _DPL3 = 3 << DESC_DPL_SHIFT
 # SYSRET's RFLAGS <- R11 & 3C7FD7H | 2 (SDM vol. 2 SYSRET): RF and VM are cleared.
 _SYSRET_FLAGS = 0x3C7FD7
@@ -797,7 +816,7 @@ def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
     elif n == 2:
         cpu.cr[2] = value
     elif n == 3:
-        if cpu.efer & EFER_LMA and value & ~PHYS_MASK:
+        if cpu.efer & EFER_LMA and value >> cpu.phys_bits:
             raise GuestFault(GP, 0)
         cpu.cr[3] = value
         if cpu.cr[0] & CR0_PG:
@@ -854,6 +873,8 @@ def mov_to_dr(cpu: CPU, n: int, value: int) -> None:
     if cpu.cpl != 0:
         raise GuestFault(GP, 0)
     n = _dr_index(cpu, n)
+    if n in (6, 7) and value >> 32:
+        raise GuestFault(GP, 0)  # 64-bit mode: bits 63:32 of DR6/DR7 must be 0 (SDM vol. 2 MOV DR)
     if n == 6:
         value = (value & 0x1E00F) | 0xFFFF0FF0
     elif n == 7:
@@ -906,15 +927,14 @@ CPUID_7_EBX = (1 << 7) | (1 << 20)
 BRAND = b"gdbemu virtual CPU".ljust(48, b"\0")
 
 
-def address_sizes(long_mode: bool, pse36: bool = True) -> int:
+def address_sizes(cpu: CPU, long_mode: bool) -> int:
     """Leaf 0x80000008 EAX: linear-address bits (15:8) and MAXPHYADDR (7:0), as QEMU reports them.
 
     48-bit linear addresses with long mode, else 32; MAXPHYADDR is the page
-    walk's (core/mmu.py PHYS_BITS), or 36/32 for a 32-bit CPU with/without PSE-36/PAE.
+    walk's, ``cpu.phys_bits`` (a model with long mode has 40, as QEMU's; see
+    boot/firmware.apply_cpu_model).
     """
-    if long_mode:
-        return (48 << 8) | PHYS_BITS
-    return (32 << 8) | (36 if pse36 else 32)
+    return ((48 if long_mode else 32) << 8) | cpu.phys_bits
 
 
 def _dwords(data: bytes) -> tuple[int, int, int, int]:
@@ -949,7 +969,7 @@ def cpuid(cpu: CPU, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
     if 0x80000005 <= leaf <= 0x80000007:
         return 0, 0, 0, 0
     if leaf == 0x80000008:
-        return address_sizes(True), 0, 0, 0
+        return address_sizes(cpu, True), 0, 0, 0
     return cpuid(cpu, CPUID_MAX_BASIC, subleaf)
 
 
@@ -1043,7 +1063,6 @@ MTRR_FIXED = frozenset({0x250, 0x258, 0x259, *range(0x268, 0x270)})
 MTRR_VAR = range(0x200, 0x210)  # PhysBase0, PhysMask0, ... PhysBase7, PhysMask7
 MEM_TYPES = frozenset({0, 1, 4, 5, 6})  # UC WC WT WP WB
 PAT_TYPES = MEM_TYPES | {7}  # and UC-
-PHYS_MASK = (1 << PHYS_BITS) - 1  # MAXPHYADDR (core/mmu.py PHYS_BITS, CPUID leaf 0x80000008)
 # The MSRs of long mode and SYSCALL exist when CPUID reports their feature
 # (AMD64 APM vol. 2, appendix A.2; SDM vol. 4, table 2-2): else #GP(0) as any unknown MSR.
 _LONG_MSRS = frozenset({MSR_LSTAR, MSR_CSTAR, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE})
@@ -1150,7 +1169,8 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
     elif index == MSR_IA32_APICBASE:
         # bits 0-7, 9, 10 (x2APIC: not supported) and those above MAXPHYADDR are reserved;
         # BSP (bit 8) is read-only.
-        if value & ~(PHYS_MASK & ~0x7FF | (1 << 11) | (1 << 8)):
+        phys_mask = (1 << cpu.phys_bits) - 1  # MAXPHYADDR (CPUID leaf 0x80000008)
+        if value & ~(phys_mask & ~0x7FF | (1 << 11) | (1 << 8)):
             raise GuestFault(GP, 0)
         old = msr.get(index, 0)
         msr[index] = (value & ~(1 << 8)) | (old & (1 << 8))
@@ -1182,9 +1202,9 @@ def wrmsr(cpu: CPU, index: int, value: int, eip: int) -> None:
         msr[index] = value
     elif index in MTRR_VAR:
         if index & 1:  # PhysMask: bits 0-10 and above MAXPHYADDR reserved, bit 11 valid
-            if value & ~(PHYS_MASK & ~0x7FF):
+            if value & ~(((1 << cpu.phys_bits) - 1) & ~0x7FF):
                 raise GuestFault(GP, 0)
-        elif value & ~(PHYS_MASK & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
+        elif value & ~(((1 << cpu.phys_bits) - 1) & ~0xF00) or value & 0xFF not in MEM_TYPES:  # PhysBase
             raise GuestFault(GP, 0)
         msr[index] = value
     elif index in (MSR_STAR, MSR_FMASK):

@@ -311,6 +311,10 @@ user32_entry:
         movw %cs, %ax
         movzwl %ax, %eax
         movl %eax, user32_cs
+        int $0x80                       /* a 64-bit handler; iretq back into compatibility mode */
+        movw %cs, %ax
+        movzwl %ax, %eax
+        movl %eax, user32_cs_after_int
         movl $0x32, %edi
 user32_syscall:
         syscall
@@ -387,6 +391,8 @@ long64:
         movq %rax, tss + 4(%rip)
         leaq ist1_top(%rip), %rax
         movq %rax, tss + 0x24(%rip)
+        leaq ist2_top(%rip), %rax
+        movq %rax, tss + 0x2c(%rip)
         movw $SEL_TSS, %ax
         ltr %ax
         str %ax
@@ -420,6 +426,18 @@ paging_checks:
         movq $0x3c3c3c3c, ALIAS_1G + DATA_FRAME + 8
         movq DATA_FRAME + 8, %rdx
         CHECK64 %rdx, $0x3c3c3c3c, "1g-page-write"
+        /* code runs through the 1 GiB page and through the higher half (same frames, other pages) */
+        leaq rip_probe(%rip), %rbx
+        leaq ALIAS_1G(%rbx), %rax
+        call *%rax
+        leaq ALIAS_1G + 7(%rbx), %rdx
+        CHECK64 %rax, %rdx, "1g-page-code"
+        movq %rbx, %rax
+        orq $-0x80000000, %rax
+        call *%rax
+        leaq 7(%rbx), %rdx
+        orq $-0x80000000, %rdx
+        CHECK64 %rax, %rdx, "higher-half-code"
         /* accessed and dirty in the 2 MiB and the 1 GiB leaves */
         movq PD0 + 2 * 8, %rax
         andq $0x60, %rax
@@ -469,6 +487,20 @@ paging_checks:
         movq (%rax), %rbx
 4:      CHECK64 exc_vec(%rip), $13, "non-canonical-gp"
         CHECK64 exc_err(%rip), $0, "non-canonical-gp-error-code"
+        ret
+
+/* rdmsr64(ecx): rax = the whole MSR */
+rdmsr64:
+        pushq %rdx
+        rdmsr
+        shlq $32, %rdx
+        orq %rdx, %rax
+        popq %rdx
+        ret
+
+/* rip_probe: rax = the address of the instruction after the lea (where this code runs) */
+rip_probe:
+        leaq 0(%rip), %rax
         ret
 
 /* ------------------------------------------------------------------ system registers */
@@ -526,6 +558,28 @@ system_checks:
         movl $0xc0001234, %ecx
         rdmsr
 2:      CHECK64 exc_vec(%rip), $13, "rdmsr-unknown-gp"
+        /* the MSRs a 64-bit kernel reads at boot, as QEMU's qemu64 has them after its firmware */
+        movl $0x277, %ecx
+        call rdmsr64
+        movabsq $0x0007040600070406, %rdx
+        CHECK64 %rax, %rdx, "msr-pat"
+        movl $0xfe, %ecx
+        call rdmsr64
+        CHECK64 %rax, $0x508, "msr-mtrrcap"
+        movl $0x2ff, %ecx
+        call rdmsr64
+        CHECK64 %rax, $0xc06, "msr-mtrr-def-type"
+        movl $0x201, %ecx
+        call rdmsr64
+        movabsq $0xff80000800, %rdx     /* UC from 2 GiB to 4 GiB, MAXPHYADDR 40 */
+        CHECK64 %rax, %rdx, "msr-mtrr-physmask0"
+        movl $0x1a0, %ecx
+        call rdmsr64
+        CHECK64 %rax, $1, "msr-misc-enable"
+        movl $0x1b, %ecx
+        call rdmsr64
+        movl $0xfee00900, %edx
+        CHECK64 %rax, %rdx, "msr-apic-base"
         /* rdtscp: ECX = TSC_AUX, the counter moves forward */
         movl $MSR_TSC_AUX, %ecx
         movl $0x1234, %eax
@@ -549,6 +603,46 @@ system_checks:
         CHECK64 %rsp, %r12, "ist-iretq-restores-rsp"
         leaq ist1_top - 40(%rip), %rax
         CHECK64 ist_rsp(%rip), %rax, "ist-stack-used"
+        /* #DF on IST2: a #PF whose gate is not present raises #NP, contributory after a #PF: #DF */
+        leaq idt + 14 * 16 + 5(%rip), %rbx
+        andb $0x7f, (%rbx)
+        EXPECT 5f
+        movq %rsp, %r12
+6:      movq NX_PAGE + 0x1000, %rax
+5:      movq %r12, %rsp
+        orb $0x80, (%rbx)
+        CHECK64 exc_vec(%rip), $8, "df-vector"
+        CHECK64 exc_err(%rip), $0, "df-error-code"
+        leaq 6b(%rip), %rax
+        CHECK64 exc_rip(%rip), %rax, "df-rip-is-the-faulting-instruction"
+        CHECK64 df_on_ist2(%rip), $1, "df-on-ist2"
+        /* a hardware interrupt in long mode: the PIT through the 8259 at vector 0x20 */
+        movb $0x11, %al
+        outb %al, $0x20
+        outb %al, $0xa0
+        movb $0x20, %al
+        outb %al, $0x21
+        movb $0x28, %al
+        outb %al, $0xa1
+        movb $0x04, %al
+        outb %al, $0x21
+        movb $0x02, %al
+        outb %al, $0xa1
+        movb $0x01, %al
+        outb %al, $0x21
+        outb %al, $0xa1
+        movb $0xfe, %al                 /* only IRQ0 */
+        outb %al, $0x21
+        movb $0xff, %al
+        outb %al, $0xa1
+        sti
+        hlt
+7:      cli
+        movb $0xff, %al
+        outb %al, $0x21
+        CHECK64 irq_count(%rip), $1, "irq0-delivered-in-long-mode"
+        leaq 7b(%rip), %rax
+        CHECK64 irq_rip(%rip), %rax, "irq0-frame-rip-after-hlt"
         /* int $0x80 at CPL 0: a same-level frame, SS:RSP pushed too */
         int $0x80
         CHECK64 int80_cs(%rip), $SEL_KCODE64, "int80-ring0-cs"
@@ -657,6 +751,9 @@ user_done:                              /* syscall 0 lands here, at CPL 0, on th
         sysretl
 user32_done:
         CHECK64 user32_cs(%rip), $SEL_UCODE32, "sysretl-compat-cs"
+        CHECK64 int80_cs(%rip), $SEL_UCODE32, "int80-from-compat-frame-cs"
+        CHECK64 int80_ss(%rip), $SEL_UDATA, "int80-from-compat-frame-ss"
+        CHECK64 user32_cs_after_int(%rip), $SEL_UCODE32, "iretq-to-compat-ring3"
         leaq user32_syscall + 2(%rip), %rax
         CHECK64 sys32_rcx(%rip), %rax, "cstar-syscall-rcx"
         CHECK64 sys32_arg(%rip), $0x32, "cstar-syscall-argument"
@@ -706,6 +803,8 @@ syscall64:
         swapgs
         movq %rsp, %gs:8
         movq %gs:0, %rsp
+        pushfq                          /* RFLAGS after SFMASK, before anything here changes it */
+        popq %r8
         pushq %rcx
         pushq %r11
         movw %cs, %dx
@@ -714,11 +813,9 @@ syscall64:
         movw %ss, %dx
         movzwl %dx, %edx
         movq %rdx, sys_ss(%rip)
-        pushfq
-        popq %rdx
-        movq %rdx, sys_flags(%rip)
         testq %rax, %rax
         jz syscall_exit
+        movq %r8, sys_flags(%rip)
         movq %rdi, sys_arg(%rip)
         movq %r11, sys_r11(%rip)
         leaq user_after_syscall(%rip), %rdx
@@ -890,10 +987,16 @@ idt_init:
 2:      cmpl $0x21, %ecx
         jne 3f
         movl $0x8e01, %edx              /* slot 33 is vector 0x81: IST1 */
-3:      movl %ecx, %ebx
+3:      cmpl $8, %ecx
+        jne 5f
+        movl $0x8e02, %edx              /* #DF: IST2 */
+5:      movl %ecx, %ebx
         cmpl $0x20, %ebx
         jb 4f
         addl $(0x80 - 0x20), %ebx
+        cmpl $0x22, %ecx                /* slot 34 is vector 0x20 */
+        jne 4f
+        movl $0x20, %ebx
 4:      shlq $4, %rbx
         addq %rdi, %rbx
         movw %ax, (%rbx)
@@ -905,7 +1008,7 @@ idt_init:
         movl %eax, 8(%rbx)
         movl $0, 12(%rbx)
         incl %ecx
-        cmpl $34, %ecx
+        cmpl $35, %ecx
         jb 1b
         ret
 
@@ -964,6 +1067,17 @@ isr_int80:
         popq %rax
         iretq
 
+/* IRQ0 (vector 0x20, slot 34): count it, note where it interrupted, EOI */
+isr_irq0:
+        pushq %rax
+        incq irq_count(%rip)
+        movq 8(%rsp), %rax
+        movq %rax, irq_rip(%rip)
+        movb $0x20, %al
+        outb %al, $0x20
+        popq %rax
+        iretq
+
 /* int $0x81 (IST1): record the stack pointer at entry */
 isr_int81:
         movq %rsp, ist_rsp(%rip)
@@ -994,6 +1108,18 @@ isr_common:
         movq %rax, exc_rip(%rip)
         movq %cr2, %rax
         movq %rax, exc_cr2(%rip)
+        cmpq $8, FR_VEC(%rsp)           /* #DF: is it on the IST2 stack? */
+        jne 3f
+        leaq ist2_top - 0x1000(%rip), %rax
+        xorl %ecx, %ecx
+        cmpq %rax, %rsp
+        jb 4f
+        leaq ist2_top(%rip), %rax
+        cmpq %rax, %rsp
+        jae 4f
+        incl %ecx
+4:      movq %rcx, df_on_ist2(%rip)
+3:
         testb $3, FR_CS(%rsp)
         jz 1f
         /* from ring 3: record the frame for the user checks */
@@ -1100,7 +1226,7 @@ isr_table:
         .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
         .long isr\n, 0
         .endr
-        .long isr_int80, 0, isr_int81, 0
+        .long isr_int80, 0, isr_int81, 0, isr_irq0, 0
 
 percpu:                                 /* GS:0 kernel stack top, GS:8 the user RSP */
         .long syscall_stack_top, 0
@@ -1133,6 +1259,7 @@ compat_cs:  .quad 0
 compat_pop: .quad 0
 legacy_probe: .quad 0
 ist_rsp:    .quad 0
+df_on_ist2: .quad 0
 int80_cs:   .quad 0
 int80_ss:   .quad 0
 int80_handler_ss: .quad 0
@@ -1160,6 +1287,9 @@ gate_frame_ss: .quad 0
 gate_back:  .quad 0
 swapgs3_vec: .quad 0
 user32_cs:  .quad 0
+user32_cs_after_int: .quad 0
+irq_count:  .quad 0
+irq_rip:    .quad 0
 sys32_rcx:  .quad 0
 sys32_arg:  .quad 0
 
@@ -1175,6 +1305,8 @@ stack_top:
 rsp0_top:
             .skip 0x1000
 ist1_top:
+            .skip 0x1000
+ist2_top:
             .skip 0x1000
 syscall_stack_top:
             .skip 0x1000

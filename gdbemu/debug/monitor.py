@@ -28,7 +28,7 @@ from typing import Protocol
 
 from ..core import flags as F
 from ..core.cpu import CPU, CS, DESC_B, DESC_L
-from ..core.mmu import EFER_LMA, PG_A, PG_D, PG_G, PG_NX, PG_RW, PG_US, PHYS_BITS, mappings
+from ..core.mmu import EFER_LMA, PG_A, PG_D, PG_G, PG_NX, PG_RW, PG_US, mappings
 from ..hw.vga import VGA
 from ..machine import Machine
 from ..softmmu.dirty import CLIENT_NAMES
@@ -572,9 +572,10 @@ class Monitor:
             raise ValueError("usage: x/Nx PADDR")
         paddr = int(args[0], 0)
         count = min(count, 4096)
-        top = 1 << PHYS_BITS  # MAXPHYADDR: no physical address at or above it (and nothing wraps)
+        bits = self.machine.cpu.phys_bits  # MAXPHYADDR (36, 40 with long mode): nothing at or above it
+        top = 1 << bits
         if not 0 <= paddr or paddr + count * unit > top:
-            raise ValueError(f"physical address {args[0]} out of range (physical addresses are {PHYS_BITS}-bit)")
+            raise ValueError(f"physical address {args[0]} out of range (physical addresses are {bits}-bit)")
         data = self.machine.mem.read(paddr, count * unit)
         out = []
         aw = 10 if paddr + count * unit > 1 << 32 else 8

@@ -1050,6 +1050,8 @@ class Session:
                     what=f"gdb to start {address[1:].strip()!r} and connect",
                 )
             else:
+                if emulator is not None and "set architecture i386:x86-64" in emulator.stderr_text():
+                    session._mi("-gdb-set architecture i386:x86-64")  # a 64-bit gdbemu (see _start)
                 session._mi(f"-target-select remote {address}", what=f"gdb to connect to {address}")
             session.address = address
             session._stop_records.clear()

@@ -216,3 +216,13 @@ def test_gdbinit_session_with_the_32_bit_kernel_file_loaded(guest: tuple[Path, d
     assert re.search(r"<mode32_insns>:\s+inc\s+%eax", text) and re.search(r"dec\s+%eax", text), text
     assert re.search(r"<long_bp>:\s+mov\s+%rax,\(%rbx\)", text), text
     assert re.search(r"^r8\s+0x8888888888888888", text, re.M), text
+
+
+def test_session_connect_to_a_64_bit_emulator(guest: tuple[Path, dict[str, int]]) -> None:
+    """``Session.connect(emulator=Emulator.gdbemu(...))``: the 64-bit machine's hint is followed there too."""
+    elf, sym = guest
+    with Session.connect(kernel=elf, emulator=Emulator.gdbemu(elf, "-cpu", "qemu64")) as s:
+        assert s.registers()["rip"] == sym["_start"]
+        s.break_at(f"*{sym['long_bp']:#x}")
+        assert s.cont().pc == sym["long_bp"]
+        assert s.registers()["r15"] == R8_R15[-1]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core.cpu import CPU
+from ..core.cpu import CPU, CS, HF_CS64
 from ..core.mmu import EFER_LMA, debug_translate
 from ..machine import Machine
 from ..softmmu.memory import PhysMemory
@@ -54,6 +54,14 @@ def linear_ok(cpu: CPU, vaddr: int) -> bool:
 def canonical(vaddr: int) -> bool:
     """A 64-bit canonical address (bits 63:47 all equal): one that 64-bit code can form."""
     return 0 <= vaddr < _CANON_LOW_END or _CANON_HIGH <= vaddr < 1 << 64
+
+
+def pc_linear(cpu: CPU) -> int:
+    """The linear address of the next instruction: CS.base + EIP mod 4 GiB, or RIP in 64-bit code
+    (what the TB marks of gdb's breakpoints are keyed by)."""
+    if cpu.hflags & HF_CS64:
+        return int(cpu.eip) & 0xFFFFFFFFFFFFFFFF
+    return (cpu.seg_base[CS] + cpu.eip) & _LEGACY_TOP
 
 
 def _translate(cpu: CPU, vaddr: int) -> int | None:

@@ -54,12 +54,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..core.cpu import CS
 from ..core.mmu import debug_translate
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
 from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
+from .memview import pc_linear
 from .snapshot import Snapshot, SnapshotStore, capture_cpu
 
 DEFAULT_INTERVAL = 2_000_000  # instructions between automatic checkpoints
@@ -362,7 +362,7 @@ class History:
             if seg.step:
                 if limit <= seg.start and self._seg_end(k) > seg.start:
                     return hits
-                pc = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                pc = pc_linear(m.cpu)
                 if pc in m.breakpoints.gdb and seg.start < limit:
                     hits.append(_Hit(k, seg.start, 0, "swbreak", pc, None))
                 stop = m.step(irq=seg.irq)
@@ -380,7 +380,7 @@ class History:
                     hits.append(_Hit(k, m.cpu.icount, ordinal, "watch", stop.addr, stop.hit.wp.kind))
                 else:
                     hits.append(_Hit(k, m.cpu.icount, ordinal, stop.reason or "swbreak", stop.addr, None))
-                    m.breakpoints.skip_once = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                    m.breakpoints.skip_once = pc_linear(m.cpu)
         finally:
             m.attach_debugger(debugger)
         return hits
@@ -405,7 +405,7 @@ class History:
                 n += 1
                 if n == hit.ordinal:
                     break
-                m.breakpoints.skip_once = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                m.breakpoints.skip_once = pc_linear(m.cpu)
         finally:
             m.attach_debugger(debugger)
         self.pos = (hit.seg, m.cpu.icount)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
-from ..core.cpu import CPU, CS, HF_CS64
+from ..core.cpu import CPU
 from ..core.ops.system import cpuid
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
@@ -62,7 +62,7 @@ from ..rsp.target import (
 )
 from ..softmmu.watchpoint import WatchHit, WatchKind
 from .agent import BreakpointAgent
-from .memview import UnmappedError, canonical, peek_linear, read_virtual_partial, write_virtual
+from .memview import UnmappedError, canonical, pc_linear, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
 from .replay import History, ReverseStop
@@ -89,13 +89,6 @@ def has_long_mode(cpu: CPU) -> bool:
     if cpu.cpuid_model is None or cpuid(cpu, 0x80000000, 0)[0] < 0x80000001:
         return False
     return bool(cpuid(cpu, 0x80000001, 0)[3] & CPUID_LM)
-
-
-def pc_linear(cpu: CPU) -> int:
-    """The linear address of the next instruction (CS base + RIP; in 64-bit code, RIP)."""
-    if cpu.hflags & HF_CS64:
-        return int(cpu.eip) & 0xFFFFFFFFFFFFFFFF
-    return (cpu.seg_base[CS] + cpu.eip) & 0xFFFFFFFF
 
 
 class _Breakpoints:

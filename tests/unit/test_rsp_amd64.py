@@ -415,3 +415,17 @@ def test_agent_expressions_read_amd64_registers() -> None:
         "rip": "cpu.eip",
     }
     assert register_source(AMD64_LAYOUT, AMD64_LAYOUT.regnum("st0")) is None  # 80 bits: not on a 64-bit stack
+
+
+def test_reverse_continue_to_an_upper_half_breakpoint() -> None:
+    """The history replays 64-bit code: a breakpoint at an upper-half RIP is found going backwards
+    (and skipped once when replay resumes from it: the linear PC is RIP, not (CS.base + EIP) mod 4 GiB)."""
+    stub, target, m = _long_machine()
+    bp = HIGH + 0x1110
+    assert one(stub, b"Z0,%x,1" % bp) == b"OK"
+    assert b"swbreak" in _run(stub, target)
+    assert b"T05" in _run(stub, target, b"s") and b"T05" in _run(stub, target, b"s")
+    assert _reg(stub, "rip") == HIGH + 0x1118
+    reply = one(stub, b"bc")
+    assert reply.startswith(b"T05") and _reg(stub, "rip") == bp
+    assert one(stub, b"m%x,8" % (HIGH + 0x2000)) == b"00" * 8  # before the store

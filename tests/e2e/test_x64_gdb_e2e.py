@@ -20,12 +20,17 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support import build
 
+from gdbemu.core.cpu import CS, SegmentCache
+from gdbemu.debug.target import MachineTarget
+from gdbemu.machine import Machine
+from gdbemu.rsp.server import GdbServer, parse_endpoint
 from gdbemu.testing import Emulator, GdbError, GdbNotFoundError, Session, find_gdb
 
 try:
@@ -226,3 +231,32 @@ def test_session_connect_to_a_64_bit_emulator(guest: tuple[Path, dict[str, int]]
         s.break_at(f"*{sym['long_bp']:#x}")
         assert s.cont().pc == sym["long_bp"]
         assert s.registers()["r15"] == R8_R15[-1]
+
+
+@pytest.mark.parametrize("long_mode", [False, True], ids=["i386", "amd64"])
+def test_gdbinit_disassembles_real_mode_code_as_16_bit(long_mode: bool) -> None:
+    """A CPU in real mode (reset): ``x/i`` shows 16-bit code under either description (objdump -M i8086)."""
+    machine = Machine(ram_size=2 << 20)
+    cpu = machine.cpu
+    cs = cpu.segs[CS]
+    cpu.segs[CS] = SegmentCache(0, 0, cs.limit, cs.flags)
+    cpu.eip = 0x7C00
+    cpu.compute_hflags()
+    machine.mem.write(0x7C00, bytes.fromhex("b8341240ebfe"))  # mov $0x1234,%ax; inc %ax; jmp .
+    server = GdbServer(MachineTarget(machine, long_mode=long_mode), parse_endpoint("tcp:127.0.0.1:0"), True)
+    server.listen()
+    assert isinstance(server.address, tuple)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        argv = [GDB or "gdb", "-nx", "-batch", "-x", str(GDBINIT)]
+        for c in (f"gdbemu-connect {server.address[1]}", "gdbemu-mode", "x/3i $pc", "kill"):
+            argv += ["-ex", c]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        text = out.stdout + out.stderr
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)
+    assert re.search(r"^real$", text, re.M), text
+    assert re.search(r"0x7c00:\s+mov\s+\$0x1234,%ax", text), text
+    assert re.search(r"0x7c03:\s+inc\s+%ax", text) and re.search(r"0x7c04:\s+jmp\s+0x7c04", text), text

@@ -508,6 +508,15 @@ def machine_target() -> MachineTarget:
     return MachineTarget(machine)
 
 
+def machine_target_long() -> MachineTarget:
+    """The same in 64-bit mode, as an amd64 session (64-bit addresses, the amd64 register layout)."""
+    machine = Machine(ram_size=MACHINE_RAM)
+    machine.mem.write(0, b"\xeb\xfe" * (MACHINE_RAM // 2))
+    machine.cpu.setup_long64(pt_addr=0x70000)  # its tables overwrite two pages of the jmp $ (RIP stays at 0)
+    machine.cpu.eip = 0
+    return MachineTarget(machine, long_mode=True)
+
+
 def run_fuzz(session: Session, wires: list[bytes]) -> None:
     for wire in wires:
         session.send(wire)
@@ -537,6 +546,22 @@ def test_fuzz_stub_fake_target(wires):
 def test_fuzz_stub_machine_target(wires):
     tracemalloc.start()  # the peak is measured per packet, from what was allocated before it
     session = Session(machine_target)
+    try:
+        run_fuzz(session, wires)
+    finally:
+        session.close()
+        tracemalloc.stop()
+
+
+@settings(
+    max_examples=EXAMPLES // 10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+@given(st.lists(wire_packets(), min_size=1, max_size=6))
+def test_fuzz_stub_machine_target_long_mode(wires):
+    tracemalloc.start()
+    session = Session(machine_target_long)
     try:
         run_fuzz(session, wires)
     finally:

@@ -40,6 +40,13 @@ translator asks this module only when it builds a TB.  Records are immutable
 and carry everything the op emitters need, resolved once: GPR numbers
 instead of register names, the effective segment of each memory operand,
 the operand- and address-size attributes.
+
+64-bit code (``Decoder(64)``): GPR numbers run 0..15 (r8..r15 and their
+r8d/r8w/r8b forms are 8..15; spl/bpl/sil/dil are the low bytes of 4..7,
+never ah..bh); a RIP-relative memory operand has ``riprel`` set, no base or
+index, and ``disp`` already the absolute address (next RIP + displacement,
+masked to 64 bits, or to 32 with a 67 prefix), so the emitter treats it as
+a constant.  Vector registers are operands of kind XMM / MMX.
 """
 
 from __future__ import annotations

@@ -937,6 +937,10 @@ class Session:
         if self.transport == "tcp":
             self.port = self._await_listening()
             self.address = f"127.0.0.1:{self.port}"
+            if "set architecture i386:x86-64" in self._read_text(self._stderr_path):
+                # gdbemu runs a 64-bit machine (its hint line says so): gdb must expect x86-64 before
+                # connecting, or a 32-bit kernel file makes it refuse the amd64 description.
+                self._mi("-gdb-set architecture i386:x86-64")
             self._mi(f"-target-select remote 127.0.0.1:{self.port}", what="gdb to connect to gdbemu")
         else:
             pidfile = self._dir / "gdbemu.pid"
@@ -1046,6 +1050,8 @@ class Session:
                     what=f"gdb to start {address[1:].strip()!r} and connect",
                 )
             else:
+                if emulator is not None and "set architecture i386:x86-64" in emulator.stderr_text():
+                    session._mi("-gdb-set architecture i386:x86-64")  # a 64-bit gdbemu (see _start)
                 session._mi(f"-target-select remote {address}", what=f"gdb to connect to {address}")
             session.address = address
             session._stop_records.clear()

@@ -34,6 +34,6 @@ from __future__ import annotations
 
 from .board import demo_kernel_path
 from .options import Options, UsageError, parse_args, parse_size
-from .run import main
+from .run import main, main_x86_64
 
-__all__ = ["Options", "UsageError", "demo_kernel_path", "main", "parse_args", "parse_size"]
+__all__ = ["Options", "UsageError", "demo_kernel_path", "main", "main_x86_64", "parse_args", "parse_size"]

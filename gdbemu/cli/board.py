@@ -5,7 +5,9 @@ stderr) and build the ``Machine`` with its trace hooks; attach the PC devices
 (``hw.pc.build_pc``) with a ``PCConfig`` from the options — serial ports and
 the 0xE9 console on their character sinks (``hw.bus.CharSink`` specs: when
 gdb talks over stdio, "stdio" sinks write to stderr instead); apply the
-``-cpu`` model; boot the kernel (the demo kernel when none is given) the way
+CPU model (:func:`cpu_model_for`: ``-cpu`` if given, else ``qemu64`` for a
+64-bit machine -- the ``qemu-system-x86_64`` spelling or a 64-bit kernel --
+and gdbemu's own model without long mode otherwise); boot the kernel (the demo kernel when none is given) the way
 ``-kernel`` does on QEMU.  Every failure is a ``BoardError`` whose message is
 the one ``gdbemu:`` line to print (exit status 2).
 """
@@ -20,6 +22,7 @@ from typing import TextIO
 from ..boot.elf import ELFError
 from ..boot.firmware import apply_cpu_model
 from ..boot.multiboot import MultibootError
+from ..core import cpuid
 from ..debug.trace import QemuLog
 from ..hw.pc import PCConfig, build_pc
 from ..hw.uart import SerialPorts
@@ -40,6 +43,32 @@ def gdb_uses_stdio(opts: Options) -> bool:
     return opts.gdb is not None and parse_endpoint(opts.gdb).uses_stdio
 
 
+def kernel_is_64bit(path: str) -> bool:
+    """A kernel only a 64-bit machine runs: an ELF64 (vmlinux, multiboot2/PVH ELF64), or a bzImage
+    with a 64-bit entry (boot protocol 2.12+ ``xloadflags`` XLF_KERNEL_64).  Unreadable: False."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x240)
+    except OSError:
+        return False
+    if head[:4] == b"\x7fELF":
+        return len(head) > 4 and head[4] == 2  # EI_CLASS: ELFCLASS64
+    if len(head) >= 0x238 and head[0x202:0x206] == b"HdrS":
+        version = int.from_bytes(head[0x206:0x208], "little")
+        return version >= 0x20C and bool(head[0x236] & 1)
+    return False
+
+
+def cpu_model_for(opts: Options, kernel: str) -> str:
+    """The ``-cpu`` spec the board gets (module docstring)."""
+    if opts.cpu_given:
+        return opts.cpu
+    if opts.system == "x86_64" or kernel_is_64bit(kernel):
+        return "qemu64"
+    # gdbemu's own model, minus long mode: a 32-bit PC unless asked for 64 bits.
+    return opts.cpu + ",-lm" if "lm" in cpuid.implemented() else opts.cpu
+
+
 @dataclass
 class Board:
     machine: Machine
@@ -47,6 +76,7 @@ class Board:
     kernel: str
     demo: bool  # no kernel given: the demo kernel runs
     log_out: TextIO | None  # the -D file, closed with the board
+    long_mode: bool = False  # the CPU model has LM: a 64-bit machine (gdb sees amd64)
 
     def close(self) -> None:
         """Flush and close the devices' sinks and the log file."""
@@ -116,7 +146,8 @@ def build_board(opts: Options) -> Board:
     except (OSError, ValueError) as exc:
         board.close()
         raise BoardError(str(exc)) from None
-    apply_cpu_model(machine, opts.cpu)
+    model = apply_cpu_model(machine, cpu_model_for(opts, kernel))
+    board.long_mode = "lm" in model.features
     try:
         machine.load_kernel(kernel, opts.append, opts.initrd)
     except FileNotFoundError:

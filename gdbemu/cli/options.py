@@ -188,7 +188,10 @@ QEMU_LOG_ITEMS_IGNORED = (
 )
 
 USAGE = """\
-usage: gdbemu [options] [KERNEL]
+usage: gdbemu [qemu-system-x86_64|qemu-system-i386] [options] [KERNEL]
+
+  qemu-system-x86_64     (or the command gdbemu-x86_64) a 64-bit machine: -cpu qemu64 by default,
+                         gdb sees amd64 registers; a 64-bit kernel (ELF64) chooses it too
 
   KERNEL, -kernel FILE   a multiboot kernel (ELF or a.out kludge); default: the demo kernel
   -append STR            kernel command line (multiboot cmdline is "KERNEL STR", as QEMU)
@@ -228,6 +231,10 @@ class Options:
     log_file: str | None = None
     smp: int = 1
     cpu: str = "gdbemu"
+    cpu_given: bool = False  # -cpu was on the command line (else the kernel and the spelling choose)
+    # The QEMU binary the command line is spelled for: "x86_64" (qemu-system-x86_64: a 64-bit
+    # machine, qemu64 by default) or "i386".  See parse_args and cli.run.main.
+    system: str = "i386"
     vga: bool = True
     debug_exit: tuple[int, int] | None = (0xF4, 4)
     rtc_base: int | None = None
@@ -370,9 +377,31 @@ def _parse_device(value: str, opts: Options) -> None:
     opts.notes.append(f"warning: -device {driver or value}: not emulated by gdbemu, ignored")
 
 
-def parse_args(argv: list[str]) -> Options:
-    """Parse a QEMU-style command line (see the module docstring); raises UsageError."""
+SYSTEMS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i386"}
+
+
+def system_of(program: str) -> str | None:
+    """The system a program name spells: ``qemu-system-x86_64``, ``gdbemu-x86_64`` -> "x86_64"."""
+    base = program.replace("\\", "/").rsplit("/", 1)[-1]
+    if base.endswith("x86_64") or base.endswith("x86-64"):
+        return "x86_64"
+    if base.endswith("i386"):
+        return "i386"
+    return None
+
+
+def parse_args(argv: list[str], system: str = "i386") -> Options:
+    """Parse a QEMU-style command line (see the module docstring); raises UsageError.
+
+    ``system`` is what the program name said (``gdbemu-x86_64``); a first word
+    ``qemu-system-x86_64`` or ``qemu-system-i386`` (a QEMU command pasted
+    after ``gdbemu``) says it too.
+    """
     opts = Options()
+    opts.system = system
+    if argv and argv[0].replace("\\", "/").rsplit("/", 1)[-1] in SYSTEMS:
+        opts.system = SYSTEMS[argv[0].replace("\\", "/").rsplit("/", 1)[-1]]
+        argv = argv[1:]
     chardevs: dict[str, str] = {}  # -chardev id -> the -serial spelling of its backend
     serial_given = False
     vga_given = False
@@ -472,6 +501,7 @@ def parse_args(argv: list[str]) -> Options:
                 except ValueError as exc:
                     raise UsageError(f"-cpu {v!r}: {exc}") from None
                 opts.cpu = v
+                opts.cpu_given = True
                 opts.notes.extend(resolved.notes)
         elif name in ("accel", "enable-kvm"):
             accel = "kvm" if name == "enable-kvm" else _parse_kv(v, first_key="accel").get("accel", "")

@@ -61,7 +61,7 @@ from ..rsp.server import GdbServer, parse_endpoint
 from .board import Board, BoardError, build_board, feed_serial, gdb_uses_stdio
 from .console import ConsoleInput, raw_terminal, stdin_fd
 from .display import CursesDisplay, curses_wanted
-from .options import Options, UsageError, parse_args, show
+from .options import Options, UsageError, parse_args, show, system_of
 
 
 class Session:
@@ -78,6 +78,7 @@ class Session:
         self.machine = machine
         self.kernel = kernel
         self.opts = opts
+        self.long_mode = False  # the CPU model has LM: gdb gets the amd64 layout (Board.long_mode)
         self.console = console
         self.snapshots = snapshots  # savevm/loadvm's store (-loadvm, -snapshot-file), given to the gdb target
         self.target: MachineTarget | None = None  # under gdb: console input is recorded in its history
@@ -199,7 +200,12 @@ class Session:
         """
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
-        target = MachineTarget(machine, self.snapshots, exec_file=os.path.abspath(self.kernel) if self.kernel else None)
+        target = MachineTarget(
+            machine,
+            self.snapshots,
+            exec_file=os.path.abspath(self.kernel) if self.kernel else None,
+            long_mode=self.long_mode,
+        )
         self.target = target
         target.no_reboot = opts.no_reboot
         log = logging.getLogger("gdbemu.gdb")
@@ -237,7 +243,10 @@ class Session:
         shown_where = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(endpoint)
         if not endpoint.uses_stdio:
             verb = "waiting for gdb" if opts.wait_for_gdb else "listening for gdb"
-            gdb_cmd = f"gdb {shlex.quote(self.kernel)} -ex 'target remote {shown_where}'"
+            # A 64-bit machine: gdb must expect x86-64 before it connects, or an i386 kernel file
+            # (a multiboot kernel that enters long mode itself) makes it refuse the description.
+            arch = "-ex 'set architecture i386:x86-64' " if self.long_mode else ""
+            gdb_cmd = f"gdb {shlex.quote(self.kernel)} {arch}-ex 'target remote {shown_where}'"
             tail = "; Ctrl-C quits" if opts.implicit_gdb else ""
             print(f"gdbemu: {verb} on {shown_where} ({gdb_cmd}){tail}", file=sys.stderr, flush=True)
         self.start = time.perf_counter()
@@ -318,10 +327,17 @@ def _isatty(stream: object) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``gdbemu`` command (see ``gdbemu.cli``); returns the exit status."""
+def main(argv: list[str] | None = None, system: str | None = None) -> int:
+    """The ``gdbemu`` command (see ``gdbemu.cli``); returns the exit status.
+
+    ``system``: the QEMU binary spelled ("x86_64", "i386"); by default what
+    the program's name says (``gdbemu-x86_64``, a ``qemu-system-x86_64``
+    link), else i386.
+    """
+    if system is None:
+        system = system_of(sys.argv[0]) if argv is None and sys.argv else None
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = parse_args(sys.argv[1:] if argv is None else argv, system or "i386")
     except UsageError as exc:
         print(f"gdbemu: {exc}", file=sys.stderr)
         return 2
@@ -372,6 +388,7 @@ def _run_board(board: Board, opts: Options) -> int:
         console = ConsoleInput(fd)
     sleep = opts.icount_sleep if opts.icount_sleep is not None else interactive
     session = Session(machine, opts, console, board.kernel, snapshots)
+    session.long_mode = board.long_mode
     session.display = display
     if sleep:
         session.pacer = install_pacer(machine, console, session)
@@ -427,3 +444,8 @@ def make_display(board: Board, opts: Options) -> CursesDisplay | None:
     if want == "armed":
         display.arm()
     return display
+
+
+def main_x86_64() -> int:
+    """The ``gdbemu-x86_64`` command: ``gdbemu`` spelled as ``qemu-system-x86_64``."""
+    return main(sys.argv[1:], system="x86_64")

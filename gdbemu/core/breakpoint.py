@@ -71,12 +71,12 @@ class Breakpoints:
             self.marks.discard(addr)
 
     def add(self, addr: int, kind: str = "sw") -> None:
-        addr &= 0xFFFFFFFF
+        addr &= 0xFFFFFFFFFFFFFFFF  # linear addresses: 32-bit outside long mode, 64-bit in it
         self.gdb.setdefault(addr, set()).add(kind)
         self._update(addr)
 
     def remove(self, addr: int, kind: str = "sw") -> bool:
-        addr &= 0xFFFFFFFF
+        addr &= 0xFFFFFFFFFFFFFFFF  # linear addresses: 32-bit outside long mode, 64-bit in it
         kinds = self.gdb.get(addr)
         if not kinds or kind not in kinds:
             return False
@@ -96,7 +96,7 @@ class Breakpoints:
     def set_guest(self, addrs: dict[int, set[int]]) -> None:
         """The guest's DR7 changed: its enabled execute breakpoints are now ``addrs``."""
         old = set(self.guest)
-        self.guest = {a & 0xFFFFFFFF: set(n) for a, n in addrs.items()}
+        self.guest = {a & 0xFFFFFFFFFFFFFFFF: set(n) for a, n in addrs.items()}
         for addr in old | set(self.guest):
             self._update(addr)
 

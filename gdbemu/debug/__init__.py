@@ -7,8 +7,8 @@ agent.py      target-side breakpoint conditions and commands (agent points, agen
 ax.py         agent expressions: gdb's bytecode decoded, validated, compiled (gdbserver's ax.c)
 watchlog.py   the watch log and watch conditions, on the machine's debugger hook point
 conditions.py the watch-condition language (``monitor watch cond``): parser and compiler
-memview.py    the debugger's view of guest memory (no TLB fill, no A/D bits, no faults)
-registers.py  gdb's i386 registers on a CPU: read, write (with the instruction's effects), as snippets
+memview.py    the debugger's view of guest memory (no TLB fill, no A/D bits, no faults, no wrap)
+registers.py  gdb's i386 and amd64 registers on a CPU: read, write (with the instruction's effects), as snippets
 monitor.py    the ``monitor`` command set (qRcmd)
 trace.py      ``-d`` tracing (QEMU's log items) on the core's trace hooks (the hwcli track's)
 

@@ -75,7 +75,7 @@ class BreakpointAgent:
             """``size`` bytes at a linear address by the debug walk (no fill, no fault), RAM only."""
             value = peek_linear(mem, cpu, addr, size)
             if value is None:
-                raise ax.AgentEvalError(f"cannot read {size} bytes at {addr & 0xFFFFFFFF:#x}")
+                raise ax.AgentEvalError(f"cannot read {size} bytes at {addr & 0xFFFFFFFFFFFFFFFF:#x}")
             return value
 
         self.env = ax.AgentEnv(
@@ -126,7 +126,7 @@ class BreakpointAgent:
         commands: tuple[bytes, ...] | None = None,
         persist: bool | None = None,
     ) -> None:
-        linear = vaddr & 0xFFFFFFFF
+        linear = vaddr & 0xFFFFFFFFFFFFFFFF
         key = (linear, hardware)
         old = self.points.get(key)
         new = AgentPoint()
@@ -159,7 +159,7 @@ class BreakpointAgent:
 
     def install(self, vaddr: int) -> None:
         """Put the hook of ``vaddr`` in ``machine.breakpoints.conditions`` (or take it out)."""
-        linear = vaddr & 0xFFFFFFFF
+        linear = vaddr & 0xFFFFFFFFFFFFFFFF
         bps = self.machine.breakpoints
         kinds = bps.gdb.get(linear)
         hooks: list[Callable[[Any], bool]] = []

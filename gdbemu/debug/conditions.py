@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from ..core.cpu import CPU
 from .memview import Peek
-from .registers import GPR_NAMES
+from .registers import GPR64, GPR_NAMES
 
 MAX_TOKENS: Final = 4096  # longest expression accepted
 CHUNK_DEPTH: Final = 24  # operand nesting (in the generated source) kept inline
@@ -63,9 +63,11 @@ NAMES: Final[dict[str, str]] = {
     "write": "int(h.is_write)",
     "read": "int(not h.is_write)",
     "icount": "h.icount",
-    "eip": "cpu.eip",
+    "eip": "(cpu.eip & 0xFFFFFFFF)",
+    "rip": "cpu.eip",
     "eflags": "cpu.get_eflags()",
-    **{name: f"cpu.regs[{i}]" for i, name in enumerate(GPR_NAMES)},
+    **{name: f"(cpu.regs[{i}] & 0xFFFFFFFF)" for i, name in enumerate(GPR_NAMES)},
+    **{name: (f"cpu.regs[{i}]" if i < 8 else f"cpu.xregs[{i - 8}]") for name, i in GPR64.items()},
 }
 FUNCTIONS: Final[dict[str, str]] = {
     "mem8": "_mem(cpu, {}, 1)",
@@ -272,9 +274,9 @@ def compile_watch_condition(text: str, peek: Peek) -> WatchConditionFn:
     src = condition_source(text)
 
     def mem(cpu: CPU, addr: int, size: int) -> int:
-        value = peek(cpu, addr & 0xFFFFFFFF, size)
+        value = peek(cpu, addr & 0xFFFFFFFFFFFFFFFF, size)
         if value is None:
-            raise ValueError(f"cannot read {size} bytes at {addr & 0xFFFFFFFF:#x}")
+            raise ValueError(f"cannot read {size} bytes at {addr & 0xFFFFFFFFFFFFFFFF:#x}")
         return value
 
     namespace: dict[str, Any] = {"_n": _known, "_mem": mem, "_sx": _sx, "int": int, "bool": bool}

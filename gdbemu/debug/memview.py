@@ -13,20 +13,27 @@ invalidate translated code they touch like any store.
   MMIO register (reading a device register has side effects; reading it again
   for a log would change the guest); None where the bytes are not RAM.
 
-Linear addresses are 32-bit and wrap, as the CPU's do.
+Linear addresses are what the CPU can form in its current mode, and nothing
+wraps: outside long mode they are 32-bit (an access running past 4 GiB
+stops there); in long mode (EFER.LMA) they are 64-bit and canonical (bits
+63:47 all equal), and an access reaching the non-canonical hole stops at its
+edge.  :func:`linear_ok` says whether an address can be formed; a range that
+cannot is unmapped to gdb (``E0e``), never folded onto another address.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core.cpu import CPU
-from ..core.mmu import debug_translate
+from ..core.cpu import CPU, CS, HF_CS64
+from ..core.mmu import EFER_LMA, debug_translate
 from ..machine import Machine
 from ..softmmu.memory import PhysMemory
 
 PAGE_SIZE = 4096
-_LINEAR_MASK = 0xFFFFFFFF
+_LEGACY_TOP = 0xFFFFFFFF
+_CANON_LOW_END = 1 << 47  # the lower canonical half is [0, 2**47)
+_CANON_HIGH = (1 << 64) - (1 << 47)  # the upper half is [2**64 - 2**47, 2**64)
 
 Peek = Callable[[CPU, int, int], "int | None"]  # peek_linear with its memory bound: (cpu, vaddr, size)
 
@@ -35,15 +42,40 @@ class UnmappedError(ValueError):
     """A linear address the guest's page tables do not map (gdb: ``E0e``, EFAULT)."""
 
 
+def linear_ok(cpu: CPU, vaddr: int) -> bool:
+    """Whether ``cpu`` can form the linear address ``vaddr`` in its current mode (module docstring)."""
+    if vaddr < 0:
+        return False
+    if cpu.efer & EFER_LMA:
+        return vaddr < _CANON_LOW_END or _CANON_HIGH <= vaddr < 1 << 64
+    return vaddr <= _LEGACY_TOP
+
+
+def canonical(vaddr: int) -> bool:
+    """A 64-bit canonical address (bits 63:47 all equal): one that 64-bit code can form."""
+    return 0 <= vaddr < _CANON_LOW_END or _CANON_HIGH <= vaddr < 1 << 64
+
+
+def pc_linear(cpu: CPU) -> int:
+    """The linear address of the next instruction: CS.base + EIP mod 4 GiB, or RIP in 64-bit code
+    (what the TB marks of gdb's breakpoints are keyed by)."""
+    if cpu.hflags & HF_CS64:
+        return int(cpu.eip) & 0xFFFFFFFFFFFFFFFF
+    return (cpu.seg_base[CS] + cpu.eip) & _LEGACY_TOP
+
+
+def _translate(cpu: CPU, vaddr: int) -> int | None:
+    return debug_translate(cpu, vaddr) if linear_ok(cpu, vaddr) else None
+
+
 def peek_linear(mem: PhysMemory, cpu: CPU, vaddr: int, size: int) -> int | None:
     """``size`` bytes at a linear address as a little-endian integer, RAM only (else None)."""
-    vaddr &= _LINEAR_MASK
     if (vaddr & 0xFFF) + size > PAGE_SIZE:
         lo = PAGE_SIZE - (vaddr & 0xFFF)
         a = peek_linear(mem, cpu, vaddr, lo)
         b = peek_linear(mem, cpu, vaddr + lo, size - lo)
         return None if a is None or b is None else a | (b << (8 * lo))
-    paddr = debug_translate(cpu, vaddr)
+    paddr = _translate(cpu, vaddr)
     if paddr is None or not mem.is_ram(paddr) or paddr + size > mem.ram_size:
         return None
     return int.from_bytes(mem.ram[paddr : paddr + size], "little")
@@ -58,11 +90,11 @@ def read_virtual(machine: Machine, vaddr: int, length: int, cpu: CPU | None = No
     out = bytearray()
     while length > 0:
         chunk = min(length, PAGE_SIZE - (vaddr & 0xFFF))
-        paddr = debug_translate(cpu, vaddr)
+        paddr = _translate(cpu, vaddr)
         if paddr is None:
             raise UnmappedError(f"address {vaddr:#x} is not mapped")
         out += machine.mem.read(paddr, chunk)
-        vaddr = (vaddr + chunk) & _LINEAR_MASK
+        vaddr += chunk
         length -= chunk
     return bytes(out)
 
@@ -76,7 +108,7 @@ def read_virtual_partial(machine: Machine, vaddr: int, length: int, cpu: CPU | N
             out += read_virtual(machine, vaddr, chunk, cpu)
         except UnmappedError:
             break
-        vaddr = (vaddr + chunk) & _LINEAR_MASK
+        vaddr += chunk
         length -= chunk
     return bytes(out)
 
@@ -92,11 +124,11 @@ def write_virtual(machine: Machine, vaddr: int, data: bytes, cpu: CPU | None = N
     pieces: list[tuple[int, bytes]] = []
     while pos < len(data):
         chunk = min(len(data) - pos, PAGE_SIZE - (vaddr & 0xFFF))
-        paddr = debug_translate(cpu, vaddr)
+        paddr = _translate(cpu, vaddr)
         if paddr is None:
             raise UnmappedError(f"address {vaddr:#x} is not mapped")
         pieces.append((paddr, data[pos : pos + chunk]))
-        vaddr = (vaddr + chunk) & _LINEAR_MASK
+        vaddr += chunk
         pos += chunk
     for paddr, piece in pieces:
         machine.mem.write(paddr, piece)

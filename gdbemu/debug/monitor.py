@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Protocol
 
+from ..core import flags as F
+from ..core.cpu import CPU, CS, DESC_B, DESC_L
 from ..core.mmu import EFER_LMA, PG_A, PG_D, PG_G, PG_NX, PG_RW, PG_US, mappings
 from ..hw.vga import VGA
 from ..machine import Machine
@@ -60,6 +62,27 @@ def _flags(tag: int) -> str:
 
 Command = Callable[[list[str]], str]
 
+CPU_MODES = ("real", "vm86", "prot16", "prot32", "compat16", "compat32", "long")
+
+
+def cpu_mode(cpu: CPU) -> str:
+    """The CPU's operating mode, one of :data:`CPU_MODES` (what ``monitor cpumode`` answers).
+
+    Real mode (CR0.PE clear), virtual-8086 (EFLAGS.VM), 16/32-bit protected
+    mode by CS.D, and under EFER.LMA: 64-bit code (CS.L) or compatibility
+    mode by CS.D.
+    """
+    if not cpu.cr[0] & 1:
+        return "real"
+    if cpu.eflags & F.VM:
+        return "vm86"
+    cs = cpu.segs[CS].flags
+    if cpu.efer & EFER_LMA:
+        if cs & DESC_L:
+            return "long"
+        return "compat32" if cs & DESC_B else "compat16"
+    return "prot32" if cs & DESC_B else "prot16"
+
 
 class MonitorTarget(Protocol):
     """What the commands use of a ``MachineTarget`` (debug/target.py)."""
@@ -69,6 +92,7 @@ class MonitorTarget(Protocol):
     watch_log: WatchLog
     sstep_irq: bool
     last_run_mips: float
+    wide: bool  # an amd64 session: addresses are shown with 16 digits
 
     @property
     def actions(self) -> Mapping[int, object]: ...
@@ -215,9 +239,24 @@ class Monitor:
             f"virtual time: {self.machine.clock.now() / 1e9:.6f} s\n"
         )
 
+    def _a(self, value: int) -> str:
+        """An address as this session shows them: 16 hex digits for amd64, 8 for i386."""
+        return f"{value:016x}" if self.target.wide else f"{value:08x}"
+
+    def cmd_cpumode(self, args: list[str]) -> str:
+        """cpumode: the CPU's mode: real, vm86, prot16, prot32, compat16, compat32 or long.
+
+        The top-level gdbinit asks this at every stop to pick the disassembly
+        mode (i8086, i386 or x86-64), since the register layout of a session
+        never changes.
+        """
+        return cpu_mode(self.machine.cpu) + "\n"
+
     def cmd_info_registers(self, args: list[str]) -> str:
         """info registers: all system state (segments with caches, control, debug, descriptor tables)."""
         cpu = self.machine.cpu
+        if cpu.efer & EFER_LMA:
+            return self._registers64(cpu)
         r = cpu.regs
         names = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
         out = [" ".join(f"{n}={v:08x}" for n, v in zip(names, r, strict=True))]
@@ -233,6 +272,29 @@ class Monitor:
         out.append(f"EFER={cpu.efer:016x} TSC={cpu.tsc()} icount={cpu.icount}")
         return "\n".join(out) + "\n"
 
+    def _registers64(self, cpu: CPU) -> str:
+        """``info registers`` in long mode, laid out as QEMU's x86-64 dump."""
+        names = ("RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", *[f"R{i}" for i in range(8, 16)])
+        order = (0, 3, 1, 2, 6, 7, 5, 4, *range(8, 16))
+        vals = [cpu.get_gpr(i) for i in order]
+        out = [
+            " ".join(f"{n:3s}={v:016x}" for n, v in zip(names[k : k + 4], vals[k : k + 4], strict=True))
+            for k in range(0, 16, 4)
+        ]
+        out.append(f"RIP={cpu.eip:016x} RFL={cpu.get_eflags():08x} CPL={cpu.cpl} HLT={int(cpu.halted)}")
+        for name, seg in zip(("ES", "CS", "SS", "DS", "FS", "GS"), cpu.segs, strict=True):
+            out.append(f"{name} ={seg.selector:04x} {seg.base:016x} {seg.limit:08x} {seg.flags:08x}")
+        out.append(f"LDT={cpu.ldtr.selector:04x} {cpu.ldtr.base:016x} {cpu.ldtr.limit:08x} {cpu.ldtr.flags:08x}")
+        out.append(f"TR ={cpu.tr.selector:04x} {cpu.tr.base:016x} {cpu.tr.limit:08x} {cpu.tr.flags:08x}")
+        out.append(f"GDT=     {cpu.gdtr_base:016x} {cpu.gdtr_limit:08x}")
+        out.append(f"IDT=     {cpu.idtr_base:016x} {cpu.idtr_limit:08x}")
+        out.append(f"CR0={cpu.cr[0]:08x} CR2={cpu.cr[2]:016x} CR3={cpu.cr[3]:016x} CR4={cpu.cr[4]:08x}")
+        out.append(" ".join(f"DR{i}={cpu.dr[i]:016x}" for i in range(4)))
+        out.append(f"DR6={cpu.dr[6]:016x} DR7={cpu.dr[7]:016x}")
+        kgs = cpu.kernel_gs_base
+        out.append(f"EFER={cpu.efer:016x} KERNEL_GS_BASE={kgs:016x} TSC={cpu.tsc()} icount={cpu.icount}")
+        return "\n".join(out) + "\n"
+
     def cmd_info_tlb(self, args: list[str]) -> str:
         """info tlb: valid TLB entries per mmu_idx with their flags (read/write/code tags)."""
         tlb = self.machine.cpu.tlb
@@ -241,7 +303,11 @@ class Monitor:
             entries = tlb.valid_entries(mmu_idx)
             out.append(f"mmu_idx {mmu_idx} ({MMU_NAMES[mmu_idx]}): {len(entries)} entries")
             for vpage, paddr, rt, wt, ct in entries:
-                out.append(f"  {vpage:08x} -> {paddr:08x}  read:{_flags(rt)} write:{_flags(wt)} code:{_flags(ct)}")
+                out.append(
+                    f"  {self._a(vpage)} -> {paddr:010x}  read:{_flags(rt)} write:{_flags(wt)} code:{_flags(ct)}"
+                    if self.target.wide
+                    else f"  {vpage:08x} -> {paddr:08x}  read:{_flags(rt)} write:{_flags(wt)} code:{_flags(ct)}"
+                )
         return "\n".join(out) + "\n"
 
     def cmd_info_mem(self, args: list[str]) -> str:
@@ -310,10 +376,10 @@ class Monitor:
         out = [f"{len(wl.wps)} watchpoints"]
         for wp in wl.wps:
             owner = "gdb" if wp.owner == GDB_OWNER else f"guest DR{wp.owner[2]}"  # type: ignore[index]
-            out.append(f"  {wp.kind.stop_name:6s} {wp.vaddr:08x} len {wp.length:<6d} {owner:10s} hits {wp.hits}")
+            out.append(f"  {wp.kind.stop_name:6s} {self._a(wp.vaddr)} len {wp.length:<6d} {owner:10s} hits {wp.hits}")
         bps = self.machine.breakpoints
         if bps.gdb:
-            out.append(f"{len(bps.gdb)} breakpoints: " + " ".join(f"{a:08x}" for a in sorted(bps.gdb)))
+            out.append(f"{len(bps.gdb)} breakpoints: " + " ".join(self._a(a) for a in sorted(bps.gdb)))
         return "\n".join(out) + "\n"
 
     def cmd_stats(self, args: list[str]) -> str:
@@ -370,7 +436,7 @@ class Monitor:
             if verb == "json":
                 doc = {"enabled": wl.enabled, "dropped": wl.dropped, "records": [r.as_dict() for r in records]}
                 return json.dumps(doc) + "\n"
-            return _log_table(wl, records)
+            return _log_table(wl, records, self.target.wide)
         if verb == "status":
             return (
                 f"watch log {'on' if wl.enabled else 'off'}: {len(wl.entries)} records "
@@ -391,10 +457,11 @@ class Monitor:
         EXPR: integers (123, 0x7b, 0b1111011), the names
           new, value  the accessed bytes after the access (= old for a read)
           old         the accessed bytes before the access
-          pc          EIP of the accessing instruction
+          pc          the linear address of the accessing instruction
           addr, size  the access;  write, read  1 if it is one
           icount      instructions retired before the access
           eax ecx edx ebx esp ebp esi edi eip eflags  (read after the access)
+          rax ... rdi r8 ... r15 rip  (the same at 64 bits)
         the functions mem8(A) mem16(A) mem32(A) mem64(A) (guest memory, linear,
         debug view) and s8(X) s16(X) s32(X) (sign-extend), the operators
           or || and && not !   == != < <= > >=   | ^ &   << >>   + -   * / %   unary - ~
@@ -504,18 +571,21 @@ class Monitor:
         if not args:
             raise ValueError("usage: x/Nx PADDR")
         paddr = int(args[0], 0)
-        if not 0 <= paddr <= 0xFFFFFFFF:
-            raise ValueError(f"physical address {args[0]} out of range")
         count = min(count, 4096)
+        bits = self.machine.cpu.phys_bits  # MAXPHYADDR (36, 40 with long mode): nothing at or above it
+        top = 1 << bits
+        if not 0 <= paddr or paddr + count * unit > top:
+            raise ValueError(f"physical address {args[0]} out of range (physical addresses are {bits}-bit)")
         data = self.machine.mem.read(paddr, count * unit)
         out = []
+        aw = 10 if paddr + count * unit > 1 << 32 else 8
         per_line = 16 // unit
         for i in range(0, count, per_line):
             words = [
                 int.from_bytes(data[(i + k) * unit : (i + k + 1) * unit], "little")
                 for k in range(min(per_line, count - i))
             ]
-            out.append(f"{paddr + i * unit:08x}: " + " ".join(f"{w:0{2 * unit}x}" for w in words))
+            out.append(f"{paddr + i * unit:0{aw}x}: " + " ".join(f"{w:0{2 * unit}x}" for w in words))
         return "\n".join(out) + "\n"
 
     def cmd_screendump(self, args: list[str]) -> str:
@@ -577,7 +647,7 @@ def _parse_addr(text: str) -> int:
         value = int(text, 0)
     except ValueError:
         raise ValueError(f"bad address {text!r} (use 0x... or decimal)") from None
-    if not 0 <= value <= 0xFFFFFFFF:
+    if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
         raise ValueError(f"address {text} out of range")
     return value
 
@@ -586,19 +656,22 @@ def _value_text(v: int | None) -> str:
     return "-" if v is None else f"{v:#x}"
 
 
-def _log_table(wl: WatchLog, records: list[WatchLogEntry]) -> str:
+def _log_table(wl: WatchLog, records: list[WatchLogEntry], wide: bool = False) -> str:
     out = [f"watch log {'on' if wl.enabled else 'off'}: {len(wl.entries)} records ({wl.dropped} dropped)"]
+    w = 16 if wide else 8
+    wpw = w + 14
     if records:
         out.append(
-            f"{'seq':>6} {'icount':>10} {'pc':8} acc {'addr':8} sz {'old':>18} {'new':>18} {'watchpoint':22} stop"
+            f"{'seq':>6} {'icount':>10} {'pc':{w}} acc {'addr':{w}} sz "
+            f"{'old':>18} {'new':>18} {'watchpoint':{wpw}} stop"
         )
     for r in records:
-        wp = f"{r.wp_kind.stop_name} {r.wp_vaddr:08x}/{r.wp_length}"
+        wp = f"{r.wp_kind.stop_name} {r.wp_vaddr:0{w}x}/{r.wp_length}"
         stop = "yes" if r.stopped else "-"
         if r.error:
             stop += f" ({r.error})"
         out.append(
-            f"{r.seq:>6} {r.icount:>10} {r.pc:08x} {'w' if r.is_write else 'r':3} {r.addr:08x} {r.size:2} "
-            f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:22} {stop}"
+            f"{r.seq:>6} {r.icount:>10} {r.pc:0{w}x} {'w' if r.is_write else 'r':3} {r.addr:0{w}x} {r.size:2} "
+            f"{_value_text(r.old):>18} {_value_text(r.new):>18} {wp:{wpw}} {stop}"
         )
     return "\n".join(out) + "\n"

@@ -72,12 +72,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..core.cpu import CPU, CS, REQ_EXIT
+from ..core.cpu import CPU, REQ_EXIT
 from ..core.mmu import debug_translate
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
 from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
+from .memview import pc_linear
 from .snapshot import Snapshot, SnapshotStore, capture_cpu
 
 T = TypeVar("T")
@@ -542,7 +543,7 @@ class History:
             if seg.step:
                 if limit <= seg.start and self._seg_end(k) > seg.start:
                     return hits
-                pc = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                pc = pc_linear(m.cpu)
                 if pc in m.breakpoints.gdb and seg.start < limit:
                     hits.append(_Hit(k, seg.start, 0, "swbreak", pc, None))
                 stop = m.step(irq=seg.irq)
@@ -570,7 +571,7 @@ class History:
                     hits.append(_Hit(k, m.cpu.icount, ordinal, "watch", stop.addr, stop.hit.wp.kind))
                 else:
                     hits.append(_Hit(k, m.cpu.icount, ordinal, stop.reason or "swbreak", stop.addr, None))
-                    m.breakpoints.skip_once = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                    m.breakpoints.skip_once = pc_linear(m.cpu)
         finally:
             m.attach_debugger(debugger)
         return hits
@@ -595,7 +596,7 @@ class History:
                 n += 1
                 if n == hit.ordinal:
                     break
-                m.breakpoints.skip_once = (m.cpu.seg_base[CS] + m.cpu.eip) & 0xFFFFFFFF
+                m.breakpoints.skip_once = pc_linear(m.cpu)
         finally:
             m.attach_debugger(debugger)
         self.pos = (hit.seg, m.cpu.icount)

@@ -8,9 +8,15 @@ the guest only through ``run_slice``.  gdb's breakpoints become TB marks
 (``softmmu/watchpoint.py``): the guest's memory is never patched and the
 guest cannot tell a debugger is attached (DESIGN.md invariant 3).
 
-* Registers: the i386 layout of ``rsp/arch/i386.py``, read and written by
-  ``debug/registers.py`` (a write acts as the instruction that would write
-  the register does).
+* Registers: one layout for the whole session (a mode switch never changes
+  the ``g`` packet): amd64 (``rsp/arch/amd64.py``) when the CPU model can
+  enter long mode (CPUID LM: qemu64, max, ...), else i386
+  (``rsp/arch/i386.py``); read and written by ``debug/registers.py`` (a write
+  acts as the instruction that would write the register does).
+* Addresses: 64-bit in an amd64 session, and only those the CPU can form
+  (``memview.linear_ok``): a non-canonical breakpoint is refused (E16), a
+  read or write gdb names beyond what the current mode can form is unmapped
+  (E0e); nothing wraps.
 * Memory: ``debug/memview.py`` -- linear addresses through the page tables of
   the thread's vCPU, by the debug walk (no TLB fill, no A/D bits, no fault, no
   watchpoint); writes go through physical memory and invalidate translated
@@ -36,11 +42,13 @@ from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from typing import Final
 
-from ..core.cpu import CPU, CS
+from ..core.cpu import CPU
+from ..core.ops.system import cpuid
 from ..core.stop import RunStop, StopKind
 from ..machine import Machine
 from ..rsp import target as rsp
 from ..rsp.arch import RegisterLayout
+from ..rsp.arch.amd64 import AMD64_LAYOUT
 from ..rsp.arch.i386 import I386_LAYOUT
 from ..rsp.stub import DefaultThreadsXfer
 from ..rsp.target import (
@@ -54,7 +62,7 @@ from ..rsp.target import (
 )
 from ..softmmu.watchpoint import WatchHit, WatchKind
 from .agent import BreakpointAgent
-from .memview import UnmappedError, peek_linear, read_virtual_partial, write_virtual
+from .memview import UnmappedError, canonical, pc_linear, peek_linear, read_virtual_partial, write_virtual
 from .monitor import Monitor
 from .registers import register_value, set_register
 from .replay import TAIL_CHUNK, History, ReverseStop
@@ -68,6 +76,20 @@ _FROM_RSP: Final = {
 }
 _TO_RSP: Final = {kind: wire for wire, kind in _FROM_RSP.items()}
 
+CPUID_LM: Final = 1 << 29  # CPUID 0x80000001 EDX: long mode
+
+
+def has_long_mode(cpu: CPU) -> bool:
+    """Whether ``cpu``'s CPU model reports long mode (CPUID LM): a 64-bit machine, shown to gdb as amd64.
+
+    A CPU with no model applied (a bare ``Machine``, ``cpu.cpuid_model`` None)
+    is the historical i386 core: False.  The CLI, which knows the model even
+    when it is the core's own table (``-cpu max``), says so to MachineTarget.
+    """
+    if cpu.cpuid_model is None or cpuid(cpu, 0x80000000, 0)[0] < 0x80000001:
+        return False
+    return bool(cpuid(cpu, 0x80000001, 0)[3] & CPUID_LM)
+
 
 class _Breakpoints:
     """``supports_sw_breakpoints``/``supports_hw_breakpoints``: TB marks owned by gdb."""
@@ -78,6 +100,8 @@ class _Breakpoints:
         self.agent = agent_ops
 
     def add(self, vaddr: int, kind: int) -> None:
+        if not canonical(vaddr):
+            raise TargetError(errno.EINVAL, f"{vaddr:#x} is not a canonical address")
         self.machine.breakpoints.add(vaddr, self.kind)
         if self.agent is not None:
             self.agent.install(vaddr)
@@ -98,12 +122,12 @@ class _Watchpoints:
         if length < 1:
             raise TargetError(errno.EINVAL, "a watchpoint covers at least one byte")
         wl = self.machine.watchpoints
-        if wl.find(vaddr & 0xFFFFFFFF, length, _FROM_RSP[kind]) is None:
+        if wl.find(vaddr, length, _FROM_RSP[kind]) is None:
             wl.add(vaddr, length, _FROM_RSP[kind])
 
     def remove(self, kind: rsp.WatchKind, vaddr: int, length: int) -> None:
         wl = self.machine.watchpoints
-        wp = wl.find(vaddr & 0xFFFFFFFF, length, _FROM_RSP[kind])
+        wp = wl.find(vaddr, length, _FROM_RSP[kind])
         if wp is not None:
             wl.remove(wp)
 
@@ -115,12 +139,21 @@ class MachineTarget(TargetBase):
     # so the server's loop does not spin a core while it waits for gdb or input.
     IDLE_SLEEP = 0.002
 
-    def __init__(self, machine: Machine, snapshots: SnapshotStore | None = None, exec_file: str | None = None) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        snapshots: SnapshotStore | None = None,
+        exec_file: str | None = None,
+        long_mode: bool | None = None,
+    ) -> None:
         self.machine = machine
         # savevm/loadvm (debug/snapshot.py): made on first use unless the CLI gave one (-loadvm, -snapshot-file).
         self.snapshots = snapshots
         self.exec_file_path = exec_file  # the kernel, for gdb started without a file (qXfer:exec-file:read)
-        self.layout = I386_LAYOUT
+        # amd64 or i386, for the whole session: the caller's word (the CLI knows the -cpu model),
+        # else what the first CPU's CPUID says.
+        self.wide = has_long_mode(machine.cpu) if long_mode is None else long_mode
+        self.layout = AMD64_LAYOUT if self.wide else I386_LAYOUT
         self.actions: dict[int, ResumeAction] = {}
         self._interrupted = False
         self.sstep_irq = False  # `monitor sstep irq`: let a step take interrupts and timers
@@ -235,6 +268,10 @@ class MachineTarget(TargetBase):
     def register_layout(self) -> RegisterLayout:
         return self.layout
 
+    def address_bits(self) -> int:
+        """64 in an amd64 session (the CPU may form any canonical address later), else 32."""
+        return 64 if self.wide else 32
+
     def _cpu(self, tid: int) -> CPU:
         cpus = self.machine.cpus
         if tid <= 0:
@@ -312,7 +349,7 @@ class MachineTarget(TargetBase):
             else:
                 h.begin(step, self.sstep_irq)
         cpu = self.machine.cpu
-        linear = (cpu.seg_base[CS] + cpu.eip) & 0xFFFFFFFF
+        linear = pc_linear(cpu)
         if linear in self.machine.breakpoints.gdb:
             self.machine.breakpoints.skip_once = linear  # resuming from a breakpoint runs it
         self.stop_time = time.perf_counter()

@@ -38,7 +38,12 @@ them (:attr:`GdbStub.max_address`: ``target.address_bits()`` when the target
 has it, else the width of the layout's PC).  Nothing wraps or is truncated:
 a memory access any byte of which lies beyond the top gets ``E0e`` (EFAULT,
 the reply unmapped memory gets; QEMU answers ``E14`` where its range wraps),
-and a breakpoint, watchpoint or resume address beyond it gets ``E16``.
+and a breakpoint, watchpoint or resume address beyond it gets ``E16``.  A
+watchpoint's *length* is accepted as QEMU accepts it (gdb's
+``Z2,0,ffffffffffffffff``, "watch everything", answers OK on qemu-system-i386
+and -x86_64 alike): any length up to 2**64, the range clipped to the top of
+the address space, whose bytes past the top no access can reach
+(:meth:`GdbStub._watch_range`).
 """
 
 from __future__ import annotations
@@ -258,6 +263,12 @@ class GdbStub:
     def _range_ok(self, addr: int, length: int) -> bool:
         """``[addr, addr + length)`` lies within the address space (a length of 0 checks ``addr`` only)."""
         return addr <= self.max_address and addr + max(length, 1) - 1 <= self.max_address
+
+    def _watch_range(self, addr: int, length: int) -> tuple[int, int] | None:
+        """A Z2/Z3/Z4 range as the target gets it (module docstring), or None: refused."""
+        if addr > self.max_address or length > 1 << 64:
+            return None
+        return addr, min(length, self.max_address + 1 - addr)
 
     def _thread_ids(self) -> list[int]:
         return [t.tid for t in self.target.threads()]
@@ -585,20 +596,24 @@ class GdbStub:
         ops = self._point_ops(cmd.kind.value)
         if ops is None:
             return Reply([b""])
-        if not self._range_ok(cmd.addr, cmd.length):
+        wrange = self._watch_range(cmd.addr, cmd.length)
+        if wrange is None:
             return Reply([E_PARSE])
-        ops.add(cmd.kind, cmd.addr, cmd.length)
-        self._points.add(_Point(cmd.kind.value, cmd.addr, cmd.length))
+        addr, length = wrange
+        ops.add(cmd.kind, addr, length)
+        self._points.add(_Point(cmd.kind.value, addr, length))
         return Reply([b"OK"])
 
     def handle_z_watchpoint(self, cmd: cmds.RemoveWatchpoint) -> Reply:
         ops = self._point_ops(cmd.kind.value)
         if ops is None:
             return Reply([b""])
-        if not self._range_ok(cmd.addr, cmd.length):
+        wrange = self._watch_range(cmd.addr, cmd.length)
+        if wrange is None:
             return Reply([E_PARSE])
-        ops.remove(cmd.kind, cmd.addr, cmd.length)
-        self._points.discard(_Point(cmd.kind.value, cmd.addr, cmd.length))
+        addr, length = wrange
+        ops.remove(cmd.kind, addr, length)
+        self._points.discard(_Point(cmd.kind.value, addr, length))
         return Reply([b"OK"])
 
     def _remove_all_points(self, keep_persistent: bool = True) -> None:

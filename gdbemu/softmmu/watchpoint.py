@@ -148,7 +148,7 @@ class WatchpointList:
     def add(self, vaddr: int, length: int, kind: WatchKind, owner: object = GDB_OWNER) -> Watchpoint:
         if length < 1:
             raise ValueError("a watchpoint covers at least one byte")
-        wp = Watchpoint(vaddr & 0xFFFFFFFF, length, WatchKind(kind), owner)
+        wp = Watchpoint(vaddr & 0xFFFFFFFFFFFFFFFF, length, WatchKind(kind), owner)
         self.wps.append(wp)
         self._stale = True
         self.flush_range(wp.vaddr, wp.length)

@@ -133,13 +133,24 @@ def test_wide_breakpoint_and_watchpoint_addresses_are_refused(make):
     assert one(stub, b"Z0,100000011,1") == E_INVAL  # used to say OK and never hit
     assert one(stub, b"Z1,100000011,1") == E_INVAL
     assert one(stub, b"z0,100000011,1") == E_INVAL
-    assert one(stub, b"Z2,100000000,4") == E_INVAL
-    assert one(stub, b"Z3,fffffffe,4") == E_INVAL  # runs past the top
-    assert one(stub, b"Z4,0,ffffffffffffffff") == E_INVAL  # longer than the address space
-    assert one(stub, b"z2,fffffffe,4") == E_INVAL
+    assert one(stub, b"Z2,100000000,4") == E_INVAL  # starts beyond the top
+    assert one(stub, b"Z2,0," + b"1" + b"0" * 17) == E_INVAL  # longer than any address space (2**68)
     assert stub.inserted_points == frozenset()
     assert one(stub, b"Z2,fffffffc,4") == b"OK"  # the last 4 bytes are fine
     assert one(stub, b"z2,fffffffc,4") == b"OK"
+
+
+@pytest.mark.parametrize("make", [_fake_stub, _machine_stub], ids=["fake", "machine"])
+def test_watch_lengths_past_the_top_are_accepted_as_qemu_does(make):
+    """qemu-system-i386 and -x86_64 answer OK to ``Z2,0,ffffffffffffffff`` (gdb: watch everything) and to a
+    range running past the top; the range is clipped to the address space, nothing wraps to address 0."""
+    stub, _ = make()
+    assert one(stub, b"Z4,0,ffffffffffffffff") == b"OK"
+    assert one(stub, b"Z3,fffffffe,4") == b"OK"
+    assert stub.inserted_points == {(4, 0, 1 << 32), (3, 0xFFFFFFFE, 2)}
+    assert one(stub, b"z4,0,ffffffffffffffff") == b"OK"
+    assert one(stub, b"z3,fffffffe,4") == b"OK"
+    assert stub.inserted_points == frozenset()
 
 
 @pytest.mark.parametrize("make", [_fake_stub, _machine_stub], ids=["fake", "machine"])
@@ -497,6 +508,15 @@ def machine_target() -> MachineTarget:
     return MachineTarget(machine)
 
 
+def machine_target_long() -> MachineTarget:
+    """The same in 64-bit mode, as an amd64 session (64-bit addresses, the amd64 register layout)."""
+    machine = Machine(ram_size=MACHINE_RAM)
+    machine.mem.write(0, b"\xeb\xfe" * (MACHINE_RAM // 2))
+    machine.cpu.setup_long64(pt_addr=0x70000)  # its tables overwrite two pages of the jmp $ (RIP stays at 0)
+    machine.cpu.eip = 0
+    return MachineTarget(machine, long_mode=True)
+
+
 def run_fuzz(session: Session, wires: list[bytes]) -> None:
     for wire in wires:
         session.send(wire)
@@ -526,6 +546,22 @@ def test_fuzz_stub_fake_target(wires):
 def test_fuzz_stub_machine_target(wires):
     tracemalloc.start()  # the peak is measured per packet, from what was allocated before it
     session = Session(machine_target)
+    try:
+        run_fuzz(session, wires)
+    finally:
+        session.close()
+        tracemalloc.stop()
+
+
+@settings(
+    max_examples=EXAMPLES // 10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+@given(st.lists(wire_packets(), min_size=1, max_size=6))
+def test_fuzz_stub_machine_target_long_mode(wires):
+    tracemalloc.start()
+    session = Session(machine_target_long)
     try:
         run_fuzz(session, wires)
     finally:

@@ -34,6 +34,9 @@ from xml.sax.saxutils import quoteattr as _xml_attr
 
 __all__ = [
     "FlagsType",
+    "TdescType",
+    "UnionType",
+    "VectorType",
     "RegisterInfo",
     "RegisterLayout",
     "TargetXml",
@@ -58,6 +61,35 @@ class FlagsType:
             lines.append(f'{indent}  <field name={_xml_attr(name)} start="{start}" end="{end}"/>')
         lines.append(f"{indent}</flags>")
         return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorType:
+    """A ``<vector>`` type: ``count`` elements of the gdb type ``type`` (the lanes of an SSE register)."""
+
+    id: str
+    type: str
+    count: int
+
+    def xml(self, indent: str = "  ") -> str:
+        return f'{indent}<vector id={_xml_attr(self.id)} type={_xml_attr(self.type)} count="{self.count}"/>'
+
+
+@dataclasses.dataclass(frozen=True)
+class UnionType:
+    """A ``<union>`` type: gdb prints every view (``{v4_float = ..., v2_int64 = ...}``)."""
+
+    id: str
+    fields: tuple[tuple[str, str], ...]  # (name, type)
+
+    def xml(self, indent: str = "  ") -> str:
+        lines = [f"{indent}<union id={_xml_attr(self.id)}>"]
+        lines += [f"{indent}  <field name={_xml_attr(n)} type={_xml_attr(t)}/>" for n, t in self.fields]
+        lines.append(f"{indent}</union>")
+        return "\n".join(lines)
+
+
+TdescType = FlagsType | VectorType | UnionType  # the types a feature may declare before its registers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +132,7 @@ class RegisterLayout:
         self,
         architecture: str,
         registers: Sequence[RegisterInfo],
-        flags_types: Mapping[str, Sequence[FlagsType]],
+        flags_types: Mapping[str, Sequence[TdescType]],
         pc_regnum: int,
         expedite: Sequence[int],
         little_endian: bool = True,

@@ -12,10 +12,12 @@ own debug breakpoints.  The x87 registers are the FPU's (``cpu.fpu``,
 core/fpu_state.py): ``st0``-``st7`` are ST(0)-ST(7), stack-relative as in
 the FSAVE image gdb's i387 code expects; ``fstat`` includes TOP and
 ``ftag`` is the full 2-bit-per-register tag word, computed from the
-contents (written: each register's empty/non-empty state).
+contents (written: each register's empty/non-empty state).  ``xmm0``-``xmm7``
+and ``mxcsr`` (the i386 layout of a CPU with SSE; xmm0-xmm15 in amd64) are
+``cpu.fpu.xmm[n]`` and ``cpu.fpu.mxcsr``.
 
-The amd64 names (``rax``..``r15``, ``rip``, ``xmm0``-``xmm15``, ``mxcsr``,
-``k_gs_base``, ``cr8``) are the same CPU fields at full width.  A write
+The amd64 names (``rax``..``r15``, ``rip``, ``k_gs_base``, ``cr8``) are the
+same CPU fields at full width.  A write
 outside long mode (EFER.LMA clear) keeps a GPR or RIP to 32 bits, as the
 architecture keeps them there (the upper halves are 0 in legacy modes).
 """

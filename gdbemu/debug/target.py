@@ -11,7 +11,8 @@ guest cannot tell a debugger is attached (DESIGN.md invariant 3).
 * Registers: one layout for the whole session (a mode switch never changes
   the ``g`` packet): amd64 (``rsp/arch/amd64.py``) when the CPU model can
   enter long mode (CPUID LM: qemu64, max, ...), else i386
-  (``rsp/arch/i386.py``); read and written by ``debug/registers.py`` (a write
+  (``rsp/arch/i386.py``), with gdb's SSE feature (xmm0-xmm7, mxcsr) when
+  the model has SSE (qemu32, pentium3, ...; not 486 or pentium); read and written by ``debug/registers.py`` (a write
   acts as the instruction that would write the register does).
 * Addresses: 64-bit in an amd64 session, and only those the CPU can form
   (``memview.linear_ok``): a non-canonical breakpoint is refused (E16), a
@@ -49,7 +50,7 @@ from ..machine import Machine
 from ..rsp import target as rsp
 from ..rsp.arch import RegisterLayout
 from ..rsp.arch.amd64 import AMD64_LAYOUT
-from ..rsp.arch.i386 import I386_LAYOUT
+from ..rsp.arch.i386 import i386_layout
 from ..rsp.stub import DefaultThreadsXfer
 from ..rsp.target import (
     ResumeAction,
@@ -77,6 +78,7 @@ _FROM_RSP: Final = {
 _TO_RSP: Final = {kind: wire for wire, kind in _FROM_RSP.items()}
 
 CPUID_LM: Final = 1 << 29  # CPUID 0x80000001 EDX: long mode
+CPUID_SSE: Final = 1 << 25  # CPUID 1 EDX: SSE
 
 
 def has_long_mode(cpu: CPU) -> bool:
@@ -89,6 +91,15 @@ def has_long_mode(cpu: CPU) -> bool:
     if cpu.cpuid_model is None or cpuid(cpu, 0x80000000, 0)[0] < 0x80000001:
         return False
     return bool(cpuid(cpu, 0x80000001, 0)[3] & CPUID_LM)
+
+
+def has_sse(cpu: CPU) -> bool:
+    """Whether ``cpu``'s CPUID reports SSE: an i386 session then shows gdb xmm0-xmm7 and mxcsr.
+
+    Unlike :func:`has_long_mode`, a CPU with no model applied counts as the
+    core's own table says (it reports and executes SSE).
+    """
+    return bool(cpuid(cpu, 1, 0)[3] & CPUID_SSE)
 
 
 class _Breakpoints:
@@ -145,15 +156,18 @@ class MachineTarget(TargetBase):
         snapshots: SnapshotStore | None = None,
         exec_file: str | None = None,
         long_mode: bool | None = None,
+        sse: bool | None = None,
     ) -> None:
         self.machine = machine
         # savevm/loadvm (debug/snapshot.py): made on first use unless the CLI gave one (-loadvm, -snapshot-file).
         self.snapshots = snapshots
         self.exec_file_path = exec_file  # the kernel, for gdb started without a file (qXfer:exec-file:read)
         # amd64 or i386, for the whole session: the caller's word (the CLI knows the -cpu model),
-        # else what the first CPU's CPUID says.
+        # else what the first CPU's CPUID says; the same for the i386 layout's SSE feature
+        # (the amd64 layout always has it: every CPU with LM has SSE2).
         self.wide = has_long_mode(machine.cpu) if long_mode is None else long_mode
-        self.layout = AMD64_LAYOUT if self.wide else I386_LAYOUT
+        self.sse = has_sse(machine.cpu) if sse is None else sse
+        self.layout = AMD64_LAYOUT if self.wide else i386_layout(self.sse)
         self.actions: dict[int, ResumeAction] = {}
         self._interrupted = False
         self.sstep_irq = False  # `monitor sstep irq`: let a step take interrupts and timers

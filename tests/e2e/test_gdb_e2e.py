@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from support import build
 
+from gdbemu.rsp.arch.i386 import I386_SSE_LAYOUT
 from gdbemu.testing import Emulator, GdbNotFoundError, Session, SessionTimeout, Stop, find_gdb
 
 try:
@@ -783,7 +784,10 @@ def test_malformed_packets_get_errors_and_the_server_survives(lab: Lab, spin: Gu
     c.send(b"hello, line noise \x7f\xff")
     c.send(b"$m10")  # cut short by the next '$'
     regs = c.request(b"g")
-    assert len(regs) == 520 and int.from_bytes(bytes.fromhex(regs[64:72].decode()), "little") == 0x10000C
+    assert (
+        len(regs) == 2 * I386_SSE_LAYOUT.g_size
+        and int.from_bytes(bytes.fromhex(regs[64:72].decode()), "little") == 0x10000C
+    )
     assert c.request(b"m100000,4") == b"02b0ad1b"  # the multiboot magic at the start of the image
     c.sock.close()
     time.sleep(0.1)

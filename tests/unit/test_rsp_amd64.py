@@ -26,7 +26,7 @@ from gdbemu.debug.monitor import cpu_mode
 from gdbemu.debug.target import MachineTarget, has_long_mode
 from gdbemu.machine import Machine
 from gdbemu.rsp.arch.amd64 import AMD64_LAYOUT, RIP
-from gdbemu.rsp.arch.i386 import I386_LAYOUT
+from gdbemu.rsp.arch.i386 import I386_LAYOUT, I386_SSE_LAYOUT
 from gdbemu.rsp.stub import GdbStub
 
 GDB = shutil.which("gdb")
@@ -137,7 +137,8 @@ def _reg(stub: GdbStub, name: str) -> int:
 def test_layout_is_chosen_by_the_cpu_model() -> None:
     bare = Machine(ram_size=2 << 20)
     assert not has_long_mode(bare.cpu)  # no model applied: the historical i386 core
-    assert MachineTarget(bare).layout is I386_LAYOUT
+    assert MachineTarget(bare).layout is I386_SSE_LAYOUT  # the core's own CPUID reports SSE
+    assert MachineTarget(bare, sse=False).layout is I386_LAYOUT
     lm = Machine(ram_size=2 << 20)
 
     def model(cpu: object, leaf: int, subleaf: int) -> tuple[int, int, int, int]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gdbemu.rsp import commands as cmds
 from gdbemu.rsp.arch import RegisterLayout
-from gdbemu.rsp.arch.i386 import EBP, EFLAGS, EIP, ESP, I386_LAYOUT
+from gdbemu.rsp.arch.i386 import EBP, EFLAGS, EIP, ESP, I386_LAYOUT, I386_SSE_LAYOUT
 from gdbemu.rsp.stub import PACKET_SIZE, Action, DefaultThreadsXfer, GdbStub, threads_xml
 from gdbemu.rsp.target import (
     ResumeAction,
@@ -711,12 +711,26 @@ def test_layout_encode_decode_round_trip() -> None:
         I386_LAYOUT.encode_register(0, b"\x00")
 
 
+def test_sse_layout_is_the_core_then_gdbs_32bit_sse_feature() -> None:
+    assert [r.name for r in I386_SSE_LAYOUT.registers[:32]] == [r.name for r in I386_LAYOUT.registers[:32]]
+    sse = I386_SSE_LAYOUT.feature_registers("org.gnu.gdb.i386.sse")
+    # gdb/features/i386/32bit-sse.xml
+    assert [(r.name, r.bitsize, r.type) for r in sse] == [(f"xmm{i}", 128, "vec128") for i in range(8)] + [
+        ("mxcsr", 32, "i386_mxcsr")
+    ]
+    assert [r.regnum for r in sse] == list(range(32, 41))
+    assert [r.name for r in I386_SSE_LAYOUT.registers[41:]] == [r.name for r in I386_LAYOUT.registers[32:]]
+    assert I386_SSE_LAYOUT.g_size == I386_LAYOUT.g_size + 8 * 16 + 4
+    assert b"org.gnu.gdb.i386.sse" in I386_SSE_LAYOUT.xml and b"org.gnu.gdb.i386.sse" not in I386_LAYOUT.xml
+
+
 @pytest.mark.gdb
 @pytest.mark.skipif(GDB is None, reason="gdb is not installed")
-def test_gdb_accepts_the_target_description(tmp_path) -> None:
+@pytest.mark.parametrize("layout", [I386_LAYOUT, I386_SSE_LAYOUT], ids=["x87", "sse"])
+def test_gdb_accepts_the_target_description(tmp_path, layout: RegisterLayout) -> None:
     """gdb parses target.xml, accepts it for i386, and numbers/places the registers as the layout says."""
     xml = tmp_path / "target.xml"
-    xml.write_bytes(I386_LAYOUT.xml)
+    xml.write_bytes(layout.xml)
     out = subprocess.run(
         [GDB, "-nx", "-batch", "-ex", f"set tdesc filename {xml}", "-ex", "maint print remote-registers"],
         capture_output=True,
@@ -730,15 +744,16 @@ def test_gdb_accepts_the_target_description(tmp_path) -> None:
         m = re.match(r"\s*(\S+)\s+\d+\s+\d+\s+\d+\s+(\d+)\s+\S+\s+(\d+)\s+(\d+)\s*$", line)
         if m:
             rows[m.group(1)] = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
-    expected = {
-        r.name: (r.size, r.regnum, off) for r, off in zip(I386_LAYOUT.registers, I386_LAYOUT.offsets, strict=True)
-    }
+    expected = {r.name: (r.size, r.regnum, off) for r, off in zip(layout.registers, layout.offsets, strict=True)}
     assert rows == expected
     # the flags types arrived too
+    more = ["-ex", "ptype $xmm0", "-ex", "ptype $mxcsr"] if layout is I386_SSE_LAYOUT else []
     types = subprocess.run(
-        [GDB, "-nx", "-batch", "-ex", f"set tdesc filename {xml}", "-ex", "ptype $eflags", "-ex", "ptype $cr0"],
+        [GDB, "-nx", "-batch", "-ex", f"set tdesc filename {xml}", "-ex", "ptype $eflags", "-ex", "ptype $cr0", *more],
         capture_output=True,
         text=True,
         timeout=30,
     ).stdout
     assert "ZF" in types and "PG" in types
+    if more:
+        assert "v4_float" in types and "uint128" in types and "DAZ" in types, types

@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import FlagsType, RegisterInfo, RegisterLayout, TdescType, UnionType, VectorType
-from .i386 import CR0_TYPE, CR4_TYPE, EFER_TYPE, EFLAGS_TYPE, SYSTEM_FEATURE
+from . import RegisterInfo, RegisterLayout
+from .i386 import CR0_TYPE, CR4_TYPE, EFER_TYPE, EFLAGS_TYPE, SSE_FEATURE, SSE_TYPES, SYSTEM_FEATURE
 
 __all__ = [
     "AMD64_LAYOUT",
@@ -63,53 +63,10 @@ __all__ = [
 ]
 
 CORE_FEATURE = "org.gnu.gdb.i386.core"
-SSE_FEATURE = "org.gnu.gdb.i386.sse"
 SEGMENTS_FEATURE = "org.gnu.gdb.i386.segments"
 
 # gdb's amd64 names of cpu.get_gpr(i), i = 0..15, in the order gdb numbers them.
 GPR_ORDER = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", *[f"r{i}" for i in range(8, 16)])
-
-# 64bit-sse.xml's types (without the bfloat16/half views).
-_SSE_TYPES: tuple[TdescType, ...] = (
-    VectorType("v4f", "ieee_single", 4),
-    VectorType("v2d", "ieee_double", 2),
-    VectorType("v16i8", "int8", 16),
-    VectorType("v8i16", "int16", 8),
-    VectorType("v4i32", "int32", 4),
-    VectorType("v2i64", "int64", 2),
-    UnionType(
-        "vec128",
-        (
-            ("v4_float", "v4f"),
-            ("v2_double", "v2d"),
-            ("v16_int8", "v16i8"),
-            ("v8_int16", "v8i16"),
-            ("v4_int32", "v4i32"),
-            ("v2_int64", "v2i64"),
-            ("uint128", "uint128"),
-        ),
-    ),
-    FlagsType(
-        "i386_mxcsr",
-        4,
-        (
-            ("IE", 0, 0),
-            ("DE", 1, 1),
-            ("ZE", 2, 2),
-            ("OE", 3, 3),
-            ("UE", 4, 4),
-            ("PE", 5, 5),
-            ("DAZ", 6, 6),
-            ("IM", 7, 7),
-            ("DM", 8, 8),
-            ("ZM", 9, 9),
-            ("OM", 10, 10),
-            ("UM", 11, 11),
-            ("PM", 12, 12),
-            ("FZ", 15, 15),
-        ),
-    ),
-)
 
 # The control-register flags at 64 bits (a flags type is as wide as its register).
 CR0_TYPE64 = dataclasses.replace(CR0_TYPE, size=8)
@@ -169,7 +126,7 @@ def _build() -> RegisterLayout:
         registers=regs,
         flags_types={
             CORE_FEATURE: [EFLAGS_TYPE],
-            SSE_FEATURE: _SSE_TYPES,
+            SSE_FEATURE: SSE_TYPES,
             SYSTEM_FEATURE: [CR0_TYPE64, CR4_TYPE64, EFER_TYPE],
         },
         pc_regnum=16,

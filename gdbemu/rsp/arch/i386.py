@@ -2,18 +2,24 @@
 
 Features, in regnum order
 -------------------------
+Two layouts, one per session, chosen at start as the amd64/i386 choice is
+(``debug/target.py``): :data:`I386_SSE_LAYOUT` when the CPU model reports SSE
+(qemu32, kvm32, pentium3, the core's own table), :data:`I386_LAYOUT` when it
+does not (486, pentium, pentium2).
+
 =====  ==========================  =====================================================
 regno  feature                     registers
 =====  ==========================  =====================================================
 0-31   ``org.gnu.gdb.i386.core``   eax ecx edx ebx esp ebp esi edi, eip, eflags,
                                    cs ss ds es fs gs, st0-st7 (80-bit), fctrl fstat ftag
                                    fiseg fioff foseg fooff fop
+32-40  ``org.gnu.gdb.i386.sse``    xmm0-xmm7 (128-bit), mxcsr -- SSE layout only
 32-52  ``org.gdbemu.i386.system``  cs_base ss_base ds_base es_base fs_base gs_base,
-                                   cr0 cr2 cr3 cr4, efer (64-bit), gdtr_base gdtr_limit
+(41-61 with SSE)                   cr0 cr2 cr3 cr4, efer (64-bit), gdtr_base gdtr_limit
                                    idtr_base idtr_limit (limits 16-bit), dr0-dr3 dr6 dr7
 =====  ==========================  =====================================================
 
-The ``g`` block is 260 bytes.
+The ``g`` block is 260 bytes (392 with SSE).
 
 Why this shape:
 
@@ -24,9 +30,14 @@ Why this shape:
   core feature lacks any of these, the x87 registers included, so a CPU with
   no FPU state still reports them (a target may answer zeros, or ``xx`` for
   "unavailable").
-* ``org.gnu.gdb.i386.sse`` is left out: gdb 13 accepts an i386 description
-  without it (xcr0 then means "x87 only"), and the core has no SSE state.
-  ``tests/unit/test_rsp_stub.py`` checks that gdb accepts this description.
+* ``org.gnu.gdb.i386.sse`` is gdb's ``32bit-sse.xml`` (the vec128 union
+  without the bfloat16/half views older gdbs do not know, as in the amd64
+  layout), right after the core as gdbserver and QEMU place it; with it gdb
+  13 shows ``info vector``, ``p $xmm1`` and the mxcsr flags, and ``info
+  float``/``info registers`` keep working.  A CPU without SSE gets the
+  description without it: gdb 13 accepts that (xcr0 then means "x87
+  only"), and then shows no xmm registers the CPU does not have.
+  ``tests/unit/test_rsp_stub.py`` checks that gdb accepts both descriptions.
 * gdb's own ``org.gnu.gdb.i386.segments`` feature (``fs_base``/``gs_base``)
   is *not* used although it exists: gdb 13 dies with an internal error
   (``tdesc_use_registers: Assertion `data->arch_regs.size () <= num_regs'``)
@@ -49,7 +60,9 @@ The target fills the ``g`` block with :data:`I386_LAYOUT`'s
 
 from __future__ import annotations
 
-from . import FlagsType, RegisterInfo, RegisterLayout
+from collections.abc import Sequence
+
+from . import FlagsType, RegisterInfo, RegisterLayout, TdescType, UnionType, VectorType
 
 __all__ = [
     "CORE_FEATURE",
@@ -58,10 +71,15 @@ __all__ = [
     "EIP",
     "ESP",
     "I386_LAYOUT",
+    "I386_SSE_LAYOUT",
+    "SSE_FEATURE",
+    "SSE_TYPES",
     "SYSTEM_FEATURE",
+    "i386_layout",
 ]
 
 CORE_FEATURE = "org.gnu.gdb.i386.core"
+SSE_FEATURE = "org.gnu.gdb.i386.sse"
 SYSTEM_FEATURE = "org.gdbemu.i386.system"
 
 # gdb's i386_eflags, as in gdb/features/i386/32bit-core.xml (bit 1 is the
@@ -150,6 +168,49 @@ EFER_TYPE = FlagsType(
     ),
 )
 
+# The types of gdb's 32bit-sse.xml and 64bit-sse.xml (the same in both), without the
+# bfloat16/half views (types older gdbs do not know).
+SSE_TYPES: tuple[TdescType, ...] = (
+    VectorType("v4f", "ieee_single", 4),
+    VectorType("v2d", "ieee_double", 2),
+    VectorType("v16i8", "int8", 16),
+    VectorType("v8i16", "int16", 8),
+    VectorType("v4i32", "int32", 4),
+    VectorType("v2i64", "int64", 2),
+    UnionType(
+        "vec128",
+        (
+            ("v4_float", "v4f"),
+            ("v2_double", "v2d"),
+            ("v16_int8", "v16i8"),
+            ("v8_int16", "v8i16"),
+            ("v4_int32", "v4i32"),
+            ("v2_int64", "v2i64"),
+            ("uint128", "uint128"),
+        ),
+    ),
+    FlagsType(
+        "i386_mxcsr",
+        4,
+        (
+            ("IE", 0, 0),
+            ("DE", 1, 1),
+            ("ZE", 2, 2),
+            ("OE", 3, 3),
+            ("UE", 4, 4),
+            ("PE", 5, 5),
+            ("DAZ", 6, 6),
+            ("IM", 7, 7),
+            ("DM", 8, 8),
+            ("ZM", 9, 9),
+            ("OM", 10, 10),
+            ("UM", 11, 11),
+            ("PM", 12, 12),
+            ("FZ", 15, 15),
+        ),
+    ),
+)
+
 # (name, bitsize, type, group) per feature, in regnum order.
 _CORE: list[tuple[str, int, str, str | None]] = [
     ("eax", 32, "int32", None),
@@ -170,6 +231,11 @@ _CORE: list[tuple[str, int, str, str | None]] = [
     ("gs", 32, "int32", None),
     *[(f"st{i}", 80, "i387_ext", None) for i in range(8)],
     *[(name, 32, "int", "float") for name in ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")],
+]
+# gdb's 32bit-sse.xml: xmm0-xmm7, mxcsr.
+_SSE: list[tuple[str, int, str, str | None]] = [
+    *[(f"xmm{i}", 128, "vec128", None) for i in range(8)],
+    ("mxcsr", 32, "i386_mxcsr", "vector"),
 ]
 _SYSTEM: list[tuple[str, int, str, str | None]] = [
     ("cs_base", 32, "int", "system"),
@@ -196,23 +262,39 @@ _SYSTEM: list[tuple[str, int, str, str | None]] = [
 ]
 
 
-def _build() -> RegisterLayout:
+def _build(sse: bool) -> RegisterLayout:
     regs: list[RegisterInfo] = []
-    for feature, table in ((CORE_FEATURE, _CORE), (SYSTEM_FEATURE, _SYSTEM)):
+    features = ((CORE_FEATURE, _CORE), (SSE_FEATURE, _SSE), (SYSTEM_FEATURE, _SYSTEM))
+    for feature, table in features if sse else (features[0], features[2]):
         for name, bitsize, type_, group in table:
             regs.append(RegisterInfo(len(regs), name, bitsize, type_, feature, group))
+    types: dict[str, Sequence[TdescType]] = {
+        CORE_FEATURE: [EFLAGS_TYPE],
+        SYSTEM_FEATURE: [CR0_TYPE, CR4_TYPE, EFER_TYPE],
+    }
+    if sse:
+        types[SSE_FEATURE] = SSE_TYPES
     return RegisterLayout(
         architecture="i386",
         registers=regs,
-        flags_types={CORE_FEATURE: [EFLAGS_TYPE], SYSTEM_FEATURE: [CR0_TYPE, CR4_TYPE, EFER_TYPE]},
+        flags_types=types,
         pc_regnum=8,
         expedite=[4, 5, 8, 9],  # esp ebp eip eflags: enough for gdb to show the frame without a `g`
     )
 
 
-I386_LAYOUT: RegisterLayout = _build()
+I386_LAYOUT: RegisterLayout = _build(sse=False)
+I386_SSE_LAYOUT: RegisterLayout = _build(sse=True)
+
+
+def i386_layout(sse: bool) -> RegisterLayout:
+    """The i386 layout for a CPU with (``org.gnu.gdb.i386.sse`` included) or without SSE."""
+    return I386_SSE_LAYOUT if sse else I386_LAYOUT
+
 
 # Register numbers the stub and the target name often (checked against the table below).
+# EAX..FCTRL are the same in both layouts; CS_BASE..GS_BASE, CR0 and DR7 are I386_LAYOUT's
+# (the SSE layout's system registers come 9 later: look them up with ``regnum``).
 EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
 EIP, EFLAGS = 8, 9
 CS, SS, DS, ES, FS, GS = range(10, 16)
@@ -231,5 +313,8 @@ assert I386_LAYOUT.regnum("cs_base") == CS_BASE and I386_LAYOUT.regnum("gs_base"
 assert I386_LAYOUT.g_size == 260
 assert len(I386_LAYOUT.feature_registers(CORE_FEATURE)) == 32  # gdb's 32bit-core.xml has 32 registers
 assert I386_LAYOUT.pc_regnum == EIP
+assert I386_SSE_LAYOUT.regnum("xmm0") == 32 and I386_SSE_LAYOUT.regnum("mxcsr") == 40
+assert I386_SSE_LAYOUT.regnum("cs_base") == CS_BASE + 9 and I386_SSE_LAYOUT.pc_regnum == EIP
+assert I386_SSE_LAYOUT.g_size == 260 + 8 * 16 + 4
 for _flags in (EFLAGS_TYPE, CR0_TYPE, CR4_TYPE, EFER_TYPE):
     assert all(0 <= s <= e < _flags.size * 8 for _, s, e in _flags.fields), _flags.id

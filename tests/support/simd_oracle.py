@@ -245,3 +245,66 @@ def compare(a: Result, b: Result, flags_mask: int) -> list[str]:
         k = next(i for i in range(len(a.data)) if a.data[i] != b.data[i])
         out.append(f"data differs from +{k:#x}: unicorn {a.data[k : k + 16].hex()} gdbemu {b.data[k : k + 16].hex()}")
     return out
+
+
+# ---- 64-bit variants of the 32-bit forms ----------------------------------------------------------
+# Every 32-bit form also runs in long mode three ways: as written (memory operands through RBP
+# instead of EBP), with REX reaching the upper registers (xmm1-7 -> xmm9-15, the explicit GPRs ->
+# r8-r11, the memory base -> r13), and with every memory operand RIP-relative (same addresses).
+REX_BASE = 13  # the memory base register of the REX variant (set to DATA by the caller)
+_RIP_MARK = 0x5EA00  # a RIP-relative form's displacement before patching: _RIP_MARK << 12 | offset
+_GPR_REX = {
+    "eax": "r8d", "ecx": "r9d", "edx": "r10d", "ebx": "r11d",
+    "ax": "r8w", "cx": "r9w", "dx": "r10w", "bx": "r11w",
+    "al": "r8b", "cl": "r9b", "dl": "r10b", "bl": "r11b",
+}  # fmt: skip
+
+
+def form64(form: str) -> str:
+    """The form in 64-bit code: memory operands through RBP."""
+    return form.replace("(%ebp)", "(%rbp)")
+
+
+def form64_rex(form: str) -> str:
+    """REX everywhere the form allows: xmm1-7 -> xmm9-15 (xmm0 too unless it is the implicit mask
+    operand of BLENDV), explicit GPRs -> r8-r11, the memory base -> r13."""
+    import re
+
+    keep0 = "blendv" in form
+
+    def xmm(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return m.group(0) if n == 0 and keep0 else f"%xmm{n + 8}"
+
+    out = re.sub(r"%xmm([0-7])\b", xmm, form)
+    out = re.sub(r"%(e?[abcd]x|[abcd]l)\b", lambda m: "%" + _GPR_REX[m.group(1)], out)
+    return out.replace("(%ebp)", f"(%r{REX_BASE})")
+
+
+def form64_rip(form: str) -> str | None:
+    """Every ``off(%ebp)`` operand RIP-relative to DATA+off (a marked displacement that
+    ``patch_riprel`` resolves after assembly); None when the form has no memory operand."""
+    import re
+
+    if "(%ebp)" not in form:
+        return None
+    return re.sub(r"(0x[0-9a-f]+)?\(%ebp\)", lambda m: f"{_RIP_MARK << 12 | int(m.group(1) or '0', 16):#x}(%rip)", form)
+
+
+def patch_riprel(code: bytes, expect: int) -> bytes:
+    """Resolve ``form64_rip``'s ``expect`` marked displacements for the code placed at CODE."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    out = bytearray(code)
+    done = 0
+    for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, CODE):
+        start = insn.address - CODE
+        for k in range(start, start + insn.size - 3):
+            disp = int.from_bytes(out[k : k + 4], "little")
+            if disp >> 12 == _RIP_MARK:
+                target = DATA + (disp & 0xFFF)
+                out[k : k + 4] = (target - (insn.address + insn.size)).to_bytes(4, "little", signed=True)
+                done += 1
+                break
+    assert done == expect, f"{done} of {expect} RIP-relative operands found"
+    return bytes(out)

@@ -13,7 +13,22 @@ import random
 import shutil
 
 import pytest
-from support.simd_oracle import MMX_POST, MMX_PRE, STATUS, Runner, State, assemble, compare, random_state
+from support.simd_oracle import (
+    DATA,
+    MMX_POST,
+    MMX_PRE,
+    REX_BASE,
+    STATUS,
+    Runner,
+    State,
+    assemble,
+    compare,
+    form64,
+    form64_rex,
+    form64_rip,
+    patch_riprel,
+    random_state,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("as") is None, reason="GNU binutils not installed")
 
@@ -364,17 +379,18 @@ def _equal_ordered(form: str) -> bool:
     return (int(form.split("$")[1].split(",")[0], 16) >> 2) & 3 == 3
 
 
-def _no_partial_match(s: State) -> None:
+def _no_partial_match(s: State, x: int = 0) -> None:
     """Make the last element of the haystack (xmm1) differ from every needle (xmm2) element.
 
     The SDM's 'equal ordered' reports a needle that runs past the end of a full
     haystack as a (partial) match; Unicorn's QEMU 5 does not (QEMU fixed its
     pcmpxstrx later).  gdbemu follows the SDM; the cases compared avoid the
-    disagreement (tests/unit/test_simd.py checks the partial match itself).
+    disagreement (tests/unit/test_simd.py checks the partial match itself)
+    (with ``x`` = 8: xmm9 and xmm10, the REX forms' registers).
     """
-    needles = set(s.xmm[2].to_bytes(16, "little"))
+    needles = set(s.xmm[x + 2].to_bytes(16, "little"))
     last = next(b for b in range(1, 256) if b not in needles)
-    s.xmm[1] = (s.xmm[1] & ~(0xFFFF << 112)) | (last << 120) | (last << 112)
+    s.xmm[x + 1] = (s.xmm[x + 1] & ~(0xFFFF << 112)) | (last << 120) | (last << 112)
 
 
 def _check(runner: Runner, code: bytes, form: str, flags: int, n: int, seed: int, cases: int) -> None:
@@ -479,3 +495,99 @@ def test_form64_against_unicorn(index: int, codes64: list[bytes], runner64: Runn
         b = runner64.run_gdbemu(codes64[index], s, 1)
         diffs = compare(a, b, flags & STATUS)
         assert not diffs, f"{form} case {k}: " + "; ".join(diffs)
+
+
+# ---- every form above in 64-bit mode too: as written, with REX, RIP-relative ------------------------
+# Each 32-bit form runs in long mode three ways (tests/support/simd_oracle.py): memory through RBP;
+# with REX (xmm9-15, r8-r11, base r13); and, when it has memory operands, all of them RIP-relative.
+CASES64 = 6
+
+
+def _variants64() -> list[list[tuple[str, str, int]]]:
+    """Per FORMS entry: (variant, 64-bit snippet, RIP-relative operand count)."""
+    out = []
+    for f, _fl, _n in FORMS:
+        vs = [("plain", form64(f), 0), ("rex", form64_rex(f), 0)]
+        rip = form64_rip(f)
+        if rip is not None:
+            vs.append(("rip", rip, rip.count("(%rip)")))
+        out.append(vs)
+    return out
+
+
+VARIANTS64 = _variants64()
+
+
+@pytest.fixture(scope="module")
+def codes64_all() -> list[list[bytes]]:
+    flat = [v for vs in VARIANTS64 for v in vs]
+    codes = iter(assemble([snippet for _k, snippet, _r in flat], bits=64))
+    return [[patch_riprel(next(codes), r) if r else next(codes) for _k, _s, r in vs] for vs in VARIANTS64]
+
+
+# QEMU 5 reads a 32-bit register operand of these in full (all 64 bits) in 64-bit mode; the SDM
+# takes its low 32 bits (test_bmi_32_bit_operands_ignore_the_upper_halves): compared on GPRs whose
+# upper halves are clear.
+_QEMU_FULL_SOURCE = ("bextr", "pdep", "pext ")
+
+
+def _check64(runner: Runner, code: bytes, form: str, rex: bool, flags: int, n: int, seed: int, cases: int) -> None:
+    rng = random.Random(seed)
+    for k in range(cases):
+        s = random_state(rng, bits=64)
+        s.regs[REX_BASE] = DATA
+        if "pcmpestr" in form:  # see _check: the implicit lengths stay away from INT_MIN
+            for r in (0, 2):
+                v = s.regs[r] & 0x7FFFFFFFFFFFFFFF
+                s.regs[r] = v + 1 if v & 0xFFFFFFFF == 0x80000000 else v
+        if _equal_ordered(form):
+            _no_partial_match(s, 8 if rex else 0)
+        if any(m in form for m in _QEMU_FULL_SOURCE):
+            s.regs[:] = [v & 0xFFFFFFFF if i not in (4, 5, 7, REX_BASE) else v for i, v in enumerate(s.regs)]
+        if k == cases // 2:  # the rest in tier 2
+            for _ in range(4):
+                runner.run_gdbemu(code, s, n)
+        b = runner.run_gdbemu(code, s, n)
+        if flags == GP:
+            assert b.fault is not None, f"{form} case {k}: no #GP"
+            continue
+        a = runner.run_unicorn(code, s)
+        diffs = compare(a, b, flags & STATUS)
+        assert not diffs, f"{form} case {k}: " + "; ".join(diffs)
+
+
+def _run64(index: int, codes: list[list[bytes]], runner: Runner, seed: int, cases: int) -> None:
+    _f, flags, n = FORMS[index]
+    for (kind, snippet, _r), code in zip(VARIANTS64[index], codes[index], strict=True):
+        _check64(runner, code, f"[64 {kind}] {snippet}", kind == "rex", flags, n, seed, cases)
+
+
+@pytest.mark.parametrize("index", range(len(FORMS)), ids=[f[0][-40:] for f in FORMS])
+def test_form_in_64_bit_mode_against_unicorn(index: int, codes64_all: list[list[bytes]], runner64: Runner) -> None:
+    _run64(index, codes64_all, runner64, 64_000 + index, CASES64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(FORMS)), ids=[f[0][-40:] for f in FORMS])
+def test_form_in_64_bit_mode_bulk(index: int, codes64_all: list[list[bytes]], runner64: Runner) -> None:
+    _run64(index, codes64_all, runner64, 640_000 + index, 100)
+
+
+def test_bmi_32_bit_operands_ignore_the_upper_halves(runner64: Runner) -> None:
+    """In 64-bit code a 32-bit BEXTR/PDEP/PEXT reads the low halves of its registers and
+    zero-extends its result (the SDM; QEMU 5 reads the full registers, see _QEMU_FULL_SOURCE)."""
+    forms = ["bextr %ecx, %eax, %ebx", "pdep %eax, %ecx, %ebx", "pext %eax, %ecx, %ebx"]
+    codes = assemble(forms, bits=64)
+    s = random_state(random.Random(5), bits=64)
+    s.regs[0] = 0xDEADBEEF_F0F0F0F0  # rax
+    s.regs[1] = 0x0000_2004 | 0xFFFF_FFFF_0000_0000  # rcx: bextr start 4, length 32
+    mask_bits = [i for i in range(32) if 0xF0F0F0F0 >> i & 1]  # eax, the mask (its upper half stays out)
+    want = {
+        "bextr": 0x0F0F0F0F,  # 32 bits from bit 4 of eax: zeros above bit 27, not rax's upper half
+        "pdep": sum(1 << mask_bits[k] for k in range(16) if 0x2004 >> k & 1),  # ecx's bits to the mask's
+        "pext": sum(1 << k for k, i in enumerate(mask_bits) if 0x2004 >> i & 1),
+    }
+    for form, code in zip(forms, codes, strict=True):
+        r = runner64.run_gdbemu(code, s, 1)
+        assert r.fault is None, form
+        assert r.regs[3] == want[form.split()[0]], (form, hex(r.regs[3]))

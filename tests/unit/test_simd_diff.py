@@ -531,7 +531,8 @@ def codes64_all() -> list[list[bytes]]:
 _QEMU_FULL_SOURCE = ("bextr", "pdep", "pext ")
 
 
-def _check64(runner: Runner, code: bytes, form: str, rex: bool, flags: int, n: int, seed: int, cases: int) -> None:
+def _check64(runner: Runner, code: bytes, form: str, kind: str, flags: int, n: int, seed: int, cases: int) -> None:
+    rex = kind == "rex"
     rng = random.Random(seed)
     for k in range(cases):
         s = random_state(rng, bits=64)
@@ -549,17 +550,17 @@ def _check64(runner: Runner, code: bytes, form: str, rex: bool, flags: int, n: i
                 runner.run_gdbemu(code, s, n)
         b = runner.run_gdbemu(code, s, n)
         if flags == GP:
-            assert b.fault is not None, f"{form} case {k}: no #GP"
+            assert b.fault is not None, f"[64 {kind}] {form} case {k}: no #GP"
             continue
         a = runner.run_unicorn(code, s)
         diffs = compare(a, b, flags & STATUS)
-        assert not diffs, f"{form} case {k}: " + "; ".join(diffs)
+        assert not diffs, f"[64 {kind}] {form} case {k}: " + "; ".join(diffs)
 
 
 def _run64(index: int, codes: list[list[bytes]], runner: Runner, seed: int, cases: int) -> None:
     _f, flags, n = FORMS[index]
     for (kind, snippet, _r), code in zip(VARIANTS64[index], codes[index], strict=True):
-        _check64(runner, code, f"[64 {kind}] {snippet}", kind == "rex", flags, n, seed, cases)
+        _check64(runner, code, snippet, kind, flags, n, seed, cases)
 
 
 @pytest.mark.parametrize("index", range(len(FORMS)), ids=[f[0][-40:] for f in FORMS])

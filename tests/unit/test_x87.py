@@ -19,7 +19,7 @@ import struct
 from fractions import Fraction
 
 import pytest
-from support.fp_oracle import CW, MEMOP, A, FPOracle, rand_bits, x87_results, x87_sequence
+from support.fp_oracle import CW, MEMOP, A, FPOracle, RipOp, rand_bits, x87_results, x87_sequence
 
 from gdbemu.core import softfloat as sf
 from gdbemu.machine import Machine
@@ -178,9 +178,10 @@ def _mem_case(g: GdbemuX87, o: FPOracle, rng: random.Random, name: str) -> None:
         return  # likewise on loads
     rc, pc = rng.randrange(4), rng.choice((0, 2, 3))
     cw = 0x37F & ~0xF00 | pc << 8 | rc << 10
-    want = o.x87_run(code, a, b, cw, 2, memop)
-    got = g.run(code, a, b, cw, 2, memop)
-    ctx = (name, hex(a), hex(b), memop[:16].hex(), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
+    op, gprs, how = _op64(rng, code, True) if g.bits == 64 else (code, {}, "")
+    want = o.x87_run(op, a, b, cw, 2, memop, gprs)
+    got = g.run(op, a, b, cw, 2, memop, gprs)
+    ctx = (name, how, hex(a), hex(b), memop[:16].hex(), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
     k = 1 if name in _MEM_POPS else 3 if name in _MEM_PUSHES else 2
     if name == "fnstsw_ax_m":
         assert got[4] & 0x3800 == want[4] & 0x3800, ctx
@@ -204,23 +205,61 @@ def _saturated(name: str, got: int, want: int) -> bool:
     return got == 1 << (bits - 1) and want == (1 << (bits - 1)) - 1
 
 
+def _op64(rng: random.Random, code: bytes, mem: bool) -> tuple[bytes | RipOp, dict[int, int], str]:
+    """The instruction as 64-bit code, with the GPRs its address needs: a register form as is or
+    behind a REX prefix (which x87 register forms ignore); a memory form RIP-relative, through
+    [r13 + disp32] (REX.B, with REX.W or not: x87 ignores W) or [r12 + r9*8 + disp8] (REX.B, REX.X)."""
+    k = rng.randrange(3)
+    if not mem:
+        return (code, {}, "") if k == 0 else (bytes([rng.choice((0x41, 0x48, 0x4F))]) + code, {}, "rex")
+    opc, reg = code[:-5], code[-5] & 0x38
+    if k == 0:
+        return (opc + bytes([reg | 5]), MEMOP), {}, "rip"
+    if k == 1:
+        rex = rng.choice((0x41, 0x49))
+        return bytes([rex]) + opc + bytes([0x80 | reg | 5]) + struct.pack("<i", 0x40), {13: MEMOP - 0x40}, "r13"
+    idx = rng.randrange(-4, 5)
+    gprs = {12: (MEMOP - 0x40 - 8 * idx) % (1 << 64), 9: idx % (1 << 64)}
+    return b"\x43" + opc + bytes([0x40 | reg | 4, 0xCC, 0x40]), gprs, "sib"
+
+
 def _special(x: int) -> bool:
     u = sf.unpack(sf.F80, x)
     return u.kind in (sf.QNAN, sf.SNAN, sf.BAD, sf.INF) or u.denormal
 
 
+PT64 = 0x80000  # the long-mode page tables (outside CODE, DATA and MEMOP)
+
+
 class GdbemuX87:
-    def __init__(self) -> None:
+    """A Machine running ``x87_sequence``: flat 32-bit code, or 64-bit (``bits``); ``tier`` forces a
+    translation tier (None: as a guest runs)."""
+
+    def __init__(self, bits: int = 32, tier: int | None = None) -> None:
         self.m = Machine(ram_size=1 << 20)
+        self.m.translator.force_tier = tier
+        self.bits = bits
 
     def run(
-        self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2, memop: bytes = bytes(128)
+        self,
+        op_bytes: bytes | RipOp,
+        a: int,
+        b: int,
+        cw: int,
+        eflags: int = 2,
+        memop: bytes = bytes(128),
+        gprs: dict[int, int] | None = None,
     ) -> tuple[int, int, int, int, int]:
         m = self.m
         m.mem.write(MEMOP, memop)
-        code, n = x87_sequence(op_bytes)
+        code, n = x87_sequence(op_bytes, self.bits)
         m.cpu.reset()
-        m.cpu.setup_flat32()
+        if self.bits == 64:
+            m.cpu.setup_long64(PT64)
+        else:
+            m.cpu.setup_flat32()
+        for r, v in (gprs or {}).items():
+            m.cpu.set_gpr(r, v)
         m.mem.write(CODE, code)
         m.mem.write(A, a.to_bytes(10, "little") + b"\0" * 6 + b.to_bytes(10, "little"))
         m.mem.write(CW, struct.pack("<H", cw))
@@ -242,9 +281,10 @@ def _case(g: GdbemuX87, o: FPOracle, rng: random.Random, name: str) -> None:
     rc, pc = rng.randrange(4), rng.choice((0, 2, 3))
     cw = 0x37F & ~0xF00 | pc << 8 | rc << 10
     eflags = 2 | rng.choice((0, 1, 0x40, 0x04, 0x45))
-    want = o.x87_run(OPS[name], a, b, cw, eflags)
-    got = g.run(OPS[name], a, b, cw, eflags)
-    ctx = (name, hex(a), hex(b), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
+    op, _g, how = _op64(rng, OPS[name], False) if g.bits == 64 else (OPS[name], {}, "")
+    want = o.x87_run(op, a, b, cw, eflags)
+    got = g.run(op, a, b, cw, eflags)
+    ctx = (name, how, hex(a), hex(b), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
     if name in ("fprem", "fprem1"):
         _check_remainder(name, a, b, got[0], got[3], ctx)
     k = _slots(name)
@@ -286,8 +326,8 @@ def _check_remainder(name: str, a: int, b: int, got: int, sw: int, ctx: object) 
     assert sw & 0x4500 == want_cc, ctx
 
 
-def _run(n: int, seed: int) -> None:
-    g, o = GdbemuX87(), FPOracle()
+def _run(n: int, seed: int, bits: int = 32, tier: int | None = None) -> None:
+    g, o = GdbemuX87(bits, tier), FPOracle(bits)
     rng = random.Random(seed)
     for _ in range(n):
         for name in OPS:
@@ -300,10 +340,23 @@ def test_x87_against_unicorn_sample() -> None:
     _run(3, 7)
 
 
+@pytest.mark.parametrize(("bits", "tier"), [(32, 1), (32, 2), (64, 1), (64, 2)])
+def test_x87_against_unicorn_per_mode_and_tier(bits: int, tier: int) -> None:
+    """Every form in 32- and 64-bit code (there: REX prefixes, RIP-relative and r8-r15 addressing),
+    each translation tier forced."""
+    _run(3 if tier == 1 else 1, 100 * bits + tier, bits, tier)  # tier 2 costs a compile() per case
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_x87_against_unicorn_bulk(seed: int) -> None:
     _run(150, 1000 + seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", [1, 2])
+def test_x87_in_64_bit_mode_bulk(tier: int) -> None:
+    _run(100 if tier == 1 else 12, 6400 + tier, 64, tier)
 
 
 # ---- transcendentals: the stated error bound (ops/x87.py docstring) -------------------------------

@@ -408,3 +408,55 @@ def test_transcendental_error_bound() -> None:
             else:
                 got, ref = val(st0), y * mpmath.log(1 + x, 2)
             assert abs(got - ref) <= bound * abs(ref), (name, hex(a), hex(b), float(abs(got - ref) / abs(ref)))
+
+
+# ---- a restored state: ES/B and FCW bit 6 as after FLDCW ----------------------------------------------
+def _restore_run(bits: int, restore: str, image: bytes) -> tuple[list[int], int]:
+    """Run ``restore`` (of the image at 0x2000), then fnstcw [0x2100] and a waiting fld1 with
+    CR0.NE set: (the vectors raised, the stored control word)."""
+    from gdbemu.core.cpu import CR0_NE, CR4_OSFXSR
+
+    m = Machine(ram_size=1 << 20)
+    cpu = m.cpu
+    if bits == 64:
+        cpu.setup_long64(PT64)
+    else:
+        cpu.setup_flat32()
+    cpu.cr[0] |= CR0_NE
+    cpu.cr[4] |= CR4_OSFXSR
+    vectors: list[int] = []
+    m.trace.interrupt = lambda _cpu, vector, _soft, _err, _next: vectors.append(vector)
+
+    def absolute(opcode: bytes, reg: int, addr: int) -> bytes:  # [disp32], no RIP-relative in 64-bit code
+        if bits == 64:
+            return opcode + bytes([reg << 3 | 4, 0x25]) + struct.pack("<I", addr)
+        return opcode + bytes([reg << 3 | 5]) + struct.pack("<I", addr)
+
+    opcode, reg = (b"\x0f\xae", 1) if restore == "fxrstor" else (b"\xd9", 4)
+    code = absolute(opcode, reg, 0x2000) + absolute(b"\xd9", 7, 0x2100) + b"\xd9\xe8"
+    m.mem.write(CODE, code)
+    m.mem.write(0x2000, image)
+    cpu.eip = CODE
+    m.run(max_insns=3)
+    return vectors, int.from_bytes(m.mem.read(0x2100, 2), "little")
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("restore", ["fxrstor", "fldenv"])
+def test_restored_unmasked_exception_is_pending(bits: int, restore: str) -> None:
+    """FXRSTOR and FLDENV of a state whose FSW has an exception flag its FCW leaves unmasked: ES and B
+    follow (as the SDM has FLDENV's next waiting instruction raise it), so the fld1 raises #MF; the
+    same state masked raises nothing.  FCW bit 6 reads as 1 after either, as after FLDCW."""
+    fx = restore == "fxrstor"
+    for fcw, fsw, want in ((0x0300, 0x0020, [16]), (0x033F, 0x0020, []), (0x0000, 0x0000, [])):
+        image = bytearray(512)
+        image[0:2] = fcw.to_bytes(2, "little")
+        if fx:
+            image[2:4] = fsw.to_bytes(2, "little")
+            image[24:28] = (0x1F80).to_bytes(4, "little")  # MXCSR
+        else:
+            image[4:6] = fsw.to_bytes(2, "little")
+            image[8:10] = b"\xff\xff"  # all registers empty
+        vectors, cw = _restore_run(bits, restore, bytes(image))
+        assert vectors[:1] == want, (restore, bits, hex(fcw), hex(fsw), vectors)
+        assert cw == fcw | 0x40, (restore, bits, hex(cw))

@@ -346,6 +346,51 @@ MMX_FORMS: list[tuple[str, int]] = [
     ("maskmovq %mm1, %mm2", 0),
 ]
 
+
+# ---- the x87/SSE state: FNSTENV/FLDENV, FNSAVE/FRSTOR (16- and 32-bit formats), FXSAVE/FXRSTOR ----------
+# A snippet sets up the x87 (random values, precision and rounding; exceptions masked), saves the
+# state, and blanks what the installed Unicorn does not model (tests/support/fp_oracle.py): the
+# pointers FIP/FCS/FOP/FDP/FDS (QEMU 5 stores zeros), FSW's exception flags, C1, SF, ES and B
+# (QEMU 5 keeps no x87 exception flags and restores ES/B raw; the SDM has them follow the unmasked
+# exceptions: test_x87.py's test_restored_unmasked_exception_is_pending), FCW bit 6 (reads as 1
+# on the hardware and in gdbemu; QEMU 5 stores it as loaded).
+X87_PRE = (
+    "fninit; orw $0x3f, 0x0(%ebp); fldcw 0x0(%ebp); fldt 0x20(%ebp); fldl 0x8(%ebp); flds 0x4(%ebp); "
+    "fldt 0x30(%ebp); fadd %st(1), %st; fld1; fldz; fxch %st(3); "
+)
+X87_FILL = "fninit; fldz; fld1; fldpi; fldt 0x20(%ebp); fldl 0x8(%ebp); fldz; fld1; fldl2e; "
+
+
+def _env_fix(off: int, w: int) -> str:
+    """Blank what is not compared in an FNSTENV/FNSAVE image at DATA+off (``w``: 4 or 2 bytes a field)."""
+    sfx = "l" if w == 4 else "w"
+    out = f"; andw $0xffbf, {off:#x}(%ebp); andw $0x7d00, {off + w:#x}(%ebp)"
+    return out + "".join(f"; mov{sfx} $0, {off + k * w:#x}(%ebp)" for k in range(3, 7))
+
+
+def _fx_fix(off: int) -> str:
+    """Likewise for an FXSAVE image (FOP at 6, FIP/FCS/FDP/FDS or the 64-bit FIP/FDP in 8..23)."""
+    out = f"; andw $0xffbf, {off:#x}(%ebp); andw $0x7d00, {off + 2:#x}(%ebp); movw $0, {off + 6:#x}(%ebp)"
+    return out + "".join(f"; movl $0, {off + k:#x}(%ebp)" for k in (8, 12, 16, 20))
+
+
+_CW_330 = "fnstcw 0x330(%ebp); andw $0xffbf, 0x330(%ebp)"
+STATE_FORMS: list[tuple[str, int]] = [
+    (X87_PRE + "fnstenv 0x300(%ebp)" + _env_fix(0x300, 4), 0),
+    (X87_PRE + "fnstenvs 0x300(%ebp)" + _env_fix(0x300, 2), 0),
+    (X87_PRE + "fnsave 0x300(%ebp); fnstcw 0x3f0(%ebp)" + _env_fix(0x300, 4), 0),
+    (X87_PRE + "fnsaves 0x300(%ebp)" + _env_fix(0x300, 2), 0),
+    (X87_PRE + "fxsave 0x300(%ebp)" + _fx_fix(0x300), 0),
+    ("andl $0xffff, 0x18(%ebp); fxrstor 0x0(%ebp); fxsave 0x300(%ebp)" + _fx_fix(0x300), 0),
+    ("fxrstor 0x8(%ebp)", GP),  # unaligned
+    ("frstor 0x0(%ebp); fnsave 0x300(%ebp)" + _env_fix(0x300, 4), 0),
+    ("frstors 0x0(%ebp); fnsaves 0x300(%ebp)" + _env_fix(0x300, 2), 0),
+    (X87_FILL + "fldenv 0x40(%ebp); fnstenv 0x300(%ebp)" + _env_fix(0x300, 4), 0),
+    (X87_FILL + "fldenvs 0x40(%ebp); fnstenvs 0x300(%ebp)" + _env_fix(0x300, 2), 0),
+    (X87_PRE + "fstpt 0x300(%ebp); fstpl 0x310(%ebp); fstps 0x318(%ebp); fistpl 0x320(%ebp); " + _CW_330, 0),
+]
+XMM_FORMS += STATE_FORMS
+
 CASES = 12
 
 
@@ -503,19 +548,16 @@ def test_form64_against_unicorn(index: int, codes64: list[bytes], runner64: Runn
 CASES64 = 6
 
 
-def _variants64() -> list[list[tuple[str, str, int]]]:
-    """Per FORMS entry: (variant, 64-bit snippet, RIP-relative operand count)."""
-    out = []
-    for f, _fl, _n in FORMS:
-        vs = [("plain", form64(f), 0), ("rex", form64_rex(f), 0)]
-        rip = form64_rip(f)
-        if rip is not None:
-            vs.append(("rip", rip, rip.count("(%rip)")))
-        out.append(vs)
-    return out
+def _variants(f: str) -> list[tuple[str, str, int]]:
+    """(variant, 64-bit snippet, RIP-relative operand count) of one 32-bit form."""
+    vs = [("plain", form64(f), 0), ("rex", form64_rex(f), 0)]
+    rip = form64_rip(f)
+    if rip is not None:
+        vs.append(("rip", rip, rip.count("(%rip)")))
+    return vs
 
 
-VARIANTS64 = _variants64()
+VARIANTS64 = [_variants(f) for f, _fl, _n in FORMS]
 
 
 @pytest.fixture(scope="module")
@@ -561,6 +603,22 @@ def _run64(index: int, codes: list[list[bytes]], runner: Runner, seed: int, case
     _f, flags, n = FORMS[index]
     for (kind, snippet, _r), code in zip(VARIANTS64[index], codes[index], strict=True):
         _check64(runner, code, snippet, kind, flags, n, seed, cases)
+
+
+# 64-bit only: the REX.W forms of FXSAVE/FXRSTOR (64-bit FIP/FDP; the pointers are blanked as above).
+STATE64_FORMS = [
+    X87_PRE + "fxsave64 0x300(%ebp)" + _fx_fix(0x300),
+    "andl $0xffff, 0x18(%ebp); fxrstor64 0x0(%ebp); fxsave64 0x300(%ebp)" + _fx_fix(0x300),
+]
+
+
+@pytest.mark.parametrize("form", STATE64_FORMS, ids=["fxsave64", "fxrstor64"])
+def test_fxsave64_against_unicorn(form: str, runner64: Runner) -> None:
+    vs = _variants(form)
+    codes = assemble([v for _k, v, _r in vs], bits=64)
+    for (kind, snippet, r), code in zip(vs, codes, strict=True):
+        code = patch_riprel(code, r) if r else code
+        _check64(runner64, code, snippet, kind, 0, form.count(";") + 1, 6464, CASES64)
 
 
 @pytest.mark.parametrize("index", range(len(FORMS)), ids=[f[0][-40:] for f in FORMS])

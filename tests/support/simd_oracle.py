@@ -281,6 +281,16 @@ def form64_rex(form: str) -> str:
     return out.replace("(%ebp)", f"(%r{REX_BASE})")
 
 
+def form64_mix(form: str) -> str:
+    """REX on some operands only: xmm1/3/5/7 -> xmm9/11/13/15 (REX.R or REX.B alone with the
+    other operand below 8), eax/ecx -> r8d/r9d, the base stays rbp."""
+    import re
+
+    out = re.sub(r"%xmm([1357])\b", lambda m: f"%xmm{int(m.group(1)) + 8}", form)
+    out = re.sub(r"%(e?[ac]x|[ac]l)\b", lambda m: "%" + _GPR_REX[m.group(1)], out)
+    return form64(out)
+
+
 def form64_rip(form: str) -> str | None:
     """Every ``off(%ebp)`` operand RIP-relative to DATA+off (a marked displacement that
     ``patch_riprel`` resolves after assembly); None when the form has no memory operand."""

@@ -24,6 +24,7 @@ from support.simd_oracle import (
     assemble,
     compare,
     form64,
+    form64_mix,
     form64_rex,
     form64_rip,
     patch_riprel,
@@ -543,17 +544,21 @@ def test_form64_against_unicorn(index: int, codes64: list[bytes], runner64: Runn
 
 
 # ---- every form above in 64-bit mode too: as written, with REX, RIP-relative ------------------------
-# Each 32-bit form runs in long mode three ways (tests/support/simd_oracle.py): memory through RBP;
-# with REX (xmm9-15, r8-r11, base r13); and, when it has memory operands, all of them RIP-relative.
+# Each 32-bit form runs in long mode up to five ways (tests/support/simd_oracle.py): memory through
+# RBP; with REX (xmm9-15, r8-r11, base r13); with REX on some operands only (xmm9/11/13/15, r8/r9);
+# and, when it has memory operands, all of them RIP-relative, and through EBP with the 0x67 prefix.
 CASES64 = 6
 
 
 def _variants(f: str) -> list[tuple[str, str, int]]:
     """(variant, 64-bit snippet, RIP-relative operand count) of one 32-bit form."""
     vs = [("plain", form64(f), 0), ("rex", form64_rex(f), 0)]
+    if form64_mix(f) not in (vs[0][1], vs[1][1]):
+        vs.append(("mix", form64_mix(f), 0))
     rip = form64_rip(f)
     if rip is not None:
         vs.append(("rip", rip, rip.count("(%rip)")))
+        vs.append(("addr32", f, 0))  # 0x67: the memory operands through ebp, 32-bit addresses
     return vs
 
 

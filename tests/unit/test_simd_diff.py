@@ -617,6 +617,37 @@ STATE64_FORMS = [
 ]
 
 
+# 64-bit only: REX.W forms with a 64-bit GPR operand beside an MMX or XMM register.
+W_FORMS64 = [
+    MMX_PRE + "movq %rax, %mm1" + MMX_POST,
+    MMX_PRE + "movq %mm1, %r9" + MMX_POST,
+    MMX_PRE + "movq %r10, %mm2; movq %mm2, %rbx" + MMX_POST,
+    MMX_PRE + "pextrw $1, %mm1, %r10" + MMX_POST,
+    MMX_PRE + "pinsrw $2, %r9, %mm0" + MMX_POST,
+    MMX_PRE + "pmovmskb %mm1, %r11" + MMX_POST,
+    "pextrw $5, %xmm10, %r11",
+    "pinsrw $3, %r12, %xmm9",
+    "movmskpd %xmm9, %rax",
+    "movmskps %xmm3, %r15",
+    "pmovmskb %xmm9, %r12",
+    "pextrb $9, %xmm11, %r13",
+    "extractps $2, %xmm12, %rax",
+    "pinsrb $15, %r14, %xmm15",
+    "movq %xmm15, 0x8(%ebp)",
+    "movq 0x8(%ebp), %xmm15",
+    "movq %r15, %xmm0; movq %xmm0, %r8",
+]
+
+
+@pytest.mark.parametrize("form", W_FORMS64, ids=[f.replace(MMX_PRE, "").replace(MMX_POST, "") for f in W_FORMS64])
+def test_rex_w_forms_against_unicorn(form: str, runner64: Runner) -> None:
+    vs = [v for v in _variants(form) if v[0] != "rex"]  # the GPRs are 64-bit already
+    codes = assemble([v for _k, v, _r in vs], bits=64)
+    for (kind, snippet, r), code in zip(vs, codes, strict=True):
+        code = patch_riprel(code, r) if r else code
+        _check64(runner64, code, snippet, kind, 0, form.count(";") + 1, 6400, CASES64)
+
+
 @pytest.mark.parametrize("form", STATE64_FORMS, ids=["fxsave64", "fxrstor64"])
 def test_fxsave64_against_unicorn(form: str, runner64: Runner) -> None:
     vs = _variants(form)

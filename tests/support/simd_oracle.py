@@ -147,6 +147,7 @@ class Runner:
         self.pristine = self.uc.context_save()
         self.machine_factory = lambda: Machine(ram_size=RAM)
         self.cr4 = CR4_OSFXSR | CR4_OSXMMEXCPT
+        self.seg_bases = (0, 0)  # FS and GS bases for the next runs (64-bit mode)
         self.m = self._fresh()
 
     def _fresh(self):  # type: ignore[no-untyped-def]
@@ -173,6 +174,9 @@ class Runner:
             uc.reg_write(r, v)
         uc.reg_write(ux.UC_X86_REG_EFLAGS, s.eflags | 2)
         uc.reg_write(ux.UC_X86_REG_MXCSR, 0x1F80)
+        if self.bits == 64:
+            uc.reg_write(ux.UC_X86_REG_FS_BASE, self.seg_bases[0])
+            uc.reg_write(ux.UC_X86_REG_GS_BASE, self.seg_bases[1])
         self.vector = None
         fault: int | None = None
         try:
@@ -202,7 +206,12 @@ class Runner:
         m.mem.write(DATA, s.data)
         cpu.regs[:] = s.regs[:8]
         if self.bits == 64:
+            from gdbemu.core.cpu import FS, GS
+            from gdbemu.core.ops.system import set_seg_base
+
             cpu.xregs[:] = s.regs[8:]
+            set_seg_base(cpu, FS, self.seg_bases[0])
+            set_seg_base(cpu, GS, self.seg_bases[1])
         cpu.fpu.xmm[: len(s.xmm)] = s.xmm
         cpu.fpu.mxcsr = 0x1F80
         cpu.eip = CODE
@@ -289,6 +298,21 @@ def form64_mix(form: str) -> str:
     out = re.sub(r"%xmm([1357])\b", lambda m: f"%xmm{int(m.group(1)) + 8}", form)
     out = re.sub(r"%(e?[ac]x|[ac]l)\b", lambda m: "%" + _GPR_REX[m.group(1)], out)
     return form64(out)
+
+
+# The segment bases of ``form64_seg``'s variants: FS high (the effective address, base + RBP,
+# wraps to DATA), GS low.
+SEG_BASES = {"fs": 0xFFFF800000000000, "gs": 0x3000}
+
+
+def form64_seg(form: str, seg: str) -> str | None:
+    """Every memory operand through ``seg`` ("fs"/"gs"; the caller sets RBP to DATA - its base);
+    None when the form has no memory operand."""
+    if "(%ebp)" not in form:
+        return None
+    import re
+
+    return re.sub(r"((0x[0-9a-f]+)?\(%ebp\))", f"%{seg}:\\1", form).replace("(%ebp)", "(%rbp)")
 
 
 def form64_rip(form: str) -> str | None:

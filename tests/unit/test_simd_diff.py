@@ -674,6 +674,30 @@ def test_rex_w_forms_against_unicorn(form: str, runner64: Runner) -> None:
         _check64(runner64, code, snippet, kind, 0, form.count(";") + 1, 6400, CASES64)
 
 
+# 64-bit only: a REX prefix before a legacy (mandatory, operand-size) prefix is ignored (SDM vol. 2,
+# 2.2.1: REX must immediately precede the opcode); gdbemu raised #UD for these before.
+IGNORED_REX_FORMS64: list[tuple[str, int]] = [
+    (".byte 0x48; movd %eax, %xmm1", 0),
+    (".byte 0x41; paddd %xmm1, %xmm2", 0),
+    (".byte 0x4d; pshufd $0x1b, %xmm1, %xmm2", 0),
+    (".byte 0x41; addsd %xmm1, %xmm2", 0),
+    (".byte 0x4c; cvtsi2sd %eax, %xmm3", 0),
+    (".byte 0x44; movdqu 0x10(%rbp), %xmm4", 0),
+    (".byte 0x41; pextrw $1, %xmm2, %eax", 0),
+    (".byte 0x48; movq %xmm1, %xmm2", 0),
+    (".byte 0xf3, 0x41; movq %xmm1, %xmm2", 0),
+    (".byte 0x48; addw %cx, %ax", STATUS),
+    (".byte 0x49; imulw %cx, %ax", CF | OF),
+]
+
+
+@pytest.mark.parametrize("index", range(len(IGNORED_REX_FORMS64)), ids=[f for f, _ in IGNORED_REX_FORMS64])
+def test_rex_before_a_legacy_prefix_is_ignored(index: int, runner64: Runner) -> None:
+    form, flags = IGNORED_REX_FORMS64[index]
+    code = assemble([form], bits=64)[0]
+    _check64(runner64, code, form, "plain", flags, 1, 6500 + index, CASES64)
+
+
 @pytest.mark.parametrize("form", STATE64_FORMS, ids=["fxsave64", "fxrstor64"])
 def test_fxsave64_against_unicorn(form: str, runner64: Runner) -> None:
     vs = _variants(form)

@@ -12,7 +12,9 @@ the GPRs (EBP points at the 16-byte aligned data window, ESP at a stack),
 the six status flags, and 512 bytes of data.  Compared: xmm0-7, GPRs, EIP,
 the status flags the caller says are defined, the data window, and whether
 the run faulted (with the vector when Unicorn reports one).  Both run flat
-32-bit code at CPL 0 with CR4.OSFXSR and CR4.OSXMMEXCPT set.
+32-bit code at CPL 0 with CR4.OSFXSR and CR4.OSXMMEXCPT set, or 64-bit code
+(``Runner(64)``: sixteen GPRs and XMMs, FS/GS bases); ``form64*`` rewrite a
+32-bit form into its 64-bit variants.
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@ Every form below runs on random states (tests/support/simd_oracle.py) in
 Unicorn and in gdbemu; XMM registers, GPRs, the defined flags, memory and
 faults are compared.  The default suite runs ``CASES`` states per form, half
 of them after the form's TB has been made hot (tier 2); the slow suite many
-more.
+more.  Every form (the x87/SSE state forms too) also runs in 64-bit mode
+(``CASES64`` states per variant): as written, with REX reaching xmm8-15 and
+r8-r15 (all operands, or some), RIP-relative, with the 0x67 prefix, and
+through FS/GS with non-zero bases; then the 64-bit-only forms (REX.W, a REX
+before a legacy prefix, FXSAVE64/FXRSTOR64).
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """The x87 (core/ops/x87.py) through the emulator's execution path, against Unicorn.
 
 Each case runs the same instruction sequence in a gdbemu Machine (flat
-32-bit, code translated as any guest code is) and in Unicorn: fninit, fldcw,
+32-bit or 64-bit code, translated as any guest code is, or with a tier
+forced) and in Unicorn: fninit, fldcw,
 two 80-bit operands loaded, the instruction under test, then ST(0)-ST(2) and
 the status word stored.  Compared: the three stored values, and the status
 word's TOP and condition codes C0/C2/C3 (the installed Unicorn does not
 report the exception flags, see tests/support/fp_oracle.py; C1's
 round-up indication is not modelled).  Operands come from every class, in
-all rounding modes and precisions.  The default suite runs a sample; the
-bulk is under ``slow``.
+all rounding modes and precisions.  In 64-bit code the memory operands are
+RIP-relative or through r12/r13 with an r9 index, and the register forms
+carry REX prefixes.  The default suite runs a sample; the bulk is under
+``slow``.
 """
 
 from __future__ import annotations

@@ -702,6 +702,29 @@ def test_rex_before_a_legacy_prefix_is_ignored(index: int, runner64: Runner) -> 
     _check64(runner64, code, form, "plain", flags, 1, 6500 + index, CASES64)
 
 
+# 64-bit only: REX bits on MMX register operands are ignored (mm0-7 only); beside XMM/GPR operands they count.
+MMX_REX_FORMS64 = [
+    ".byte 0x41; paddd %mm1, %mm0",
+    ".byte 0x45; pxor %mm1, %mm2",
+    ".byte 0x44; pshufw $0x1b, %mm1, %mm0",
+    ".byte 0x41; movq %mm1, %mm2",
+    ".byte 0x45; psrlq $3, %mm2",
+    ".byte 0x4c; movq2dq %mm1, %xmm3",
+    "movdq2q %xmm9, %mm1",
+    "movq 0x20(%r13), %mm1",
+    "cvtpi2ps %mm1, %xmm9",
+    "cvttps2pi %xmm10, %mm2",
+]
+
+
+@pytest.mark.parametrize("form", MMX_REX_FORMS64)
+def test_mmx_with_rex_against_unicorn(form: str, runner64: Runner) -> None:
+    snippet = form64(MMX_PRE + form + MMX_POST)
+    code = assemble([snippet], bits=64)[0]
+    n = snippet.count(";") + 1 - snippet.count(".byte")
+    _check64(runner64, code, snippet, "plain", 0, n, 6600 + len(form), CASES64)
+
+
 @pytest.mark.parametrize("form", STATE64_FORMS, ids=["fxsave64", "fxrstor64"])
 def test_fxsave64_against_unicorn(form: str, runner64: Runner) -> None:
     vs = _variants(form)

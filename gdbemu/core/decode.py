@@ -460,18 +460,21 @@ def op_name(raw: bytes, bits: int) -> tuple[str, int, int]:
     n = len(raw)
     opsize_pfx = addr_pfx = False
     mandatory = 0
-    while i < n and raw[i] in _LEGACY:
-        b = raw[i]
-        if b == 0x66:
-            opsize_pfx = True
-        elif b == 0x67:
-            addr_pfx = True
-        elif b in (0xF2, 0xF3):
-            mandatory = b
-        i += 1
     rex = 0
-    if bits == 64 and i < n and 0x40 <= raw[i] <= 0x4F:
-        rex = raw[i]
+    while i < n:
+        b = raw[i]
+        if bits == 64 and 0x40 <= b <= 0x4F:
+            rex = b
+        elif b in _LEGACY:
+            rex = 0  # a REX prefix counts only right before the opcode: one before a legacy prefix is ignored
+            if b == 0x66:
+                opsize_pfx = True
+            elif b == 0x67:
+                addr_pfx = True
+            elif b in (0xF2, 0xF3):
+                mandatory = b
+        else:
+            break
         i += 1
     if bits == 64:
         addrsize = 4 if addr_pfx else 8

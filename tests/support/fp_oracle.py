@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import struct
 
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn import x86_const as ux
 
 from gdbemu.core import softfloat as sf
@@ -55,8 +55,30 @@ X87_OPS = {
 SSE_OPS = {"add": 0x58, "mul": 0x59, "sub": 0x5C, "div": 0x5E, "sqrt": 0x51}
 
 
-def x87_sequence(op_bytes: bytes) -> tuple[bytes, int]:
-    """fninit; fldcw CW; fld B; fld A; <op>; fstp OUT; fstp OUT+16; fstp OUT+32; fnstsw SW (bytes, count)."""
+# A RIP-relative operand of 64-bit code: (the bytes up to and including a ModRM with mod 00,
+# r/m 101, the target address); the disp32 is computed where the bytes land.
+RipOp = tuple[bytes, int]
+
+
+def x87_sequence(op_bytes: bytes | RipOp, bits: int = 32) -> tuple[bytes, int]:
+    """fninit; fldcw CW; fld B; fld A; <op>; fstp OUT; fstp OUT+16; fstp OUT+32; fnstsw SW (bytes, count).
+
+    ``bits`` 64: the same sequence as 64-bit code, its memory operands RIP-relative (``op_bytes``
+    may be a ``RipOp``).
+    """
+    if bits == 64:
+        parts: list[bytes | RipOp] = [b"\xdb\xe3", (b"\xd9\x2d", CW), (b"\xdb\x2d", B), (b"\xdb\x2d", A), op_bytes]
+        parts += [(b"\xdb\x3d", OUT), (b"\xdb\x3d", OUT + 16), (b"\xdb\x3d", OUT + 32), (b"\xdd\x3d", SW)]
+        out = b""
+        for p in parts:
+            if isinstance(p, tuple):
+                head, target = p
+                end = CODE + len(out) + len(head) + 4
+                out += head + struct.pack("<i", target - end)
+            else:
+                out += p
+        return out, 9
+    assert isinstance(op_bytes, bytes)
     code = (
         b"\xdb\xe3"
         + b"\xd9\x2d" + _d(CW)
@@ -113,9 +135,18 @@ def rand_bits(rng: random.Random, fmt: sf.Format) -> int:
     return (sign << (fb + eb)) | (exp << fb) | frac
 
 
+_UC_GPRS = tuple(
+    getattr(ux, f"UC_X86_REG_{n}")
+    for n in ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", *(f"R{i}" for i in range(8, 16)))
+)
+
+
 class FPOracle:
-    def __init__(self) -> None:
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    """``bits`` 64: Unicorn in 64-bit mode (``x87_run`` only: the other methods' code is 32-bit)."""
+
+    def __init__(self, bits: int = 32) -> None:
+        self.bits = bits
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64 if bits == 64 else UC_MODE_32)
         self.uc.mem_map(0, 0x10000)
 
     def _run(self, code: bytes) -> None:
@@ -123,14 +154,24 @@ class FPOracle:
         self.uc.emu_start(CODE, CODE + len(code))
 
     def x87_run(
-        self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2, memop: bytes = bytes(128)
+        self,
+        op_bytes: bytes | RipOp,
+        a: int,
+        b: int,
+        cw: int,
+        eflags: int = 2,
+        memop: bytes = bytes(128),
+        gprs: dict[int, int] | None = None,
     ) -> tuple[int, int, int, int, int]:
-        """Run ``x87_sequence(op_bytes)`` on st0=a, st1=b, MEMOP's bytes: x87_results after it."""
+        """Run ``x87_sequence(op_bytes)`` on st0=a, st1=b, MEMOP's bytes (and ``gprs``: register
+        number 0-15 -> value): x87_results after it."""
+        for n, v in (gprs or {}).items():
+            self.uc.reg_write(_UC_GPRS[n], v)
         self.uc.mem_write(MEMOP, memop)
         self.uc.mem_write(A, a.to_bytes(10, "little") + b"\0" * 6 + b.to_bytes(10, "little"))
         self.uc.mem_write(CW, struct.pack("<H", cw))
         self.uc.reg_write(ux.UC_X86_REG_EFLAGS, eflags)
-        self._run(x87_sequence(op_bytes)[0])
+        self._run(x87_sequence(op_bytes, self.bits)[0])
         return x87_results(lambda addr, n: bytes(self.uc.mem_read(addr, n)))
 
     def x87(self, op: str, a: int, b: int, cw: int) -> tuple[int, int]:
@@ -231,6 +272,7 @@ class FPOracle:
 
 __all__ = [
     "FPOracle",
+    "RipOp",
     "rand_bits",
     "X87_OPS",
     "SSE_OPS",

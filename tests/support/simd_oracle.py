@@ -12,7 +12,9 @@ the GPRs (EBP points at the 16-byte aligned data window, ESP at a stack),
 the six status flags, and 512 bytes of data.  Compared: xmm0-7, GPRs, EIP,
 the status flags the caller says are defined, the data window, and whether
 the run faulted (with the vector when Unicorn reports one).  Both run flat
-32-bit code at CPL 0 with CR4.OSFXSR and CR4.OSXMMEXCPT set.
+32-bit code at CPL 0 with CR4.OSFXSR and CR4.OSXMMEXCPT set, or 64-bit code
+(``Runner(64)``: sixteen GPRs and XMMs, FS/GS bases); ``form64*`` rewrite a
+32-bit form into its 64-bit variants.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class Runner:
         self.pristine = self.uc.context_save()
         self.machine_factory = lambda: Machine(ram_size=RAM)
         self.cr4 = CR4_OSFXSR | CR4_OSXMMEXCPT
+        self.seg_bases = (0, 0)  # FS and GS bases for the next runs (64-bit mode)
         self.m = self._fresh()
 
     def _fresh(self):  # type: ignore[no-untyped-def]
@@ -173,6 +176,9 @@ class Runner:
             uc.reg_write(r, v)
         uc.reg_write(ux.UC_X86_REG_EFLAGS, s.eflags | 2)
         uc.reg_write(ux.UC_X86_REG_MXCSR, 0x1F80)
+        if self.bits == 64:
+            uc.reg_write(ux.UC_X86_REG_FS_BASE, self.seg_bases[0])
+            uc.reg_write(ux.UC_X86_REG_GS_BASE, self.seg_bases[1])
         self.vector = None
         fault: int | None = None
         try:
@@ -202,7 +208,12 @@ class Runner:
         m.mem.write(DATA, s.data)
         cpu.regs[:] = s.regs[:8]
         if self.bits == 64:
+            from gdbemu.core.cpu import FS, GS
+            from gdbemu.core.ops.system import set_seg_base
+
             cpu.xregs[:] = s.regs[8:]
+            set_seg_base(cpu, FS, self.seg_bases[0])
+            set_seg_base(cpu, GS, self.seg_bases[1])
         cpu.fpu.xmm[: len(s.xmm)] = s.xmm
         cpu.fpu.mxcsr = 0x1F80
         cpu.eip = CODE
@@ -245,3 +256,91 @@ def compare(a: Result, b: Result, flags_mask: int) -> list[str]:
         k = next(i for i in range(len(a.data)) if a.data[i] != b.data[i])
         out.append(f"data differs from +{k:#x}: unicorn {a.data[k : k + 16].hex()} gdbemu {b.data[k : k + 16].hex()}")
     return out
+
+
+# ---- 64-bit variants of the 32-bit forms ----------------------------------------------------------
+# Every 32-bit form also runs in long mode three ways: as written (memory operands through RBP
+# instead of EBP), with REX reaching the upper registers (xmm1-7 -> xmm9-15, the explicit GPRs ->
+# r8-r11, the memory base -> r13), and with every memory operand RIP-relative (same addresses).
+REX_BASE = 13  # the memory base register of the REX variant (set to DATA by the caller)
+_RIP_MARK = 0x5EA00  # a RIP-relative form's displacement before patching: _RIP_MARK << 12 | offset
+_GPR_REX = {
+    "eax": "r8d", "ecx": "r9d", "edx": "r10d", "ebx": "r11d",
+    "ax": "r8w", "cx": "r9w", "dx": "r10w", "bx": "r11w",
+    "al": "r8b", "cl": "r9b", "dl": "r10b", "bl": "r11b",
+}  # fmt: skip
+
+
+def form64(form: str) -> str:
+    """The form in 64-bit code: memory operands through RBP."""
+    return form.replace("(%ebp)", "(%rbp)")
+
+
+def form64_rex(form: str) -> str:
+    """REX everywhere the form allows: xmm1-7 -> xmm9-15 (xmm0 too unless it is the implicit mask
+    operand of BLENDV), explicit GPRs -> r8-r11, the memory base -> r13."""
+    import re
+
+    keep0 = "blendv" in form
+
+    def xmm(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return m.group(0) if n == 0 and keep0 else f"%xmm{n + 8}"
+
+    out = re.sub(r"%xmm([0-7])\b", xmm, form)
+    out = re.sub(r"%(e?[abcd]x|[abcd]l)\b", lambda m: "%" + _GPR_REX[m.group(1)], out)
+    return out.replace("(%ebp)", f"(%r{REX_BASE})")
+
+
+def form64_mix(form: str) -> str:
+    """REX on some operands only: xmm1/3/5/7 -> xmm9/11/13/15 (REX.R or REX.B alone with the
+    other operand below 8), eax/ecx -> r8d/r9d, the base stays rbp."""
+    import re
+
+    out = re.sub(r"%xmm([1357])\b", lambda m: f"%xmm{int(m.group(1)) + 8}", form)
+    out = re.sub(r"%(e?[ac]x|[ac]l)\b", lambda m: "%" + _GPR_REX[m.group(1)], out)
+    return form64(out)
+
+
+# The segment bases of ``form64_seg``'s variants: FS high (the effective address, base + RBP,
+# wraps to DATA), GS low.
+SEG_BASES = {"fs": 0xFFFF800000000000, "gs": 0x3000}
+
+
+def form64_seg(form: str, seg: str) -> str | None:
+    """Every memory operand through ``seg`` ("fs"/"gs"; the caller sets RBP to DATA - its base);
+    None when the form has no memory operand."""
+    if "(%ebp)" not in form:
+        return None
+    import re
+
+    return re.sub(r"((0x[0-9a-f]+)?\(%ebp\))", f"%{seg}:\\1", form).replace("(%ebp)", "(%rbp)")
+
+
+def form64_rip(form: str) -> str | None:
+    """Every ``off(%ebp)`` operand RIP-relative to DATA+off (a marked displacement that
+    ``patch_riprel`` resolves after assembly); None when the form has no memory operand."""
+    import re
+
+    if "(%ebp)" not in form:
+        return None
+    return re.sub(r"(0x[0-9a-f]+)?\(%ebp\)", lambda m: f"{_RIP_MARK << 12 | int(m.group(1) or '0', 16):#x}(%rip)", form)
+
+
+def patch_riprel(code: bytes, expect: int) -> bytes:
+    """Resolve ``form64_rip``'s ``expect`` marked displacements for the code placed at CODE."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    out = bytearray(code)
+    done = 0
+    for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, CODE):
+        start = insn.address - CODE
+        for k in range(start, start + insn.size - 3):
+            disp = int.from_bytes(out[k : k + 4], "little")
+            if disp >> 12 == _RIP_MARK:
+                target = DATA + (disp & 0xFFF)
+                out[k : k + 4] = (target - (insn.address + insn.size)).to_bytes(4, "little", signed=True)
+                done += 1
+                break
+    assert done == expect, f"{done} of {expect} RIP-relative operands found"
+    return bytes(out)

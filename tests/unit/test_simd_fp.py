@@ -176,13 +176,14 @@ def _rand_float_ints(rng: random.Random, t: str) -> int:
     return v
 
 
-def _code64(name: str, memform: bool, imm: int, wide: bool) -> bytes:
+def _code64(name: str, memform: bool, imm: int, wide: bool, upper: bool = True) -> bytes:
     """64-bit code: REX.R and REX.B make the operands xmm8/xmm9 (r8/r9; MMX numbers ignore REX);
-    the memory form is RIP-relative."""
+    ``upper`` False: xmm0/xmm1 (eax/ecx, rax/rcx with REX.W), no REX unless W; the memory form
+    is RIP-relative."""
     code, _d, _s, immkind, _n, _o = FORMS[name]
     i = code.index(0x0F)
-    rex = 0x40 | (8 if wide else 0) | 4 | (0 if memform else 1)
-    body = code[:i] + bytes([rex]) + code[i:]
+    rex = 0x40 | (8 if wide else 0) | ((4 | (0 if memform else 1)) if upper else 0)
+    body = code[:i] + (bytes([rex]) if rex != 0x40 else b"") + code[i:]
     tail = bytes([imm]) if immkind else b""
     if memform:
         end = CODE + len(body) + 5 + len(tail)
@@ -211,9 +212,10 @@ def _code(name: str, memform: bool, imm: int, bits: int = 32) -> bytes:
 class Gdbemu:
     """A Machine running one instruction; 64-bit: long mode, xmm8/xmm9/r8/r9 in the roles of xmm0/xmm1/eax/ecx."""
 
-    def __init__(self, tier: int | None = None, bits: int = 32) -> None:
+    def __init__(self, tier: int | None = None, bits: int = 32, upper: bool = True) -> None:
         self.m = Machine(ram_size=1 << 20)
         self.bits = bits
+        self.upper = upper and bits == 64  # xmm8/xmm9, r8/r9 (else xmm0/xmm1, eax/ecx)
         self.m.translator.force_tier = tier  # None: as a guest runs (a one-instruction block stays cold)
         self.vectors: list[int] = []
         self.m.trace.interrupt = lambda cpu, vector, soft, err, next_eip: self.vectors.append(vector)
@@ -232,7 +234,7 @@ class Gdbemu:
         c.cr[4] |= cr4
         m.mem.write(MEMOP, st.mem)
         m.mem.write(CODE, code)
-        x = 8 if self.bits == 64 else 0
+        x = 8 if self.upper else 0
         c.fpu.xmm[x], c.fpu.xmm[x + 1] = st.xmm0, st.xmm1
         c.fpu.st[0] = 0xFFFF << 64 | st.mm0
         c.fpu.st[1] = 0xFFFF << 64 | st.mm1
@@ -257,8 +259,9 @@ PT64 = 0x80000  # long mode's page tables (cpu.setup_long64)
 
 
 class Oracle:
-    def __init__(self, bits: int = 32) -> None:
+    def __init__(self, bits: int = 32, upper: bool = True) -> None:
         self.bits = bits
+        self.upper = upper and bits == 64
         self.uc = Uc(UC_ARCH_X86, {16: UC_MODE_16, 32: UC_MODE_32, 64: UC_MODE_64}[bits])
         if bits == 16:
             self.uc.reg_write(ux.UC_X86_REG_CR4, CR4_OSFXSR)  # Unicorn's 32-bit mode has it set
@@ -266,9 +269,11 @@ class Oracle:
 
     def run(self, code: bytes, st: State) -> tuple[int, ...]:
         uc = self.uc
-        wide = self.bits == 64
+        wide = self.upper
         xmm0, xmm1 = (ux.UC_X86_REG_XMM8, ux.UC_X86_REG_XMM9) if wide else (ux.UC_X86_REG_XMM0, ux.UC_X86_REG_XMM1)
         ax, cx = (ux.UC_X86_REG_R8, ux.UC_X86_REG_R9) if wide else (ux.UC_X86_REG_EAX, ux.UC_X86_REG_ECX)
+        if self.bits == 64 and not wide:
+            ax, cx = ux.UC_X86_REG_RAX, ux.UC_X86_REG_RCX
         uc.mem_write(MEMOP, st.mem)
         uc.mem_write(CODE, code)
         uc.reg_write(xmm0, st.xmm0)
@@ -386,7 +391,7 @@ def _case(g: Gdbemu, o: Oracle, rng: random.Random, name: str) -> None:
     )
     if _skip(name, xmm0, src, mxcsr, imm):
         return
-    code = _code64(name, memform, imm, wide) if g.bits == 64 else _code(name, memform, imm, g.bits)
+    code = _code64(name, memform, imm, wide, g.upper) if g.bits == 64 else _code(name, memform, imm, g.bits)
     got = g.run(code, st)
     want = o.run(code, st)
     ctx = (
@@ -431,22 +436,25 @@ def test_every_form_in_real_mode_against_unicorn() -> None:
                 _case(g, o, rng, name)
 
 
+@pytest.mark.parametrize("upper", [True, False], ids=["xmm8", "xmm0"])
 @pytest.mark.parametrize("tier", [1, 2])
-def test_every_form_in_64_bit_mode_against_unicorn(tier: int) -> None:
-    """Long mode: XMM8/XMM9 and R8/R9 through REX.R/REX.B, REX.W's 64-bit integers, RIP-relative memory."""
-    g, o = Gdbemu(tier, bits=64), Oracle(64)
-    rng = random.Random(64 + tier)
-    for _ in range(6 if tier == 1 else 2):
+def test_every_form_in_64_bit_mode_against_unicorn(tier: int, upper: bool) -> None:
+    """Long mode: XMM8/XMM9 and R8/R9 through REX.R/REX.B (or XMM0/XMM1 and EAX/ECX without REX),
+    REX.W's 64-bit integers, RIP-relative memory."""
+    g, o = Gdbemu(tier, bits=64, upper=upper), Oracle(64, upper=upper)
+    rng = random.Random(64 + tier + (0 if upper else 10))
+    for _ in range((6 if upper else 3) if tier == 1 else (2 if upper else 1)):
         for name in FORMS:
             _case(g, o, rng, name)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("upper", [True, False], ids=["xmm8", "xmm0"])
 @pytest.mark.parametrize("tier", [1, 2])
-def test_every_form_in_64_bit_mode_bulk(tier: int) -> None:
-    g, o = Gdbemu(tier, bits=64), Oracle(64)
-    rng = random.Random(6400 + tier)
-    for _ in range(250 if tier == 1 else 25):
+def test_every_form_in_64_bit_mode_bulk(tier: int, upper: bool) -> None:
+    g, o = Gdbemu(tier, bits=64, upper=upper), Oracle(64, upper=upper)
+    rng = random.Random(6400 + tier + (0 if upper else 10))
+    for _ in range((250 if upper else 100) if tier == 1 else (25 if upper else 10)):
         for name in FORMS:
             _case(g, o, rng, name)
 

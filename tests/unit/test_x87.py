@@ -1,14 +1,17 @@
 """The x87 (core/ops/x87.py) through the emulator's execution path, against Unicorn.
 
 Each case runs the same instruction sequence in a gdbemu Machine (flat
-32-bit, code translated as any guest code is) and in Unicorn: fninit, fldcw,
+32-bit or 64-bit code, translated as any guest code is, or with a tier
+forced) and in Unicorn: fninit, fldcw,
 two 80-bit operands loaded, the instruction under test, then ST(0)-ST(2) and
 the status word stored.  Compared: the three stored values, and the status
 word's TOP and condition codes C0/C2/C3 (the installed Unicorn does not
 report the exception flags, see tests/support/fp_oracle.py; C1's
 round-up indication is not modelled).  Operands come from every class, in
-all rounding modes and precisions.  The default suite runs a sample; the
-bulk is under ``slow``.
+all rounding modes and precisions.  In 64-bit code the memory operands are
+RIP-relative or through r12/r13 with an r9 index, and the register forms
+carry REX prefixes.  The default suite runs a sample; the bulk is under
+``slow``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import struct
 from fractions import Fraction
 
 import pytest
-from support.fp_oracle import CW, MEMOP, A, FPOracle, rand_bits, x87_results, x87_sequence
+from support.fp_oracle import CW, MEMOP, A, FPOracle, RipOp, rand_bits, x87_results, x87_sequence
 
 from gdbemu.core import softfloat as sf
 from gdbemu.machine import Machine
@@ -178,9 +181,10 @@ def _mem_case(g: GdbemuX87, o: FPOracle, rng: random.Random, name: str) -> None:
         return  # likewise on loads
     rc, pc = rng.randrange(4), rng.choice((0, 2, 3))
     cw = 0x37F & ~0xF00 | pc << 8 | rc << 10
-    want = o.x87_run(code, a, b, cw, 2, memop)
-    got = g.run(code, a, b, cw, 2, memop)
-    ctx = (name, hex(a), hex(b), memop[:16].hex(), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
+    op, gprs, how = _op64(rng, code, True) if g.bits == 64 else (code, {}, "")
+    want = o.x87_run(op, a, b, cw, 2, memop, gprs)
+    got = g.run(op, a, b, cw, 2, memop, gprs)
+    ctx = (name, how, hex(a), hex(b), memop[:16].hex(), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
     k = 1 if name in _MEM_POPS else 3 if name in _MEM_PUSHES else 2
     if name == "fnstsw_ax_m":
         assert got[4] & 0x3800 == want[4] & 0x3800, ctx
@@ -204,23 +208,61 @@ def _saturated(name: str, got: int, want: int) -> bool:
     return got == 1 << (bits - 1) and want == (1 << (bits - 1)) - 1
 
 
+def _op64(rng: random.Random, code: bytes, mem: bool) -> tuple[bytes | RipOp, dict[int, int], str]:
+    """The instruction as 64-bit code, with the GPRs its address needs: a register form as is or
+    behind a REX prefix (which x87 register forms ignore); a memory form RIP-relative, through
+    [r13 + disp32] (REX.B, with REX.W or not: x87 ignores W) or [r12 + r9*8 + disp8] (REX.B, REX.X)."""
+    k = rng.randrange(3)
+    if not mem:
+        return (code, {}, "") if k == 0 else (bytes([rng.choice((0x41, 0x48, 0x4F))]) + code, {}, "rex")
+    opc, reg = code[:-5], code[-5] & 0x38
+    if k == 0:
+        return (opc + bytes([reg | 5]), MEMOP), {}, "rip"
+    if k == 1:
+        rex = rng.choice((0x41, 0x49))
+        return bytes([rex]) + opc + bytes([0x80 | reg | 5]) + struct.pack("<i", 0x40), {13: MEMOP - 0x40}, "r13"
+    idx = rng.randrange(-4, 5)
+    gprs = {12: (MEMOP - 0x40 - 8 * idx) % (1 << 64), 9: idx % (1 << 64)}
+    return b"\x43" + opc + bytes([0x40 | reg | 4, 0xCC, 0x40]), gprs, "sib"
+
+
 def _special(x: int) -> bool:
     u = sf.unpack(sf.F80, x)
     return u.kind in (sf.QNAN, sf.SNAN, sf.BAD, sf.INF) or u.denormal
 
 
+PT64 = 0x80000  # the long-mode page tables (outside CODE, DATA and MEMOP)
+
+
 class GdbemuX87:
-    def __init__(self) -> None:
+    """A Machine running ``x87_sequence``: flat 32-bit code, or 64-bit (``bits``); ``tier`` forces a
+    translation tier (None: as a guest runs)."""
+
+    def __init__(self, bits: int = 32, tier: int | None = None) -> None:
         self.m = Machine(ram_size=1 << 20)
+        self.m.translator.force_tier = tier
+        self.bits = bits
 
     def run(
-        self, op_bytes: bytes, a: int, b: int, cw: int, eflags: int = 2, memop: bytes = bytes(128)
+        self,
+        op_bytes: bytes | RipOp,
+        a: int,
+        b: int,
+        cw: int,
+        eflags: int = 2,
+        memop: bytes = bytes(128),
+        gprs: dict[int, int] | None = None,
     ) -> tuple[int, int, int, int, int]:
         m = self.m
         m.mem.write(MEMOP, memop)
-        code, n = x87_sequence(op_bytes)
+        code, n = x87_sequence(op_bytes, self.bits)
         m.cpu.reset()
-        m.cpu.setup_flat32()
+        if self.bits == 64:
+            m.cpu.setup_long64(PT64)
+        else:
+            m.cpu.setup_flat32()
+        for r, v in (gprs or {}).items():
+            m.cpu.set_gpr(r, v)
         m.mem.write(CODE, code)
         m.mem.write(A, a.to_bytes(10, "little") + b"\0" * 6 + b.to_bytes(10, "little"))
         m.mem.write(CW, struct.pack("<H", cw))
@@ -242,9 +284,10 @@ def _case(g: GdbemuX87, o: FPOracle, rng: random.Random, name: str) -> None:
     rc, pc = rng.randrange(4), rng.choice((0, 2, 3))
     cw = 0x37F & ~0xF00 | pc << 8 | rc << 10
     eflags = 2 | rng.choice((0, 1, 0x40, 0x04, 0x45))
-    want = o.x87_run(OPS[name], a, b, cw, eflags)
-    got = g.run(OPS[name], a, b, cw, eflags)
-    ctx = (name, hex(a), hex(b), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
+    op, _g, how = _op64(rng, OPS[name], False) if g.bits == 64 else (OPS[name], {}, "")
+    want = o.x87_run(op, a, b, cw, eflags)
+    got = g.run(op, a, b, cw, eflags)
+    ctx = (name, how, hex(a), hex(b), hex(cw), [hex(v) for v in got], [hex(v) for v in want])
     if name in ("fprem", "fprem1"):
         _check_remainder(name, a, b, got[0], got[3], ctx)
     k = _slots(name)
@@ -286,8 +329,8 @@ def _check_remainder(name: str, a: int, b: int, got: int, sw: int, ctx: object) 
     assert sw & 0x4500 == want_cc, ctx
 
 
-def _run(n: int, seed: int) -> None:
-    g, o = GdbemuX87(), FPOracle()
+def _run(n: int, seed: int, bits: int = 32, tier: int | None = None) -> None:
+    g, o = GdbemuX87(bits, tier), FPOracle(bits)
     rng = random.Random(seed)
     for _ in range(n):
         for name in OPS:
@@ -300,10 +343,23 @@ def test_x87_against_unicorn_sample() -> None:
     _run(3, 7)
 
 
+@pytest.mark.parametrize(("bits", "tier"), [(32, 1), (32, 2), (64, 1), (64, 2)])
+def test_x87_against_unicorn_per_mode_and_tier(bits: int, tier: int) -> None:
+    """Every form in 32- and 64-bit code (there: REX prefixes, RIP-relative and r8-r15 addressing),
+    each translation tier forced."""
+    _run(3 if tier == 1 else 1, 100 * bits + tier, bits, tier)  # tier 2 costs a compile() per case
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_x87_against_unicorn_bulk(seed: int) -> None:
     _run(150, 1000 + seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", [1, 2])
+def test_x87_in_64_bit_mode_bulk(tier: int) -> None:
+    _run(100 if tier == 1 else 12, 6400 + tier, 64, tier)
 
 
 # ---- transcendentals: the stated error bound (ops/x87.py docstring) -------------------------------
@@ -355,3 +411,55 @@ def test_transcendental_error_bound() -> None:
             else:
                 got, ref = val(st0), y * mpmath.log(1 + x, 2)
             assert abs(got - ref) <= bound * abs(ref), (name, hex(a), hex(b), float(abs(got - ref) / abs(ref)))
+
+
+# ---- a restored state: ES/B and FCW bit 6 as after FLDCW ----------------------------------------------
+def _restore_run(bits: int, restore: str, image: bytes) -> tuple[list[int], int]:
+    """Run ``restore`` (of the image at 0x2000), then fnstcw [0x2100] and a waiting fld1 with
+    CR0.NE set: (the vectors raised, the stored control word)."""
+    from gdbemu.core.cpu import CR0_NE, CR4_OSFXSR
+
+    m = Machine(ram_size=1 << 20)
+    cpu = m.cpu
+    if bits == 64:
+        cpu.setup_long64(PT64)
+    else:
+        cpu.setup_flat32()
+    cpu.cr[0] |= CR0_NE
+    cpu.cr[4] |= CR4_OSFXSR
+    vectors: list[int] = []
+    m.trace.interrupt = lambda _cpu, vector, _soft, _err, _next: vectors.append(vector)
+
+    def absolute(opcode: bytes, reg: int, addr: int) -> bytes:  # [disp32], no RIP-relative in 64-bit code
+        if bits == 64:
+            return opcode + bytes([reg << 3 | 4, 0x25]) + struct.pack("<I", addr)
+        return opcode + bytes([reg << 3 | 5]) + struct.pack("<I", addr)
+
+    opcode, reg = (b"\x0f\xae", 1) if restore == "fxrstor" else (b"\xd9", 4)
+    code = absolute(opcode, reg, 0x2000) + absolute(b"\xd9", 7, 0x2100) + b"\xd9\xe8"
+    m.mem.write(CODE, code)
+    m.mem.write(0x2000, image)
+    cpu.eip = CODE
+    m.run(max_insns=3)
+    return vectors, int.from_bytes(m.mem.read(0x2100, 2), "little")
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("restore", ["fxrstor", "fldenv"])
+def test_restored_unmasked_exception_is_pending(bits: int, restore: str) -> None:
+    """FXRSTOR and FLDENV of a state whose FSW has an exception flag its FCW leaves unmasked: ES and B
+    follow (as the SDM has FLDENV's next waiting instruction raise it), so the fld1 raises #MF; the
+    same state masked raises nothing.  FCW bit 6 reads as 1 after either, as after FLDCW."""
+    fx = restore == "fxrstor"
+    for fcw, fsw, want in ((0x0300, 0x0020, [16]), (0x033F, 0x0020, []), (0x0000, 0x0000, [])):
+        image = bytearray(512)
+        image[0:2] = fcw.to_bytes(2, "little")
+        if fx:
+            image[2:4] = fsw.to_bytes(2, "little")
+            image[24:28] = (0x1F80).to_bytes(4, "little")  # MXCSR
+        else:
+            image[4:6] = fsw.to_bytes(2, "little")
+            image[8:10] = b"\xff\xff"  # all registers empty
+        vectors, cw = _restore_run(bits, restore, bytes(image))
+        assert vectors[:1] == want, (restore, bits, hex(fcw), hex(fsw), vectors)
+        assert cw == fcw | 0x40, (restore, bits, hex(cw))

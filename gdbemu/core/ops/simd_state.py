@@ -41,7 +41,7 @@ from ...softmmu.access import ACCESS_WRITE
 from ..cpu import CPU, CR0_EM, CR0_NE, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT
 from ..emit import Emitter
 from ..exceptions import GP, MF, NM, UD, GuestFault
-from ..fpu_state import FSW_ES, FPUState
+from ..fpu_state import FSW_B, FSW_ES, FPUState
 from ..helpers import helper
 from . import op
 
@@ -238,8 +238,14 @@ def _sse_fields(cpu: CPU, fpu: FPUState, with_mxcsr: bool) -> dict[int, tuple[in
 
 
 def _load_x87(cpu: CPU, fpu: FPUState, addr: int, wide: bool) -> None:
-    fpu.fcw = _read(cpu, addr, 0, 2)
+    fpu.fcw = _read(cpu, addr, 0, 2) | 0x40  # bit 6 reads as 1, as after FLDCW (ops/x87.py)
     fpu.set_status_word(_read(cpu, addr, 2, 2))
+    # ES and B follow the unmasked exceptions, as after FLDENV/FRSTOR: a restored state with an
+    # unmasked exception flag set raises #MF at the next waiting x87 instruction.
+    if fpu.fsw & ~fpu.fcw & 0x3F:
+        fpu.fsw |= FSW_ES | FSW_B
+    else:
+        fpu.fsw &= ~(FSW_ES | FSW_B)
     tag = _read(cpu, addr, 4, 1)
     fpu.fop = _read(cpu, addr, 6, 2) & 0x7FF
     if wide:

@@ -431,7 +431,7 @@ def _env_bytes(fpu: FPUState, opsize: int) -> tuple[int, int]:
 def _load_env(fpu: FPUState, raw: int, opsize: int) -> None:
     w = 16 if opsize == 2 else 32
     f = [(raw >> (w * i)) & ((1 << w) - 1) for i in range(7)]
-    fpu.fcw = f[0] & 0xFFFF
+    fpu.fcw = f[0] & 0xFFFF | 0x40  # bit 6 reads as 1, as after FLDCW
     fpu.set_status_word(f[1] & 0xFFFF)
     fpu.set_tag_word(f[2] & 0xFFFF)
     fpu.fip = f[3]

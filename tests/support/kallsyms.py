@@ -44,9 +44,8 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def _tokens(data: bytes, vaddr_of: dict[int, int]) -> tuple[int, list[bytes]]:
+def _tokens(data: bytes) -> tuple[int, list[bytes]]:
     """(file offset of kallsyms_token_table, the 256 tokens)."""
-    del vaddr_of
     for m in re.finditer(re.escape(DIGITS), data):
         digits = m.start()
         for pos in range(_align8(digits), min(len(data) - 512, digits + 0x2000), 8):
@@ -69,7 +68,7 @@ def kallsyms(vmlinux: bytes) -> KallSyms:
     """The symbols of ``vmlinux`` (module docstring)."""
     elf = parse_elf(vmlinux)
     text = min(s.vaddr for s in elf.segments if s.flags & 1)  # _text: the first executable segment
-    table, toks = _tokens(vmlinux, {})
+    table, toks = _tokens(vmlinux)
     base_bytes = struct.pack("<Q", text)
     for m in re.finditer(re.escape(base_bytes), vmlinux[:table]):
         pos = m.start()

@@ -1,7 +1,7 @@
 """Real gdb on Debian's amd64 kernel, the way people debug Linux on QEMU: ``gdb vmlinux``, ``break start_kernel``.
 
-Slow: the kernel runs about 10 million instructions to ``start_kernel`` and
-tens of millions more to its first timer tick.  The vmlinux is the xz payload
+Slow: the kernel runs under gdb from its PVH entry through ``start_kernel``
+to its first timer tick (about a minute here).  The vmlinux is the xz payload
 of Debian's bzImage (tests/support/debian.py), booted through its PVH note.
 Debian ships a stub ``System.map`` (the real one is in the 819 MiB -dbg
 package), so the addresses come from the kernel's own kallsyms tables

@@ -31,7 +31,7 @@ from gdbemu.rsp.server import GdbServer, parse_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ("-display", "none", "-max-insns", "2000", "-gdb", "none", "-serial", "none", "-debugcon", "none")
-EXAMPLES = int(os.environ.get("GDBEMU_FUZZ_EXAMPLES", "300")) // 2
+EXAMPLES = int(os.environ.get("GDBEMU_FUZZ_EXAMPLES", "300"))  # command lines in process (a few hundred)
 
 
 def run_main(argv: list[str]) -> tuple[int, str]:

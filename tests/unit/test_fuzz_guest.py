@@ -13,7 +13,7 @@ exceptions forever with nothing retiring (the fuzzer found it hanging the
 run); a budgeted run now ends such a slice with a "limit" stop naming the
 exception storm (core/exec.cpu_exec).
 
-The default suite runs 80 guests (``GDBEMU_FUZZ_GUESTS``); ``-m slow`` runs
+The default suite runs 300 guests (``GDBEMU_FUZZ_GUESTS``); ``-m slow`` runs
 10,000 (``GDBEMU_FUZZ_GUESTS_SLOW``) in ten shards that ``-n`` workers share,
 and prints the rate and the stop kinds seen.
 
@@ -47,7 +47,7 @@ RANDOM_SIZE = 0x1000
 STACK = 0x180000
 RAM = 2 << 20
 INSNS = 2000
-CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS", "80"))
+CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS", "300"))
 SLOW_CASES = int(os.environ.get("GDBEMU_FUZZ_GUESTS_SLOW", "10000"))
 SLOW_SHARDS = 10
 WATCHDOG_S = 6  # a guest of INSNS instructions takes well under a second

@@ -14,6 +14,7 @@ the one ``gdbemu:`` line to print (exit status 2).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -45,11 +46,14 @@ def gdb_uses_stdio(opts: Options) -> bool:
 
 def kernel_is_64bit(path: str) -> bool:
     """A kernel only a 64-bit machine runs: an ELF64 (vmlinux, multiboot2/PVH ELF64), or a bzImage
-    with a 64-bit entry (boot protocol 2.12+ ``xloadflags`` XLF_KERNEL_64).  Unreadable: False."""
+    with a 64-bit entry (boot protocol 2.12+ ``xloadflags`` XLF_KERNEL_64).  Unreadable or not a
+    regular file (a FIFO would block the open; the loader names the problem later): False."""
     try:
+        if not os.path.isfile(path):
+            return False
         with open(path, "rb") as f:
             head = f.read(0x240)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return False
     if head[:4] == b"\x7fELF":
         return len(head) > 4 and head[4] == 2  # EI_CLASS: ELFCLASS64

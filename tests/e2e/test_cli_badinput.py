@@ -214,3 +214,10 @@ def test_fuzz_command_lines_in_process_slow(argv):
     full = [*QUICK, *argv]
     status, err = run_main(full)
     check_run(status, err)
+
+
+def test_kernel_path_with_a_nul_is_one_line_and_2():
+    """The slow command-line fuzzer's finding: the 64-bit-kernel probe opened '\\x00' (ValueError)."""
+    status, err = run_main([*QUICK, "-kernel", "\x00"])
+    assert status == 2
+    check_run(status, err)

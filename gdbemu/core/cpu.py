@@ -243,6 +243,8 @@ class CPU:
             "STS": self.softmmu.storer(mmu_idx, True),
             "SB": self.seg_base,
             "X": self.fpu.xmm,
+            "IOR": mem.io_rd,
+            "IOW": mem.io_wr,
             "Fault": GuestFault,
             "H": helpers,
             "FLAGS": F.compute_all,

@@ -249,8 +249,7 @@ class Bus:
         self.memory.add_port(port, count, device)
 
     def remove_port(self, port: int, count: int) -> None:
-        for p in range(port, port + count):
-            self.memory.ports.pop(p, None)
+        self.memory.remove_port(port, count)
 
     def port_device(self, port: int) -> PortDevice | None:
         return self.memory.ports.get(port)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -36,6 +37,53 @@ class MMIODevice(Protocol):
 class PortDevice(Protocol):
     def io_read(self, port: int, size: int) -> int: ...
     def io_write(self, port: int, size: int, value: int) -> None: ...
+
+
+PortReader = Callable[[], int]
+PortWriter = Callable[[int], None]
+
+
+def port_handlers(device: PortDevice | None, port: int, size: int) -> tuple[PortReader, PortWriter]:
+    """The handlers of one ``(port, size)``: ``read() -> value``, ``write(value)``.
+
+    A device may offer specialised ones through an optional method
+    ``port_handlers(port, size)`` returning ``(reader, writer)`` or None (the
+    hot registers of the PIT and the keyboard controller do); otherwise its
+    ``io_read``/``io_write`` are bound to the port and size.  No device: reads
+    are all ones and writes are dropped.  Callers mask what a reader returns.
+    """
+    if device is None:
+        ones = (1 << (8 * size)) - 1
+        return (lambda: ones), _drop
+    if getattr(type(device), "port_handlers", None) is not None:
+        pair: tuple[PortReader, PortWriter] | None = device.port_handlers(port, size)  # type: ignore[attr-defined]
+        if pair is not None:
+            return pair
+    return partial(device.io_read, port, size), partial(device.io_write, port, size)
+
+
+def _drop(value: int) -> None:
+    del value
+
+
+def port_key(port: int, size: int) -> int:
+    """The key of ``(port, size)`` in ``PhysMemory.io_rd`` / ``io_wr``."""
+    return port | size << 16
+
+
+class PortTable(dict[int, Callable[..., object]]):
+    """``port_key -> handler``, resolved from the port map on first use (``__missing__``)."""
+
+    def __init__(self, mem: PhysMemory, which: int) -> None:
+        super().__init__()
+        self.mem = mem
+        self.which = which  # 0: readers, 1: writers
+
+    def __missing__(self, key: int) -> Callable[..., object]:
+        port = key & 0xFFFF
+        handler: Callable[..., object] = port_handlers(self.mem.ports.get(port), port, key >> 16)[self.which]
+        self[key] = handler
+        return handler
 
 
 class Region:
@@ -90,6 +138,12 @@ class PhysMemory:
         self.n_pages = ram_size >> PAGE_BITS
         self.regions: dict[int, Region] = {}  # page number -> region
         self.ports: dict[int, PortDevice] = {}
+        # What translated in/out call: ``io_rd[key]()`` and ``io_wr[key](value)`` with
+        # ``key = port | size << 16`` (``port_key``), filled on first use and emptied
+        # for the ports a change of the port map touches (add_port, remove_port):
+        # generated code never holds a device, so it never calls one that has gone.
+        self.io_rd = PortTable(self, 0)
+        self.io_wr = PortTable(self, 1)
         self.rom_data: dict[int, bytearray] = {}
         # Called as (paddr, length) after a write that did not come from TB
         # code (debugger, DMA, loader): invalidates translated code.
@@ -122,6 +176,19 @@ class PhysMemory:
     def add_port(self, port: int, count: int, device: PortDevice) -> None:
         for p in range(port, port + count):
             self.ports[p] = device
+        self._forget_handlers(port, count)
+
+    def remove_port(self, port: int, count: int) -> None:
+        """Unmap ``count`` ports from ``port``: reads return all ones, writes are dropped."""
+        for p in range(port, port + count):
+            self.ports.pop(p, None)
+        self._forget_handlers(port, count)
+
+    def _forget_handlers(self, port: int, count: int) -> None:
+        """The port map changed for ``[port, port + count)``: those handlers are resolved again."""
+        for table in (self.io_rd, self.io_wr):
+            for key in [key for key in table if port <= key & 0xFFFF < port + count]:
+                del table[key]
 
     def classify(self, ppage: int) -> tuple[int | None, int, int]:
         """Fill-time classification: (ram_offset of the page or None, read flags, write flags)."""

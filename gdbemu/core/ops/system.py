@@ -56,6 +56,7 @@ from ..cpu import (
     ESP,
     FS,
     GS,
+    HF_CPL_MASK,
     HF_CS64,
     HF_PE,
     HF_VM,
@@ -239,16 +240,64 @@ def hlt(cpu: CPU, next_eip: int) -> None:
     cpu.interrupt_request |= REQ_EXIT
 
 
-def _port(e: Emitter, op_: Operand) -> str:
-    return e.const(op_.imm & 0xFF) if op_.kind == IMM else "(edx & 0xFFFF)"
+def _io_access(e: Emitter, port_op: Operand, size: int, call: str) -> str:
+    """Emit the permission check and the key of a port access; returns the key expression.
+
+    No ``sync_call``: a device never sees the guest registers (it is given the
+    bus, not the CPU), so they stay in the TB's locals; a fault (#GP from the
+    check) or a restart leaves through the TB's exception handler, which
+    writes them back with this instruction's EIP.  The handler is looked up
+    by key in ``PhysMemory.io_rd``/``io_wr`` (``IOR``/``IOW``) at run time, so
+    a change of the port map is seen by TBs already built.  ``cpu.icount``
+    is exact for the duration of the call (``Emitter.helper_call``'s rule:
+    device time comes from it).
+
+    The permission check (SDM vol. 1, 19.5) is decided from the TB's hflags
+    where it can be: none in real mode or at CPL 0 outside VM86; at CPL > 0
+    an inline IOPL compare, and the TSS bitmap (``io_check``) only when it
+    fails; in VM86 the bitmap always.
+    """
+    e.may_fault = True
+    if port_op.kind == IMM:
+        port = port_op.imm & 0xFF
+        key = e.const(port | size << 16)
+        pexpr = e.const(port)
+    else:
+        pexpr = e.reg(2, 2)
+        key = f"({pexpr} | {size << 16:#x})"
+    hf = e.hflags
+    cpl = hf & HF_CPL_MASK
+    if hf & HF_VM:
+        e.emit(f"H.io_check(cpu, {pexpr}, {size})")
+    elif hf & HF_PE and cpl:
+        e.emit(f"if cpu.eflags >> 12 & 3 < {cpl}: H.io_check(cpu, {pexpr}, {size})")
+    done = e.const(e.index) if e.tier1 else f"@IC@{e.index}"
+    e.emit(f"cpu.icount += {done}")
+    e.emit("try:")
+    e.emit(f"    {call.format(key=key)}")
+    e.emit("finally:")
+    e.emit(f"    cpu.icount -= {done}")
+    return key
 
 
-@op("out", flags="", end=True)
+@op("out", flags="")
 def out(e: Emitter) -> None:
+    """OUT: the TB is left right after it when the write asked anything of the exec loop.
+
+    A device reaches the exec loop only through ``cpu.interrupt_request`` (an
+    IRQ line, a stop, a reset, a timer armed inside the slice: ``kick``), and
+    the exec loop looks at it only between TBs.  So when it is set after the
+    write, the TB exits here, at the instruction boundary where the exec loop
+    would have seen it had ``out`` ended the TB; when it is clear, the exec
+    loop would have run on with the next instruction, which is what the TB
+    does.  Interrupts raised by an ``out`` land where they did when ``out``
+    always ended its TB.
+    """
     port_op, src = e.insn.ops
     size = src.size
-    e.sync_call("io_out", _port(e, port_op), str(size), e.reg(0, size), reload=False)
-    e.end()
+    _io_access(e, port_op, size, "IOW[{key}](" + e.reg(0, size) + ")")
+    with e.block("if cpu.interrupt_request:"):
+        e.exit(2, e.next_eip())
 
 
 @op("in", flags="")
@@ -256,7 +305,7 @@ def in_(e: Emitter) -> None:
     dst, port_op = e.insn.ops
     size = dst.size
     v = e.tmp("v")
-    e.sync_call("io_in", _port(e, port_op), str(size), result=v)
+    _io_access(e, port_op, size, v + " = IOR[{key}]() & " + f"{MASK[size]:#x}")
     e.write_reg(0, size, v)
 
 
@@ -277,15 +326,9 @@ def check_io(cpu: CPU, port: int, size: int) -> None:
 
 
 @helper
-def io_out(cpu: CPU, port: int, size: int, value: int) -> None:
+def io_check(cpu: CPU, port: int, size: int) -> None:
+    """The permission check of in/out when the TB's inline IOPL compare failed (or in VM86)."""
     check_io(cpu, port, size)
-    cpu.events.io_write(port, size, value & MASK[size])
-
-
-@helper
-def io_in(cpu: CPU, port: int, size: int) -> int:
-    check_io(cpu, port, size)
-    return cpu.events.io_read(port, size) & MASK[size]
 
 
 # ---- segments ------------------------------------------------------------------

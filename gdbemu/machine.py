@@ -97,7 +97,8 @@ class Machine:
             for i in range(ncpus)
         ]
         self.cpu = self.cpus[0]
-        self.clock = VirtualClock(self._icount, icount_shift, kick=self._kick)
+        cpu0 = self.cpu  # the clock's instruction count (a closure: devices read it on every timed access)
+        self.clock = VirtualClock(lambda: cpu0.icount, icount_shift, kick=self._kick)
         self.on_reset: list[Any] = []  # called after a system reset (the loader boots the kernel again)
         # The devices' view of the machine (hw/bus.py): IRQ lines and interrupt sources,
         # ports and MMIO, timers, dirty memory, resets and stops.
@@ -124,9 +125,6 @@ class Machine:
         self.bus.add_device("debugport", DebugPorts(self.bus))
 
     # ---- wiring ---------------------------------------------------------------
-    def _icount(self) -> int:
-        return self.cpu.icount
-
     def attach_debugger(self, hooks: DebuggerHooks[CPU] | None) -> None:
         """Attach (or with None detach) the debugger whose hooks complete watchpoint hits."""
         self.debugger = hooks

@@ -55,6 +55,8 @@ keyboard command set; Intel PIIX4 datasheet, Reset Control Register 0xCF9):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
 
 from .bus import Bus
@@ -449,6 +451,17 @@ class KeyboardController:
         # 0xD4: no auxiliary device is attached; the byte is lost
 
     # ---- ports -------------------------------------------------------------------------
+    def port_handlers(self, port: int, size: int) -> tuple[Callable[[], int], Callable[[int], None]] | None:
+        """The status and data registers for translated in/out (``softmmu.memory.port_handlers``):
+        a guest polling the status port (grub-invaders) reads it straight."""
+        if size != 1:
+            return None
+        if port == 0x64:
+            return self.read_status, partial(self.io_write, port, 1)
+        if port == 0x60:
+            return self.read_data, partial(self.io_write, port, 1)
+        return None
+
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
             return self.bus.split_read(port, size)

@@ -43,6 +43,7 @@ Definitions" and figure "Gate Pin Operations Summary"):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..clock import NS_PER_SEC
@@ -152,14 +153,21 @@ class Channel:
         return d != n  # modes 4, 5
 
     def counter(self, now: int) -> int:
-        """The counting element's value (what a latch captures), in binary."""
-        self.sync(now)
+        """The counting element's value (what a latch captures), in binary.
+
+        The hot path of a guest polling the timer (counter latch, two reads):
+        ``sync``/``_counting``/``elapsed`` are inlined.
+        """
+        if self.pending is not None:
+            self.sync(now)
         modulus = 10000 if self.bcd else 0x10000
-        if not self._counting():
-            return self._effective(self.count_reg) % modulus  # not counting yet: the count register
-        d = self.elapsed(now)
-        n = self.n
+        load = self.load_ns
         mode = self.mode
+        if load is None or (mode == 1 or mode == 5) and not self.triggered:
+            return self._effective(self.count_reg) % modulus  # not counting yet: the count register
+        frozen = self.frozen
+        d = frozen if frozen is not None else (now - load) * PIT_FREQ // NS_PER_SEC
+        n = self.n
         if mode == 2:
             return (n - d % n) % modulus
         if mode == 3:
@@ -422,6 +430,38 @@ class PIT:
         return self.channels[index].out(self.clock.now())
 
     # ---- ports ----------------------------------------------------------------------------
+    def port_handlers(self, port: int, size: int) -> tuple[Callable[[], int], Callable[[int], None]] | None:
+        """Byte handlers for translated in/out (``softmmu.memory.port_handlers``).
+
+        A guest that polls the timer (grub-invaders: ``out 0x43`` counter
+        latch, ``in 0x40`` twice, per ~18 instructions) takes these: a latched
+        byte is read without asking the clock, and a counter latch command
+        goes straight to the channel.  Everything else is ``io_read``/``io_write``.
+        """
+        if size != 1:
+            return None
+        now = self.clock.now
+        if port == 0x43:
+
+            def write_control(value: int) -> None:
+                if not value & 0x30 and value < 0xC0:  # counter latch (RW = 00) of channel SC
+                    ch = self.channels[value >> 6]
+                    if not ch.latch:  # a second latch before the first is read is ignored
+                        ch.latch = ch._value_bytes(now())
+                    return
+                self.io_write(0x43, 1, value)
+
+            return (lambda: 0), write_control
+        index = port - 0x40
+
+        def read_counter() -> int:
+            ch = self.channels[index]
+            if ch.latch and ch.status_latch is None:
+                return ch.latch.pop(0)
+            return ch.read(now())
+
+        return read_counter, partial(self.io_write, port, 1)
+
     def io_read(self, port: int, size: int) -> int:
         if size > 1:
             return self.bus.split_read(port, size)

@@ -228,7 +228,11 @@ class Bus:
 
     def update_interrupt(self) -> None:
         """Recompute whether the CPUs have a maskable interrupt pending (the INTR line)."""
-        self._set_intr(any(src.has_interrupt() for src in self.interrupt_sources))
+        for src in self.interrupt_sources:
+            if src.has_interrupt():
+                self._set_intr(True)
+                return
+        self._set_intr(False)
 
     def acknowledge_interrupt(self) -> int | None:
         """The INTA cycle: the vector of the first source with an interrupt, or None (INTR updated)."""

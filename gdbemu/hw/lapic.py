@@ -264,9 +264,13 @@ class LocalAPIC:
         return -1
 
     def extint_pending(self) -> bool:
-        """Is an 8259 interrupt (INTR through LINT0, or an ExtINT message) waiting for its INTA?"""
+        """Is an 8259 interrupt (INTR through LINT0, or an ExtINT message) waiting for its INTA?
+
+        Asked on every change of an IRQ line (``bus.update_interrupt``): the
+        enables are read inline rather than through ``hw_enabled``/``sw_enabled``.
+        """
         pic = self.apic_bus.pic
-        if not self.hw_enabled or not self.sw_enabled:
+        if not self.svr & SVR_ENABLE or not self.bus.apic_base(self.cpu.index) & MSR_ENABLE:
             return pic is not None and pic.output()
         if self.extint_message:
             return True
@@ -274,7 +278,7 @@ class LocalAPIC:
         return pic is not None and not lvt & LVT_MASKED and (lvt >> 8) & 7 == DM_EXTINT and pic.output()
 
     def has_interrupt(self) -> bool:
-        return self.extint_pending() or self.deliverable_vector() >= 0
+        return self.extint_pending() or (self.irr != 0 and self.deliverable_vector() >= 0)
 
     def acknowledge(self) -> int | None:
         """The CPU takes an interrupt: ExtINT goes to the 8259; else IRR -> ISR (10.8.4)."""
@@ -686,7 +690,7 @@ class APICBus:
         return self.apics[self.bus.running_cpu()]
 
     def has_interrupt(self) -> bool:
-        return self.current().has_interrupt()
+        return self.apics[self.bus.running_cpu()].has_interrupt()
 
     def acknowledge(self) -> int | None:
         return self.current().acknowledge()

@@ -389,14 +389,16 @@ class Raiser:
     def __init__(self, m: Machine) -> None:
         self.m = m
         self.vector: int | None = None
-        m.mem.add_port(0x80, 1, self)
+        m.mem.add_port(0x80, 2, self)
         m.bus.add_interrupt_source(self)
 
     def io_read(self, port: int, size: int) -> int:
         return 0xFF
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        self.vector = value & 0xFF
+        if port == 0x81 and value & 0xFF != 5:
+            return  # port 0x81: only the value 5 raises (vector 0x45)
+        self.vector = value & 0xFF if port == 0x80 else 0x45
         self.m.bus.update_interrupt()
 
     def has_interrupt(self) -> bool:
@@ -407,12 +409,12 @@ class Raiser:
         return vector
 
 
-def deliveries(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int, int]]:
-    """Record external interrupts (vector, EIP, icount, EBX) instead of delivering them."""
-    seen: list[tuple[int, int, int, int]] = []
+def deliveries(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int, int, int]]:
+    """Record external interrupts (vector, EIP, icount, EBX, ESI) instead of delivering them."""
+    seen: list[tuple[int, int, int, int, int]] = []
 
     def deliver_external(cpu: CPU, vector: int) -> None:
-        seen.append((vector, cpu.eip, cpu.icount, cpu.regs[EBX]))
+        seen.append((vector, cpu.eip, cpu.icount, cpu.regs[EBX], cpu.regs[ESI]))
 
     monkeypatch.setattr(interrupts, "deliver_external", deliver_external)
     return seen
@@ -436,7 +438,7 @@ after_out:
     seen = deliveries(monkeypatch)
     m.cpu.set_eflags(0x202)  # IF=1
     assert m.run(max_insns=100).kind == "exit"
-    assert seen == [(0x41, syms["after_out"], 4, 1)]
+    assert seen == [(0x41, syms["after_out"], 4, 1, 0)]
 
 
 def test_interrupt_raised_by_out_with_if_clear_waits_for_sti(asm, tier: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -456,7 +458,34 @@ lands:
     Raiser(m)
     seen = deliveries(monkeypatch)
     assert m.run(max_insns=100).kind == "exit"
-    assert seen == [(0x42, syms["lands"], 5, 3)]
+    assert seen == [(0x42, syms["lands"], 5, 3, 0)]
+
+
+def test_interrupt_raised_by_out_in_a_looping_tb(asm, tier: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The out inside a TB that loops on itself (tier 2): the exit after the out counts the
+    iterations done inside the TB."""
+    elf, syms = asm(
+        """
+    xorl %ebx, %ebx
+loop:
+    incl %ebx
+    movl %ebx, %eax
+    outb %al, $0x81         /* raises on the value 5 only */
+lands:
+    movl %ebx, %esi
+    cmpl $8, %ebx
+    jne loop
+    out %al, $0xf4
+"""
+    )
+    m = machine(elf)
+    Raiser(m)
+    seen = deliveries(monkeypatch)
+    m.cpu.set_eflags(0x202)
+    m.cpu.regs[ESI] = 0
+    assert m.run(max_insns=1000).kind == "exit"
+    assert seen == [(0x45, syms["lands"], 1 + 4 * 6 + 3, 5, 4)]
+    assert m.cpu.icount == 1 + 8 * 6 + 1
 
 
 def test_exit_port_stops_right_after_the_out(asm, tier: int) -> None:

@@ -18,6 +18,7 @@ see ``icount_now``.
 
 from __future__ import annotations
 
+from ...softmmu.memory import port_key
 from .. import flags as F
 from ..cpu import (
     CPU,
@@ -260,7 +261,7 @@ def _io_access(e: Emitter, port_op: Operand, size: int, call: str) -> str:
     e.may_fault = True
     if port_op.kind == IMM:
         port = port_op.imm & 0xFF
-        key = e.const(port | size << 16)
+        key = e.const(port_key(port, size))
         pexpr = e.const(port)
     else:
         pexpr = e.reg(2, 2)

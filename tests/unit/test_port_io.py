@@ -502,3 +502,28 @@ after_exit:
     stop = m.run(max_insns=100)
     assert stop.kind == "exit"
     assert (m.cpu.regs[EBX], m.cpu.icount, m.cpu.eip) == (1, 2, syms["after_exit"])
+
+
+def test_breakpoint_right_after_an_out(asm, tier: int) -> None:
+    """out no longer ends its TB: a breakpoint on the next instruction (set after the TB was
+    built) still stops there, before it runs."""
+    elf, syms = asm(
+        """
+loop:
+    incl %ebx
+    outb %al, $0x80
+after_out:
+    incl %esi
+    cmpl $50, %ebx
+    jne loop
+    out %al, $0xf4
+"""
+    )
+    m = machine(elf)
+    m.mem.add_port(0x80, 1, Reg(0))
+    m.cpu.regs[EBX] = m.cpu.regs[ESI] = 0
+    assert m.run(max_insns=5 * 10).kind == "limit"  # 10 iterations: the loop TB is built and run
+    m.breakpoints.add(syms["after_out"])
+    stop = m.run(max_insns=1000)
+    assert stop.kind == "debug"
+    assert (m.cpu.eip, m.cpu.regs[EBX], m.cpu.regs[ESI]) == (syms["after_out"], 11, 10)

@@ -29,15 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from ..clock import Timer
 
 State = dict[str, Any]
+
+
+def _numpy() -> Any:
+    """numpy if something has imported it (else no value can be an array): numpy is not imported
+    at start-up, only when bulk work first needs it."""
+    return sys.modules.get("numpy")
 
 
 def _skipped(value: object) -> bool:
@@ -68,9 +73,10 @@ def encode(value: object, where: str = "value") -> Any:
         return {"d": [[encode(k, where), encode(v, f"{where}[{k!r}]")] for k, v in value.items()]}
     if isinstance(value, enum.Enum):
         return {"e": [type(value).__name__, encode(value.value, where)]}
-    if isinstance(value, np.ndarray):
+    np = _numpy()
+    if np is not None and isinstance(value, np.ndarray):
         return {"a": [value.dtype.str, list(value.shape), value.tobytes().hex()]}
-    if isinstance(value, np.generic):
+    if np is not None and isinstance(value, np.generic):
         return encode(value.item(), where)
     save = getattr(value, "save_state", None)
     if save is not None:
@@ -107,6 +113,8 @@ def decode(data: Any, like: object = None) -> Any:
             raise ValueError(f"snapshot holds an enum {body[0]} where the object has {type(like).__name__}")
         return type(like)(decode(body[1]))
     if tag == "a":
+        import numpy as np
+
         dtype, shape, hexdata = body
         return np.frombuffer(bytes.fromhex(hexdata), dtype=np.dtype(dtype)).reshape(shape).copy()
     if tag == "c":
@@ -176,7 +184,12 @@ def restore(obj: object, state: State, exclude: Iterable[str] = ()) -> None:
         elif isinstance(cur, deque) and isinstance(value, deque):
             cur.clear()
             cur.extend(value)
-        elif isinstance(cur, np.ndarray) and isinstance(value, np.ndarray) and cur.shape == value.shape:
+        elif (
+            (np := _numpy()) is not None
+            and isinstance(cur, np.ndarray)
+            and isinstance(value, np.ndarray)
+            and cur.shape == value.shape
+        ):
             cur[...] = value
         else:
             setattr(obj, name, value)

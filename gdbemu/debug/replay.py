@@ -165,11 +165,18 @@ class History:
         # (segment, icount, phase); phase 0 is the state a run stopped by its budget has there.
         self.phase = 0
         self._names = 0
+        # ``_bound``'s running estimate of stored_bytes(): exact after each full count, plus what
+        # each new checkpoint stores (drops only lower it); counted again when it passes the limit
+        # and every MEASURE_EVERY checkpoints, so a checkpoint costs no walk over all of history.
+        self._bytes_estimate = 0
 
     # ---- recording ----------------------------------------------------------------------
+    MEASURE_EVERY = 64  # checkpoints between two exact measures (state size, stored bytes)
+
     def _checkpoint(self) -> Snapshot:
         self._names += 1
-        snap = self.store.take(f"#h{self._names}")
+        snap = self.store.take(f"#h{self._names}", measure=self._names % self.MEASURE_EVERY == 1)
+        self._bytes_estimate += snap.stored_bytes
         self._checkpoint_time = time.process_time()
         return snap
 
@@ -231,7 +238,7 @@ class History:
         """The live operation stopped: its segment ends here (a tail's checkpoint is kept from now on)."""
         if self.segments and self.segments[-1].end is None:
             self.segments[-1].end = self.machine.cpu.icount
-            for seg in self.segments:
+            for seg in self.segments[-3:]:  # tails are only ever the two newest segments (tick)
                 seg.tail = False
 
     def record_input(self, what: str) -> None:
@@ -280,11 +287,15 @@ class History:
 
     def _bound(self) -> None:
         """Drop the oldest segments while the checkpoints' pages exceed ``limit_bytes``."""
-        while len(self.segments) > 2 and self.stored_bytes() > self.limit_bytes:
+        if self._bytes_estimate <= self.limit_bytes and self._names % self.MEASURE_EVERY:
+            return
+        self._bytes_estimate = self.stored_bytes()
+        while len(self.segments) > 2 and self._bytes_estimate > self.limit_bytes:
             oldest = self.segments.pop(0)
             self._drop_snapshot(oldest.snap)
             if self.pos is not None:
                 self.pos = (self.pos[0] - 1, self.pos[1])
+            self._bytes_estimate = self.stored_bytes()
 
     def stored_bytes(self) -> int:
         return sum(s.snap.stored_bytes for s in self.segments if s.snap.id in self.store.snapshots)

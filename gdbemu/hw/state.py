@@ -122,6 +122,10 @@ def _encode(value: object) -> Any:
         return {"q": _encode_items(value)}
     if isinstance(value, (set, frozenset)):
         return {"s": sorted(_encode_items(value, lambda v: ""), key=repr)}
+    if t is dict:
+        plain = cast("dict[Any, Any]", value)
+        if set(map(type, plain)) <= _PLAIN and set(map(type, plain.values())) <= _PLAIN:  # the MSRs
+            return {"d": [[k, v] for k, v in plain.items()]}
     if isinstance(value, dict):
         pairs = []
         for k, v in value.items():

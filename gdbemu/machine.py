@@ -19,10 +19,11 @@ afterwards:
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported when bulk work first needs it (start-up time)
+    import numpy as np
+    import numpy.typing as npt
 
 from .boot.multiboot import BootInfo
 from .clock import VirtualClock

@@ -28,7 +28,6 @@ from ..debug.trace import QemuLog
 from ..hw.pc import PCConfig, build_pc
 from ..hw.uart import SerialPorts
 from ..machine import Machine
-from ..rsp.server import parse_endpoint
 from .options import Options
 
 
@@ -41,7 +40,11 @@ def demo_kernel_path() -> str:
 
 
 def gdb_uses_stdio(opts: Options) -> bool:
-    return opts.gdb is not None and parse_endpoint(opts.gdb).uses_stdio
+    if opts.gdb is None:
+        return False
+    from ..rsp.server import parse_endpoint  # only with gdb: the server is not imported otherwise
+
+    return parse_endpoint(opts.gdb).uses_stdio
 
 
 def kernel_is_64bit(path: str) -> bool:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from ..boot.firmware import CPU_MODELS
 from ..core import cpuid
 from ..debug.trace import LOG_ITEMS
-from ..rsp.server import parse_endpoint
 from ..softmmu.ram_layout import check_pc_ram_size
 
 
@@ -545,6 +544,8 @@ def parse_args(argv: list[str], system: str = "i386") -> Options:
             opts.gdb = None if v == "none" else v
             opts.no_gdb = v == "none"
             if opts.gdb is not None:
+                from ..rsp.server import parse_endpoint  # only with gdb: the server is not imported otherwise
+
                 try:
                     parse_endpoint(opts.gdb)
                 except ValueError as exc:

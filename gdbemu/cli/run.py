@@ -48,20 +48,22 @@ import shlex
 import sys
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
-from ..debug.snapshot import SnapshotError, SnapshotStore
-from ..debug.target import MachineTarget
 from ..hw.bus import CharSink
 from ..hw.debugport import DebugPorts
 from ..hw.kbd import KeyboardController
 from ..hw.uart import SerialPorts
 from ..hw.vga import VGA
 from ..machine import Machine, Stop
-from ..rsp.server import GdbServer, parse_endpoint
 from .board import Board, BoardError, build_board, feed_serial, gdb_uses_stdio
 from .console import ConsoleInput, raw_terminal, stdin_fd
 from .display import CursesDisplay, curses_wanted
 from .options import Options, UsageError, parse_args, show, system_of
+
+if TYPE_CHECKING:  # the debugger's modules are imported when a run has gdb (start-up time)
+    from ..debug.snapshot import SnapshotStore
+    from ..debug.target import MachineTarget
 
 
 class Session:
@@ -198,6 +200,9 @@ class Session:
         The server's loop runs the guest in slices through the target and
         polls gdb between them; ``between_slices`` is its ``on_slice``.
         """
+        from ..debug.target import MachineTarget
+        from ..rsp.server import GdbServer, parse_endpoint
+
         machine, opts = self.machine, self.opts
         endpoint = parse_endpoint(opts.gdb or "tcp::1234")
         target = MachineTarget(
@@ -365,6 +370,8 @@ def _run_board(board: Board, opts: Options) -> int:
     machine = board.machine
     snapshots = None
     if opts.loadvm is not None or opts.snapshot_file is not None or opts.gdb is not None or opts.wait_for_gdb:
+        from ..debug.snapshot import SnapshotError, SnapshotStore
+
         path = opts.snapshot_file or (None if board.demo else f"{board.kernel}.snapshots")
         try:
             snapshots = SnapshotStore(machine, path)

@@ -135,6 +135,9 @@ class Monitor:
         return out
 
     def handle(self, cmd: str) -> str:
+        history = self.target.history
+        if history is not None:
+            history.touch()  # a command may change the state: the next resume takes a full checkpoint
         words = cmd.split()
         if not words:
             return self.cmd_help([])

@@ -59,6 +59,25 @@ discards the future: the present becomes this position, and ``notices``
 says so (the target prints it to gdb's console as ``O`` output is not
 possible inside a stop; it is logged and shown by ``monitor info history``).
 
+**Lazy checkpoints.**  A checkpoint costs as much as the rest of a gdb
+round trip, and gdb resumes at every ``stepi``, twice per breakpoint hit (a
+step over the breakpoint, then the continue) and once per watchpoint hit.
+The state where a segment ended is its checkpoint's state plus its own run
+again -- exactly, by determinism: one ``Machine.step`` with the same ``irq``
+setting for a step segment; for a run segment, its instructions with a
+budget and then the deliveries made at its last icount until the CPU state
+is the one recorded when it stopped (``Segment.end_state``: the CPU's
+state alone costs a fifth of a checkpoint).  So a segment begun by a
+resume right where the previous one stopped, with no outside input in
+between (``record_input``/``touch``: gdb's writes, console bytes, monitor
+commands), takes no checkpoint of its own (``Segment.saved`` None), at most
+``LAZY_CHAIN`` in a row.  The first operation that goes into the past gives
+each such segment its checkpoint (``_materialize``), after saving the
+present and back to it; so everything else sees every segment with a
+checkpoint.  A run replayed there is short: tail checkpoints trail a long
+run.  A step segment must have stepped exactly once and stopped as a step
+(``step_done``, set by ``MachineTarget``).
+
 Memory for history is bounded by ``limit_bytes`` (the checkpoints' stored
 pages); the oldest segments are dropped first (their pages merge into the
 next checkpoint, which keeps it loadable).
@@ -75,6 +94,7 @@ from typing import TypeVar
 from ..core.cpu import CPU, REQ_EXIT
 from ..core.mmu import debug_translate
 from ..core.stop import RunStop, StopKind
+from ..hw.state import State
 from ..machine import Machine
 from ..softmmu.tlb import PAGE_BITS
 from ..softmmu.watchpoint import GDB_OWNER, WatchHit, WatchKind
@@ -98,13 +118,22 @@ TAIL_CHUNK = 50_000
 
 @dataclass
 class Segment:
-    snap: Snapshot
+    saved: Snapshot | None  # None: a lazy checkpoint, made from the step before (module docstring)
     start: int
     end: int | None  # None while it runs (the present's segment)
     step: bool = False
     irq: bool = False
     tail: bool = False  # a checkpoint that only trails a live run: replaced by the next one (History.tick)
     at_limit: bool = False  # starts where a budgeted run stopped (a slice, a cut): phase 0, no delivery yet
+    steps: int = 0  # a step segment: Machine.step calls made live (MachineTarget.run_slice)
+    end_state: State | None = None  # a run segment that stopped: the CPU's state there (lazy checkpoints)
+    step_done: bool = False  # ... and the last one stopped as a plain step
+
+    @property
+    def snap(self) -> Snapshot:
+        """The checkpoint (made by ``History._materialize`` for a lazy segment before anyone asks)."""
+        assert self.saved is not None, "a lazy checkpoint read before History._materialize"
+        return self.saved
 
     @property
     def empty(self) -> bool:
@@ -165,11 +194,20 @@ class History:
         # (segment, icount, phase); phase 0 is the state a run stopped by its budget has there.
         self.phase = 0
         self._names = 0
+        # ``_bound``'s running estimate of stored_bytes(): exact after each full count, plus what
+        # each new checkpoint stores (drops only lower it); counted again when it passes the limit
+        # and every MEASURE_EVERY checkpoints, so a checkpoint costs no walk over all of history.
+        self._bytes_estimate = 0
+        self._input_seen = False  # outside input since the newest segment began: the next one needs a checkpoint
+        self._lazy_chain = 0  # lazy segments in a row at the end of history
 
     # ---- recording ----------------------------------------------------------------------
+    MEASURE_EVERY = 64  # checkpoints between two exact measures (state size, stored bytes)
+
     def _checkpoint(self) -> Snapshot:
         self._names += 1
-        snap = self.store.take(f"#h{self._names}")
+        snap = self.store.take(f"#h{self._names}", measure=self._names % self.MEASURE_EVERY == 1)
+        self._bytes_estimate += snap.stored_bytes
         self._checkpoint_time = time.process_time()
         return snap
 
@@ -177,14 +215,94 @@ class History:
     def in_past(self) -> bool:
         return self.pos is not None
 
+    LAZY_CHAIN = 16  # lazy checkpoints in a row at most (module docstring)
+
     def begin(self, step: bool, irq: bool = False) -> None:
-        """A live forward operation starts: close the open segment, checkpoint, open a new one."""
+        """A live forward operation starts: close the open segment, checkpoint (or not, after a step:
+        module docstring), open a new one."""
         m = self.machine
-        if self.segments and self.segments[-1].end is None:
-            self.segments[-1].end = m.cpu.icount
-        seg = Segment(self._checkpoint(), m.cpu.icount, None, step, irq)
+        prev = self.segments[-1] if self.segments else None
+        if prev is not None and prev.end is None:
+            prev.end = m.cpu.icount
+        lazy = (
+            prev is not None
+            and (prev.steps == 1 and prev.step_done if prev.step else prev.end_state is not None)
+            and not self._input_seen
+            and self._lazy_chain < self.LAZY_CHAIN
+        )
+        self._lazy_chain = self._lazy_chain + 1 if lazy else 0
+        self._input_seen = False
+        seg = Segment(None if lazy else self._checkpoint(), m.cpu.icount, None, step, irq)
         self.segments.append(seg)
         self._bound()
+
+    def stepped(self, done: bool) -> None:
+        """The live step segment made a ``Machine.step`` (``done``: it stopped as a plain step)."""
+        if self.segments and self.segments[-1].end is None and self.segments[-1].step:
+            self.segments[-1].steps += 1
+            self.segments[-1].step_done = done
+
+    def touch(self) -> None:
+        """Something may have changed the state outside the guest's run (a monitor command): the next
+        segment takes a checkpoint of its own."""
+        self._input_seen = True
+
+    def _materialize(self) -> None:
+        """Give every lazy segment its checkpoint: its step's checkpoint loaded, one step, a checkpoint
+        (module docstring).  Moves the machine: the caller has saved the state it wants back."""
+        m = self.machine
+        at: int | None = None  # the segment whose start state the machine is in
+        k = 0
+        with self._quiet():
+            while k < len(self.segments):
+                seg = self.segments[k]
+                if seg.saved is not None:
+                    k += 1
+                    continue
+                prev = self.segments[k - 1]
+                if at != k - 1:
+                    self._load(prev.snap)
+                if prev.step:
+                    m.step(irq=prev.irq)
+                    for cpu in m.cpus:
+                        cpu.interrupt_request &= ~REQ_EXIT
+                elif not self._replay_run(prev.start, seg.start, prev.end_state):
+                    # Never expected (the run is deterministic): history cannot reach this segment,
+                    # so it starts after it, at the next checkpoint.
+                    n = k + 1
+                    while n < len(self.segments) and self.segments[n].saved is None:
+                        n += 1
+                    for old in self.segments[:n]:
+                        self._drop_snapshot(old.saved)
+                    del self.segments[:n]
+                    self.notices.append(f"gdbemu: history before instruction {seg.start} dropped (replay diverged)")
+                    k, at = 0, None
+                    continue
+                seg.saved = self._checkpoint()
+                at = k
+                k += 1
+        self._lazy_chain = 0
+
+    def _replay_run(self, start: int, end: int, want: State | None) -> bool:
+        """From a run segment's checkpoint (loaded), its run to icount ``end`` and the deliveries made
+        there until the CPU state is ``want``; False if it never is."""
+        m = self.machine
+        while m.cpu.icount < end:
+            before = m.cpu.icount
+            m.run(max_insns=end - m.cpu.icount)
+            self.replayed_insns += m.cpu.icount - before
+            if m.cpu.icount == before:
+                break
+        for cpu in m.cpus:
+            cpu.interrupt_request &= ~REQ_EXIT
+        if m.cpu.icount != end:
+            return False
+        for _ in range(self.MAX_PHASES + 1):
+            if capture_cpu(m.cpu) == want:
+                return True
+            if not self._event():
+                break
+        return False
 
     def tick(self, tails: bool = False) -> None:
         """Between slices of a live run: a checkpoint every ``interval`` instructions, and (``tails``)
@@ -230,13 +348,17 @@ class History:
     def stopped(self) -> None:
         """The live operation stopped: its segment ends here (a tail's checkpoint is kept from now on)."""
         if self.segments and self.segments[-1].end is None:
-            self.segments[-1].end = self.machine.cpu.icount
-            for seg in self.segments:
+            last = self.segments[-1]
+            last.end = self.machine.cpu.icount
+            if not last.step:  # what a lazy checkpoint of the next segment is checked against
+                last.end_state = capture_cpu(self.machine.cpu)
+            for seg in self.segments[-3:]:  # tails are only ever the two newest segments (tick)
                 seg.tail = False
 
     def record_input(self, what: str) -> None:
         """Outside input at this point (gdb's writes, console bytes, monitor commands)."""
         self.log.append((self.machine.cpu.icount, what))
+        self._input_seen = True
         if self.pos is not None:
             self._discard_future()
 
@@ -246,14 +368,14 @@ class History:
         dropped = len(self.segments) - k - 1
         seg = self.segments[k]
         for later in reversed(self.segments[k + 1 :]):
-            self._drop_snapshot(later.snap)
+            self._drop_snapshot(later.saved)
         del self.segments[k + 1 :]
         if self.present is not None:
             self._drop_snapshot(self.present)
         self.present = None
         if icount == seg.start:
             # The state is this segment's checkpoint: the segment itself is future.
-            self._drop_snapshot(seg.snap)
+            self._drop_snapshot(seg.saved)
             self.segments.pop()
             dropped += 1
         else:
@@ -267,27 +389,38 @@ class History:
     def reset(self) -> None:
         """Forget the history (the machine's state was replaced: loadvm)."""
         for seg in reversed(self.segments):
-            self._drop_snapshot(seg.snap)
+            self._drop_snapshot(seg.saved)
         if self.present is not None:
             self._drop_snapshot(self.present)
         self.segments.clear()
         self.present = None
         self.pos = None
 
-    def _drop_snapshot(self, snap: Snapshot) -> None:
-        if snap.id in self.store.snapshots:
+    def _drop_snapshot(self, snap: Snapshot | None) -> None:
+        if snap is not None and snap.id in self.store.snapshots:
             self.store.delete(snap.name, only=snap.id)
 
     def _bound(self) -> None:
         """Drop the oldest segments while the checkpoints' pages exceed ``limit_bytes``."""
-        while len(self.segments) > 2 and self.stored_bytes() > self.limit_bytes:
-            oldest = self.segments.pop(0)
-            self._drop_snapshot(oldest.snap)
+        if self._bytes_estimate <= self.limit_bytes and self._names % self.MEASURE_EVERY:
+            return
+        self._bytes_estimate = self.stored_bytes()
+        while len(self.segments) > 2 and self._bytes_estimate > self.limit_bytes:
+            # The oldest goes with the lazy segments after it (they are made from it); a checkpoint stays.
+            n = 1
+            while n < len(self.segments) and self.segments[n].saved is None:
+                n += 1
+            if n > len(self.segments) - 2:
+                break
+            for oldest in self.segments[:n]:
+                self._drop_snapshot(oldest.saved)
+            del self.segments[:n]
             if self.pos is not None:
-                self.pos = (self.pos[0] - 1, self.pos[1])
+                self.pos = (self.pos[0] - n, self.pos[1])
+            self._bytes_estimate = self.stored_bytes()
 
     def stored_bytes(self) -> int:
-        return sum(s.snap.stored_bytes for s in self.segments if s.snap.id in self.store.snapshots)
+        return sum(s.saved.stored_bytes for s in self.segments if s.saved and s.saved.id in self.store.snapshots)
 
     # ---- going to a position ----------------------------------------------------------------
     @contextmanager
@@ -439,6 +572,10 @@ class History:
         if self.pos is None:
             self.stopped()
             self.present = self._checkpoint()
+            if any(seg.saved is None for seg in self.segments):
+                self._materialize()
+                with self._quiet():
+                    self._load(self.present)  # back to the present: the caller reads its state
 
     def _position(self) -> tuple[int, int]:
         """The current position; the present is in the last segment, at the machine's icount."""

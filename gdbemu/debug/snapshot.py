@@ -159,6 +159,8 @@ class SnapshotStore:
         self.machine = machine
         self.path = path
         self.snapshots: dict[int, Snapshot] = {}
+        self._by_name: dict[str, int] = {}  # name -> id of the newest snapshot of that name (``find``)
+        self._state_bytes = 0  # the newest measured state size (``take(..., measure=False)``)
         self.current: int | None = None  # the snapshot memory is relative to (parent of the next)
         self._next_id = 1
         mem = machine.mem
@@ -210,9 +212,17 @@ class SnapshotStore:
             "clock": m.clock.save_state(),
         }
 
-    def take(self, name: str) -> Snapshot:
-        """Snapshot the machine now under ``name`` (replacing a snapshot of that name)."""
+    def take(self, name: str, measure: bool = True) -> Snapshot:
+        """Snapshot the machine now under ``name`` (replacing a snapshot of that name).
+
+        ``measure``: the state's size (counted in the history's bound) is that
+        of its JSON; without it (the history's checkpoints but every few), the
+        newest measured size is taken instead -- the JSON costs as much as the
+        capture, and the state's size hardly changes between two checkpoints.
+        """
         state = self.machine_state()
+        if measure or not self._state_bytes:
+            self._state_bytes = len(json.dumps(state))
         pages = self._take_dirty()
         if len(pages) > self.n_pages // 8:  # mostly everything (the first snapshot): no copy of zero pages
             nonzero = np.asarray(self.pages_view.any(axis=1))[pages]
@@ -232,11 +242,12 @@ class SnapshotStore:
             pages=pages[nonzero],
             data=np.ascontiguousarray(data),
             zero=pages[~nonzero],
-            state_bytes=len(json.dumps(state)),
+            state_bytes=self._state_bytes,
         )
         self._next_id += 1
         old = self.find(name)
         self.snapshots[snap.id] = snap
+        self._by_name[name] = snap.id
         if snap.parent is not None:
             self.snapshots[snap.parent].children.append(snap.id)
         self.current = snap.id
@@ -246,10 +257,8 @@ class SnapshotStore:
 
     # ---- finding ---------------------------------------------------------------------
     def find(self, name: str) -> Snapshot | None:
-        for snap in self.snapshots.values():
-            if snap.name == name:
-                return snap
-        return None
+        sid = self._by_name.get(name)
+        return self.snapshots.get(sid) if sid is not None else None
 
     def get(self, name: str) -> Snapshot:
         snap = self.find(name)
@@ -350,6 +359,8 @@ class SnapshotStore:
         if snap.parent is not None:
             self.snapshots[snap.parent].children.remove(snap.id)
         del self.snapshots[snap.id]
+        if self._by_name.get(snap.name) == snap.id:
+            del self._by_name[snap.name]
         if self.current == snap.id:
             # The present's pages relative to the parent: the deleted snapshot's pages may differ too.
             for page in snap.all_pages():
@@ -447,6 +458,7 @@ class SnapshotStore:
                 zero=npz[f"{sid}.zero"].astype(np.int64),
             )
         for snap in self.snapshots.values():
+            self._by_name[snap.name] = snap.id
             if snap.parent is not None:
                 self.snapshots[snap.parent].children.append(snap.id)
         self._next_id = int(meta["next_id"])

@@ -392,6 +392,8 @@ class MachineTarget(TargetBase):
             return self._run_job()
         if self.actions and any(a.step for a in self.actions.values()):
             stop = machine.step(irq=self.sstep_irq)
+            if self.history is not None and not self.history.in_past:
+                self.history.stepped(stop.kind == StopKind.STEP)  # a lazy checkpoint may follow (replay.py)
             if stop.kind == StopKind.STEP:
                 return self._stopped(StopEvent.step_done(1))
         else:

@@ -55,14 +55,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from ..clock import VirtualClock
 from ..softmmu.dirty import DirtyMemory
 from ..softmmu.memory import MMIODevice, PhysMemory, PortDevice
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported when bulk work first needs it (start-up time)
+    import numpy as np
+    import numpy.typing as npt
+
     from .pc import PCConfig
 
 
@@ -150,7 +150,7 @@ class CharSink:
             self.stream = None
 
 
-DirtyTestAndClear = Callable[[int, int, int], npt.NDArray[np.uint8]]
+DirtyTestAndClear = Callable[[int, int, int], "npt.NDArray[np.uint8]"]
 
 
 class Bus:

@@ -29,15 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
-
-import numpy as np
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from ..clock import Timer
 
 State = dict[str, Any]
+
+
+def _numpy() -> Any:
+    """numpy if something has imported it (else no value can be an array): numpy is not imported
+    at start-up, only when bulk work first needs it."""
+    return sys.modules.get("numpy")
 
 
 def _skipped(value: object) -> bool:
@@ -46,8 +51,63 @@ def _skipped(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(callable(v) or isinstance(v, Timer) for v in value)
 
 
+_PLAIN = frozenset({int, bool, float, str, type(None)})  # exact types encoded as they are
+
+
+class _UnencodableError(TypeError):
+    """A value of a kind snapshots do not take; ``parts`` is its path, built while unwinding."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.parts: list[str] = []
+
+
 def encode(value: object, where: str = "value") -> Any:
-    """One value as JSON-able data (module docstring); TypeError names ``where`` for anything else."""
+    """One value as JSON-able data (module docstring); TypeError names ``where`` for anything else.
+
+    Every checkpoint of the reverse-execution history encodes the CPU and all
+    devices, so this is on gdb's round trip: common exact types go first, and
+    the path of a bad value is only put together when there is one.
+    """
+    try:
+        return _encode(value)
+    except _UnencodableError as exc:
+        path = where + "".join(reversed(exc.parts))
+        raise TypeError(f"{path}: cannot snapshot a {exc.kind} (capture it or exclude it)") from None
+
+
+def _encode_items(values: Iterable[object], label: Callable[[object], str] | None = None) -> list[Any]:
+    """``_encode`` of each item; on a bad one, its index (or ``label(item)``) joins the path."""
+    try:
+        return [_encode(v) for v in values]
+    except _UnencodableError as exc:
+        for i, v in enumerate(values):
+            try:
+                _encode(v)
+            except _UnencodableError:
+                exc.parts.append(f"[{i}]" if label is None else label(v))
+                break
+        raise
+
+
+def _encode(value: object) -> Any:
+    t = type(value)
+    if t in _PLAIN:
+        return value
+    if t is list or t is tuple:
+        items = cast("list[Any] | tuple[Any, ...]", value)
+        for v in items:
+            if type(v) is not int:
+                break
+        else:  # registers, palettes: the common case, as they are
+            return list(items) if t is list else {"t": list(items)}
+        if t is list:  # a table of int rows (the VGA's DAC)
+            kinds = {type(v) for v in items}
+            if (kinds == {list} or kinds == {tuple}) and {type(x) for v in items for x in v} <= {int}:
+                if list in kinds:
+                    return [v[:] for v in items]
+                return [{"t": list(v)} for v in items]
     if value is None or isinstance(value, (bool, int, float, str)):
         if isinstance(value, enum.Enum):
             return {"e": [type(value).__name__, value.value]}
@@ -55,29 +115,47 @@ def encode(value: object, where: str = "value") -> Any:
     if isinstance(value, (bytes, bytearray)):
         return {"b": bytes(value).hex()}
     if isinstance(value, list):
-        if all(type(v) is int for v in value):  # registers, palettes: the common case, as they are
-            return value[:]
-        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _encode_items(value)
     if isinstance(value, tuple):
-        return {"t": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        return {"t": _encode_items(value)}
     if isinstance(value, deque):
-        return {"q": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        return {"q": _encode_items(value)}
     if isinstance(value, (set, frozenset)):
-        return {"s": sorted((encode(v, where) for v in value), key=repr)}
+        return {"s": sorted(_encode_items(value, lambda v: ""), key=repr)}
+    if t is dict:
+        plain = cast("dict[Any, Any]", value)
+        if set(map(type, plain)) <= _PLAIN and set(map(type, plain.values())) <= _PLAIN:  # the MSRs
+            return {"d": [[k, v] for k, v in plain.items()]}
     if isinstance(value, dict):
-        return {"d": [[encode(k, where), encode(v, f"{where}[{k!r}]")] for k, v in value.items()]}
+        pairs = []
+        for k, v in value.items():
+            key = _encode(k)
+            try:
+                pairs.append([key, _encode(v)])
+            except _UnencodableError as exc:
+                exc.parts.append(f"[{k!r}]")
+                raise
+        return {"d": pairs}
     if isinstance(value, enum.Enum):
-        return {"e": [type(value).__name__, encode(value.value, where)]}
-    if isinstance(value, np.ndarray):
+        return {"e": [type(value).__name__, _encode(value.value)]}
+    np = _numpy()
+    if np is not None and isinstance(value, np.ndarray):
         return {"a": [value.dtype.str, list(value.shape), value.tobytes().hex()]}
-    if isinstance(value, np.generic):
-        return encode(value.item(), where)
+    if np is not None and isinstance(value, np.generic):
+        return _encode(value.item())
     save = getattr(value, "save_state", None)
     if save is not None:
         return {"o": save()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"c": {f.name: encode(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}}
-    raise TypeError(f"{where}: cannot snapshot a {type(value).__name__} (capture it or exclude it)")
+        out = {}
+        for f in dataclasses.fields(value):
+            try:
+                out[f.name] = _encode(getattr(value, f.name))
+            except _UnencodableError as exc:
+                exc.parts.append(f".{f.name}")
+                raise
+        return {"c": out}
+    raise _UnencodableError(type(value).__name__)
 
 
 def decode(data: Any, like: object = None) -> Any:
@@ -107,6 +185,8 @@ def decode(data: Any, like: object = None) -> Any:
             raise ValueError(f"snapshot holds an enum {body[0]} where the object has {type(like).__name__}")
         return type(like)(decode(body[1]))
     if tag == "a":
+        import numpy as np
+
         dtype, shape, hexdata = body
         return np.frombuffer(bytes.fromhex(hexdata), dtype=np.dtype(dtype)).reshape(shape).copy()
     if tag == "c":
@@ -128,12 +208,21 @@ def _key(k: object) -> object:
 
 def capture(obj: object, exclude: Iterable[str] = ()) -> State:
     """The declared data fields of ``obj`` not in ``exclude``, encoded (module docstring)."""
-    skip = set(exclude)
+    skip = exclude if isinstance(exclude, (frozenset, set)) else set(exclude)
     out: State = {}
     for name, value in vars(obj).items():
-        if name in skip or _skipped(value):
+        if name in skip:
             continue
-        out[name] = encode(value, f"{type(obj).__name__}.{name}")
+        if type(value) in _PLAIN:  # most fields: as they are, never skipped
+            out[name] = value
+            continue
+        if _skipped(value):
+            continue
+        try:
+            out[name] = _encode(value)
+        except _UnencodableError:
+            encode(value, f"{type(obj).__name__}.{name}")  # raises the TypeError that names the path
+            raise
     return out
 
 
@@ -176,7 +265,12 @@ def restore(obj: object, state: State, exclude: Iterable[str] = ()) -> None:
         elif isinstance(cur, deque) and isinstance(value, deque):
             cur.clear()
             cur.extend(value)
-        elif isinstance(cur, np.ndarray) and isinstance(value, np.ndarray) and cur.shape == value.shape:
+        elif (
+            (np := _numpy()) is not None
+            and isinstance(cur, np.ndarray)
+            and isinstance(value, np.ndarray)
+            and cur.shape == value.shape
+        ):
             cur[...] = value
         else:
             setattr(obj, name, value)

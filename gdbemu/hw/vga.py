@@ -69,13 +69,13 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..softmmu.dirty import DIRTY_MEMORY_VGA
 from .bus import Bus
 from .state import State, capture, restore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported by the functions that need it (start-up time)
+    import numpy as np
+
     from .pc import PCConfig
 
 VGA_LOW = 0xA0000
@@ -126,6 +126,8 @@ class Font:
 
     def cp437_table(self) -> np.ndarray:
         """256 x height x width glyphs in code page 437 order."""
+        import numpy as np
+
         out = np.zeros((256, self.height, self.width), dtype=bool)
         n = len(self.glyphs)
         fallback = self.unicode_map.get("?", 0x3F if n > 0x3F else 0)
@@ -142,6 +144,8 @@ class Font:
 
 def load_psf(path: str | os.PathLike[str]) -> Font:
     """Parse a PSF1 or PSF2 console font (optionally gzip-compressed)."""
+    import numpy as np
+
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
@@ -191,6 +195,8 @@ def load_psf(path: str | os.PathLike[str]) -> Font:
 
 def builtin_font(height: int = 16) -> Font:
     """No console font installed: block graphics drawn exactly, other visible characters as solid blocks."""
+    import numpy as np
+
     g = np.zeros((256, height, 8), dtype=bool)
     half = height // 2
     for code in range(256):
@@ -254,6 +260,8 @@ def default_font() -> Font:
 
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     """An 8-bit RGB PNG (PNG spec: signature, IHDR, one IDAT of filter-0 rows, IEND)."""
+    import numpy as np
+
     height, width, _ = rgb.shape
     rows = np.zeros((height, 1 + width * 3), dtype=np.uint8)
     rows[:, 1:] = rgb.reshape(height, width * 3)
@@ -380,6 +388,8 @@ class BochsVBE:
 
     def render(self, dac: np.ndarray) -> np.ndarray:
         """The visible framebuffer as RGB (height x width x 3); ``dac`` is 256 x 3 for 8 bpp."""
+        import numpy as np
+
         r = self.regs
         width, height, bpp = max(r[VBE_XRES], 1), max(r[VBE_YRES], 1), r[VBE_BPP] or 8
         virt_width = max(r[VBE_VIRT_WIDTH], width)
@@ -505,6 +515,8 @@ class VGA:
 
     # ---- memory --------------------------------------------------------------------------
     def _window_bytes(self) -> np.ndarray:
+        import numpy as np
+
         base, size = self.window()
         if self.private is not None:
             return np.frombuffer(self.private.data, dtype=np.uint8)[base - VGA_LOW : base - VGA_LOW + size]
@@ -512,6 +524,8 @@ class VGA:
 
     def _cells_array(self) -> np.ndarray:
         """rows x cols x 2 (character, attribute) as displayed, start address applied."""
+        import numpy as np
+
         cols, rows, pitch = self.geometry()
         window = self._window_bytes()
         cells = len(window) // 2
@@ -554,6 +568,8 @@ class VGA:
         Memory is read only if the VGA dirty bitmap says a page of the window
         was written, or a register that changes what is shown was written.
         """
+        import numpy as np
+
         base, size = self.window()
         if self.private is not None:
             dirty = self._private_dirty
@@ -587,6 +603,8 @@ class VGA:
     # ---- rendering ----------------------------------------------------------------------------
     def palette_rgb(self) -> np.ndarray:
         """16 x 3 uint8: the colours of the 16 text attributes through palette registers and DAC."""
+        import numpy as np
+
         a = self.attr
         out = np.zeros((16, 3), dtype=np.uint8)
         for i in range(16):
@@ -600,6 +618,8 @@ class VGA:
 
     def render(self, font: Font | None = None) -> np.ndarray:
         """The screen as an RGB image (rows*h x cols*8 x 3, uint8)."""
+        import numpy as np
+
         font = font or default_font()
         glyphs = font.cp437_table()
         h, w = font.height, font.width
@@ -624,6 +644,8 @@ class VGA:
 
     def dac_rgb(self) -> np.ndarray:
         """256 x 3 uint8: the DAC entries (through the pixel mask) in 8-bit RGB."""
+        import numpy as np
+
         dac = np.array(self.dac, dtype=np.uint32)[np.arange(256) & self.pel_mask]
         out: np.ndarray = (dac * 255 // 63).astype(np.uint8)
         return out
@@ -638,6 +660,8 @@ class VGA:
 
     def render_mode13h(self) -> np.ndarray:
         """Chain-4 256-colour graphics (mode 13h) as RGB."""
+        import numpy as np
+
         c = self.crtc
         width = (c[0x01] + 1) * 4
         vde = c[0x12] | ((c[0x07] & 0x02) << 7) | ((c[0x07] & 0x40) << 3)
@@ -664,6 +688,8 @@ class VGA:
 
     def screenshot(self, path: str | os.PathLike[str], font: Font | None = None, fmt: str = "png") -> tuple[int, int]:
         """Write the screen as a PNG (or a binary PPM), in its current mode; returns (width, height) in pixels."""
+        import numpy as np
+
         img = self.render_screen(font)
         if fmt == "ppm":
             with open(path, "wb") as f:

@@ -753,9 +753,17 @@ assert [len(n) for n, _ in PACKETS] == sorted((len(n) for n, _ in PACKETS), reve
 assert len({n for n, _ in PACKETS}) == len(PACKETS), "duplicate packet name"
 
 
+# The table's entries by their first byte, longest first as in PACKETS (lookup scans only these).
+_BY_FIRST: dict[int, list[tuple[bytes, Callable[[bytes], Command]]]] = {}
+for _entry in PACKETS:
+    _BY_FIRST.setdefault(_entry[0][0], []).append(_entry)
+
+
 def lookup(payload: bytes) -> tuple[bytes, Callable[[bytes], Command]] | None:
     """The table entry for ``payload`` (rules 2-4), or None."""
-    for name, parser in PACKETS:
+    if not payload:
+        return None
+    for name, parser in _BY_FIRST.get(payload[0], ()):
         if not payload.startswith(name):
             continue
         if len(name) == 1 or len(payload) == len(name) or payload[len(name)] in _SEPARATORS:

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 
 __all__ = [
     "MAX_PACKET",
@@ -183,34 +184,38 @@ def rle_encode(escaped: bytes) -> bytes:
     An escape pair (``}`` + byte) is never part of a run, so that gdb's
     order (expand, then unescape) gives back the escaped payload.  ``*`` is
     always escaped in ``escaped``, so a literal ``*`` here is impossible.
+    One C-level scan finds the escape pairs and the runs long enough to
+    encode; Python sees only those (every stop reply and register block
+    goes through here).
     """
-    out = bytearray()
-    i, n = 0, len(escaped)
-    while i < n:
-        b = escaped[i]
-        if b == _ESCAPE:  # an escape pair: copy both bytes as they are
-            out += escaped[i : i + 2]
-            i += 2
-            continue
-        j = i + 1
-        while j < n and escaped[j] == b:
-            j += 1
-        out.append(b)
-        remaining = j - i - 1
-        while remaining:
-            if remaining < _RLE_MIN:
-                out += bytes([b]) * remaining
-                break
-            count = min(remaining, _RLE_MAX)
-            while count in _RLE_FORBIDDEN:
-                count -= 1
-            out.append(ord("*"))
-            out.append(count + 29)
-            remaining -= count
-            if remaining:  # the next chunk starts with a literal copy to repeat
-                out.append(b)
-                remaining -= 1
-        i = j
+    return _RLE_SCAN.sub(_rle_match, escaped)
+
+
+# An escape pair, or a run of at least 1 + _RLE_MIN equal bytes (shorter ones are sent as they are).
+_RLE_SCAN = re.compile(rb"(\}.)|((.)\3{%d,})" % _RLE_MIN, re.DOTALL)
+
+
+def _rle_match(m: re.Match[bytes]) -> bytes:
+    pair = m.group(1)
+    if pair is not None:  # an escape pair: copied as it is
+        return pair
+    run = m.group(2)
+    b = run[0]
+    out = bytearray((b,))
+    remaining = len(run) - 1
+    while remaining:
+        if remaining < _RLE_MIN:
+            out += bytes([b]) * remaining
+            break
+        count = min(remaining, _RLE_MAX)
+        while count in _RLE_FORBIDDEN:
+            count -= 1
+        out.append(ord("*"))
+        out.append(count + 29)
+        remaining -= count
+        if remaining:  # the next chunk starts with a literal copy to repeat
+            out.append(b)
+            remaining -= 1
     return bytes(out)
 
 

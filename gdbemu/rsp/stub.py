@@ -54,8 +54,6 @@ import errno
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
-from xml.sax.saxutils import escape as _xml_escape
-from xml.sax.saxutils import quoteattr as _xml_attr
 
 from . import commands as cmds
 from .target import (
@@ -70,6 +68,8 @@ from .target import (
     ThreadInfo,
     WatchKind,
 )
+from .xmltext import escape as _xml_escape
+from .xmltext import quoteattr as _xml_attr
 
 __all__ = [
     "PACKET_SIZE",

@@ -16,9 +16,12 @@ first store then goes slow once, sets the bits, and the flag is dropped.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .tlb import PAGE_BITS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DIRTY_MEMORY_VGA = 0
 DIRTY_MEMORY_CODE = 1
@@ -32,17 +35,25 @@ class DirtyMemory:
 
     Each client's map is a ``bytearray`` (Python indexing is fast for the
     single-page updates of the store slow path) with a numpy view over the
-    same buffer for bulk work (``bitmaps[client]``: counts, range resets,
-    snapshots).
+    same buffer for bulk work (``bitmaps[client]``: counts, snapshots),
+    made on first use: numpy is not imported at start-up.
     """
 
     def __init__(self, n_pages: int) -> None:
         self.n_pages = n_pages
         self.maps = [bytearray(b"\x01" * n_pages) for _ in range(DIRTY_MEMORY_NUM)]
-        self.bitmaps = [np.frombuffer(m, dtype=np.uint8) for m in self.maps]
+        self._bitmaps: list[np.ndarray] | None = None
         # Per-page: which clients log this page (bit per client).  CODE always.
         self.logging = bytearray(bytes([1 << DIRTY_MEMORY_CODE]) * n_pages)
         self.migration_on = False
+
+    @property
+    def bitmaps(self) -> list[np.ndarray]:
+        if self._bitmaps is None:
+            import numpy
+
+            self._bitmaps = [numpy.frombuffer(m, dtype=numpy.uint8) for m in self.maps]
+        return self._bitmaps
 
     # ---- queries ------------------------------------------------------------
     def get_dirty(self, client: int, page_number: int) -> bool:
@@ -76,7 +87,7 @@ class DirtyMemory:
                 if first == last:
                     self.maps[c][first] = 1
                 else:
-                    self.bitmaps[c][first : last + 1] = 1
+                    self.maps[c][first : last + 1] = b"\x01" * (last + 1 - first)
 
     def reset_dirty_range(self, client: int, paddr: int, length: int) -> None:
         if length <= 0:
@@ -86,7 +97,7 @@ class DirtyMemory:
         if first == last:
             self.maps[client][first] = 0
         elif first < last:
-            self.bitmaps[client][first : last + 1] = 0
+            self.maps[client][first : last + 1] = bytes(last + 1 - first)
 
     def test_and_clear(self, client: int, paddr: int, length: int) -> np.ndarray:
         """Return the dirty pages of a range and clear them (display refresh, snapshots).
@@ -95,7 +106,7 @@ class DirtyMemory:
         live TLB write entries: use ``Machine.dirty_test_and_clear``.
         """
         if length <= 0:
-            return np.zeros(0, dtype=np.uint8)
+            return self.bitmaps[client][:0].copy()
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
         out = self.bitmaps[client][first : last + 1].copy()

@@ -8,6 +8,14 @@ package), so the addresses come from the kernel's own kallsyms tables
 (tests/support/kallsyms.py), written out as a System.map first; the decoder
 is checked against what the image itself proves: the PVH note's physical
 entry is ``pvh_start_xen``'s, and ``start_kernel`` is where gdbemu stops.
+
+With Debian's ``linux-image-VERSION-dbg`` (819 MiB, the vmlinux with DWARF)
+already in the cache (``debian.cached_debug_vmlinux``: never downloaded
+here; fetch it once with ``apt-get download linux-image-6.1.0-57-amd64-dbg``
+in the cache's ``amd64`` directory), gdb loads its symbols and the same
+session shows source lines: ``break start_kernel`` stops in init/main.c.
+The sources are not shipped, so the test reads what the line table says
+(``info line``, the stop's file and line, ``frame``, ``info source``).
 """
 
 from __future__ import annotations
@@ -46,6 +54,18 @@ def kernel() -> tuple[Path, KallSyms]:
     syms = kallsyms(vmlinux.read_bytes())
     write_system_map(syms, k.root / f"System.map-kallsyms-{k.version}")
     return vmlinux, syms
+
+
+@pytest.fixture(scope="module")
+def debug_vmlinux(kernel: tuple[Path, KallSyms]) -> Path:
+    k = debian.fetch("amd64")
+    dbg = debian.cached_debug_vmlinux(k)
+    if dbg is None:
+        pytest.skip(
+            f"{k.package}-dbg is not in the cache ({k.root}); 819 MiB, never downloaded by the test: "
+            f"`cd {k.root} && apt-get download {k.package}-dbg` once to run it"
+        )
+    return dbg
 
 
 def _function_at(syms: KallSyms, pc: int) -> str:
@@ -90,5 +110,36 @@ def test_break_start_kernel_watch_jiffies_info_registers(kernel: tuple[Path, Kal
         after = int.from_bytes(s.read_memory(jiffies, 8), "little")
         assert after == (before + 1) % (1 << 64) and int(stop.new or "0", 0) == after
         assert _function_at(syms, stop.pc) in TIMER_PATH, (hex(stop.pc), _function_at(syms, stop.pc))
+    finally:
+        s.close()
+
+
+def test_debug_package_shows_start_kernel_source_lines(kernel: tuple[Path, KallSyms], debug_vmlinux: Path) -> None:
+    vmlinux, syms = kernel
+    s = Session.boot(vmlinux, append=debian.APPEND, memory=256, timeout=600)
+    try:
+        s.gdb_command(f"symbol-file {debug_vmlinux}")
+        # The -dbg vmlinux is this image's: its start_kernel is where kallsyms puts it.
+        where = s.gdb_command("info address start_kernel")
+        assert f"{syms.addresses['start_kernel']:#x}" in where, where
+        line = s.gdb_command("info line start_kernel")
+        assert 'of "init/main.c" starts at address' in line, line
+        first = int(line.split("Line ", 1)[1].split()[0])
+
+        s.break_at("start_kernel")  # by name: gdb puts it past the prologue, from the line table
+        stop = s.cont()
+        assert stop.reason == "breakpoint" and stop.function == "start_kernel", stop
+        assert stop.file is not None and stop.file.endswith("init/main.c") and stop.line is not None, stop
+        assert syms.addresses["start_kernel"] <= (stop.pc or 0) < syms.addresses["start_kernel"] + 0x100
+        assert first <= stop.line < first + 50
+        at = s.gdb_command("info line *$pc")
+        assert f'Line {stop.line} of "init/main.c"' in at, at
+        frame = s.gdb_command("frame")
+        assert "start_kernel" in frame and f"init/main.c:{stop.line}" in frame, frame
+        # No sources here: `list` names the file and line it would show.
+        listing = s.gdb_command("list")
+        assert "init/main.c" in listing, listing
+        source = s.gdb_command("info source")
+        assert "Current source file is init/main.c" in source and "Source language is c" in source, source
     finally:
         s.close()

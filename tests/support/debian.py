@@ -17,6 +17,10 @@
   ``/dev/console``, and ``/init``, a busybox shell script that prints
   ``INIT_LINE`` and runs ``poweroff -f``.
 * ``run_qemu(kernel, append, initrd)`` -- the reference run, serial on a file.
+* ``cached_debug_vmlinux(kernel)`` -- the vmlinux with DWARF from Debian's
+  ``linux-image-VERSION-dbg`` (819 MiB) when that package is already in the
+  cache, else None: it is never downloaded at test time.  Only the vmlinux
+  (and its System.map) are unpacked from it, once.
 """
 
 from __future__ import annotations
@@ -133,6 +137,38 @@ def fetch(arch: str) -> DebianKernel:
         busybox=root / "busybox-static" / "bin" / "busybox",
         root=root,
     )
+
+
+def cached_debug_vmlinux(k: DebianKernel) -> Path | None:
+    """The -dbg package's vmlinux for ``k`` if its .deb is in the cache (module docstring); None otherwise.
+
+    The .deb must be the image's own build (the same package version, read
+    from the image's cached .deb name).  Unpacked with ``dpkg-deb
+    --fsys-tarfile`` and ``tar``, keeping the two files under ``boot/``.
+    """
+    unpacked = k.root / f"{k.package}-dbg"
+    out = unpacked / "usr" / "lib" / "debug" / "boot" / f"vmlinux-{k.version}"
+    if out.exists():
+        return out
+    images = sorted(k.root.glob(f"{k.package}_*_{k.arch}.deb"))
+    versions = {deb.name.split("_")[1] for deb in images}
+    debs = [deb for deb in sorted(k.root.glob(f"{k.package}-dbg_*_{k.arch}.deb")) if deb.name.split("_")[1] in versions]
+    if not debs or not shutil.which("dpkg-deb") or not shutil.which("tar"):
+        return None
+    tmp = k.root / f"{k.package}-dbg.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    members = [f"./usr/lib/debug/boot/{name}-{k.version}" for name in ("vmlinux", "System.map")]
+    deb = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE)
+    try:
+        subprocess.run(["tar", "-x", "-C", str(tmp), *members], stdin=deb.stdout, check=True)
+    finally:
+        assert deb.stdout is not None
+        deb.stdout.close()
+        if deb.wait() != 0:
+            raise RuntimeError(f"dpkg-deb --fsys-tarfile {debs[-1]} failed")
+    tmp.rename(unpacked)
+    return out
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes:

@@ -241,3 +241,82 @@ def test_ctrl_c_ends_a_long_reverse_step(kernel: Path) -> None:
     truth.run(max_insns=at - 1)
     assert t.machine.cpu.icount == at - 1
     assert capture_cpu(t.machine.cpu) == capture_cpu(truth.cpu)
+
+
+def step(t: MachineTarget) -> None:
+    t.resume([ResumeAction(1, True, None)])
+    assert t.run_slice(1000) is not None
+
+
+def test_checkpoints_after_steps_are_lazy_and_exact(kernel: Path) -> None:
+    """After a stop, the next segment takes no checkpoint until history is visited (replay.py's
+    "lazy checkpoints"): stepping back and forth through them gives the live states exactly, a
+    continue that follows a step too; gdb's writes and monitor commands still take a checkpoint."""
+    start, steps, run = 300_000, 30, 5_000
+    t = MachineTarget(boot(kernel))
+    run_to(t, start)
+    h = t.history
+    assert h is not None
+    live = [capture_cpu(t.machine.cpu)]
+    for i in range(steps):
+        if i == 10:
+            assert "monitor commands" in t.supports_monitor().handle("help")
+        if i == 20:
+            t.write_memory(1, 0x3FF000, t.read_memory(1, 0x3FF000, 4))  # outside input, same bytes
+        step(t)
+        live.append(capture_cpu(t.machine.cpu))
+    # Every segment is lazy (the first follows a run stopped by Ctrl-C), but for the ones after the
+    # monitor command and the write.
+    first = len(h.segments) - steps
+    lazy = [seg.saved is None for seg in h.segments[first:]]
+    assert lazy == [i not in (10, 20) for i in range(steps)], lazy
+    # A continue right after a step: lazy as well; its run is replayed from the step's checkpoint.
+    n = t.machine.cpu.icount + run
+    run_to(t, n)
+    assert h.segments[-1].saved is None and not h.segments[-1].step
+    truth = boot(kernel)
+    truth.run(max_insns=start)
+    for _ in range(steps):
+        truth.step(irq=False)
+    assert capture_cpu(truth.cpu) == live[-1]
+    truth.run(max_insns=run - 1)
+    ev = reverse_step(t)
+    assert ev.reason is StopReplyKind.SIGNAL and t.machine.cpu.icount == n - 1
+    assert capture_cpu(t.machine.cpu) == capture_cpu(truth.cpu)
+    assert all(seg.saved is not None for seg in h.segments)  # made on the way into the past
+    # Back through the steps, exact, then forward to the present again.
+    ev = reverse_continue(t)  # no breakpoints: to the start of history
+    assert ev.reason is StopReplyKind.HISTORY_BEGIN
+    h.goto(first, h.segments[first].start)
+    assert capture_cpu(t.machine.cpu) == live[0]
+    for i in range(1, steps + 1):
+        step(t)
+        assert capture_cpu(t.machine.cpu) == live[i], f"state after step {i} differs"
+
+
+def test_lazy_checkpoints_after_watchpoint_stops_are_the_live_states(kernel: Path) -> None:
+    """Continues that stop at a watchpoint: each next segment is lazy; made on the way into the past,
+    each checkpoint holds the state (CPU, the watched page) the live stop had."""
+    t = MachineTarget(boot(kernel))
+    run_to(t, 300_000)
+    h = t.history
+    assert h is not None
+    page = t.machine.cpu.regs[4] & ~0xFFF
+    t.supports_watchpoints().add(WatchKind.WRITE, page, 0x1000)  # the stack: every push stops
+    live = []
+    for _ in range(40):
+        t.resume([ResumeAction(1, False, None)])
+        ev = None
+        while ev is None:
+            ev = t.run_slice(10_000)
+        assert ev.reason is StopReplyKind.WATCH
+        live.append((t.machine.cpu.icount, capture_cpu(t.machine.cpu), t.read_memory(1, page, 0x1000)))
+    t.supports_watchpoints().remove(WatchKind.WRITE, page, 0x1000)
+    segs = h.segments[-40:]
+    assert sum(seg.saved is None for seg in segs) >= 40 - 40 // (h.LAZY_CHAIN + 1) - 1
+    reverse_step(t)  # into the past: every lazy segment gets its checkpoint
+    for seg, (icount, cpu, stack) in zip(segs[1:], live, strict=False):
+        assert seg.saved is not None and seg.start == icount
+        assert seg.saved.state["cpus"][0] == cpu
+        h.goto(h.segments.index(seg), seg.start)
+        assert t.read_memory(1, page, 0x1000) == stack

@@ -277,3 +277,50 @@ def test_interrupt_passes_through_the_connection() -> None:
     conn = Connection()
     assert conn.receive_data(b"\x03") == [Interrupt()]
     assert conn.data_to_send() == b""
+
+
+def _rle_reference(escaped: bytes) -> bytes:
+    """rle_encode's rules byte by byte (the one-scan version must give the same bytes)."""
+    out = bytearray()
+    i, n = 0, len(escaped)
+    while i < n:
+        b = escaped[i]
+        if b == ord("}"):
+            out += escaped[i : i + 2]
+            i += 2
+            continue
+        j = i + 1
+        while j < n and escaped[j] == b:
+            j += 1
+        out.append(b)
+        remaining = j - i - 1
+        while remaining:
+            if remaining < 3:
+                out += bytes([b]) * remaining
+                break
+            count = min(remaining, 126 - 29)
+            while count + 29 in (ord("#"), ord("$")):
+                count -= 1
+            out += bytes([ord("*"), count + 29])
+            remaining -= count
+            if remaining:
+                out.append(b)
+                remaining -= 1
+        i = j
+    return bytes(out)
+
+
+def test_rle_encode_matches_the_bytewise_rules_on_random_payloads() -> None:
+    import random
+
+    from gdbemu.rsp.protocol import decode_payload, escape, rle_encode
+
+    rng = random.Random(12)
+    pieces = [b"0", b"f", b"a", b"}", b"#", b"$", b"*", b"]", b"\x00"]
+    for _ in range(5000):
+        raw = b"".join(
+            rng.choice(pieces) * rng.choice([1, 1, 2, 3, 4, 5, 9, 97, 98, 99, 200]) for _ in range(rng.randrange(8))
+        )
+        e = escape(raw)
+        assert rle_encode(e) == _rle_reference(e), raw
+        assert decode_payload(rle_encode(e)) == raw

@@ -56,9 +56,7 @@ resume at and the emitted code leaves the TB (see ``_Rep.run``).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ...softmmu.memory import RAM
 from ...softmmu.tlb import ACCESS_READ, ACCESS_WRITE, PAGE_MASK, PAGE_SIZE, TLB_FLAGS_MASK, TLB_MASK
@@ -71,16 +69,14 @@ from ..helpers import helper
 from . import op
 from .system import check_io
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # Kinds of string instruction, passed to the helper as literals.
 MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS = range(7)
 _KIND = {"movs": MOVS, "stos": STOS, "lods": LODS, "cmps": CMPS, "scas": SCAS, "ins": INS, "outs": OUTS}
 _ELEM = {"b": 1, "w": 2, "d": 4, "q": 8}
-_DTYPE: dict[int, np.dtype[np.unsignedinteger[Any]]] = {
-    1: np.dtype(np.uint8),
-    2: np.dtype("<u2"),
-    4: np.dtype("<u4"),
-    8: np.dtype("<u8"),
-}
+_DTYPE = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}  # numpy dtypes, as strings: numpy is imported on first use
 
 # Repeat modes passed to the helper: none (single ins/outs), rep/repe (F3), repne (F2).
 MODE_NONE, MODE_REPE, MODE_REPNE = 0, 1, 2

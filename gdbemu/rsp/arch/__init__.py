@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
-from xml.sax.saxutils import escape as _xml_escape
-from xml.sax.saxutils import quoteattr as _xml_attr
+
+from ..xmltext import escape as _xml_escape
+from ..xmltext import quoteattr as _xml_attr
 
 __all__ = [
     "FlagsType",

@@ -253,6 +253,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     nxe = bool(efer & EFER_NXE)
     mem = cpu.mem
     ram = mem.ram
+    m64 = mem.m64  # entries are 8-byte aligned
     ram_size = mem.ram_size
     user = mmu_idx == MMU_USER_IDX
     is_write = access == ACCESS_WRITE
@@ -285,7 +286,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         shifts: tuple[int, ...] = (39, 30, 21, 12)
     else:
         pdpte_addr = (cpu.cr[3] & 0xFFFFFFE0) + ((vaddr >> 30) & 3) * 8
-        pdpte = _ld64(ram, pdpte_addr, ram_size)
+        pdpte = m64[pdpte_addr >> 3] if pdpte_addr + 8 <= ram_size else 0
         if not pdpte & PG_P:
             fault(False)
             return None
@@ -299,7 +300,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     entry = entry_addr = 0
     for shift in shifts:
         entry_addr = table + ((vaddr >> shift) & 0x1FF) * 8
-        entry = _ld64(ram, entry_addr, ram_size)
+        entry = m64[entry_addr >> 3] if entry_addr + 8 <= ram_size else 0
         if not entry & PG_P:
             fault(False)
             return None

@@ -344,6 +344,17 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
         cpu.load_data_seg(seg, SegmentCache(selector, 0, 0, 0))
         return
     lo, hi = read_descriptor(cpu, selector)
+    key = (lo, hi, selector, cpl, seg == SS)
+    known = _LOADED.get(key)
+    if known is not None:
+        # The same descriptor words, selector and CPL passed these checks before (and its
+        # accessed bit is set): the outcome is the same, only the cache is new.
+        if seg == SS:
+            cpu.segs[SS] = SegmentCache(selector, known[0], known[1], known[2])
+            cpu.compute_hflags()
+        else:
+            cpu.load_data_seg(seg, SegmentCache(selector, known[0], known[1], known[2]))
+        return
     err = selector & 0xFFFC
     if not hi & DESC_S:
         raise GuestFault(GP, err)
@@ -363,11 +374,21 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
             raise GuestFault(NP, err)
     if not hi & DESC_A:
         set_accessed(cpu, selector, hi)
+    cache = cache_from(selector, lo, hi | DESC_A)
+    if hi & DESC_A:
+        if len(_LOADED) >= 1024:
+            _LOADED.clear()
+        _LOADED[key] = (cache.base, cache.limit, cache.flags)
     if seg == SS:
-        cpu.segs[SS] = cache_from(selector, lo, hi | DESC_A)
+        cpu.segs[SS] = cache
         cpu.compute_hflags()
     else:
-        cpu.load_data_seg(seg, cache_from(selector, lo, hi | DESC_A))
+        cpu.load_data_seg(seg, cache)
+
+
+# Loads that passed load_seg's checks: (descriptor low, high, selector, CPL, is SS) -> the cache's
+# (base, limit, flags).  A pure function of its key (the descriptor's words are read every time).
+_LOADED: dict[tuple[int, int, int, int, bool], tuple[int, int, int]] = {}
 
 
 def null_stack(selector: int, cpl: int) -> SegmentCache:

@@ -175,7 +175,15 @@ class SoftMMU:
                 if view[deps[k] >> shift] != deps[k + 1]:
                     break
             else:
-                self.tlb.recheck_passed(desc, index)
+                # (CPUTLB.recheck_passed, inline: this runs once per entry and address-space switch)
+                if desc.read[index] != INVALID_TAG:
+                    desc.read[index] &= ~TLB_RECHECK
+                if desc.write[index] != INVALID_TAG:
+                    desc.write[index] &= ~TLB_RECHECK
+                if desc.code[index] != INVALID_TAG:
+                    desc.code[index] &= ~TLB_RECHECK
+                if desc.size[index] > PAGE_SIZE:
+                    self.tlb.recheck_passed(desc, index)  # the large-page range
                 return True
         self.tlb.recheck_failed(desc, index)
         return False

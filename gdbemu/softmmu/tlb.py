@@ -422,8 +422,13 @@ class CPUTLB:
         same = new is old
         # The occupied slots, once each: ``used`` is compacted here (it only grows between flushes).
         used = new.used
-        live = [i for i in (dict.fromkeys(used) if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)) if vpages[i] != -1]
-        used[:] = live
+        if used:
+            live = [
+                i for i in (dict.fromkeys(used) if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)) if vpages[i] != -1
+            ]
+            used[:] = live
+        else:
+            live = []
         for i in live:
             if prot[i] & PAGE_GLOBAL:
                 if keep_global and same:
@@ -444,7 +449,7 @@ class CPUTLB:
         # Victims: the new space's own come back unchecked (where a flush leaves the slot empty),
         # the old space's global ones stay under CR4.PGE (a flush keeps them).
         v_read, v_write, v_code = new.v_read, new.v_write, new.v_code
-        for v in range(VICTIM_SIZE):
+        for v in range(VICTIM_SIZE) if new.v_vpage != _INVALID_VICTIM else ():
             if new.v_vpage[v] == -1:
                 continue
             if new.v_prot[v] & PAGE_GLOBAL and keep_global and same:
@@ -461,7 +466,7 @@ class CPUTLB:
             if v_code[v] != INVALID_TAG:
                 v_code[v] |= TLB_RECHECK
         kept_global = False
-        if keep_global:
+        if keep_global and (old.used or old.v_vpage != _INVALID_VICTIM):
             for i in list(_used_slots(old)):
                 if old.vpage[i] != -1 and old.prot[i] & PAGE_GLOBAL:
                     kept_global = True

@@ -169,12 +169,13 @@ class SoftMMU:
         page-table words its walk read still in memory as they were?  Yes: use it.  No: drop it."""
         deps = desc.deps[index]
         if deps is not None:
-            view = self._m32 if deps[0] == 2 else self._m64
             shift = deps[0]
-            for k in range(1, len(deps), 2):
-                if view[deps[k] >> shift] != deps[k + 1]:
-                    break
+            view = self._m32 if shift == 2 else self._m64
+            if len(deps) == 5:  # the usual two levels, unrolled
+                ok = view[deps[1] >> shift] == deps[2] and view[deps[3] >> shift] == deps[4]
             else:
+                ok = all(view[deps[k] >> shift] == deps[k + 1] for k in range(1, len(deps), 2))
+            if ok:
                 # (CPUTLB.recheck_passed, inline: this runs once per entry and address-space switch)
                 if desc.read[index] != INVALID_TAG:
                     desc.read[index] &= ~TLB_RECHECK

@@ -420,16 +420,14 @@ class CPUTLB:
         """Make ``new`` what a flush of ``old`` would leave, plus ``new``'s own entries unchecked."""
         read, write, code, vpages, prot = new.read, new.write, new.code, new.vpage, new.prot
         same = new is old
-        # The occupied slots, once each: ``used`` is compacted here (it only grows between flushes).
+        # The slots that may hold an entry (``used`` repeats slots and only grows between
+        # flushes: compacted now and then; a slot tagged twice is tagged the same).
         used = new.used
-        if used:
-            live = [
-                i for i in (dict.fromkeys(used) if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)) if vpages[i] != -1
-            ]
-            used[:] = live
-        else:
-            live = []
-        for i in live:
+        if len(used) > 24:
+            used[:] = [i for i in (set(used) if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)) if vpages[i] != -1]
+        for i in used:
+            if vpages[i] == -1:
+                continue
             if prot[i] & PAGE_GLOBAL:
                 if keep_global and same:
                     continue  # a live global entry stays as it is

@@ -470,6 +470,7 @@ class CPUTLB:
                     kept_global = True
                     if not same:
                         self._copy_slot(old, i, new)
+                        self._drop_unchecked_victim(new, old.vpage[i])
             for v in range(VICTIM_SIZE):
                 if old.v_vpage[v] != -1 and old.v_prot[v] & PAGE_GLOBAL:
                     kept_global = True
@@ -487,6 +488,11 @@ class CPUTLB:
                         )
                         for dst, src in pairs:
                             dst[v] = src[v]
+                        # The live global entry is the one a flush leaves: not this space's own.
+                        vp = old.v_vpage[v]
+                        slot = (vp >> PAGE_BITS) & TLB_MASK
+                        if new.vpage[slot] == vp and _unchecked(new, slot):
+                            self._invalidate_slot(new, slot)
         new.v_next = old.v_next
         # The large-page range a flush leaves: the old one while a global entry stays, else none;
         # rechecked large entries widen it again, as their fills would (``recheck_passed``).
@@ -494,6 +500,16 @@ class CPUTLB:
             new.large_page_addr, new.large_page_mask = old.large_page_addr, old.large_page_mask
         else:
             new.large_page_addr = new.large_page_mask = -1
+
+    @staticmethod
+    def _drop_unchecked_victim(desc: TLBDesc, vpage: int) -> None:
+        """A global entry for ``vpage`` came in: this space's own unchecked copy in the victim TLB goes."""
+        if vpage in desc.v_vpage:
+            v = desc.v_vpage.index(vpage)
+            if _v_unchecked(desc, v):
+                desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                desc.v_vpage[v] = desc.v_paddr[v] = -1
+                desc.v_deps[v] = None
 
     @staticmethod
     def _copy_slot(src: TLBDesc, i: int, dst: TLBDesc) -> None:

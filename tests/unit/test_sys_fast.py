@@ -336,3 +336,23 @@ def test_tracing_fills_keeps_plain_flushes() -> None:
     assert not m.cpu.tlb.contexts
     load(m, V)
     assert seen == [V, V]
+
+
+def test_a_live_global_entry_wins_over_the_spaces_own_unchecked_copy() -> None:
+    """Under CR4.PGE the global entry a flush keeps is the one used, not a non-global
+    entry for the same page that the space kept from before."""
+    m = two_spaces()
+    cpu = m.cpu
+    tlb = cpu.tlb
+    cpu.cr[4] |= CR4_PGE
+    rwx = PAGE_READ | PAGE_WRITE | PAGE_EXEC
+    p = 0x00802000
+    slot = (p >> 12) & TLB_MASK
+    tlb.set_page(KERNEL, p, 0x31000, rwx, deps=(2, 0, 0))  # A's own, non-global
+    tlb.set_page(KERNEL, p + 0x100000, 0x32000, rwx, deps=(2, 0, 0))  # pushes it to A's victim TLB
+    cr3(m, PD_B)
+    tlb.set_page(KERNEL, p, 0x33000, rwx | PAGE_GLOBAL, deps=(2, 0, 0))  # B's global entry for p
+    cr3(m, PD_A)
+    desc = tlb.d[KERNEL]
+    assert desc.vpage[slot] == p and desc.paddr[slot] == 0x33000
+    assert p not in desc.v_vpage

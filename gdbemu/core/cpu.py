@@ -104,7 +104,7 @@ EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
 
 
-@dataclass
+@dataclass(slots=True)
 class SegmentCache:
     """A segment register's visible selector and hidden descriptor cache."""
 
@@ -198,6 +198,7 @@ class CPU:
         # (eip, cs_base, hflags) -> TB; dropped on any TLB flush.
         self.jmp_cache: dict[tuple[int, int, int], TB] = {}
         tlb.on_flush.append(self._tlb_flushed)
+        tlb.on_switch.append(self._tlb_switched)
         # The end of the exec slice now running (cpu_exec sets it; looping TBs stop there).
         self.icount_deadline = 0
         self.apic: Any = None  # this CPU's local APIC (hw/lapic.py) when the board has one
@@ -222,6 +223,14 @@ class CPU:
 
     def _tlb_flushed(self, vpage: int | None) -> None:
         self.jmp_cache.clear()
+
+    def _tlb_switched(self) -> None:
+        """A CR3 write installed another address space's tables: generated code's names follow."""
+        for mmu_idx, ns in enumerate(self.namespaces):
+            d = self.tlb.d[mmu_idx]
+            ns["RT"] = d.read
+            ns["WT"] = d.write
+            ns["AD"] = d.addend
 
     def _namespace(self, mmu_idx: int) -> Namespace:
         d = self.tlb.d[mmu_idx]
@@ -343,34 +352,36 @@ class CPU:
         """Recompute the translation-relevant summary of the state (QEMU's hflags)."""
         cr0 = self.cr[0]
         segs = self.segs
-        hf = 0
+        eflags = self.eflags
+        es, cs, ss, ds, fs, gs = segs
         if cr0 & CR0_PE:
-            hf |= HF_PE
-            if self.eflags & F.VM:
-                hf |= HF_VM | 3
+            if eflags & 0x20000:  # VM
+                hf = HF_PE | HF_VM | 3
             else:
                 # CPL is SS.DPL, as QEMU keeps it (equal to CS.RPL except
                 # while running conforming code).
-                hf |= segs[SS].dpl
-            if segs[CS].flags & DESC_B and not self.eflags & F.VM:
-                hf |= HF_CS32
-            if segs[SS].flags & DESC_B and not self.eflags & F.VM:
-                hf |= HF_SS32
+                ss_flags = ss.flags
+                hf = HF_PE | ((ss_flags >> DESC_DPL_SHIFT) & 3)
+                if cs.flags & DESC_B:
+                    hf |= HF_CS32
+                if ss_flags & DESC_B:
+                    hf |= HF_SS32
             if self.efer & EFER_LMA:
                 hf |= HF_LMA
-                if segs[CS].flags & DESC_L:
+                if cs.flags & DESC_L:
                     # 64-bit code: as QEMU, CS32 and SS32 set, only the FS/GS bases count.
                     hf |= HF_CS64 | HF_CS32 | HF_SS32
-        if not (hf & HF_CS64) and (not (hf & HF_CS32) or segs[DS].base or segs[ES].base or segs[SS].base):
+        else:
+            hf = 0
+        if not hf & HF_CS64 and (not hf & HF_CS32 or ds.base or es.base or ss.base):
             hf |= HF_ADDSEG
         if cr0 & CR0_PG:
             hf |= HF_PG
-        if self.eflags & F.TF:
+        if eflags & 0x100:  # TF
             hf |= HF_TF
-        cpl = hf & HF_CPL_MASK
-        if cpl == 3:
+        if hf & 3 == 3:
             mmu = MMU_USER_IDX
-        elif self.cr[4] & CR4_SMAP and not self.eflags & F.AC:
+        elif self.cr[4] & CR4_SMAP and not eflags & 0x40000:  # AC
             mmu = MMU_KSMAP_IDX
         else:
             mmu = MMU_KNOSMAP_IDX
@@ -383,9 +394,31 @@ class CPU:
         self.hflags = hf
         if hf & HF_CS64:
             # 64-bit code: the CS, DS, ES and SS bases are treated as 0 (SDM vol. 3, 3.2.4).
-            self.seg_base[:] = [0, 0, 0, 0, segs[FS].base, segs[GS].base]
+            self.seg_base[:] = [0, 0, 0, 0, fs.base, gs.base]
         else:
-            self.seg_base[:] = [s.base for s in segs]
+            self.seg_base[:] = [es.base, cs.base, ss.base, ds.base, fs.base, gs.base]
+
+    def load_data_seg(self, seg: int, cache: SegmentCache) -> None:
+        """Install ES, DS, FS or GS and update what depends on it: ``compute_hflags`` in less.
+
+        A data segment register feeds only its entry of the base mirror and
+        (ES, DS) HF_ADDSEG; CPL, the code/stack sizes and the mmu_idx come
+        from CS, SS, CR0, CR4 and EFLAGS.  ``tests/unit/test_sys_fast.py``
+        checks the result against a full recompute.
+        """
+        self.segs[seg] = cache
+        hf = self.hflags
+        if hf & HF_CS64:
+            if seg >= FS:
+                self.seg_base[seg] = cache.base
+            return
+        self.seg_base[seg] = cache.base
+        if seg == DS or seg == ES:
+            segs = self.segs
+            if not hf & HF_CS32 or segs[DS].base or segs[ES].base or segs[SS].base:
+                self.hflags = hf | HF_ADDSEG
+            else:
+                self.hflags = hf & ~HF_ADDSEG
 
     def setup_flat32(self) -> None:
         """The state a multiboot loader leaves: flat 32-bit protected mode, CPL 0, paging off."""

@@ -83,6 +83,9 @@ from .seg import (
     is_code,
     load_code_cache,
     null_stack,
+    peek_frame,
+    push_frame,
+    read_desc_at,
     read_descriptor,
     set_accessed,
     stack_cache,
@@ -224,8 +227,7 @@ def _interrupt_protected(
     idt_err = vector * 8 + 2 + ext
     if vector * 8 + 7 > cpu.idtr_limit:
         raise GuestFault(GP, idt_err)
-    lo = sys_read(cpu, cpu.idtr_base + vector * 8, 4)
-    hi = sys_read(cpu, cpu.idtr_base + vector * 8 + 4, 4)
+    lo, hi = read_desc_at(cpu, cpu.idtr_base + vector * 8)
     if hi & (1 << 12) or (hi >> 8) & 0xF not in _GATES:
         raise GuestFault(GP, idt_err)  # not an interrupt, trap or task gate
     cpl = cpu.cpl
@@ -283,9 +285,7 @@ def _interrupt_protected(
     sp_mask = 0xFFFFFFFF if stack.flags & DESC_B else 0xFFFF
     # Write the frame first (it can fault), then commit the new state.
     mask = (1 << (8 * size)) - 1
-    for value in values:
-        sp = (sp - size) & sp_mask
-        stack_write(cpu, stack.base + sp, size, value & mask, new_cpl)
+    sp = push_frame(cpu, stack.base, sp, sp_mask, size, [value & mask for value in values], new_cpl)
     set_accessed(cpu, selector, chi)
     if ss_cache is not None:
         cpu.segs[SS] = ss_cache
@@ -362,9 +362,7 @@ def _interrupt_long(
     values = [cpu.segs[SS].selector, old_rsp, eflags, cpu.segs[CS].selector, next_eip]
     if error_code is not None:
         values.append(error_code)
-    for value in values:
-        rsp = (rsp - 8) & MASK64
-        stack_write(cpu, rsp, 8, value & MASK64, new_cpl)
+    rsp = push_frame(cpu, 0, rsp, MASK64, 8, [value & MASK64 for value in values], new_cpl)
     set_accessed(cpu, selector, chi)
     if new_cpl < cpl:
         # A privilege change loads a null SS whose RPL is the new CPL (6.14.4).  An IST
@@ -423,14 +421,24 @@ def iret(cpu: CPU, opsize: int, next_eip: int = 0) -> None:
 
 def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
     ss = cpu.segs[SS]
-    sp_mask = 0xFFFFFFFF if ss.big else 0xFFFF
+    sp_mask = 0xFFFFFFFF if ss.flags & DESC_B else 0xFFFF
     sp = cpu.regs[ESP]
     base = ss.base
-    cpl = cpu.cpl
+    cpl = cpu.hflags & 3
+    # The five slots an outward IRET pops, when one fast-path TLB entry holds them (a same-level
+    # IRET uses three; reading two more there has no effect); else each pop reads on its own.
+    top = sp & sp_mask
+    frame = peek_frame(cpu, base + top, opsize, 5, cpl) if top + 5 * opsize <= sp_mask else None
+    first = top
 
     def pop(size: int = opsize) -> int:
         nonlocal sp
-        v = stack_read(cpu, base + (sp & sp_mask), size, cpl)
+        at = sp & sp_mask
+        k = (at - first) // opsize
+        if frame is not None and size == opsize and 0 <= k < 5 and at == first + k * opsize:
+            v = frame[k]
+        else:
+            v = stack_read(cpu, base + at, size, cpl)
         sp = (sp & ~sp_mask) | ((sp + size) & sp_mask)
         return v
 

@@ -64,7 +64,9 @@ __all__ = [
     "PG_NX",
     "debug_translate",
     "mappings",
+    "switch_address_space",
     "walk",
+    "walk_deps",
 ]
 
 PG_P = 1 << 0
@@ -105,37 +107,51 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
     gdb view, DESIGN.md invariant 3).  The format follows CR4.PAE and
     EFER.LMA: 32-bit two-level, PAE three-level or 4-level.
     """
+    res = walk_deps(cpu, vaddr, access, mmu_idx, debug)
+    return None if res is None else res[:3]
+
+
+Deps = tuple[int, ...] | None  # (log2 of the word size, address, value, address, value, ...)
+
+
+@overload
+def walk_deps(
+    cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: Literal[False] = False
+) -> tuple[int, int, int, Deps]: ...
+@overload
+def walk_deps(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tuple[int, int, int, Deps] | None: ...
+def walk_deps(
+    cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False
+) -> tuple[int, int, int, Deps] | None:
+    """``walk``, plus the paging-structure words it read, as it left them (A/D set), for the TLB.
+
+    ``deps`` is (2, addr, value, ...) for the 32-bit format's dwords, (3, ...)
+    for the 64-bit formats' qwords, None with paging off.  Whenever those
+    words hold the same values again, under the same CR0/CR4/EFER, the walk
+    gives the same result and writes nothing: the TLB relies on it to keep
+    an address space's entries across CR3 writes (softmmu/tlb.py).
+    """
     cr0 = cpu.cr[0]
     if not cr0 & CR0_PG:
-        return vaddr & 0xFFFFFFFF, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096
-    if cpu.efer & EFER_LMA or cpu.cr[4] & CR4_PAE:
+        return vaddr & 0xFFFFFFFF, PAGE_READ | PAGE_WRITE | PAGE_EXEC, 4096, None
+    cr4 = cpu.cr[4]
+    if cpu.efer & EFER_LMA or cr4 & CR4_PAE:
         return _walk64(cpu, vaddr, access, mmu_idx, debug)
     vaddr &= 0xFFFFFFFF
     mem = cpu.mem
-    ram = mem.ram
+    m32 = mem.m32
     ram_size = mem.ram_size
-    user = mmu_idx == MMU_USER_IDX
-    is_write = access == ACCESS_WRITE
-    cr4 = cpu.cr[4]
-    fetch_bit = 0x10 if access == ACCESS_EXEC and cr4 & CR4_SMEP else 0
-    pde_addr = (cpu.cr[3] & 0xFFFFF000) + ((vaddr >> 20) & 0xFFC)
-    pde = _ld32(ram, pde_addr, ram_size)
-
-    def fault(present: bool, rsvd: bool = False) -> None:
-        if debug:
-            return None
-        code = (1 if present else 0) | (2 if is_write else 0) | (4 if user else 0) | fetch_bit | (8 if rsvd else 0)
-        raise GuestFault(PF, code, cr2=vaddr)
-
+    pde_addr = (cpu.cr[3] & 0xFFFFF000) | ((vaddr >> 20) & 0xFFC)
+    pde = m32[pde_addr >> 2] if pde_addr + 4 <= ram_size else 0
     if not pde & PG_P:
-        fault(False)
+        _fault32(vaddr, access, mmu_idx, cr4, False, False, debug)
         return None
     if pde & PG_PS and cr4 & CR4_PSE:
         # Bits 20:13 would be physical-address bits 39:32 (PSE-36) and bit 21 is
         # reserved; with MAXPHYADDR 32 and no PSE-36 all of 21:13 are reserved
         # (SDM vol. 3, table 4-4).  QEMU faults on bit 21 with RSVD (bit 3).
         if pde & PSE_RSVD:
-            fault(True, rsvd=True)
+            _fault32(vaddr, access, mmu_idx, cr4, True, True, debug)
             return None
         rights = pde
         paddr_page = (pde & 0xFFC00000) | (vaddr & 0x3FF000)
@@ -144,10 +160,10 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         pte_addr = pde_addr
         leaf_is_pde = True
     else:
-        pte_addr = (pde & 0xFFFFF000) + ((vaddr >> 10) & 0xFFC)
-        pte = _ld32(ram, pte_addr, ram_size)
+        pte_addr = (pde & 0xFFFFF000) | ((vaddr >> 10) & 0xFFC)
+        pte = m32[pte_addr >> 2] if pte_addr + 4 <= ram_size else 0
         if not pte & PG_P:
-            fault(False)
+            _fault32(vaddr, access, mmu_idx, cr4, False, False, debug)
             return None
         rights = pde & pte
         paddr_page = pte & 0xFFFFF000
@@ -155,36 +171,39 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         leaf_is_pde = False
     if debug:
         prot = PAGE_READ | PAGE_EXEC | (PAGE_WRITE if rights & PG_RW else 0)
-        return paddr_page | (vaddr & 0xFFF), prot, size
+        return paddr_page | (vaddr & 0xFFF), prot, size, None
     # access rights
+    user = mmu_idx == MMU_USER_IDX
     if not user and rights & PG_US:
         if access == ACCESS_EXEC:
             if cr4 & CR4_SMEP:
-                fault(True)
+                _fault32(vaddr, access, mmu_idx, cr4, True, False, debug)
                 return None
         elif mmu_idx == MMU_KSMAP_IDX:
-            fault(True)
+            _fault32(vaddr, access, mmu_idx, cr4, True, False, debug)
             return None
     if user:
         if not rights & PG_US:
-            fault(True)
+            _fault32(vaddr, access, mmu_idx, cr4, True, False, debug)
             return None
         writable = bool(rights & PG_RW)
     else:
         writable = bool(rights & PG_RW) or not cr0 & CR0_WP
+    is_write = access == ACCESS_WRITE
     if is_write and not writable:
-        fault(True)
+        _fault32(vaddr, access, mmu_idx, cr4, True, False, debug)
         return None
     # accessed / dirty bits
     # (The VGA and MIGRATION clients see these stores, as QEMU's x86_stl_phys_notdirty.)
     if not leaf_is_pde and not pde & PG_A:
-        _st32(ram, pde_addr, pde | PG_A, ram_size)
+        pde |= PG_A
+        m32[pde_addr >> 2] = pde
         cpu.softmmu.dirty.set_dirty_range(pde_addr, 4, clients=0b101)
     new = pte | PG_A
     if is_write:
         new |= PG_D
     if new != pte:
-        _st32(ram, pte_addr, new, ram_size)
+        m32[pte_addr >> 2] = new
         cpu.softmmu.dirty.set_dirty_range(pte_addr, 4, clients=0b101)
     prot = PAGE_READ | PAGE_EXEC
     # Without D set, leave the entry read-only so the first write comes back here.
@@ -192,7 +211,22 @@ def walk(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool = False) -
         prot |= PAGE_WRITE
     if pte & PG_G and cr4 & CR4_PGE:
         prot |= PAGE_GLOBAL
-    return paddr_page | (vaddr & 0xFFF), prot, size
+    deps = (2, pte_addr, new) if leaf_is_pde else (2, pde_addr, pde, pte_addr, new)
+    return paddr_page | (vaddr & 0xFFF), prot, size, deps
+
+
+def _fault32(vaddr: int, access: int, mmu_idx: int, cr4: int, present: bool, rsvd: bool, debug: bool) -> None:
+    """The #PF of a failed walk (error code: P, W/R, U/S, RSVD, I/D with SMEP); None for the debugger."""
+    if debug:
+        return None
+    code = (
+        (1 if present else 0)
+        | (2 if access == ACCESS_WRITE else 0)
+        | (4 if mmu_idx == MMU_USER_IDX else 0)
+        | (8 if rsvd else 0)
+        | (0x10 if access == ACCESS_EXEC and cr4 & CR4_SMEP else 0)
+    )
+    raise GuestFault(PF, code, cr2=vaddr)
 
 
 def _ld64(ram: RAM, paddr: int, ram_size: int) -> int:
@@ -201,7 +235,7 @@ def _ld64(ram: RAM, paddr: int, ram_size: int) -> int:
     return int.from_bytes(ram[paddr : paddr + 8], "little")
 
 
-def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tuple[int, int, int] | None:
+def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tuple[int, int, int, Deps] | None:
     """PAE (3-level, 32-bit linear addresses) and 4-level (48-bit) walks, with NX and reserved bits.
 
     Reserved bits (SDM vol. 3, 4.4.2 / 4.5.4): physical-address bits 51:M
@@ -219,6 +253,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     nxe = bool(efer & EFER_NXE)
     mem = cpu.mem
     ram = mem.ram
+    m64 = mem.m64  # entries are 8-byte aligned
     ram_size = mem.ram_size
     user = mmu_idx == MMU_USER_IDX
     is_write = access == ACCESS_WRITE
@@ -243,6 +278,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         raise GuestFault(PF, code, cr2=vaddr)
 
     touched: list[tuple[int, int]] = []  # (address, entry) of the non-leaf entries walked
+    deps: list[int] = [3]  # the words read (walk_deps), as the walk leaves them
     rw = us = True
     nx = False
     if long_mode:
@@ -250,7 +286,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
         shifts: tuple[int, ...] = (39, 30, 21, 12)
     else:
         pdpte_addr = (cpu.cr[3] & 0xFFFFFFE0) + ((vaddr >> 30) & 3) * 8
-        pdpte = _ld64(ram, pdpte_addr, ram_size)
+        pdpte = m64[pdpte_addr >> 3] if pdpte_addr + 8 <= ram_size else 0
         if not pdpte & PG_P:
             fault(False)
             return None
@@ -259,11 +295,12 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
             return None
         table = pdpte & addr_mask
         shifts = (21, 12)
+        deps += (pdpte_addr, pdpte)
     size = 4096
     entry = entry_addr = 0
     for shift in shifts:
         entry_addr = table + ((vaddr >> shift) & 0x1FF) * 8
-        entry = _ld64(ram, entry_addr, ram_size)
+        entry = m64[entry_addr >> 3] if entry_addr + 8 <= ram_size else 0
         if not entry & PG_P:
             fault(False)
             return None
@@ -291,7 +328,7 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     paddr_page = (entry & addr_mask & ~(size - 1)) | (vaddr & (size - 1) & ~0xFFF)
     if debug:
         prot = PAGE_READ | (0 if nx else PAGE_EXEC) | (PAGE_WRITE if rw else 0)
-        return paddr_page | (vaddr & 0xFFF), prot, size
+        return paddr_page | (vaddr & 0xFFF), prot, size, None
     if fetch and nx:
         fault(True)
         return None
@@ -316,15 +353,36 @@ def _walk64(cpu: CPU, vaddr: int, access: int, mmu_idx: int, debug: bool) -> tup
     for addr, e in touched:
         if not e & PG_A:
             _st32(ram, addr, (e | PG_A) & 0xFFFFFFFF, ram_size)
+        deps += (addr, e | PG_A)
     new = entry | PG_A | (PG_D if is_write else 0)
     if new != entry:
         _st32(ram, entry_addr, new & 0xFFFFFFFF, ram_size)
+    deps += (entry_addr, new)
     prot = PAGE_READ | (0 if nx else PAGE_EXEC)
     if writable and new & PG_D:
         prot |= PAGE_WRITE
     if entry & PG_G and cr4 & CR4_PGE:
         prot |= PAGE_GLOBAL
-    return paddr_page | (vaddr & 0xFFF), prot, size
+    return paddr_page | (vaddr & 0xFFF), prot, size, tuple(deps)
+
+
+def switch_address_space(cpu: CPU, old_cr3: int, new_cr3: int) -> None:
+    """A CR3 load with paging on (MOV CR3, a task switch): the TLB drops every entry but
+    global pages under CR4.PGE (SDM vol. 3, 4.10.4.1).
+
+    The entries of the old address space are kept aside and those of the new
+    one come back, each checked against its page-table words before its first
+    use (softmmu/tlb.py, "Address spaces"): the guest sees what a flush gives
+    it.  While ``-d mmu`` traces fills, a plain flush keeps the trace as it was.
+    """
+    keep_global = bool(cpu.cr[4] & CR4_PGE)
+    if cpu.trace.tlb_fill is not None:
+        if keep_global:
+            cpu.tlb.flush_nonglobal()
+        else:
+            cpu.tlb.flush()
+        return
+    cpu.tlb.switch_context(old_cr3, new_cr3, keep_global)
 
 
 def _has_1g_pages(cpu: CPU) -> bool:

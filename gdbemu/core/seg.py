@@ -26,7 +26,7 @@ the GDT/LDT (LDT, TSS, call gates) are 16 bytes; the third dword holds bits
 
 from __future__ import annotations
 
-from ..softmmu.tlb import MMU_KNOSMAP_IDX, MMU_USER_IDX
+from ..softmmu.tlb import ACCESS_READ, ACCESS_WRITE, MMU_KNOSMAP_IDX, MMU_USER_IDX, PAGE_MASK, TLB_MASK
 from . import flags as F
 from .cpu import (
     CPU,
@@ -72,6 +72,7 @@ TSS_BUSY_BIT = 1 << 9  # type bit 1 of an available TSS, in the high dword
 
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
+TAG8_MASK = PAGE_MASK | 7  # the inline TLB compare of an aligned 8-byte read
 
 
 def long_mode(cpu: CPU) -> bool:
@@ -97,12 +98,12 @@ def canonical(vaddr: int) -> bool:
 
 def sys_read(cpu: CPU, vaddr: int, size: int) -> int:
     """A supervisor read (descriptor tables, TSS, interrupt frames): may raise #PF."""
-    return cpu.softmmu.load(MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size)
+    return cpu.softmmu.fast_load(MMU_KNOSMAP_IDX, vaddr & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF), size)
 
 
 def sys_write(cpu: CPU, vaddr: int, size: int, value: int) -> None:
     """A supervisor write; may raise #PF (and SMCRestart, which only restarts the instruction)."""
-    cpu.softmmu.store(MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size, value)
+    cpu.softmmu.fast_store(MMU_KNOSMAP_IDX, vaddr & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF), size, value)
 
 
 def stack_read(cpu: CPU, vaddr: int, size: int, cpl: int) -> int:
@@ -112,11 +113,74 @@ def stack_read(cpu: CPU, vaddr: int, size: int, cpl: int) -> int:
     the stack belongs to (SDM vol. 3, 4.6: accesses at CPL 3 are user-mode
     accesses; the inner stack of an inward transfer is supervisor).
     """
-    return cpu.softmmu.load(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size)
+    return cpu.softmmu.fast_load(
+        MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF), size
+    )
 
 
 def stack_write(cpu: CPU, vaddr: int, size: int, value: int, cpl: int) -> None:
-    cpu.softmmu.store(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, vaddr & linear_mask(cpu), size, value)
+    cpu.softmmu.fast_store(
+        MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX,
+        vaddr & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF),
+        size,
+        value,
+    )
+
+
+def push_frame(cpu: CPU, base: int, sp: int, sp_mask: int, size: int, values: list[int], cpl: int) -> int:
+    """Push ``values`` (first pushed first) below ``sp`` on the stack at ``base``; return the new SP.
+
+    The stack accesses of an interrupt or exception frame, with the privilege
+    of the level that owns the stack (``stack_write``).  When the whole frame
+    lies in one page whose TLB entry takes stores on the fast path (present,
+    writable, no flag: such stores cannot fault, hit a watchpoint or touch
+    code) and is aligned, it is written at once; otherwise value by value, in
+    order, so a fault in the middle behaves as it always did.  Values are
+    already masked to ``size`` bytes.
+    """
+    n = len(values)
+    total = n * size
+    top = sp & sp_mask
+    low = top - total
+    lin = base + low
+    if low >= 0 and not lin & (size - 1) and lin + total <= (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF):
+        mmu_idx = MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX
+        off = cpu.softmmu.fast_page(mmu_idx, lin, total, ACCESS_WRITE)
+        if off >= 0:
+            mem = cpu.mem
+            if size == 4:
+                view, shift = mem.m32, 2
+            elif size == 8:
+                view, shift = mem.m64, 3
+            else:
+                view, shift = mem.m16, 1
+            slot = (off + total) >> shift
+            for value in values:
+                slot -= 1
+                view[slot] = value
+            return low
+    for value in values:
+        sp = (sp - size) & sp_mask
+        stack_write(cpu, base + sp, size, value, cpl)
+    return sp
+
+
+def peek_frame(cpu: CPU, lin: int, size: int, n: int, cpl: int) -> list[int] | None:
+    """The ``n`` values of ``size`` bytes at linear ``lin`` when one fast-path TLB entry covers
+    them all (reads there have no side effect and cannot fault), else None: the caller pops
+    them one by one.  For IRET, which may pop fewer than it peeked."""
+    total = n * size
+    if lin & (size - 1) or lin + total > (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF):
+        return None
+    off = cpu.softmmu.fast_page(MMU_USER_IDX if cpl == 3 else MMU_KNOSMAP_IDX, lin, total, ACCESS_READ)
+    if off < 0:
+        return None
+    mem = cpu.mem
+    if size == 4:
+        return mem.m32[off >> 2 : (off + total) >> 2].tolist()
+    if size == 8:
+        return mem.m64[off >> 3 : (off + total) >> 3].tolist()
+    return mem.m16[off >> 1 : (off + total) >> 1].tolist()
 
 
 def dpl_of(hi: int) -> int:
@@ -149,8 +213,26 @@ def read_descriptor(cpu: CPU, selector: int, exc: int = GP, ext: int = 0) -> tup
     index = selector & ~7 & 0xFFFF
     if index + 7 > limit:
         raise GuestFault(exc, (selector & 0xFFFC) | ext)
-    lo = sys_read(cpu, base + index, 4)
-    hi = sys_read(cpu, base + index + 4, 4)
+    return read_desc_at(cpu, base + index)
+
+
+def read_desc_at(cpu: CPU, addr: int) -> tuple[int, int]:
+    """The 8 bytes at linear ``addr`` of a descriptor table (GDT, LDT, IDT) as (low, high) dwords.
+
+    One aligned 8-byte read when the inline TLB compare hits; two dword
+    loads otherwise, so a miss, a flagged page (watchpoint, MMIO) or an
+    entry that crosses a page behave as they always did.
+    """
+    addr &= MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF
+    if not addr & 7:
+        softmmu = cpu.softmmu
+        desc = softmmu.tlb.d[MMU_KNOSMAP_IDX]
+        slot = (addr >> 12) & TLB_MASK
+        if desc.read[slot] == addr & TAG8_MASK:
+            raw: int = softmmu.mem.m64[(addr + desc.addend[slot]) >> 3]
+            return raw & 0xFFFFFFFF, raw >> 32
+    lo = sys_read(cpu, addr, 4)
+    hi = sys_read(cpu, addr + 4, 4)
     return lo, hi
 
 
@@ -216,13 +298,19 @@ def desc_limit(lo: int, hi: int) -> int:
 
 
 def cache_from(selector: int, lo: int, hi: int) -> SegmentCache:
-    return SegmentCache(selector, desc_base(lo, hi), desc_limit(lo, hi), hi & 0x00F0FF00)
+    limit = (lo & 0xFFFF) | (hi & 0x000F0000)
+    if hi & DESC_G:
+        limit = (limit << 12) | 0xFFF
+    return SegmentCache(selector, (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000), limit, hi & 0x00F0FF00)
 
 
 def load_cache(cpu: CPU, seg: int, cache: SegmentCache) -> None:
     """Install a segment cache and recompute what depends on it (hflags, the base mirror)."""
-    cpu.segs[seg] = cache
-    cpu.compute_hflags()
+    if seg == SS or seg == CS:
+        cpu.segs[seg] = cache
+        cpu.compute_hflags()
+    else:
+        cpu.load_data_seg(seg, cache)
 
 
 def real_mode_cache(selector: int, old: SegmentCache) -> SegmentCache:
@@ -243,7 +331,7 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
         dpl = 3 << DESC_DPL_SHIFT if cpu.eflags & F.VM else 0
         load_cache(cpu, seg, SegmentCache(selector, selector << 4, 0xFFFF, DESC_P | DESC_S | DESC_W | DESC_A | dpl))
         return
-    cpl = cpu.cpl
+    cpl = cpu.hflags & 3
     rpl = selector & 3
     if selector & 0xFFFC == 0:
         if seg == SS:
@@ -253,13 +341,24 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
             load_cache(cpu, SS, null_stack(selector, cpl))
             return
         # A null selector loads an unusable segment (a later access #GPs on hardware).
-        load_cache(cpu, seg, SegmentCache(selector, 0, 0, 0))
+        cpu.load_data_seg(seg, SegmentCache(selector, 0, 0, 0))
         return
     lo, hi = read_descriptor(cpu, selector)
+    key = (lo, hi, selector, cpl, seg == SS)
+    known = _LOADED.get(key)
+    if known is not None:
+        # The same descriptor words, selector and CPL passed these checks before (and its
+        # accessed bit is set): the outcome is the same, only the cache is new.
+        if seg == SS:
+            cpu.segs[SS] = SegmentCache(selector, known[0], known[1], known[2])
+            cpu.compute_hflags()
+        else:
+            cpu.load_data_seg(seg, SegmentCache(selector, known[0], known[1], known[2]))
+        return
     err = selector & 0xFFFC
     if not hi & DESC_S:
         raise GuestFault(GP, err)
-    dpl = dpl_of(hi)
+    dpl = (hi >> DESC_DPL_SHIFT) & 3
     if seg == SS:
         if rpl != cpl or dpl != cpl or hi & DESC_CS or not hi & DESC_W:
             raise GuestFault(GP, err)
@@ -273,8 +372,23 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
             raise GuestFault(GP, err)
         if not hi & DESC_P:
             raise GuestFault(NP, err)
-    set_accessed(cpu, selector, hi)
-    load_cache(cpu, seg, cache_from(selector, lo, hi | DESC_A))
+    if not hi & DESC_A:
+        set_accessed(cpu, selector, hi)
+    cache = cache_from(selector, lo, hi | DESC_A)
+    if hi & DESC_A:
+        if len(_LOADED) >= 1024:
+            _LOADED.clear()
+        _LOADED[key] = (cache.base, cache.limit, cache.flags)
+    if seg == SS:
+        cpu.segs[SS] = cache
+        cpu.compute_hflags()
+    else:
+        cpu.load_data_seg(seg, cache)
+
+
+# Loads that passed load_seg's checks: (descriptor low, high, selector, CPL, is SS) -> the cache's
+# (base, limit, flags).  A pure function of its key (the descriptor's words are read every time).
+_LOADED: dict[tuple[int, int, int, int, bool], tuple[int, int, int]] = {}
 
 
 def null_stack(selector: int, cpl: int) -> SegmentCache:
@@ -511,6 +625,7 @@ __all__ = [
     "read_system_descriptor",
     "tss_rsp",
     "read_descriptor",
+    "read_desc_at",
     "try_read_descriptor",
     "desc_base",
     "desc_limit",
@@ -534,6 +649,8 @@ __all__ = [
     "sys_write",
     "stack_read",
     "stack_write",
+    "push_frame",
+    "peek_frame",
     "DESC_B",
     "DESC_TYPE_SHIFT",
 ]

@@ -52,7 +52,6 @@ from .cpu import (
     CPU,
     CR0_PG,
     CR0_TS,
-    CR4_PGE,
     CS,
     DESC_A,
     DESC_C,
@@ -71,6 +70,7 @@ from .cpu import (
 )
 from .exceptions import GP, NP, TS, GuestFault
 from .exceptions import SS as SS_FAULT
+from .mmu import switch_address_space
 from .seg import (
     SYS_LDT,
     SYS_TSS16_AVAIL,
@@ -282,11 +282,9 @@ def _commit(
     cpu.cr[0] |= CR0_TS
     cpu.tr = cache_from(selector, lo, hi)
     if tss_type & 8 and cpu.cr[0] & CR0_PG:
+        old_cr3 = cpu.cr[3]
         cpu.cr[3] = new["cr3"]
-        if cpu.cr[4] & CR4_PGE:
-            cpu.tlb.flush_nonglobal()
-        else:
-            cpu.tlb.flush()
+        switch_address_space(cpu, old_cr3, cpu.cr[3])
     cpu.eip = new["eip"]
     eflags_mask = F.ARITH | F.TF | F.IF | F.DF | F.IOPL | F.NT | F.RF | F.AC | F.ID | F.VM
     if tss_type & 8:

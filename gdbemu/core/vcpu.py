@@ -2,7 +2,7 @@
 
 The softmmu knows no x86 and imports nothing from the core: what it needs of
 the CPU reaches it here, as callables bound to this CPU — the page walk
-(``mmu.walk``), the #AC test, the watchpoint check, the ``-d mmu`` hook.
+(``mmu.walk_deps``), the #AC test, the watchpoint check, the ``-d mmu`` hook.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .breakpoint import Breakpoints
 from .cpu import CPU, EFER_LMA
 from .events import MachineEvents
 from .exceptions import AC, GP, SS, GuestFault
-from .mmu import walk
+from .mmu import Deps, walk_deps
 from .trace import TraceHooks
 
 ALIGNMENT_CHECK = 1 << 18  # CR0.AM and EFLAGS.AC are both bit 18: both set enables #AC at CPL 3
@@ -38,8 +38,8 @@ def make_cpu(
     tlb = CPUTLB()
     cpu: CPU  # bound below; the callables run only once the CPU exists
 
-    def page_walk(vaddr: int, access: int, mmu_idx: int) -> tuple[int, int, int]:
-        return walk(cpu, vaddr, access, mmu_idx)
+    def page_walk(vaddr: int, access: int, mmu_idx: int) -> tuple[int, int, int, Deps]:
+        return walk_deps(cpu, vaddr, access, mmu_idx)
 
     def alignment_fault() -> GuestFault | None:
         # SDM vol. 3, 6.15: #AC(0) for an unaligned CPL-3 access when CR0.AM and EFLAGS.AC are set.

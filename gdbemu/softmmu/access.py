@@ -40,7 +40,9 @@ from .tlb import (
     TLB_MASK,
     TLB_MMIO,
     TLB_NOTDIRTY,
+    TLB_RECHECK,
     TLB_WATCHPOINT,
+    TLBDesc,
 )
 from .watchpoint import WatchpointList
 
@@ -84,6 +86,59 @@ class SoftMMU:
         self.alignment_fault = alignment_fault
         self.wide_address = wide_address if wide_address is not None else _wrap32
         self.stats = tlb.stats
+        self._m16 = mem.m16
+        self._m32 = mem.m32
+        self._m64 = mem.m64
+
+    # ---- the fast path for helpers ----------------------------------------------
+    # Descriptor-table reads, interrupt frames, TSS fields: the one compare of
+    # generated code (an aligned access to an unflagged page whose entry is
+    # present), then RAM; anything else goes through ``load``/``store``, which
+    # fill, fault, check watchpoints and invalidate code exactly as before.
+    def fast_load(self, mmu_idx: int, vaddr: int, size: int) -> int:
+        """``load(mmu_idx, vaddr, size)`` with the inline TLB compare first (size 1, 2, 4 or 8)."""
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        if desc.read[index] == vaddr & (PAGE_MASK | (size - 1)):
+            off = vaddr + desc.addend[index]
+            if size == 4:
+                return self._m32[off >> 2]
+            if size == 8:
+                return self._m64[off >> 3]
+            if size == 2:
+                return self._m16[off >> 1]
+            return self.mem.ram[off]
+        return self.load(mmu_idx, vaddr, size)
+
+    def fast_store(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
+        """``store(mmu_idx, vaddr, size, value)`` with the inline TLB compare first."""
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        if desc.write[index] == vaddr & (PAGE_MASK | (size - 1)):
+            off = vaddr + desc.addend[index]
+            if size == 4:
+                self._m32[off >> 2] = value & 0xFFFFFFFF
+            elif size == 2:
+                self._m16[off >> 1] = value & 0xFFFF
+            elif size == 8:
+                self._m64[off >> 3] = value & 0xFFFFFFFFFFFFFFFF
+            else:
+                self.mem.ram[off] = value & 0xFF
+            return
+        self.store(mmu_idx, vaddr, size, value)
+
+    def fast_page(self, mmu_idx: int, vaddr: int, length: int, access: int) -> int:
+        """The RAM offset of ``vaddr`` when ``[vaddr, vaddr + length)`` lies in one page whose
+        entry for ``access`` is present and unflagged (accesses there cannot fault, hit a
+        watchpoint or touch code); -1 otherwise.  Looks up nothing and fills nothing."""
+        if (vaddr & (PAGE_SIZE - 1)) + length > PAGE_SIZE:
+            return -1
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        tags = desc.write if access == ACCESS_WRITE else desc.read
+        if tags[index] == vaddr & PAGE_MASK:
+            return vaddr + desc.addend[index]
+        return -1
 
     def fill(self, vaddr: int, access: int, mmu_idx: int) -> int:
         """Walk and install ``vaddr``'s page (``fill.TLBFill.fill``); return the slot, or raise #PF."""
@@ -98,14 +153,41 @@ class SoftMMU:
         page = vaddr & PAGE_MASK
         tag = tags[index]
         if tag != INVALID_TAG and tag & PAGE_MASK == page:
-            self.stats.slow_hits += 1
-            return index
+            if not tag & TLB_RECHECK or self._recheck(desc, index):
+                self.stats.slow_hits += 1
+                return index
         self.stats.misses += 1
         if self.tlb.victim_hit(mmu_idx, vaddr):
             tag = tags[index]
             if tag != INVALID_TAG and tag & PAGE_MASK == page:
-                return index
+                if not tag & TLB_RECHECK or self._recheck(desc, index):
+                    return index
         return self.fill(vaddr, access, mmu_idx)
+
+    def _recheck(self, desc: TLBDesc, index: int) -> bool:
+        """An entry brought back with its address space (tlb.py, "Address spaces"): are the
+        page-table words its walk read still in memory as they were?  Yes: use it.  No: drop it."""
+        deps = desc.deps[index]
+        if deps is not None:
+            shift = deps[0]
+            view = self._m32 if shift == 2 else self._m64
+            if len(deps) == 5:  # the usual two levels, unrolled
+                ok = view[deps[1] >> shift] == deps[2] and view[deps[3] >> shift] == deps[4]
+            else:
+                ok = all(view[deps[k] >> shift] == deps[k + 1] for k in range(1, len(deps), 2))
+            if ok:
+                # (CPUTLB.recheck_passed, inline: this runs once per entry and address-space switch)
+                if desc.read[index] != INVALID_TAG:
+                    desc.read[index] &= ~TLB_RECHECK
+                if desc.write[index] != INVALID_TAG:
+                    desc.write[index] &= ~TLB_RECHECK
+                if desc.code[index] != INVALID_TAG:
+                    desc.code[index] &= ~TLB_RECHECK
+                if desc.size[index] > PAGE_SIZE:
+                    self.tlb.recheck_passed(desc, index)  # the large-page range
+                return True
+        self.tlb.recheck_failed(desc, index)
+        return False
 
     # ---- loads ----------------------------------------------------------------
     def load(self, mmu_idx: int, vaddr: int, size: int, stack: bool = False) -> int:
@@ -243,8 +325,11 @@ class SoftMMU:
         """Physical address of an instruction byte, filling the TLB for execute (may #PF, #GP)."""
         if vaddr >> 32:
             vaddr = self.wide_address(vaddr, False)
-        index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
-        return self.tlb.d[mmu_idx].paddr[index] | (vaddr & 0xFFF)
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        if desc.code[index] != vaddr & PAGE_MASK:  # (an unflagged entry needs no more)
+            index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
+        return desc.paddr[index] | (vaddr & 0xFFF)
 
 
 def _wrap32(vaddr: int, stack: bool) -> int:

@@ -28,8 +28,9 @@ from .memory import PhysMemory
 from .tlb import CPUTLB, PAGE_BITS, PAGE_MASK, PAGE_SIZE, TLB_NOTDIRTY, TLB_WATCHPOINT
 from .watchpoint import WatchpointList
 
-# (vaddr, access, mmu_idx) -> (paddr, prot, page size); raises the CPU's fault.
-PageWalk = Callable[[int, int, int], tuple[int, int, int]]
+# (vaddr, access, mmu_idx) -> (paddr, prot, page size, the page-table words read or None);
+# raises the CPU's fault.  The words let the TLB keep the entry across CR3 writes (tlb.py).
+PageWalk = Callable[[int, int, int], tuple[int, int, int, tuple[int, ...] | None]]
 # (vaddr, access, mmu_idx, paddr or None, the walk's exception or None)
 FillHook = Callable[[int, int, int, int | None, BaseException | None], None]
 
@@ -57,18 +58,26 @@ class TLBFill:
         """Walk and install ``vaddr``'s page for ``access``; return the TLB slot (tlb_fill)."""
         hook = self.on_fill
         if hook is None:
-            paddr, prot, size = self.walk(vaddr, access, mmu_idx)
-            return self.set_page_full(mmu_idx, vaddr, paddr, prot, size)
+            paddr, prot, size, deps = self.walk(vaddr, access, mmu_idx)
+            return self.set_page_full(mmu_idx, vaddr, paddr, prot, size, deps)
         try:
-            paddr, prot, size = self.walk(vaddr, access, mmu_idx)
+            paddr, prot, size, deps = self.walk(vaddr, access, mmu_idx)
         except Exception as fault:
             hook(vaddr, access, mmu_idx, None, fault)
             raise
-        index = self.set_page_full(mmu_idx, vaddr, paddr, prot, size)
+        index = self.set_page_full(mmu_idx, vaddr, paddr, prot, size, deps)
         hook(vaddr, access, mmu_idx, paddr, None)
         return index
 
-    def set_page_full(self, mmu_idx: int, vaddr: int, paddr: int, prot: int, size: int = PAGE_SIZE) -> int:
+    def set_page_full(
+        self,
+        mmu_idx: int,
+        vaddr: int,
+        paddr: int,
+        prot: int,
+        size: int = PAGE_SIZE,
+        deps: tuple[int, ...] | None = None,
+    ) -> int:
         """Classify the page and write the entry (QEMU's tlb_set_page_full); return the slot."""
         ppage = paddr & PAGE_MASK
         ram_offset, read_flags, write_flags = self.mem.classify(ppage)
@@ -79,4 +88,4 @@ class TLBFill:
             read_flags |= TLB_WATCHPOINT
         if write_watch:
             write_flags |= TLB_WATCHPOINT
-        return self.tlb.set_page(mmu_idx, vaddr, ppage, prot, size, ram_offset, read_flags, write_flags)
+        return self.tlb.set_page(mmu_idx, vaddr, ppage, prot, size, ram_offset, read_flags, write_flags, deps)

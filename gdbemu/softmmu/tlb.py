@@ -32,6 +32,9 @@ zero), and so does any page whose tag carries a flag.  Flags are therefore
 ``TLB_MMIO``        the frame is a device, or unassigned; dispatch through memory
 ``TLB_WATCHPOINT``  a watchpoint overlaps this page for this access kind
 ``TLB_DISCARD_WRITE`` write: ROM, the store is dropped
+``TLB_RECHECK``     the entry came back with its address space (below): the
+                    page-table words it was made from must be compared with
+                    memory before its first use
 
 All flags live in bits 3..11 (above the alignment bits of an 8-byte access) and
 are checked disjoint at import time.  A page without flags costs nothing extra;
@@ -40,12 +43,35 @@ a watchpoint on page A never slows page B.
 Large pages (4 MiB PSE) are entered as 4 KiB entries; the range they cover is
 remembered in ``large_page_addr/mask`` so that flushing any page inside one
 flushes the whole mmu_idx (the seed notes: QEMU does not index large pages).
+
+Address spaces (``switch_context``)
+-----------------------------------
+A CR3 write flushes the TLB, and a multitasking guest switching between a few
+address spaces would refill the same entries after every switch.  So each
+address space (keyed by its CR3 value) keeps its own tables: a CR3 write puts
+the live ones aside and installs the new space's (the CPU rebinds the names
+generated code uses, ``on_switch``), every entry in them tagged
+``TLB_RECHECK``.  Every entry carries the page-table words its walk read
+(``deps``: their physical addresses and values, A/D bits included, as
+``mmu.walk_deps`` left them).  The first lookup of a TLB_RECHECK entry (the
+slow path: the flag fails the one compare) compares those words with memory:
+all equal, a new walk would give the very same entry and write nothing, so
+the flag is dropped (``recheck_passed``); any different, the entry is dropped
+and the walk runs as after a flush.  The guest sees what a flush gives it:
+nothing is used unchecked, an unchecked entry never enters the victim TLB
+(which starts empty, or with the global entries under CR4.PGE, at the ring
+position a flush would leave), and the large-page range is the flush's,
+widened again as entries are rechecked.  Entries put aside stay in step:
+``protect_code`` sets TLB_NOTDIRTY in them too, ``flush_page`` and
+``flush_range`` drop theirs in the range, and any other flush (paging mode,
+memory map, snapshots) forgets every address space put aside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 PAGE_BITS = 12
 PAGE_SIZE = 1 << PAGE_BITS
@@ -62,8 +88,9 @@ TLB_NOTDIRTY = 1 << 10
 TLB_MMIO = 1 << 9
 TLB_WATCHPOINT = 1 << 8
 TLB_DISCARD_WRITE = 1 << 7
+TLB_RECHECK = 1 << 6  # restored with its address space: check its page-table words before use
 
-TLB_FLAGS_MASK = TLB_INVALID | TLB_NOTDIRTY | TLB_MMIO | TLB_WATCHPOINT | TLB_DISCARD_WRITE
+TLB_FLAGS_MASK = TLB_INVALID | TLB_NOTDIRTY | TLB_MMIO | TLB_WATCHPOINT | TLB_DISCARD_WRITE | TLB_RECHECK
 ALIGN_BITS_MASK = 0x7  # low bits compared for alignment (accesses up to 8 bytes)
 
 INVALID_TAG = -1
@@ -93,7 +120,7 @@ def _check_flags(flags: list[int] | None = None) -> None:
     Raises (not asserts), so ``python -O`` cannot switch the check off.
     """
     if flags is None:
-        flags = [TLB_INVALID, TLB_NOTDIRTY, TLB_MMIO, TLB_WATCHPOINT, TLB_DISCARD_WRITE]
+        flags = [TLB_INVALID, TLB_NOTDIRTY, TLB_MMIO, TLB_WATCHPOINT, TLB_DISCARD_WRITE, TLB_RECHECK]
     seen = 0
     for flag in flags:
         if flag <= 0 or flag & (flag - 1):
@@ -143,7 +170,7 @@ class TLBStats:
 
 @dataclass
 class TLBDesc:
-    """One mmu_idx: the fast table, the victim TLB, and large-page bookkeeping."""
+    """One mmu_idx of one address space: the fast table, the victim TLB, and large-page bookkeeping."""
 
     read: list[int] = field(default_factory=lambda: [INVALID_TAG] * TLB_SIZE)
     write: list[int] = field(default_factory=lambda: [INVALID_TAG] * TLB_SIZE)
@@ -153,6 +180,9 @@ class TLBDesc:
     paddr: list[int] = field(default_factory=lambda: [-1] * TLB_SIZE)
     prot: list[int] = field(default_factory=lambda: [0] * TLB_SIZE)
     vpage: list[int] = field(default_factory=lambda: [-1] * TLB_SIZE)
+    # The page-table words the entry's walk read (module docstring), or None; the page's size.
+    deps: list[tuple[int, ...] | None] = field(default_factory=lambda: [None] * TLB_SIZE)
+    size: list[int] = field(default_factory=lambda: [PAGE_SIZE] * TLB_SIZE)
     # victim TLB, same columns
     v_read: list[int] = field(default_factory=lambda: [INVALID_TAG] * VICTIM_SIZE)
     v_write: list[int] = field(default_factory=lambda: [INVALID_TAG] * VICTIM_SIZE)
@@ -161,22 +191,60 @@ class TLBDesc:
     v_paddr: list[int] = field(default_factory=lambda: [-1] * VICTIM_SIZE)
     v_prot: list[int] = field(default_factory=lambda: [0] * VICTIM_SIZE)
     v_vpage: list[int] = field(default_factory=lambda: [-1] * VICTIM_SIZE)
+    v_deps: list[tuple[int, ...] | None] = field(default_factory=lambda: [None] * VICTIM_SIZE)
+    v_size: list[int] = field(default_factory=lambda: [PAGE_SIZE] * VICTIM_SIZE)
     v_next: int = 0
     large_page_addr: int = -1
     large_page_mask: int = -1
     n_used: int = 0  # fills since the last full flush (for elision)
+    # Fast-table slots written since the last full flush, with repeats, at most
+    # SPARSE_FLUSH + 1 of them (past SPARSE_FLUSH: "any slot"): a superset of
+    # the occupied slots, so a flush or an address-space switch visits only these.
+    used: list[int] = field(default_factory=list)
 
+
+MAX_CONTEXTS = 16  # address spaces kept aside (the least recently left goes first)
+SPARSE_FLUSH = 48  # up to this many used slots, a flush invalidates them one by one
 
 _INVALID_FAST = [INVALID_TAG] * TLB_SIZE
 _INVALID_VICTIM = [INVALID_TAG] * VICTIM_SIZE
+_NO_DEPS_VICTIM: list[tuple[int, ...] | None] = [None] * VICTIM_SIZE
+
+
+def _used_slots(desc: TLBDesc) -> Iterable[int]:
+    """The slots that may hold an entry: the noted ones, or every slot once too many were."""
+    used = desc.used
+    return used if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)
+
+
+def _clear_victims(desc: TLBDesc) -> None:
+    desc.v_read[:] = _INVALID_VICTIM
+    desc.v_write[:] = _INVALID_VICTIM
+    desc.v_code[:] = _INVALID_VICTIM
+    desc.v_vpage[:] = _INVALID_VICTIM
+    desc.v_paddr[:] = _INVALID_VICTIM
+    desc.v_deps[:] = _NO_DEPS_VICTIM
+
+
+def _unchecked(desc: TLBDesc, index: int) -> bool:
+    """Does the slot hold an entry waiting for its recheck (TLB_RECHECK on any valid tag)?"""
+    return any(t != INVALID_TAG and t & TLB_RECHECK for t in (desc.read[index], desc.write[index], desc.code[index]))
+
+
+def _v_unchecked(desc: TLBDesc, v: int) -> bool:
+    """``_unchecked`` for victim slot ``v``."""
+    return any(t != INVALID_TAG and t & TLB_RECHECK for t in (desc.v_read[v], desc.v_write[v], desc.v_code[v]))
 
 
 class CPUTLB:
-    """All mmu_idx tables of one vCPU.
+    """All mmu_idx tables of one vCPU, and the address spaces put aside.
 
-    The lists are mutated in place, never replaced: compiled TBs bind them.
-    The page's flags are decided by the fill (``softmmu/fill.py``) and given
-    to ``set_page``, which only writes the entry.
+    ``d[mmu_idx]`` is the live table; its lists are mutated in place by
+    fills and flushes.  Generated code reaches them through the names
+    ``RT``/``WT``/``AD`` of its namespace, which the CPU rebinds when an
+    address-space switch installs other tables (``on_switch``).  The page's
+    flags are decided by the fill (``softmmu/fill.py``) and given to
+    ``set_page``, which only writes the entry.
     """
 
     def __init__(self) -> None:
@@ -184,6 +252,11 @@ class CPUTLB:
         self.stats = TLBStats()
         # Called after any flush with the page flushed (None: all): the CPU drops its jump cache.
         self.on_flush: list[Callable[[int | None], None]] = []
+        # Called after ``switch_context`` installed other tables in ``d``: the CPU rebinds RT/WT/AD.
+        self.on_switch: list[Callable[[], None]] = []
+        # Address spaces put aside by ``switch_context``: key (CR3) -> their tables, one per mmu_idx.
+        self.contexts: dict[int, list[TLBDesc]] = {}
+        self._spare: list[list[TLBDesc]] = []  # emptied tables for new address spaces
 
     # ---- fill ---------------------------------------------------------------
     def set_page(
@@ -196,12 +269,15 @@ class CPUTLB:
         ram_offset: int | None = None,
         read_flags: int = 0,
         write_flags: int = 0,
+        deps: tuple[int, ...] | None = None,
     ) -> int:
         """Write one entry, its page already classified by the fill; return the slot.
 
         ``ram_offset``: where the frame is in RAM (None: not RAM, no addend);
         ``read_flags``/``write_flags``: the TLB flags of the read and write
-        tags (the code tag keeps only TLB_MMIO of the read flags).
+        tags (the code tag keeps only TLB_MMIO of the read flags); ``deps``:
+        the page-table words the walk read (module docstring), None when
+        there are none (paging off) or they are not known.
         """
         desc = self.d[mmu_idx]
         vpage = vaddr & PAGE_MASK
@@ -210,9 +286,10 @@ class CPUTLB:
             self._add_large_page(desc, vaddr, size)
         index = (vpage >> PAGE_BITS) & TLB_MASK
         # Evict the old occupant to the victim TLB (QEMU: only when it maps
-        # another page; a refill of the same page just overwrites).
+        # another page; a refill of the same page just overwrites).  An entry
+        # still waiting for its recheck is dropped: after a flush it would not be there.
         old = desc.vpage[index]
-        if old != -1 and old != vpage:
+        if old != -1 and old != vpage and not _unchecked(desc, index):
             self._to_victim(desc, index)
         desc.read[index] = (vpage | read_flags) if prot & PAGE_READ else INVALID_TAG
         desc.write[index] = (vpage | write_flags) if prot & PAGE_WRITE else INVALID_TAG
@@ -221,6 +298,11 @@ class CPUTLB:
         desc.paddr[index] = ppage
         desc.prot[index] = prot
         desc.vpage[index] = vpage
+        desc.deps[index] = deps
+        desc.size[index] = size
+        used = desc.used
+        if len(used) <= SPARSE_FLUSH:
+            used.append(index)
         desc.n_used += 1
         self.stats.fills += 1
         return index
@@ -235,17 +317,23 @@ class CPUTLB:
         desc.v_paddr[v] = desc.paddr[index]
         desc.v_prot[v] = desc.prot[index]
         desc.v_vpage[v] = desc.vpage[index]
+        desc.v_deps[v] = desc.deps[index]
+        desc.v_size[v] = desc.size[index]
 
     def victim_hit(self, mmu_idx: int, vaddr: int) -> bool:
-        """Swap a victim entry for ``vaddr``'s page into the fast table (QEMU's victim_tlb_hit)."""
+        """Swap a victim entry for ``vaddr``'s page into the fast table (QEMU's victim_tlb_hit).
+
+        An unchecked entry (TLB_RECHECK) stands for a fill the lookup is about
+        to check: it moves in as that fill would (the occupant goes to the
+        victim ring, or away if itself unchecked) and leaves its victim slot empty.
+        """
         desc = self.d[mmu_idx]
         vpage = vaddr & PAGE_MASK
-        try:
-            v = desc.v_vpage.index(vpage)
-        except ValueError:
+        if vpage not in desc.v_vpage:
             return False
+        v = desc.v_vpage.index(vpage)
         index = (vpage >> PAGE_BITS) & TLB_MASK
-        cols = (
+        cols: tuple[tuple[list[Any], list[Any]], ...] = (
             (desc.read, desc.v_read),
             (desc.write, desc.v_write),
             (desc.code, desc.v_code),
@@ -253,9 +341,28 @@ class CPUTLB:
             (desc.paddr, desc.v_paddr),
             (desc.prot, desc.v_prot),
             (desc.vpage, desc.v_vpage),
+            (desc.deps, desc.v_deps),
+            (desc.size, desc.v_size),
         )
-        for fast, victim in cols:
-            fast[index], victim[v] = victim[v], fast[index]
+        if _v_unchecked(desc, v):
+            entry = [victim[v] for _, victim in cols]
+            desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+            desc.v_vpage[v] = desc.v_paddr[v] = -1
+            desc.v_deps[v] = None
+            if desc.vpage[index] != -1:
+                if _unchecked(desc, index):
+                    self._invalidate_slot(desc, index)
+                else:
+                    self._to_victim(desc, index)
+            for (fast, _), value in zip(cols, entry, strict=True):
+                fast[index] = value
+        else:
+            if desc.vpage[index] != -1 and _unchecked(desc, index):
+                self._invalidate_slot(desc, index)  # unchecked: it does not go to the victim TLB
+            for fast, victim in cols:
+                fast[index], victim[v] = victim[v], fast[index]
+        if len(desc.used) <= SPARSE_FLUSH:
+            desc.used.append(index)
         self.stats.victim_hits += 1
         return True
 
@@ -270,9 +377,185 @@ class CPUTLB:
         desc.large_page_addr = vaddr & lp_mask
         desc.large_page_mask = lp_mask
 
+    # ---- address spaces -------------------------------------------------------
+    def switch_context(self, old_key: int, new_key: int, keep_global: bool) -> None:
+        """A CR3 write: the TLB the guest sees afterwards is what ``flush`` (``flush_nonglobal``
+        when ``keep_global``) leaves, but the tables are kept (module docstring).
+
+        The live tables are put aside under ``old_key``; the ones put aside
+        under ``new_key`` (or empty ones) become live, every entry in them
+        tagged TLB_RECHECK, with the global entries of the old tables copied
+        over when ``keep_global``, and the victim ring position carried on.
+        """
+        contexts = self.contexts
+        old = self.d
+        if old_key == new_key:
+            new = old  # the same address space again: only the recheck tags and the flush's victims
+        else:
+            back = contexts.pop(new_key, None)
+            new = back if back is not None else self._empty_tables()
+            contexts.pop(old_key, None)
+            if len(contexts) >= MAX_CONTEXTS:
+                evicted = contexts.pop(next(iter(contexts)))
+                for desc in evicted:
+                    self._flush_one(desc)
+                self._spare.append(evicted)
+            contexts[old_key] = old
+        for mmu_idx in range(NB_MMU_MODES):
+            self._enter(new[mmu_idx], old[mmu_idx], keep_global)
+        self.stats.flush_full += 1
+        if new is not old:
+            self.d = new
+            for switched in self.on_switch:
+                switched()
+        for fn in self.on_flush:
+            fn(None)
+
+    def _empty_tables(self) -> list[TLBDesc]:
+        if self._spare:
+            return self._spare.pop()
+        return [TLBDesc() for _ in range(NB_MMU_MODES)]
+
+    def _enter(self, new: TLBDesc, old: TLBDesc, keep_global: bool) -> None:
+        """Make ``new`` what a flush of ``old`` would leave, plus ``new``'s own entries unchecked."""
+        read, write, code, vpages, prot = new.read, new.write, new.code, new.vpage, new.prot
+        same = new is old
+        # The slots that may hold an entry (``used`` repeats slots and only grows between
+        # flushes: compacted now and then; a slot tagged twice is tagged the same).
+        used = new.used
+        if len(used) > 24:
+            used[:] = [i for i in (set(used) if len(used) <= SPARSE_FLUSH else range(TLB_SIZE)) if vpages[i] != -1]
+        for i in used:
+            if vpages[i] == -1:
+                continue
+            if prot[i] & PAGE_GLOBAL:
+                if keep_global and same:
+                    continue  # a live global entry stays as it is
+                # Global entries come from the old tables (below), or go with the flush.
+                self._invalidate_slot(new, i)
+                continue
+            if new.deps[i] is None:
+                self._invalidate_slot(new, i)  # without its words it cannot be checked
+                continue
+            r, w, c = read[i], write[i], code[i]
+            if r != INVALID_TAG:
+                read[i] = r | TLB_RECHECK
+            if w != INVALID_TAG:
+                write[i] = w | TLB_RECHECK
+            if c != INVALID_TAG:
+                code[i] = c | TLB_RECHECK
+        # Victims: the new space's own come back unchecked (where a flush leaves the slot empty),
+        # the old space's global ones stay under CR4.PGE (a flush keeps them).
+        v_read, v_write, v_code = new.v_read, new.v_write, new.v_code
+        for v in range(VICTIM_SIZE) if new.v_vpage != _INVALID_VICTIM else ():
+            if new.v_vpage[v] == -1:
+                continue
+            if new.v_prot[v] & PAGE_GLOBAL and keep_global and same:
+                continue
+            if new.v_prot[v] & PAGE_GLOBAL or new.v_deps[v] is None:
+                v_read[v] = v_write[v] = v_code[v] = INVALID_TAG
+                new.v_vpage[v] = new.v_paddr[v] = -1
+                new.v_deps[v] = None
+                continue
+            if v_read[v] != INVALID_TAG:
+                v_read[v] |= TLB_RECHECK
+            if v_write[v] != INVALID_TAG:
+                v_write[v] |= TLB_RECHECK
+            if v_code[v] != INVALID_TAG:
+                v_code[v] |= TLB_RECHECK
+        kept_global = False
+        if keep_global and (old.used or old.v_vpage != _INVALID_VICTIM):
+            for i in list(_used_slots(old)):
+                if old.vpage[i] != -1 and old.prot[i] & PAGE_GLOBAL:
+                    kept_global = True
+                    if not same:
+                        self._copy_slot(old, i, new)
+                        self._drop_unchecked_victim(new, old.vpage[i])
+            for v in range(VICTIM_SIZE):
+                if old.v_vpage[v] != -1 and old.v_prot[v] & PAGE_GLOBAL:
+                    kept_global = True
+                    if not same:
+                        pairs: tuple[tuple[list[Any], list[Any]], ...] = (
+                            (new.v_read, old.v_read),
+                            (new.v_write, old.v_write),
+                            (new.v_code, old.v_code),
+                            (new.v_addend, old.v_addend),
+                            (new.v_paddr, old.v_paddr),
+                            (new.v_prot, old.v_prot),
+                            (new.v_vpage, old.v_vpage),
+                            (new.v_deps, old.v_deps),
+                            (new.v_size, old.v_size),
+                        )
+                        for dst, src in pairs:
+                            dst[v] = src[v]
+                        # The live global entry is the one a flush leaves: not this space's own.
+                        vp = old.v_vpage[v]
+                        slot = (vp >> PAGE_BITS) & TLB_MASK
+                        if new.vpage[slot] == vp and _unchecked(new, slot):
+                            self._invalidate_slot(new, slot)
+        new.v_next = old.v_next
+        # The large-page range a flush leaves: the old one while a global entry stays, else none;
+        # rechecked large entries widen it again, as their fills would (``recheck_passed``).
+        if kept_global:
+            new.large_page_addr, new.large_page_mask = old.large_page_addr, old.large_page_mask
+        else:
+            new.large_page_addr = new.large_page_mask = -1
+
+    @staticmethod
+    def _drop_unchecked_victim(desc: TLBDesc, vpage: int) -> None:
+        """A global entry for ``vpage`` came in: this space's own unchecked copy in the victim TLB goes."""
+        if vpage in desc.v_vpage:
+            v = desc.v_vpage.index(vpage)
+            if _v_unchecked(desc, v):
+                desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                desc.v_vpage[v] = desc.v_paddr[v] = -1
+                desc.v_deps[v] = None
+
+    @staticmethod
+    def _copy_slot(src: TLBDesc, i: int, dst: TLBDesc) -> None:
+        dst.read[i] = src.read[i]
+        dst.write[i] = src.write[i]
+        dst.code[i] = src.code[i]
+        dst.addend[i] = src.addend[i]
+        dst.paddr[i] = src.paddr[i]
+        dst.prot[i] = src.prot[i]
+        dst.vpage[i] = src.vpage[i]
+        dst.deps[i] = src.deps[i]
+        dst.size[i] = src.size[i]
+        if len(dst.used) <= SPARSE_FLUSH:
+            dst.used.append(i)
+        dst.n_used += 1
+
+    def recheck_passed(self, desc: TLBDesc, index: int) -> None:
+        """Its page-table words are unchanged: the entry is what a walk would give; use it."""
+        keep = ~TLB_RECHECK
+        if desc.read[index] != INVALID_TAG:
+            desc.read[index] &= keep
+        if desc.write[index] != INVALID_TAG:
+            desc.write[index] &= keep
+        if desc.code[index] != INVALID_TAG:
+            desc.code[index] &= keep
+        size = desc.size[index]
+        if size > PAGE_SIZE:
+            self._add_large_page(desc, desc.vpage[index], size)
+
+    def recheck_failed(self, desc: TLBDesc, index: int) -> None:
+        """A page-table word changed: drop the entry (the lookup walks again, as after a flush)."""
+        self._invalidate_slot(desc, index)
+
+    def drop_contexts(self) -> None:
+        """Forget every address space put aside (a flush that is not a CR3 switch)."""
+        if self.contexts:
+            self.contexts.clear()
+
+    def _saved_tables(self) -> Iterable[TLBDesc]:
+        for tables in self.contexts.values():
+            yield from tables
+
     # ---- flush --------------------------------------------------------------
     def flush(self, mmu_idxmap: int = (1 << NB_MMU_MODES) - 1) -> None:
-        """Drop every entry of the given mmu_idx set (tlb_flush_by_mmuidx)."""
+        """Drop every entry of the given mmu_idx set (tlb_flush_by_mmuidx), and every address space put aside."""
+        self.drop_contexts()
         for mmu_idx in range(NB_MMU_MODES):
             if mmu_idxmap & (1 << mmu_idx):
                 self._flush_one(self.d[mmu_idx])
@@ -284,28 +567,37 @@ class CPUTLB:
         if desc.n_used == 0 and desc.large_page_addr == -1:
             self.stats.flush_elided += 1
             return
-        desc.read[:] = _INVALID_FAST
-        desc.write[:] = _INVALID_FAST
-        desc.code[:] = _INVALID_FAST
-        desc.vpage[:] = [-1] * TLB_SIZE
-        desc.paddr[:] = [-1] * TLB_SIZE
-        desc.v_read[:] = _INVALID_VICTIM
-        desc.v_write[:] = _INVALID_VICTIM
-        desc.v_code[:] = _INVALID_VICTIM
-        desc.v_vpage[:] = [-1] * VICTIM_SIZE
-        desc.v_paddr[:] = [-1] * VICTIM_SIZE
+        used = desc.used
+        if len(used) <= SPARSE_FLUSH:
+            read, write, code, vpage, paddr, deps = desc.read, desc.write, desc.code, desc.vpage, desc.paddr, desc.deps
+            for i in used:
+                read[i] = write[i] = code[i] = INVALID_TAG
+                vpage[i] = paddr[i] = -1
+                deps[i] = None
+        else:
+            desc.read[:] = _INVALID_FAST
+            desc.write[:] = _INVALID_FAST
+            desc.code[:] = _INVALID_FAST
+            desc.vpage[:] = _INVALID_FAST
+            desc.paddr[:] = _INVALID_FAST
+            desc.deps[:] = [None] * TLB_SIZE
+        used.clear()
+        _clear_victims(desc)
         desc.large_page_addr = -1
         desc.large_page_mask = -1
         desc.n_used = 0
 
     def flush_nonglobal(self) -> None:
-        """Drop every entry but global pages (mov cr3 with CR4.PGE set)."""
+        """Drop every entry but global pages (mov cr3 with CR4.PGE set), and every address space put aside."""
+        self.drop_contexts()
         for desc in self.d:
             keep = False
-            for i in range(TLB_SIZE):
+            kept: list[int] = []
+            for i in list(_used_slots(desc)):
                 if desc.vpage[i] != -1:
                     if desc.prot[i] & PAGE_GLOBAL:
                         keep = True
+                        kept.append(i)
                     else:
                         self._invalidate_slot(desc, i)
             for v in range(VICTIM_SIZE):
@@ -315,6 +607,9 @@ class CPUTLB:
                     else:
                         desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
                         desc.v_vpage[v] = desc.v_paddr[v] = -1
+                        desc.v_deps[v] = None
+            if len(desc.used) <= SPARSE_FLUSH:
+                desc.used[:] = kept
             if not keep:
                 desc.large_page_addr = desc.large_page_mask = -1
         self.stats.flush_full += 1
@@ -326,11 +621,14 @@ class CPUTLB:
 
         A page inside the remembered large-page range flushes that whole
         mmu_idx, because the 4 KiB entries of a large page are not indexed
-        by the large page.
+        by the large page.  The address spaces put aside lose their entry
+        for the page (their flags would otherwise miss what changed).
         """
         vpage = vaddr & PAGE_MASK
         index = (vpage >> PAGE_BITS) & TLB_MASK
         dropped = False
+        if self.contexts:
+            self._drop_saved(vpage, vpage)
         for mmu_idx in range(NB_MMU_MODES):
             if not mmu_idxmap & (1 << mmu_idx):
                 continue
@@ -347,6 +645,7 @@ class CPUTLB:
                 if desc.v_vpage[v] == vpage:
                     desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
                     desc.v_vpage[v] = desc.v_paddr[v] = -1
+                    desc.v_deps[v] = None
                     dropped = True
         if dropped:
             self.stats.flush_page += 1
@@ -355,6 +654,24 @@ class CPUTLB:
         for fn in self.on_flush:
             fn(vpage)
 
+    def _drop_saved(self, first: int, last: int) -> None:
+        """Entries of the address spaces put aside whose page is in [first, last] go."""
+        n_pages = ((last - first) >> PAGE_BITS) + 1
+        for desc in self._saved_tables():
+            vpages = desc.vpage
+            if n_pages <= TLB_SIZE:
+                slots: Iterable[int] = (((first >> PAGE_BITS) + k) & TLB_MASK for k in range(n_pages))
+            else:
+                slots = range(TLB_SIZE)
+            for i in slots:
+                if vpages[i] != -1 and first <= vpages[i] <= last:
+                    self._invalidate_slot(desc, i)
+            for v in range(VICTIM_SIZE):
+                if desc.v_vpage[v] != -1 and first <= desc.v_vpage[v] <= last:
+                    desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
+                    desc.v_vpage[v] = desc.v_paddr[v] = -1
+                    desc.v_deps[v] = None
+
     def flush_range(self, vaddr: int, length: int, mmu_idxmap: int = (1 << NB_MMU_MODES) - 1) -> None:
         """Drop the entries whose page overlaps [vaddr, vaddr + length) (tlb_flush_range_by_mmuidx).
 
@@ -362,12 +679,15 @@ class CPUTLB:
         range looks at its pages' slots, a long one scans the table (TLB_SIZE
         slots and the victims).  A large page overlapping the range flushes
         its mmu_idx, as ``flush_page`` does.  Finding nothing to drop, it
-        tells no one (the CPUs keep their jump caches).
+        tells no one (the CPUs keep their jump caches).  The address spaces
+        put aside lose their entries in the range too.
         """
         if length <= 0:
             return
         first = vaddr & PAGE_MASK
         last = (vaddr + length - 1) & PAGE_MASK
+        if self.contexts:
+            self._drop_saved(first, last)
         n_pages = ((last - first) >> PAGE_BITS) + 1
         dropped = False
         for mmu_idx in range(NB_MMU_MODES):
@@ -395,6 +715,7 @@ class CPUTLB:
                 if desc.v_vpage[v] != -1 and first <= desc.v_vpage[v] <= last:
                     desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
                     desc.v_vpage[v] = desc.v_paddr[v] = -1
+                    desc.v_deps[v] = None
                     dropped = True
         if not dropped:
             self.stats.flush_elided += 1
@@ -407,11 +728,13 @@ class CPUTLB:
     def _invalidate_slot(desc: TLBDesc, index: int) -> None:
         desc.read[index] = desc.write[index] = desc.code[index] = INVALID_TAG
         desc.vpage[index] = desc.paddr[index] = -1
+        desc.deps[index] = None
 
     # ---- flag maintenance on live entries -------------------------------------
     def protect_code(self, ppage: int) -> None:
-        """Set TLB_NOTDIRTY on every write entry mapping frame ``ppage`` (tlb_reset_dirty)."""
-        for desc in self.d:
+        """Set TLB_NOTDIRTY on every write entry mapping frame ``ppage`` (tlb_reset_dirty),
+        in the address spaces put aside too."""
+        for desc in (*self.d, *self._saved_tables()) if self.contexts else self.d:
             if ppage in desc.paddr:
                 paddr = desc.paddr
                 write = desc.write
@@ -424,7 +747,10 @@ class CPUTLB:
                         desc.v_write[v] |= TLB_NOTDIRTY
 
     def set_dirty(self, vaddr: int) -> None:
-        """Drop TLB_NOTDIRTY from the write entries of ``vaddr``'s page (tlb_set_dirty)."""
+        """Drop TLB_NOTDIRTY from the write entries of ``vaddr``'s page (tlb_set_dirty).
+
+        (Entries put aside keep it: their next store takes the slow path once, which drops it.)
+        """
         vpage = vaddr & PAGE_MASK
         index = (vpage >> PAGE_BITS) & TLB_MASK
         for desc in self.d:
@@ -436,6 +762,7 @@ class CPUTLB:
 
     def flush_phys_page(self, ppage: int) -> None:
         """Drop every entry mapping frame ``ppage`` (used when a watchpoint or region changes)."""
+        self.drop_contexts()
         vpages: set[int] = set()
         for desc in self.d:
             for i, p in enumerate(desc.paddr):

@@ -443,13 +443,46 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "movsb-src-first-part",
         "movsb-src-second-part",
     ),
+    "tlbctx": (
+        "a-data",
+        "a-code",
+        "b-data",
+        "b-code",
+        "a-remapped-away-data",
+        "a-remapped-away-code",
+        "b-data-again",
+        "a-unmapped-away-faults",
+        "a-unmapped-away-cr2",
+        "a-unmapped-away-error",
+        "a-present-again",
+        "a-readonly-away-faults",
+        "a-readonly-away-error",
+        "a-readonly-away-unwritten",
+        "a-accessed-set-again-by-read",
+        "a-dirty-set-by-write",
+        "a-pde-changed-away",
+        "a-victim-remapped-away",
+        "a-conflicting-page",
+        "a-same-cr3-reload",
+        "switches-keep-spaces-apart",
+        "gdt-first-base",
+        "gdt-accessed-bit-set",
+        "gdt-rewritten-in-place",
+        "gdt-not-present-faults",
+        "gdt-not-present-error",
+        "idt-first-gate",
+        "idt-rewritten-in-place",
+        "gdt-alias-in-a",
+        "gdt-alias-in-b",
+        "gdt-alias-in-a-again",
+    ),
 }
 
 GUESTS = tuple(EXPECTED)
 
 # Instruction bounds: about ten times what each guest retires on a correct
 # core (paging 70k, pse 27k, faults 29k, crossing 43k, smc 92k, smc_alias 16k,
-# repstr 4.2M, repfault 0.4M), so a core that loops (a fault storm that
+# repstr 4.2M, repfault 0.4M, tlbctx 61k), so a core that loops (a fault storm that
 # never reaches the guest's own storm guard, a missed exit) fails in seconds
 # rather than hanging the suite.
 MAX_INSNS: dict[str, int] = {
@@ -461,6 +494,7 @@ MAX_INSNS: dict[str, int] = {
     "smc_alias": 200_000,
     "repstr": 42_000_000,
     "repfault": 4_000_000,
+    "tlbctx": 700_000,
 }
 
 # Known core bugs, tracked as strict xfails so the suite stays green and a fix

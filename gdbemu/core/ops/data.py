@@ -8,6 +8,14 @@ from ..exceptions import UD
 from . import op
 
 
+def _end_if_hflags_changed(e: Emitter) -> None:
+    """After a load of ES, DS, FS or GS: leave the TB only if hflags changed (HF_ADDSEG, as
+    QEMU ends the TB when "the addseg value may change"); generated code reads the
+    bases it needs from ``SB`` at run time, so with the same hflags the TB stays valid."""
+    with e.block(f"if cpu.hflags != {e.const(e.hflags)}:"):
+        e.exit(2, e.next_eip())
+
+
 @op("mov", flags="", pure=True)
 def mov(e: Emitter) -> None:
     dst, src = e.insn.ops
@@ -19,7 +27,9 @@ def mov(e: Emitter) -> None:
         e.sync_call("load_seg", str(dst.reg), e.load(src, size=2))
         if dst.reg == 2:  # mov ss: interrupt shadow; end the TB so hflags are fresh
             e.sync_call("inhibit_irq", reload=False)
-        e.end()
+            e.end()
+            return
+        _end_if_hflags_changed(e)
         return
     if src.kind == SREG:
         size = 2 if dst.kind == MEM else dst.size
@@ -113,7 +123,9 @@ def pop(e: Emitter) -> None:
         e.write_reg(4, e.stack_size, sp)
         if dst.reg == 2:
             e.sync_call("inhibit_irq", reload=True)
-        e.end()
+            e.end()
+            return
+        _end_if_hflags_changed(e)
         return
     if dst.kind == REG:
         v, sp = e.pop(size, commit=False)

@@ -90,6 +90,7 @@ from ..emit import MASK, Emitter
 from ..exceptions import GP, UD, GuestFault
 from ..helpers import helper
 from ..interrupts import iret as _iret
+from ..mmu import switch_address_space
 from ..seg import canonical, code64, sys_read
 from ..seg import lldt as _lldt
 from ..seg import load_seg as _load_seg
@@ -860,12 +861,15 @@ def mov_to_cr(cpu: CPU, n: int, value: int) -> None:
         write_cr0(cpu, value)
     elif n == 2:
         cpu.cr[2] = value
+        return
     elif n == 3:
         if cpu.efer & EFER_LMA and value >> cpu.phys_bits:
             raise GuestFault(GP, 0)
+        old3 = cpu.cr[3]
         cpu.cr[3] = value
         if cpu.cr[0] & CR0_PG:
-            tlb_flush_nonglobal(cpu)
+            switch_address_space(cpu, old3, value)
+        return  # hflags do not depend on CR2/CR3
     elif n == 4:
         if value & ~CR4_SUPPORTED or value & simd_state.cr4_reserved(cpu):
             raise GuestFault(GP, 0)

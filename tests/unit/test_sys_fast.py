@@ -1,0 +1,358 @@
+"""The cheap paths of system events, checked against what they stand for.
+
+* ``CPU.load_data_seg`` (the incremental hflags update of ES/DS/FS/GS loads)
+  gives the hflags and base mirror a full ``compute_hflags`` gives, in every
+  mode it is used in.
+* ``seg.push_frame`` writes an interrupt frame at once only when nothing can
+  fault; a frame that straddles into an unmapped page faults exactly where
+  the value-by-value pushes do (CR2, error code, the values already written).
+* Address spaces kept across CR3 writes (``CPUTLB.switch_context``): the
+  tables come back with TLB_RECHECK, a recheck passes only while every
+  page-table word is as the walk left it, a changed word drops the entry and
+  walks again (A/D set again), an entry in the victim TLB likewise; global
+  entries under CR4.PGE follow the live tables; TLB_NOTDIRTY reaches the
+  tables put aside, ``flush_range`` drops their entries and a full flush
+  forgets them; generated code's names follow the installed tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gdbemu.core import seg
+from gdbemu.core.cpu import (
+    CR0_PG,
+    CR4_PGE,
+    CS,
+    DESC_A,
+    DESC_B,
+    DESC_CS,
+    DESC_L,
+    DESC_P,
+    DESC_R,
+    DESC_S,
+    DESC_W,
+    DS,
+    EFER_LMA,
+    ES,
+    FS,
+    GS,
+    SS,
+    SegmentCache,
+)
+from gdbemu.core.exceptions import PF, GuestFault
+from gdbemu.core.interrupts import do_interrupt
+from gdbemu.core.ops import system as sysops
+from gdbemu.machine import Machine
+from gdbemu.softmmu.tlb import (
+    INVALID_TAG,
+    MMU_KNOSMAP_IDX,
+    PAGE_EXEC,
+    PAGE_GLOBAL,
+    PAGE_READ,
+    PAGE_WRITE,
+    TLB_MASK,
+    TLB_NOTDIRTY,
+    TLB_RECHECK,
+)
+
+RAM = 8 << 20
+PD_A = 0x10000
+PD_B = 0x12000
+PT_A = 0x11000
+PT_B = 0x13000
+V = 0x00400000  # PDE 1, PTE 0: TLB slot 0
+V_SAME_SLOT = 0x00500000  # PDE 1, PTE 0x100: TLB slot 0 too
+F1, F2, F3 = 0x20000, 0x21000, 0x22000
+PG_PW = 0x3
+PG_A = 0x20
+PG_D = 0x40
+KERNEL = MMU_KNOSMAP_IDX
+
+
+def rd32(m: Machine, paddr: int) -> int:
+    return int.from_bytes(m.mem.ram[paddr : paddr + 4], "little")
+
+
+def wr32(m: Machine, paddr: int, value: int) -> None:
+    m.mem.ram[paddr : paddr + 4] = value.to_bytes(4, "little")
+
+
+def pte(pt: int, vaddr: int) -> int:
+    return pt + ((vaddr >> 12) & 0x3FF) * 4
+
+
+def two_spaces() -> Machine:
+    """Space A maps V -> F1, space B maps V -> F2 (and both identity-map nothing else)."""
+    m = Machine(ram_size=RAM)
+    cpu = m.cpu
+    cpu.setup_flat32()
+    for pd, pt in ((PD_A, PT_A), (PD_B, PT_B)):
+        wr32(m, pd + (V >> 22) * 4, pt | PG_PW)
+    wr32(m, pte(PT_A, V), F1 | PG_PW)
+    wr32(m, pte(PT_A, V_SAME_SLOT), F3 | PG_PW)
+    wr32(m, pte(PT_B, V), F2 | PG_PW)
+    for frame, value in ((F1, 0x11111111), (F2, 0x22222222), (F3, 0x33333333)):
+        wr32(m, frame, value)
+    cpu.cr[3] = PD_A
+    cpu.cr[0] |= CR0_PG
+    cpu.compute_hflags()
+    return m
+
+
+def load(m: Machine, vaddr: int) -> int:
+    return m.cpu.softmmu.load(KERNEL, vaddr, 4)
+
+
+def cr3(m: Machine, value: int) -> None:
+    sysops.mov_to_cr(m.cpu, 3, value)
+
+
+# ---- hflags ---------------------------------------------------------------------------
+
+_CODE32 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_B
+_CODE16 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A
+_CODE64 = DESC_P | DESC_S | DESC_CS | DESC_R | DESC_A | DESC_L
+_DATA32 = DESC_P | DESC_S | DESC_W | DESC_A | DESC_B
+
+
+@pytest.mark.parametrize(
+    ("code", "lma", "seg_reg", "base", "others"),
+    [
+        case
+        for case in itertools.product(
+            [_CODE32, _CODE16, _CODE64], [False, True], [ES, DS, FS, GS], [0, 0x1000], [0, 0x2000]
+        )
+        if case[1] or case[0] != _CODE64  # CS.L means nothing outside long mode
+    ],
+)
+def test_load_data_seg_matches_compute_hflags(code: int, lma: bool, seg_reg: int, base: int, others: int) -> None:
+    m = Machine(ram_size=1 << 20)
+    cpu = m.cpu
+    cpu.setup_flat32()
+    if lma:
+        cpu.efer |= EFER_LMA
+    cpu.segs[CS] = SegmentCache(0x08, 0, 0xFFFFFFFF, code)
+    for s in (ES, SS, DS, FS, GS):
+        cpu.segs[s] = SegmentCache(0x10, others if s in (SS, ES) else 0, 0xFFFFFFFF, _DATA32)
+    cpu.compute_hflags()
+    cpu.load_data_seg(seg_reg, SegmentCache(0x18, base, 0xFFFF, _DATA32))
+    got = (cpu.hflags, list(cpu.seg_base), cpu.mmu_idx)
+    cpu.compute_hflags()
+    assert got == (cpu.hflags, list(cpu.seg_base), cpu.mmu_idx)
+
+
+# ---- interrupt frames -----------------------------------------------------------------
+
+
+def test_frame_straddling_into_an_unmapped_page_faults_like_the_pushes() -> None:
+    """INT 0x40 at CPL 0 with ESP 8 bytes above a page whose PTE is absent: EFLAGS and CS
+    land in the mapped page (pushed first), EIP faults: #PF at the lower page, ESP kept."""
+    m = two_spaces()
+    cpu = m.cpu
+    idt = 0x30000
+    handler = 0x1234
+    gdt = 0x31000
+    wr32(m, gdt + 8, 0x0000FFFF)
+    wr32(m, gdt + 12, 0x00CF9A00)  # ring-0 code, flat
+    wr32(m, gdt + 16, 0x0000FFFF)
+    wr32(m, gdt + 20, 0x00CF9200)  # ring-0 data, flat
+    # identity-map the low 4 MiB in A except the page below the stack
+    pt_low = 0x14000
+    wr32(m, PD_A, pt_low | PG_PW)
+    for page in range(0, 0x400000, 0x1000):
+        wr32(m, pt_low + (page >> 12) * 4, page | PG_PW)
+    stack_top = 0x40008  # frame: 0x40004 EFLAGS, 0x40000 CS, 0x3FFFC EIP
+    wr32(m, pt_low + (0x3F000 >> 12) * 4, 0)
+    wr32(m, idt + 0x40 * 8, (0x08 << 16) | handler)
+    wr32(m, idt + 0x40 * 8 + 4, 0x8E00)
+    cpu.gdtr_base, cpu.gdtr_limit = gdt, 23
+    cpu.idtr_base, cpu.idtr_limit = idt, 0x41 * 8 - 1
+    cpu.regs[4] = stack_top
+    cpu.eip = 0x5000
+    for addr in (0x40000, 0x40004):
+        wr32(m, addr, 0xDEADBEEF)
+    with pytest.raises(GuestFault) as info:
+        do_interrupt(cpu, 0x40, True, None, 0x5002)
+    assert info.value.vector == PF
+    assert info.value.cr2 == 0x3FFFC
+    assert info.value.error_code == 2  # not present, write, supervisor
+    assert rd32(m, 0x40004) == cpu.get_eflags()
+    assert rd32(m, 0x40000) == 0x08
+    assert cpu.regs[4] == stack_top and cpu.eip == 0x5000
+
+
+def test_frame_in_one_page_is_written_at_once_and_in_order() -> None:
+    m = two_spaces()
+    cpu = m.cpu
+    load(m, V)  # the entry for V (frame F1), writable once a store has walked it
+    cpu.softmmu.store(KERNEL, V + 0x100, 4, 0)
+    sp = seg.push_frame(cpu, 0, V + 0x100, 0xFFFFFFFF, 4, [1, 2, 3], 0)
+    assert sp == V + 0xF4
+    assert [rd32(m, F1 + off) for off in (0xFC, 0xF8, 0xF4)] == [1, 2, 3]
+    assert seg.peek_frame(cpu, V + 0xF4, 4, 3, 0) == [3, 2, 1]
+
+
+# ---- address spaces -------------------------------------------------------------------
+
+
+def test_switch_back_restores_entries_tagged_for_recheck() -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    assert load(m, V) == 0x11111111
+    tables_a = tlb.d
+    cr3(m, PD_B)
+    assert tlb.d is not tables_a
+    assert load(m, V) == 0x22222222
+    cr3(m, PD_A)
+    assert tlb.d is tables_a
+    slot = (V >> 12) & TLB_MASK
+    assert tlb.d[KERNEL].read[slot] == V | TLB_RECHECK
+    fills = tlb.stats.fills
+    assert load(m, V) == 0x11111111
+    assert tlb.stats.fills == fills  # the recheck passed: no walk
+    assert tlb.d[KERNEL].read[slot] == V
+
+
+def test_generated_code_names_follow_the_installed_tables() -> None:
+    m = two_spaces()
+    cpu = m.cpu
+    load(m, V)
+    cr3(m, PD_B)
+    for mmu_idx, ns in enumerate(cpu.namespaces):
+        assert ns["RT"] is cpu.tlb.d[mmu_idx].read
+        assert ns["WT"] is cpu.tlb.d[mmu_idx].write
+        assert ns["AD"] is cpu.tlb.d[mmu_idx].addend
+
+
+@pytest.mark.parametrize("change", ["remap", "clear-accessed", "pde"])
+def test_a_word_changed_while_away_drops_the_entry(change: str) -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    assert load(m, V) == 0x11111111
+    cr3(m, PD_B)
+    if change == "remap":
+        wr32(m, pte(PT_A, V), F3 | PG_PW | PG_A)
+        want = 0x33333333
+    elif change == "clear-accessed":
+        wr32(m, pte(PT_A, V), F1 | PG_PW)
+        want = 0x11111111
+    else:
+        wr32(m, PD_A + (V >> 22) * 4, PT_B | PG_PW)  # A now shares B's table
+        want = 0x22222222
+    cr3(m, PD_A)
+    fills = tlb.stats.fills
+    assert load(m, V) == want
+    assert tlb.stats.fills == fills + 1  # walked again
+    assert rd32(m, pte(PT_A if change != "pde" else PT_B, V)) & PG_A
+
+
+def test_victim_entry_is_rechecked_and_moves_in_as_a_fill_would() -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    load(m, V)
+    load(m, V_SAME_SLOT)  # V goes to the victim TLB
+    v_next = tlb.d[KERNEL].v_next
+    cr3(m, PD_B)
+    load(m, V)
+    cr3(m, PD_A)
+    desc = tlb.d[KERNEL]
+    assert desc.v_next == tlb.contexts[PD_B][KERNEL].v_next  # the ring position a flush leaves
+    assert V in desc.v_vpage and desc.v_read[desc.v_vpage.index(V)] & TLB_RECHECK
+    wr32(m, pte(PT_A, V), F2 | PG_PW | PG_A)  # changed: the victim entry must not be used
+    assert load(m, V) == 0x22222222
+    assert v_next == tlb.contexts[PD_B][KERNEL].v_next
+
+
+def test_same_cr3_reload_rechecks_in_place() -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    load(m, V)
+    tables = tlb.d
+    wr32(m, pte(PT_A, V), F3 | PG_PW)
+    assert load(m, V) == 0x11111111  # still cached: no invalidation yet
+    cr3(m, PD_A)
+    assert tlb.d is tables
+    assert load(m, V) == 0x33333333
+
+
+def test_notdirty_reaches_tables_put_aside() -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    m.cpu.softmmu.store(KERNEL, V, 4, 5)
+    slot = (V >> 12) & TLB_MASK
+    cr3(m, PD_B)
+    tlb.protect_code(F1)
+    saved = tlb.contexts[PD_A][KERNEL]
+    assert saved.write[slot] & TLB_NOTDIRTY
+
+
+def test_flush_range_and_full_flush_reach_tables_put_aside() -> None:
+    m = two_spaces()
+    tlb = m.cpu.tlb
+    load(m, V)
+    cr3(m, PD_B)
+    tlb.flush_range(V, 4)
+    assert tlb.contexts[PD_A][KERNEL].read[(V >> 12) & TLB_MASK] == INVALID_TAG
+    cr3(m, PD_A)
+    cr3(m, PD_B)
+    assert PD_A in tlb.contexts
+    tlb.flush()
+    assert not tlb.contexts
+
+
+def test_global_entries_follow_the_live_tables_under_pge() -> None:
+    m = two_spaces()
+    cpu = m.cpu
+    tlb = cpu.tlb
+    cpu.cr[4] |= CR4_PGE
+    rwx = PAGE_READ | PAGE_WRITE | PAGE_EXEC
+    g = 0x00801000  # TLB slot 1
+    slot = (g >> 12) & TLB_MASK
+    tlb.set_page(KERNEL, g, 0x30000, rwx | PAGE_GLOBAL, deps=(2, 0, 0))
+    load(m, V)
+    cr3(m, PD_B)
+    desc = tlb.d[KERNEL]
+    assert desc.vpage[slot] == g and desc.prot[slot] & PAGE_GLOBAL  # kept, as flush_nonglobal keeps it
+    assert desc.vpage[(V >> 12) & TLB_MASK] == -1  # A's own entry stayed with A
+    # In B the global entry is pushed to the victim TLB by a non-global page of its slot.
+    tlb.set_page(KERNEL, g + 0x100000, 0x31000, rwx, deps=(2, 0, 0))
+    cr3(m, PD_A)
+    desc = tlb.d[KERNEL]
+    assert desc.vpage[slot] == -1  # not A's stale copy of g, not B's non-global page
+    assert g in desc.v_vpage  # the live global entry, where the flush leaves it
+    assert desc.read[(V >> 12) & TLB_MASK] == V | TLB_RECHECK
+
+
+def test_tracing_fills_keeps_plain_flushes() -> None:
+    m = two_spaces()
+    seen: list[int] = []
+    m.cpu.trace.tlb_fill = lambda cpu, vaddr, *rest: seen.append(vaddr)
+    load(m, V)
+    cr3(m, PD_B)
+    cr3(m, PD_A)
+    assert not m.cpu.tlb.contexts
+    load(m, V)
+    assert seen == [V, V]
+
+
+def test_a_live_global_entry_wins_over_the_spaces_own_unchecked_copy() -> None:
+    """Under CR4.PGE the global entry a flush keeps is the one used, not a non-global
+    entry for the same page that the space kept from before."""
+    m = two_spaces()
+    cpu = m.cpu
+    tlb = cpu.tlb
+    cpu.cr[4] |= CR4_PGE
+    rwx = PAGE_READ | PAGE_WRITE | PAGE_EXEC
+    p = 0x00802000
+    slot = (p >> 12) & TLB_MASK
+    tlb.set_page(KERNEL, p, 0x31000, rwx, deps=(2, 0, 0))  # A's own, non-global
+    tlb.set_page(KERNEL, p + 0x100000, 0x32000, rwx, deps=(2, 0, 0))  # pushes it to A's victim TLB
+    cr3(m, PD_B)
+    tlb.set_page(KERNEL, p, 0x33000, rwx | PAGE_GLOBAL, deps=(2, 0, 0))  # B's global entry for p
+    cr3(m, PD_A)
+    desc = tlb.d[KERNEL]
+    assert desc.vpage[slot] == p and desc.paddr[slot] == 0x33000
+    assert p not in desc.v_vpage

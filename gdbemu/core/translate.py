@@ -330,10 +330,12 @@ class Translator:
         if tier == 2:
             tb.fn = self._build_tier2(cpu, tb, ns)
             tb.tier = 2
+            tb.fast = not tb.hflags & HF_TF
             self.stats["tier2_built"] += 1
         else:
             tb.fn = self._build_tier1(cpu, tb, ns)
             tb.tier = 1
+            tb.fast = False
             self.stats["tier1_built"] += 1
 
     def _chainable(self, tb: TB, targets: dict[int, int]) -> None:

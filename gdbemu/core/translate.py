@@ -65,12 +65,8 @@ _XREG_RE = re.compile(r"\br(8|9|1[0-5])\b")
 
 def _xregs_used(lines: list[Any]) -> list[int]:
     """R8..R15 (as 8..15) named in a 64-bit TB's code: only those are loaded from RX."""
-    found: set[int] = set()
-    for line in lines:
-        text = line.eip if isinstance(line, Exit) else line
-        if isinstance(text, str) and "r" in text:
-            found.update(int(n) for n in _XREG_RE.findall(text))
-    return sorted(found)
+    text = "\n".join(line.eip if isinstance(line, Exit) else line for line in lines)
+    return sorted({int(n) for n in _XREG_RE.findall(text)})
 
 
 def _xload(used: list[int], indent: str) -> str:

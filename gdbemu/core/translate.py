@@ -29,6 +29,7 @@ which hold exactly that because op emitters write registers last).
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Callable
@@ -414,7 +415,10 @@ class Translator:
             targets[0] = tb.next_eip
         loops = any(isinstance(x, Exit) and x.slot == -1 for x in e.lines)
         self._chainable(tb, targets)
-        body = _drop_dead_cc(_reuse_slot(_propagate(e.lines[body_start:])))
+        body = e.lines[body_start:]
+        if loops:
+            # Worth their cost (~0.1 ms a TB) where the body runs many times per call.
+            body = _drop_dead_cc(_reuse_slot(_propagate(body)))
         src = self._render_tier2(tb, e, body, loops)
         code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
         loc: dict[str, Any] = {}
@@ -452,7 +456,8 @@ class Translator:
         """
         n = tb.n_insns
         extra = 1 if loops else 0  # body is nested one level deeper inside `while True:`
-        used = _globals_used(body)
+        # Only a looping TB gains: binding costs a little on every call.
+        used = _globals_used(body) if loops else set()
         binds = ", ".join(f"{g}={g}" for g in _BINDABLE if g in used)
         out = [
             f"def _tb({binds}):",
@@ -602,46 +607,84 @@ _COPY_RE = re.compile(rf"^(\s*)({_TEMP}) = ([A-Za-z_]\w*)$")
 _ASSIGN_TO_TEMP_RE = re.compile(rf"^(\s*)({_TEMP}) = (.+)$")
 _TUPLE_TARGET_RE = re.compile(r"^\s*([\w ]+,[\w, ]*?)\s*=(?!=)")
 _REG_NAMES = frozenset(GPR_NAMES)
+_TEMP_FULL_RE = re.compile(_TEMP)
+_TEMP_ASSIGN_RE = re.compile(rf"(?<![\w.])({_TEMP})\b\s*(?:[-+*/%&|^]|<<|>>)?:?=(?!=)")
+
+
+_IDENT_RE = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
+_TEMP_TOKEN_RE = re.compile(rf"(?<![\w.]){_TEMP}\b")
+_LONE_EQ_RE = re.compile(r"(?<![=!<>:])=(?!=)")
+_WALRUS_RE = re.compile(r"([A-Za-z_]\w*)\s*:=")
+_AUGMENTED_RE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?:[-+*/%&|^@]|<<|>>|//|\*\*)=(?!=)")
+_ANY_TARGET_RE = re.compile(r"\b(for|while|del|global|nonlocal|lambda|with|import|as)\b|;")
+_SUBSCRIPT_RE = re.compile(r"\[[^\[\]]*\]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _line_info(line: str) -> tuple[frozenset[str], frozenset[str] | None]:
+    """(names a line reads or writes, names it may assign; None: it may assign anything).
+
+    Conservative: a name wrongly counted as assigned only forgoes an optimisation.
+    """
+    ids = frozenset(_IDENT_RE.findall(line))
+    if _ANY_TARGET_RE.search(line):
+        return ids, None
+    assigned = set(_WALRUS_RE.findall(line))
+    assigned.update(_AUGMENTED_RE.findall(line))
+    m = _LONE_EQ_RE.search(line)
+    if m is not None:
+        lhs = line[: m.start()]
+        if lhs.lstrip().startswith(("if ", "elif ", "else")) and ":" in lhs:
+            lhs = lhs.rsplit(":", 1)[1]  # the statement after a one-line if / else
+        while True:
+            stripped = _SUBSCRIPT_RE.sub("", lhs)
+            if stripped == lhs:
+                break
+            lhs = stripped
+        assigned.update(_IDENT_RE.findall(lhs))
+    return ids, frozenset(assigned)
 
 
 def _assigns(name: str, line: str) -> bool:
-    """Could ``line`` assign ``name``?  Conservative: a false yes only forgoes an optimisation."""
+    """Could ``line`` assign ``name``?"""
     if name not in line:
         return False
-    if re.search(rf"(?<![\w.]){name}\b\s*(?:[-+*/%&|^@]|<<|>>|//|\*\*)?:?=(?!=)", line):
-        return True
-    if re.search(rf"(?<![\w.]){name}\b\s*,[^=]*(?<![=!<>]):?=(?!=)", line):
-        return True  # a tuple target (the register reload after a helper)
-    return bool(re.search(r"\b(for|while|del|global|nonlocal|lambda|with)\b|;", line))
+    assigned = _line_info(line)[1]
+    return assigned is None or name in assigned
 
 
 def _uses(name: str, text: str) -> bool:
-    return name in text and re.search(rf"(?<![\w.]){name}\b", text) is not None
+    return name in text and name in _line_info(text)[0]
 
 
 def _text(line: str | Exit) -> str:
     return line if isinstance(line, str) else line.eip
 
 
-def _substitute(lines: list[str | Exit], start: int, temp: str, repl: str, kill: str) -> list[str | Exit] | None:
-    """Replace ``temp`` by ``repl`` in lines[start:]; None if a use comes after ``kill`` is reassigned."""
-    out = list(lines)
-    pat = re.compile(rf"(?<![\w.]){temp}\b")
+def _substitute(lines: list[str | Exit], start: int, temp: str, repl: str, kill: str, stop: int) -> bool:
+    """Replace ``temp`` by ``repl`` in lines[start:], in place; False (nothing changed)
+    if a use comes after ``kill`` is reassigned."""
+    changes: list[tuple[int, str | Exit]] = []
+
+    def sub(m: re.Match[str]) -> str:
+        return repl if m.group(0) == temp else m.group(0)
+
     killed = False
-    for j in range(start, len(out)):
-        line = out[j]
+    for j in range(start, min(stop + 1, len(lines))):  # stop: at or after the last use
+        line = lines[j]
         text = _text(line)
         if _uses(temp, text):
             if killed:
-                return None
+                return False
             if isinstance(line, Exit):
-                line = Exit(line.indent, line.slot, pat.sub(repl, line.eip), line.done)
-                out[j] = line
+                changes.append((j, Exit(line.indent, line.slot, _TEMP_TOKEN_RE.sub(sub, line.eip), line.done)))
             else:
-                out[j] = pat.sub(repl, line)
+                changes.append((j, _TEMP_TOKEN_RE.sub(sub, line)))
         if isinstance(line, str) and _assigns(kill, line):
             killed = True
-    return out
+    for j, new in changes:
+        lines[j] = new
+    return True
 
 
 def _propagate(body: list[str | Exit]) -> list[str | Exit]:
@@ -656,37 +699,43 @@ def _propagate(body: list[str | Exit]) -> list[str | Exit]:
       later uses of ``_v2`` reading ``eax``.  The register is written by the
       same statement as before, so a fault in ``<expr>`` leaves it as it was.
     """
-    counts: dict[str, int] = {}
-    for line in body:
-        if isinstance(line, str):
-            for hit in re.finditer(rf"(?<![\w.])({_TEMP})\b\s*(?:[-+*/%&|^]|<<|>>)?:?=(?!=)", line):
-                counts[hit.group(1)] = counts.get(hit.group(1), 0) + 1
-            t = _TUPLE_TARGET_RE.match(line)
-            if t:
-                for name in re.findall(_TEMP, t.group(1)):
-                    counts[name] = counts.get(name, 0) + 2  # tuple targets: leave alone
+    counts: dict[str, int] = {}  # assignments of each temporary (2: leave it alone)
+    # Index of each temporary's last use; lines only ever go, so indices only move down.
+    last: dict[str, int] = {}
+    for j, line in enumerate(body):
+        ids, assigned = _line_info(_text(line))
+        for name in ids:
+            if name[0] == "_" and name[-1].isdigit():
+                last[name] = j
+                if assigned is None:
+                    counts[name] = 2
+        if assigned and isinstance(line, str):
+            tuple_target = _TUPLE_TARGET_RE.match(line) is not None
+            for name in assigned:
+                if name[0] == "_" and name[-1].isdigit():
+                    counts[name] = counts.get(name, 0) + (2 if tuple_target else 1)
+    body = list(body)
     i = 0
     while i < len(body):
         line = body[i]
         if isinstance(line, str):
             m = _COPY_RE.match(line)
-            if m and counts.get(m.group(2)) == 1 and (m.group(3) in _REG_NAMES or re.fullmatch(_TEMP, m.group(3))):
+            if m and counts.get(m.group(2)) == 1 and (m.group(3) in _REG_NAMES or _TEMP_FULL_RE.fullmatch(m.group(3))):
                 temp, src = m.group(2), m.group(3)
-                new = _substitute(body, i + 1, temp, src, src)
-                if new is not None:
-                    body = new[:i] + new[i + 1 :]
+                if _substitute(body, i + 1, temp, src, src, last.get(temp, len(body))):
+                    if src in last:
+                        last[src] = max(last[src], last.get(temp, 0))
+                    del body[i]
                     i = max(i - 1, 0)  # the line before may now pair with the next one
                     continue
             ma = _ASSIGN_TO_TEMP_RE.match(line)
             nxt = body[i + 1] if i + 1 < len(body) else None
             if ma and counts.get(ma.group(2)) == 1 and isinstance(nxt, str):
                 indent, temp, expr = ma.groups()
-                m2 = re.fullmatch(rf"{indent}([a-z]\w*) = {temp}", nxt)
-                if m2 and m2.group(1) in _REG_NAMES:
-                    reg = m2.group(1)
-                    new = _substitute(body, i + 2, temp, reg, reg)
-                    if new is not None:
-                        body = new[:i] + [f"{indent}{reg} = {expr}"] + new[i + 2 :]
+                reg, eq, rhs = nxt[len(indent) :].partition(" = ")
+                if nxt.startswith(indent) and eq and rhs == temp and reg in _REG_NAMES:
+                    if _substitute(body, i + 2, temp, reg, reg, last.get(temp, len(body))):
+                        body[i : i + 2] = [f"{indent}{reg} = {expr}"]
                         continue
         i += 1
     return body

@@ -471,15 +471,15 @@ class Translator:
             # A breakpoint mark: checked before anything runs (state is exactly the TB entry's).
             out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & _lin_mask(tb.hflags)})")
         if loops:
-            out.append("    _ic = 0")
-            # The loop goes round again while a whole iteration fits in the budget.
-            out.append(f"    _dl = cpu.icount_deadline - cpu.icount - {n}")
+            # Iterations the budget allows (at least one: the exec loop admitted the TB);
+            # _k counts them down, so (_k0 - _k) * n instructions are done at an iteration's start.
+            out.append(f"    _k0 = _k = (cpu.icount_deadline - cpu.icount) // {n} or 1")
         out.append("    try:")
         if loops:
             out.append("        while True:")
         owner = [0] * len(out)  # instruction of each line so far (the prologue: the first)
         pad = "    " * (1 + extra)
-        ic = "_ic + " if loops else ""
+        ic = f"(_k0 - _k) * {n} + " if loops else ""
         k = 0
         for line in body:
             if isinstance(line, str) and line.startswith(_INSN_MARK):
@@ -490,11 +490,11 @@ class Translator:
             if isinstance(line, Exit):
                 ind = "    " * (line.indent + 1 + extra)
                 if line.slot == -1:
-                    out.append(f"{ind}_ic += {n}")
-                    out.append(f"{ind}if _ic <= _dl: continue")
+                    out.append(f"{ind}_k -= 1")
+                    out.append(f"{ind}if _k: continue")
                     out.extend(self._writeback(e, ind))
                     out.append(f"{ind}cpu.eip = {line.eip}")
-                    out.append(f"{ind}cpu.icount += _ic")
+                    out.append(f"{ind}cpu.icount += _k0 * {n}")
                     out.append(f"{ind}return 0")
                 else:
                     out.extend(self._writeback(e, ind))

@@ -79,7 +79,9 @@ class Machine:
         self.trace: TraceHooks[CPU] = trace if trace is not None else TraceHooks()
         # The attached debugger's hooks (debug/): watch log and conditions.  None: no debugger.
         self.debugger: DebuggerHooks[CPU] | None = None
-        self.exec_ctx = ExecContext(self.mem, self.tbs, self.translator, self.breakpoints, self, self.trace)
+        self.exec_ctx = ExecContext(
+            self.mem, self.tbs, self.translator, self.breakpoints, self, self.trace, cross_page_chain=ncpus == 1
+        )
         self.exit_code: int | None = None
         self.stop_reason: RunStop | None = None
         self.mem.on_phys_write.append(self._phys_written)
@@ -179,10 +181,9 @@ class Machine:
             cpu.tlb.flush_range(vaddr, length)
 
     def _tb_invalidated(self, tb: TB) -> None:
-        key = (tb.pc, tb.cs_base, tb.hflags)
         for cpu in self.cpus:
-            if cpu.jmp_cache.get(key) is tb:
-                del cpu.jmp_cache[key]
+            if cpu.jmp_cache.get(tb.pc) is tb:
+                del cpu.jmp_cache[tb.pc]
 
     # ---- control (core.events.MachineEvents) ----------------------------------------
     def request_stop(self, stop: RunStop, exit_code: int | None = None) -> None:

@@ -195,8 +195,10 @@ class CPU:
         self.breakpoints = breakpoints
         self.events = events
         self.trace = trace
-        # (eip, cs_base, hflags) -> TB; dropped on any TLB flush.
-        self.jmp_cache: dict[tuple[int, int, int], TB] = {}
+        # EIP -> TB (a hit must match CS base and hflags: core/exec.tb_lookup); dropped on any TLB flush.
+        self.jmp_cache: dict[int, TB] = {}
+        # Direct jumps chained across pages (TB, slot): unlinked on any TLB flush (core/exec.py).
+        self.xlinks: list[tuple[TB, int]] = []
         tlb.on_flush.append(self._tlb_flushed)
         tlb.on_switch.append(self._tlb_switched)
         # The end of the exec slice now running (cpu_exec sets it; looping TBs stop there).
@@ -223,6 +225,14 @@ class CPU:
 
     def _tlb_flushed(self, vpage: int | None) -> None:
         self.jmp_cache.clear()
+        if self.xlinks:
+            self.unlink_cross_page()
+
+    def unlink_cross_page(self) -> None:
+        """Drop the direct-jump links across pages this CPU made (core/exec.py): a mapping may change."""
+        for tb, slot in self.xlinks:
+            tb.jmp[slot] = None
+        self.xlinks.clear()
 
     def _tlb_switched(self) -> None:
         """A CR3 write installed another address space's tables: generated code's names follow."""

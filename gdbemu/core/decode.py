@@ -34,7 +34,9 @@ maps encodings to keys, and ``tests/unit/test_decode_keys.py`` checks it.
 Operands (registers, immediates, memory operands with their effective
 segment) still come from capstone, which also remains the disassembler for
 logs and ``x/i`` (:func:`disasm`).  capstone with operand details costs
-~10-17 us per instruction, far more than executing one, so a decoded record
+~10-17 us per instruction through its Python classes (about half that when
+``Decoder._decode`` reads the C record with ctypes, as it does), far more
+than executing one, so a decoded record
 is cached by the exact bytes that produced it (and the code size), and the
 translator asks this module only when it builds a TB.  Records are immutable
 and carry everything the op emitters need, resolved once: GPR numbers
@@ -51,9 +53,12 @@ a constant.  Vector registers are operands of kind XMM / MMX.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+from typing import Any
 
 import capstone
+from capstone import _cs, _cs_insn
 from capstone import x86 as cx
 
 # Operand kinds
@@ -142,6 +147,7 @@ class Decoder:
         # (whose bytes merely share the 15-byte window) costs nothing.
         self.by_addr: dict[int, Insn] = {}
         self.decoded = 0  # capstone calls, for stats
+        self._reg_names: dict[int, str] = {}  # capstone register id -> name
         self.patched = 0  # immediate-only re-decodes (SMC that rewrites constants)
 
     def decode(self, window: bytes, addr: int) -> Insn:
@@ -208,7 +214,146 @@ class Decoder:
         )
 
     def _decode(self, window: bytes, addr: int) -> Insn:
+        """Decode through capstone's C API directly (the Python wrapper's objects cost ~3/4 of it).
+
+        Reads the same fields of the same ``cs_insn`` record as
+        ``_decode_wrapped`` does through capstone's Python classes, and gives
+        equal records (tests/unit/test_decode_direct.py checks that on a
+        kernel's code and on every test form).
+        """
         self.decoded += 1
+        data = bytes(window)
+        all_insn = ctypes.POINTER(_cs_insn)()
+        count = _cs.cs_disasm(self.md.csh, data, len(data), addr, 1, ctypes.byref(all_insn))
+        if count <= 0:
+            raise DecodeError(data[:15].hex())
+        try:
+            ci = all_insn[0]
+            size = ci.size
+            x = ci.detail.contents.arch.x86
+            prefix0 = x.prefix[0]
+            opcode = tuple(x.opcode)
+            modrm = x.modrm
+            enc = x.encoding
+            imm_off, imm_size = enc.imm_offset, enc.imm_size
+            operands = x.operands
+            raw_ops = []
+            for k in range(x.op_count):
+                o = operands[k]
+                t = o.type
+                if t == cx.X86_OP_MEM:
+                    m = o.value.mem
+                    raw_ops.append((t, o.size, (m.segment, m.base, m.index, m.scale, m.disp)))
+                elif t == cx.X86_OP_IMM:
+                    raw_ops.append((t, o.size, o.value.imm))
+                else:
+                    raw_ops.append((t, o.size, o.value.reg))
+        finally:
+            _cs.cs_free(all_insn, count)
+        raw = data[:size]
+        return self._record(addr, size, prefix0, opcode, modrm, imm_off, imm_size, raw, raw_ops)
+
+    def _reg_name(self, reg: int) -> str:
+        name = self._reg_names.get(reg)
+        if name is None:
+            name = self._reg_names[reg] = self.md.reg_name(reg)
+        return name
+
+    def _record(
+        self,
+        addr: int,
+        size: int,
+        prefix0: int,
+        opcode: tuple[int, ...],
+        modrm: int,
+        imm_off: int,
+        imm_size: int,
+        raw: bytes,
+        raw_ops: list[tuple[int, int, Any]],
+    ) -> Insn:
+        """Build the Insn from capstone's fields (shared by both ways of calling capstone)."""
+        key, opsize, addrsize = op_name(raw, self.bits)
+        ops = []
+        for t, osize, value in raw_ops:
+            if t == cx.X86_OP_REG:
+                name = self._reg_name(value)
+                if name in _GPR:
+                    r, high = _GPR[name]
+                    ops.append(Operand(REG, osize, r, high))
+                elif name in _SREG:
+                    ops.append(Operand(SREG, 2, _SREG[name]))
+                elif name in _XMM:
+                    ops.append(Operand(XMM, osize, _XMM[name]))
+                elif name in _MMX:
+                    ops.append(Operand(MMX, osize, _MMX[name]))
+                elif name.startswith("cr"):
+                    ops.append(Operand(CREG, 4, int(name[2:])))
+                elif name.startswith("dr"):
+                    ops.append(Operand(DREG, 4, int(name[2:])))
+                else:
+                    ops.append(Operand(OTHER, osize, value))
+            elif t == cx.X86_OP_IMM:
+                ops.append(Operand(IMM, osize, imm=value))
+            elif t == cx.X86_OP_MEM:
+                segment, mbase, mindex, scale, disp = value
+                base = index = -1
+                bname = self._reg_name(mbase) if mbase else None
+                iname = self._reg_name(mindex) if mindex else None
+                riprel = False
+                if bname in ("rip", "eip"):
+                    # RIP-relative (eip with a 67 prefix: the address is 32-bit)
+                    riprel = True
+                    bmask = 0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF
+                    disp = (addr + size + disp) & bmask
+                    bname = None
+                if bname is not None:
+                    if bname not in _GPR:
+                        raise DecodeError(f"unsupported base {bname}")
+                    base = _GPR[bname][0]
+                if iname is not None:
+                    if iname not in _GPR:
+                        raise DecodeError(f"unsupported index {iname}")
+                    index = _GPR[iname][0]
+                if segment:
+                    seg = _SREG[self._reg_name(segment)]
+                    override = True
+                else:
+                    seg = 2 if base in (4, 5) else 3
+                    override = False
+                ops.append(
+                    Operand(
+                        MEM,
+                        osize,
+                        imm=0,
+                        seg=seg,
+                        seg_override=override,
+                        base=base,
+                        index=index,
+                        scale=scale,
+                        disp=disp,
+                        riprel=riprel,
+                    )
+                )
+            else:
+                ops.append(Operand(OTHER, osize))
+        return Insn(
+            addr=addr,
+            size=size,
+            name=key,
+            ops=tuple(ops),
+            rep=prefix0 if prefix0 in (0xF3, 0xF2) else 0,
+            lock=prefix0 == 0xF0,
+            opsize=opsize,
+            addrsize=addrsize,
+            raw=raw,
+            opcode=opcode,
+            modrm=modrm,
+            imm_off=imm_off,
+            imm_size=imm_size,
+        )
+
+    def _decode_wrapped(self, window: bytes, addr: int) -> Insn:
+        """The reference: the same decoding through capstone's Python classes (tests compare the two)."""
         try:
             ci = next(self.md.disasm(window, addr, 1))
         except StopIteration:

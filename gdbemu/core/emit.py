@@ -51,6 +51,7 @@ Rules an op emitter must follow (they make exceptions precise, invariant 2):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -71,6 +72,8 @@ _SHIFT = {1: "", 2: " >> 1", 4: " >> 2", 8: " >> 3"}
 _TAGMASK = {size: align_mask(size) for size in (1, 2, 4, 8)}
 # The TLB slot of a vaddr, as generated code computes it: (vaddr >> PAGE_BITS) & TLB_MASK
 _SLOT = f">> {PAGE_BITS} & {TLB_MASK}"
+_TEMP_RE = re.compile(r"_[a-z]+\d+")
+_LITERAL_RE = re.compile(r"-?(0x[0-9a-f]+|\d+)")
 
 
 def code_mask(hflags: int) -> int:
@@ -113,6 +116,9 @@ class Emitter:
         self.synced = False  # a sync_call happened
         # Static knowledge of the lazy flags: (kind, size) or None when unknown.
         self.cc_static: tuple[int, int] | None = None
+        # Tier 2: (cc_static when set, dst, src, line count then) of the last set_cc, so a
+        # CF read right after can use the values instead of cc_dst/cc_src (see carry()).
+        self.cc_vals: tuple[object, str, str, int] | None = None
         # Set per instruction by the translator:
         self.insn: Insn = None  # type: ignore[assignment]
         self.index = 0
@@ -351,6 +357,7 @@ class Emitter:
     def set_cc(self, kind: int, size: int, dst: str, src: str = "0", src2: str | None = None) -> None:
         """Record a flag-setting operation lazily (skipped when the flags are dead)."""
         self.cc_static = (kind, size)
+        self.cc_vals = (self.cc_static, dst, src, len(self.lines))
         if not self.flags_live:
             return
         self.cc_written = True
@@ -380,16 +387,50 @@ class Emitter:
         """Expression for the whole EFLAGS register."""
         return f"(cpu.eflags & {~F.ARITH & 0xFFFFFFFF:#x} | {self.eflags_arith()})"
 
+    def _stable_cc_vals(self) -> tuple[str, str] | None:
+        """The last set_cc's dst/src when they are literals or temporaries not assigned since.
+
+        Then CF can be computed from them rather than from cc_dst/cc_src, and
+        the set_cc itself may turn out dead (translate.py drops a cc store
+        overwritten before anything can read it).
+        """
+        vals = self.cc_vals
+        if self.tier1 or vals is None or vals[0] is not self.cc_static:
+            return None
+        names = []
+        for x in vals[1:3]:
+            assert isinstance(x, str)
+            if _LITERAL_RE.fullmatch(x):
+                continue
+            if not _TEMP_RE.fullmatch(x):
+                return None
+            names.append(x)
+        for line in self.lines[vals[3] :]:
+            if not isinstance(line, str):
+                return None
+            for x in names:
+                if x in line and (
+                    re.search(rf"(?<![\w.]){x}\b", line.split(" = ", 1)[0] if " = " in line else "")
+                    or re.search(rf"(?<![\w.]){x}\s*(:|[-+*/%&|^<>]+)=", line)
+                ):
+                    return None
+        return str(vals[1]), str(vals[2])
+
     def carry(self) -> str:
         """Expression (0/1 or bool) for CF."""
         st = self.cc_static
         if st is not None:
             kind, size = st
             m = MASK[size]
+            vals = self._stable_cc_vals() if kind in (F.ADD, F.SUB) else None
             if kind == F.SUB:
+                if vals is not None:
+                    return f"(({vals[0]} + {vals[1]} & {m:#x}) < {vals[1]})"
                 return f"((cc_dst + cc_src & {m:#x}) < cc_src)"
             if kind == F.ADD:
-                return f"(cc_dst < (cc_dst - cc_src & {m:#x}))"
+                if vals is not None:
+                    return f"({vals[0]} < {vals[1]})"
+                return "(cc_dst < cc_src)"  # the sum wrapped iff it is below either addend
             if kind == F.LOGIC:
                 return "0"
             if kind in (F.INC, F.DEC):
@@ -401,7 +442,7 @@ class Emitter:
         return "CARRY(cc_op, cc_dst, cc_src, cc_src2)"
 
     def cond(self, cc: int) -> str:
-        """Expression true when condition ``cc`` (x86 encoding, 0..15) holds."""
+        """Expression true when condition ``cc`` (x86 encoding, 0..15) holds (truthy, not always a bool)."""
         st = self.cc_static
         neg = cc & 1
         base = cc >> 1
@@ -410,8 +451,8 @@ class Emitter:
             m = MASK[size]
             s = SIGN[size]
             expr = None
-            if base == 2 and kind not in (F.EFLAGS, F.BT):  # Z
-                expr = "cc_dst == 0" if not neg else "cc_dst != 0"
+            if base == 2 and kind not in (F.EFLAGS, F.BT):  # Z (conditions are only tested for truth)
+                expr = "not cc_dst" if not neg else "cc_dst"
             elif base == 4 and kind not in (F.EFLAGS, F.BT):  # S
                 expr = f"cc_dst & {s:#x}" if not neg else f"not cc_dst & {s:#x}"
             elif kind == F.SUB:
@@ -428,7 +469,7 @@ class Emitter:
                 if base == 0 or base == 1:  # O, B: never
                     expr = "False" if not neg else "True"
                 elif base == 3:  # BE == Z
-                    expr = "cc_dst == 0" if not neg else "cc_dst != 0"
+                    expr = "not cc_dst" if not neg else "cc_dst"
                 elif base == 6:  # L == S
                     expr = f"cc_dst & {s:#x}" if not neg else f"not cc_dst & {s:#x}"
                 elif base == 7:  # LE == Z or S

@@ -54,6 +54,13 @@ class ExecContext:
     # How an architectural exception is delivered (through the IDT); tests may
     # give their own to observe faults without a guest handler.
     deliver_exception: Callable[[CPU, GuestFault], None] = interrupts.raise_exception
+    # Chain direct jumps across pages (unlinked at every TLB flush of the CPU that
+    # made the link): sound with one CPU only, since the links are shared.
+    cross_page_chain: bool = True
+
+
+# Cross-page links kept at most (they are dropped at a TLB flush, or all at once past this).
+XLINKS_MAX = 65536
 
 
 def tb_gen_code(
@@ -74,13 +81,17 @@ def tb_gen_code(
 
 
 def tb_lookup(ctx: ExecContext, cpu: CPU) -> TB:
-    """Find or build the TB for the CPU's current state (tb_lookup + tb_gen_code)."""
+    """Find or build the TB for the CPU's current state (tb_lookup + tb_gen_code).
+
+    The jump cache is keyed by EIP alone (an int hashes far faster than a
+    tuple of three); a hit counts only when the TB's CS base and hflags are
+    the CPU's, so a TB for the same EIP in another mode just replaces it.
+    """
     eip = cpu.eip
     cs_base = cpu.seg_base[1]
     hflags = cpu.hflags
-    key = (eip, cs_base, hflags)
-    tb = cpu.jmp_cache.get(key)
-    if tb is not None and tb.valid:
+    tb = cpu.jmp_cache.get(eip)
+    if tb is not None and tb.valid and tb.hflags == hflags and tb.cs_base == cs_base:
         return tb
     mmu_idx = (hflags >> HF_MMU_SHIFT) & 3
     phys_pc = cpu.softmmu.code_paddr(mmu_idx, cs_base + eip)
@@ -99,7 +110,7 @@ def tb_lookup(ctx: ExecContext, cpu: CPU) -> TB:
         tb = tb_gen_code(ctx, cpu, eip, cs_base, hflags)
         tbs.stats["tb_built"] += 1
         tbs.link(tb)
-    cpu.jmp_cache[key] = tb
+    cpu.jmp_cache[eip] = tb
     return tb
 
 
@@ -140,10 +151,24 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
     at once, forever, as the hardware would loop).  The budget of a slice
     bounds its events as well as its instructions, so the caller keeps
     control (polls gdb, ends the run) whatever the guest does.
+
+    Two loops: the outer one does every check (pending requests and the
+    interrupt shadow, the budget and its truncated TBs, the exception storm,
+    tier counting, the trace hook, single-step traps, lookups and chaining);
+    after a TB returns normally the inner one runs the common case alone —
+    nothing pending, the successor chained (slot 0/1) or in the jump cache
+    (slot 2), compiled (``tb.fast``), within the budget — and hands anything
+    else back to the outer loop with the same ``tb`` and ``slot``, which then
+    does exactly what it would have done.
     """
     tbs = ctx.tbs
     translator = ctx.translator
     tb_exec = ctx.trace.tb_exec  # -d exec,cpu: None unless tracing
+    inner = tb_exec is None  # the inner loop has no trace hook
+    xpage = ctx.cross_page_chain
+    jc = cpu.jmp_cache
+    seg_base = cpu.seg_base
+    xlinks = cpu.xlinks
 
     def deliver(cpu: CPU, fault: GuestFault) -> None:
         watched(ctx, cpu, lambda: ctx.deliver_exception(cpu, fault))
@@ -186,8 +211,16 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                     tb = None
                     slot = 2
                     continue
-                if slot < 2 and tb is not None and tb.chain[slot] and tb.valid:
-                    tb.jmp[slot] = nxt
+                if slot < 2 and tb is not None and tb.valid and tb.cacheable:
+                    if tb.chain[slot]:
+                        tb.jmp[slot] = nxt
+                    elif xpage:
+                        # A direct jump to another page: chained until the next TLB
+                        # flush, which unlinks it (the jump cache's lifetime).
+                        if len(xlinks) >= XLINKS_MAX:  # a guest that never flushes its TLB
+                            cpu.unlink_cross_page()
+                        tb.jmp[slot] = nxt
+                        xlinks.append((tb, slot))
             tb = nxt
             if tb.n_insns > left:
                 tb = tb_gen_code(ctx, cpu, cpu.eip, cpu.seg_base[1], cpu.hflags, max_insns=left)
@@ -205,6 +238,24 @@ def cpu_exec(ctx: ExecContext, cpu: CPU, max_insns: int, single: bool = False) -
                     _single_step_trap(ctx, cpu)
                     tb = None
                     slot = 2
+                elif inner:
+                    while True:
+                        req = cpu.interrupt_request
+                        if req and (req != REQ_HARD or cpu.eflags & 0x200):
+                            break
+                        if slot < 2:
+                            nxt = tb.jmp[slot]
+                            if nxt is None or not nxt.valid:
+                                break
+                        else:
+                            nxt = jc.get(cpu.eip)
+                            if nxt is None or not nxt.valid or nxt.hflags != cpu.hflags or nxt.cs_base != seg_base[1]:
+                                break
+                        if not nxt.fast or nxt.n_insns > end - cpu.icount:
+                            break
+                        tb = nxt
+                        tbs.current = tb
+                        slot = tb.fn()
             except GuestFault as fault:
                 tbs.current = None
                 if fault.soft:

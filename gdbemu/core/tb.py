@@ -60,6 +60,7 @@ class TB:
         "dyn",
         "insn_paddrs",
         "bp",
+        "fast",
     )
 
     def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
@@ -88,6 +89,8 @@ class TB:
         self.dyn = False
         self.insn_paddrs: tuple[int, ...] = ()
         self.bp = False  # starts at a breakpoint mark: the prologue checks it
+        # Compiled (tier 2) and not single-stepping (HF_TF): the exec loop's inner loop may run it.
+        self.fast = False
 
     def __repr__(self) -> str:
         return f"<TB {self.cs_base:#x}:{self.pc:#x} phys={self.phys_pc:#x} n={self.n_insns} tier={self.tier}>"

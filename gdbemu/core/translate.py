@@ -29,6 +29,7 @@ which hold exactly that because op emitters write registers last).
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Callable
@@ -65,11 +66,8 @@ _XREG_RE = re.compile(r"\br(8|9|1[0-5])\b")
 
 def _xregs_used(lines: list[Any]) -> list[int]:
     """R8..R15 (as 8..15) named in a 64-bit TB's code: only those are loaded from RX."""
-    found: set[int] = set()
-    for line in lines:
-        if isinstance(line, str) and "r" in line:
-            found.update(int(n) for n in _XREG_RE.findall(line))
-    return sorted(found)
+    text = "\n".join(line.eip if isinstance(line, Exit) else line for line in lines)
+    return sorted({int(n) for n in _XREG_RE.findall(text)})
 
 
 def _xload(used: list[int], indent: str) -> str:
@@ -330,10 +328,12 @@ class Translator:
         if tier == 2:
             tb.fn = self._build_tier2(cpu, tb, ns)
             tb.tier = 2
+            tb.fast = not tb.hflags & HF_TF
             self.stats["tier2_built"] += 1
         else:
             tb.fn = self._build_tier1(cpu, tb, ns)
             tb.tier = 1
+            tb.fast = False
             self.stats["tier1_built"] += 1
 
     def _chainable(self, tb: TB, targets: dict[int, int]) -> None:
@@ -405,10 +405,8 @@ class Translator:
             e.index = k
             e.flags_live = live[k]
             e.dyn_imm = self._dyn(tb, k)
-            mark = len(e.lines)
+            e.lines.append(f"{_INSN_MARK}{k}")  # where instruction k starts (the fault table)
             self._emit_insn(e, insn)
-            if e.may_fault:
-                e.lines.insert(mark, "    " * e.indent_level + f"_i = {k}")
             if e.ended:
                 break
         if not e.ended:
@@ -418,6 +416,9 @@ class Translator:
         loops = any(isinstance(x, Exit) and x.slot == -1 for x in e.lines)
         self._chainable(tb, targets)
         body = e.lines[body_start:]
+        if loops:
+            # Worth their cost (~0.1 ms a TB) where the body runs many times per call.
+            body = _drop_dead_cc(_reuse_slot(_propagate(body)))
         src = self._render_tier2(tb, e, body, loops)
         code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
         loc: dict[str, Any] = {}
@@ -447,13 +448,21 @@ class Translator:
         return out
 
     def _render_tier2(self, tb: TB, e: Emitter, body: list[str | Exit], loops: bool) -> str:
+        """The TB's function.  Which instruction faulted comes from the line that raised.
+
+        No per-instruction bookkeeping runs on the fast path: the handler
+        maps the traceback's line number in this function to the instruction
+        that line belongs to (``_LN``, one entry per source line).
+        """
         n = tb.n_insns
         extra = 1 if loops else 0  # body is nested one level deeper inside `while True:`
+        # Only a looping TB gains: binding costs a little on every call.
+        used = _globals_used(body) if loops else set()
+        binds = ", ".join(f"{g}={g}" for g in _BINDABLE if g in used)
         out = [
-            "def _tb():",
+            f"def _tb({binds}):",
             f"    {_REGS} = R",
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
-            "    _i = 0",
         ]
         xused = _xregs_used(body) if e.long else []
         if xused:
@@ -462,25 +471,30 @@ class Translator:
             # A breakpoint mark: checked before anything runs (state is exactly the TB entry's).
             out.append(f"    H.bp_check(cpu, {(tb.cs_base + tb.pc) & _lin_mask(tb.hflags)})")
         if loops:
-            out.append("    _ic = 0")
-            out.append("    _dl = cpu.icount_deadline - cpu.icount")
+            # Iterations the budget allows (at least one: the exec loop admitted the TB);
+            # _k counts them down, so (_k0 - _k) * n instructions are done at an iteration's start.
+            out.append(f"    _k0 = _k = (cpu.icount_deadline - cpu.icount) // {n} or 1")
         out.append("    try:")
         if loops:
             out.append("        while True:")
+        owner = [0] * len(out)  # instruction of each line so far (the prologue: the first)
         pad = "    " * (1 + extra)
-        ic = "_ic + " if loops else ""
-        ic_prefix = "_ic + " if loops else ""
+        ic = f"(_k0 - _k) * {n} + " if loops else ""
+        k = 0
         for line in body:
+            if isinstance(line, str) and line.startswith(_INSN_MARK):
+                k = int(line[len(_INSN_MARK) :])
+                continue
             if isinstance(line, str) and "@IC@" in line:
-                line = line.replace("@IC@", ic_prefix)
+                line = line.replace("@IC@", ic)
             if isinstance(line, Exit):
                 ind = "    " * (line.indent + 1 + extra)
                 if line.slot == -1:
-                    out.append(f"{ind}_ic += {n}")
-                    out.append(f"{ind}if _ic + {n} <= _dl: continue")
+                    out.append(f"{ind}_k -= 1")
+                    out.append(f"{ind}if _k: continue")
                     out.extend(self._writeback(e, ind))
                     out.append(f"{ind}cpu.eip = {line.eip}")
-                    out.append(f"{ind}cpu.icount += _ic")
+                    out.append(f"{ind}cpu.icount += _k0 * {n}")
                     out.append(f"{ind}return 0")
                 else:
                     out.extend(self._writeback(e, ind))
@@ -489,7 +503,9 @@ class Translator:
                     out.append(f"{ind}return {max(line.slot, 0)}")
             else:
                 out.append(pad + line)
-        out.append("    except BaseException:")
+            owner.extend([k] * (len(out) - len(owner)))
+        out.append("    except BaseException as _e:")
+        out.append(f"        _i = {(0, *owner)!r}[_e.__traceback__.tb_lineno]")
         out.append(f"        R[:] = {_REGS}")
         if xused:
             out.append(_xstore(xused, "        "))
@@ -566,6 +582,248 @@ class Translator:
             fn.source = src  # type: ignore[attr-defined]
             self.shape_fn[key] = fn
         return fn, tuple(e.consts)
+
+
+# ---- tier 2: copy propagation over a TB's source lines ---------------------------------------
+
+_TEMP = r"_[a-z]+\d+"
+# Marks the start of instruction k in a tier-2 body (a comment: the optimiser passes ignore it).
+_INSN_MARK = "#@I"
+# Namespace names a tier-2 function binds as default arguments (fast locals): objects that
+# stay the same for the CPU's life (core/cpu.CPU._namespace builds the dict once).
+_BINDABLE = ("R", "RX", "RT", "WT", "AD", "M8", "M16", "M32", "M64", "LD", "ST", "LDS", "STS", "SB")
+_NAME_RE = re.compile(r"\b[A-Z][A-Z0-9]*\b")
+
+
+def _globals_used(body: list[str | Exit]) -> set[str]:
+    found: set[str] = set()
+    for line in body:
+        found.update(_NAME_RE.findall(line.eip if isinstance(line, Exit) else line))
+    found.update(("R",))
+    return found
+
+
+_COPY_RE = re.compile(rf"^(\s*)({_TEMP}) = ([A-Za-z_]\w*)$")
+_ASSIGN_TO_TEMP_RE = re.compile(rf"^(\s*)({_TEMP}) = (.+)$")
+_TUPLE_TARGET_RE = re.compile(r"^\s*([\w ]+,[\w, ]*?)\s*=(?!=)")
+_REG_NAMES = frozenset(GPR_NAMES)
+_TEMP_FULL_RE = re.compile(_TEMP)
+_TEMP_ASSIGN_RE = re.compile(rf"(?<![\w.])({_TEMP})\b\s*(?:[-+*/%&|^]|<<|>>)?:?=(?!=)")
+
+
+_IDENT_RE = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
+_TEMP_TOKEN_RE = re.compile(rf"(?<![\w.]){_TEMP}\b")
+_LONE_EQ_RE = re.compile(r"(?<![=!<>:])=(?!=)")
+_WALRUS_RE = re.compile(r"([A-Za-z_]\w*)\s*:=")
+_AUGMENTED_RE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?:[-+*/%&|^@]|<<|>>|//|\*\*)=(?!=)")
+_ANY_TARGET_RE = re.compile(r"\b(for|while|del|global|nonlocal|lambda|with|import|as)\b|;")
+_SUBSCRIPT_RE = re.compile(r"\[[^\[\]]*\]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _line_info(line: str) -> tuple[frozenset[str], frozenset[str] | None]:
+    """(names a line reads or writes, names it may assign; None: it may assign anything).
+
+    Conservative: a name wrongly counted as assigned only forgoes an optimisation.
+    """
+    ids = frozenset(_IDENT_RE.findall(line))
+    if _ANY_TARGET_RE.search(line):
+        return ids, None
+    assigned = set(_WALRUS_RE.findall(line))
+    assigned.update(_AUGMENTED_RE.findall(line))
+    m = _LONE_EQ_RE.search(line)
+    if m is not None:
+        lhs = line[: m.start()]
+        if lhs.lstrip().startswith(("if ", "elif ", "else")) and ":" in lhs:
+            lhs = lhs.rsplit(":", 1)[1]  # the statement after a one-line if / else
+        while True:
+            stripped = _SUBSCRIPT_RE.sub("", lhs)
+            if stripped == lhs:
+                break
+            lhs = stripped
+        assigned.update(_IDENT_RE.findall(lhs))
+    return ids, frozenset(assigned)
+
+
+def _assigns(name: str, line: str) -> bool:
+    """Could ``line`` assign ``name``?"""
+    if name not in line:
+        return False
+    assigned = _line_info(line)[1]
+    return assigned is None or name in assigned
+
+
+def _uses(name: str, text: str) -> bool:
+    return name in text and name in _line_info(text)[0]
+
+
+def _text(line: str | Exit) -> str:
+    return line if isinstance(line, str) else line.eip
+
+
+def _substitute(lines: list[str | Exit], start: int, temp: str, repl: str, kill: str, stop: int) -> bool:
+    """Replace ``temp`` by ``repl`` in lines[start:], in place; False (nothing changed)
+    if a use comes after ``kill`` is reassigned."""
+    changes: list[tuple[int, str | Exit]] = []
+
+    def sub(m: re.Match[str]) -> str:
+        return repl if m.group(0) == temp else m.group(0)
+
+    killed = False
+    for j in range(start, min(stop + 1, len(lines))):  # stop: at or after the last use
+        line = lines[j]
+        text = _text(line)
+        if _uses(temp, text):
+            if killed:
+                return False
+            if isinstance(line, Exit):
+                changes.append((j, Exit(line.indent, line.slot, _TEMP_TOKEN_RE.sub(sub, line.eip), line.done)))
+            else:
+                changes.append((j, _TEMP_TOKEN_RE.sub(sub, line)))
+        if isinstance(line, str) and _assigns(kill, line):
+            killed = True
+    for j, new in changes:
+        lines[j] = new
+    return True
+
+
+def _propagate(body: list[str | Exit]) -> list[str | Exit]:
+    """Drop the copies op emitters make for safety where nothing can tell.
+
+    Two rewrites, each applied only when the temporary is assigned once and
+    the name it stands for is not reassigned before the temporary's last use
+    (checked on the text, conservatively):
+
+    * ``_a1 = esi`` ... ``f(_a1)``  ->  ``f(esi)`` (the copy line goes);
+    * ``_v2 = <expr>`` directly followed by ``eax = _v2``  ->  ``eax = <expr>``,
+      later uses of ``_v2`` reading ``eax``.  The register is written by the
+      same statement as before, so a fault in ``<expr>`` leaves it as it was.
+    """
+    counts: dict[str, int] = {}  # assignments of each temporary (2: leave it alone)
+    # Index of each temporary's last use; lines only ever go, so indices only move down.
+    last: dict[str, int] = {}
+    for j, line in enumerate(body):
+        ids, assigned = _line_info(_text(line))
+        for name in ids:
+            if name[0] == "_" and name[-1].isdigit():
+                last[name] = j
+                if assigned is None:
+                    counts[name] = 2
+        if assigned and isinstance(line, str):
+            tuple_target = _TUPLE_TARGET_RE.match(line) is not None
+            for name in assigned:
+                if name[0] == "_" and name[-1].isdigit():
+                    counts[name] = counts.get(name, 0) + (2 if tuple_target else 1)
+    body = list(body)
+    i = 0
+    while i < len(body):
+        line = body[i]
+        if isinstance(line, str):
+            m = _COPY_RE.match(line)
+            if m and counts.get(m.group(2)) == 1 and (m.group(3) in _REG_NAMES or _TEMP_FULL_RE.fullmatch(m.group(3))):
+                temp, src = m.group(2), m.group(3)
+                if _substitute(body, i + 1, temp, src, src, last.get(temp, len(body))):
+                    if src in last:
+                        last[src] = max(last[src], last.get(temp, 0))
+                    del body[i]
+                    i = max(i - 1, 0)  # the line before may now pair with the next one
+                    continue
+            ma = _ASSIGN_TO_TEMP_RE.match(line)
+            nxt = body[i + 1] if i + 1 < len(body) else None
+            if ma and counts.get(ma.group(2)) == 1 and isinstance(nxt, str):
+                indent, temp, expr = ma.groups()
+                reg, eq, rhs = nxt[len(indent) :].partition(" = ")
+                if nxt.startswith(indent) and eq and rhs == temp and reg in _REG_NAMES:
+                    if _substitute(body, i + 2, temp, reg, reg, last.get(temp, len(body))):
+                        body[i : i + 2] = [f"{indent}{reg} = {expr}"]
+                        continue
+        i += 1
+    return body
+
+
+_SLOT_RE = re.compile(r"\(_p := ([A-Za-z_]\w*) >> 12 & 255\)")
+
+
+def _reuse_slot(body: list[str | Exit]) -> list[str | Exit]:
+    """A second access to the same address in a straight run of lines reuses its TLB slot ``_p``.
+
+    ``(_p := esi >> 12 & 255)`` runs whether the first access took the fast
+    path or not, so ``_p`` is that address's slot until ``_p`` or the
+    address is assigned again; any change of indentation (a block, an exit)
+    ends the run.  The tag compare itself is never skipped.
+    """
+    out: list[str | Exit] = []
+    last: tuple[str, int] | None = None  # (address name, indentation) that _p is the slot of
+    for line in body:
+        if not isinstance(line, str):
+            out.append(line)
+            last = None
+            continue
+        if line.startswith(_INSN_MARK):
+            out.append(line)
+            continue
+        indent = len(line) - len(line.lstrip())
+        if last is not None and last[1] != indent:
+            last = None
+        if last is not None:
+            line = line.replace(f"(_p := {last[0]} >> 12 & 255)", "_p")
+        if "_p :=" in line:
+            found = _SLOT_RE.findall(line)
+            last = (found[-1], indent) if len(found) == 1 and line.count("_p :=") == 1 else None
+        elif last is not None and ("_p" in line.replace("_p]", "")):
+            last = None  # anything else touching _p
+        if last is not None and _assigns(last[0], line):
+            last = None
+        out.append(line)
+    return out
+
+
+_CC_STORE_RE = re.compile(r"^(\s*)(cc_op, cc_dst, cc_src(?:, cc_src2)?) = ")
+_CC_NAME_RE = re.compile(r"\bcc_(op|dst|src|src2)\b")
+# A statement that can neither raise nor read the flags: an assignment of arithmetic on
+# locals and literals (no subscripts, attributes, calls, division; shifts by literals only).
+_SAFE_RE = re.compile(
+    r"^\s*[a-z_]\w* = (?:[a-z_]\w*|0x[0-9a-f]+|\d+|[-+*&|^~<>=!() ]|<< ?\d+|>> ?\d+|\bif\b|\belse\b|\bnot\b)*$"
+)
+
+
+def _drop_dead_cc(body: list[str | Exit]) -> list[str | Exit]:
+    """Drop a lazy-flags store that a later one overwrites before anything can observe it.
+
+    Between the two only statements that cannot raise (an exception point
+    must see exact flags) and do not name the flags may run, all in the
+    same block; the later store must assign every variable the first did.
+    """
+    out = list(body)
+    i = 0
+    while i < len(out):
+        line = out[i]
+        m = _CC_STORE_RE.match(line) if isinstance(line, str) else None
+        if m is None:
+            i += 1
+            continue
+        indent, names = m.group(1), m.group(2).split(", ")
+        dead = False
+        for j in range(i + 1, len(out)):
+            nxt = out[j]
+            if not isinstance(nxt, str):
+                break
+            if nxt.startswith(_INSN_MARK):
+                continue
+            if len(nxt) - len(nxt.lstrip()) != len(indent):
+                break
+            m2 = _CC_STORE_RE.match(nxt)
+            if m2 is not None:
+                rhs = nxt[m2.end() :]
+                dead = set(names) <= set(m2.group(2).split(", ")) and not _CC_NAME_RE.search(rhs)
+                break
+            if _CC_NAME_RE.search(nxt) or not _SAFE_RE.match(nxt):
+                break
+        if dead:
+            del out[i]
+        else:
+            i += 1
+    return out
 
 
 def _lin_mask(hflags: int) -> int:

@@ -77,6 +77,7 @@ CPU_EXCLUDE = frozenset(
         "events",
         "trace",
         "jmp_cache",
+        "xlinks",
         "namespaces",
         "apic",
         "cpuid_model",

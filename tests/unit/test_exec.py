@@ -206,3 +206,92 @@ def test_clock_pacer_runs_before_a_halt_skip():
     assert seen == [5000, 2000] and clock.now() == 3000
     clock.advance_to(100)  # never backwards
     assert clock.now() == 3000
+
+
+# ---- chaining across pages (core/exec.py): links die with the mapping --------------------------
+
+REMAP = r"""
+.code32
+.globl _start
+_start:
+    mov     $0x90000, %esp
+    mov     $0x201000, %edi         # identity-map the first 4 MiB with 4 KiB pages
+    mov     $0x003, %eax
+    mov     $1024, %ecx
+1:  mov     %eax, (%edi)
+    add     $0x1000, %eax
+    add     $4, %edi
+    loop    1b
+    movl    $0x201003, 0x200000
+    movl    $0x202003, 0x200000 + 256 * 4
+    movl    $0x300003, 0x202000     # V = 0x40000000 -> frame A (mov $1, %ebx; ret)
+    mov     $0x200000, %eax
+    mov     %eax, %cr3
+    mov     %cr0, %eax
+    or      $0x80000000, %eax
+    mov     %eax, %cr0
+    xor     %esi, %esi
+    mov     $300, %ecx
+2:  call    callv
+    add     %ebx, %esi
+    loop    2b
+    movl    $0x301003, 0x202000     # V -> frame B (mov $2, %ebx; ret), then invlpg
+    invlpg  0x40000000
+    mov     $300, %ecx
+3:  call    callv
+    add     %ebx, %esi
+    loop    3b
+    movl    $0x300003, 0x202000     # V -> frame A again, by a CR3 reload
+    mov     %cr3, %eax
+    mov     %eax, %cr3
+    mov     $300, %ecx
+4:  call    callv
+    add     %ebx, %esi
+    loop    4b
+    mov     $0, %al
+    out     %al, $0xf4
+callv:
+    call    0x40000000              # one call site, a direct call to another page: chained
+    ret
+"""
+
+
+@pytest.fixture(scope="module")
+def remap_program(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("remap")
+    (d / "p.s").write_text(REMAP)
+    subprocess.run(["as", "--32", str(d / "p.s"), "-o", str(d / "p.o")], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0x100000", str(d / "p.o"), "-o", str(d / "p.elf")], check=True)
+    return str(d / "p.elf")
+
+
+@pytest.mark.parametrize("tier", [None, 1, 2])
+def test_cross_page_chain_follows_a_remapped_page(remap_program, tier):
+    """A direct call chained to a TB on another page stops using it once the page is remapped.
+
+    The call site stays hot across the remaps, so a link that outlived the
+    TLB flush (invlpg, then a CR3 reload) would run frame A's code in the
+    second phase: ESI would not be 300 * (1 + 2 + 1).
+    """
+    m = Machine(ram_size=8 << 20)
+    m.translator.force_tier = tier
+    m.load_elf(remap_program)
+    m.mem.write(0x300000, bytes.fromhex("bb01000000c3"))  # mov $1, %ebx; ret
+    m.mem.write(0x301000, bytes.fromhex("bb02000000c3"))  # mov $2, %ebx; ret
+    stop = m.run(max_insns=10**6)
+    assert stop.kind == "exit"
+    assert m.cpu.regs[6] == 1200
+    if tier != 1:
+        assert m.stats()["tier2_built"] >= 2  # the call site and the callee ran compiled
+
+
+def test_cross_page_links_are_made_and_dropped_at_a_tlb_flush(remap_program):
+    m = Machine(ram_size=8 << 20)
+    m.load_elf(remap_program)
+    m.mem.write(0x300000, bytes.fromhex("bb01000000c3"))
+    m.mem.write(0x301000, bytes.fromhex("bb02000000c3"))
+    m.run(max_insns=5000)  # in the first loop: the call is linked to the callee on page V
+    links = list(m.cpu.xlinks)
+    assert any(tb.jmp[slot] is not None and tb.jmp[slot].pc == 0x40000000 for tb, slot in links)
+    m.cpu.tlb.flush()
+    assert not m.cpu.xlinks and all(tb.jmp[slot] is None for tb, slot in links)

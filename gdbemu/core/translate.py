@@ -464,6 +464,14 @@ class Translator:
             f"    {_REGS} = R",
             "    cc_op, cc_dst, cc_src, cc_src2 = cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2",
         ]
+        # The TLB tables are rebound when a CR3 write switches address spaces (softmmu/tlb.py
+        # switch_context): a default argument would keep the old space's tables, so a looping
+        # TB takes them as locals on entry (a CR3 write never happens inside a TB).
+        rebound = [g for g in _REBOUND if g in used]
+        if rebound:
+            out.append(f"    {', '.join('_' + g for g in rebound)}, = {', '.join(rebound)},")
+            pattern = re.compile(r"\b(" + "|".join(rebound) + r")\b")
+            body = [pattern.sub(r"_\1", line) if isinstance(line, str) else line for line in body]
         xused = _xregs_used(body) if e.long else []
         if xused:
             out.insert(2, _xload(xused, "    "))
@@ -591,7 +599,10 @@ _TEMP = r"_[a-z]+\d+"
 _INSN_MARK = "#@I"
 # Namespace names a tier-2 function binds as default arguments (fast locals): objects that
 # stay the same for the CPU's life (core/cpu.CPU._namespace builds the dict once).
-_BINDABLE = ("R", "RX", "RT", "WT", "AD", "M8", "M16", "M32", "M64", "LD", "ST", "LDS", "STS", "SB")
+_BINDABLE = ("R", "RX", "M8", "M16", "M32", "M64", "LD", "ST", "LDS", "STS", "SB")
+# Namespace names a looping tier-2 function reads into locals on entry: the CPU rebinds them
+# when it switches TLB tables (core/cpu.CPU._tlb_switched), so they cannot be defaults.
+_REBOUND = ("RT", "WT", "AD")
 _NAME_RE = re.compile(r"\b[A-Z][A-Z0-9]*\b")
 
 

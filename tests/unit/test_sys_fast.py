@@ -356,3 +356,26 @@ def test_a_live_global_entry_wins_over_the_spaces_own_unchecked_copy() -> None:
     desc = tlb.d[KERNEL]
     assert desc.vpage[slot] == p and desc.paddr[slot] == 0x33000
     assert p not in desc.v_vpage
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_a_looping_tb_reads_through_the_tables_of_the_space_it_runs_in(tier: int) -> None:
+    """A compiled TB that loops inside itself takes the TLB tables as locals on entry, never at
+    build time: run again after a CR3 write it must see the new space's mapping of V."""
+    m = two_spaces()
+    cpu = m.cpu
+    code_v, code_f = V + 0x1000, 0x30000
+    for pt in (PT_A, PT_B):
+        wr32(m, pte(pt, code_v), code_f | PG_PW)
+    # loop: mov eax, [V]; dec ecx; jnz loop
+    m.mem.ram[code_f : code_f + 8] = bytes([0xA1, *V.to_bytes(4, "little"), 0x49, 0x75, 0xF8])
+    m.translator.force_tier = tier
+    seen = []
+    for space in (PD_A, PD_B, PD_A, PD_B):
+        cr3(m, space)
+        cpu.eip = code_v
+        cpu.regs[1] = 100
+        m.run(max_insns=300)
+        assert cpu.eip == code_v + 8 and cpu.regs[1] == 0
+        seen.append(cpu.regs[0])
+    assert seen == [0x11111111, 0x22222222, 0x11111111, 0x22222222]

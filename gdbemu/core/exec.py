@@ -109,6 +109,8 @@ def _hot_smc(tbs: TBCache, tb: TB) -> bool:
     A TB with run-time immediates is stable against constant rewrites; any
     other TB there is compiled only once it has survived 8x the threshold.
     """
+    if tb.guards:
+        return True  # guarded instructions (core/smc.py) live in tier 1
     if tb.dyn:
         return False
     smc = tbs.smc_pages

@@ -43,6 +43,7 @@ from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespac
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit, code_mask
 from .exceptions import PF, UD, GuestFault
+from .smc import guard_entry, plan_guards
 from .tb import TB, TBCache
 
 # Per instruction of a tier-1 TB: its shape function and the constants K it reads.
@@ -138,12 +139,17 @@ class Translator:
         # retranslating a block whose instructions did not change re-emits nothing.
         self.insn_fn: dict[tuple[object, ...], tuple[Insn | None, Shape, CCStatic, dict[int, int]]] = {}
         self._dyn_plan: dict[int, list[DynImm]] = {}
+        # (paddr, eip, cs_base, hflags) -> raw bytes a guarded slot was seen to hold (core/smc.py).
+        self.guard_seen: dict[tuple[int, int, int, int], list[bytes]] = {}
         # Tests set this to 1 or 2 to build every TB in that tier from the
         # start (the differential suite checks both code generators).
         self.force_tier: int | None = None
         # Set by build() from the CPU: op keys its model lacks the feature for (#UD).
         self.disabled_ops: frozenset[str] = frozenset()
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
+
+    def decoder_for(self, hflags: int) -> Decoder:
+        return self.decoders[64 if hflags & HF_CS64 else 32 if hflags & HF_CS32 else 16]
 
     # ---- decoding a block -----------------------------------------------------
     def decode_block(
@@ -277,6 +283,8 @@ class Translator:
         smc = self.tbs.smc_pages
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
+            if max_insns > 1:  # not the SMC replay of one instruction
+                plan_guards(self.tbs, tb, ENDS_TB, DYN_IMM_OPS)
         self.build(cpu, tb, self.force_tier or tier)
         return tb
 
@@ -327,7 +335,7 @@ class Translator:
     def build(self, cpu: CPU, tb: TB, tier: int) -> None:
         ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
         self.disabled_ops = cpu.disabled_ops  # the CPU model's missing features (core/cpuid.py)
-        if tier == 2:
+        if tier == 2 and not tb.guards:  # guarded TBs (core/smc.py) stay in tier 1
             tb.fn = self._build_tier2(cpu, tb, ns)
             tb.tier = 2
             self.stats["tier2_built"] += 1
@@ -506,7 +514,12 @@ class Translator:
         targets: dict[int, int] = {}
         cc_static: CCStatic = None
         cache = self.insn_fn
+        guards = {g[0]: g for g in tb.guards}
         for k, insn in enumerate(insns):
+            if k in guards:
+                fns.append(guard_entry(self, cpu, tb, k, guards[k][1], guards[k][2], ns, cc_static))
+                cc_static = None  # a variant may leave other flags
+                continue
             dyn = self._dyn(tb, k)
             # k is part of the key: exits and helper calls bake the instruction's
             # position in its TB into the code (icount bookkeeping).

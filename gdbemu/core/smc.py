@@ -36,7 +36,7 @@ from .tb import TB, TBCache
 
 if TYPE_CHECKING:
     from .cpu import CPU, Namespace
-    from .translate import CCStatic, Shape, Translator
+    from .translate import CCStatic, DynImm, Shape, Translator
 
 MAX_VARIANTS = 8
 
@@ -82,46 +82,117 @@ def _dyn_field(insn: Insn) -> bool | None:
     return None
 
 
+# A variant as both tiers use it: (bytes matched, end paddr of them, the instruction,
+# its run-time immediate or None).
+VariantInsn = tuple[bytes, int, Insn, "DynImm"]
+
+
+def _check(
+    tr: Translator, tb: TB, k: int, paddr: int, size: int, insn: Insn, cc_in: CCStatic
+) -> tuple[VariantInsn, Emitter] | None:
+    """``insn`` as a variant of slot ``k`` (same length, an ordinary instruction), with its tier-1 emission."""
+    from .translate import DYN_IMM_OPS, ENDS_TB, OPS
+
+    if insn.size != size or insn.name in ENDS_TB or insn.name not in OPS:
+        return None
+    dyn = None
+    match = bytes(insn.raw[:size])
+    if insn.imm_size and insn.name in DYN_IMM_OPS:
+        signed = _dyn_field(insn)
+        if signed is not None:
+            dyn = (paddr + insn.imm_off, insn.imm_size, signed)
+            match = match[: insn.imm_off]
+    e = Emitter(tb.hflags, tier1=True)
+    e.cc_static = cc_in
+    e.index = k
+    e.dyn_imm = dyn
+    tr._emit_insn(e, insn)
+    if e.ended or e.jump_targets:
+        return None
+    return (match, paddr + len(match), insn, dyn), e
+
+
+def _decode(tr: Translator, tb: TB, k: int, raw: bytes) -> Insn | None:
+    try:
+        return tr.decoder_for(tb.hflags).decode(raw, tb.eips[k])
+    except DecodeError:
+        return None
+
+
+def known_variants(tr: Translator, tb: TB, k: int, paddr: int, size: int) -> list[VariantInsn]:
+    """The variants of slot ``k`` seen so far (the TB's own instruction first), for tier 2."""
+    out: list[VariantInsn] = []
+    first = tb.insns[k]
+    assert first is not None  # plan_guards skips #UD slots
+    for insn in [first] + [_decode(tr, tb, k, raw) for raw in tr.guard_seen.get(_seen_key(tb, k, paddr), [])]:
+        if insn is None or any(bytes(insn.raw[: len(v[0])]) == v[0] for v in out):
+            continue
+        checked = _check(tr, tb, k, paddr, size, insn, None)
+        if checked is not None:
+            out.append(checked[0])
+    return out
+
+
+def _seen_key(tb: TB, k: int, paddr: int) -> tuple[int, int, int, int]:
+    return (paddr, tb.eips[k], tb.cs_base, tb.hflags)
+
+
+def emit_guard_tier2(tr: Translator, e: Emitter, tb: TB, k: int, paddr: int, size: int) -> None:
+    """Tier 2: the known variants of slot ``k`` inline, chosen by the current bytes; else ``_GM()``."""
+    e.emit(f"_i = {k}")
+    cc_in = e.cc_static
+    variants = known_variants(tr, tb, k, paddr, size)
+    for n, (match, end, insn, dyn) in enumerate(variants):
+        with e.block(f"{'if' if n == 0 else 'elif'} M8[{paddr}:{end}] == {match!r}:"):
+            e.cc_static = cc_in
+            e.dyn_imm = dyn
+            tr._emit_insn(e, insn)
+            e.emit("pass")
+        e.dyn_imm = None
+    if variants:
+        with e.block("else:"):
+            e.emit("_GM()")
+    else:
+        e.emit("_GM()")
+    e.cc_static = None  # a variant may leave other flags
+
+
+def guard_miss(tr: Translator, tb: TB) -> Callable[[], None]:
+    """What tier-2 code calls when no known variant matches: retranslate, run the instruction alone."""
+    tbs = tr.tbs
+
+    def miss() -> None:
+        tbs.stats["smc_guard_misses"] += 1
+        if tb.cacheable:
+            tbs.invalidate(tb)
+        raise SMCRestart()
+
+    return miss
+
+
 def guard_entry(
     tr: Translator, cpu: CPU, tb: TB, k: int, paddr: int, size: int, ns: Namespace, cc_in: CCStatic
 ) -> Shape:
     """The tier-1 entry of guarded instruction ``k``: match the current bytes, run that variant."""
-    from .translate import DYN_IMM_OPS, ENDS_TB, OPS
-
     ram = tr.mem.ram
     tbs = tr.tbs
-    eip = tb.eips[k]
-    decoder = tr.decoder_for(tb.hflags)
     variants: list[Variant] = []
-    seen = tr.guard_seen.setdefault((paddr, eip, tb.cs_base, tb.hflags), [])
+    seen = tr.guard_seen.setdefault(_seen_key(tb, k, paddr), [])
 
     def make(insn: Insn) -> Variant | None:
-        if insn.size != size or insn.name in ENDS_TB or insn.name not in OPS:
+        checked = _check(tr, tb, k, paddr, size, insn, cc_in)
+        if checked is None:
             return None
-        dyn = None
-        match = bytes(insn.raw[:size])
-        if insn.imm_size and insn.name in DYN_IMM_OPS:
-            signed = _dyn_field(insn)
-            if signed is not None:
-                dyn = (paddr + insn.imm_off, insn.imm_size, signed)
-                match = match[: insn.imm_off]
-        e = Emitter(tb.hflags, tier1=True)
-        e.cc_static = cc_in
-        e.index = k
-        e.dyn_imm = dyn
-        tr._emit_insn(e, insn)
-        if e.ended or e.jump_targets:
-            return None
+        (match, end, _, _), e = checked
         f, consts = tr._shape(e, ns)
-        return (paddr + len(match), match, f, consts)
+        return (end, match, f, consts)
 
     def learn(raw: bytes) -> Variant | None:
         for v in variants:
             if raw[: v[0] - paddr] == v[1]:
                 return v
-        try:
-            insn = decoder.decode(raw, eip)
-        except DecodeError:
+        insn = _decode(tr, tb, k, raw)
+        if insn is None:
             return None
         new = make(insn)
         if new is not None:

@@ -43,7 +43,7 @@ from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespac
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit, code_mask
 from .exceptions import PF, UD, GuestFault
-from .smc import guard_entry, plan_guards
+from .smc import emit_guard_tier2, guard_entry, guard_miss, plan_guards
 from .tb import TB, TBCache
 
 # Per instruction of a tier-1 TB: its shape function and the constants K it reads.
@@ -283,7 +283,7 @@ class Translator:
         smc = self.tbs.smc_pages
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
-            if max_insns > 1:  # not the SMC replay of one instruction
+            if max_insns > 1 and not hflags & HF_TF:  # not a one-instruction replay or single step
                 plan_guards(self.tbs, tb, ENDS_TB, DYN_IMM_OPS)
         self.build(cpu, tb, self.force_tier or tier)
         return tb
@@ -335,7 +335,7 @@ class Translator:
     def build(self, cpu: CPU, tb: TB, tier: int) -> None:
         ns = cpu.namespaces[(tb.hflags >> HF_MMU_SHIFT) & 3]
         self.disabled_ops = cpu.disabled_ops  # the CPU model's missing features (core/cpuid.py)
-        if tier == 2 and not tb.guards:  # guarded TBs (core/smc.py) stay in tier 1
+        if tier == 2:
             tb.fn = self._build_tier2(cpu, tb, ns)
             tb.tier = 2
             self.stats["tier2_built"] += 1
@@ -405,13 +405,18 @@ class Translator:
         # that starts at a breakpoint mark: its prologue (the breakpoint check, a target-side
         # condition) must run on every iteration, so each iteration re-enters the TB.
         e.loop_ok = not tb.bp
-        live = self._liveness(insns)
+        guards = {g[0]: g for g in tb.guards}
+        # A guarded slot (core/smc.py) may hold any variant: it reads every flag.
+        live = self._liveness([None if k in guards else i for k, i in enumerate(insns)])
         body_start = len(e.lines)
         targets: dict[int, int] = {}
         e.jump_targets = targets
         for k, insn in enumerate(insns):
             e.index = k
             e.flags_live = live[k]
+            if k in guards:
+                emit_guard_tier2(self, e, tb, k, guards[k][1], guards[k][2])
+                continue
             e.dyn_imm = self._dyn(tb, k)
             mark = len(e.lines)
             self._emit_insn(e, insn)
@@ -429,7 +434,7 @@ class Translator:
         src = self._render_tier2(tb, e, body, loops)
         code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
         loc: dict[str, Any] = {}
-        exec(code, ns, loc)
+        exec(code, dict(ns, _GM=guard_miss(self, tb)) if guards else ns, loc)
         fn: Callable[[], int] = loc["_tb"]
         fn.source = src  # type: ignore[attr-defined]
         self.tbs.stats["tb_compiled"] += 1

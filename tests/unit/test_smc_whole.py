@@ -90,6 +90,8 @@ def test_alternating_slot_costs_no_invalidation(tmp_path: Path, source: str) -> 
     assert s["tb_invalidated"] < 20
     assert s["smc_guard_variants"] >= 1
     assert s["smc_guard_misses"] == 0
+    # the guarded blocks reached tier 2, with the variants inline
+    assert any(tb.guards and tb.tier == 2 for tb in m.tbs.tbs.values())
 
 
 def test_store_of_the_same_bytes_invalidates_nothing() -> None:

@@ -17,10 +17,14 @@ control transfer, an undecodable or #UD form, too many variants) invalidates
 the TB and raises ``SMCRestart`` before the instruction: the exec loop runs
 it alone from its current bytes, exactly, and the next build decodes afresh.
 
-Guarded TBs stay in tier 1 (``Translator.build``; ``exec._hot_smc``): a page
-rewritten often stays on the cheap tier.  The instruction after a guarded one
-is built with no static knowledge of the flags (a variant may set other
-flags), and liveness treats a guarded instruction as reading every flag.
+In tier 2 the variants known when the TB is compiled are inline, an
+``if``/``elif`` on the slot's bytes (``emit_guard_tier2``); bytes no branch
+knows call ``_GM`` (``guard_miss``): the TB is invalidated and the
+instruction restarted, and the rebuilt tier-1 TB learns the new variant.
+The instruction after a guarded one is built with no static knowledge of
+the flags (a variant may set other flags), and liveness treats a guarded
+instruction as reading every flag.  Not used in one-instruction TBs (the
+SMC replay, single steps).
 """
 
 from __future__ import annotations

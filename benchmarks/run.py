@@ -3,9 +3,11 @@
 
 Usage: python benchmarks/run.py [--quick] [--only NAME ...] [--no-qemu]
 
-Three workloads (sources beside this file, built here with as/ld and
+Five workloads (sources beside this file, built here with as/ld and
 tests/support/guests/lib.inc): a register-only loop, a memory loop with paging on,
-and a self-modifying loop. Each runs on gdbemu for a fixed instruction count
+and three self-modifying loops: an imm32 patched before it runs, and a whole
+instruction (opcode and immediate) rewritten before it runs, in the same
+block (smc-op) and in a function the loop calls (smc-call). Each runs on gdbemu for a fixed instruction count
 (after a warm-up run that covers the guest's setup and the first
 translations, so the figure is the steady state), and guest MIPS is
 m.cpu.icount / CPU seconds (the machine is shared: wall time

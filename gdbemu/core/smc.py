@@ -2,8 +2,9 @@
 
 A page the guest keeps rewriting (``TBCache.smc_pages``) has its rewritten
 bytes recorded (``TBCache.smc_written``: what the stores that invalidated
-code there covered).  When a TB is built on such a page, each instruction
-whose bytes the guest rewrote (beyond an immediate the dyn-imm plan already
+code there covered; ``smc_rewritten``: those covered more than once).  When
+a TB is built on such a page, each instruction whose bytes the guest
+rewrote more than once (beyond an immediate the dyn-imm plan already
 reads at run time) becomes *guarded*: its bytes are holes of the TB, so a
 store into them invalidates nothing, and the tier-1 entry for it matches the
 instruction's current bytes against the variants seen so far and runs the
@@ -50,7 +51,7 @@ Variant = tuple[int, bytes, Callable[[tuple[int, ...]], int | None], tuple[int, 
 
 def plan_guards(tbs: TBCache, tb: TB, ends_tb: frozenset[str] | set[str], dyn_ops: frozenset[str]) -> None:
     """Mark the instructions of ``tb`` whose bytes the guest rewrote as guarded (holes)."""
-    written = tbs.smc_written
+    written = tbs.smc_rewritten
     guards: list[tuple[int, int, int]] = []
     for k, (insn, paddr) in enumerate(zip(tb.insns, tb.insn_paddrs, strict=True)):
         if insn is None or paddr < 0 or insn.name in ends_tb:

@@ -140,8 +140,11 @@ class TBCache:
         # the page's last TB goes, so a page the guest keeps rewriting is known.
         self.smc_pages: dict[int, int] = {}
         # Physical page -> bitmap of the bytes stores rewrote when they
-        # invalidated code there: the instructions the guest rewrites.
+        # invalidated code there, and of those rewritten more than once: the
+        # instructions the guest keeps rewriting (guarded: core/smc.py), not
+        # the ones patched once at boot (alternatives, relocations).
         self.smc_written: dict[int, int] = {}
+        self.smc_rewritten: dict[int, int] = {}
         # Linear page -> TBs whose linear range touches it (breakpoint marks are linear).
         self.by_vpage: dict[int, set[TB]] = {}
         self.stats = {
@@ -247,7 +250,11 @@ class TBCache:
             page = start & PAGE_MASK
             while page < end:
                 lo, hi = max(start, page), min(end, page + 4096)
-                written[page] = written.get(page, 0) | (((1 << (hi - lo)) - 1) << (lo - page))
+                bits = ((1 << (hi - lo)) - 1) << (lo - page)
+                old = written.get(page, 0)
+                if old & bits:
+                    self.smc_rewritten[page] = self.smc_rewritten.get(page, 0) | (old & bits)
+                written[page] = old | bits
                 page += 4096
         if from_store and cur is not None and (cur in hits if cur.cacheable else _restarts_uncached(cur, start, end)):
             self.stats["smc_restarts"] += 1

@@ -49,12 +49,14 @@ MAX_VARIANTS = 8
 Variant = tuple[int, bytes, Callable[[tuple[int, ...]], int | None], tuple[int, ...]]
 
 
-def plan_guards(tbs: TBCache, tb: TB, ends_tb: frozenset[str] | set[str], dyn_ops: frozenset[str]) -> None:
-    """Mark the instructions of ``tb`` whose bytes the guest rewrote as guarded (holes)."""
+def plan_guards(
+    tbs: TBCache, tb: TB, ends_tb: frozenset[str] | set[str], dyn_ops: frozenset[str], is_ram: Callable[[int], bool]
+) -> None:
+    """Mark the instructions of ``tb`` whose bytes the guest rewrote as guarded (holes; RAM only: read as ``M8``)."""
     written = tbs.smc_rewritten
     guards: list[tuple[int, int, int]] = []
     for k, (insn, paddr) in enumerate(zip(tb.insns, tb.insn_paddrs, strict=True)):
-        if insn is None or paddr < 0 or insn.name in ends_tb:
+        if insn is None or paddr < 0 or insn.name in ends_tb or not is_ram(paddr):
             continue
         page = paddr & PAGE_MASK
         bits = written.get(page)

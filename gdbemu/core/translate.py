@@ -284,7 +284,7 @@ class Translator:
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
             if max_insns > 1 and not hflags & HF_TF:  # not a one-instruction replay or single step
-                plan_guards(self.tbs, tb, ENDS_TB, DYN_IMM_OPS)
+                plan_guards(self.tbs, tb, ENDS_TB, DYN_IMM_OPS, self.mem.is_ram)
         self.build(cpu, tb, self.force_tier or tier)
         return tb
 

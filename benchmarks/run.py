@@ -3,19 +3,22 @@
 
 Usage: python benchmarks/run.py [--quick] [--only NAME ...] [--no-qemu]
 
-Three workloads (sources beside this file, built here with as/ld and
+Five workloads (sources beside this file, built here with as/ld and
 tests/support/guests/lib.inc): a register-only loop, a memory loop with paging on,
-and a self-modifying loop. Each runs on gdbemu for a fixed instruction count
+and three self-modifying loops: an imm32 patched before it runs, and a whole
+instruction (opcode and immediate) rewritten before it runs, in the same
+block (smc-op) and in a function the loop calls (smc-call). Each runs on gdbemu for a fixed instruction count
 (after a warm-up run that covers the guest's setup and the first
 translations, so the figure is the steady state), and guest MIPS is
-m.cpu.icount / wall seconds.
+m.cpu.icount / CPU seconds (the machine is shared: wall time
+measures the other processes).
 
 If qemu-system-i386 is on PATH, the same ELF boots on it through multiboot.
 QEMU cannot stop after N instructions and its boot costs a good fraction of a
 second, so its figure is a difference of two runs: one with a large
 iteration count and a baseline with one iteration; the extra instructions
 are known exactly from the loop (instructions per iteration x extra
-iterations), and the extra wall time is theirs alone. The large count is
+iterations), and the extra CPU time (QEMU's, all threads) is theirs alone. The large count is
 doubled until the difference is long enough to measure.
 
 These are measurements, not tests: nothing here asserts a speed.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 import shutil
 import sys
 import tempfile
@@ -57,6 +61,8 @@ WORKLOADS = (
     Workload("reg-loop", "reg_loop.s", 5, 30_000_000, 50_000_000, "register-only loop"),
     Workload("mem-loop", "mem_loop.s", 2 + 6 * 4096 + 2, 20_000_000, 20_000, "loads/stores, paging on, 4 KiB pages"),
     Workload("smc-loop", "smc_loop.s", 4, 3_000_000, 200_000, "patch an imm32 then execute it, every iteration"),
+    Workload("smc-op", "smc_op_loop.s", 10, 2_000_000, 200_000, "rewrite opcode+imm of the next insn, same TB"),
+    Workload("smc-call", "smc_call_loop.s", 12, 2_000_000, 200_000, "rewrite opcode+imm of a callee, other TB"),
 )
 
 
@@ -96,9 +102,9 @@ def run_gdbemu(w: Workload, out_dir: Path, insns: int) -> Result:
             res.gdbemu_error = f"warm-up stopped early: {stop.kind} {getattr(stop, 'detail', '')}"
             return res
         start = m.cpu.icount
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         stop = m.run(max_insns=insns)
-        seconds = time.perf_counter() - t0
+        seconds = time.process_time() - t0
     except Exception as exc:  # report and carry on with the other workloads
         res.gdbemu_error = f"{type(exc).__name__}: {exc}"
         return res
@@ -112,11 +118,16 @@ def run_gdbemu(w: Workload, out_dir: Path, insns: int) -> Result:
     return res
 
 
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _qemu_wall(elf: Path) -> float:
-    """Wall seconds of one QEMU boot-run-exit of a guest; raises if the guest's checks failed."""
-    t0 = time.perf_counter()
+    """CPU seconds (all threads) of one QEMU boot-run-exit of a guest; raises if the guest's checks failed."""
+    t0 = _children_cpu()
     status, out = builder.run_qemu(elf, timeout=600)
-    seconds = time.perf_counter() - t0
+    seconds = _children_cpu() - t0
     if status != 1:
         raise RuntimeError(f"guest exited with status {status}: {out.decode('latin-1')[-200:]!r}")
     return seconds

@@ -120,7 +120,7 @@ def _hot_smc(tbs: TBCache, tb: TB) -> bool:
     A TB with run-time immediates is stable against constant rewrites; any
     other TB there is compiled only once it has survived 8x the threshold.
     """
-    if tb.dyn:
+    if tb.dyn or tb.guards:  # guarded slots (core/smc.py) are stable too
         return False
     smc = tbs.smc_pages
     return tb.execs < 8 * TIER2_THRESHOLD and any(smc.get(page, 0) >= SMC_HOT_PAGE for page in tb.pages)

@@ -33,6 +33,22 @@ def _untranslated() -> int:
     raise RuntimeError("TB run before it was built")
 
 
+def _restarts_uncached(tb: TB, start: int, end: int) -> bool:
+    """Does a store into [start, end) rewrite a later instruction of an uncached TB?
+
+    An uncached TB (one cut short by the instruction budget) is in no page
+    list, but its bytes are those of the cached TB it shortens, so a store
+    into them finds that one.  A one-instruction TB (the SMC replay) cannot
+    run a stale instruction after its store.
+    """
+    if tb.n_insns < 2:
+        return False
+    for rs, re_ in tb.ranges:
+        if rs < end and start < re_:
+            return not any(hs <= start and end <= he for hs, he in tb.holes)
+    return False
+
+
 class TB:
     """One translation block."""
 
@@ -61,6 +77,7 @@ class TB:
         "insn_paddrs",
         "bp",
         "fast",
+        "guards",
     )
 
     def __init__(self, pc: int, cs_base: int, hflags: int, phys_pc: int) -> None:
@@ -91,6 +108,10 @@ class TB:
         self.bp = False  # starts at a breakpoint mark: the prologue checks it
         # Compiled (tier 2) and not single-stepping (HF_TF): the exec loop's inner loop may run it.
         self.fast = False
+        # Guarded instructions (index, paddr, size) of a TB on an SMC-hot page:
+        # their bytes are holes, read and matched against the known variants
+        # when the instruction runs (core/smc.py).
+        self.guards: tuple[tuple[int, int, int], ...] = ()
 
     def __repr__(self) -> str:
         return f"<TB {self.cs_base:#x}:{self.pc:#x} phys={self.phys_pc:#x} n={self.n_insns} tier={self.tier}>"
@@ -121,6 +142,12 @@ class TBCache:
         # Physical page -> how often a store invalidated TBs on it; kept when
         # the page's last TB goes, so a page the guest keeps rewriting is known.
         self.smc_pages: dict[int, int] = {}
+        # Physical page -> bitmap of the bytes stores rewrote when they
+        # invalidated code there, and of those rewritten more than once: the
+        # instructions the guest keeps rewriting (guarded: core/smc.py), not
+        # the ones patched once at boot (alternatives, relocations).
+        self.smc_written: dict[int, int] = {}
+        self.smc_rewritten: dict[int, int] = {}
         # Linear page -> TBs whose linear range touches it (breakpoint marks are linear).
         self.by_vpage: dict[int, set[TB]] = {}
         self.stats = {
@@ -131,6 +158,8 @@ class TBCache:
             "bitmap_skips": 0,
             "tb_compiled": 0,
             "tb_flushes": 0,
+            "smc_guard_variants": 0,
+            "smc_guard_misses": 0,
         }
 
     def lookup(self, phys_pc: int, pc: int, cs_base: int, hflags: int) -> TB | None:
@@ -209,13 +238,28 @@ class TBCache:
                                 hits.append(tb)
                             break
             page += 4096
+        cur = self.current
         if not hits:
+            if from_store and cur is not None and not cur.cacheable and _restarts_uncached(cur, start, end):
+                # A guarded slot of the cached TB, plain bytes in the shortened one.
+                self.stats["smc_restarts"] += 1
+                raise SMCRestart()
             return 0
         if from_store:
             for tb in hits:
                 for page in tb.pages:
                     self.smc_pages[page] = self.smc_pages.get(page, 0) + 1
-        if from_store and self.current is not None and self.current in hits and self.current.cacheable:
+            written = self.smc_written
+            page = start & PAGE_MASK
+            while page < end:
+                lo, hi = max(start, page), min(end, page + 4096)
+                bits = ((1 << (hi - lo)) - 1) << (lo - page)
+                old = written.get(page, 0)
+                if old & bits:
+                    self.smc_rewritten[page] = self.smc_rewritten.get(page, 0) | (old & bits)
+                written[page] = old | bits
+                page += 4096
+        if from_store and cur is not None and (cur in hits if cur.cacheable else _restarts_uncached(cur, start, end)):
             self.stats["smc_restarts"] += 1
             for tb in hits:
                 self.invalidate(tb)
@@ -249,8 +293,10 @@ class TBCache:
                 desc.bitmap = bitmap
             off = paddr - page
             if not (desc.bitmap >> off) & ((1 << size) - 1):
-                self.stats["bitmap_skips"] += 1
-                return
+                cur = self.current
+                if cur is None or cur.cacheable or not _restarts_uncached(cur, paddr, paddr + size):
+                    self.stats["bitmap_skips"] += 1
+                    return
 
         self.invalidate_phys_range(paddr, paddr + size, from_store=True)
 

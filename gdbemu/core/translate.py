@@ -44,6 +44,7 @@ from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespac
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
 from .emit import FLAG_USE, Emitter, Exit, code_mask
 from .exceptions import PF, UD, GuestFault
+from .smc import emit_guard_tier2, guard_entry, guard_miss, plan_guards
 from .tb import TB, TBCache
 
 # Per instruction of a tier-1 TB: its shape function and the constants K it reads.
@@ -136,12 +137,17 @@ class Translator:
         # retranslating a block whose instructions did not change re-emits nothing.
         self.insn_fn: dict[tuple[object, ...], tuple[Insn | None, Shape, CCStatic, dict[int, int]]] = {}
         self._dyn_plan: dict[int, list[DynImm]] = {}
+        # (paddr, eip, cs_base, hflags) -> raw bytes a guarded slot was seen to hold (core/smc.py).
+        self.guard_seen: dict[tuple[int, int, int, int], list[bytes]] = {}
         # Tests set this to 1 or 2 to build every TB in that tier from the
         # start (the differential suite checks both code generators).
         self.force_tier: int | None = None
         # Set by build() from the CPU: op keys its model lacks the feature for (#UD).
         self.disabled_ops: frozenset[str] = frozenset()
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
+
+    def decoder_for(self, hflags: int) -> Decoder:
+        return self.decoders[64 if hflags & HF_CS64 else 32 if hflags & HF_CS32 else 16]
 
     # ---- decoding a block -----------------------------------------------------
     def decode_block(
@@ -275,6 +281,8 @@ class Translator:
         smc = self.tbs.smc_pages
         if any(smc.get(p, 0) >= SMC_HOT_PAGE for p in pages):
             self._plan_dyn_imm(cpu, tb)
+            if max_insns > 1 and not hflags & HF_TF:  # not a one-instruction replay or single step
+                plan_guards(self.tbs, tb, ENDS_TB, DYN_IMM_OPS, self.mem.is_ram)
         self.build(cpu, tb, self.force_tier or tier)
         return tb
 
@@ -397,13 +405,18 @@ class Translator:
         # that starts at a breakpoint mark: its prologue (the breakpoint check, a target-side
         # condition) must run on every iteration, so each iteration re-enters the TB.
         e.loop_ok = not tb.bp
-        live = self._liveness(insns)
+        guards = {g[0]: g for g in tb.guards}
+        # A guarded slot (core/smc.py) may hold any variant: it reads every flag.
+        live = self._liveness([None if k in guards else i for k, i in enumerate(insns)])
         body_start = len(e.lines)
         targets: dict[int, int] = {}
         e.jump_targets = targets
         for k, insn in enumerate(insns):
             e.index = k
             e.flags_live = live[k]
+            if k in guards:
+                emit_guard_tier2(self, e, tb, k, guards[k][1], guards[k][2])
+                continue
             e.dyn_imm = self._dyn(tb, k)
             e.lines.append(f"{_INSN_MARK}{k}")  # where instruction k starts (the fault table)
             self._emit_insn(e, insn)
@@ -422,7 +435,7 @@ class Translator:
         src = self._render_tier2(tb, e, body, loops)
         code = compile(src, f"<tb {tb.cs_base:#x}:{tb.pc:#x}>", "exec")
         loc: dict[str, Any] = {}
-        exec(code, ns, loc)
+        exec(code, dict(ns, _GM=guard_miss(self, tb)) if guards else ns, loc)
         fn: Callable[[], int] = loc["_tb"]
         fn.source = src  # type: ignore[attr-defined]
         self.tbs.stats["tb_compiled"] += 1
@@ -530,7 +543,12 @@ class Translator:
         targets: dict[int, int] = {}
         cc_static: CCStatic = None
         cache = self.insn_fn
+        guards = {g[0]: g for g in tb.guards}
         for k, insn in enumerate(insns):
+            if k in guards:
+                fns.append(guard_entry(self, cpu, tb, k, guards[k][1], guards[k][2], ns, cc_static))
+                cc_static = None  # a variant may leave other flags
+                continue
             dyn = self._dyn(tb, k)
             # k is part of the key: exits and helper calls bake the instruction's
             # position in its TB into the code (icount bookkeeping).

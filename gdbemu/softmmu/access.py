@@ -261,12 +261,13 @@ class SoftMMU:
             return
         if tag & TLB_DISCARD_WRITE:
             return
+        ram_offset = vaddr + desc.addend[index]
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         if tag & TLB_NOTDIRTY:
-            self.notdirty_write(paddr, size, vaddr)
+            self.notdirty_write(paddr, size, vaddr, self.mem.ram[ram_offset : ram_offset + size] == data)
         if vaddr & (size - 1):
             self.stats.unaligned += 1
-        ram_offset = vaddr + desc.addend[index]
-        self.mem.ram[ram_offset : ram_offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        self.mem.ram[ram_offset : ram_offset + size] = data
 
     def _alignment_check(self, vaddr: int, size: int, access: int) -> None:
         """#AC(0) for an unaligned user-mode access when CR0.AM and EFLAGS.AC are set.
@@ -287,17 +288,19 @@ class SoftMMU:
         self.lookup(MMU_USER_IDX, self.wide_address(last, False) if last >> 32 else last, access)
         raise fault
 
-    def notdirty_write(self, paddr: int, size: int, vaddr: int) -> None:
+    def notdirty_write(self, paddr: int, size: int, vaddr: int, same: bool = False) -> None:
         """A store to a page that holds code or is clean for a client (QEMU's notdirty_write).
 
         Invalidate the TBs the store overlaps (this raises SMCRestart, before
         the store, when the running TB is one of them), mark the page dirty,
         and drop TLB_NOTDIRTY once no client needs to see the next store.
+        ``same``: the store leaves the bytes it covers as they are, so no
+        translation can go stale and nothing is invalidated.
         """
         self.stats.notdirty_writes += 1
         page_number = paddr >> PAGE_BITS
         dirty = self.dirty
-        if not dirty.get_dirty(DIRTY_MEMORY_CODE, page_number):
+        if not same and not dirty.get_dirty(DIRTY_MEMORY_CODE, page_number):
             self.invalidate_code(paddr, size)
         dirty.set_dirty_range(paddr, size, clients=0b101)  # VGA and MIGRATION; CODE via unprotect
         if not dirty.is_clean(page_number):

@@ -80,6 +80,15 @@ class DirtyMemory:
             return
         first = paddr >> PAGE_BITS
         last = min((paddr + length - 1) >> PAGE_BITS, self.n_pages - 1)
+        if first == last:  # one page: the store slow path's case, kept cheap
+            maps = self.maps
+            if clients & 1:
+                maps[0][first] = 1
+            if clients & 2:
+                maps[1][first] = 1
+            if clients & 4:
+                maps[2][first] = 1
+            return
         if first > last:
             return
         for c in range(DIRTY_MEMORY_NUM):

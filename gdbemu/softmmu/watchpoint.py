@@ -128,11 +128,23 @@ class WatchedCPU(Protocol):
     eip: int
 
 
+def _hashable(owner: object) -> object:
+    """The owner as a dict key part (owners are strings or tuples; anything else by identity)."""
+    try:
+        hash(owner)
+    except TypeError:
+        return id(owner)
+    return owner
+
+
 class WatchpointList:
     def __init__(self, flush_range: Callable[[int, int], None]) -> None:
         self.wps: list[Watchpoint] = []  # insertion order (the order hits are matched in)
         self.flush_range = flush_range  # (vaddr, length) -> None: every CPU's TLB entries inside the range
         self.tracer: WatchTracer | None = None
+        # (vaddr, length, kind, owner) -> the watchpoints with that identity, for ``find``
+        # (gdb's Z/z packets: a thousand insertions must not cost a thousand scans).
+        self._by_key: dict[tuple[int, int, int, object], list[Watchpoint]] = {}
         self.checks = 0
         self.replays = 0
         # The interval index, rebuilt on the first query after a change (module docstring).
@@ -150,12 +162,19 @@ class WatchpointList:
             raise ValueError("a watchpoint covers at least one byte")
         wp = Watchpoint(vaddr & 0xFFFFFFFFFFFFFFFF, length, WatchKind(kind), owner)
         self.wps.append(wp)
+        self._by_key.setdefault((wp.vaddr, length, wp.kind, _hashable(owner)), []).append(wp)
         self._stale = True
         self.flush_range(wp.vaddr, wp.length)
         return wp
 
     def remove(self, wp: Watchpoint) -> None:
         self.wps.remove(wp)
+        key = (wp.vaddr, wp.length, wp.kind, _hashable(wp.owner))
+        same = self._by_key.get(key)
+        if same is not None:
+            same.remove(wp)
+            if not same:
+                del self._by_key[key]
         self._stale = True
         self.flush_range(wp.vaddr, wp.length)
 
@@ -186,8 +205,11 @@ class WatchpointList:
         return out
 
     def find(self, vaddr: int, length: int, kind: WatchKind, owner: object = GDB_OWNER) -> Watchpoint | None:
-        for wp in self.wps:
-            if wp.vaddr == vaddr and wp.length == length and wp.kind == kind and wp.owner == owner:
+        same = self._by_key.get((vaddr & 0xFFFFFFFFFFFFFFFF, length, kind, _hashable(owner)))
+        if same is None:
+            return None
+        for wp in same:  # in insertion order, as a scan of ``wps`` finds them
+            if wp.owner == owner:
                 return wp
         return None
 

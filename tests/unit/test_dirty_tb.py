@@ -451,9 +451,11 @@ def test_store_through_the_softmmu_invalidates_and_unprotects():
     m = boot(TWO_TBS)
     tbs = tbs_by_pc(m)
     mmu = m.cpu.softmmu
-    mmu.store(KERNEL, 0x1021, 1, 0x90)
+    mmu.store(KERNEL, 0x1021, 1, 0x90)  # the b0 of mov al, 7 becomes a nop
     assert not tbs[0x1020].valid and tbs[0x1000].valid
-    mmu.store(KERNEL, 0x1000, 2, 0x9090)
+    mmu.store(KERNEL, 0x1000, 2, 0x9090)  # the same bytes: nothing goes stale
+    assert tbs[0x1000].valid
+    mmu.store(KERNEL, 0x1000, 2, 0x4040)
     assert not tbs[0x1000].valid
     assert code_bit(m, 0x1000)
     assert m.cpu.tlb.d[KERNEL].write[1] == 0x1000, "the store that emptied the page drops TLB_NOTDIRTY"
@@ -485,7 +487,7 @@ def test_tb_spanning_two_pages_invalidated_by_a_write_to_either(hit, how):
     assert tb.pages == (0x1000, 0x2000)
     assert not code_bit(m, 0x1000) and not code_bit(m, 0x2000)
     if how == "store":
-        m.cpu.softmmu.store(KERNEL, hit, 1, 0x90)
+        m.cpu.softmmu.store(KERNEL, hit, 1, 0x40 if m.mem.read(hit, 1) == NOP else 0x90)
     else:
         m.mem.write(hit, NOP)
     assert not tb.valid
@@ -510,14 +512,14 @@ def test_code_bitmap_on_a_real_page():
     mmu = m.cpu.softmmu
     n = SMC_BITMAP_USE_THRESHOLD + 4
     for k in range(n):
-        mmu.store(KERNEL, 0x1800 + 4 * k, 4, k)  # data next to code, same page
+        mmu.store(KERNEL, 0x1800 + 4 * k, 4, k + 1)  # data next to code, same page
     s = m.stats()
     assert tb.valid
     assert s["notdirty_writes"] == n, "the page is still protected: every store goes slow"
     assert s["bitmap_builds"] == 1
     assert s["bitmap_skips"] == n - SMC_BITMAP_USE_THRESHOLD + 1
-    assert m.mem.read(0x1800 + 4 * (n - 1), 4) == (n - 1).to_bytes(4, "little"), "skipped stores still happen"
-    mmu.store(KERNEL, end, 2, 0)  # right after the code: skipped
+    assert m.mem.read(0x1800 + 4 * (n - 1), 4) == n.to_bytes(4, "little"), "skipped stores still happen"
+    mmu.store(KERNEL, end, 2, 0x5555)  # right after the code: skipped
     assert tb.valid
     mmu.store(KERNEL, 0x1004, 1, 0x2A)  # the mov's immediate
     assert not tb.valid

@@ -135,7 +135,8 @@ loop:
 
 
 def loop_tb(m: Machine, eip: int) -> object:
-    (tb,) = [tb for (pc, _, _), tb in m.cpu.jmp_cache.items() if pc == eip]
+    tb = m.cpu.jmp_cache[eip]  # keyed by EIP (core/exec.py); a hit also matches CS base and hflags
+    assert tb.pc == eip
     return tb
 
 

@@ -379,3 +379,107 @@ def test_a_looping_tb_reads_through_the_tables_of_the_space_it_runs_in(tier: int
         assert cpu.eip == code_v + 8 and cpu.regs[1] == 0
         seen.append(cpu.regs[0])
     assert seen == [0x11111111, 0x22222222, 0x11111111, 0x22222222]
+
+
+# ---- data segment loads from generated code ----------------------------------------------
+
+GDT = 0x1000
+GDT2 = 0x1800
+
+
+def _desc(base: int, flags: int, limit: int = 0xFFFFF) -> int:
+    """An 8-byte descriptor: ``flags`` in the high dword's attribute bits (DESC_*), G=1."""
+    lo = (limit & 0xFFFF) | (base & 0xFFFF) << 16
+    hi = (base >> 16) & 0xFF | (limit & 0xF0000) | flags | (1 << 23) | (base & 0xFF000000)
+    return lo | hi << 32
+
+
+def _gdt_machine() -> Machine:
+    """Flat 32-bit, no paging; GDT: null, 0x08 code, 0x10 flat data, 0x18 data at 0x5000 (DPL 3)."""
+    m = Machine(ram_size=RAM)
+    cpu = m.cpu
+    cpu.setup_flat32()
+    for i, d in enumerate([0, _desc(0, _CODE32), _desc(0, _DATA32), _desc(0x5000, _DATA32 | 3 << 13)]):
+        m.mem.ram[GDT + 8 * i : GDT + 8 * i + 8] = d.to_bytes(8, "little")
+    cpu.gdtr_base, cpu.gdtr_limit = GDT, 0x1F
+    return m
+
+
+def _set_desc(m: Machine, table: int, sel: int, value: int) -> None:
+    m.mem.ram[table + (sel & ~7) : table + (sel & ~7) + 8] = value.to_bytes(8, "little")
+
+
+def _fault(fn: object) -> tuple[int, int | None]:
+    with pytest.raises(GuestFault) as info:
+        fn()  # type: ignore[operator]
+    return info.value.vector, info.value.error_code
+
+
+def test_fast_data_load_sees_every_change_of_its_inputs() -> None:
+    """``seg.load_data_seg_fast`` after the selector was loaded once: a rewritten descriptor
+    (base, present bit, DPL), a reloaded GDTR, another CPL, a limit that no longer covers the
+    selector each give what ``load_seg`` gives, faults included; nothing is served stale."""
+    m = _gdt_machine()
+    cpu = m.cpu
+    fast = seg.load_data_seg_fast
+    for _ in range(2):
+        fast(cpu, DS, 0x1B)
+        assert cpu.segs[DS].base == 0x5000 and cpu.seg_base[DS] == 0x5000
+    _set_desc(m, GDT, 0x18, _desc(0x6000, _DATA32 | 3 << 13))
+    fast(cpu, ES, 0x1B)
+    assert cpu.segs[ES].base == 0x6000 and cpu.seg_base[ES] == 0x6000
+    hflags = cpu.hflags
+    cpu.compute_hflags()
+    assert cpu.hflags == hflags  # HF_ADDSEG as a full recompute gives it
+    _set_desc(m, GDT, 0x18, _desc(0x6000, (_DATA32 | 3 << 13) & ~DESC_P))
+    assert _fault(lambda: fast(cpu, DS, 0x1B)) == (11, 0x18)  # #NP(selector)
+    _set_desc(m, GDT, 0x18, _desc(0x6000, _DATA32))  # DPL 0 < RPL 3
+    assert _fault(lambda: fast(cpu, DS, 0x1B)) == (13, 0x18)
+    fast(cpu, DS, 0x18)
+    assert cpu.segs[DS].base == 0x6000
+    # Another table: the same selector names another descriptor.
+    m.mem.ram[GDT2 : GDT2 + 0x20] = m.mem.ram[GDT : GDT + 0x20]
+    _set_desc(m, GDT2, 0x18, _desc(0x7000, _DATA32))
+    cpu.gdtr_base = GDT2
+    fast(cpu, FS, 0x18)
+    assert cpu.segs[FS].base == 0x7000
+    cpu.gdtr_limit = 0x17  # the selector is beyond the limit now
+    assert _fault(lambda: fast(cpu, FS, 0x18)) == (13, 0x18)
+    cpu.gdtr_limit = 0x1F
+    # At CPL 3 the DPL 0 descriptor that loaded at CPL 0 is #GP.
+    cpu.segs[SS] = SegmentCache(0x2B, 0, 0xFFFFFFFF, _DATA32 | 3 << 13)
+    cpu.compute_hflags()
+    assert cpu.cpl == 3
+    assert _fault(lambda: fast(cpu, GS, 0x1B)) == (13, 0x18)
+    fast(cpu, GS, 0)  # a null selector is fine in a data segment register
+    assert cpu.segs[GS].selector == 0 and not cpu.segs[GS].flags & DESC_P
+
+
+def test_fast_data_load_sets_the_accessed_bit_first() -> None:
+    """A descriptor without its accessed bit goes through ``load_seg`` (which sets it in memory)."""
+    m = _gdt_machine()
+    _set_desc(m, GDT, 0x18, _desc(0x5000, (_DATA32 | 3 << 13) & ~DESC_A))
+    seg.load_data_seg_fast(m.cpu, DS, 0x1B)
+    assert int.from_bytes(m.mem.ram[GDT + 0x1C : GDT + 0x20], "little") & DESC_A
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_generated_data_loads_see_a_rewritten_descriptor(tier: int) -> None:
+    """``mov ds, ax`` / ``push``+``pop es`` in generated code read the descriptor every time:
+    the same TB run after the GDT entry's base changed loads the new base."""
+    m = _gdt_machine()
+    cpu = m.cpu
+    m.translator.force_tier = tier
+    code = 0x8000
+    # mov ax, 0x1b; mov ds, ax; mov ebx, [0]; push eax; pop es; mov ecx, [es:4]; hlt
+    prog = bytes([0x66, 0xB8, 0x1B, 0x00, 0x8E, 0xD8, 0x8B, 0x1D, 0, 0, 0, 0, 0x50, 0x07])
+    prog += bytes([0x26, 0x8B, 0x0D, 4, 0, 0, 0, 0xF4])
+    m.mem.ram[code : code + len(prog)] = prog
+    for base, value in ((0x5000, 0x55), (0x6000, 0x66), (0x5000, 0x55), (0x6000, 0x66)):
+        m.mem.ram[base : base + 8] = bytes([value] * 8)
+        _set_desc(m, GDT, 0x18, _desc(base, _DATA32 | 3 << 13))
+        cpu.eip, cpu.regs[4] = code, 0x9000
+        cpu.halted = False
+        m.run(max_insns=7)
+        assert cpu.regs[3] == value * 0x01010101 and cpu.regs[1] == value * 0x01010101
+        assert cpu.regs[4] == 0x9000 and cpu.segs[ES].base == base

@@ -483,3 +483,171 @@ def test_generated_data_loads_see_a_rewritten_descriptor(tier: int) -> None:
         m.run(max_insns=7)
         assert cpu.regs[3] == value * 0x01010101 and cpu.regs[1] == value * 0x01010101
         assert cpu.regs[4] == 0x9000 and cpu.segs[ES].base == base
+
+
+# ---- interrupt delivery and IRET: the short paths against the general ones ---------------
+
+IDT = 0x2000
+IDT2 = 0x2800
+TSS = 0x3000
+USER_ESP, KERNEL_ESP = 0x7000, 0x9000
+_TSS_BUSY32 = DESC_P | (11 << 8)
+
+
+def _gate(selector: int, offset: int, gtype: int, dpl: int) -> int:
+    lo = (offset & 0xFFFF) | selector << 16
+    hi = (offset & 0xFFFF0000) | DESC_P | gtype << 8 | dpl << 13
+    return lo | hi << 32
+
+
+def _ring_machine() -> Machine:
+    """GDT: 0x08/0x10 ring-0 code/data, 0x18/0x20 ring-3 code/data, 0x28 a busy 32-bit TSS
+    (SS0:ESP0 = 0x10:KERNEL_ESP); IDT: 0x20 an interrupt gate (DPL 0), 0x80 a trap gate (DPL 3),
+    0x0D an interrupt gate, 0x21 a 16-bit interrupt gate, all to ring-0 code."""
+    m = Machine(ram_size=RAM)
+    cpu = m.cpu
+    cpu.setup_flat32()
+    descs = [
+        0,
+        _desc(0, _CODE32),
+        _desc(0, _DATA32),
+        _desc(0, _CODE32 | 3 << 13),
+        _desc(0, _DATA32 | 3 << 13),
+        (0x67 | (TSS & 0xFFFF) << 16) | ((TSS >> 16) & 0xFF | _TSS_BUSY32) << 32,
+    ]
+    for i, d in enumerate(descs):
+        _set_desc(m, GDT, 8 * i, d)
+    cpu.gdtr_base, cpu.gdtr_limit = GDT, 8 * len(descs) - 1
+    for vec, d in ((0x20, _gate(8, 0x4000, 14, 0)), (0x80, _gate(8, 0x4100, 15, 3)), (0x0D, _gate(8, 0x4200, 14, 0))):
+        _set_desc(m, IDT, vec * 8, d)
+    _set_desc(m, IDT, 0x21 * 8, _gate(8, 0x4300, 6, 0))
+    cpu.idtr_base, cpu.idtr_limit = IDT, 0x100 * 8 - 1
+    wr32(m, TSS + 4, KERNEL_ESP)
+    wr32(m, TSS + 8, 0x10)
+    cpu.tr = SegmentCache(0x28, TSS, 0x67, _TSS_BUSY32)
+    return m
+
+
+def _enter(cpu: object, ring: int) -> None:
+    """The interrupted state: ring 3 (or 0) code at 0x5000, IF set, DS/ES the ring's data."""
+    from gdbemu.core.cpu import CPU
+
+    assert isinstance(cpu, CPU)
+    code, data = (0x1B, 0x23) if ring == 3 else (0x08, 0x10)
+    flags = 3 << 13 if ring == 3 else 0
+    cpu.segs[CS] = SegmentCache(code, 0, 0xFFFFFFFF, _CODE32 | flags | (1 << 23))
+    for s in (SS, DS, ES, FS, GS):
+        cpu.segs[s] = SegmentCache(data, 0, 0xFFFFFFFF, _DATA32 | flags | (1 << 23))
+    cpu.regs[:] = [1, 2, 3, 4, USER_ESP if ring == 3 else KERNEL_ESP - 0x400, 6, 7, 8]
+    cpu.eip = 0x5000
+    cpu.set_eflags(0x202 | 0x3000 * 0)
+
+
+def _outcome(m: Machine, fn: object) -> tuple[object, ...]:
+    cpu = m.cpu
+    try:
+        fn()  # type: ignore[operator]
+    except GuestFault as fault:
+        return ("fault", fault.vector, fault.error_code)
+    return (
+        tuple(cpu.regs),
+        cpu.eip,
+        cpu.get_eflags(),
+        tuple((s.selector, s.base, s.limit, s.flags) for s in cpu.segs),
+        cpu.hflags,
+        tuple(cpu.seg_base),
+        bytes(m.mem.ram[USER_ESP - 0x40 : USER_ESP]),
+        bytes(m.mem.ram[KERNEL_ESP - 0x440 : KERNEL_ESP]),
+    )
+
+
+def _events(m: Machine, ring: int, vector: int, soft: bool, error: int | None) -> list[tuple[object, ...]]:
+    """Deliver ``vector`` from ``ring``, then IRET from the handler: both outcomes."""
+    from gdbemu.core import interrupts
+
+    cpu = m.cpu
+    _enter(cpu, ring)
+    out = [_outcome(m, lambda: do_interrupt(cpu, vector, soft, error, 0x5002))]
+    if out[0][0] != "fault":
+        if error is not None:
+            cpu.regs[4] += 4  # the handler drops the error code
+        out.append(_outcome(m, lambda: interrupts.iret(cpu, 4)))
+    return out
+
+
+def _set_word(m: Machine, addr: int, value: int) -> None:
+    wr32(m, addr, value)
+
+
+_MUTATIONS = {
+    "none": lambda m: None,
+    "gate offset": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(8, 0x4400, 15, 3)),
+    "gate dpl": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(8, 0x4100, 15, 0)),
+    "gate absent": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(8, 0x4100, 15, 3) & ~(DESC_P << 32)),
+    "gate type": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(8, 0x4100, 14, 3)),
+    "gate task": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(0x28, 0, 5, 3)),
+    "gate selector": lambda m: _set_desc(m, IDT, 0x80 * 8, _gate(0x18, 0x4100, 15, 3)),
+    "code absent": lambda m: _set_desc(m, GDT, 0x08, _desc(0, _CODE32 & ~DESC_P)),
+    "code base": lambda m: _set_desc(m, GDT, 0x08, _desc(0x100, _CODE32)),
+    "code limit": lambda m: _set_desc(m, GDT, 0x08, _desc(0, _CODE32, limit=0)),
+    "code not accessed": lambda m: _set_desc(m, GDT, 0x08, _desc(0, _CODE32 & ~DESC_A)),
+    "esp0": lambda m: _set_word(m, TSS + 4, KERNEL_ESP - 0x100),
+    "ss0 ring 3": lambda m: _set_word(m, TSS + 8, 0x23),
+    "ss0 null": lambda m: _set_word(m, TSS + 8, 0),
+    "stack read-only": lambda m: _set_desc(m, GDT, 0x10, _desc(0, _DATA32 & ~DESC_W)),
+    "stack absent": lambda m: _set_desc(m, GDT, 0x10, _desc(0, _DATA32 & ~DESC_P)),
+    "stack 16-bit": lambda m: _set_desc(m, GDT, 0x10, _desc(0, _DATA32 & ~DESC_B)),
+    "user code base": lambda m: _set_desc(m, GDT, 0x18, _desc(0x200, _CODE32 | 3 << 13)),
+    "user code absent": lambda m: _set_desc(m, GDT, 0x18, _desc(0, (_CODE32 | 3 << 13) & ~DESC_P)),
+    "user code dpl 0": lambda m: _set_desc(m, GDT, 0x18, _desc(0, _CODE32)),
+    "user stack absent": lambda m: _set_desc(m, GDT, 0x20, _desc(0, (_DATA32 | 3 << 13) & ~DESC_P)),
+    "user stack base": lambda m: _set_desc(m, GDT, 0x20, _desc(0x300, _DATA32 | 3 << 13)),
+    "idtr moved": lambda m: (
+        m.mem.ram.__setitem__(slice(IDT2, IDT2 + 0x800), m.mem.ram[IDT : IDT + 0x800]),
+        _set_desc(m, IDT2, 0x80 * 8, _gate(8, 0x4500, 14, 3)),
+        setattr(m.cpu, "idtr_base", IDT2),
+    ),
+    "idtr limit": lambda m: setattr(m.cpu, "idtr_limit", 0x80 * 8 + 6),
+    "gdtr limit": lambda m: setattr(m.cpu, "gdtr_limit", 0x0F),
+    "tss limit": lambda m: setattr(m.cpu, "tr", SegmentCache(0x28, TSS, 0x8, _TSS_BUSY32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MUTATIONS))
+@pytest.mark.parametrize(
+    ("ring", "vector", "soft", "error"), [(3, 0x80, True, None), (3, 0x0D, False, 0x18), (0, 0x20, False, None)]
+)
+def test_short_delivery_and_iret_give_what_the_general_paths_give(
+    name: str, ring: int, vector: int, soft: bool, error: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event and its IRET once (learning the checks), the guest rewrites an IDT gate, a
+    descriptor, a TSS field or reloads IDTR/GDTR/TR, then the event and IRET again: every
+    outcome (state, frame bytes, fault and error code) is the general paths' one."""
+    from gdbemu.core import interrupts
+
+    results = []
+    taken: list[bool] = []
+    real_int, real_iret = interrupts._interrupt_fast, interrupts._iret_fast
+    for fast in (False, True):
+        if fast:
+
+            def spy_int(*args: object) -> bool:
+                taken.append(real_int(*args))  # type: ignore[arg-type]
+                return taken[-1]
+
+            def spy_iret(*args: object) -> bool:
+                taken.append(real_iret(*args))  # type: ignore[arg-type]
+                return taken[-1]
+
+            monkeypatch.setattr(interrupts, "_interrupt_fast", spy_int)
+            monkeypatch.setattr(interrupts, "_iret_fast", spy_iret)
+        else:
+            monkeypatch.setattr(interrupts, "_interrupt_fast", lambda *args: False)
+            monkeypatch.setattr(interrupts, "_iret_fast", lambda *args: False)
+        m = _ring_machine()
+        first = _events(m, ring, vector, soft, error) + _events(m, ring, vector, soft, error)
+        _MUTATIONS[name](m)
+        results.append(first + _events(m, ring, vector, soft, error))
+        monkeypatch.undo()
+    assert results[0] == results[1]
+    assert taken[2:4] == [True, True]  # the second event and IRET took the short paths

@@ -453,7 +453,7 @@ _LOADED: dict[tuple[int, int, int, int, bool], tuple[int, int, int]] = {}
 _DATA_LOADED: dict[int, tuple[int, int, int]] = {}
 
 
-def load_data_seg_fast(cpu: CPU, seg: int, selector: int) -> None:
+def load_data_seg_fast(cpu: CPU, seg: int, selector: int, done: int = 0) -> None:
     """A load of ES, DS, FS or GS from generated code (mov, pop): ``load_seg`` with a short path.
 
     In protected mode (not VM86), a null selector, or a selector whose
@@ -462,7 +462,9 @@ def load_data_seg_fast(cpu: CPU, seg: int, selector: int) -> None:
     same selector and CPL and its accessed bit set: the outcome is a pure
     function of those, so only the cache, the base mirror and HF_ADDSEG
     change.  Anything else (a limit overrun, a TLB miss, an unaligned table,
-    a descriptor not seen yet) is ``load_seg`` itself, faults included.
+    a descriptor not seen yet) is ``load_seg`` itself, faults included, with
+    ``cpu.icount`` exact for its duration (it may read MMIO): ``done`` is the
+    number of instructions the calling TB retired before this one.
     """
     hf = cpu.hflags
     if hf & (HF_PE | HF_VM) == HF_PE:
@@ -487,7 +489,11 @@ def load_data_seg_fast(cpu: CPU, seg: int, selector: int) -> None:
                 if known is not None:
                     cpu.load_data_seg(seg, SegmentCache(selector, known[0], known[1], known[2]))
                     return
-    load_seg(cpu, seg, selector)
+    cpu.icount += done
+    try:
+        load_seg(cpu, seg, selector)
+    finally:
+        cpu.icount -= done
 
 
 def null_stack(selector: int, cpl: int) -> SegmentCache:

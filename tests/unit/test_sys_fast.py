@@ -651,3 +651,32 @@ def test_short_delivery_and_iret_give_what_the_general_paths_give(
         monkeypatch.undo()
     assert results[0] == results[1]
     assert taken[2:4] == [True, True]  # the second event and IRET took the short paths
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_general_data_load_from_generated_code_sees_the_exact_icount(
+    tier: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The general path of a data segment load (a descriptor not seen yet) runs with
+    ``cpu.icount`` counting the instructions before it (it may read MMIO: the clock)."""
+    m = _gdt_machine()
+    cpu = m.cpu
+    m.translator.force_tier = tier
+    seen: list[int] = []
+    real = seg.load_seg
+
+    def spy(c: object, s: int, selector: int) -> None:
+        seen.append(cpu.icount)
+        real(cpu, s, selector)
+
+    monkeypatch.setattr(seg, "load_seg", spy)
+    code = 0x8000
+    # nop; nop; mov ax, 0x1b; mov ds, ax; hlt
+    prog = bytes([0x90, 0x90, 0x66, 0xB8, 0x1B, 0x00, 0x8E, 0xD8, 0xF4])
+    m.mem.ram[code : code + len(prog)] = prog
+    seg._DATA_LOADED.clear()
+    start = cpu.icount
+    cpu.eip = code
+    m.run(max_insns=5)
+    assert seen == [start + 3]
+    assert cpu.segs[DS].base == 0x5000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..cpu import CPU
 from ..decode import IMM, MEM, REG, SREG
 from ..emit import MASK, Emitter
 from ..exceptions import UD
@@ -10,11 +9,7 @@ from ..helpers import helper
 from ..seg import load_data_seg_fast
 from . import op
 
-
-@helper
-def load_dseg(cpu: CPU, seg: int, selector: int) -> None:
-    """mov/pop to ES, DS, FS or GS (seg.load_data_seg_fast: load_seg with a short path)."""
-    load_data_seg_fast(cpu, seg, selector)
+helper(load_data_seg_fast)  # H.load_data_seg_fast: mov/pop to ES, DS, FS, GS
 
 
 def _load_data_seg(e: Emitter, seg: int, selector: str) -> None:
@@ -23,9 +18,12 @@ def _load_data_seg(e: Emitter, seg: int, selector: str) -> None:
     The load reads and writes no general register, flag or EIP (a fault
     leaves through the TB's handler, which writes the locals back and sets
     EIP, as for a memory operand), so nothing is written back before it or
-    reloaded after it; ``cpu.icount`` is exact for its duration.
+    reloaded after it.  ``cpu.icount`` is made exact only on the general path
+    (``seg.load_data_seg_fast``), as ``Emitter.helper_call`` would for the whole call.
     """
-    e.helper_call("load_dseg", str(seg), selector)
+    e.may_fault = True
+    done = e.const(e.index) if e.tier1 else f"@IC@{e.index}"
+    e.emit(f"H.load_data_seg_fast(cpu, {seg}, {selector}, {done})")
 
 
 def _end_if_hflags_changed(e: Emitter) -> None:

@@ -3,6 +3,11 @@
 * ``CPU.load_data_seg`` (the incremental hflags update of ES/DS/FS/GS loads)
   gives the hflags and base mirror a full ``compute_hflags`` gives, in every
   mode it is used in.
+* The short paths keyed by every input: ``seg.load_data_seg_fast`` (ES, DS,
+  FS, GS from generated code), ``interrupts._interrupt_fast`` and
+  ``_iret_fast`` give what ``load_seg``, the general delivery and IRET give
+  after the guest rewrites a gate, a descriptor or a TSS field, or reloads
+  IDTR/GDTR/TR (a stale memo fails these tests).
 * ``seg.push_frame`` writes an interrupt frame at once only when nothing can
   fault; a frame that straddles into an unmapped page faults exactly where
   the value-by-value pushes do (CR2, error code, the values already written).

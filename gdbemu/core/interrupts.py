@@ -53,17 +53,23 @@ from .cpu import (
     CPU,
     CR0_PE,
     CS,
+    DESC_A,
     DESC_B,
     DESC_C,
+    DESC_CS,
     DESC_L,
     DESC_P,
     DESC_S,
+    DESC_W,
     DS,
     EFER_LMA,
     ES,
     ESP,
     FS,
     GS,
+    HF_LMA,
+    HF_PE,
+    HF_VM,
     SS,
     SegmentCache,
 )
@@ -75,15 +81,20 @@ from .seg import (
     SYS_TASK_GATE,
     SYS_TRAP_GATE16,
     SYS_TRAP_GATE32,
+    cache_from,
     canonical,
     check_code_descriptor,
     check_eip,
+    desc_limit,
     dpl_of,
     invalidate_outer_segments,
     is_code,
     load_code_cache,
     null_stack,
+    peek_desc,
+    peek_desc_at,
     peek_frame,
+    peek_sys,
     push_frame,
     read_desc_at,
     read_descriptor,
@@ -219,10 +230,148 @@ def _interrupt_real(cpu: CPU, vector: int, next_eip: int) -> None:
     cpu.compute_hflags()
 
 
+# Checks that passed, as pure functions of what they read (the descriptor words are read from
+# memory every time; a key holds every input of its check):
+# _GATE_OK: (IDT gate << 64 | code descriptor) << 3 | CPL << 1 | soft ->
+#   (code selector, offset, new CPL, inward, trap, operand size, CS base, CS limit, CS flags)
+_GATE_OK: dict[int, tuple[int, int, int, bool, bool, int, int, int, int]] = {}
+# _STACK_OK: (descriptor << 16 | selector) << 2 | privilege level -> (SS base, limit, flags)
+_STACK_OK: dict[int, tuple[int, int, int]] = {}
+# _RET_CS_OK: (descriptor << 16 | selector) << 2 | CPL -> (CS base, limit, flags)
+_RET_CS_OK: dict[int, tuple[int, int, int]] = {}
+
+
+def _check_gate(
+    gate: int, code: int, cpl: int, soft: bool
+) -> tuple[int, int, int, bool, bool, int, int, int, int] | None:
+    """The checks of ``_interrupt_protected`` on an IDT gate and its code descriptor (outside
+    VM86): the outcome when they all pass and the code descriptor's accessed bit is set
+    (nothing to write), else None (the general path raises what it raises)."""
+    lo, hi = gate & 0xFFFFFFFF, gate >> 32
+    gtype = (hi >> 8) & 0xF
+    if hi & (1 << 12) or gtype not in (SYS_INT_GATE16, SYS_TRAP_GATE16, SYS_INT_GATE32, SYS_TRAP_GATE32):
+        return None
+    if soft and dpl_of(hi) < cpl or not hi & DESC_P:
+        return None
+    selector = lo >> 16
+    if not selector & 0xFFFC:
+        return None
+    is32 = bool(gtype & 8)
+    offset = (lo & 0xFFFF) | (hi & 0xFFFF0000) if is32 else lo & 0xFFFF
+    clo, chi = code & 0xFFFFFFFF, code >> 32
+    cdpl = dpl_of(chi)
+    if not is_code(chi) or cdpl > cpl or not chi & DESC_P or not chi & DESC_A:
+        return None
+    if offset > desc_limit(clo, chi):
+        return None
+    inward = not chi & DESC_C and cdpl < cpl
+    cache = cache_from(selector, clo, chi)
+    new_cpl = cdpl if inward else cpl
+    return (selector, offset, new_cpl, inward, bool(gtype & 1), 4 if is32 else 2, cache.base, cache.limit, cache.flags)
+
+
+def _check_stack(raw: int, selector: int, cpl: int) -> tuple[int, int, int] | None:
+    """``stack_cache``'s checks (the accessed bit set: nothing to write): the cache, or None."""
+    hi = raw >> 32
+    if not selector & 0xFFFC or (selector & 3) != cpl or dpl_of(hi) != cpl:
+        return None
+    if not hi & DESC_S or hi & DESC_CS or not hi & DESC_W or not hi & DESC_P or not hi & DESC_A:
+        return None
+    cache = cache_from(selector, raw & 0xFFFFFFFF, hi)
+    return cache.base, cache.limit, cache.flags
+
+
+def _interrupt_fast(cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool) -> bool:
+    """Protected-mode delivery through a 16/32-bit interrupt or trap gate, outside VM86, when
+    every descriptor involved reads without a side effect and passed the same checks before.
+
+    The IDT gate, the code descriptor and (inward) the TSS's SSn:ESPn and the stack
+    descriptor are read now (``seg.peek_desc``/``peek_sys``: no fill, no fault); their
+    checks come from ``_GATE_OK``/``_STACK_OK``, whose keys hold every input.  The frame is
+    written by ``push_frame`` as in the general path (a fault there is the same fault:
+    nothing else can fault before it), then the state is committed as there.  False: the
+    general path runs from the start (nothing read here had an effect).
+    """
+    if vector * 8 + 7 > cpu.idtr_limit or cpu.eflags & F.VM:
+        return False
+    gate = peek_desc_at(cpu, cpu.idtr_base + vector * 8)
+    if gate < 0:
+        return False
+    selector = (gate >> 16) & 0xFFFF
+    if not selector & 0xFFFC:
+        return False
+    code = peek_desc(cpu, selector)
+    if code < 0:
+        return False
+    cpl = cpu.hflags & 3
+    key = (gate << 64 | code) << 3 | cpl << 1 | soft
+    ok = _GATE_OK.get(key)
+    if ok is None:
+        ok = _check_gate(gate, code, cpl, soft)
+        if ok is None:
+            return False
+        if len(_GATE_OK) >= 256:
+            _GATE_OK.clear()
+        _GATE_OK[key] = ok
+    selector, offset, new_cpl, inward, trap, size, cs_base, cs_limit, cs_flags = ok
+    eflags = cpu.get_eflags()
+    if push_rf:
+        eflags |= F.RF
+    segs = cpu.segs
+    old_esp = cpu.regs[ESP]
+    ss_cache = None
+    if inward:
+        tr = cpu.tr
+        if not tr.type & 8:
+            return False
+        off = 4 + new_cpl * 8
+        if off + 7 > tr.limit:
+            return False
+        new_esp = peek_sys(cpu, tr.base + off, 4)
+        new_ss = peek_sys(cpu, tr.base + off + 4, 2)
+        if new_esp < 0 or new_ss < 0 or not new_ss & 0xFFFC:
+            return False
+        raw = peek_desc(cpu, new_ss)
+        if raw < 0:
+            return False
+        skey = (raw << 16 | new_ss) << 2 | new_cpl
+        sok = _STACK_OK.get(skey)
+        if sok is None:
+            sok = _check_stack(raw, new_ss, new_cpl)
+            if sok is None:
+                return False
+            if len(_STACK_OK) >= 256:
+                _STACK_OK.clear()
+            _STACK_OK[skey] = sok
+        ss_cache = SegmentCache(new_ss, sok[0], sok[1], sok[2])
+        values = [segs[SS].selector, old_esp, eflags, segs[CS].selector, next_eip]
+        sp = new_esp
+        stack = ss_cache
+    else:
+        values = [eflags, segs[CS].selector, next_eip]
+        sp = old_esp
+        stack = segs[SS]
+    if error_code is not None:
+        values.append(error_code)
+    sp_mask = 0xFFFFFFFF if stack.flags & DESC_B else 0xFFFF
+    mask = 0xFFFFFFFF if size == 4 else 0xFFFF
+    sp = push_frame(cpu, stack.base, sp, sp_mask, size, [value & mask for value in values], new_cpl)
+    if ss_cache is not None:
+        segs[SS] = ss_cache
+    cpu.regs[ESP] = (old_esp & ~sp_mask) | sp
+    segs[CS] = SegmentCache((selector & 0xFFFC) | new_cpl, cs_base, cs_limit, cs_flags)
+    cpu.eip = offset
+    cpu.eflags &= ~(F.TF | F.NT | F.RF | F.VM) if trap else ~(F.TF | F.NT | F.RF | F.VM | F.IF)
+    cpu.compute_hflags()
+    return True
+
+
 def _interrupt_protected(
     cpu: CPU, vector: int, soft: bool, error_code: int | None, next_eip: int, push_rf: bool = False
 ) -> None:
     """Protected and virtual-8086 mode delivery (SDM vol. 2, INT n: PROTECTED-MODE and after)."""
+    if _interrupt_fast(cpu, vector, soft, error_code, next_eip, push_rf):
+        return
     ext = 0 if soft else 1
     idt_err = vector * 8 + 2 + ext
     if vector * 8 + 7 > cpu.idtr_limit:
@@ -419,7 +568,106 @@ def iret(cpu: CPU, opsize: int, next_eip: int = 0) -> None:
     settle_rf(cpu)
 
 
+def _check_return_cs(raw: int, selector: int, cpl: int) -> tuple[int, int, int] | None:
+    """``_iret``'s checks on the code segment it returns to (RPL >= CPL, code, DPL by the
+    conforming rule, present) with the accessed bit set: the cache, or None."""
+    hi = raw >> 32
+    rpl = selector & 3
+    if not selector & 0xFFFC or rpl < cpl or not is_code(hi) or not hi & DESC_P or not hi & DESC_A:
+        return None
+    cdpl = dpl_of(hi)
+    if cdpl > rpl if hi & DESC_C else cdpl != rpl:
+        return None
+    cache = cache_from((selector & 0xFFFC) | rpl, raw & 0xFFFFFFFF, hi)
+    return cache.base, cache.limit, cache.flags
+
+
+def _iret_fast(cpu: CPU, opsize: int) -> bool:
+    """IRET in protected mode (not VM86, not IA-32e, NT=0), to the same level or outward, when
+    the frame is on one fast-path page and the descriptors read without a side effect and
+    passed the same checks before (``_RET_CS_OK``, ``_STACK_OK``: keys hold every input).
+    A return to VM86, a frame or descriptor elsewhere, a check not seen yet: False, and the
+    general path runs from the start (nothing here had an effect)."""
+    eflags = cpu.eflags
+    if eflags & F.NT:
+        return False
+    ss = cpu.segs[SS]
+    sp_mask = 0xFFFFFFFF if ss.flags & DESC_B else 0xFFFF
+    sp = cpu.regs[ESP]
+    top = sp & sp_mask
+    if top + 5 * opsize > sp_mask:
+        return False
+    cpl = cpu.hflags & 3
+    frame = peek_frame(cpu, ss.base + top, opsize, 5, cpl)
+    if frame is None:
+        return False
+    new_eip, new_cs, new_flags = frame[0], frame[1] & 0xFFFF, frame[2]
+    if opsize == 2:
+        new_flags = (cpu.get_eflags() & 0xFFFF0000) | new_flags
+        new_eip &= 0xFFFF
+    elif new_flags & F.VM and cpl == 0:
+        return False
+    if not new_cs & 0xFFFC:
+        return False
+    raw = peek_desc(cpu, new_cs)
+    if raw < 0:
+        return False
+    key = (raw << 16 | new_cs) << 2 | cpl
+    ok = _RET_CS_OK.get(key)
+    if ok is None:
+        ok = _check_return_cs(raw, new_cs, cpl)
+        if ok is None:
+            return False
+        if len(_RET_CS_OK) >= 256:
+            _RET_CS_OK.clear()
+        _RET_CS_OK[key] = ok
+    if new_eip > ok[1]:
+        return False  # #GP(0): the general path raises it
+    mask = F.ARITH | F.TF | F.DF | F.NT | F.RF | F.AC | F.ID
+    if cpl == 0:
+        mask |= F.IOPL | F.VIF | F.VIP
+    if cpl <= (eflags >> 12) & 3:
+        mask |= F.IF
+    if opsize == 2:
+        mask &= 0xFFFF
+    rpl = new_cs & 3
+    segs = cpu.segs
+    if rpl == cpl:
+        cpu.regs[ESP] = (sp & ~sp_mask) | ((top + 3 * opsize) & sp_mask)
+        segs[CS] = SegmentCache((new_cs & 0xFFFC) | cpl, ok[0], ok[1], ok[2])
+        cpu.eip = new_eip
+        cpu.set_eflags(new_flags, mask)
+        return True
+    new_esp, new_ss = frame[3], frame[4] & 0xFFFF
+    if not new_ss & 0xFFFC:
+        return False
+    sraw = peek_desc(cpu, new_ss)
+    if sraw < 0:
+        return False
+    skey = (sraw << 16 | new_ss) << 2 | rpl
+    sok = _STACK_OK.get(skey)
+    if sok is None:
+        sok = _check_stack(sraw, new_ss, rpl)
+        if sok is None:
+            return False
+        if len(_STACK_OK) >= 256:
+            _STACK_OK.clear()
+        _STACK_OK[skey] = sok
+    segs[CS] = SegmentCache((new_cs & 0xFFFC) | rpl, ok[0], ok[1], ok[2])
+    segs[SS] = SegmentCache(new_ss, sok[0], sok[1], sok[2])
+    if sok[2] & DESC_B:
+        cpu.regs[ESP] = new_esp
+    else:
+        cpu.regs[ESP] = (cpu.regs[ESP] & 0xFFFF0000) | (new_esp & 0xFFFF)
+    cpu.eip = new_eip
+    invalidate_outer_segments(cpu, rpl)
+    cpu.set_eflags(new_flags, mask)
+    return True
+
+
 def _iret(cpu: CPU, opsize: int, next_eip: int) -> None:
+    if cpu.hflags & (HF_PE | HF_VM | HF_LMA) == HF_PE and _iret_fast(cpu, opsize):
+        return
     ss = cpu.segs[SS]
     sp_mask = 0xFFFFFFFF if ss.flags & DESC_B else 0xFFFF
     sp = cpu.regs[ESP]

@@ -49,6 +49,8 @@ from .cpu import (
     ES,
     FS,
     GS,
+    HF_PE,
+    HF_VM,
     SS,
     SegmentCache,
 )
@@ -236,6 +238,59 @@ def read_desc_at(cpu: CPU, addr: int) -> tuple[int, int]:
     return lo, hi
 
 
+def peek_desc(cpu: CPU, selector: int) -> int:
+    """The descriptor of a non-null ``selector`` as one 64-bit int when reading it cannot fault
+    or do anything else: within its table's limit, aligned, on a page the inline TLB compare
+    hits.  -1 otherwise (the caller takes its general path, which reads it as ``read_descriptor``)."""
+    if selector & 4:
+        ldtr = cpu.ldtr
+        base, limit = ldtr.base, ldtr.limit
+    else:
+        base, limit = cpu.gdtr_base, cpu.gdtr_limit
+    index = selector & 0xFFF8
+    if index + 7 > limit:
+        return -1
+    addr = (base + index) & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF)
+    softmmu = cpu.softmmu
+    desc = softmmu.tlb.d[MMU_KNOSMAP_IDX]
+    slot = (addr >> 12) & TLB_MASK
+    if desc.read[slot] != addr & TAG8_MASK:
+        return -1
+    raw: int = softmmu.mem.m64[(addr + desc.addend[slot]) >> 3]
+    return raw
+
+
+def peek_desc_at(cpu: CPU, addr: int) -> int:
+    """The 8 bytes at linear ``addr`` of a descriptor table when the inline TLB compare hits, else -1."""
+    addr &= MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF
+    softmmu = cpu.softmmu
+    desc = softmmu.tlb.d[MMU_KNOSMAP_IDX]
+    slot = (addr >> 12) & TLB_MASK
+    if desc.read[slot] != addr & TAG8_MASK:
+        return -1
+    raw: int = softmmu.mem.m64[(addr + desc.addend[slot]) >> 3]
+    return raw
+
+
+def peek_sys(cpu: CPU, addr: int, size: int) -> int:
+    """``sys_read`` when the inline TLB compare hits (aligned, unflagged page): the value; else -1."""
+    addr &= MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF
+    softmmu = cpu.softmmu
+    desc = softmmu.tlb.d[MMU_KNOSMAP_IDX]
+    slot = (addr >> 12) & TLB_MASK
+    if desc.read[slot] != addr & (PAGE_MASK | (size - 1)):
+        return -1
+    off = addr + desc.addend[slot]
+    mem = softmmu.mem
+    if size == 4:
+        v: int = mem.m32[off >> 2]
+        return v
+    if size == 2:
+        v = mem.m16[off >> 1]
+        return v
+    return -1
+
+
 def try_read_descriptor(cpu: CPU, selector: int) -> tuple[int, int] | None:
     """The descriptor, or None for a null selector or one beyond its table (LAR/LSL/VERR/VERW).
 
@@ -378,7 +433,10 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
     if hi & DESC_A:
         if len(_LOADED) >= 1024:
             _LOADED.clear()
+            _DATA_LOADED.clear()
         _LOADED[key] = (cache.base, cache.limit, cache.flags)
+        if seg != SS:
+            _DATA_LOADED[(lo | hi << 32) << 18 | selector << 2 | cpl] = (cache.base, cache.limit, cache.flags)
     if seg == SS:
         cpu.segs[SS] = cache
         cpu.compute_hflags()
@@ -389,6 +447,53 @@ def load_seg(cpu: CPU, seg: int, selector: int) -> None:
 # Loads that passed load_seg's checks: (descriptor low, high, selector, CPL, is SS) -> the cache's
 # (base, limit, flags).  A pure function of its key (the descriptor's words are read every time).
 _LOADED: dict[tuple[int, int, int, int, bool], tuple[int, int, int]] = {}
+
+
+# The same for ES/DS/FS/GS, keyed by one int: descriptor (low | high << 32) << 18 | selector << 2 | CPL.
+_DATA_LOADED: dict[int, tuple[int, int, int]] = {}
+
+
+def load_data_seg_fast(cpu: CPU, seg: int, selector: int, done: int = 0) -> None:
+    """A load of ES, DS, FS or GS from generated code (mov, pop): ``load_seg`` with a short path.
+
+    In protected mode (not VM86), a null selector, or a selector whose
+    descriptor words (read from memory now, through the inline TLB compare,
+    as ``read_desc_at`` does) passed ``load_seg``'s checks before with the
+    same selector and CPL and its accessed bit set: the outcome is a pure
+    function of those, so only the cache, the base mirror and HF_ADDSEG
+    change.  Anything else (a limit overrun, a TLB miss, an unaligned table,
+    a descriptor not seen yet) is ``load_seg`` itself, faults included, with
+    ``cpu.icount`` exact for its duration (it may read MMIO): ``done`` is the
+    number of instructions the calling TB retired before this one.
+    """
+    hf = cpu.hflags
+    if hf & (HF_PE | HF_VM) == HF_PE:
+        if not selector & 0xFFFC:
+            cpu.load_data_seg(seg, SegmentCache(selector, 0, 0, 0))
+            return
+        if selector & 4:
+            ldtr = cpu.ldtr
+            base, limit = ldtr.base, ldtr.limit
+        else:
+            base, limit = cpu.gdtr_base, cpu.gdtr_limit
+        index = selector & 0xFFF8
+        if index + 7 <= limit:
+            addr = (base + index) & (MASK64 if cpu.efer & EFER_LMA else 0xFFFFFFFF)
+            softmmu = cpu.softmmu
+            desc = softmmu.tlb.d[MMU_KNOSMAP_IDX]
+            slot = (addr >> 12) & TLB_MASK
+            if desc.read[slot] == addr & TAG8_MASK:
+                known = _DATA_LOADED.get(
+                    softmmu.mem.m64[(addr + desc.addend[slot]) >> 3] << 18 | selector << 2 | (hf & 3)
+                )
+                if known is not None:
+                    cpu.load_data_seg(seg, SegmentCache(selector, known[0], known[1], known[2]))
+                    return
+    cpu.icount += done
+    try:
+        load_seg(cpu, seg, selector)
+    finally:
+        cpu.icount -= done
 
 
 def null_stack(selector: int, cpl: int) -> SegmentCache:
@@ -627,11 +732,15 @@ __all__ = [
     "read_descriptor",
     "read_desc_at",
     "try_read_descriptor",
+    "peek_desc",
+    "peek_sys",
+    "peek_desc_at",
     "desc_base",
     "desc_limit",
     "cache_from",
     "load_cache",
     "load_seg",
+    "load_data_seg_fast",
     "real_mode_cache",
     "load_code_cache",
     "set_accessed",

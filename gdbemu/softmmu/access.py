@@ -191,6 +191,20 @@ class SoftMMU:
 
     # ---- loads ----------------------------------------------------------------
     def load(self, mmu_idx: int, vaddr: int, size: int, stack: bool = False) -> int:
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        if desc.read[index] == vaddr & (PAGE_MASK | (size - 1)) | TLB_RECHECK and self._recheck(desc, index):
+            # The first use of an entry brought back with its address space (an aligned access
+            # to an unflagged page): checked, it is what the fast path would have used.
+            self.stats.slow_hits += 1
+            off = vaddr + desc.addend[index]
+            if size == 4:
+                return self._m32[off >> 2]
+            if size == 8:
+                return self._m64[off >> 3]
+            if size == 2:
+                return self._m16[off >> 1]
+            return self.mem.ram[off]
         if vaddr >> 32:
             vaddr = self.wide_address(vaddr, stack)
         if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
@@ -227,6 +241,20 @@ class SoftMMU:
 
     # ---- stores ---------------------------------------------------------------
     def store(self, mmu_idx: int, vaddr: int, size: int, value: int, stack: bool = False) -> None:
+        desc = self.tlb.d[mmu_idx]
+        index = (vaddr >> PAGE_BITS) & TLB_MASK
+        if desc.write[index] == vaddr & (PAGE_MASK | (size - 1)) | TLB_RECHECK and self._recheck(desc, index):
+            self.stats.slow_hits += 1  # (as in ``load``)
+            off = vaddr + desc.addend[index]
+            if size == 4:
+                self._m32[off >> 2] = value & 0xFFFFFFFF
+            elif size == 2:
+                self._m16[off >> 1] = value & 0xFFFF
+            elif size == 8:
+                self._m64[off >> 3] = value & 0xFFFFFFFFFFFFFFFF
+            else:
+                self.mem.ram[off] = value & 0xFF
+            return
         if vaddr >> 32:
             vaddr = self.wide_address(vaddr, stack)
         if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
@@ -330,8 +358,12 @@ class SoftMMU:
             vaddr = self.wide_address(vaddr, False)
         desc = self.tlb.d[mmu_idx]
         index = (vaddr >> PAGE_BITS) & TLB_MASK
-        if desc.code[index] != vaddr & PAGE_MASK:  # (an unflagged entry needs no more)
-            index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
+        tag = desc.code[index]
+        if tag != vaddr & PAGE_MASK:  # (an unflagged entry needs no more)
+            if tag == vaddr & PAGE_MASK | TLB_RECHECK and self._recheck(desc, index):
+                self.stats.slow_hits += 1  # (as in ``load``)
+            else:
+                index = self.lookup(mmu_idx, vaddr, ACCESS_EXEC)
         return desc.paddr[index] | (vaddr & 0xFFF)
 
 

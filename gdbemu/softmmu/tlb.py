@@ -418,6 +418,12 @@ class CPUTLB:
 
     def _enter(self, new: TLBDesc, old: TLBDesc, keep_global: bool) -> None:
         """Make ``new`` what a flush of ``old`` would leave, plus ``new``'s own entries unchecked."""
+        if not keep_global and not new.used and new.v_vpage == _INVALID_VICTIM:
+            # Nothing of its own and no global entry to bring over (an mmu_idx the space never
+            # used): what the code below would leave.
+            new.v_next = old.v_next
+            new.large_page_addr = new.large_page_mask = -1
+            return
         read, write, code, vpages, prot = new.read, new.write, new.code, new.vpage, new.prot
         same = new is old
         # The slots that may hold an entry (``used`` repeats slots and only grows between

@@ -5,7 +5,25 @@ from __future__ import annotations
 from ..decode import IMM, MEM, REG, SREG
 from ..emit import MASK, Emitter
 from ..exceptions import UD
+from ..helpers import helper
+from ..seg import load_data_seg_fast
 from . import op
+
+helper(load_data_seg_fast)  # H.load_data_seg_fast: mov/pop to ES, DS, FS, GS
+
+
+def _load_data_seg(e: Emitter, seg: int, selector: str) -> None:
+    """A load of ES, DS, FS or GS: a plain helper call, not a sync_call.
+
+    The load reads and writes no general register, flag or EIP (a fault
+    leaves through the TB's handler, which writes the locals back and sets
+    EIP, as for a memory operand), so nothing is written back before it or
+    reloaded after it.  ``cpu.icount`` is made exact only on the general path
+    (``seg.load_data_seg_fast``), as ``Emitter.helper_call`` would for the whole call.
+    """
+    e.may_fault = True
+    done = e.const(e.index) if e.tier1 else f"@IC@{e.index}"
+    e.emit(f"H.load_data_seg_fast(cpu, {seg}, {selector}, {done})")
 
 
 def _end_if_hflags_changed(e: Emitter) -> None:
@@ -23,6 +41,10 @@ def mov(e: Emitter) -> None:
         if dst.reg == 1:  # mov to CS: #UD (SDM vol. 2 MOV; QEMU), not a segment load
             e.fault(UD)
             e.ended = True
+            return
+        if dst.reg != 2:
+            _load_data_seg(e, dst.reg, e.load(src, size=2))
+            _end_if_hflags_changed(e)
             return
         e.sync_call("load_seg", str(dst.reg), e.load(src, size=2))
         if dst.reg == 2:  # mov ss: interrupt shadow; end the TB so hflags are fresh
@@ -118,6 +140,12 @@ def pop(e: Emitter) -> None:
     size = e.opsize
     if dst.kind == SREG:
         v, sp = e.pop(size, commit=False)
+        if dst.reg != 2:
+            _load_data_seg(e, dst.reg, f"{v} & 0xFFFF")
+            # ESP is updated after the segment load succeeded (precise).
+            e.write_reg(4, e.stack_size, sp)
+            _end_if_hflags_changed(e)
+            return
         e.sync_call("load_seg", str(dst.reg), f"{v} & 0xFFFF", reload=True)
         # ESP is updated after the segment load succeeded (precise).
         e.write_reg(4, e.stack_size, sp)

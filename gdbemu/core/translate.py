@@ -599,7 +599,25 @@ _TEMP = r"_[a-z]+\d+"
 _INSN_MARK = "#@I"
 # Namespace names a tier-2 function binds as default arguments (fast locals): objects that
 # stay the same for the CPU's life (core/cpu.CPU._namespace builds the dict once).
-_BINDABLE = ("R", "RX", "M8", "M16", "M32", "M64", "LD", "ST", "LDS", "STS", "SB")
+_BINDABLE = (
+    "R",
+    "RX",
+    "M8",
+    "M16",
+    "M32",
+    "M64",
+    "LD",
+    "ST",
+    "LDS",
+    "STS",
+    "SB",
+    "UL16",
+    "UL32",
+    "UL64",
+    "US16",
+    "US32",
+    "US64",
+)
 # Namespace names a looping tier-2 function reads into locals on entry: the CPU rebinds them
 # when it switches TLB tables (core/cpu.CPU._tlb_switched), so they cannot be defaults.
 _REBOUND = ("RT", "WT", "AD")

@@ -135,7 +135,7 @@ loop:
 
 
 def loop_tb(m: Machine, eip: int) -> object:
-    (tb,) = [tb for (pc, _, _), tb in m.cpu.jmp_cache.items() if pc == eip]
+    (tb,) = [tb for pc, tb in m.cpu.jmp_cache.items() if pc == eip]
     return tb
 
 

@@ -137,6 +137,9 @@ class Emitter:
         # (paddr, size, signed) of this instruction's immediate when it must be
         # read from RAM at run time (SMC-hot page), else None.  See translate.py.
         self.dyn_imm: tuple[int, int, bool] | None = None
+        # The target of this direct jmp/call when the translator followed it (the TB goes on
+        # there): its jump emits no exit.
+        self.follow: int | None = None
 
     # ---- lines --------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -568,6 +571,8 @@ class Emitter:
 
     def jump(self, target: int, slot: int = 0) -> None:
         """Direct jump to a constant EIP; a jump to the TB start may loop inside the TB."""
+        if self.follow is not None and target == self.follow and slot == 0:
+            return  # followed: the TB's next instruction is the target
         if self.loop_ok and target == self.tb_start and not self.tier1:
             self.lines.append(Exit(self.indent_level, -1, repr(target), self.index + 1))
             return

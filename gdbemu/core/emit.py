@@ -572,8 +572,15 @@ class Emitter:
     def jump(self, target: int, slot: int = 0) -> None:
         """Direct jump to a constant EIP; a jump to the TB start may loop inside the TB."""
         if self.follow is not None and target == self.follow and slot == 0:
-            return  # followed: the TB's next instruction is the target
-        if self.loop_ok and target == self.tb_start and not self.tier1:
+            # Followed: the TB's next instruction is the target.  The TB still ends here when
+            # something is pending (a device or helper raised it in this TB): the exec loop acts
+            # on it exactly where it did when this jump ended the TB (interrupt landing points).
+            with self.block("if cpu.interrupt_request:"):
+                self.exit(2, self.const(target))
+            return
+        # (Only slot 0 loops: the loop's last exit returns slot 0.  A fall-through to the start,
+        # possible in a TB that followed a jump, exits and chains through slot 1.)
+        if self.loop_ok and target == self.tb_start and not self.tier1 and slot == 0:
             self.lines.append(Exit(self.indent_level, -1, repr(target), self.index + 1))
             return
         self.jump_targets[slot] = target

@@ -122,3 +122,27 @@ def test_a_followed_tb_stays_in_its_page():
     assert all(len(tb.pages) == 1 for tb in m.tbs.tbs.values())
     first = next(tb for tb in m.tbs.tbs.values() if tb.pc == 0x1FF0)
     assert first.eips[1] == 0x1FF8 and len(first.ranges) == 2
+
+
+# 0x1000: mov edx, 5 | again: xor ecx, ecx; jmp L | M: cmp ecx, 50; jae out | L: inc ecx; jmp M
+# out: dec edx; jnz again; exit.  The TB at L follows `jmp M`, and its jae's fall-through is L,
+# the TB's own start, by slot 1; its taken exit (slot 0) is chained to `out` after a round.
+FALL_TO_START = bytes.fromhex("ba05000000" + "31c9eb05" + "83f9327303" + "41ebf8" + "4a75f1" + "b000e6f4f4")
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+@pytest.mark.parametrize("slice_", [5, 7, 11, 50, 1000])
+def test_a_fall_through_to_the_tb_start_leaves_by_its_own_slot(tier, slice_):
+    """A tier-2 loop that ends on its budget must not leave by the slot of the taken exit."""
+    runs = []
+    for follow in (False, True):
+        m = boot(FALL_TO_START, tier, follow)
+        trace = []
+        for _ in range(2000):
+            stop = m.run(max_insns=slice_)
+            trace.append(state(m)[:4])
+            if stop.kind != "limit":
+                break
+        runs.append((stop.kind, trace, m.cpu.regs[1], m.cpu.regs[2]))
+    assert runs[0] == runs[1]
+    assert runs[1][0] == "exit" and runs[1][2:] == (50, 0)

@@ -57,7 +57,18 @@ from contextlib import contextmanager
 
 from ..softmmu.tlb import MMU_USER_IDX, PAGE_BITS, PAGE_MASK, TLB_MASK, align_mask
 from . import flags as F
-from .cpu import GPR_NAMES, HF_ADDSEG, HF_CS32, HF_CS64, HF_LMA, HF_MMU_SHIFT, HF_SS32, REG_NAMES, XREG_NAMES
+from .cpu import (
+    GPR_NAMES,
+    HF_ADDSEG,
+    HF_CS32,
+    HF_CS64,
+    HF_LMA,
+    HF_MMU_SHIFT,
+    HF_SS32,
+    REG_NAMES,
+    REQ_HARD,
+    XREG_NAMES,
+)
 from .decode import CREG, DREG, IMM, MEM, REG, SREG, Insn, Operand
 
 MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF, 16: (1 << 128) - 1}
@@ -575,7 +586,8 @@ class Emitter:
             # Followed: the TB's next instruction is the target.  The TB still ends here when
             # something is pending (a device or helper raised it in this TB): the exec loop acts
             # on it exactly where it did when this jump ended the TB (interrupt landing points).
-            with self.block("if cpu.interrupt_request:"):
+            # (The exec loop's test: a masked INTR alone does not stop it, nor this TB.)
+            with self.block(f"if (_q := cpu.interrupt_request) and (_q != {REQ_HARD} or cpu.eflags & 0x200):"):
                 self.exit(2, self.const(target))
             return
         # (Only slot 0 loops: the loop's last exit returns slot 0.  A fall-through to the start,

@@ -173,7 +173,13 @@ class Machine:
         """
         for tb in list(self.tbs.by_vpage.get(linear & PAGE_MASK, ())):
             start = (tb.cs_base + tb.pc) & 0xFFFFFFFF
-            if start <= linear < start + max(tb.size, 1) and not (start == linear and tb.bp):
+            if start == linear and tb.bp:
+                continue
+            # A TB that followed a jump (core/translate.py) is not one run from its start.
+            if start <= linear < start + max(tb.size, 1) or any(
+                0 <= linear - ((tb.cs_base + eip) & 0xFFFFFFFF) < (insn.size if insn is not None else 1)
+                for eip, insn in zip(tb.eips, tb.insns, strict=True)
+            ):
                 self.tbs.invalidate(tb)
 
     def _flush_range_all(self, vaddr: int, length: int) -> None:

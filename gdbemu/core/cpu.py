@@ -14,6 +14,7 @@ changes (segment loads, CR0/CR4 writes, popf), as QEMU's env->hflags.
 from __future__ import annotations
 
 import builtins
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,8 @@ HF_PE = 1 << 5
 HF_VM = 1 << 6
 HF_TF = 1 << 7  # single-step: TBs of one instruction
 HF_MMU_SHIFT = 8  # two bits: mmu_idx
+
+_U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 HF_PG = 1 << 10
 HF_LMA = 1 << 11  # EFER.LMA: long mode active (64-bit or compatibility mode)
 HF_CS64 = 1 << 12  # LMA and CS.L: 64-bit code (HF_CS32 and HF_SS32 set too, HF_ADDSEG clear)
@@ -256,6 +259,13 @@ class CPU:
             "M16": mem.m16,
             "M32": mem.m32,
             "M64": mem.m64,
+            # Unaligned accesses inside one page (core/emit.py load_mem/store_mem).
+            "UL16": _U16.unpack_from,
+            "UL32": _U32.unpack_from,
+            "UL64": _U64.unpack_from,
+            "US16": _U16.pack_into,
+            "US32": _U32.pack_into,
+            "US64": _U64.pack_into,
             "LD": self.softmmu.loader(mmu_idx),
             "ST": self.softmmu.storer(mmu_idx),
             "LDS": self.softmmu.loader(mmu_idx, True),

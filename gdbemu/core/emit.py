@@ -55,9 +55,20 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..softmmu.tlb import PAGE_BITS, TLB_MASK, align_mask
+from ..softmmu.tlb import MMU_USER_IDX, PAGE_BITS, PAGE_MASK, TLB_MASK, align_mask
 from . import flags as F
-from .cpu import GPR_NAMES, HF_ADDSEG, HF_CS32, HF_CS64, HF_LMA, HF_SS32, REG_NAMES, XREG_NAMES
+from .cpu import (
+    GPR_NAMES,
+    HF_ADDSEG,
+    HF_CS32,
+    HF_CS64,
+    HF_LMA,
+    HF_MMU_SHIFT,
+    HF_SS32,
+    REG_NAMES,
+    REQ_HARD,
+    XREG_NAMES,
+)
 from .decode import CREG, DREG, IMM, MEM, REG, SREG, Insn, Operand
 
 MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF, 16: (1 << 128) - 1}
@@ -68,6 +79,9 @@ REGS_LIST = ", ".join(REG_NAMES)
 XREGS_LIST = ", ".join(XREG_NAMES)
 _VIEW = {1: "M8", 2: "M16", 4: "M32", 8: "M64"}
 _SHIFT = {1: "", 2: " >> 1", 4: " >> 2", 8: " >> 3"}
+# Unaligned accesses within one page (struct unpack_from / pack_into on M8; core/cpu.py binds them)
+_ULOAD = {2: "UL16", 4: "UL32", 8: "UL64"}
+_USTORE = {2: "US16", 4: "US32", 8: "US64"}
 # vaddr & _TAGMASK[size] keeps the page bits and the alignment bits (tlb.align_mask)
 _TAGMASK = {size: align_mask(size) for size in (1, 2, 4, 8)}
 # The TLB slot of a vaddr, as generated code computes it: (vaddr >> PAGE_BITS) & TLB_MASK
@@ -106,6 +120,9 @@ class Emitter:
         # 64-bit code: r8..r15 exist, linear addresses are 64-bit, only FS/GS bases count.
         self.long = bool(hflags & HF_CS64)
         self.lin_mask = MASK64 if self.long else 0xFFFFFFFF
+        # Unaligned accesses inside one page take an inline path too, except at CPL 3
+        # (the user mmu_idx), where #AC (CR0.AM, EFLAGS.AC) is checked on the slow path.
+        self.unaligned_ok = (hflags >> HF_MMU_SHIFT) & 3 != MMU_USER_IDX
         self.tier1 = tier1
         self.lines: list[str | Exit] = []
         self.indent_level = 1
@@ -131,6 +148,9 @@ class Emitter:
         # (paddr, size, signed) of this instruction's immediate when it must be
         # read from RAM at run time (SMC-hot page), else None.  See translate.py.
         self.dyn_imm: tuple[int, int, bool] | None = None
+        # The target of this direct jmp/call when the translator followed it (the TB goes on
+        # there): its jump emits no exit.
+        self.follow: int | None = None
 
     # ---- lines --------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -267,10 +287,17 @@ class Emitter:
         v = self.tmp("v")
         view = _VIEW[size]
         ld = "LDS" if stack and self.long else "LD"
-        self.emit(
-            f"{v} = {view}[{addr} + AD[_p]{_SHIFT[size]}] "
-            f"if RT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]} else {ld}({addr}, {size})"
-        )
+        fast = f"{v} = {view}[{addr} + AD[_p]{_SHIFT[size]}] if RT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]}"
+        if size > 1 and self.unaligned_ok:
+            # Unaligned, last byte in the same page, entry unflagged: the tag equals the
+            # page of the last byte (a page-crossing access names the next page, whose
+            # entry can never sit in this slot; a flag in the tag fails as before).
+            self.emit(
+                f"{fast} else {_ULOAD[size]}(M8, {addr} + AD[_p])[0] "
+                f"if RT[_p] == {addr} + {size - 1} & {PAGE_MASK} else {ld}({addr}, {size})"
+            )
+        else:
+            self.emit(f"{fast} else {ld}({addr}, {size})")
         return v
 
     def store_mem(self, addr: str, size: int, value: str, stack: bool = False) -> None:
@@ -282,6 +309,10 @@ class Emitter:
             f"if WT[(_p := {addr} {_SLOT})] == {addr} & {_TAGMASK[size]}: "
             f"{view}[{addr} + AD[_p]{_SHIFT[size]}] = {value}"
         )
+        if size > 1 and self.unaligned_ok:
+            self.emit(
+                f"elif WT[_p] == {addr} + {size - 1} & {PAGE_MASK}: {_USTORE[size]}(M8, {addr} + AD[_p], {value})"
+            )
         self.emit(f"else: {st}({addr}, {size}, {value})")
 
     # ---- generic operands ---------------------------------------------------
@@ -551,7 +582,17 @@ class Emitter:
 
     def jump(self, target: int, slot: int = 0) -> None:
         """Direct jump to a constant EIP; a jump to the TB start may loop inside the TB."""
-        if self.loop_ok and target == self.tb_start and not self.tier1:
+        if self.follow is not None and target == self.follow and slot == 0:
+            # Followed: the TB's next instruction is the target.  The TB still ends here when
+            # something is pending (a device or helper raised it in this TB): the exec loop acts
+            # on it exactly where it did when this jump ended the TB (interrupt landing points).
+            # (The exec loop's test: a masked INTR alone does not stop it, nor this TB.)
+            with self.block(f"if (_q := cpu.interrupt_request) and (_q != {REQ_HARD} or cpu.eflags & 0x200):"):
+                self.exit(2, self.const(target))
+            return
+        # (Only slot 0 loops: the loop's last exit returns slot 0.  A fall-through to the start,
+        # possible in a TB that followed a jump, exits and chains through slot 1.)
+        if self.loop_ok and target == self.tb_start and not self.tier1 and slot == 0:
             self.lines.append(Exit(self.indent_level, -1, repr(target), self.index + 1))
             return
         self.jump_targets[slot] = target

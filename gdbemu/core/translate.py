@@ -42,7 +42,7 @@ from . import ops as ops_pkg
 from .breakpoint import Breakpoints
 from .cpu import CPU, GPR_NAMES, HF_CS32, HF_CS64, HF_MMU_SHIFT, HF_TF, Namespace
 from .decode import IMM, MEM, DecodeError, Decoder, Insn
-from .emit import FLAG_USE, Emitter, Exit, code_mask
+from .emit import FLAG_USE, MASK, Emitter, Exit, code_mask
 from .exceptions import PF, UD, GuestFault
 from .smc import emit_guard_tier2, guard_entry, guard_miss, plan_guards
 from .tb import TB, TBCache
@@ -114,6 +114,33 @@ LOCKABLE = frozenset(
 )
 
 
+# Direct near jmp/call (E9, EB, E8): decoding may follow them inside the TB's page (decode_block).
+_DIRECT = frozenset({0xE8, 0xE9, 0xEB})
+
+
+def direct_target(insn: Insn | None) -> int | None:
+    """The target EIP of a direct near ``jmp``/``call`` (as control.py computes it), else None."""
+    if (
+        insn is None
+        or insn.opcode[0] not in _DIRECT
+        or insn.name not in ("jmp", "call")
+        or insn.lock
+        or len(insn.ops) != 1
+        or insn.ops[0].kind != IMM
+    ):
+        return None
+    return insn.ops[0].imm & MASK[insn.opsize]
+
+
+def followed(insns: list[Insn | None], k: int) -> int | None:
+    """The EIP instruction k jumps to when decoding followed it (the next instruction is its target)."""
+    if k + 1 >= len(insns):
+        return None
+    nxt = insns[k + 1]
+    target = direct_target(insns[k])
+    return target if target is not None and nxt is not None and nxt.addr == target else None
+
+
 def _ud(e: Emitter) -> None:
     e.fault(UD)
     e.ended = True
@@ -142,6 +169,9 @@ class Translator:
         # Tests set this to 1 or 2 to build every TB in that tier from the
         # start (the differential suite checks both code generators).
         self.force_tier: int | None = None
+        # Follow direct jmp/call inside the TB's page (decode_block); tests of the TB cache's
+        # own mechanics switch it off to get one TB per straight run.
+        self.follow_jumps = True
         # Set by build() from the CPU: op keys its model lacks the feature for (#UD).
         self.disabled_ops: frozenset[str] = frozenset()
         self.stats = {"decoded": 0, "shapes": 0, "tier1_built": 0, "tier2_built": 0}
@@ -176,9 +206,19 @@ class Translator:
         cur_ppage = 0
         insn_paddrs: list[int] = []
         ud_eips: list[int] = []
+        # A direct jmp/call whose target is on the TB's (one) page is followed: decoding goes on at
+        # the target, and the jump costs no TB exit.  Such a TB then stays inside that page, so its
+        # pages, the breakpoint check and the TB-cache bookkeeping see one page as before.
+        follow_ok = self.follow_jumps and not hflags & HF_TF
+        first_vpage = -1
+        did_follow = False
+        seen: set[int] = set()
+        phys_pc = 0
         while len(insns) < max_insns:
             linear = (cs_base + eip) & lin_mask
             vpage = linear & PAGE_MASK
+            if did_follow and vpage != first_vpage:
+                break
             if vpage != cur_vpage:
                 try:
                     cur_ppage = mmu.code_paddr(mmu_idx, linear) & PAGE_MASK
@@ -189,6 +229,9 @@ class Translator:
                 cur_vpage = vpage
             paddr = cur_ppage | (linear & 0xFFF)
             ppage = cur_ppage
+            if not insns:
+                first_vpage = vpage
+                phys_pc = paddr
             if ppage not in pages:
                 if len(pages) == 2:
                     break
@@ -218,6 +261,8 @@ class Translator:
                 ranges.setdefault(ppage, []).append((paddr, paddr + 1))
                 break
             if insn.size > avail:
+                if did_follow:
+                    break  # a TB that followed a jump stays in its page
                 if isinstance(second, GuestFault):
                     if not insns:
                         raise second
@@ -236,17 +281,38 @@ class Translator:
                 ranges.setdefault(ppage, []).append((paddr, paddr + insn.size))
                 insn_paddrs.append(paddr)
             insns.append(insn)
-            if insn.name in ENDS_TB or insn.name not in OPS:
+            seen.add(eip)
+            if insn.name not in OPS:
                 break
+            if insn.name in ENDS_TB:
+                target = direct_target(insn) if follow_ok and len(pages) == 1 and insn_paddrs[-1] >= 0 else None
+                if (
+                    target is None
+                    or target in seen
+                    or len(insns) >= max_insns
+                    or ((cs_base + target) & lin_mask) & PAGE_MASK != first_vpage
+                    or (marks and ((cs_base + target) & lin_mask) in marks)
+                ):
+                    break
+                did_follow = True
+                eip = target
+                continue
             eip = (eip + insn.size) & addr_mask
             if marks and ((cs_base + eip) & lin_mask) in marks:
                 break  # a breakpoint starts its own TB
         self.stats["decoded"] += len(insns)
         merged: list[tuple[int, int]] = []
         for page in pages:
-            rs = ranges.get(page, [])
-            if rs:
-                merged.append((min(r[0] for r in rs), max(r[1] for r in rs)))
+            # The runs of code on the page (one for straight-line code; a followed jump may
+            # leave a gap, which is not the TB's: a store there invalidates nothing).
+            runs: list[tuple[int, int]] = []
+            for r in sorted(ranges.get(page, [])):
+                if runs and r[0] <= runs[-1][1]:
+                    runs[-1] = (runs[-1][0], max(runs[-1][1], r[1]))
+                else:
+                    runs.append(r)
+            merged.extend(runs)
+        self._phys_pc = phys_pc
         self._insn_paddrs = insn_paddrs
         self._ud_eip = ud_eips[0] if ud_eips else None
         return insns, tuple(pages), tuple(merged), vpages
@@ -263,7 +329,7 @@ class Translator:
         check_bp: bool = True,
     ) -> TB:
         insns, pages, ranges, vpages = self.decode_block(cpu, eip, cs_base, hflags, max_insns)
-        tb = TB(eip, cs_base, hflags, ranges[0][0] if ranges else 0)
+        tb = TB(eip, cs_base, hflags, self._phys_pc if ranges else 0)
         # A replay of an instruction already past its breakpoint check does not check again.
         tb.bp = check_bp and ((cs_base + eip) & _lin_mask(hflags)) in self.breakpoints.marks
         tb.pages = pages
@@ -418,9 +484,12 @@ class Translator:
                 emit_guard_tier2(self, e, tb, k, guards[k][1], guards[k][2])
                 continue
             e.dyn_imm = self._dyn(tb, k)
+            e.follow = followed(insns, k)
             e.lines.append(f"{_INSN_MARK}{k}")  # where instruction k starts (the fault table)
             self._emit_insn(e, insn)
-            if e.ended:
+            if e.follow is not None:
+                e.ended = False  # a followed jmp/call: the next instruction is its target
+            elif e.ended:
                 break
         if not e.ended:
             e.index = n - 1
@@ -552,7 +621,8 @@ class Translator:
             dyn = self._dyn(tb, k)
             # k is part of the key: exits and helper calls bake the instruction's
             # position in its TB into the code (icount bookkeeping).
-            key = (id(insn), id(ns), tb.hflags, cc_static, dyn, k)
+            follow = followed(insns, k)
+            key = (id(insn), id(ns), tb.hflags, cc_static, dyn, k, follow)
             hit = cache.get(key)
             if hit is not None and hit[0] is insn:
                 fns.append(hit[1])
@@ -563,6 +633,7 @@ class Translator:
             e.cc_static = cc_static
             e.index = k
             e.dyn_imm = dyn
+            e.follow = follow
             self._emit_insn(e, insn)
             fns.append(self._shape(e, ns))
             if len(cache) > 500_000:
@@ -617,7 +688,25 @@ _TEMP = r"_[a-z]+\d+"
 _INSN_MARK = "#@I"
 # Namespace names a tier-2 function binds as default arguments (fast locals): objects that
 # stay the same for the CPU's life (core/cpu.CPU._namespace builds the dict once).
-_BINDABLE = ("R", "RX", "M8", "M16", "M32", "M64", "LD", "ST", "LDS", "STS", "SB")
+_BINDABLE = (
+    "R",
+    "RX",
+    "M8",
+    "M16",
+    "M32",
+    "M64",
+    "LD",
+    "ST",
+    "LDS",
+    "STS",
+    "SB",
+    "UL16",
+    "UL32",
+    "UL64",
+    "US16",
+    "US32",
+    "US64",
+)
 # Namespace names a looping tier-2 function reads into locals on entry: the CPU rebinds them
 # when it switches TLB tables (core/cpu.CPU._tlb_switched), so they cannot be defaults.
 _REBOUND = ("RT", "WT", "AD")

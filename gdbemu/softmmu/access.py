@@ -304,9 +304,9 @@ class SoftMMU:
         only data and stack accesses (implicit supervisor accesses use the
         kernel mmu_idx).  An access that also page-faults reports #PF, which
         has the higher priority (SDM vol. 3, table 6-2), so both pages are
-        looked up first.  Unaligned accesses never take the inline fast
-        path (the TLB compare includes the alignment bits), so this slow-path
-        check sees all of them.
+        looked up first.  User-mode TBs have no inline path for unaligned
+        accesses (core/emit.py: kernel TBs take one inside a page), so this
+        slow-path check sees all of them.
         """
         fault = self.alignment_fault()
         if fault is None:

@@ -22,8 +22,12 @@ The fast path is one compare (DESIGN.md, invariant 1)::
 
 ``align_mask(size)`` keeps the page number and the low ``log2(size)`` bits of
 the address, so an unaligned access fails the compare (the tag's low bits are
-zero), and so does any page whose tag carries a flag.  Flags are therefore
-*exactly* the reasons an access must leave the fast path:
+zero), and so does any page whose tag carries a flag.  Generated code for
+kernel mmu_idxs then tries ``read[index] == (vaddr + size - 1) & PAGE_MASK``:
+equal only for an unflagged entry when the access ends in the same page (the
+next page's entry cannot sit in this slot), read/written unaligned through
+``struct`` on RAM (core/emit.py); user code keeps the slow path for #AC.
+Flags are therefore *exactly* the reasons an access must leave the fast path:
 
 ``TLB_INVALID``     entry holds nothing (tag is -1, all bits set)
 ``TLB_NOTDIRTY``    write: the frame holds translated code (or is clean for a

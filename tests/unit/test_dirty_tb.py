@@ -392,8 +392,9 @@ def test_on_invalidate_callbacks():
 # ---- through the real translator -----------------------------------------------------------
 
 
-def boot(code: bytes, at: int = 0x1000, max_insns: int = 10_000) -> Machine:
+def boot(code: bytes, at: int = 0x1000, max_insns: int = 10_000, follow: bool = False) -> Machine:
     m = Machine(ram_size=1 << 20)
+    m.translator.follow_jumps = follow  # one TB per straight run (TWO_TBS: two TBs)
     m.mem.write(at, code)
     m.cpu.setup_flat32()
     m.cpu.eip = at

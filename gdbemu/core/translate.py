@@ -292,6 +292,9 @@ class Translator:
                     or len(insns) >= max_insns
                     or ((cs_base + target) & lin_mask) & PAGE_MASK != first_vpage
                     or (marks and ((cs_base + target) & lin_mask) in marks)
+                    # A page the guest has rewritten code on keeps one TB per straight run:
+                    # its guarded and dyn-imm plans (core/smc.py) work per run.
+                    or self.tbs.smc_pages.get(cur_ppage)
                 ):
                     break
                 did_follow = True

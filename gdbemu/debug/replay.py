@@ -603,9 +603,13 @@ class History:
         if not self.segments:
             return ReverseStop("begin")
         present = self.pos is None
+        # First: giving lazy segments their checkpoints may drop the oldest (a replay that
+        # diverged), which moves every index.
+        self._ensure_present_saved()
+        if not self.segments:
+            return ReverseStop("begin")
         k, icount = self._position()
         seg = self.segments[k]
-        self._ensure_present_saved()
         if seg.step and present:
             yield from self._goto(k, seg.start)
             return ReverseStop("step")
@@ -745,8 +749,8 @@ class History:
 
     def reverse_continue_iter(self) -> Generator[None, None, ReverseStop]:
         """``reverse_continue`` as a generator: it yields while it replays (see ``_scan``)."""
+        self._ensure_present_saved()  # first: it may drop segments (see reverse_step_iter)
         k, icount = self._position()
-        self._ensure_present_saved()
         m = self.machine
         watching = any(wp.owner == GDB_OWNER for wp in m.watchpoints.wps)
         only_watch = watching and not m.breakpoints.gdb

@@ -320,3 +320,33 @@ def test_lazy_checkpoints_after_watchpoint_stops_are_the_live_states(kernel: Pat
         assert seg.saved.state["cpus"][0] == cpu
         h.goto(h.segments.index(seg), seg.start)
         assert t.read_memory(1, page, 0x1000) == stack
+
+
+def test_reverse_after_lazy_segments_that_cannot_be_rebuilt_stops_at_the_history_left() -> None:
+    """Giving lazy segments their checkpoints may drop the oldest (a replay that diverged: here a
+    bare machine from reset, whose run does not replay from its first checkpoint); the reverse
+    operation then works on the history left (an IndexError once, found by the slow RSP fuzzer)."""
+    machine = Machine(ram_size=2 << 20)
+    machine.mem.write(0, b"\xeb\xfe" * (1 << 20))  # RAM all `jmp $`, no firmware: as the RSP fuzzer's target
+    tgt = MachineTarget(machine)
+
+    def go(step: bool) -> None:
+        tgt.resume([ResumeAction(1, step, None)])
+        for i in range(50):
+            if i == 1:
+                tgt.interrupt()  # gdb's Ctrl-C
+            if tgt.run_slice(500) is not None:
+                return
+        raise AssertionError("no stop")
+
+    for _ in range(3):
+        go(False)
+    assert tgt.write_register(1, 8, (0x12).to_bytes(4, "little"))  # outside input: the step gets a checkpoint
+    go(True)
+    h = tgt.history
+    assert h is not None and [s.saved is None for s in h.segments] == [False, True, True, False]
+    stop = h.reverse_continue()
+    assert stop.kind == "begin"
+    assert all(s.saved is not None for s in h.segments)
+    stop = h.reverse_step() if h.segments else stop
+    assert stop.kind in ("begin", "step")

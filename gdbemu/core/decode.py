@@ -133,6 +133,45 @@ class Insn:
         return self.addr + self.size
 
 
+def _mem_operand(
+    osize: int, sname: str | None, bname: str | None, iname: str | None, scale: int, disp: int, next_ip: int
+) -> Operand:
+    """A memory operand from capstone's register names (both decoding paths of ``Decoder``).
+
+    RIP-relative (EIP with a 67 prefix: a 32-bit address) is resolved here
+    to ``next_ip + disp``; without a segment prefix the segment is SS for an
+    ESP/EBP base, else DS.
+    """
+    base = index = -1
+    riprel = False
+    if bname in ("rip", "eip"):
+        riprel = True
+        disp = (next_ip + disp) & (0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF)
+        bname = None
+    if bname is not None:
+        if bname not in _GPR:
+            raise DecodeError(f"unsupported base {bname}")
+        base = _GPR[bname][0]
+    if iname is not None:
+        if iname not in _GPR:
+            raise DecodeError(f"unsupported index {iname}")
+        index = _GPR[iname][0]
+    override = sname is not None
+    seg = _SREG[sname] if sname is not None else 2 if base in (4, 5) else 3
+    return Operand(
+        MEM,
+        osize,
+        imm=0,
+        seg=seg,
+        seg_override=override,
+        base=base,
+        index=index,
+        scale=scale,
+        disp=disp,
+        riprel=riprel,
+    )
+
+
 class Decoder:
     """Decodes and caches; one per code size (16/32/64-bit)."""
 
@@ -296,42 +335,15 @@ class Decoder:
                 ops.append(Operand(IMM, osize, imm=value))
             elif t == cx.X86_OP_MEM:
                 segment, mbase, mindex, scale, disp = value
-                base = index = -1
-                bname = self._reg_name(mbase) if mbase else None
-                iname = self._reg_name(mindex) if mindex else None
-                riprel = False
-                if bname in ("rip", "eip"):
-                    # RIP-relative (eip with a 67 prefix: the address is 32-bit)
-                    riprel = True
-                    bmask = 0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF
-                    disp = (addr + size + disp) & bmask
-                    bname = None
-                if bname is not None:
-                    if bname not in _GPR:
-                        raise DecodeError(f"unsupported base {bname}")
-                    base = _GPR[bname][0]
-                if iname is not None:
-                    if iname not in _GPR:
-                        raise DecodeError(f"unsupported index {iname}")
-                    index = _GPR[iname][0]
-                if segment:
-                    seg = _SREG[self._reg_name(segment)]
-                    override = True
-                else:
-                    seg = 2 if base in (4, 5) else 3
-                    override = False
                 ops.append(
-                    Operand(
-                        MEM,
+                    _mem_operand(
                         osize,
-                        imm=0,
-                        seg=seg,
-                        seg_override=override,
-                        base=base,
-                        index=index,
-                        scale=scale,
-                        disp=disp,
-                        riprel=riprel,
+                        self._reg_name(segment) if segment else None,
+                        self._reg_name(mbase) if mbase else None,
+                        self._reg_name(mindex) if mindex else None,
+                        scale,
+                        disp,
+                        addr + size,
                     )
                 )
             else:
@@ -385,43 +397,15 @@ class Decoder:
                 ops.append(Operand(IMM, o.size, imm=o.imm))
             elif t == cx.X86_OP_MEM:
                 m = o.mem
-                base = index = -1
-                bname = ci.reg_name(m.base) if m.base else None
-                iname = ci.reg_name(m.index) if m.index else None
-                disp = m.disp
-                riprel = False
-                if bname in ("rip", "eip"):
-                    # RIP-relative (eip with a 67 prefix: the address is 32-bit)
-                    riprel = True
-                    bmask = 0xFFFFFFFF if bname == "eip" else 0xFFFFFFFFFFFFFFFF
-                    disp = (addr + ci.size + disp) & bmask
-                    bname = None
-                if bname is not None:
-                    if bname not in _GPR:
-                        raise DecodeError(f"unsupported base {bname}")
-                    base = _GPR[bname][0]
-                if iname is not None:
-                    if iname not in _GPR:
-                        raise DecodeError(f"unsupported index {iname}")
-                    index = _GPR[iname][0]
-                if m.segment:
-                    seg = _SREG[ci.reg_name(m.segment)]
-                    override = True
-                else:
-                    seg = 2 if base in (4, 5) else 3
-                    override = False
                 ops.append(
-                    Operand(
-                        MEM,
+                    _mem_operand(
                         o.size,
-                        imm=0,
-                        seg=seg,
-                        seg_override=override,
-                        base=base,
-                        index=index,
-                        scale=m.scale,
-                        disp=disp,
-                        riprel=riprel,
+                        ci.reg_name(m.segment) if m.segment else None,
+                        ci.reg_name(m.base) if m.base else None,
+                        ci.reg_name(m.index) if m.index else None,
+                        m.scale,
+                        m.disp,
+                        addr + ci.size,
                     )
                 )
             else:

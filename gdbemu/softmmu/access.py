@@ -90,6 +90,27 @@ class SoftMMU:
         self._m32 = mem.m32
         self._m64 = mem.m64
 
+    def _ram_load(self, off: int, size: int) -> int:
+        """An aligned read of RAM offset ``off`` (size 1, 2, 4 or 8): what a hit of the compare reads."""
+        if size == 4:
+            return self._m32[off >> 2]
+        if size == 8:
+            return self._m64[off >> 3]
+        if size == 2:
+            return self._m16[off >> 1]
+        return self.mem.ram[off]
+
+    def _ram_store(self, off: int, size: int, value: int) -> None:
+        """An aligned write of RAM offset ``off``, ``value`` cut to ``size`` bytes."""
+        if size == 4:
+            self._m32[off >> 2] = value & 0xFFFFFFFF
+        elif size == 2:
+            self._m16[off >> 1] = value & 0xFFFF
+        elif size == 8:
+            self._m64[off >> 3] = value & 0xFFFFFFFFFFFFFFFF
+        else:
+            self.mem.ram[off] = value & 0xFF
+
     # ---- the fast path for helpers ----------------------------------------------
     # Descriptor-table reads, interrupt frames, TSS fields: the one compare of
     # generated code (an aligned access to an unflagged page whose entry is
@@ -100,14 +121,7 @@ class SoftMMU:
         desc = self.tlb.d[mmu_idx]
         index = (vaddr >> PAGE_BITS) & TLB_MASK
         if desc.read[index] == vaddr & (PAGE_MASK | (size - 1)):
-            off = vaddr + desc.addend[index]
-            if size == 4:
-                return self._m32[off >> 2]
-            if size == 8:
-                return self._m64[off >> 3]
-            if size == 2:
-                return self._m16[off >> 1]
-            return self.mem.ram[off]
+            return self._ram_load(vaddr + desc.addend[index], size)
         return self.load(mmu_idx, vaddr, size)
 
     def fast_store(self, mmu_idx: int, vaddr: int, size: int, value: int) -> None:
@@ -115,15 +129,7 @@ class SoftMMU:
         desc = self.tlb.d[mmu_idx]
         index = (vaddr >> PAGE_BITS) & TLB_MASK
         if desc.write[index] == vaddr & (PAGE_MASK | (size - 1)):
-            off = vaddr + desc.addend[index]
-            if size == 4:
-                self._m32[off >> 2] = value & 0xFFFFFFFF
-            elif size == 2:
-                self._m16[off >> 1] = value & 0xFFFF
-            elif size == 8:
-                self._m64[off >> 3] = value & 0xFFFFFFFFFFFFFFFF
-            else:
-                self.mem.ram[off] = value & 0xFF
+            self._ram_store(vaddr + desc.addend[index], size, value)
             return
         self.store(mmu_idx, vaddr, size, value)
 
@@ -197,14 +203,7 @@ class SoftMMU:
             # The first use of an entry brought back with its address space (an aligned access
             # to an unflagged page): checked, it is what the fast path would have used.
             self.stats.slow_hits += 1
-            off = vaddr + desc.addend[index]
-            if size == 4:
-                return self._m32[off >> 2]
-            if size == 8:
-                return self._m64[off >> 3]
-            if size == 2:
-                return self._m16[off >> 1]
-            return self.mem.ram[off]
+            return self._ram_load(vaddr + desc.addend[index], size)
         if vaddr >> 32:
             vaddr = self.wide_address(vaddr, stack)
         if vaddr & (size - 1) and mmu_idx == MMU_USER_IDX:
@@ -245,15 +244,7 @@ class SoftMMU:
         index = (vaddr >> PAGE_BITS) & TLB_MASK
         if desc.write[index] == vaddr & (PAGE_MASK | (size - 1)) | TLB_RECHECK and self._recheck(desc, index):
             self.stats.slow_hits += 1  # (as in ``load``)
-            off = vaddr + desc.addend[index]
-            if size == 4:
-                self._m32[off >> 2] = value & 0xFFFFFFFF
-            elif size == 2:
-                self._m16[off >> 1] = value & 0xFFFF
-            elif size == 8:
-                self._m64[off >> 3] = value & 0xFFFFFFFFFFFFFFFF
-            else:
-                self.mem.ram[off] = value & 0xFF
+            self._ram_store(vaddr + desc.addend[index], size, value)
             return
         if vaddr >> 32:
             vaddr = self.wide_address(vaddr, stack)

@@ -215,6 +215,21 @@ _INVALID_VICTIM = [INVALID_TAG] * VICTIM_SIZE
 _NO_DEPS_VICTIM: list[tuple[int, ...] | None] = [None] * VICTIM_SIZE
 
 
+def _victim_columns(fast: TLBDesc, victim: TLBDesc) -> tuple[tuple[list[Any], list[Any]], ...]:
+    """Each column of ``fast``'s table beside the same column of ``victim``'s victim TLB."""
+    return (
+        (fast.read, victim.v_read),
+        (fast.write, victim.v_write),
+        (fast.code, victim.v_code),
+        (fast.addend, victim.v_addend),
+        (fast.paddr, victim.v_paddr),
+        (fast.prot, victim.v_prot),
+        (fast.vpage, victim.v_vpage),
+        (fast.deps, victim.v_deps),
+        (fast.size, victim.v_size),
+    )
+
+
 def _used_slots(desc: TLBDesc) -> Iterable[int]:
     """The slots that may hold an entry: the noted ones, or every slot once too many were."""
     used = desc.used
@@ -337,17 +352,7 @@ class CPUTLB:
             return False
         v = desc.v_vpage.index(vpage)
         index = (vpage >> PAGE_BITS) & TLB_MASK
-        cols: tuple[tuple[list[Any], list[Any]], ...] = (
-            (desc.read, desc.v_read),
-            (desc.write, desc.v_write),
-            (desc.code, desc.v_code),
-            (desc.addend, desc.v_addend),
-            (desc.paddr, desc.v_paddr),
-            (desc.prot, desc.v_prot),
-            (desc.vpage, desc.v_vpage),
-            (desc.deps, desc.v_deps),
-            (desc.size, desc.v_size),
-        )
+        cols = _victim_columns(desc, desc)
         if _v_unchecked(desc, v):
             entry = [victim[v] for _, victim in cols]
             desc.v_read[v] = desc.v_write[v] = desc.v_code[v] = INVALID_TAG
@@ -485,18 +490,9 @@ class CPUTLB:
                 if old.v_vpage[v] != -1 and old.v_prot[v] & PAGE_GLOBAL:
                     kept_global = True
                     if not same:
-                        pairs: tuple[tuple[list[Any], list[Any]], ...] = (
-                            (new.v_read, old.v_read),
-                            (new.v_write, old.v_write),
-                            (new.v_code, old.v_code),
-                            (new.v_addend, old.v_addend),
-                            (new.v_paddr, old.v_paddr),
-                            (new.v_prot, old.v_prot),
-                            (new.v_vpage, old.v_vpage),
-                            (new.v_deps, old.v_deps),
-                            (new.v_size, old.v_size),
-                        )
-                        for dst, src in pairs:
+                        for (_, dst), (_, src) in zip(
+                            _victim_columns(new, new), _victim_columns(old, old), strict=True
+                        ):
                             dst[v] = src[v]
                         # The live global entry is the one a flush leaves: not this space's own.
                         vp = old.v_vpage[v]
